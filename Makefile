@@ -1,0 +1,130 @@
+#  faissproxy — build, test, run, install.
+#  make run | make test | make deps | make install PREFIX=… DESTDIR=…
+#  Variants: make test-asan (ASan+UBSan), make test-tsan (TSan);
+#  SANITIZE=address,undefined BUILD=build/asan builds any target that way.
+
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+BUILD       ?= build
+DEPS_DIR    ?= build/deps
+FAISS_PREFIX ?= /usr
+MULTIARCH   := $(shell gcc -print-multiarch 2>/dev/null)
+FAISS_LIBDIR ?= $(firstword $(wildcard $(FAISS_PREFIX)/lib/$(MULTIARCH)/libfaiss.a $(FAISS_PREFIX)/lib/libfaiss.a $(FAISS_PREFIX)/lib/libfaiss.so))
+FAISS_C_LIB ?= $(firstword $(wildcard $(FAISS_PREFIX)/lib/libfaiss_c.so $(FAISS_PREFIX)/lib/$(MULTIARCH)/libfaiss_c.so) $(DEPS_DIR)/faiss-c/libfaiss_c.a)
+BLAS_LIBS   ?= -lopenblas
+PYTHON      ?= /usr/bin/python3
+
+SO_MAJOR    := 0
+SO_VERSION  := 0.1.0
+
+CC          ?= gcc
+CXX         ?= g++
+WERROR      := $(if $(CI),-Werror,)
+SANITIZE    ?=
+SANFLAGS    := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all,)
+OPT         ?= -O2
+CPPFLAGS    += -D_GNU_SOURCE -Iprotocol -Iclient-c -I$(FAISS_PREFIX)/include -MMD -MP
+CFLAGS      += -std=c11 $(OPT) -g -fPIC -pthread -Wall -Wextra $(WERROR) $(SANFLAGS)
+CXXFLAGS    += -std=c++17 $(OPT) -g -fPIC -pthread -Wall -Wextra $(WERROR) $(SANFLAGS)
+LDFLAGS     += -pthread $(SANFLAGS)
+
+FAISS_LIBS  := $(FAISS_C_LIB) $(FAISS_LIBDIR) $(BLAS_LIBS) -fopenmp -lstdc++ -lm
+NET_LIBS    := -lzmq -lmsgpackc
+
+PROTOCOL_SRC := $(wildcard protocol/*.c)
+SERVER_SRC   := $(wildcard server/*.c)
+SERVER_CXX   := $(wildcard server/*.cpp)
+CLIENT_SRC   := $(filter-out client-c/faissproxy_cli.c,$(wildcard client-c/*.c))
+TEST_SRC     := $(wildcard tests/test_*.c)
+TEST_COMMON  := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(patsubst %.cpp,$(BUILD)/obj/%.o,$(1)))
+
+DAEMON   := $(BUILD)/bin/faissproxyd
+CLI      := $(BUILD)/bin/faissproxy
+LIB_A    := $(BUILD)/lib/libfaissproxy.a
+LIB_SO   := $(BUILD)/lib/libfaissproxy.so
+PC_FILE  := $(BUILD)/lib/pkgconfig/faissproxy.pc
+TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+
+.PHONY: all deps run test test-c test-asan test-tsan install clean distclean
+all: $(DAEMON) $(CLI) $(LIB_A) $(LIB_SO) $(PC_FILE)
+
+deps:
+	@scripts/deps.sh $(DEPS_DIR) $(FAISS_PREFIX)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+
+#  The server also needs OpenMP for omp_set_num_threads.
+$(BUILD)/obj/server/%.o: CFLAGS += -fopenmp
+
+$(DAEMON): $(call obj,$(SERVER_SRC) $(SERVER_CXX) $(PROTOCOL_SRC))
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+
+$(LIB_A): $(call obj,$(CLIENT_SRC) $(PROTOCOL_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIB_SO): $(call obj,$(CLIENT_SRC) $(PROTOCOL_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libfaissproxy.so.$(SO_MAJOR) $^ -o $@.$(SO_VERSION) $(NET_LIBS)
+	ln -sf libfaissproxy.so.$(SO_VERSION) $@.$(SO_MAJOR)
+	ln -sf libfaissproxy.so.$(SO_VERSION) $@
+
+$(PC_FILE): client-c/faissproxy.pc.in
+	@mkdir -p $(dir $@)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(SO_VERSION)|' $< > $@
+
+$(CLI): $(call obj,client-c/faissproxy_cli.c) $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(NET_LIBS)
+
+#  Tests link the client library and FAISS in-process, to compare the two.
+$(BUILD)/tests/%: $(call obj,tests/%.c $(TEST_COMMON)) $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+
+#  make run: the server in the foreground, tenant "default" (key from
+#  FAISS_PROXY_API_KEY, else generated and printed).
+run: deps
+	@$(MAKE) --no-print-directory all
+	@mkdir -p data
+	$(DAEMON) --bind tcp://127.0.0.1:5555 --data-dir ./data
+
+test: deps
+	@$(MAKE) --no-print-directory test-c
+	@$(MAKE) --no-print-directory test-asan
+
+test-c: all $(TESTS)
+	@tests/run.sh $(BUILD)
+
+test-asan:
+	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined OPT=-O1 test-c
+
+test-tsan:
+	@$(MAKE) --no-print-directory BUILD=build/tsan SANITIZE=thread OPT=-O1 test-c
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(DAEMON) $(CLI) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIB_SO).$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libfaissproxy.so.$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/libfaissproxy.so.$(SO_MAJOR)
+	ln -sf libfaissproxy.so.$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/libfaissproxy.so
+	install -m 644 client-c/faissproxy.h protocol/fpx_errors.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(PC_FILE) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+clean:
+	rm -rf $(BUILD)/obj $(BUILD)/bin $(BUILD)/lib $(BUILD)/tests build/asan build/tsan
+
+distclean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,205 @@
+/*  faissproxy.h — libfaissproxy, the C client of faissproxyd.
+
+    Every FAISS index operation over the network. A client handle holds one
+    ZeroMQ DEALER connection to one server, with one API key.
+
+    Errors: every call returns 0 (or a count) on success and a negative
+    FPX_E… code (see fpx_errors.h) on failure; the readable message of the
+    last failure is kept on the handle (fpx_client_errmsg). Errors the server
+    reports carry its text, FAISS's own message for FPX_EFAISS.
+
+    Thread-safety: a handle must not be used by two threads at once; use one
+    handle per thread, or serialize the calls. Different handles are
+    independent. Functions without a handle are thread-safe.
+
+    Index names: every index call takes the index's name: a name given at
+    create time, or the "@…" handle the server chose for an anonymous index
+    (which belongs to this handle's connection and dies with it).
+
+    Arrays are passed as caller-owned buffers of FAISS's types: float
+    vectors row-major n·d, int64 ids and labels. Nothing is retained after a
+    call returns.
+*/
+#ifndef FAISSPROXY_H_INCLUDED
+#define FAISSPROXY_H_INCLUDED
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fpx_errors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FPX_VERSION_MAJOR 0
+#define FPX_VERSION_MINOR 1
+#define FPX_VERSION_PATCH 0
+#define FPX_VERSION_STRING "0.1.0"
+
+#define FPX_DEFAULT_ENDPOINT   "tcp://127.0.0.1:5555"
+#define FPX_DEFAULT_TIMEOUT_MS 30000
+#define FPX_INDEX_NAME_MAX     128  /* a name buffer needs this + 1 bytes */
+
+#define FPX_METRIC_INNER_PRODUCT 0
+#define FPX_METRIC_L2            1
+
+typedef struct _fpx_client_t fpx_client_t;
+
+/*  Readable message / symbolic name ("FPX_EINVAL") of a status code.    */
+const char *fpx_strerror (int code);
+const char *fpx_error_name (int code);
+
+/*  Creates a client and connects it (ZeroMQ connects in the background: an
+    unreachable server shows as FPX_ETIMEDOUT on the first call).
+    endpoint: "tcp://host:port" or "ipc://path"; NULL means the environment
+    variable FAISS_PROXY_SERVER, else FPX_DEFAULT_ENDPOINT.
+    api_key: NULL means FAISS_PROXY_API_KEY, else the empty key.
+    Returns NULL if the endpoint is invalid, the key is longer than 64
+    bytes, or memory runs out. Caller owns the handle.                   */
+fpx_client_t *fpx_client_new (const char *endpoint, const char *api_key);
+
+/*  Closes the connection (the server frees this connection's anonymous
+    indexes) and frees the handle; sets *self_p to NULL. Accepts NULL.  */
+void fpx_client_destroy (fpx_client_t **self_p);
+
+/*  Per-call timeout in milliseconds (default FPX_DEFAULT_TIMEOUT_MS; the
+    environment variable FAISS_PROXY_TIMEOUT_MS overrides the default). A call
+    that times out returns FPX_ETIMEDOUT; its late reply is discarded.
+    timeout_ms < 0 waits forever.                                        */
+void fpx_client_set_timeout (fpx_client_t *self, int timeout_ms);
+
+/*  Message and code of the last failed call on this handle ("" / 0 if
+    none). The string is owned by the handle, valid until the next call. */
+const char *fpx_client_errmsg (fpx_client_t *self);
+int fpx_client_errcode (fpx_client_t *self);
+
+/* ---- server ------------------------------------------------------------ */
+
+typedef struct {
+    char server_version [32];
+    int protocol_version;
+    char faiss_version [32];
+} fpx_server_info_t;
+
+/*  Round trip to the server. info may be NULL.                          */
+int fpx_ping (fpx_client_t *self, fpx_server_info_t *info /* OUT */);
+
+/* ---- index lifecycle --------------------------------------------------- */
+
+typedef struct {
+    char name [FPX_INDEX_NAME_MAX + 1];
+    int d;
+    int64_t ntotal;
+    int is_trained;
+    int metric;                /* FPX_METRIC_L2 or FPX_METRIC_INNER_PRODUCT */
+    char factory [256];        /* "" for an uploaded index                  */
+    int anonymous;
+    int64_t memory_bytes;      /* -1 unless asked for (fpx_index_describe)  */
+} fpx_index_info_t;
+
+/*  Creates an index with FAISS's index_factory (d, factory, metric).
+    name: NULL creates an anonymous index owned by this connection.
+    info (may be NULL) receives its description; info->name holds the name,
+    the "@…" handle for an anonymous index.
+    FPX_EEXIST if the name is taken, FPX_EFAISS for a factory string FAISS
+    refuses.                                                             */
+int fpx_index_create (fpx_client_t *self, const char *name, int d,
+                      const char *factory, int metric,
+                      fpx_index_info_t *info /* OUT */);
+
+/*  Checks that a named index exists and describes it.                   */
+int fpx_index_open (fpx_client_t *self, const char *name, fpx_index_info_t *info /* OUT */);
+
+/*  Drops an index (frees it once in-flight calls on it are done).       */
+int fpx_index_drop (fpx_client_t *self, const char *name);
+
+/*  Names of this tenant's named indexes, sorted. *names_p receives an
+    array of *count_p strings; caller frees it with fpx_strlist_free.    */
+int fpx_index_list (fpx_client_t *self, char ***names_p /* OUT */, size_t *count_p /* OUT */);
+void fpx_strlist_free (char ***names_p, size_t count);
+
+/*  Describes an index; with_memory != 0 also computes memory_bytes
+    (costs a pass over the index).                                       */
+int fpx_index_describe (fpx_client_t *self, const char *name, int with_memory,
+                        fpx_index_info_t *info /* OUT */);
+
+/* ---- data --------------------------------------------------------------- */
+
+/*  x: n·d floats, where d is the index's dimension (the server checks).  */
+int fpx_train (fpx_client_t *self, const char *name, int64_t n, int d, const float *x);
+
+/*  ntotal_out (may be NULL) receives the index's ntotal after the add.   */
+int fpx_add (fpx_client_t *self, const char *name, int64_t n, int d,
+             const float *x, int64_t *ntotal_out /* OUT */);
+int fpx_add_with_ids (fpx_client_t *self, const char *name, int64_t n, int d,
+                      const float *x, const int64_t *ids, int64_t *ntotal_out /* OUT */);
+
+/*  Per-request search parameters; 0 means "the index's own setting".     */
+typedef struct {
+    int nprobe;                /* IVF                                       */
+    int efSearch;              /* HNSW                                      */
+} fpx_search_params_t;
+
+/*  k nearest neighbours of nq queries. distances and labels receive nq·k
+    values each, as FAISS's search. params may be NULL.                  */
+int fpx_search (fpx_client_t *self, const char *name, int64_t nq, int d,
+                const float *x, int k, const fpx_search_params_t *params,
+                float *distances /* OUT */, int64_t *labels /* OUT */);
+
+/*  A range search result, as FAISS's RangeSearchResult: the results of
+    query i are at [lims[i], lims[i+1]).                                  */
+typedef struct {
+    int64_t nq;
+    uint64_t *lims;            /* nq + 1 */
+    float *distances;          /* lims[nq] */
+    int64_t *labels;           /* lims[nq] */
+} fpx_range_result_t;
+
+/*  All neighbours within radius. *result_p receives a result the caller
+    frees with fpx_range_result_destroy.                                 */
+int fpx_range_search (fpx_client_t *self, const char *name, int64_t nq, int d,
+                      const float *x, float radius, const fpx_search_params_t *params,
+                      fpx_range_result_t **result_p /* OUT */);
+void fpx_range_result_destroy (fpx_range_result_t **self_p);
+
+/*  Removes the n ids listed / the ids in [lo, hi). *removed_out (may be
+    NULL) receives how many were removed.                                */
+int fpx_remove_ids (fpx_client_t *self, const char *name, int64_t n,
+                    const int64_t *ids, int64_t *removed_out /* OUT */);
+int fpx_remove_range (fpx_client_t *self, const char *name, int64_t lo,
+                      int64_t hi, int64_t *removed_out /* OUT */);
+
+/*  Reconstructs vector `key` into out[d] / vectors i0..i0+n-1 into
+    out[n·d]. d is the caller's buffer row length; a mismatch with the
+    index's dimension is FPX_EINVAL.                                     */
+int fpx_reconstruct (fpx_client_t *self, const char *name, int64_t key,
+                     int d, float *out /* OUT */);
+int fpx_reconstruct_n (fpx_client_t *self, const char *name, int64_t i0,
+                       int64_t n, int d, float *out /* OUT */);
+
+/*  Removes every vector (training is kept, as FAISS's reset).           */
+int fpx_reset (fpx_client_t *self, const char *name);
+
+/*  Sets the index's stored search parameters with FAISS's ParameterSpace
+    syntax, e.g. "nprobe=16" or "nprobe=8,efSearch=64".                  */
+int fpx_set_parameters (fpx_client_t *self, const char *name, const char *params);
+
+/*  Downloads the index serialized in FAISS's own format. *bytes_p
+    receives a buffer the caller frees with fpx_free.                    */
+int fpx_serialize (fpx_client_t *self, const char *name,
+                   uint8_t **bytes_p /* OUT */, size_t *size_p /* OUT */);
+
+/*  Uploads an index in FAISS's format as a new index; name NULL makes it
+    anonymous. info (may be NULL) receives its description.              */
+int fpx_deserialize (fpx_client_t *self, const char *name, const uint8_t *bytes,
+                     size_t size, fpx_index_info_t *info /* OUT */);
+
+/*  Frees memory returned by this library. Accepts NULL.                 */
+void fpx_free (void *ptr);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

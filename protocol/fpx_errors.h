@@ -1,0 +1,42 @@
+/*  fpx_errors.h — the one list of faissproxy error codes.
+
+    FPX_ERRORS(X) expands X(NAME, code, "message") once per error. It
+    generates the public FPX_E… enum, fpx_error_name(), fpx_strerror() and
+    the wire status codes: a reply header's status field carries exactly
+    these numbers (0 is success). Codes are stable: never renumber, only
+    append. The Python shim reads this list through the C library
+    (fpx_error_name / fpx_strerror), never by retyping it.
+
+    Installed beside faissproxy.h; has no dependencies.
+*/
+#ifndef FPX_ERRORS_H_INCLUDED
+#define FPX_ERRORS_H_INCLUDED
+
+#define FPX_ERRORS(X)                                                        \
+    X (EPROTO,     -1, "malformed request")                                \
+    X (EVERSION,   -2, "unsupported protocol version")                     \
+    X (EAUTH,      -3, "authentication failed")                            \
+    X (EOPCODE,    -4, "unknown opcode")                                   \
+    X (EINVAL,     -5, "invalid argument")                                 \
+    X (ENOTFOUND,  -6, "no such index")                                    \
+    X (EEXIST,     -7, "index already exists")                             \
+    X (ETOOBIG,    -8, "message too large")                                \
+    X (EFAISS,     -9, "FAISS error")                                      \
+    X (EBUSY,     -10, "server busy")                                      \
+    X (ENOMEM,    -11, "out of memory")                                    \
+    X (ETIMEDOUT, -12, "timed out")                                        \
+    X (ECONNECT,  -13, "cannot connect")                                   \
+    X (ESHUTDOWN, -14, "server shutting down")                             \
+    X (EIO,       -15, "I/O error")                                        \
+    X (EINTERNAL, -16, "internal error")                                   \
+    X (EDAMAGED,  -17, "index damaged")
+
+typedef enum {
+    FPX_OK = 0,
+#define FPX_ERRORS_ENUM_(name, code, msg) FPX_##name = (code),
+    FPX_ERRORS (FPX_ERRORS_ENUM_)
+#undef FPX_ERRORS_ENUM_
+    FPX_ERRNO_LAST_ = -18
+} fpx_errno_t;
+
+#endif

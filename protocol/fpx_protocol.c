@@ -1,0 +1,153 @@
+/*  fpx_protocol.c — header codec, error and opcode tables.
+    Every read is checked against the frame size before it happens.     */
+#include <math.h>
+#include <string.h>
+
+#include "fpx_protocol.h"
+
+static void s_put_u16 (uint8_t *p, uint16_t v) { p [0] = (uint8_t) v; p [1] = (uint8_t) (v >> 8); }
+static void s_put_u32 (uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p [i] = (uint8_t) (v >> (8 * i)); }
+static void s_put_u64 (uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p [i] = (uint8_t) (v >> (8 * i)); }
+static uint16_t s_get_u16 (const uint8_t *p) { return (uint16_t) (p [0] | (p [1] << 8)); }
+static uint32_t
+s_get_u32 (const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p [i];
+    return v;
+}
+static uint64_t
+s_get_u64 (const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p [i];
+    return v;
+}
+
+void
+fpx_header_encode_reply (const fpx_header_t *header, uint8_t *out)
+{
+    s_put_u32 (out, FPX_MAGIC);
+    s_put_u16 (out + 4, header->version);
+    s_put_u16 (out + 6, header->opcode);
+    s_put_u32 (out + 8, header->flags);
+    s_put_u32 (out + 12, (uint32_t) header->status);
+    s_put_u64 (out + 16, header->request_id);
+}
+
+void
+fpx_header_encode_request (const fpx_header_t *header, uint8_t *out)
+{
+    fpx_header_encode_reply (header, out);
+    memset (out + FPX_REPLY_HEADER_SIZE, 0, FPX_API_KEY_MAX);
+    size_t key_len = strnlen (header->api_key, FPX_API_KEY_MAX);
+    memcpy (out + FPX_REPLY_HEADER_SIZE, header->api_key, key_len);
+}
+
+//  Decodes the 24-byte prefix common to every version and both directions.
+static int
+s_decode_prefix (fpx_header_t *header, const uint8_t *p, size_t size)
+{
+    memset (header, 0, sizeof *header);
+    if (size < FPX_REPLY_HEADER_SIZE || s_get_u32 (p) != FPX_MAGIC)
+        return FPX_EPROTO;
+    header->version = s_get_u16 (p + 4);
+    header->opcode = s_get_u16 (p + 6);
+    header->flags = s_get_u32 (p + 8);
+    header->status = (int32_t) s_get_u32 (p + 12);
+    header->request_id = s_get_u64 (p + 16);
+    if (header->version != FPX_PROTOCOL_VERSION)
+        return FPX_EVERSION;
+    if (header->flags != 0)
+        return FPX_EPROTO;
+    return 0;
+}
+
+int
+fpx_header_decode_request (fpx_header_t *header, const void *data, size_t size)
+{
+    const uint8_t *p = data;
+    int rc = s_decode_prefix (header, p, size);
+    if (rc)
+        return rc;
+    if (size != FPX_REQUEST_HEADER_SIZE)
+        return FPX_EPROTO;
+    memcpy (header->api_key, p + FPX_REPLY_HEADER_SIZE, FPX_API_KEY_MAX);
+    header->api_key [FPX_API_KEY_MAX] = 0;
+    return 0;
+}
+
+int
+fpx_header_decode_reply (fpx_header_t *header, const void *data, size_t size)
+{
+    int rc = s_decode_prefix (header, data, size);
+    if (rc)
+        return rc;
+    return size == FPX_REPLY_HEADER_SIZE ? 0 : FPX_EPROTO;
+}
+
+const char *
+fpx_opcode_name (int opcode)
+{
+    switch (opcode) {
+#define FPX_OPCODES_NAME_(name, code, text) case code: return text;
+        FPX_OPCODES (FPX_OPCODES_NAME_)
+#undef FPX_OPCODES_NAME_
+    }
+    return NULL;
+}
+
+const char *
+fpx_strerror (int code)
+{
+    switch (code) {
+        case 0: return "success";
+#define FPX_ERRORS_MSG_(name, num, msg) case num: return msg;
+        FPX_ERRORS (FPX_ERRORS_MSG_)
+#undef FPX_ERRORS_MSG_
+    }
+    return "unknown error";
+}
+
+const char *
+fpx_error_name (int code)
+{
+    switch (code) {
+        case 0: return "FPX_OK";
+#define FPX_ERRORS_NAME_(name, num, msg) case num: return "FPX_" #name;
+        FPX_ERRORS (FPX_ERRORS_NAME_)
+#undef FPX_ERRORS_NAME_
+    }
+    return "FPX_E?";
+}
+
+bool
+fpx_name_is_valid (const char *name, size_t len)
+{
+    if (len == 0 || len > FPX_NAME_MAX || name [0] == '.' || name [0] == '-')
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name [i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+               || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+bool
+fpx_floats_are_finite (const float *x, size_t n)
+{
+    //  Integer test of the exponent bits (all ones means NaN or ±inf), in a
+    //  branch-free loop that vectorizes.
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy (&bits, x + i, 4);
+        bad |= (uint32_t) ((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    return bad == 0;
+}

@@ -1,0 +1,569 @@
+/*  broker.c — the load-balancing broker.
+
+    Owns the public ROUTER (frontend), the inproc ROUTER to the workers
+    (backend) and the frontend's monitor socket. For every request it reads
+    the header, authenticates the key, enforces the frame and size limits,
+    answers ping itself, and hands everything else to a free worker, or
+    queues it (bounded) until one is free: workers announce readiness, so
+    an expensive call never holds up cheap ones behind it.
+
+    It must never call FAISS and never block: every socket operation here is
+    non-blocking and every message is moved, not copied (zmq_msg_t frames
+    keep their buffers when forwarded).
+
+    Connections: each ROUTER peer is tracked by routing id with the file
+    descriptor it arrived on (ZMQ_SRCFD). A DISCONNECTED monitor event for
+    that descriptor means the client is gone: its anonymous indexes are
+    reaped by a worker. Events are drained before a new peer is registered,
+    so an event for an old connection is never applied to a new one that
+    reuses its descriptor.
+*/
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "faiss_shim.h"
+#include "server.h"
+
+#define FPX_ROUTING_ID_MAX 256
+#define FPX_BATCH          256      //  messages read per socket per wake
+
+typedef struct s_conn_t {
+    uint8_t rid [FPX_ROUTING_ID_MAX];
+    size_t rid_len;
+    uint64_t conn_id;
+    int fd;
+    bool may_own;                   //  sent a create or deserialize
+    struct s_conn_t *next;
+} s_conn_t;
+
+typedef struct s_job_t {
+    fpx_envelope_t envelope;
+    zmq_msg_t frames [FPX_MAX_FRAMES + 1];   //  routing id + request
+    int nframes;
+    struct s_job_t *next;
+} s_job_t;
+
+typedef struct {
+    fpx_server_t *server;
+    void *frontend, *backend, *monitor;
+    uint32_t *free_workers;         //  stack of worker ids
+    int nfree;
+    s_job_t *head, *tail;
+    size_t queued;
+    s_conn_t **conns;               //  hash by routing id
+    size_t nconn_buckets;
+    s_conn_t **conn_by_fd;
+    int fd_capacity;
+    uint64_t next_conn_id;
+    bool stopping;
+} s_broker_t;
+
+static void
+s_close_frames (zmq_msg_t *frames, int count)
+{
+    for (int i = 0; i < count; i++)
+        zmq_msg_close (&frames [i]);
+}
+
+//  Sends count frames as one message; closes them whatever happens.
+static void
+s_send_frames (void *socket, zmq_msg_t *frames, int count)
+{
+    int i = 0;
+    for (; i < count; i++)
+        if (zmq_msg_send (&frames [i], socket,
+                          ZMQ_DONTWAIT | (i + 1 < count ? ZMQ_SNDMORE : 0)) < 0)
+            break;
+    if (i < count) {
+        fpx_log (FPX_LOG_WARN, "broker: dropped a message: %s", zmq_strerror (zmq_errno ()));
+        s_close_frames (frames + i, count - i);
+    }
+}
+
+static void
+s_msg_from (zmq_msg_t *msg, const void *data, size_t size)
+{
+    zmq_msg_init_size (msg, size);
+    if (size)
+        memcpy (zmq_msg_data (msg), data, size);
+}
+
+void
+fpx_pack_server_info (msgpack_packer *pk)
+{
+    fpx_pack_kv_str (pk, "server_version", FPX_SERVER_VERSION);
+    fpx_pack_kv_int (pk, "protocol_version", FPX_PROTOCOL_VERSION);
+    fpx_pack_kv_str (pk, "faiss_version", fpx_shim_faiss_version ());
+}
+
+//  Replies from the broker itself: an error, or the ping result.
+static void
+s_reply (s_broker_t *self, zmq_msg_t *rid, const fpx_header_t *request,
+         int status, const char *error)
+{
+    fpx_header_t header = { .version = FPX_PROTOCOL_VERSION, .opcode = request->opcode,
+                            .status = status, .request_id = request->request_id };
+    uint8_t head [FPX_REPLY_HEADER_SIZE];
+    fpx_header_encode_reply (&header, head);
+
+    msgpack_sbuffer buffer;
+    msgpack_sbuffer_init (&buffer);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &buffer, msgpack_sbuffer_write);
+    if (status) {
+        msgpack_pack_map (&pk, 1);
+        fpx_pack_kv_str (&pk, "error", error);
+    }
+    else {
+        msgpack_pack_map (&pk, 3);
+        fpx_pack_server_info (&pk);
+    }
+    zmq_msg_t frames [3];
+    zmq_msg_init (&frames [0]);
+    zmq_msg_copy (&frames [0], rid);
+    s_msg_from (&frames [1], head, sizeof head);
+    s_msg_from (&frames [2], buffer.data, buffer.size);
+    msgpack_sbuffer_destroy (&buffer);
+    s_send_frames (self->frontend, frames, 3);
+}
+
+// ---- connections ---------------------------------------------------------
+
+static size_t
+s_rid_hash (const uint8_t *rid, size_t len, size_t nbuckets)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ rid [i]) * 1099511628211ull;
+    return h & (nbuckets - 1);
+}
+
+static s_conn_t **
+s_conn_slot (s_broker_t *self, const uint8_t *rid, size_t len)
+{
+    s_conn_t **slot = &self->conns [s_rid_hash (rid, len, self->nconn_buckets)];
+    while (*slot && ((*slot)->rid_len != len || memcmp ((*slot)->rid, rid, len)))
+        slot = &(*slot)->next;
+    return slot;
+}
+
+//  Forgets a connection and, if it may own anonymous indexes, queues a
+//  reap job for them.
+static void s_enqueue (s_broker_t *self, s_job_t *job);
+
+static void
+s_conn_forget (s_broker_t *self, s_conn_t *conn)
+{
+    s_conn_t **slot = s_conn_slot (self, conn->rid, conn->rid_len);
+    *slot = conn->next;
+    if (conn->fd >= 0 && conn->fd < self->fd_capacity && self->conn_by_fd [conn->fd] == conn)
+        self->conn_by_fd [conn->fd] = NULL;
+    if (conn->may_own) {
+        s_job_t *job = calloc (1, sizeof *job);
+        if (job) {
+            job->envelope = (fpx_envelope_t) { .kind = FPX_JOB_REAP, .conn_id = conn->conn_id };
+            s_enqueue (self, job);
+        }
+        else
+            fpx_log (FPX_LOG_ERROR, "broker: out of memory, connection %llu not reaped",
+                     (unsigned long long) conn->conn_id);
+    }
+    fpx_log (FPX_LOG_DEBUG, "connection %llu closed", (unsigned long long) conn->conn_id);
+    free (conn);
+}
+
+static void
+s_monitor_drain (s_broker_t *self)
+{
+    while (true) {
+        zmq_msg_t event, address;
+        zmq_msg_init (&event);
+        if (zmq_msg_recv (&event, self->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close (&event);
+            return;
+        }
+        zmq_msg_init (&address);
+        if (zmq_msg_more (&event))
+            zmq_msg_recv (&address, self->monitor, 0);
+        if (zmq_msg_size (&event) >= 6) {
+            const uint8_t *data = zmq_msg_data (&event);
+            uint16_t kind;
+            int32_t fd;
+            memcpy (&kind, data, 2);
+            memcpy (&fd, data + 2, 4);
+            if (kind == ZMQ_EVENT_DISCONNECTED && fd >= 0 && fd < self->fd_capacity
+            &&  self->conn_by_fd [fd])
+                s_conn_forget (self, self->conn_by_fd [fd]);
+        }
+        zmq_msg_close (&event);
+        zmq_msg_close (&address);
+    }
+}
+
+static s_conn_t *
+s_conn_get (s_broker_t *self, zmq_msg_t *rid, zmq_msg_t *first)
+{
+    size_t len = zmq_msg_size (rid);
+    if (len == 0 || len > FPX_ROUTING_ID_MAX)
+        return NULL;
+    s_conn_t *conn = *s_conn_slot (self, zmq_msg_data (rid), len);
+    if (conn)
+        return conn;
+    s_monitor_drain (self);
+    conn = calloc (1, sizeof *conn);
+    if (!conn)
+        return NULL;
+    memcpy (conn->rid, zmq_msg_data (rid), len);
+    conn->rid_len = len;
+    conn->conn_id = self->next_conn_id++;
+    conn->fd = zmq_msg_get (first, ZMQ_SRCFD);
+    if (conn->fd >= 0) {
+        if (conn->fd >= self->fd_capacity) {
+            int capacity = conn->fd * 2 + 64;
+            s_conn_t **grown = realloc (self->conn_by_fd, (size_t) capacity * sizeof *grown);
+            if (!grown) {
+                free (conn);
+                return NULL;
+            }
+            memset (grown + self->fd_capacity, 0,
+                    (size_t) (capacity - self->fd_capacity) * sizeof *grown);
+            self->conn_by_fd = grown;
+            self->fd_capacity = capacity;
+        }
+        //  The descriptor can only be reused once the old connection is
+        //  gone, whatever the order its event arrives in.
+        if (self->conn_by_fd [conn->fd])
+            s_conn_forget (self, self->conn_by_fd [conn->fd]);
+        self->conn_by_fd [conn->fd] = conn;
+    }
+    s_conn_t **slot = s_conn_slot (self, conn->rid, len);
+    *slot = conn;
+    fpx_log (FPX_LOG_DEBUG, "connection %llu opened (fd %d)",
+             (unsigned long long) conn->conn_id, conn->fd);
+    return conn;
+}
+
+// ---- jobs ------------------------------------------------------------------
+
+static void
+s_dispatch (s_broker_t *self, s_job_t *job)
+{
+    uint32_t worker = self->free_workers [--self->nfree];
+    zmq_msg_t head [2];
+    s_msg_from (&head [0], &worker, sizeof worker);
+    s_msg_from (&head [1], &job->envelope, sizeof job->envelope);
+    if (job->nframes == 0) {
+        //  An internal job: [worker][envelope].
+        s_send_frames (self->backend, head, 2);
+    }
+    else {
+        //  [worker][routing id][envelope][header][params][arrays…]
+        zmq_msg_send (&head [0], self->backend, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_msg_send (&job->frames [0], self->backend, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_msg_send (&head [1], self->backend, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        s_send_frames (self->backend, job->frames + 1, job->nframes - 1);
+    }
+    free (job);
+}
+
+static void
+s_enqueue (s_broker_t *self, s_job_t *job)
+{
+    if (self->nfree > 0 && !self->head) {
+        s_dispatch (self, job);
+        return;
+    }
+    job->next = NULL;
+    if (self->tail)
+        self->tail->next = job;
+    else
+        self->head = job;
+    self->tail = job;
+    self->queued++;
+}
+
+static void
+s_dispatch_queued (s_broker_t *self)
+{
+    while (self->nfree > 0 && self->head) {
+        s_job_t *job = self->head;
+        self->head = job->next;
+        if (!self->head)
+            self->tail = NULL;
+        self->queued--;
+        s_dispatch (self, job);
+    }
+}
+
+// ---- frontend --------------------------------------------------------------
+
+//  Tenant id of the key, or -1. Keys are NUL-padded to FPX_API_KEY_MAX and
+//  compared whole, so the time taken does not depend on where they differ.
+static int
+s_authenticate (s_broker_t *self, const char *key)
+{
+    const fpx_config_t *config = &self->server->config;
+    int tenant = -1;
+    for (int i = 0; i < config->nkeys; i++) {
+        const char *candidate = config->keys [i].key;
+        unsigned char diff = 0;
+        for (size_t j = 0; j < FPX_API_KEY_MAX; j++)
+            diff |= (unsigned char) (key [j] ^ candidate [j]);
+        if (diff == 0 && key [0])
+            tenant = (int) config->keys [i].tenant_id;
+    }
+    return tenant;
+}
+
+//  Checks one request read into job->frames and forwards, answers or
+//  queues it. Takes ownership of job.
+static void
+s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total)
+{
+    zmq_msg_t *rid = &job->frames [0];
+    fpx_header_t header;
+    int rc = job->nframes >= 2
+           ? fpx_header_decode_request (&header, zmq_msg_data (&job->frames [1]),
+                                        zmq_msg_size (&job->frames [1]))
+           : FPX_EPROTO;
+    const char *error = NULL;
+    char text [160];
+    if (rc == FPX_EVERSION) {
+        snprintf (text, sizeof text, "protocol version %u is not supported; this server speaks %d",
+                  header.version, FPX_PROTOCOL_VERSION);
+        error = text;
+    }
+    else if (rc)
+        error = "malformed header (size, magic or flags)";
+    else if (too_many)
+        rc = FPX_EPROTO, error = "too many frames";
+    else if (total > self->server->config.max_message) {
+        rc = FPX_ETOOBIG;
+        snprintf (text, sizeof text, "message of %zu bytes is over the limit of %zu bytes",
+                  total, self->server->config.max_message);
+        error = text;
+    }
+    else {
+        int tenant = s_authenticate (self, header.api_key);
+        if (tenant < 0)
+            rc = FPX_EAUTH, error = "invalid API key";
+        else if (!fpx_opcode_name (header.opcode))
+            rc = FPX_EOPCODE, error = "unknown opcode";
+        else if (job->nframes < 3)
+            rc = FPX_EPROTO, error = "missing parameters frame";
+        else if (self->stopping)
+            rc = FPX_ESHUTDOWN, error = "server is shutting down";
+        else if (self->queued >= self->server->config.max_queue)
+            rc = FPX_EBUSY, error = "request queue is full";
+        job->envelope.tenant_id = (uint32_t) (tenant < 0 ? 0 : tenant);
+    }
+    if (rc || header.opcode == FPX_OP_PING) {
+        s_reply (self, rid, &header, rc, error);
+        s_close_frames (job->frames, job->nframes);
+        free (job);
+        return;
+    }
+    s_conn_t *conn = s_conn_get (self, rid, &job->frames [1]);
+    if (!conn) {
+        s_reply (self, rid, &header, FPX_ENOMEM, "out of memory");
+        s_close_frames (job->frames, job->nframes);
+        free (job);
+        return;
+    }
+    if (header.opcode == FPX_OP_CREATE || header.opcode == FPX_OP_DESERIALIZE)
+        conn->may_own = true;
+    job->envelope.kind = FPX_JOB_REQUEST;
+    job->envelope.conn_id = conn->conn_id;
+    s_enqueue (self, job);
+}
+
+//  Reads one whole message from the frontend. Returns false when none.
+static bool
+s_frontend_read_one (s_broker_t *self)
+{
+    s_job_t *job = calloc (1, sizeof *job);
+    if (!job)
+        return false;
+    bool too_many = false;
+    size_t total = 0;
+    int more = 1;
+    while (more) {
+        zmq_msg_t *frame = &job->frames [job->nframes];
+        zmq_msg_t spill;
+        if (job->nframes > FPX_MAX_FRAMES) {
+            frame = &spill;
+            too_many = true;
+        }
+        zmq_msg_init (frame);
+        if (zmq_msg_recv (frame, self->frontend, job->nframes == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+            zmq_msg_close (frame);
+            s_close_frames (job->frames, job->nframes);
+            free (job);
+            return false;
+        }
+        more = zmq_msg_more (frame);
+        if (job->nframes > 0)
+            total += zmq_msg_size (frame);
+        if (frame == &spill)
+            zmq_msg_close (&spill);
+        else
+            job->nframes++;
+    }
+    s_admit (self, job, too_many, total);
+    return true;
+}
+
+// ---- backend ---------------------------------------------------------------
+
+//  A worker message: [worker id] then either one empty frame (ready) or a
+//  reply for the frontend [routing id][header][result][arrays…].
+static bool
+s_backend_read_one (s_broker_t *self)
+{
+    zmq_msg_t frames [FPX_REPLY_ARRAYS_MAX + 4];
+    int count = 0, more = 1;
+    while (more) {
+        zmq_msg_init (&frames [count]);
+        if (zmq_msg_recv (&frames [count], self->backend, count == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+            zmq_msg_close (&frames [count]);
+            s_close_frames (frames, count);
+            return false;
+        }
+        more = zmq_msg_more (&frames [count]);
+        if (count + 1 < (int) (sizeof frames / sizeof frames [0]))
+            count++;
+        else
+            zmq_msg_close (&frames [count]);     //  cannot happen: workers are ours
+    }
+    uint32_t worker;
+    if (zmq_msg_size (&frames [0]) == sizeof worker) {
+        memcpy (&worker, zmq_msg_data (&frames [0]), sizeof worker);
+        self->free_workers [self->nfree++] = worker;
+    }
+    zmq_msg_close (&frames [0]);
+    if (count > 2)
+        s_send_frames (self->frontend, frames + 1, count - 1);
+    else
+        s_close_frames (frames + 1, count - 1);
+    s_dispatch_queued (self);
+    return true;
+}
+
+// ---- run ---------------------------------------------------------------------
+
+static int
+s_setup (s_broker_t *self)
+{
+    fpx_server_t *server = self->server;
+    const fpx_config_t *config = &server->config;
+    self->frontend = zmq_socket (server->zmq_ctx, ZMQ_ROUTER);
+    self->backend = zmq_socket (server->zmq_ctx, ZMQ_ROUTER);
+    self->monitor = zmq_socket (server->zmq_ctx, ZMQ_PAIR);
+    self->free_workers = calloc ((size_t) config->workers, sizeof *self->free_workers);
+    self->nconn_buckets = 4096;
+    self->conns = calloc (self->nconn_buckets, sizeof *self->conns);
+    self->next_conn_id = 1;
+    if (!self->frontend || !self->backend || !self->monitor || !self->free_workers || !self->conns)
+        return -1;
+    int zero = 0, heartbeat = 5000, heartbeat_timeout = 15000;
+    int64_t max_frame = (int64_t) config->max_message * 2;
+    zmq_setsockopt (self->frontend, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt (self->frontend, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame);
+    zmq_setsockopt (self->frontend, ZMQ_HEARTBEAT_IVL, &heartbeat, sizeof heartbeat);
+    zmq_setsockopt (self->frontend, ZMQ_HEARTBEAT_TIMEOUT, &heartbeat_timeout, sizeof heartbeat_timeout);
+    zmq_setsockopt (self->backend, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt (self->monitor, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_socket_monitor (self->frontend, FPX_MONITOR_ENDPOINT, ZMQ_EVENT_DISCONNECTED)
+    ||  zmq_connect (self->monitor, FPX_MONITOR_ENDPOINT)
+    ||  zmq_bind (self->backend, FPX_BACKEND_ENDPOINT))
+        return -1;
+    for (int i = 0; i < config->nbinds; i++)
+        if (zmq_bind (self->frontend, config->binds [i])) {
+            fpx_log (FPX_LOG_ERROR, "cannot bind %s: %s", config->binds [i],
+                     zmq_strerror (zmq_errno ()));
+            return -1;
+        }
+    return 0;
+}
+
+static void
+s_teardown (s_broker_t *self)
+{
+    //  Every worker is free now: tell each to stop.
+    for (int i = 0; i < self->nfree; i++) {
+        zmq_msg_t head [2];
+        fpx_envelope_t stop = { .kind = FPX_JOB_STOP };
+        s_msg_from (&head [0], &self->free_workers [i], sizeof (uint32_t));
+        s_msg_from (&head [1], &stop, sizeof stop);
+        s_send_frames (self->backend, head, 2);
+    }
+    while (self->head) {
+        s_job_t *job = self->head;
+        self->head = job->next;
+        s_close_frames (job->frames, job->nframes);
+        free (job);
+    }
+    for (size_t b = 0; self->conns && b < self->nconn_buckets; b++)
+        while (self->conns [b]) {
+            s_conn_t *conn = self->conns [b];
+            self->conns [b] = conn->next;
+            free (conn);
+        }
+    if (self->frontend)
+        zmq_socket_monitor (self->frontend, NULL, 0);
+    zmq_close (self->frontend);
+    zmq_close (self->monitor);
+    zmq_close (self->backend);
+    free (self->conns);
+    free (self->conn_by_fd);
+    free (self->free_workers);
+}
+
+int
+fpx_broker_run (fpx_server_t *server, int signal_fd)
+{
+    s_broker_t self = { .server = server };
+    int rc = s_setup (&self);
+    if (rc == 0) {
+        for (int i = 0; i < server->config.nbinds; i++)
+            fpx_log (FPX_LOG_INFO, "listening on %s", server->config.binds [i]);
+        int workers = server->config.workers;
+        //  Stop once asked to and every worker is back, all queued work done.
+        while (!(self.stopping && self.nfree == workers && !self.head)) {
+            zmq_pollitem_t items [] = {
+                { self.frontend, 0, ZMQ_POLLIN, 0 },
+                { self.backend, 0, ZMQ_POLLIN, 0 },
+                { self.monitor, 0, ZMQ_POLLIN, 0 },
+                { NULL, signal_fd, ZMQ_POLLIN, 0 },
+            };
+            if (zmq_poll (items, 4, -1) < 0) {
+                if (zmq_errno () == EINTR)
+                    continue;
+                fpx_log (FPX_LOG_ERROR, "broker: poll failed: %s", zmq_strerror (zmq_errno ()));
+                rc = -1;
+                break;
+            }
+            if (items [1].revents & ZMQ_POLLIN)
+                for (int i = 0; i < FPX_BATCH && s_backend_read_one (&self); i++)
+                    ;
+            if (items [0].revents & ZMQ_POLLIN)
+                for (int i = 0; i < FPX_BATCH && s_frontend_read_one (&self); i++)
+                    ;
+            if (items [2].revents & ZMQ_POLLIN)
+                s_monitor_drain (&self);
+            if (items [3].revents & ZMQ_POLLIN) {
+                unsigned char signo;
+                if (read (signal_fd, &signo, 1) == 1 && !self.stopping) {
+                    fpx_log (FPX_LOG_INFO, "signal %u: finishing %d request(s) in flight, then exiting",
+                             signo, workers - self.nfree + (int) self.queued);
+                    self.stopping = true;
+                }
+            }
+        }
+    }
+    s_teardown (&self);
+    return rc;
+}

@@ -1,0 +1,54 @@
+/*  log.c — leveled log lines on stderr, one fprintf per line so that
+    threads never interleave within a line.                              */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "server.h"
+
+static atomic_int s_level = FPX_LOG_INFO;
+static const char *s_names [] = { "error", "warn", "info", "debug" };
+
+void
+fpx_log_set_level (int level)
+{
+    atomic_store (&s_level, level);
+}
+
+int
+fpx_log_parse_level (const char *text)
+{
+    for (int level = 0; level < 4; level++)
+        if (strcmp (text, s_names [level]) == 0)
+            return level;
+    return -1;
+}
+
+void
+fpx_log (int level, const char *format, ...)
+{
+    if (level > atomic_load (&s_level))
+        return;
+    char line [1024];
+    struct timespec now;
+    clock_gettime (CLOCK_REALTIME, &now);
+    struct tm tm;
+    gmtime_r (&now.tv_sec, &tm);
+    int used = (int) strftime (line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+    used += snprintf (line + used, sizeof line - (size_t) used, ".%03ldZ %s ",
+                      now.tv_nsec / 1000000, s_names [level]);
+    va_list args;
+    va_start (args, format);
+    vsnprintf (line + used, sizeof line - (size_t) used, format, args);
+    va_end (args);
+    fprintf (stderr, "%s\n", line);
+}
+
+double
+fpx_monotonic_seconds (void)
+{
+    struct timespec now;
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    return (double) now.tv_sec + (double) now.tv_nsec * 1e-9;
+}

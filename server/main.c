@@ -1,0 +1,295 @@
+/*  main.c — faissproxyd: flags, API keys, signals, start and orderly stop.
+    All policy about what a request may do lives in broker.c and ops.c.  */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "faiss_shim.h"
+#include "server.h"
+
+static int s_signal_write_fd = -1;
+
+//  Async-signal-safe: passes the signal number to the broker's poll.
+static void
+s_on_signal (int signo)
+{
+    unsigned char byte = (unsigned char) signo;
+    int saved = errno;
+    if (write (s_signal_write_fd, &byte, 1) < 0)
+        (void) 0;               //  pipe full: a stop is already pending
+    errno = saved;
+}
+
+static void
+s_usage (FILE *out)
+{
+    fprintf (out,
+"Usage: faissproxyd [OPTIONS]\n"
+"Serves FAISS indexes to many tenants over ZeroMQ (protocol version %d).\n"
+"\n"
+"  --bind ENDPOINT      listen on ENDPOINT (tcp://HOST:PORT or ipc://PATH);\n"
+"                       repeatable; default tcp://127.0.0.1:5555\n"
+"  --workers N          worker threads calling FAISS (default: number of cores)\n"
+"  --api-key TENANT:KEY accept KEY for TENANT; repeatable\n"
+"  --keys-file FILE     read 'TENANT KEY' lines ('#' starts a comment)\n"
+"  --data-dir DIR       directory for durable data (default ./data)\n"
+"  --max-message-mb N   largest request in MiB, all frames together (default 256)\n"
+"  --max-queue N        requests waiting for a worker before FPX_EBUSY (default 10000)\n"
+"  --log-level LEVEL    error, warn, info (default) or debug\n"
+"  --help, --version\n"
+"\n"
+"FAISS_PROXY_API_KEY in the environment adds a key for tenant 'default'.\n"
+"With no key at all, a key for tenant 'default' is generated and printed.\n"
+"Keys are 1-%d bytes; tenant names follow index-name rules.\n"
+"SIGINT/SIGTERM: stop accepting, finish the requests in flight, exit 0.\n",
+             FPX_PROTOCOL_VERSION, FPX_API_KEY_MAX);
+}
+
+static uint32_t
+s_tenant_id (fpx_config_t *config, const char *tenant)
+{
+    for (int i = 0; i < config->ntenants; i++)
+        if (strcmp (config->tenants [i], tenant) == 0)
+            return (uint32_t) i;
+    config->tenants = realloc (config->tenants, (size_t) (config->ntenants + 1) * sizeof *config->tenants);
+    if (!config->tenants) {
+        fprintf (stderr, "faissproxyd: out of memory\n");
+        exit (1);
+    }
+    snprintf (config->tenants [config->ntenants], sizeof config->tenants [0], "%s", tenant);
+    return (uint32_t) config->ntenants++;
+}
+
+static int
+s_add_key (fpx_config_t *config, const char *tenant, size_t tenant_len, const char *key)
+{
+    size_t key_len = strlen (key);
+    if (!fpx_name_is_valid (tenant, tenant_len) || key_len == 0 || key_len > FPX_API_KEY_MAX) {
+        fprintf (stderr, "faissproxyd: invalid key entry for tenant '%.*s' (tenant: index-name "
+                 "rules; key: 1-%d bytes)\n", (int) tenant_len, tenant, FPX_API_KEY_MAX);
+        return -1;
+    }
+    for (const char *c = key; *c; c++)
+        if (*c <= ' ' || *c > '~') {
+            fprintf (stderr, "faissproxyd: keys are printable ASCII without spaces\n");
+            return -1;
+        }
+    fpx_key_t *keys = realloc (config->keys, (size_t) (config->nkeys + 1) * sizeof *keys);
+    if (!keys)
+        return -1;
+    config->keys = keys;
+    fpx_key_t *entry = &keys [config->nkeys++];
+    memset (entry, 0, sizeof *entry);
+    memcpy (entry->tenant, tenant, tenant_len);
+    memcpy (entry->key, key, key_len);
+    entry->tenant_id = s_tenant_id (config, entry->tenant);
+    return 0;
+}
+
+static int
+s_read_keys_file (fpx_config_t *config, const char *path)
+{
+    FILE *file = fopen (path, "r");
+    if (!file) {
+        fprintf (stderr, "faissproxyd: cannot open %s: %s\n", path, strerror (errno));
+        return -1;
+    }
+    char line [512];
+    int lineno = 0, rc = 0;
+    while (rc == 0 && fgets (line, sizeof line, file)) {
+        lineno++;
+        char *hash = strchr (line, '#');
+        if (hash)
+            *hash = 0;
+        char *save, *tenant = strtok_r (line, " \t\r\n", &save);
+        char *key = tenant ? strtok_r (NULL, " \t\r\n", &save) : NULL;
+        if (!tenant)
+            continue;
+        if (!key || strtok_r (NULL, " \t\r\n", &save)) {
+            fprintf (stderr, "faissproxyd: %s:%d: expected 'TENANT KEY'\n", path, lineno);
+            rc = -1;
+        }
+        else
+            rc = s_add_key (config, tenant, strlen (tenant), key);
+    }
+    fclose (file);
+    return rc;
+}
+
+//  A fresh key for tenant "default" when none was configured: 32 hex
+//  characters from the kernel's random source.
+static int
+s_generate_key (fpx_config_t *config)
+{
+    unsigned char random [16];
+    FILE *source = fopen ("/dev/urandom", "rb");
+    if (!source || fread (random, 1, sizeof random, source) != sizeof random) {
+        if (source)
+            fclose (source);
+        fprintf (stderr, "faissproxyd: cannot read /dev/urandom to generate a key\n");
+        return -1;
+    }
+    fclose (source);
+    char key [33];
+    for (int i = 0; i < 16; i++)
+        snprintf (key + 2 * i, 3, "%02x", random [i]);
+    printf ("faissproxyd: no API key configured; generated one for tenant 'default':\n"
+            "FAISS_PROXY_API_KEY=%s\n", key);
+    fflush (stdout);
+    return s_add_key (config, "default", 7, key);
+}
+
+static long
+s_positive (const char *flag, const char *text, long max)
+{
+    char *end;
+    errno = 0;
+    long value = strtol (text, &end, 10);
+    if (errno || *end || value < 1 || value > max) {
+        fprintf (stderr, "faissproxyd: %s must be an integer in [1, %ld]\n", flag, max);
+        exit (2);
+    }
+    return value;
+}
+
+static int
+s_parse (fpx_config_t *config, int argc, char **argv)
+{
+    enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_LEVEL, HELP, VERSION };
+    static const struct option options [] = {
+        { "bind", required_argument, NULL, BIND },
+        { "workers", required_argument, NULL, WORKERS },
+        { "api-key", required_argument, NULL, API_KEY },
+        { "keys-file", required_argument, NULL, KEYS_FILE },
+        { "data-dir", required_argument, NULL, DATA_DIR },
+        { "max-message-mb", required_argument, NULL, MAX_MB },
+        { "max-queue", required_argument, NULL, MAX_QUEUE },
+        { "log-level", required_argument, NULL, LOG_LEVEL },
+        { "help", no_argument, NULL, HELP },
+        { "version", no_argument, NULL, VERSION },
+        { NULL, 0, NULL, 0 }
+    };
+    int option;
+    while ((option = getopt_long (argc, argv, "", options, NULL)) != -1) {
+        switch (option) {
+            case BIND:
+                if (config->nbinds == FPX_MAX_BINDS) {
+                    fprintf (stderr, "faissproxyd: at most %d --bind\n", FPX_MAX_BINDS);
+                    return -1;
+                }
+                config->binds [config->nbinds++] = optarg;
+                break;
+            case WORKERS: config->workers = (int) s_positive ("--workers", optarg, 1024); break;
+            case API_KEY: {
+                const char *colon = strchr (optarg, ':');
+                if (!colon) {
+                    fprintf (stderr, "faissproxyd: --api-key takes TENANT:KEY\n");
+                    return -1;
+                }
+                if (s_add_key (config, optarg, (size_t) (colon - optarg), colon + 1))
+                    return -1;
+                break;
+            }
+            case KEYS_FILE: if (s_read_keys_file (config, optarg)) return -1; break;
+            case DATA_DIR: config->data_dir = optarg; break;
+            case MAX_MB:
+                config->max_message = (size_t) s_positive ("--max-message-mb", optarg, 1 << 20) << 20;
+                break;
+            case MAX_QUEUE: config->max_queue = (size_t) s_positive ("--max-queue", optarg, 1 << 24); break;
+            case LOG_LEVEL:
+                config->log_level = fpx_log_parse_level (optarg);
+                if (config->log_level < 0) {
+                    fprintf (stderr, "faissproxyd: --log-level is error, warn, info or debug\n");
+                    return -1;
+                }
+                break;
+            case HELP: s_usage (stdout); exit (0);
+            case VERSION:
+                printf ("faissproxyd %s (protocol %d, FAISS %s)\n", FPX_SERVER_VERSION,
+                        FPX_PROTOCOL_VERSION, fpx_shim_faiss_version ());
+                exit (0);
+            default: s_usage (stderr); exit (2);
+        }
+    }
+    if (optind < argc) {
+        fprintf (stderr, "faissproxyd: unexpected argument '%s'\n", argv [optind]);
+        return -1;
+    }
+    const char *env_key = getenv ("FAISS_PROXY_API_KEY");
+    if (env_key && *env_key && s_add_key (config, "default", 7, env_key))
+        return -1;
+    if (config->nkeys == 0 && s_generate_key (config))
+        return -1;
+    if (config->nbinds == 0)
+        config->binds [config->nbinds++] = "tcp://127.0.0.1:5555";
+    return 0;
+}
+
+int
+main (int argc, char **argv)
+{
+    fpx_server_t server;
+    memset (&server, 0, sizeof server);
+    fpx_config_t *config = &server.config;
+    config->ncores = (int) sysconf (_SC_NPROCESSORS_ONLN);
+    if (config->ncores < 1)
+        config->ncores = 1;
+    config->workers = config->ncores;
+    config->max_message = (size_t) 256 << 20;
+    config->max_queue = 10000;
+    config->data_dir = "./data";
+    config->log_level = FPX_LOG_INFO;
+    if (s_parse (config, argc, argv))
+        return 2;
+    fpx_log_set_level (config->log_level);
+
+    //  Signals arrive through a pipe the broker polls. A handler, not a
+    //  blocked mask + signalfd: threads started before main (OpenBLAS's
+    //  pool) would still take the signal with its default action.
+    int signal_pipe [2];
+    if (pipe2 (signal_pipe, O_CLOEXEC | O_NONBLOCK)) {
+        fprintf (stderr, "faissproxyd: pipe: %s\n", strerror (errno));
+        return 1;
+    }
+    s_signal_write_fd = signal_pipe [1];
+    struct sigaction action;
+    memset (&action, 0, sizeof action);
+    action.sa_handler = s_on_signal;
+    sigemptyset (&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction (SIGINT, &action, NULL);
+    sigaction (SIGTERM, &action, NULL);
+    signal (SIGPIPE, SIG_IGN);
+    int signal_fd = signal_pipe [0];
+
+    server.zmq_ctx = zmq_ctx_new ();
+    server.registry = fpx_registry_new ();
+    server.started_at = fpx_monotonic_seconds ();
+    if (!server.zmq_ctx || !server.registry || fpx_workers_start (&server)) {
+        fprintf (stderr, "faissproxyd: cannot start: %s\n", strerror (errno));
+        return 1;
+    }
+    fpx_log (FPX_LOG_INFO, "faissproxyd %s (protocol %d, FAISS %s): %d worker(s), %d tenant(s), "
+             "max message %zu MiB", FPX_SERVER_VERSION, FPX_PROTOCOL_VERSION,
+             fpx_shim_faiss_version (), config->workers, config->ntenants,
+             config->max_message >> 20);
+    if (fpx_broker_run (&server, signal_fd)) {
+        //  Workers wait on a broker that is gone: exit without joining.
+        fpx_log (FPX_LOG_ERROR, "faissproxyd: stopped on error");
+        _exit (1);
+    }
+    fpx_workers_join (&server);
+    fpx_registry_destroy (&server.registry);
+    zmq_ctx_term (server.zmq_ctx);
+    close (signal_pipe [0]);
+    close (signal_pipe [1]);
+    free (config->keys);
+    free (config->tenants);
+    fpx_log (FPX_LOG_INFO, "faissproxyd: stopped");
+    return 0;
+}

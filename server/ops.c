@@ -1,0 +1,805 @@
+/*  ops.c — one function per opcode, run on a worker thread.
+
+    Every value from the request is checked here before it reaches an
+    allocation or FAISS: names, dimensions, counts, k, array frame sizes,
+    alignment and finiteness. FAISS is called through its C API (and the
+    shim for what that lacks); its errors come back as FPX_EFAISS with
+    FAISS's own message. Locks: the entry's rwlock, shared for reads,
+    exclusive for mutations, held only around the FAISS call.
+*/
+#include <ctype.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <faiss/c_api/AutoTune_c.h>
+#include <faiss/c_api/error_c.h>
+#include <faiss/c_api/impl/AuxIndexStructures_c.h>
+
+#include "faiss_shim.h"
+#include "server.h"
+
+#define FPX_FACTORY_NUMBER_MAX (1 << 20)     //  any integer in a factory string
+#define FPX_HNSW_M_MAX         512
+#define FPX_CREATE_ALLOC_CAP   ((size_t) 1 << 30)
+#define FPX_SEARCH_PARAM_MAX   (1 << 20)     //  nprobe, efSearch
+
+int
+fpx_reply_error (fpx_reply_t *reply, int code, const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    vsnprintf (reply->error, sizeof reply->error, format, args);
+    va_end (args);
+    reply->status = code;
+    return code;
+}
+
+static int
+s_faiss_error (fpx_call_t *call, const char *what)
+{
+    const char *text = faiss_get_last_error ();
+    if (text && strstr (text, "bad_alloc"))
+        return fpx_reply_error (call->reply, FPX_ENOMEM, "%s: out of memory", what);
+    return fpx_reply_error (call->reply, FPX_EFAISS, "%s", text ? text : what);
+}
+
+//  A shim call's result: 0, or a code whose message is in err.
+static int
+s_shim_result (fpx_call_t *call, int rc, const char *err)
+{
+    return rc ? fpx_reply_error (call->reply, rc, "%s", err) : 0;
+}
+
+// ---- parameters ------------------------------------------------------------
+
+//  Reads an integer parameter into [lo, hi]. Absent: *out = fallback, or
+//  FPX_EINVAL when required.
+static int
+s_int_param (fpx_call_t *call, const char *key, bool required, int64_t fallback,
+             int64_t lo, int64_t hi, int64_t *out)
+{
+    int rc = fpx_params_get_int (&call->params, key, out);
+    if (rc == 1 && !required) {
+        *out = fallback;
+        return 0;
+    }
+    if (rc == 1)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "missing integer parameter '%s'", key);
+    if (rc || *out < lo || *out > hi)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'%s' must be an integer in [%lld, %lld]",
+                                key, (long long) lo, (long long) hi);
+    return 0;
+}
+
+//  True for the "@hex" names the server gives anonymous indexes.
+static bool
+s_is_anonymous_name (const char *name, size_t len)
+{
+    if (len < 2 || len > 17 || name [0] != '@')
+        return false;
+    for (size_t i = 1; i < len; i++)
+        if (!isxdigit ((unsigned char) name [i]))
+            return false;
+    return true;
+}
+
+static int
+s_name_param (fpx_call_t *call, char *name, bool allow_anonymous)
+{
+    const char *ptr;
+    size_t len;
+    int rc = fpx_params_get_str (&call->params, "name", &ptr, &len);
+    if (rc == 1)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "missing parameter 'name'");
+    bool valid = rc == 0 && (fpx_name_is_valid (ptr, len)
+                             || (allow_anonymous && s_is_anonymous_name (ptr, len)));
+    if (!valid)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "invalid index name: 1-%d bytes of "
+                                "[A-Za-z0-9_.-], not starting with '.' or '-'", FPX_NAME_MAX);
+    memcpy (name, ptr, len);
+    name [len] = 0;
+    return 0;
+}
+
+//  Counted reference to the request's index, or an FPX_ENOTFOUND reply.
+static int
+s_lookup (fpx_call_t *call, fpx_entry_t **entry_p)
+{
+    char name [FPX_NAME_MAX + 1];
+    int rc = s_name_param (call, name, true);
+    if (rc)
+        return rc;
+    *entry_p = fpx_registry_find (call->server->registry, call->envelope->tenant_id,
+                                  name, call->envelope->conn_id);
+    if (!*entry_p)
+        return fpx_reply_error (call->reply, FPX_ENOTFOUND, "no index named '%s'", name);
+    return 0;
+}
+
+// ---- arrays ------------------------------------------------------------------
+
+//  The bytes of array frame `which`, aligned to `align` (copied only when the
+//  frame is not). NULL with a reply error when the frame is missing.
+static const void *
+s_array (fpx_call_t *call, int which, size_t align, size_t *size_p, const char *what)
+{
+    if (which >= call->narrays) {
+        fpx_reply_error (call->reply, FPX_EPROTO, "missing array frame: %s", what);
+        return NULL;
+    }
+    zmq_msg_t *frame = &call->arrays [which];
+    const void *data = zmq_msg_data (frame);
+    *size_p = zmq_msg_size (frame);
+    if ((uintptr_t) data % align == 0 || *size_p == 0)
+        return data;
+    void *copy = malloc (*size_p);
+    if (!copy || call->nscratch == (int) (sizeof call->scratch / sizeof call->scratch [0])) {
+        free (copy);
+        fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
+        return NULL;
+    }
+    memcpy (copy, data, *size_p);
+    call->scratch [call->nscratch++] = copy;
+    return copy;
+}
+
+//  n vectors of dimension d from frame `which`: n ≥ 1, exactly n·d·4
+//  bytes, every value finite.
+static const float *
+s_vectors (fpx_call_t *call, int which, int d, int64_t *n_p)
+{
+    size_t size;
+    const float *x = s_array (call, which, sizeof (float), &size, "float32 vectors");
+    if (!x)
+        return NULL;
+    size_t row = (size_t) d * sizeof (float);
+    if (size == 0 || size % row) {
+        fpx_reply_error (call->reply, FPX_EPROTO, "vector frame of %zu bytes is not n*%d*4 "
+                         "bytes for a whole n >= 1 (index dimension %d)", size, d, d);
+        return NULL;
+    }
+    *n_p = (int64_t) (size / row);
+    if (!fpx_floats_are_finite (x, size / sizeof (float))) {
+        fpx_reply_error (call->reply, FPX_EINVAL, "vectors contain NaN or infinity");
+        return NULL;
+    }
+    return x;
+}
+
+//  n int64 ids from frame `which`.
+static const int64_t *
+s_ids (fpx_call_t *call, int which, int64_t n)
+{
+    size_t size;
+    const int64_t *ids = s_array (call, which, sizeof (int64_t), &size, "int64 ids");
+    if (ids && size != (size_t) n * sizeof (int64_t)) {
+        fpx_reply_error (call->reply, FPX_EPROTO, "id frame of %zu bytes does not hold "
+                         "%lld int64 ids", size, (long long) n);
+        return NULL;
+    }
+    return ids;
+}
+
+static void
+s_free_array (void *data, void *hint)
+{
+    (void) hint;
+    free (data);
+}
+
+//  Appends a malloc'd buffer as a reply array frame; takes ownership.
+static void
+s_reply_array (fpx_call_t *call, void *data, size_t size)
+{
+    fpx_reply_t *reply = call->reply;
+    zmq_msg_init_data (&reply->arrays [reply->narrays++], data, size, s_free_array, NULL);
+}
+
+// ---- OpenMP budget -----------------------------------------------------------
+
+//  Splits the cores between the FAISS calls running now, and never gives a
+//  call more threads than it has queries: many small concurrent searches
+//  then run one thread each, and a lone big batch gets every core.
+static void
+s_threads_begin (fpx_call_t *call, int64_t work_items)
+{
+    int active = atomic_fetch_add (&call->server->active_calls, 1) + 1;
+    int threads = call->server->config.ncores / active;
+    if (threads < 1)
+        threads = 1;
+    if (work_items > 0 && work_items < threads)
+        threads = (int) work_items;
+    omp_set_num_threads (threads);
+}
+
+static void
+s_threads_end (fpx_call_t *call)
+{
+    atomic_fetch_sub (&call->server->active_calls, 1);
+}
+
+// ---- description ---------------------------------------------------------------
+
+//  Packs an index description; entry's lock must be held (any mode).
+static int
+s_pack_description (fpx_call_t *call, fpx_entry_t *entry, bool with_memory)
+{
+    size_t memory = 0;
+    if (with_memory) {
+        char err [FPX_ERROR_TEXT_MAX];
+        int rc = fpx_shim_serialize (entry->index, 1, NULL, &memory, err, sizeof err);
+        if (rc)
+            return s_shim_result (call, rc, err);
+    }
+    msgpack_packer *pk = &call->reply->pk;
+    msgpack_pack_map (pk, with_memory ? 8 : 7);
+    fpx_pack_kv_str (pk, "name", entry->name);
+    fpx_pack_kv_int (pk, "d", entry->d);
+    fpx_pack_kv_int (pk, "ntotal", faiss_Index_ntotal (entry->index));
+    fpx_pack_kv_bool (pk, "is_trained", faiss_Index_is_trained (entry->index));
+    fpx_pack_kv_int (pk, "metric", entry->metric);
+    fpx_pack_kv_str (pk, "factory", entry->factory);
+    fpx_pack_kv_bool (pk, "anonymous", entry->owner_conn != 0);
+    if (with_memory)
+        fpx_pack_kv_int (pk, "memory_bytes", (int64_t) memory);
+    return 0;
+}
+
+static void
+s_pack_empty (fpx_call_t *call)
+{
+    msgpack_pack_map (&call->reply->pk, 0);
+}
+
+static void
+s_pack_int (fpx_call_t *call, const char *key, int64_t value)
+{
+    msgpack_pack_map (&call->reply->pk, 1);
+    fpx_pack_kv_int (&call->reply->pk, key, value);
+}
+
+// ---- lifecycle -------------------------------------------------------------------
+
+//  Factory strings are checked beyond FAISS's own parser: every number is
+//  bounded, and HNSW's M (memory per vector) more tightly.
+static int
+s_check_factory (fpx_call_t *call, const char *factory)
+{
+    for (const char *p = factory; *p; ) {
+        if (!isdigit ((unsigned char) *p)) {
+            p++;
+            continue;
+        }
+        const char *start = p;
+        long long value = 0;
+        while (isdigit ((unsigned char) *p) && value <= FPX_FACTORY_NUMBER_MAX)
+            value = value * 10 + (*p++ - '0');
+        bool hnsw_m = start - factory >= 4 && strncmp (start - 4, "HNSW", 4) == 0;
+        if (value > FPX_FACTORY_NUMBER_MAX || (hnsw_m && value > FPX_HNSW_M_MAX))
+            return fpx_reply_error (call->reply, FPX_EINVAL, "factory string: number at "
+                                    "offset %d is too large", (int) (start - factory));
+        while (isdigit ((unsigned char) *p))
+            p++;
+    }
+    return 0;
+}
+
+//  Registers a new index (ownership of index passes on) and replies with
+//  its description.
+static int
+s_register (fpx_call_t *call, const char *name, FaissIndex *index, const char *factory)
+{
+    fpx_entry_t *entry;
+    int rc = fpx_registry_insert (call->server->registry, call->envelope->tenant_id, name,
+                                  call->envelope->conn_id, index, factory, &entry);
+    if (rc == FPX_EEXIST)
+        return fpx_reply_error (call->reply, rc, "an index named '%s' already exists", name);
+    if (rc)
+        return fpx_reply_error (call->reply, rc, "out of memory");
+    pthread_rwlock_rdlock (&entry->lock);
+    rc = s_pack_description (call, entry, false);
+    pthread_rwlock_unlock (&entry->lock);
+    fpx_entry_release (&entry);
+    return rc;
+}
+
+//  Optional "name": absent means anonymous (name[0] = 0).
+static int
+s_optional_name (fpx_call_t *call, char *name)
+{
+    fpx_mp_value_t value;
+    name [0] = 0;
+    if (fpx_params_get_value (&call->params, "name", &value) == 1 || value.type == FPX_MP_NIL)
+        return 0;
+    return s_name_param (call, name, false);
+}
+
+static int
+s_op_create (fpx_call_t *call)
+{
+    char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX];
+    int64_t d, metric;
+    int rc;
+    if ((rc = s_optional_name (call, name))
+    ||  (rc = s_int_param (call, "d", true, 0, 1, FPX_DIM_MAX, &d))
+    ||  (rc = s_int_param (call, "metric", false, FPX_METRIC_L2, 0, 1, &metric)))
+        return rc;
+    rc = fpx_params_copy_str (&call->params, "factory", factory, sizeof factory);
+    if (rc || !factory [0])
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'factory' must be a string of 1-%d bytes",
+                                FPX_FACTORY_MAX - 1);
+    if ((rc = s_check_factory (call, factory)))
+        return rc;
+    FaissIndex *index;
+    char err [FPX_ERROR_TEXT_MAX];
+    rc = fpx_shim_factory ((int) d, factory, (int) metric, FPX_CREATE_ALLOC_CAP, &index,
+                           err, sizeof err);
+    if (rc)
+        return s_shim_result (call, rc, err);
+    return s_register (call, name [0] ? name : NULL, index, factory);
+}
+
+static int
+s_op_describe (fpx_call_t *call)
+{
+    fpx_entry_t *entry;
+    bool with_memory = false;
+    int rc = s_lookup (call, &entry);
+    if (rc)
+        return rc;
+    if (fpx_params_get_bool (&call->params, "memory", &with_memory) < 0)
+        rc = fpx_reply_error (call->reply, FPX_EINVAL, "'memory' must be a bool");
+    else {
+        pthread_rwlock_rdlock (&entry->lock);
+        rc = s_pack_description (call, entry, with_memory);
+        pthread_rwlock_unlock (&entry->lock);
+    }
+    fpx_entry_release (&entry);
+    return rc;
+}
+
+static int
+s_op_drop (fpx_call_t *call)
+{
+    char name [FPX_NAME_MAX + 1];
+    int rc = s_name_param (call, name, true);
+    if (rc)
+        return rc;
+    rc = fpx_registry_remove (call->server->registry, call->envelope->tenant_id,
+                              name, call->envelope->conn_id);
+    if (rc)
+        return fpx_reply_error (call->reply, rc, "no index named '%s'", name);
+    s_pack_empty (call);
+    return 0;
+}
+
+static int
+s_op_list (fpx_call_t *call)
+{
+    char **names;
+    long count = fpx_registry_names (call->server->registry, call->envelope->tenant_id, &names);
+    if (count < 0)
+        return fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
+    msgpack_packer *pk = &call->reply->pk;
+    msgpack_pack_map (pk, 1);
+    fpx_pack_str (pk, "names");
+    msgpack_pack_array (pk, (size_t) count);
+    for (long i = 0; i < count; i++)
+        fpx_pack_str (pk, names [i]);
+    fpx_registry_names_free (names, count);
+    return 0;
+}
+
+static int
+s_op_ping (fpx_call_t *call)
+{
+    msgpack_pack_map (&call->reply->pk, 3);
+    fpx_pack_server_info (&call->reply->pk);
+    return 0;
+}
+
+static int
+s_op_info (fpx_call_t *call)
+{
+    const fpx_config_t *config = &call->server->config;
+    char **names;
+    long count = fpx_registry_names (call->server->registry, call->envelope->tenant_id, &names);
+    if (count < 0)
+        return fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
+    fpx_registry_names_free (names, count);
+    msgpack_packer *pk = &call->reply->pk;
+    msgpack_pack_map (pk, 7);
+    fpx_pack_server_info (pk);
+    fpx_pack_kv_str (pk, "tenant", config->tenants [call->envelope->tenant_id]);
+    fpx_pack_kv_int (pk, "workers", config->workers);
+    fpx_pack_kv_int (pk, "indexes", count);
+    fpx_pack_kv_double (pk, "uptime_s", fpx_monotonic_seconds () - call->server->started_at);
+    return 0;
+}
+
+// ---- mutations -------------------------------------------------------------------
+
+typedef enum { S_TRAIN, S_ADD, S_ADD_WITH_IDS } s_write_t;
+
+static int
+s_write_vectors (fpx_call_t *call, s_write_t kind)
+{
+    fpx_entry_t *entry;
+    int rc = s_lookup (call, &entry);
+    if (rc)
+        return rc;
+    int64_t n;
+    const float *x = s_vectors (call, 0, entry->d, &n);
+    const int64_t *ids = NULL;
+    if (x && kind == S_ADD_WITH_IDS)
+        ids = s_ids (call, 1, n);
+    if (!x || (kind == S_ADD_WITH_IDS && !ids)) {
+        fpx_entry_release (&entry);
+        return call->reply->status;
+    }
+    pthread_rwlock_wrlock (&entry->lock);
+    s_threads_begin (call, n);
+    if (kind == S_TRAIN)
+        rc = faiss_Index_train (entry->index, n, x);
+    else if (kind == S_ADD)
+        rc = faiss_Index_add (entry->index, n, x);
+    else
+        rc = faiss_Index_add_with_ids (entry->index, n, x, ids);
+    s_threads_end (call);
+    if (rc)
+        rc = s_faiss_error (call, "FAISS refused the vectors");
+    else if (kind == S_TRAIN) {
+        msgpack_pack_map (&call->reply->pk, 1);
+        fpx_pack_kv_bool (&call->reply->pk, "is_trained", faiss_Index_is_trained (entry->index));
+    }
+    else
+        s_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index));
+    pthread_rwlock_unlock (&entry->lock);
+    fpx_entry_release (&entry);
+    return rc;
+}
+
+static int s_op_train (fpx_call_t *call) { return s_write_vectors (call, S_TRAIN); }
+static int s_op_add (fpx_call_t *call) { return s_write_vectors (call, S_ADD); }
+static int s_op_add_with_ids (fpx_call_t *call) { return s_write_vectors (call, S_ADD_WITH_IDS); }
+
+static int
+s_op_remove_ids (fpx_call_t *call)
+{
+    fpx_entry_t *entry;
+    int rc = s_lookup (call, &entry);
+    if (rc)
+        return rc;
+    FaissIDSelector *selector = NULL;
+    if (call->narrays > 0) {
+        size_t size = zmq_msg_size (&call->arrays [0]);
+        int64_t n = (int64_t) (size / sizeof (int64_t));
+        const int64_t *ids = size % sizeof (int64_t) == 0 ? s_ids (call, 0, n) : NULL;
+        if (!ids && !call->reply->status)
+            fpx_reply_error (call->reply, FPX_EPROTO, "id frame size is not a multiple of 8");
+        if (ids && faiss_IDSelectorBatch_new ((FaissIDSelectorBatch **) &selector, (size_t) n, ids))
+            s_faiss_error (call, "cannot build the id selector");
+    }
+    else {
+        int64_t lo, hi;
+        if (!s_int_param (call, "lo", true, 0, INT64_MIN, INT64_MAX, &lo)
+        &&  !s_int_param (call, "hi", true, 0, INT64_MIN, INT64_MAX, &hi)
+        &&  faiss_IDSelectorRange_new ((FaissIDSelectorRange **) &selector, lo, hi))
+            s_faiss_error (call, "cannot build the id selector");
+    }
+    if (selector) {
+        size_t removed = 0;
+        pthread_rwlock_wrlock (&entry->lock);
+        rc = faiss_Index_remove_ids (entry->index, selector, &removed);
+        pthread_rwlock_unlock (&entry->lock);
+        faiss_IDSelector_free (selector);
+        if (rc)
+            s_faiss_error (call, "remove_ids failed");
+        else
+            s_pack_int (call, "removed", (int64_t) removed);
+    }
+    fpx_entry_release (&entry);
+    return call->reply->status;
+}
+
+static int
+s_op_reset (fpx_call_t *call)
+{
+    fpx_entry_t *entry;
+    int rc = s_lookup (call, &entry);
+    if (rc)
+        return rc;
+    pthread_rwlock_wrlock (&entry->lock);
+    rc = faiss_Index_reset (entry->index);
+    if (rc)
+        rc = s_faiss_error (call, "reset failed");
+    else
+        s_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index));
+    pthread_rwlock_unlock (&entry->lock);
+    fpx_entry_release (&entry);
+    return rc;
+}
+
+static int
+s_op_set_parameters (fpx_call_t *call)
+{
+    char text [FPX_SETPARAM_MAX];
+    int rc = fpx_params_copy_str (&call->params, "params", text, sizeof text);
+    if (rc || !text [0])
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'params' must be a string of 1-%d bytes",
+                                FPX_SETPARAM_MAX - 1);
+    fpx_entry_t *entry;
+    if ((rc = s_lookup (call, &entry)))
+        return rc;
+    FaissParameterSpace *space = NULL;
+    if (faiss_ParameterSpace_new (&space))
+        rc = s_faiss_error (call, "cannot create a ParameterSpace");
+    else {
+        pthread_rwlock_wrlock (&entry->lock);
+        if (faiss_ParameterSpace_set_index_parameters (space, entry->index, text))
+            rc = s_faiss_error (call, "set_parameters failed");
+        pthread_rwlock_unlock (&entry->lock);
+        faiss_ParameterSpace_free (space);
+    }
+    if (!rc)
+        s_pack_empty (call);
+    fpx_entry_release (&entry);
+    return rc;
+}
+
+// ---- reads ---------------------------------------------------------------------------
+
+//  Optional per-request nprobe / efSearch (0 when absent).
+static int
+s_search_overrides (fpx_call_t *call, int *nprobe, int *ef)
+{
+    int64_t a, b;
+    int rc;
+    if ((rc = s_int_param (call, "nprobe", false, 0, 1, FPX_SEARCH_PARAM_MAX, &a))
+    ||  (rc = s_int_param (call, "efSearch", false, 0, 1, FPX_SEARCH_PARAM_MAX, &b)))
+        return rc;
+    *nprobe = (int) a;
+    *ef = (int) b;
+    return 0;
+}
+
+static int
+s_op_search (fpx_call_t *call)
+{
+    int64_t k;
+    int nprobe, ef;
+    int rc;
+    if ((rc = s_int_param (call, "k", true, 0, 1, FPX_K_MAX, &k))
+    ||  (rc = s_search_overrides (call, &nprobe, &ef)))
+        return rc;
+    fpx_entry_t *entry;
+    if ((rc = s_lookup (call, &entry)))
+        return rc;
+    int64_t nq;
+    const float *x = s_vectors (call, 0, entry->d, &nq);
+    size_t results = x ? (size_t) nq * (size_t) k : 0;
+    if (x && results * (sizeof (float) + sizeof (int64_t)) > call->server->config.max_message)
+        fpx_reply_error (call->reply, FPX_ETOOBIG, "nq*k = %zu results exceed the message limit",
+                         results);
+    else if (x) {
+        float *D = malloc (results * sizeof (float));
+        int64_t *I = malloc (results * sizeof (int64_t));
+        char err [FPX_ERROR_TEXT_MAX];
+        if (!D || !I)
+            rc = fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
+        else {
+            pthread_rwlock_rdlock (&entry->lock);
+            s_threads_begin (call, nq);
+            rc = fpx_shim_search (entry->index, nq, x, k, nprobe, ef, D, I, err, sizeof err);
+            s_threads_end (call);
+            pthread_rwlock_unlock (&entry->lock);
+            s_shim_result (call, rc, err);
+        }
+        if (rc) {
+            free (D);
+            free (I);
+        }
+        else {
+            msgpack_pack_map (&call->reply->pk, 2);
+            fpx_pack_kv_int (&call->reply->pk, "nq", nq);
+            fpx_pack_kv_int (&call->reply->pk, "k", k);
+            s_reply_array (call, D, results * sizeof (float));
+            s_reply_array (call, I, results * sizeof (int64_t));
+        }
+    }
+    fpx_entry_release (&entry);
+    return call->reply->status;
+}
+
+static int
+s_op_range_search (fpx_call_t *call)
+{
+    double radius;
+    int nprobe, ef;
+    int rc = fpx_params_get_double (&call->params, "radius", &radius);
+    if (rc || !(radius > -3.4e38 && radius < 3.4e38))
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'radius' must be a finite number");
+    if ((rc = s_search_overrides (call, &nprobe, &ef)))
+        return rc;
+    fpx_entry_t *entry;
+    if ((rc = s_lookup (call, &entry)))
+        return rc;
+    int64_t nq;
+    const float *x = s_vectors (call, 0, entry->d, &nq);
+    if (x) {
+        uint64_t *lims;
+        float *D;
+        int64_t *I;
+        size_t total;
+        char err [FPX_ERROR_TEXT_MAX];
+        size_t max_total = call->server->config.max_message / (sizeof (float) + sizeof (int64_t));
+        pthread_rwlock_rdlock (&entry->lock);
+        s_threads_begin (call, nq);
+        rc = fpx_shim_range_search (entry->index, nq, x, (float) radius, nprobe, ef,
+                                    &lims, &D, &I, &total, max_total, err, sizeof err);
+        s_threads_end (call);
+        pthread_rwlock_unlock (&entry->lock);
+        if (!s_shim_result (call, rc, err)) {
+            msgpack_pack_map (&call->reply->pk, 2);
+            fpx_pack_kv_int (&call->reply->pk, "nq", nq);
+            fpx_pack_kv_int (&call->reply->pk, "total", (int64_t) total);
+            s_reply_array (call, lims, (size_t) (nq + 1) * sizeof (uint64_t));
+            s_reply_array (call, D, total * sizeof (float));
+            s_reply_array (call, I, total * sizeof (int64_t));
+        }
+    }
+    fpx_entry_release (&entry);
+    return call->reply->status;
+}
+
+//  Reconstructs n vectors starting at i0 (n = 1: key i0).
+static int
+s_reconstruct (fpx_call_t *call, bool many)
+{
+    fpx_entry_t *entry;
+    int64_t i0, n = 1;
+    int rc;
+    if ((rc = s_int_param (call, many ? "i0" : "key", true, 0, many ? 0 : INT64_MIN,
+                           INT64_MAX, &i0))
+    ||  (many && (rc = s_int_param (call, "n", true, 0, 1, INT64_MAX, &n)))
+    ||  (rc = s_lookup (call, &entry)))
+        return rc;
+    pthread_rwlock_rdlock (&entry->lock);
+    int64_t ntotal = faiss_Index_ntotal (entry->index);
+    size_t bytes = (size_t) n * (size_t) entry->d * sizeof (float);
+    float *out = NULL;
+    if (many && (n > ntotal || i0 > ntotal - n))
+        fpx_reply_error (call->reply, FPX_EINVAL, "i0 + n must be within ntotal = %lld",
+                         (long long) ntotal);
+    else if (!many && !fpx_shim_has_ids (entry->index) && (i0 < 0 || i0 >= ntotal))
+        fpx_reply_error (call->reply, FPX_EINVAL, "key %lld is out of range [0, %lld)",
+                         (long long) i0, (long long) ntotal);
+    else if (bytes > call->server->config.max_message)
+        fpx_reply_error (call->reply, FPX_ETOOBIG, "%zu bytes exceed the message limit", bytes);
+    else if (!(out = malloc (bytes)))
+        fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
+    else if (many ? faiss_Index_reconstruct_n (entry->index, i0, n, out)
+                  : faiss_Index_reconstruct (entry->index, i0, out))
+        s_faiss_error (call, "reconstruct failed");
+    pthread_rwlock_unlock (&entry->lock);
+    if (call->reply->status)
+        free (out);
+    else {
+        msgpack_pack_map (&call->reply->pk, 2);
+        fpx_pack_kv_int (&call->reply->pk, "n", n);
+        fpx_pack_kv_int (&call->reply->pk, "d", entry->d);
+        s_reply_array (call, out, bytes);
+    }
+    fpx_entry_release (&entry);
+    return call->reply->status;
+}
+
+static int s_op_reconstruct (fpx_call_t *call) { return s_reconstruct (call, false); }
+static int s_op_reconstruct_n (fpx_call_t *call) { return s_reconstruct (call, true); }
+
+static int
+s_op_serialize (fpx_call_t *call)
+{
+    fpx_entry_t *entry;
+    int rc = s_lookup (call, &entry);
+    if (rc)
+        return rc;
+    uint8_t *bytes = NULL;
+    size_t size = 0;
+    char err [FPX_ERROR_TEXT_MAX];
+    pthread_rwlock_rdlock (&entry->lock);
+    rc = fpx_shim_serialize (entry->index, 0, &bytes, &size, err, sizeof err);
+    pthread_rwlock_unlock (&entry->lock);
+    fpx_entry_release (&entry);
+    if (rc)
+        return s_shim_result (call, rc, err);
+    if (size > call->server->config.max_message) {
+        free (bytes);
+        return fpx_reply_error (call->reply, FPX_ETOOBIG, "serialized index of %zu bytes "
+                                "exceeds the message limit", size);
+    }
+    s_pack_int (call, "size", (int64_t) size);
+    s_reply_array (call, bytes, size);
+    return 0;
+}
+
+static int
+s_op_deserialize (fpx_call_t *call)
+{
+    char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX] = "";
+    int rc = s_optional_name (call, name);
+    if (rc)
+        return rc;
+    rc = fpx_params_copy_str (&call->params, "factory", factory, sizeof factory);
+    if (rc < 0)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'factory' must be a string of at most "
+                                "%d bytes", FPX_FACTORY_MAX - 1);
+    size_t size;
+    const uint8_t *bytes = s_array (call, 0, 1, &size, "index bytes");
+    if (!bytes)
+        return call->reply->status;
+    if (size == 0)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "empty index bytes");
+    //  A legitimate index needs little beyond its own bytes; a forged one
+    //  declaring huge arrays hits the cap instead of exhausting memory.
+    size_t cap = 4 * size + ((size_t) 256 << 20);
+    FaissIndex *index;
+    char err [FPX_ERROR_TEXT_MAX];
+    rc = fpx_shim_deserialize (bytes, size, cap, &index, err, sizeof err);
+    if (rc)
+        return s_shim_result (call, rc, err);
+    if (faiss_Index_d (index) < 1 || faiss_Index_d (index) > FPX_DIM_MAX) {
+        faiss_Index_free (index);
+        return fpx_reply_error (call->reply, FPX_EINVAL, "uploaded index has dimension out of "
+                                "[1, %d]", FPX_DIM_MAX);
+    }
+    return s_register (call, name [0] ? name : NULL, index, factory);
+}
+
+// ---- dispatch --------------------------------------------------------------------------
+
+typedef int (*s_op_fn) (fpx_call_t *call);
+
+static s_op_fn
+s_op_for (int opcode)
+{
+    switch (opcode) {
+        case FPX_OP_PING:           return s_op_ping;
+        case FPX_OP_INFO:           return s_op_info;
+        case FPX_OP_CREATE:         return s_op_create;
+        case FPX_OP_OPEN:           return s_op_describe;
+        case FPX_OP_DROP:           return s_op_drop;
+        case FPX_OP_LIST:           return s_op_list;
+        case FPX_OP_DESCRIBE:       return s_op_describe;
+        case FPX_OP_TRAIN:          return s_op_train;
+        case FPX_OP_ADD:            return s_op_add;
+        case FPX_OP_ADD_WITH_IDS:   return s_op_add_with_ids;
+        case FPX_OP_SEARCH:         return s_op_search;
+        case FPX_OP_RANGE_SEARCH:   return s_op_range_search;
+        case FPX_OP_REMOVE_IDS:     return s_op_remove_ids;
+        case FPX_OP_RECONSTRUCT:    return s_op_reconstruct;
+        case FPX_OP_RECONSTRUCT_N:  return s_op_reconstruct_n;
+        case FPX_OP_RESET:          return s_op_reset;
+        case FPX_OP_SET_PARAMETERS: return s_op_set_parameters;
+        case FPX_OP_SERIALIZE:      return s_op_serialize;
+        case FPX_OP_DESERIALIZE:    return s_op_deserialize;
+    }
+    return NULL;
+}
+
+void
+fpx_ops_execute (fpx_call_t *call)
+{
+    s_op_fn op = s_op_for (call->header.opcode);
+    if (!op) {
+        fpx_reply_error (call->reply, FPX_EOPCODE, "unknown opcode %u", call->header.opcode);
+        return;
+    }
+    int rc = op (call);
+    if (rc && !call->reply->status)
+        fpx_reply_error (call->reply, rc, "%s", fpx_strerror (rc));
+    fpx_log (FPX_LOG_DEBUG, "%s -> %d", fpx_opcode_name (call->header.opcode), call->reply->status);
+}

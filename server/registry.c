@@ -1,0 +1,250 @@
+/*  registry.c — see registry.h. A chained hash table keyed by
+    (tenant, name), grown by doubling; the table lock is never held across
+    FAISS calls or I/O.                                                  */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "registry.h"
+
+struct fpx_registry_t {
+    pthread_rwlock_t lock;
+    fpx_entry_t **buckets;
+    size_t nbuckets;               //  power of two
+    size_t count;
+    atomic_ullong next_anonymous;
+};
+
+static uint64_t
+s_hash (uint32_t tenant, const char *name)
+{
+    uint64_t h = 1469598103934665603ull ^ tenant;     //  FNV-1a
+    for (const unsigned char *p = (const unsigned char *) name; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return h;
+}
+
+fpx_registry_t *
+fpx_registry_new (void)
+{
+    fpx_registry_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->nbuckets = 64;
+    self->buckets = calloc (self->nbuckets, sizeof *self->buckets);
+    if (!self->buckets) {
+        free (self);
+        return NULL;
+    }
+    pthread_rwlock_init (&self->lock, NULL);
+    atomic_init (&self->next_anonymous, 1);
+    return self;
+}
+
+void
+fpx_registry_destroy (fpx_registry_t **self_p)
+{
+    fpx_registry_t *self = *self_p;
+    if (!self)
+        return;
+    for (size_t b = 0; b < self->nbuckets; b++)
+        while (self->buckets [b]) {
+            fpx_entry_t *entry = self->buckets [b];
+            self->buckets [b] = entry->next;
+            fpx_entry_release (&entry);
+        }
+    free (self->buckets);
+    pthread_rwlock_destroy (&self->lock);
+    free (self);
+    *self_p = NULL;
+}
+
+void
+fpx_entry_release (fpx_entry_t **entry_p)
+{
+    fpx_entry_t *entry = *entry_p;
+    if (!entry)
+        return;
+    *entry_p = NULL;
+    if (atomic_fetch_sub (&entry->refcount, 1) == 1) {
+        faiss_Index_free (entry->index);
+        pthread_rwlock_destroy (&entry->lock);
+        free (entry);
+    }
+}
+
+//  Link slot of (tenant, name), under the table lock.
+static fpx_entry_t **
+s_slot (fpx_registry_t *self, uint32_t tenant, const char *name)
+{
+    fpx_entry_t **slot = &self->buckets [s_hash (tenant, name) & (self->nbuckets - 1)];
+    while (*slot && ((*slot)->tenant != tenant || strcmp ((*slot)->name, name)))
+        slot = &(*slot)->next;
+    return slot;
+}
+
+static bool
+s_visible (const fpx_entry_t *entry, uint64_t conn)
+{
+    return entry->owner_conn == 0 || entry->owner_conn == conn;
+}
+
+static void
+s_grow (fpx_registry_t *self)
+{
+    size_t nbuckets = self->nbuckets * 2;
+    fpx_entry_t **buckets = calloc (nbuckets, sizeof *buckets);
+    if (!buckets)
+        return;                    //  stays correct, only slower
+    for (size_t b = 0; b < self->nbuckets; b++)
+        while (self->buckets [b]) {
+            fpx_entry_t *entry = self->buckets [b];
+            self->buckets [b] = entry->next;
+            size_t slot = s_hash (entry->tenant, entry->name) & (nbuckets - 1);
+            entry->next = buckets [slot];
+            buckets [slot] = entry;
+        }
+    free (self->buckets);
+    self->buckets = buckets;
+    self->nbuckets = nbuckets;
+}
+
+int
+fpx_registry_insert (fpx_registry_t *self, uint32_t tenant, const char *name,
+                     uint64_t owner_conn, FaissIndex *index, const char *factory,
+                     fpx_entry_t **entry_p)
+{
+    fpx_entry_t *entry = calloc (1, sizeof *entry);
+    if (!entry) {
+        faiss_Index_free (index);
+        return FPX_ENOMEM;
+    }
+    if (name)
+        snprintf (entry->name, sizeof entry->name, "%s", name);
+    else
+        snprintf (entry->name, sizeof entry->name, "@%llx",
+                  (unsigned long long) atomic_fetch_add (&self->next_anonymous, 1));
+    entry->tenant = tenant;
+    entry->owner_conn = name ? 0 : owner_conn;
+    entry->index = index;
+    snprintf (entry->factory, sizeof entry->factory, "%s", factory ? factory : "");
+    entry->d = (int) faiss_Index_d (index);
+    entry->metric = (int) faiss_Index_metric_type (index);
+    pthread_rwlock_init (&entry->lock, NULL);
+    atomic_init (&entry->refcount, 2);        //  the table's and the caller's
+
+    pthread_rwlock_wrlock (&self->lock);
+    fpx_entry_t **slot = s_slot (self, tenant, entry->name);
+    if (*slot) {
+        pthread_rwlock_unlock (&self->lock);
+        atomic_store (&entry->refcount, 1);
+        fpx_entry_release (&entry);
+        return FPX_EEXIST;
+    }
+    *slot = entry;
+    if (++self->count > self->nbuckets)
+        s_grow (self);
+    pthread_rwlock_unlock (&self->lock);
+    *entry_p = entry;
+    return 0;
+}
+
+fpx_entry_t *
+fpx_registry_find (fpx_registry_t *self, uint32_t tenant, const char *name, uint64_t conn)
+{
+    pthread_rwlock_rdlock (&self->lock);
+    fpx_entry_t *entry = *s_slot (self, tenant, name);
+    if (entry && s_visible (entry, conn))
+        atomic_fetch_add (&entry->refcount, 1);
+    else
+        entry = NULL;
+    pthread_rwlock_unlock (&self->lock);
+    return entry;
+}
+
+int
+fpx_registry_remove (fpx_registry_t *self, uint32_t tenant, const char *name, uint64_t conn)
+{
+    pthread_rwlock_wrlock (&self->lock);
+    fpx_entry_t **slot = s_slot (self, tenant, name);
+    fpx_entry_t *entry = *slot;
+    if (!entry || !s_visible (entry, conn)) {
+        pthread_rwlock_unlock (&self->lock);
+        return FPX_ENOTFOUND;
+    }
+    *slot = entry->next;
+    self->count--;
+    pthread_rwlock_unlock (&self->lock);
+    fpx_entry_release (&entry);
+    return 0;
+}
+
+size_t
+fpx_registry_reap (fpx_registry_t *self, uint64_t conn)
+{
+    fpx_entry_t *reaped = NULL;
+    size_t count = 0;
+    pthread_rwlock_wrlock (&self->lock);
+    for (size_t b = 0; b < self->nbuckets; b++) {
+        fpx_entry_t **slot = &self->buckets [b];
+        while (*slot) {
+            fpx_entry_t *entry = *slot;
+            if (entry->owner_conn == conn) {
+                *slot = entry->next;
+                entry->next = reaped;
+                reaped = entry;
+                self->count--;
+                count++;
+            }
+            else
+                slot = &entry->next;
+        }
+    }
+    pthread_rwlock_unlock (&self->lock);
+    //  Free outside the lock: faiss_Index_free of a big index takes time.
+    while (reaped) {
+        fpx_entry_t *entry = reaped;
+        reaped = entry->next;
+        fpx_entry_release (&entry);
+    }
+    return count;
+}
+
+static int
+s_compare_names (const void *a, const void *b)
+{
+    return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+long
+fpx_registry_names (fpx_registry_t *self, uint32_t tenant, char ***names_p)
+{
+    pthread_rwlock_rdlock (&self->lock);
+    char **names = malloc ((self->count + 1) * sizeof *names);
+    long count = 0;
+    for (size_t b = 0; names && b < self->nbuckets; b++)
+        for (fpx_entry_t *entry = self->buckets [b]; entry; entry = entry->next)
+            if (entry->tenant == tenant && entry->owner_conn == 0) {
+                names [count] = strdup (entry->name);
+                if (!names [count]) {
+                    pthread_rwlock_unlock (&self->lock);
+                    fpx_registry_names_free (names, count);
+                    return -1;
+                }
+                count++;
+            }
+    pthread_rwlock_unlock (&self->lock);
+    if (!names)
+        return -1;
+    qsort (names, (size_t) count, sizeof *names, s_compare_names);
+    *names_p = names;
+    return count;
+}
+
+void
+fpx_registry_names_free (char **names, long count)
+{
+    for (long i = 0; i < count; i++)
+        free (names [i]);
+    free (names);
+}

@@ -1,0 +1,120 @@
+/*  server.h — faissproxyd's internal interfaces: configuration, the broker,
+    the worker pool, request execution and logging.
+
+    Threads: one broker (owns every public socket, never calls FAISS, never
+    blocks), N workers (each owns one inproc DEALER to the broker, calls
+    FAISS). They share only the registry, the read-only configuration and
+    atomic counters.
+*/
+#ifndef FPX_SERVER_H_INCLUDED
+#define FPX_SERVER_H_INCLUDED
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#include "fpx_params.h"
+#include "fpx_protocol.h"
+#include "registry.h"
+
+#define FPX_SERVER_VERSION   "0.1.0"
+#define FPX_MAX_BINDS        16
+#define FPX_BACKEND_ENDPOINT "inproc://fpx-workers"
+#define FPX_MONITOR_ENDPOINT "inproc://fpx-monitor"
+
+typedef struct {
+    char tenant [FPX_NAME_MAX + 1];
+    char key [FPX_API_KEY_MAX + 1];
+    uint32_t tenant_id;
+} fpx_key_t;
+
+typedef struct {
+    const char *binds [FPX_MAX_BINDS];
+    int nbinds;
+    int workers;
+    size_t max_message;            //  bytes in one whole request
+    size_t max_queue;              //  requests waiting for a worker
+    const char *data_dir;
+    int log_level;
+    fpx_key_t *keys;               //  owned
+    int nkeys;
+    char (*tenants) [FPX_NAME_MAX + 1];  //  tenant id → name, owned
+    int ntenants;
+    int ncores;
+} fpx_config_t;
+
+typedef struct {
+    fpx_config_t config;
+    void *zmq_ctx;
+    fpx_registry_t *registry;
+    atomic_int active_calls;       //  FAISS calls running now (OMP budget)
+    double started_at;             //  monotonic seconds
+} fpx_server_t;
+
+//  The broker → worker envelope, frame 1 of every job.
+typedef enum { FPX_JOB_REQUEST = 0, FPX_JOB_REAP = 1, FPX_JOB_STOP = 2 } fpx_job_kind_t;
+typedef struct {
+    uint32_t kind;
+    uint32_t tenant_id;
+    uint64_t conn_id;
+} fpx_envelope_t;
+
+/*  A worker's reply being built: status, msgpack result, array frames.  */
+#define FPX_REPLY_ARRAYS_MAX 3
+typedef struct {
+    int status;
+    char error [FPX_ERROR_TEXT_MAX];
+    msgpack_sbuffer result;
+    msgpack_packer pk;
+    zmq_msg_t arrays [FPX_REPLY_ARRAYS_MAX];
+    int narrays;
+} fpx_reply_t;
+
+/*  One request as a worker sees it. Array frames stay owned by the worker
+    loop; aligned copies made for misaligned frames are freed after.     */
+typedef struct {
+    fpx_server_t *server;
+    const fpx_envelope_t *envelope;
+    fpx_header_t header;
+    fpx_params_t params;
+    zmq_msg_t *arrays;
+    int narrays;
+    void *scratch [4];             //  aligned copies to free
+    int nscratch;
+    fpx_reply_t *reply;
+} fpx_call_t;
+
+// ---- broker.c
+/*  Runs the broker on the calling thread until a byte arrives on signal_fd
+    (written by the SIGINT/SIGTERM handler) and every request in flight has
+    been answered. Returns 0, or -1 if an endpoint cannot be bound.      */
+int fpx_broker_run (fpx_server_t *server, int signal_fd);
+
+/*  Packs the ping/info result common part into pk (3 entries).          */
+void fpx_pack_server_info (msgpack_packer *pk);
+
+// ---- worker.c
+/*  Starts / joins the worker pool.                                      */
+int fpx_workers_start (fpx_server_t *server);
+void fpx_workers_join (fpx_server_t *server);
+
+// ---- ops.c
+/*  Executes one request; fills call->reply (status, result, arrays).    */
+void fpx_ops_execute (fpx_call_t *call);
+
+/*  Sets the reply to an error with a printf-style message. Returns code. */
+int fpx_reply_error (fpx_reply_t *reply, int code, const char *format, ...)
+    __attribute__ ((format (printf, 3, 4)));
+
+// ---- log.c
+enum { FPX_LOG_ERROR, FPX_LOG_WARN, FPX_LOG_INFO, FPX_LOG_DEBUG };
+void fpx_log_set_level (int level);
+int fpx_log_parse_level (const char *text);    //  -1 if unknown
+void fpx_log (int level, const char *format, ...)
+    __attribute__ ((format (printf, 2, 3)));
+
+double fpx_monotonic_seconds (void);
+
+#endif
