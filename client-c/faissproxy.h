@@ -96,6 +96,8 @@ typedef struct {
     char factory [256];        /* "" for an uploaded index                  */
     int anonymous;
     int64_t memory_bytes;      /* -1 unless asked for (fpx_index_describe)  */
+    char class_name [64];      /* FAISS class, e.g. "IndexIVFFlat"          */
+    int d_out;                 /* vector transforms: output dimension; else d */
 } fpx_index_info_t;
 
 /*  Creates an index with FAISS's index_factory (d, factory, metric).
@@ -194,6 +196,66 @@ int fpx_serialize (fpx_client_t *self, const char *name,
     anonymous. info (may be NULL) receives its description.              */
 int fpx_deserialize (fpx_client_t *self, const char *name, const uint8_t *bytes,
                      size_t size, fpx_index_info_t *info /* OUT */);
+
+/* ---- objects: composition, views, attributes, transforms ---------------
+    FAISS's object model, for bindings that mirror FAISS's classes (the
+    Python drop-in uses these). Objects built here are anonymous. Vector
+    transforms are objects too: describe, train, apply, get/set_attr and
+    drop work on them. See docs/PROTOCOL.md for each class's arguments and
+    the attribute names.                                                 */
+
+/*  Builds an object of FAISS class type (e.g. "IndexIVFFlat") from nargs
+    numeric args and nrefs referenced objects (e.g. the quantizer). The new
+    object owns the referenced ones: their names become aliases of parts
+    of it, as FAISS's own_fields. info receives its description.         */
+int fpx_construct (fpx_client_t *self, const char *type, int nargs, const double *args,
+                   int nrefs, const char *const *refs, fpx_index_info_t *info /* OUT */);
+
+/*  A view of a part of an index ("quantizer", "index", "base_index",
+    "refine_index", "chain.N", "ivf"): a new anonymous name for the same
+    FAISS object. info receives its description.                         */
+int fpx_subobject (fpx_client_t *self, const char *name, const char *path,
+                   fpx_index_info_t *info /* OUT */);
+
+/*  Numeric attribute ("nprobe", "efSearch", "ntotal", …).               */
+int fpx_get_attr (fpx_client_t *self, const char *name, const char *attr,
+                  double *value /* OUT */);
+int fpx_set_attr (fpx_client_t *self, const char *name, const char *attr, double value);
+
+/*  A copy of an index as a new anonymous index.                         */
+int fpx_clone (fpx_client_t *self, const char *name, fpx_index_info_t *info /* OUT */);
+
+/*  Applies a trained vector transform to n vectors of d_in floats (or its
+    reverse, reverse != 0, to n vectors of d_out floats). out holds
+    n·d_out (reverse: n·d_in) floats; out_d is that row length, checked
+    against the reply.                                                   */
+int fpx_apply (fpx_client_t *self, const char *name, int reverse, int64_t n, int d,
+               const float *x, int out_d, float *out /* OUT */);
+
+/*  IVF direct map: 0 none, 1 array, 2 hashtable (reconstruct needs one). */
+int fpx_set_direct_map (fpx_client_t *self, const char *name, int type);
+
+/*  The id map of an IndexIDMap/IndexIDMap2: *ids_p (caller frees with
+    fpx_free) receives *n_p ids.                                         */
+int fpx_get_id_map (fpx_client_t *self, const char *name, int64_t **ids_p /* OUT */,
+                    size_t *n_p /* OUT */);
+
+/*  k-means (faiss::Clustering). Zero fields take FAISS's defaults: niter
+    25, nredo 1, seed 1234, min 39 / max 256 points per centroid, metric
+    L2.                                                                  */
+typedef struct {
+    int niter, nredo, seed;
+    int spherical, int_centroids, update_index;
+    int min_points_per_centroid, max_points_per_centroid;
+    int metric;
+} fpx_kmeans_params_t;
+
+/*  Trains k centroids on n vectors of dimension d. centroids receives
+    k·d floats; obj (may be NULL) the objective of each iteration, up to
+    max_obj values; *iterations_out (may be NULL) the iteration count.  */
+int fpx_kmeans (fpx_client_t *self, int d, int k, int64_t n, const float *x,
+                const fpx_kmeans_params_t *params, float *centroids /* OUT */,
+                float *obj /* OUT */, int max_obj, int *iterations_out /* OUT */);
 
 /*  Frees memory returned by this library. Accepts NULL.                 */
 void fpx_free (void *ptr);

@@ -134,10 +134,16 @@ fpx_mp_read (fpx_mp_value_t *value, const uint8_t **needle, const uint8_t *ceili
 int
 fpx_params_decode (fpx_params_t *self, const void *data, size_t size)
 {
+    return fpx_params_decode_bounded (self, data, size, FPX_PARAMS_MAX);
+}
+
+int
+fpx_params_decode_bounded (fpx_params_t *self, const void *data, size_t size, size_t max_size)
+{
     self->count = 0;
     if (size == 0)
         return 0;
-    if (size > FPX_PARAMS_MAX)
+    if (size > max_size)
         return FPX_EPROTO;
     const uint8_t *needle = data;
     const uint8_t *ceiling = needle + size;

@@ -23,6 +23,10 @@
 
 #define FPX_MP_DEPTH_MAX 8
 
+/*  A reply's result map may be larger than a request's parameters (the
+    names of a tenant's indexes): clients accept up to this many bytes.  */
+#define FPX_RESULT_MAX   (16 * 1024 * 1024)
+
 typedef enum {
     FPX_MP_NIL, FPX_MP_BOOL, FPX_MP_INT, FPX_MP_FLOAT,
     FPX_MP_STR, FPX_MP_BIN, FPX_MP_ARRAY, FPX_MP_MAP
@@ -50,8 +54,11 @@ typedef struct {
     } items [FPX_PARAMS_MAX_KEYS];
 } fpx_params_t;
 
-/*  Decodes a parameter frame. Returns 0 or FPX_EPROTO.                  */
+/*  Decodes a parameter frame of at most FPX_PARAMS_MAX bytes (requests) /
+    max_size bytes. Returns 0 or FPX_EPROTO.                             */
 int fpx_params_decode (fpx_params_t *self, const void *data, size_t size);
+int fpx_params_decode_bounded (fpx_params_t *self, const void *data, size_t size,
+                               size_t max_size);
 
 /*  Reads one value at *needle (< ceiling) and advances the needle past it.
     Returns 0 or FPX_EPROTO. Used to walk the elements of an ARRAY.      */

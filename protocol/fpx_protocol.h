@@ -50,6 +50,9 @@
 #define FPX_DIM_MAX             65536       /* vector dimension             */
 #define FPX_K_MAX               65536       /* neighbours per query         */
 #define FPX_ERROR_TEXT_MAX      2048        /* bytes of error text in a reply */
+#define FPX_CONSTRUCT_ARGS_MAX  16          /* numeric arguments of construct */
+#define FPX_CONSTRUCT_REFS_MAX  4           /* object references of construct */
+#define FPX_TYPE_NAME_MAX       64          /* bytes in a class or attribute name */
 
 /*  Opcodes: X(NAME, code, "wire name"). Codes are stable; append only.   */
 #define FPX_OPCODES(X)                                                       \
@@ -71,7 +74,16 @@
     X (RESET,          16, "reset")                                          \
     X (SET_PARAMETERS, 17, "set_parameters")                                 \
     X (SERIALIZE,      18, "serialize")                                      \
-    X (DESERIALIZE,    19, "deserialize")
+    X (DESERIALIZE,    19, "deserialize")                                    \
+    X (CONSTRUCT,      20, "construct")                                      \
+    X (SUBOBJECT,      21, "subobject")                                      \
+    X (GET_ATTR,       22, "get_attr")                                       \
+    X (SET_ATTR,       23, "set_attr")                                       \
+    X (CLONE,          24, "clone")                                          \
+    X (KMEANS,         25, "kmeans")                                         \
+    X (APPLY,          26, "apply")                                          \
+    X (SET_DIRECT_MAP, 27, "set_direct_map")                                 \
+    X (GET_ID_MAP,     28, "get_id_map")
 
 typedef enum {
 #define FPX_OPCODES_ENUM_(name, code, text) FPX_OP_##name = (code),

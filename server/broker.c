@@ -423,7 +423,8 @@ s_frontend_read_one (s_broker_t *self)
 static bool
 s_backend_read_one (s_broker_t *self)
 {
-    zmq_msg_t frames [FPX_REPLY_ARRAYS_MAX + 4];
+    //  [worker][routing id][header][result][arrays…] and one spill slot.
+    zmq_msg_t frames [FPX_REPLY_ARRAYS_MAX + 5];
     int count = 0, more = 1;
     while (more) {
         zmq_msg_init (&frames [count]);

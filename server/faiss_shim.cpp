@@ -13,10 +13,21 @@
 #include <new>
 #include <vector>
 
+#include <string>
+
+#include <faiss/Clustering.h>
+#include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFFlat.h>
+#include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexLSH.h>
+#include <faiss/IndexPQ.h>
 #include <faiss/IndexPreTransform.h>
+#include <faiss/IndexRefine.h>
+#include <faiss/IndexScalarQuantizer.h>
+#include <faiss/VectorTransform.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
@@ -68,12 +79,28 @@ struct AllocCap {
     ~AllocCap () { s_cap_on = false; }
 };
 
+//  A request argument that is out of range: FPX_EINVAL, never FAISS.
+struct BadArgument {
+    std::string message;
+};
+
+[[noreturn]] void
+bad (const std::string &message)
+{
+    throw BadArgument { message };
+}
+
 //  Runs fn, turning every exception into a code and a message.
 template <typename Fn>
 int guarded (char *err, size_t err_size, Fn fn)
 {
     try {
         return fn ();
+    }
+    catch (const BadArgument &e) {
+        s_cap_on = false;
+        snprintf (err, err_size, "%s", e.message.c_str ());
+        return FPX_EINVAL;
     }
     catch (const std::bad_alloc &) {
         s_cap_on = false;
@@ -347,4 +374,552 @@ fpx_shim_faiss_version (void)
 {
     return FPX_STR (FAISS_VERSION_MAJOR) "." FPX_STR (FAISS_VERSION_MINOR) "."
            FPX_STR (FAISS_VERSION_PATCH);
+}
+
+// ---- objects: composition, attributes, transforms, k-means ----------------
+
+namespace {
+
+const double S_COUNT_MAX = 1 << 20;      //  nlist, HNSW links, … (as for factory strings)
+
+//  Positional numeric arguments of construct, each checked on read.
+struct Args {
+    int n;
+    const double *v;
+    const char *type;
+
+    double number (int i, const char *what, double lo, double hi, double fallback, bool required) const
+    {
+        if (i >= n) {
+            if (required)
+                bad (std::string (type) + ": missing argument " + what);
+            return fallback;
+        }
+        if (!(v [i] >= lo && v [i] <= hi))
+            bad (std::string (type) + ": argument " + what + " out of range");
+        return v [i];
+    }
+    long integer (int i, const char *what, double lo, double hi, double fallback, bool required) const
+    {
+        double value = number (i, what, lo, hi, fallback, required);
+        if (value != (double) (long) value)
+            bad (std::string (type) + ": argument " + what + " must be an integer");
+        return (long) value;
+    }
+    int dim (int i, const char *what = "d") const { return (int) integer (i, what, 1, 65536, 0, true); }
+    faiss::MetricType metric (int i) const
+    {
+        return (faiss::MetricType) integer (i, "metric", 0, 1, 1, false);
+    }
+    faiss::ScalarQuantizer::QuantizerType qtype (int i) const
+    {
+        return (faiss::ScalarQuantizer::QuantizerType) integer (i, "qtype", 0,
+                faiss::ScalarQuantizer::QT_6bit, 0, true);
+    }
+};
+
+faiss::Index *as_mutable (FaissIndex *index) { return reinterpret_cast<faiss::Index *> (index); }
+faiss::VectorTransform *as_transform (FaissVectorTransform *t) { return reinterpret_cast<faiss::VectorTransform *> (t); }
+const faiss::VectorTransform *as_transform (const FaissVectorTransform *t) { return reinterpret_cast<const faiss::VectorTransform *> (t); }
+
+//  The references a class takes: 'i' index, 't' transform.
+struct Refs {
+    int n;
+    FaissIndex *const *indexes;
+    FaissVectorTransform *const *transforms;
+    const char *type;
+
+    void expect (const char *kinds) const
+    {
+        int want = (int) strlen (kinds);
+        if (n != want)
+            bad (std::string (type) + " takes " + std::to_string (want) + " object reference(s)");
+        for (int i = 0; i < want; i++)
+            if ((kinds [i] == 'i' && !indexes [i]) || (kinds [i] == 't' && !transforms [i]))
+                bad (std::string (type) + ": reference " + std::to_string (i) + " must be "
+                     + (kinds [i] == 'i' ? "an index" : "a vector transform"));
+    }
+    faiss::Index *index (int i) const { return as_mutable (indexes [i]); }
+};
+
+faiss::Index *
+quantized (const Args &args, const Refs &refs, int d)
+{
+    faiss::Index *quantizer = refs.index (0);
+    if (quantizer->d != d)
+        bad (std::string (args.type) + ": quantizer dimension " + std::to_string (quantizer->d)
+             + " differs from d = " + std::to_string (d));
+    return quantizer;
+}
+
+faiss::Index *
+construct_index (const char *type, const Args &a, const Refs &refs)
+{
+    std::string t = type;
+    if (t == "IndexFlat" || t == "IndexFlatL2" || t == "IndexFlatIP") {
+        refs.expect ("");
+        int d = a.dim (0);
+        if (t == "IndexFlatL2") return new faiss::IndexFlatL2 (d);
+        if (t == "IndexFlatIP") return new faiss::IndexFlatIP (d);
+        return new faiss::IndexFlat (d, a.metric (1));
+    }
+    if (t == "IndexIVFFlat" || t == "IndexIVFPQ" || t == "IndexIVFScalarQuantizer") {
+        refs.expect ("i");
+        int d = a.dim (0);
+        size_t nlist = (size_t) a.integer (1, "nlist", 1, S_COUNT_MAX, 0, true);
+        faiss::Index *quantizer = quantized (a, refs, d);
+        faiss::IndexIVF *ivf;
+        if (t == "IndexIVFFlat")
+            ivf = new faiss::IndexIVFFlat (quantizer, d, nlist, a.metric (2));
+        else if (t == "IndexIVFPQ") {
+            long M = a.integer (2, "M", 1, d, 0, true);
+            long nbits = a.integer (3, "nbits", 1, 16, 8, false);
+            if (d % M)
+                bad ("IndexIVFPQ: d must be a multiple of M");
+            ivf = new faiss::IndexIVFPQ (quantizer, d, nlist, (size_t) M, (size_t) nbits, a.metric (4));
+        }
+        else
+            ivf = new faiss::IndexIVFScalarQuantizer (quantizer, d, nlist, a.qtype (2), a.metric (3),
+                                                      a.integer (4, "encode_residual", 0, 1, 1, false));
+        ivf->own_fields = true;
+        return ivf;
+    }
+    if (t == "IndexHNSWFlat") {
+        refs.expect ("");
+        int d = a.dim (0);
+        return new faiss::IndexHNSWFlat (d, (int) a.integer (1, "M", 2, 512, 32, false), a.metric (2));
+    }
+    if (t == "IndexHNSWSQ") {
+        refs.expect ("");
+        int d = a.dim (0);
+        return new faiss::IndexHNSWSQ (d, a.qtype (1), (int) a.integer (2, "M", 2, 512, 32, false), a.metric (3));
+    }
+    if (t == "IndexPQ") {
+        refs.expect ("");
+        int d = a.dim (0);
+        long M = a.integer (1, "M", 1, d, 0, true);
+        long nbits = a.integer (2, "nbits", 1, 16, 8, false);
+        if (d % M)
+            bad ("IndexPQ: d must be a multiple of M");
+        return new faiss::IndexPQ (d, (size_t) M, (size_t) nbits, a.metric (3));
+    }
+    if (t == "IndexScalarQuantizer") {
+        refs.expect ("");
+        int d = a.dim (0);
+        return new faiss::IndexScalarQuantizer (d, a.qtype (1), a.metric (2));
+    }
+    if (t == "IndexLSH") {
+        refs.expect ("");
+        int d = a.dim (0);
+        int nbits = (int) a.integer (1, "nbits", 1, 65536, 0, true);
+        return new faiss::IndexLSH (d, nbits, a.integer (2, "rotate_data", 0, 1, 1, false),
+                                    a.integer (3, "train_thresholds", 0, 1, 0, false));
+    }
+    if (t == "IndexIDMap" || t == "IndexIDMap2") {
+        refs.expect ("i");
+        if (refs.index (0)->ntotal != 0)
+            bad (t + ": the wrapped index must be empty");
+        faiss::IndexIDMap *map = t == "IndexIDMap" ? new faiss::IndexIDMap (refs.index (0))
+                                                   : new faiss::IndexIDMap2 (refs.index (0));
+        map->own_fields = true;
+        return map;
+    }
+    if (t == "IndexPreTransform") {
+        refs.expect ("ti");
+        faiss::VectorTransform *transform = as_transform (refs.transforms [0]);
+        if (transform->d_out != refs.index (1)->d)
+            bad ("IndexPreTransform: transform output dimension differs from the index dimension");
+        auto pt = new faiss::IndexPreTransform (transform, refs.index (1));
+        pt->own_fields = true;
+        return pt;
+    }
+    if (t == "IndexRefineFlat") {
+        refs.expect ("i");
+        auto refine = new faiss::IndexRefineFlat (refs.index (0));
+        refine->own_fields = true;
+        refine->k_factor = (float) a.number (0, "k_factor", 1, 1e6, 1, false);
+        return refine;
+    }
+    return nullptr;
+}
+
+faiss::VectorTransform *
+construct_transform (const char *type, const Args &a, const Refs &refs)
+{
+    std::string t = type;
+    if (t == "PCAMatrix") {
+        refs.expect ("");
+        int d_in = a.dim (0, "d_in");
+        int d_out = (int) a.integer (1, "d_out", 1, d_in, d_in, false);
+        return new faiss::PCAMatrix (d_in, d_out, (float) a.number (2, "eigen_power", -1e3, 1e3, 0, false),
+                                     a.integer (3, "random_rotation", 0, 1, 0, false));
+    }
+    if (t == "OPQMatrix") {
+        refs.expect ("");
+        int d = a.dim (0);
+        int M = (int) a.integer (1, "M", 1, d, 1, false);
+        int d2 = (int) a.integer (2, "d2", -1, 65536, -1, false);
+        if ((d2 > 0 ? d2 : d) % M)
+            bad ("OPQMatrix: the output dimension must be a multiple of M");
+        return new faiss::OPQMatrix (d, M, d2);
+    }
+    if (t == "RandomRotationMatrix") {
+        refs.expect ("");
+        int d_in = a.dim (0, "d_in");
+        return new faiss::RandomRotationMatrix (d_in, a.dim (1, "d_out"));
+    }
+    if (t == "NormalizationTransform") {
+        refs.expect ("");
+        int d = a.dim (0);
+        return new faiss::NormalizationTransform (d, (float) a.number (1, "norm", 0, 1e6, 2, false));
+    }
+    if (t == "CenteringTransform") {
+        refs.expect ("");
+        return new faiss::CenteringTransform (a.dim (0));
+    }
+    return nullptr;
+}
+
+faiss::IndexIVF *
+find_ivf (faiss::Index *index)
+{
+    while (index) {
+        if (auto ivf = dynamic_cast<faiss::IndexIVF *> (index))
+            return ivf;
+        if (auto pt = dynamic_cast<faiss::IndexPreTransform *> (index))
+            index = pt->index;
+        else if (auto map = dynamic_cast<faiss::IndexIDMap *> (index))
+            index = map->index;
+        else if (auto refine = dynamic_cast<faiss::IndexRefine *> (index))
+            index = refine->base_index;
+        else
+            index = nullptr;
+    }
+    return nullptr;
+}
+
+//  Reads attr from the matching part of an object; returns false if the
+//  name does not apply. One table for get and set keeps them in step.
+struct Attr {
+    const char *name;
+    bool writable;
+    double lo, hi;
+};
+
+bool
+index_attr (faiss::Index *index, const std::string &name, double *get, const double *set)
+{
+#define FPX_FIELD(cond, obj, field, type)                                      \
+    if ((cond) && name == #field) {                                            \
+        if (set) (obj)->field = (type) *set; else *get = (double) (obj)->field; \
+        return true;                                                           \
+    }
+    auto ivf = dynamic_cast<faiss::IndexIVF *> (index);
+    auto hnsw = dynamic_cast<faiss::IndexHNSW *> (index);
+    auto lsh = dynamic_cast<faiss::IndexLSH *> (index);
+    auto refine = dynamic_cast<faiss::IndexRefine *> (index);
+    auto ivfpq = dynamic_cast<faiss::IndexIVFPQ *> (index);
+    auto pq = dynamic_cast<faiss::IndexPQ *> (index);
+    if (!set) {
+        FPX_FIELD (true, index, d, int)
+        FPX_FIELD (true, index, ntotal, long)
+        FPX_FIELD (true, index, is_trained, bool)
+        FPX_FIELD (true, index, metric_type, faiss::MetricType)
+        FPX_FIELD (true, index, metric_arg, float)
+        FPX_FIELD (ivf, ivf, nlist, size_t)
+        FPX_FIELD (ivf, ivf, code_size, size_t)
+        FPX_FIELD (lsh, lsh, nbits, int)
+        FPX_FIELD (lsh, lsh, rotate_data, bool)
+        FPX_FIELD (lsh, lsh, train_thresholds, bool)
+        if (hnsw && name == "M") { *get = hnsw->hnsw.nb_neighbors (1); return true; }
+        if (hnsw && name == "max_level") { *get = hnsw->hnsw.max_level; return true; }
+        if (hnsw && name == "entry_point") { *get = (double) hnsw->hnsw.entry_point; return true; }
+        if ((ivfpq || pq) && name == "pq_M") { *get = (double) (ivfpq ? ivfpq->pq.M : pq->pq.M); return true; }
+        if ((ivfpq || pq) && name == "pq_nbits") { *get = (double) (ivfpq ? ivfpq->pq.nbits : pq->pq.nbits); return true; }
+        if (auto pt = dynamic_cast<faiss::IndexPreTransform *> (index); pt && name == "chain_size") {
+            *get = (double) pt->chain.size ();
+            return true;
+        }
+        if (auto sq = dynamic_cast<faiss::IndexScalarQuantizer *> (index); sq && name == "qtype") {
+            *get = sq->sq.qtype;
+            return true;
+        }
+        if (auto sq = dynamic_cast<faiss::IndexIVFScalarQuantizer *> (index); sq && name == "qtype") {
+            *get = sq->sq.qtype;
+            return true;
+        }
+    }
+    FPX_FIELD (ivf, ivf, nprobe, size_t)
+    FPX_FIELD (ivf, ivf, max_codes, size_t)
+    FPX_FIELD (ivf, ivf, quantizer_trains_alone, char)
+    FPX_FIELD (refine, refine, k_factor, float)
+    if (hnsw) {
+        FPX_FIELD (true, (&hnsw->hnsw), efSearch, int)
+        FPX_FIELD (true, (&hnsw->hnsw), efConstruction, int)
+        FPX_FIELD (true, (&hnsw->hnsw), check_relative_distance, bool)
+        FPX_FIELD (true, (&hnsw->hnsw), search_bounded_queue, bool)
+    }
+    return false;
+}
+
+bool
+transform_attr (faiss::VectorTransform *vt, const std::string &name, double *get, const double *set)
+{
+    auto linear = dynamic_cast<faiss::LinearTransform *> (vt);
+    auto pca = dynamic_cast<faiss::PCAMatrix *> (vt);
+    auto opq = dynamic_cast<faiss::OPQMatrix *> (vt);
+    auto norm = dynamic_cast<faiss::NormalizationTransform *> (vt);
+    if (!set) {
+        FPX_FIELD (true, vt, d_in, int)
+        FPX_FIELD (true, vt, d_out, int)
+        FPX_FIELD (true, vt, is_trained, bool)
+        FPX_FIELD (linear, linear, have_bias, bool)
+        FPX_FIELD (linear, linear, is_orthonormal, bool)
+        FPX_FIELD (opq, opq, M, int)
+        FPX_FIELD (norm, norm, norm, float)
+    }
+    FPX_FIELD (pca, pca, eigen_power, float)
+    FPX_FIELD (pca, pca, epsilon, float)
+    FPX_FIELD (pca, pca, random_rotation, bool)
+    FPX_FIELD (pca, pca, balanced_bins, int)
+    FPX_FIELD (opq, opq, niter, int)
+    FPX_FIELD (opq, opq, niter_pq, int)
+    FPX_FIELD (opq, opq, niter_pq_0, int)
+    return false;
+#undef FPX_FIELD
+}
+
+//  Bounds of every writable attribute.
+const Attr s_writable [] = {
+    { "nprobe", true, 1, S_COUNT_MAX }, { "max_codes", true, 0, 1e15 },
+    { "quantizer_trains_alone", true, 0, 2 },
+    { "k_factor", true, 1, 1e6 }, { "efSearch", true, 1, S_COUNT_MAX },
+    { "efConstruction", true, 1, S_COUNT_MAX }, { "check_relative_distance", true, 0, 1 },
+    { "search_bounded_queue", true, 0, 1 }, { "eigen_power", true, -1e3, 1e3 },
+    { "epsilon", true, 0, 1 }, { "random_rotation", true, 0, 1 }, { "balanced_bins", true, 0, 65536 },
+    { "niter", true, 1, 10000 }, { "niter_pq", true, 1, 10000 }, { "niter_pq_0", true, 1, 10000 },
+};
+
+}   // namespace
+
+extern "C" int
+fpx_shim_construct (const char *type, int nargs, const double *args,
+                    int nrefs, FaissIndex *const *ref_indexes,
+                    FaissVectorTransform *const *ref_transforms,
+                    FaissIndex **index_p, FaissVectorTransform **transform_p,
+                    char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        Args a { nargs, args, type };
+        Refs refs { nrefs, ref_indexes, ref_transforms, type };
+        AllocCap cap ((size_t) 1 << 30);
+        faiss::Index *index = construct_index (type, a, refs);
+        faiss::VectorTransform *transform = index ? nullptr : construct_transform (type, a, refs);
+        if (!index && !transform)
+            bad (std::string ("unknown class '") + type + "'");
+        *index_p = reinterpret_cast<FaissIndex *> (index);
+        *transform_p = reinterpret_cast<FaissVectorTransform *> (transform);
+        return 0;
+    });
+}
+
+extern "C" void
+fpx_shim_free_shell (FaissIndex *composite)
+{
+    faiss::Index *index = as_mutable (composite);
+    if (auto ivf = dynamic_cast<faiss::IndexIVF *> (index))
+        ivf->own_fields = false;
+    else if (auto map = dynamic_cast<faiss::IndexIDMap *> (index))
+        map->own_fields = false;
+    else if (auto pt = dynamic_cast<faiss::IndexPreTransform *> (index))
+        pt->own_fields = false;
+    else if (auto refine = dynamic_cast<faiss::IndexRefine *> (index))
+        refine->own_fields = false;
+    delete index;
+}
+
+extern "C" int
+fpx_shim_subobject (const FaissIndex *index, const char *path,
+                    FaissIndex **index_p, FaissVectorTransform **transform_p,
+                    char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        faiss::Index *top = as_mutable (const_cast<FaissIndex *> (index));
+        std::string p = path;
+        faiss::Index *sub = nullptr;
+        faiss::VectorTransform *vt = nullptr;
+        auto pt = dynamic_cast<faiss::IndexPreTransform *> (top);
+        auto map = dynamic_cast<faiss::IndexIDMap *> (top);
+        auto refine = dynamic_cast<faiss::IndexRefine *> (top);
+        if (p == "quantizer" && dynamic_cast<faiss::IndexIVF *> (top))
+            sub = dynamic_cast<faiss::IndexIVF *> (top)->quantizer;
+        else if (p == "index" && (pt || map))
+            sub = pt ? pt->index : map->index;
+        else if (p == "base_index" && refine)
+            sub = refine->base_index;
+        else if (p == "refine_index" && refine)
+            sub = refine->refine_index;
+        else if (p == "ivf") {
+            sub = find_ivf (top);
+            if (!sub)
+                bad ("index is not an IVF index and wraps none");
+        }
+        else if (p.rfind ("chain.", 0) == 0 && pt) {
+            char *end;
+            long i = strtol (p.c_str () + 6, &end, 10);
+            if (*end || p.size () == 6 || i < 0 || i >= (long) pt->chain.size ())
+                bad ("chain index out of range");
+            vt = pt->chain [(size_t) i];
+        }
+        if (!sub && !vt)
+            bad ("no sub-object '" + p + "' in this index");
+        *index_p = reinterpret_cast<FaissIndex *> (sub);
+        *transform_p = reinterpret_cast<FaissVectorTransform *> (vt);
+        return 0;
+    });
+}
+
+extern "C" const char *
+fpx_shim_class_name (const FaissIndex *index_c, const FaissVectorTransform *transform_c)
+{
+#define FPX_CLASS(obj, name) if (dynamic_cast<const faiss::name *> (obj)) return #name;
+    if (const faiss::Index *index = as_index (index_c)) {
+        FPX_CLASS (index, IndexIDMap2) FPX_CLASS (index, IndexIDMap)
+        FPX_CLASS (index, IndexIVFFlat) FPX_CLASS (index, IndexIVFPQ)
+        FPX_CLASS (index, IndexIVFScalarQuantizer) FPX_CLASS (index, IndexIVF)
+        FPX_CLASS (index, IndexHNSWFlat) FPX_CLASS (index, IndexHNSWSQ)
+        FPX_CLASS (index, IndexHNSWPQ) FPX_CLASS (index, IndexHNSW)
+        FPX_CLASS (index, IndexFlatL2) FPX_CLASS (index, IndexFlatIP) FPX_CLASS (index, IndexFlat)
+        FPX_CLASS (index, IndexPQ) FPX_CLASS (index, IndexScalarQuantizer)
+        FPX_CLASS (index, IndexLSH) FPX_CLASS (index, IndexPreTransform)
+        FPX_CLASS (index, IndexRefineFlat) FPX_CLASS (index, IndexRefine)
+        return "Index";
+    }
+    const faiss::VectorTransform *vt = as_transform (transform_c);
+    FPX_CLASS (vt, PCAMatrix) FPX_CLASS (vt, OPQMatrix) FPX_CLASS (vt, RandomRotationMatrix)
+    FPX_CLASS (vt, ITQTransform) FPX_CLASS (vt, NormalizationTransform)
+    FPX_CLASS (vt, CenteringTransform) FPX_CLASS (vt, RemapDimensionsTransform)
+    FPX_CLASS (vt, LinearTransform)
+    return "VectorTransform";
+#undef FPX_CLASS
+}
+
+extern "C" int
+fpx_shim_get_attr (const FaissIndex *index, const FaissVectorTransform *transform,
+                   const char *attr, double *value, char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        bool found = index
+            ? index_attr (as_mutable (const_cast<FaissIndex *> (index)), attr, value, nullptr)
+            : transform_attr (as_transform (const_cast<FaissVectorTransform *> (transform)),
+                              attr, value, nullptr);
+        if (!found)
+            bad (std::string ("no attribute '") + attr + "' on this object");
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_set_attr (FaissIndex *index, FaissVectorTransform *transform,
+                   const char *attr, double value, char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        const Attr *spec = nullptr;
+        for (const Attr &candidate : s_writable)
+            if (strcmp (candidate.name, attr) == 0)
+                spec = &candidate;
+        if (!spec)
+            bad (std::string ("attribute '") + attr + "' cannot be set");
+        if (!(value >= spec->lo && value <= spec->hi))
+            bad (std::string ("value of '") + attr + "' out of range");
+        bool found = index ? index_attr (as_mutable (index), attr, nullptr, &value)
+                           : transform_attr (as_transform (transform), attr, nullptr, &value);
+        if (!found)
+            bad (std::string ("no attribute '") + attr + "' on this object");
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_transform_train (FaissVectorTransform *transform, int64_t n, const float *x,
+                          char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        as_transform (transform)->train (n, x);
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_transform_apply (const FaissVectorTransform *transform, int reverse,
+                          int64_t n, const float *x, float *out, char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        const faiss::VectorTransform *vt = as_transform (transform);
+        if (!vt->is_trained)
+            bad ("the transform is not trained");
+        if (reverse)
+            vt->reverse_transform (n, x, out);
+        else
+            vt->apply_noalloc (n, x, out);
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_set_direct_map (FaissIndex *index, int type, char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        auto ivf = dynamic_cast<faiss::IndexIVF *> (as_mutable (index));
+        if (!ivf)
+            bad ("direct maps exist only on IVF indexes");
+        if (type < 0 || type > 2)
+            bad ("direct map type is 0 (none), 1 (array) or 2 (hashtable)");
+        ivf->set_direct_map_type ((faiss::DirectMap::Type) type);
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_id_map (const FaissIndex *index, const int64_t **ids, size_t *n,
+                 char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        auto map = dynamic_cast<const faiss::IndexIDMap *> (as_index (index));
+        if (!map)
+            bad ("only IndexIDMap and IndexIDMap2 have an id map");
+        *ids = map->id_map.data ();
+        *n = map->id_map.size ();
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_kmeans (int d, int k, int64_t n, const float *x, const fpx_kmeans_params_t *params,
+                 float *centroids, double *stats, int *iterations, char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        faiss::ClusteringParameters cp;
+        cp.niter = params->niter;
+        cp.nredo = params->nredo;
+        cp.seed = params->seed;
+        cp.spherical = params->spherical;
+        cp.int_centroids = params->int_centroids;
+        cp.update_index = params->update_index;
+        cp.min_points_per_centroid = params->min_points_per_centroid;
+        cp.max_points_per_centroid = params->max_points_per_centroid;
+        cp.verbose = false;
+        faiss::Clustering clustering (d, k, cp);
+        faiss::IndexFlat index (d, (faiss::MetricType) params->metric);
+        clustering.train (n, x, index);
+        std::memcpy (centroids, clustering.centroids.data (), sizeof (float) * (size_t) k * d);
+        size_t count = clustering.iteration_stats.size ();
+        for (size_t i = 0; i < count && i < (size_t) params->niter * params->nredo; i++) {
+            const faiss::ClusteringIterationStats &st = clustering.iteration_stats [i];
+            double row [5] = { st.obj, st.time, st.time_search, st.imbalance_factor, (double) st.nsplit };
+            std::memcpy (stats + 5 * i, row, sizeof row);
+        }
+        *iterations = (int) count;
+        return 0;
+    });
 }

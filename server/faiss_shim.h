@@ -59,6 +59,76 @@ int fpx_shim_factory (int d, const char *factory, int metric, size_t alloc_cap,
     reconstruct is an id rather than a position.                         */
 int fpx_shim_has_ids (const FaissIndex *index);
 
+/* ---- objects: composition, attributes, transforms, k-means ------------
+    The C API has constructors for only some classes and getters for few
+    attributes; the Python drop-in needs FAISS's constructors (a quantizer
+    object passed to an IVF index, a transform to a PreTransform), its
+    attributes (nprobe, hnsw.efSearch, …) and its sub-objects.          */
+
+#include <faiss/c_api/VectorTransform_c.h>
+
+/*  Builds an object of FAISS class `type` from positional numeric args
+    and object refs (see docs/PROTOCOL.md, opcode construct, for each
+    class's arguments). The new object owns the referenced objects. On
+    success exactly one of *index_p / *transform_p is set. Every argument
+    is range-checked here first; FPX_EINVAL for a bad one.               */
+int fpx_shim_construct (const char *type, int nargs, const double *args,
+                        int nrefs, FaissIndex *const *ref_indexes,
+                        FaissVectorTransform *const *ref_transforms,
+                        FaissIndex **index_p, FaissVectorTransform **transform_p,
+                        char *err, size_t err_size);
+
+/*  Frees a composite built by fpx_shim_construct without freeing the
+    objects it adopted (used when it cannot be registered).              */
+void fpx_shim_free_shell (FaissIndex *composite);
+
+/*  The sub-object at path inside index: "quantizer", "index",
+    "base_index", "refine_index", "chain.N", or "ivf" (the IVF index found
+    through wrappers, as extract_index_ivf). Not owned by the caller.    */
+int fpx_shim_subobject (const FaissIndex *index, const char *path,
+                        FaissIndex **index_p, FaissVectorTransform **transform_p,
+                        char *err, size_t err_size);
+
+/*  FAISS class name of an object ("IndexIVFFlat").                      */
+const char *fpx_shim_class_name (const FaissIndex *index, const FaissVectorTransform *transform);
+
+/*  Reads / writes a numeric attribute (see docs/PROTOCOL.md). Unknown or
+    inapplicable names are FPX_EINVAL.                                   */
+int fpx_shim_get_attr (const FaissIndex *index, const FaissVectorTransform *transform,
+                       const char *attr, double *value, char *err, size_t err_size);
+int fpx_shim_set_attr (FaissIndex *index, FaissVectorTransform *transform,
+                       const char *attr, double value, char *err, size_t err_size);
+
+/*  Trains a transform on n vectors.                                     */
+int fpx_shim_transform_train (FaissVectorTransform *transform, int64_t n, const float *x,
+                              char *err, size_t err_size);
+
+/*  Applies a transform (or its reverse) to n vectors: out has n·d_out
+    (reverse: n·d_in) floats.                                            */
+int fpx_shim_transform_apply (const FaissVectorTransform *transform, int reverse,
+                              int64_t n, const float *x, float *out,
+                              char *err, size_t err_size);
+
+/*  IVF direct map: type 0 none, 1 array, 2 hashtable.                   */
+int fpx_shim_set_direct_map (FaissIndex *index, int type, char *err, size_t err_size);
+
+/*  The id map of an IndexIDMap / IndexIDMap2 (borrowed).                */
+int fpx_shim_id_map (const FaissIndex *index, const int64_t **ids, size_t *n,
+                     char *err, size_t err_size);
+
+typedef struct {
+    int niter, nredo, seed, spherical, int_centroids, update_index;
+    int min_points_per_centroid, max_points_per_centroid;
+    int metric;
+} fpx_kmeans_params_t;
+
+/*  k-means as faiss::Clustering on an IndexFlat of the metric: centroids
+    receives k·d floats, stats niter·5 doubles per iteration (obj, time,
+    time_search, imbalance_factor, nsplit); *iterations the count.       */
+int fpx_shim_kmeans (int d, int k, int64_t n, const float *x,
+                     const fpx_kmeans_params_t *params, float *centroids,
+                     double *stats, int *iterations, char *err, size_t err_size);
+
 /*  FAISS's version, "major.minor.patch", from the headers built against. */
 const char *fpx_shim_faiss_version (void);
 

@@ -19,7 +19,7 @@
 #include <faiss/c_api/impl/AuxIndexStructures_c.h>
 
 #include "faiss_shim.h"
-#include "server.h"
+#include "ops.h"
 
 #define FPX_FACTORY_NUMBER_MAX (1 << 20)     //  any integer in a factory string
 #define FPX_HNSW_M_MAX         512
@@ -37,8 +37,8 @@ fpx_reply_error (fpx_reply_t *reply, int code, const char *format, ...)
     return code;
 }
 
-static int
-s_faiss_error (fpx_call_t *call, const char *what)
+int
+fpx_op_faiss_error (fpx_call_t *call, const char *what)
 {
     const char *text = faiss_get_last_error ();
     if (text && strstr (text, "bad_alloc"))
@@ -47,8 +47,8 @@ s_faiss_error (fpx_call_t *call, const char *what)
 }
 
 //  A shim call's result: 0, or a code whose message is in err.
-static int
-s_shim_result (fpx_call_t *call, int rc, const char *err)
+int
+fpx_op_shim_result (fpx_call_t *call, int rc, const char *err)
 {
     return rc ? fpx_reply_error (call->reply, rc, "%s", err) : 0;
 }
@@ -57,8 +57,8 @@ s_shim_result (fpx_call_t *call, int rc, const char *err)
 
 //  Reads an integer parameter into [lo, hi]. Absent: *out = fallback, or
 //  FPX_EINVAL when required.
-static int
-s_int_param (fpx_call_t *call, const char *key, bool required, int64_t fallback,
+int
+fpx_op_int_param (fpx_call_t *call, const char *key, bool required, int64_t fallback,
              int64_t lo, int64_t hi, int64_t *out)
 {
     int rc = fpx_params_get_int (&call->params, key, out);
@@ -86,8 +86,8 @@ s_is_anonymous_name (const char *name, size_t len)
     return true;
 }
 
-static int
-s_name_param (fpx_call_t *call, char *name, bool allow_anonymous)
+int
+fpx_op_name_param (fpx_call_t *call, char *name, bool allow_anonymous)
 {
     const char *ptr;
     size_t len;
@@ -105,11 +105,11 @@ s_name_param (fpx_call_t *call, char *name, bool allow_anonymous)
 }
 
 //  Counted reference to the request's index, or an FPX_ENOTFOUND reply.
-static int
-s_lookup (fpx_call_t *call, fpx_entry_t **entry_p)
+int
+fpx_op_lookup (fpx_call_t *call, fpx_entry_t **entry_p)
 {
     char name [FPX_NAME_MAX + 1];
-    int rc = s_name_param (call, name, true);
+    int rc = fpx_op_name_param (call, name, true);
     if (rc)
         return rc;
     *entry_p = fpx_registry_find (call->server->registry, call->envelope->tenant_id,
@@ -119,12 +119,24 @@ s_lookup (fpx_call_t *call, fpx_entry_t **entry_p)
     return 0;
 }
 
+int
+fpx_op_lookup_index (fpx_call_t *call, fpx_entry_t **entry_p)
+{
+    int rc = fpx_op_lookup (call, entry_p);
+    if (rc == 0 && !(*entry_p)->index) {
+        fpx_entry_release (entry_p);
+        return fpx_reply_error (call->reply, FPX_EINVAL, "the object is a vector transform, "
+                                "not an index");
+    }
+    return rc;
+}
+
 // ---- arrays ------------------------------------------------------------------
 
 //  The bytes of array frame `which`, aligned to `align` (copied only when the
 //  frame is not). NULL with a reply error when the frame is missing.
-static const void *
-s_array (fpx_call_t *call, int which, size_t align, size_t *size_p, const char *what)
+const void *
+fpx_op_array (fpx_call_t *call, int which, size_t align, size_t *size_p, const char *what)
 {
     if (which >= call->narrays) {
         fpx_reply_error (call->reply, FPX_EPROTO, "missing array frame: %s", what);
@@ -148,13 +160,24 @@ s_array (fpx_call_t *call, int which, size_t align, size_t *size_p, const char *
 
 //  n vectors of dimension d from frame `which`: n ≥ 1, exactly n·d·4
 //  bytes, every value finite.
-static const float *
-s_vectors (fpx_call_t *call, int which, int d, int64_t *n_p)
+const float *
+fpx_op_vectors (fpx_call_t *call, int which, int d, int64_t *n_p)
 {
     size_t size;
-    const float *x = s_array (call, which, sizeof (float), &size, "float32 vectors");
+    const float *x = fpx_op_array (call, which, sizeof (float), &size, "float32 vectors");
     if (!x)
         return NULL;
+    int64_t claimed;
+    int rc = fpx_params_get_int (&call->params, "d", &claimed);
+    if (rc == 0 && claimed != d) {
+        fpx_reply_error (call->reply, FPX_EINVAL, "vectors of dimension %lld, but the object's "
+                         "dimension is %d", (long long) claimed, d);
+        return NULL;
+    }
+    if (rc < 0) {
+        fpx_reply_error (call->reply, FPX_EINVAL, "'d' must be an integer");
+        return NULL;
+    }
     size_t row = (size_t) d * sizeof (float);
     if (size == 0 || size % row) {
         fpx_reply_error (call->reply, FPX_EPROTO, "vector frame of %zu bytes is not n*%d*4 "
@@ -170,11 +193,11 @@ s_vectors (fpx_call_t *call, int which, int d, int64_t *n_p)
 }
 
 //  n int64 ids from frame `which`.
-static const int64_t *
-s_ids (fpx_call_t *call, int which, int64_t n)
+const int64_t *
+fpx_op_ids (fpx_call_t *call, int which, int64_t n)
 {
     size_t size;
-    const int64_t *ids = s_array (call, which, sizeof (int64_t), &size, "int64 ids");
+    const int64_t *ids = fpx_op_array (call, which, sizeof (int64_t), &size, "int64 ids");
     if (ids && size != (size_t) n * sizeof (int64_t)) {
         fpx_reply_error (call->reply, FPX_EPROTO, "id frame of %zu bytes does not hold "
                          "%lld int64 ids", size, (long long) n);
@@ -191,8 +214,8 @@ s_free_array (void *data, void *hint)
 }
 
 //  Appends a malloc'd buffer as a reply array frame; takes ownership.
-static void
-s_reply_array (fpx_call_t *call, void *data, size_t size)
+void
+fpx_op_reply_array (fpx_call_t *call, void *data, size_t size)
 {
     fpx_reply_t *reply = call->reply;
     zmq_msg_init_data (&reply->arrays [reply->narrays++], data, size, s_free_array, NULL);
@@ -203,8 +226,8 @@ s_reply_array (fpx_call_t *call, void *data, size_t size)
 //  Splits the cores between the FAISS calls running now, and never gives a
 //  call more threads than it has queries: many small concurrent searches
 //  then run one thread each, and a lone big batch gets every core.
-static void
-s_threads_begin (fpx_call_t *call, int64_t work_items)
+void
+fpx_op_threads_begin (fpx_call_t *call, int64_t work_items)
 {
     int active = atomic_fetch_add (&call->server->active_calls, 1) + 1;
     int threads = call->server->config.ncores / active;
@@ -215,50 +238,66 @@ s_threads_begin (fpx_call_t *call, int64_t work_items)
     omp_set_num_threads (threads);
 }
 
-static void
-s_threads_end (fpx_call_t *call)
+void
+fpx_op_threads_end (fpx_call_t *call)
 {
     atomic_fetch_sub (&call->server->active_calls, 1);
 }
 
 // ---- description ---------------------------------------------------------------
 
-//  Packs an index description; entry's lock must be held (any mode).
-static int
-s_pack_description (fpx_call_t *call, fpx_entry_t *entry, bool with_memory)
+//  Packs an object description; entry's lock must be held (any mode).
+int
+fpx_op_pack_description (fpx_call_t *call, fpx_entry_t *entry, bool with_memory)
 {
     size_t memory = 0;
+    with_memory = with_memory && entry->index;
     if (with_memory) {
         char err [FPX_ERROR_TEXT_MAX];
         int rc = fpx_shim_serialize (entry->index, 1, NULL, &memory, err, sizeof err);
         if (rc)
-            return s_shim_result (call, rc, err);
+            return fpx_op_shim_result (call, rc, err);
     }
+    FaissVectorTransform *transform = entry->transform;
     msgpack_packer *pk = &call->reply->pk;
-    msgpack_pack_map (pk, with_memory ? 8 : 7);
+    msgpack_pack_map (pk, 8 + (with_memory ? 1 : 0) + (transform ? 1 : 0));
     fpx_pack_kv_str (pk, "name", entry->name);
+    fpx_pack_kv_str (pk, "class", fpx_shim_class_name (entry->index, transform));
     fpx_pack_kv_int (pk, "d", entry->d);
-    fpx_pack_kv_int (pk, "ntotal", faiss_Index_ntotal (entry->index));
-    fpx_pack_kv_bool (pk, "is_trained", faiss_Index_is_trained (entry->index));
+    fpx_pack_kv_int (pk, "ntotal", transform ? 0 : faiss_Index_ntotal (entry->index));
+    fpx_pack_kv_bool (pk, "is_trained", transform ? faiss_VectorTransform_is_trained (transform)
+                                                  : faiss_Index_is_trained (entry->index));
     fpx_pack_kv_int (pk, "metric", entry->metric);
     fpx_pack_kv_str (pk, "factory", entry->factory);
     fpx_pack_kv_bool (pk, "anonymous", entry->owner_conn != 0);
+    if (transform)
+        fpx_pack_kv_int (pk, "d_out", faiss_VectorTransform_d_out (transform));
     if (with_memory)
         fpx_pack_kv_int (pk, "memory_bytes", (int64_t) memory);
     return 0;
 }
 
-static void
-s_pack_empty (fpx_call_t *call)
+void
+fpx_op_pack_empty (fpx_call_t *call)
 {
     msgpack_pack_map (&call->reply->pk, 0);
 }
 
-static void
-s_pack_int (fpx_call_t *call, const char *key, int64_t value)
+void
+fpx_op_pack_int (fpx_call_t *call, const char *key, int64_t value)
 {
     msgpack_pack_map (&call->reply->pk, 1);
     fpx_pack_kv_int (&call->reply->pk, key, value);
+}
+
+//  As fpx_op_register_owned, but frees the object on failure.
+int
+fpx_op_register (fpx_call_t *call, const char *name, const fpx_object_t *object)
+{
+    int rc = fpx_op_register_owned (call, name, object);
+    if (rc)
+        fpx_object_free (object);
+    return rc;
 }
 
 // ---- lifecycle -------------------------------------------------------------------
@@ -287,34 +326,34 @@ s_check_factory (fpx_call_t *call, const char *factory)
     return 0;
 }
 
-//  Registers a new index (ownership of index passes on) and replies with
-//  its description.
-static int
-s_register (fpx_call_t *call, const char *name, FaissIndex *index, const char *factory)
+//  Registers a new object and replies with its description. On success
+//  the registry owns the object; on failure the caller still does.
+int
+fpx_op_register_owned (fpx_call_t *call, const char *name, const fpx_object_t *object)
 {
     fpx_entry_t *entry;
     int rc = fpx_registry_insert (call->server->registry, call->envelope->tenant_id, name,
-                                  call->envelope->conn_id, index, factory, &entry);
+                                  call->envelope->conn_id, object, &entry);
     if (rc == FPX_EEXIST)
         return fpx_reply_error (call->reply, rc, "an index named '%s' already exists", name);
     if (rc)
         return fpx_reply_error (call->reply, rc, "out of memory");
-    pthread_rwlock_rdlock (&entry->lock);
-    rc = s_pack_description (call, entry, false);
-    pthread_rwlock_unlock (&entry->lock);
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    rc = fpx_op_pack_description (call, entry, false);
+    pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
     return rc;
 }
 
 //  Optional "name": absent means anonymous (name[0] = 0).
-static int
-s_optional_name (fpx_call_t *call, char *name)
+int
+fpx_op_optional_name (fpx_call_t *call, char *name)
 {
     fpx_mp_value_t value;
     name [0] = 0;
     if (fpx_params_get_value (&call->params, "name", &value) == 1 || value.type == FPX_MP_NIL)
         return 0;
-    return s_name_param (call, name, false);
+    return fpx_op_name_param (call, name, false);
 }
 
 static int
@@ -323,9 +362,9 @@ s_op_create (fpx_call_t *call)
     char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX];
     int64_t d, metric;
     int rc;
-    if ((rc = s_optional_name (call, name))
-    ||  (rc = s_int_param (call, "d", true, 0, 1, FPX_DIM_MAX, &d))
-    ||  (rc = s_int_param (call, "metric", false, FPX_METRIC_L2, 0, 1, &metric)))
+    if ((rc = fpx_op_optional_name (call, name))
+    ||  (rc = fpx_op_int_param (call, "d", true, 0, 1, FPX_DIM_MAX, &d))
+    ||  (rc = fpx_op_int_param (call, "metric", false, FPX_METRIC_L2, 0, 1, &metric)))
         return rc;
     rc = fpx_params_copy_str (&call->params, "factory", factory, sizeof factory);
     if (rc || !factory [0])
@@ -338,8 +377,9 @@ s_op_create (fpx_call_t *call)
     rc = fpx_shim_factory ((int) d, factory, (int) metric, FPX_CREATE_ALLOC_CAP, &index,
                            err, sizeof err);
     if (rc)
-        return s_shim_result (call, rc, err);
-    return s_register (call, name [0] ? name : NULL, index, factory);
+        return fpx_op_shim_result (call, rc, err);
+    fpx_object_t object = { .index = index, .factory = factory };
+    return fpx_op_register (call, name [0] ? name : NULL, &object);
 }
 
 static int
@@ -347,15 +387,15 @@ s_op_describe (fpx_call_t *call)
 {
     fpx_entry_t *entry;
     bool with_memory = false;
-    int rc = s_lookup (call, &entry);
+    int rc = fpx_op_lookup (call, &entry);
     if (rc)
         return rc;
     if (fpx_params_get_bool (&call->params, "memory", &with_memory) < 0)
         rc = fpx_reply_error (call->reply, FPX_EINVAL, "'memory' must be a bool");
     else {
-        pthread_rwlock_rdlock (&entry->lock);
-        rc = s_pack_description (call, entry, with_memory);
-        pthread_rwlock_unlock (&entry->lock);
+        pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+        rc = fpx_op_pack_description (call, entry, with_memory);
+        pthread_rwlock_unlock (lock);
     }
     fpx_entry_release (&entry);
     return rc;
@@ -365,14 +405,14 @@ static int
 s_op_drop (fpx_call_t *call)
 {
     char name [FPX_NAME_MAX + 1];
-    int rc = s_name_param (call, name, true);
+    int rc = fpx_op_name_param (call, name, true);
     if (rc)
         return rc;
     rc = fpx_registry_remove (call->server->registry, call->envelope->tenant_id,
                               name, call->envelope->conn_id);
     if (rc)
         return fpx_reply_error (call->reply, rc, "no index named '%s'", name);
-    s_pack_empty (call);
+    fpx_op_pack_empty (call);
     return 0;
 }
 
@@ -425,39 +465,63 @@ s_op_info (fpx_call_t *call)
 typedef enum { S_TRAIN, S_ADD, S_ADD_WITH_IDS } s_write_t;
 
 static int
+s_train_transform (fpx_call_t *call, fpx_entry_t *entry, int64_t n, const float *x)
+{
+    char err [FPX_ERROR_TEXT_MAX];
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
+    fpx_op_threads_begin (call, n);
+    int rc = fpx_shim_transform_train (entry->transform, n, x, err, sizeof err);
+    fpx_op_threads_end (call);
+    if (!rc) {
+        msgpack_pack_map (&call->reply->pk, 1);
+        fpx_pack_kv_bool (&call->reply->pk, "is_trained",
+                          faiss_VectorTransform_is_trained (entry->transform));
+    }
+    pthread_rwlock_unlock (lock);
+    return fpx_op_shim_result (call, rc, err);
+}
+
+static int
 s_write_vectors (fpx_call_t *call, s_write_t kind)
 {
     fpx_entry_t *entry;
-    int rc = s_lookup (call, &entry);
+    int rc = fpx_op_lookup (call, &entry);
     if (rc)
         return rc;
     int64_t n;
-    const float *x = s_vectors (call, 0, entry->d, &n);
+    const float *x = fpx_op_vectors (call, 0, entry->d, &n);
     const int64_t *ids = NULL;
     if (x && kind == S_ADD_WITH_IDS)
-        ids = s_ids (call, 1, n);
+        ids = fpx_op_ids (call, 1, n);
     if (!x || (kind == S_ADD_WITH_IDS && !ids)) {
         fpx_entry_release (&entry);
         return call->reply->status;
     }
-    pthread_rwlock_wrlock (&entry->lock);
-    s_threads_begin (call, n);
+    if (entry->transform) {
+        rc = kind == S_TRAIN ? s_train_transform (call, entry, n, x)
+                             : fpx_reply_error (call->reply, FPX_EINVAL, "a vector transform "
+                                                "cannot store vectors");
+        fpx_entry_release (&entry);
+        return rc;
+    }
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
+    fpx_op_threads_begin (call, n);
     if (kind == S_TRAIN)
         rc = faiss_Index_train (entry->index, n, x);
     else if (kind == S_ADD)
         rc = faiss_Index_add (entry->index, n, x);
     else
         rc = faiss_Index_add_with_ids (entry->index, n, x, ids);
-    s_threads_end (call);
+    fpx_op_threads_end (call);
     if (rc)
-        rc = s_faiss_error (call, "FAISS refused the vectors");
+        rc = fpx_op_faiss_error (call, "FAISS refused the vectors");
     else if (kind == S_TRAIN) {
         msgpack_pack_map (&call->reply->pk, 1);
         fpx_pack_kv_bool (&call->reply->pk, "is_trained", faiss_Index_is_trained (entry->index));
     }
     else
-        s_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index));
-    pthread_rwlock_unlock (&entry->lock);
+        fpx_op_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index));
+    pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
     return rc;
 }
@@ -470,36 +534,36 @@ static int
 s_op_remove_ids (fpx_call_t *call)
 {
     fpx_entry_t *entry;
-    int rc = s_lookup (call, &entry);
+    int rc = fpx_op_lookup_index (call, &entry);
     if (rc)
         return rc;
     FaissIDSelector *selector = NULL;
     if (call->narrays > 0) {
         size_t size = zmq_msg_size (&call->arrays [0]);
         int64_t n = (int64_t) (size / sizeof (int64_t));
-        const int64_t *ids = size % sizeof (int64_t) == 0 ? s_ids (call, 0, n) : NULL;
+        const int64_t *ids = size % sizeof (int64_t) == 0 ? fpx_op_ids (call, 0, n) : NULL;
         if (!ids && !call->reply->status)
             fpx_reply_error (call->reply, FPX_EPROTO, "id frame size is not a multiple of 8");
         if (ids && faiss_IDSelectorBatch_new ((FaissIDSelectorBatch **) &selector, (size_t) n, ids))
-            s_faiss_error (call, "cannot build the id selector");
+            fpx_op_faiss_error (call, "cannot build the id selector");
     }
     else {
         int64_t lo, hi;
-        if (!s_int_param (call, "lo", true, 0, INT64_MIN, INT64_MAX, &lo)
-        &&  !s_int_param (call, "hi", true, 0, INT64_MIN, INT64_MAX, &hi)
+        if (!fpx_op_int_param (call, "lo", true, 0, INT64_MIN, INT64_MAX, &lo)
+        &&  !fpx_op_int_param (call, "hi", true, 0, INT64_MIN, INT64_MAX, &hi)
         &&  faiss_IDSelectorRange_new ((FaissIDSelectorRange **) &selector, lo, hi))
-            s_faiss_error (call, "cannot build the id selector");
+            fpx_op_faiss_error (call, "cannot build the id selector");
     }
     if (selector) {
         size_t removed = 0;
-        pthread_rwlock_wrlock (&entry->lock);
+        pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
         rc = faiss_Index_remove_ids (entry->index, selector, &removed);
-        pthread_rwlock_unlock (&entry->lock);
+        pthread_rwlock_unlock (lock);
         faiss_IDSelector_free (selector);
         if (rc)
-            s_faiss_error (call, "remove_ids failed");
+            fpx_op_faiss_error (call, "remove_ids failed");
         else
-            s_pack_int (call, "removed", (int64_t) removed);
+            fpx_op_pack_int (call, "removed", (int64_t) removed);
     }
     fpx_entry_release (&entry);
     return call->reply->status;
@@ -509,16 +573,16 @@ static int
 s_op_reset (fpx_call_t *call)
 {
     fpx_entry_t *entry;
-    int rc = s_lookup (call, &entry);
+    int rc = fpx_op_lookup_index (call, &entry);
     if (rc)
         return rc;
-    pthread_rwlock_wrlock (&entry->lock);
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
     rc = faiss_Index_reset (entry->index);
     if (rc)
-        rc = s_faiss_error (call, "reset failed");
+        rc = fpx_op_faiss_error (call, "reset failed");
     else
-        s_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index));
-    pthread_rwlock_unlock (&entry->lock);
+        fpx_op_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index));
+    pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
     return rc;
 }
@@ -532,20 +596,20 @@ s_op_set_parameters (fpx_call_t *call)
         return fpx_reply_error (call->reply, FPX_EINVAL, "'params' must be a string of 1-%d bytes",
                                 FPX_SETPARAM_MAX - 1);
     fpx_entry_t *entry;
-    if ((rc = s_lookup (call, &entry)))
+    if ((rc = fpx_op_lookup_index (call, &entry)))
         return rc;
     FaissParameterSpace *space = NULL;
     if (faiss_ParameterSpace_new (&space))
-        rc = s_faiss_error (call, "cannot create a ParameterSpace");
+        rc = fpx_op_faiss_error (call, "cannot create a ParameterSpace");
     else {
-        pthread_rwlock_wrlock (&entry->lock);
+        pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
         if (faiss_ParameterSpace_set_index_parameters (space, entry->index, text))
-            rc = s_faiss_error (call, "set_parameters failed");
-        pthread_rwlock_unlock (&entry->lock);
+            rc = fpx_op_faiss_error (call, "set_parameters failed");
+        pthread_rwlock_unlock (lock);
         faiss_ParameterSpace_free (space);
     }
     if (!rc)
-        s_pack_empty (call);
+        fpx_op_pack_empty (call);
     fpx_entry_release (&entry);
     return rc;
 }
@@ -558,8 +622,8 @@ s_search_overrides (fpx_call_t *call, int *nprobe, int *ef)
 {
     int64_t a, b;
     int rc;
-    if ((rc = s_int_param (call, "nprobe", false, 0, 1, FPX_SEARCH_PARAM_MAX, &a))
-    ||  (rc = s_int_param (call, "efSearch", false, 0, 1, FPX_SEARCH_PARAM_MAX, &b)))
+    if ((rc = fpx_op_int_param (call, "nprobe", false, 0, 1, FPX_SEARCH_PARAM_MAX, &a))
+    ||  (rc = fpx_op_int_param (call, "efSearch", false, 0, 1, FPX_SEARCH_PARAM_MAX, &b)))
         return rc;
     *nprobe = (int) a;
     *ef = (int) b;
@@ -572,14 +636,14 @@ s_op_search (fpx_call_t *call)
     int64_t k;
     int nprobe, ef;
     int rc;
-    if ((rc = s_int_param (call, "k", true, 0, 1, FPX_K_MAX, &k))
+    if ((rc = fpx_op_int_param (call, "k", true, 0, 1, FPX_K_MAX, &k))
     ||  (rc = s_search_overrides (call, &nprobe, &ef)))
         return rc;
     fpx_entry_t *entry;
-    if ((rc = s_lookup (call, &entry)))
+    if ((rc = fpx_op_lookup_index (call, &entry)))
         return rc;
     int64_t nq;
-    const float *x = s_vectors (call, 0, entry->d, &nq);
+    const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
     size_t results = x ? (size_t) nq * (size_t) k : 0;
     if (x && results * (sizeof (float) + sizeof (int64_t)) > call->server->config.max_message)
         fpx_reply_error (call->reply, FPX_ETOOBIG, "nq*k = %zu results exceed the message limit",
@@ -591,12 +655,12 @@ s_op_search (fpx_call_t *call)
         if (!D || !I)
             rc = fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
         else {
-            pthread_rwlock_rdlock (&entry->lock);
-            s_threads_begin (call, nq);
+            pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+            fpx_op_threads_begin (call, nq);
             rc = fpx_shim_search (entry->index, nq, x, k, nprobe, ef, D, I, err, sizeof err);
-            s_threads_end (call);
-            pthread_rwlock_unlock (&entry->lock);
-            s_shim_result (call, rc, err);
+            fpx_op_threads_end (call);
+            pthread_rwlock_unlock (lock);
+            fpx_op_shim_result (call, rc, err);
         }
         if (rc) {
             free (D);
@@ -606,8 +670,8 @@ s_op_search (fpx_call_t *call)
             msgpack_pack_map (&call->reply->pk, 2);
             fpx_pack_kv_int (&call->reply->pk, "nq", nq);
             fpx_pack_kv_int (&call->reply->pk, "k", k);
-            s_reply_array (call, D, results * sizeof (float));
-            s_reply_array (call, I, results * sizeof (int64_t));
+            fpx_op_reply_array (call, D, results * sizeof (float));
+            fpx_op_reply_array (call, I, results * sizeof (int64_t));
         }
     }
     fpx_entry_release (&entry);
@@ -625,10 +689,10 @@ s_op_range_search (fpx_call_t *call)
     if ((rc = s_search_overrides (call, &nprobe, &ef)))
         return rc;
     fpx_entry_t *entry;
-    if ((rc = s_lookup (call, &entry)))
+    if ((rc = fpx_op_lookup_index (call, &entry)))
         return rc;
     int64_t nq;
-    const float *x = s_vectors (call, 0, entry->d, &nq);
+    const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
     if (x) {
         uint64_t *lims;
         float *D;
@@ -636,19 +700,19 @@ s_op_range_search (fpx_call_t *call)
         size_t total;
         char err [FPX_ERROR_TEXT_MAX];
         size_t max_total = call->server->config.max_message / (sizeof (float) + sizeof (int64_t));
-        pthread_rwlock_rdlock (&entry->lock);
-        s_threads_begin (call, nq);
+        pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+        fpx_op_threads_begin (call, nq);
         rc = fpx_shim_range_search (entry->index, nq, x, (float) radius, nprobe, ef,
                                     &lims, &D, &I, &total, max_total, err, sizeof err);
-        s_threads_end (call);
-        pthread_rwlock_unlock (&entry->lock);
-        if (!s_shim_result (call, rc, err)) {
+        fpx_op_threads_end (call);
+        pthread_rwlock_unlock (lock);
+        if (!fpx_op_shim_result (call, rc, err)) {
             msgpack_pack_map (&call->reply->pk, 2);
             fpx_pack_kv_int (&call->reply->pk, "nq", nq);
             fpx_pack_kv_int (&call->reply->pk, "total", (int64_t) total);
-            s_reply_array (call, lims, (size_t) (nq + 1) * sizeof (uint64_t));
-            s_reply_array (call, D, total * sizeof (float));
-            s_reply_array (call, I, total * sizeof (int64_t));
+            fpx_op_reply_array (call, lims, (size_t) (nq + 1) * sizeof (uint64_t));
+            fpx_op_reply_array (call, D, total * sizeof (float));
+            fpx_op_reply_array (call, I, total * sizeof (int64_t));
         }
     }
     fpx_entry_release (&entry);
@@ -662,12 +726,12 @@ s_reconstruct (fpx_call_t *call, bool many)
     fpx_entry_t *entry;
     int64_t i0, n = 1;
     int rc;
-    if ((rc = s_int_param (call, many ? "i0" : "key", true, 0, many ? 0 : INT64_MIN,
+    if ((rc = fpx_op_int_param (call, many ? "i0" : "key", true, 0, many ? 0 : INT64_MIN,
                            INT64_MAX, &i0))
-    ||  (many && (rc = s_int_param (call, "n", true, 0, 1, INT64_MAX, &n)))
-    ||  (rc = s_lookup (call, &entry)))
+    ||  (many && (rc = fpx_op_int_param (call, "n", true, 0, 1, INT64_MAX, &n)))
+    ||  (rc = fpx_op_lookup_index (call, &entry)))
         return rc;
-    pthread_rwlock_rdlock (&entry->lock);
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
     int64_t ntotal = faiss_Index_ntotal (entry->index);
     size_t bytes = (size_t) n * (size_t) entry->d * sizeof (float);
     float *out = NULL;
@@ -683,15 +747,15 @@ s_reconstruct (fpx_call_t *call, bool many)
         fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
     else if (many ? faiss_Index_reconstruct_n (entry->index, i0, n, out)
                   : faiss_Index_reconstruct (entry->index, i0, out))
-        s_faiss_error (call, "reconstruct failed");
-    pthread_rwlock_unlock (&entry->lock);
+        fpx_op_faiss_error (call, "reconstruct failed");
+    pthread_rwlock_unlock (lock);
     if (call->reply->status)
         free (out);
     else {
         msgpack_pack_map (&call->reply->pk, 2);
         fpx_pack_kv_int (&call->reply->pk, "n", n);
         fpx_pack_kv_int (&call->reply->pk, "d", entry->d);
-        s_reply_array (call, out, bytes);
+        fpx_op_reply_array (call, out, bytes);
     }
     fpx_entry_release (&entry);
     return call->reply->status;
@@ -704,25 +768,25 @@ static int
 s_op_serialize (fpx_call_t *call)
 {
     fpx_entry_t *entry;
-    int rc = s_lookup (call, &entry);
+    int rc = fpx_op_lookup_index (call, &entry);
     if (rc)
         return rc;
     uint8_t *bytes = NULL;
     size_t size = 0;
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_rdlock (&entry->lock);
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
     rc = fpx_shim_serialize (entry->index, 0, &bytes, &size, err, sizeof err);
-    pthread_rwlock_unlock (&entry->lock);
+    pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
     if (rc)
-        return s_shim_result (call, rc, err);
+        return fpx_op_shim_result (call, rc, err);
     if (size > call->server->config.max_message) {
         free (bytes);
         return fpx_reply_error (call->reply, FPX_ETOOBIG, "serialized index of %zu bytes "
                                 "exceeds the message limit", size);
     }
-    s_pack_int (call, "size", (int64_t) size);
-    s_reply_array (call, bytes, size);
+    fpx_op_pack_int (call, "size", (int64_t) size);
+    fpx_op_reply_array (call, bytes, size);
     return 0;
 }
 
@@ -730,7 +794,7 @@ static int
 s_op_deserialize (fpx_call_t *call)
 {
     char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX] = "";
-    int rc = s_optional_name (call, name);
+    int rc = fpx_op_optional_name (call, name);
     if (rc)
         return rc;
     rc = fpx_params_copy_str (&call->params, "factory", factory, sizeof factory);
@@ -738,7 +802,7 @@ s_op_deserialize (fpx_call_t *call)
         return fpx_reply_error (call->reply, FPX_EINVAL, "'factory' must be a string of at most "
                                 "%d bytes", FPX_FACTORY_MAX - 1);
     size_t size;
-    const uint8_t *bytes = s_array (call, 0, 1, &size, "index bytes");
+    const uint8_t *bytes = fpx_op_array (call, 0, 1, &size, "index bytes");
     if (!bytes)
         return call->reply->status;
     if (size == 0)
@@ -750,13 +814,14 @@ s_op_deserialize (fpx_call_t *call)
     char err [FPX_ERROR_TEXT_MAX];
     rc = fpx_shim_deserialize (bytes, size, cap, &index, err, sizeof err);
     if (rc)
-        return s_shim_result (call, rc, err);
+        return fpx_op_shim_result (call, rc, err);
     if (faiss_Index_d (index) < 1 || faiss_Index_d (index) > FPX_DIM_MAX) {
         faiss_Index_free (index);
         return fpx_reply_error (call->reply, FPX_EINVAL, "uploaded index has dimension out of "
                                 "[1, %d]", FPX_DIM_MAX);
     }
-    return s_register (call, name [0] ? name : NULL, index, factory);
+    fpx_object_t object = { .index = index, .factory = factory };
+    return fpx_op_register (call, name [0] ? name : NULL, &object);
 }
 
 // ---- dispatch --------------------------------------------------------------------------
@@ -794,6 +859,8 @@ void
 fpx_ops_execute (fpx_call_t *call)
 {
     s_op_fn op = s_op_for (call->header.opcode);
+    if (!op)
+        op = fpx_ops_objects_handler (call->header.opcode);
     if (!op) {
         fpx_reply_error (call->reply, FPX_EOPCODE, "unknown opcode %u", call->header.opcode);
         return;

@@ -59,6 +59,40 @@ fpx_registry_destroy (fpx_registry_t **self_p)
     *self_p = NULL;
 }
 
+//  The entry whose lock guards entry's object: the end of the root chain.
+static fpx_entry_t *
+s_top (fpx_entry_t *entry)
+{
+    fpx_entry_t *root;
+    while ((root = atomic_load (&entry->root)))
+        entry = root;
+    return entry;
+}
+
+pthread_rwlock_t *
+fpx_entry_lock (fpx_entry_t *entry, bool exclusive)
+{
+    //  The chain only grows at its top (a root adopted by a new composite),
+    //  so re-check after locking and follow it if it moved meanwhile.
+    while (true) {
+        fpx_entry_t *top = s_top (entry);
+        if (exclusive)
+            pthread_rwlock_wrlock (&top->lock);
+        else
+            pthread_rwlock_rdlock (&top->lock);
+        if (s_top (entry) == top)
+            return &top->lock;
+        pthread_rwlock_unlock (&top->lock);
+    }
+}
+
+void
+fpx_registry_adopt (fpx_entry_t *child, fpx_entry_t *root)
+{
+    atomic_fetch_add (&root->refcount, 1);
+    atomic_store (&child->root, root);
+}
+
 void
 fpx_entry_release (fpx_entry_t **entry_p)
 {
@@ -67,7 +101,13 @@ fpx_entry_release (fpx_entry_t **entry_p)
         return;
     *entry_p = NULL;
     if (atomic_fetch_sub (&entry->refcount, 1) == 1) {
-        faiss_Index_free (entry->index);
+        fpx_entry_t *root = atomic_load (&entry->root);
+        if (root)
+            fpx_entry_release (&root);
+        else if (entry->index)
+            faiss_Index_free (entry->index);
+        else
+            faiss_VectorTransform_free (entry->transform);
         pthread_rwlock_destroy (&entry->lock);
         free (entry);
     }
@@ -109,16 +149,26 @@ s_grow (fpx_registry_t *self)
     self->nbuckets = nbuckets;
 }
 
+void
+fpx_object_free (const fpx_object_t *object)
+{
+    fpx_entry_t *root = object->root;
+    if (root)
+        fpx_entry_release (&root);
+    else if (object->index)
+        faiss_Index_free (object->index);
+    else
+        faiss_VectorTransform_free (object->transform);
+}
+
 int
 fpx_registry_insert (fpx_registry_t *self, uint32_t tenant, const char *name,
-                     uint64_t owner_conn, FaissIndex *index, const char *factory,
+                     uint64_t owner_conn, const fpx_object_t *object,
                      fpx_entry_t **entry_p)
 {
     fpx_entry_t *entry = calloc (1, sizeof *entry);
-    if (!entry) {
-        faiss_Index_free (index);
+    if (!entry)
         return FPX_ENOMEM;
-    }
     if (name)
         snprintf (entry->name, sizeof entry->name, "%s", name);
     else
@@ -126,10 +176,18 @@ fpx_registry_insert (fpx_registry_t *self, uint32_t tenant, const char *name,
                   (unsigned long long) atomic_fetch_add (&self->next_anonymous, 1));
     entry->tenant = tenant;
     entry->owner_conn = name ? 0 : owner_conn;
-    entry->index = index;
-    snprintf (entry->factory, sizeof entry->factory, "%s", factory ? factory : "");
-    entry->d = (int) faiss_Index_d (index);
-    entry->metric = (int) faiss_Index_metric_type (index);
+    entry->index = object->index;
+    entry->transform = object->transform;
+    atomic_init (&entry->root, object->root);
+    snprintf (entry->factory, sizeof entry->factory, "%s", object->factory ? object->factory : "");
+    if (entry->index) {
+        entry->d = (int) faiss_Index_d (entry->index);
+        entry->metric = (int) faiss_Index_metric_type (entry->index);
+    }
+    else {
+        entry->d = faiss_VectorTransform_d_in (entry->transform);
+        entry->metric = FPX_METRIC_L2;      //  as documented; meaningless here
+    }
     pthread_rwlock_init (&entry->lock, NULL);
     atomic_init (&entry->refcount, 2);        //  the table's and the caller's
 
@@ -137,8 +195,8 @@ fpx_registry_insert (fpx_registry_t *self, uint32_t tenant, const char *name,
     fpx_entry_t **slot = s_slot (self, tenant, entry->name);
     if (*slot) {
         pthread_rwlock_unlock (&self->lock);
-        atomic_store (&entry->refcount, 1);
-        fpx_entry_release (&entry);
+        pthread_rwlock_destroy (&entry->lock);
+        free (entry);
         return FPX_EEXIST;
     }
     *slot = entry;

@@ -6,7 +6,15 @@
     miss it) and freed when the last reference goes.
 
     Anonymous entries (owner_conn != 0) are visible only to that connection.
-    Nothing here calls FAISS except faiss_Index_free on the last release.
+
+    An entry holds a FAISS index or a vector transform. It may be an alias:
+    its object then lives inside another entry's object (the quantizer of an
+    IVF index, the sub-index of an IDMap, …), that entry owns it, and the
+    alias's calls take the lock of the topmost owner. An entry becomes an
+    alias when a composite index adopts its object (fpx_registry_adopt), or
+    is created as one (a view of a sub-object).
+
+    Nothing here calls FAISS except the free of the last release.
     Thread-safe: the map is under one rwlock held only for the lookup itself.
 */
 #ifndef FPX_REGISTRY_H_INCLUDED
@@ -14,9 +22,11 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <faiss/c_api/Index_c.h>
+#include <faiss/c_api/VectorTransform_c.h>
 
 #include "fpx_protocol.h"
 
@@ -25,8 +35,10 @@ struct fpx_entry_t {
     char name [FPX_NAME_MAX + 1];
     uint32_t tenant;
     uint64_t owner_conn;           //  0: named; else the owning connection
-    FaissIndex *index;             //  owned
-    pthread_rwlock_t lock;         //  shared: searches; exclusive: mutations
+    FaissIndex *index;             //  one of index / transform is set;
+    FaissVectorTransform *transform;  //  owned unless the entry has a root
+    _Atomic (fpx_entry_t *) root;  //  alias: the entry owning our object
+    pthread_rwlock_t lock;         //  shared: reads; exclusive: mutations
     atomic_int refcount;           //  the registry's link counts as one
     char factory [FPX_FACTORY_MAX];
     int d;
@@ -39,13 +51,37 @@ typedef struct fpx_registry_t fpx_registry_t;
 fpx_registry_t *fpx_registry_new (void);
 void fpx_registry_destroy (fpx_registry_t **self_p);
 
-/*  Creates an entry that takes ownership of index (freed on failure too).
+/*  What a new entry holds: an index or a transform (exactly one), owned
+    by the entry unless root is set (then root's object contains it and the
+    entry keeps a counted reference to root).                            */
+typedef struct {
+    FaissIndex *index;
+    FaissVectorTransform *transform;
+    fpx_entry_t *root;
+    const char *factory;           //  description kept for describe; may be NULL
+} fpx_object_t;
+
+/*  Creates an entry for object, taking ownership on success only (on
+    failure the caller still owns it; fpx_object_free frees a plain one).
     name NULL makes it anonymous: a fresh "@…" name owned by owner_conn.
     On success *entry_p is a counted reference for the caller.
     FPX_EEXIST if the name is taken in that tenant, FPX_ENOMEM.          */
 int fpx_registry_insert (fpx_registry_t *self, uint32_t tenant, const char *name,
-                         uint64_t owner_conn, FaissIndex *index, const char *factory,
+                         uint64_t owner_conn, const fpx_object_t *object,
                          fpx_entry_t **entry_p);
+
+/*  Frees an object that no entry took: its index or transform, or its
+    reference to root.                                                   */
+void fpx_object_free (const fpx_object_t *object);
+
+/*  Makes child an alias of root, whose object now owns child's object.
+    The caller holds child's lock exclusively and has checked that child
+    is a standalone anonymous entry.                                     */
+void fpx_registry_adopt (fpx_entry_t *child, fpx_entry_t *root);
+
+/*  Locks the lock that guards entry's object (its topmost owner's),
+    shared or exclusive; returns it for pthread_rwlock_unlock.           */
+pthread_rwlock_t *fpx_entry_lock (fpx_entry_t *entry, bool exclusive);
 
 /*  Counted reference to the entry, or NULL if missing in this tenant or
     owned by another connection.                                         */

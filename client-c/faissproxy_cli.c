@@ -1,0 +1,301 @@
+/*  faissproxy_cli.c — `faissproxy`, the admin and debug command line of
+    faissproxyd (as redis-cli is to redis).
+
+    Built only on the public API (faissproxy.h): it must not include
+    protocol/ headers nor speak the wire format itself.
+    Output for people on stdout; errors on stderr as "faissproxy: <message>".
+    Exit status: 0 success, 1 any error, 2 usage error.
+*/
+#include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "faissproxy.h"
+
+#define EXIT_USAGE 2
+
+static const char *s_usage =
+    "usage: faissproxy [--server ENDPOINT] [--api-key KEY] [--timeout MS] COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  ping                              server, protocol and FAISS versions, and the\n"
+    "                                    round-trip time of a connected ping in µs\n"
+    "  list                              this tenant's named indexes, one per line\n"
+    "  create NAME DIM FACTORY [l2|ip]   create a named index (metric default: l2)\n"
+    "  describe NAME                     an index's description, memory bytes included\n"
+    "  drop NAME                         drop an index\n"
+    "  help                              this text\n"
+    "\n"
+    "options:\n"
+    "  --server ENDPOINT   tcp://host:port or ipc://path; default $FAISS_PROXY_SERVER,\n"
+    "                      else " FPX_DEFAULT_ENDPOINT "\n"
+    "  --api-key KEY       default $FAISS_PROXY_API_KEY (prefer the variable: command\n"
+    "                      lines are visible to other users)\n"
+    "  --timeout MS        per-call timeout; default $FAISS_PROXY_TIMEOUT_MS, else 30000;\n"
+    "                      negative waits forever\n"
+    "  -h, --help          this text\n"
+    "\n"
+    "exit status: 0 success, 1 error, 2 usage error\n";
+
+typedef struct {
+    const char *server;         //  NULL: the library's default
+    const char *api_key;        //  NULL: the library's default
+    const char *timeout;        //  NULL: the library's default
+    int argc;                   //  command and its arguments
+    char **argv;
+} s_options_t;
+
+static int
+s_usage_error (const char *format, const char *detail)
+{
+    fprintf (stderr, "faissproxy: ");
+    fprintf (stderr, format, detail);
+    fprintf (stderr, "\n(see faissproxy --help)\n");
+    return EXIT_USAGE;
+}
+
+static int
+s_fail (fpx_client_t *client)
+{
+    fprintf (stderr, "faissproxy: %s\n", fpx_client_errmsg (client));
+    return EXIT_FAILURE;
+}
+
+//  Parses a whole decimal int; false if text is not one.
+static bool
+s_parse_int (const char *text, int *out)
+{
+    char *end;
+    errno = 0;
+    long value = strtol (text, &end, 10);
+    if (errno || end == text || *end || value < INT_MIN || value > INT_MAX)
+        return false;
+    *out = (int) value;
+    return true;
+}
+
+/* ---- commands ---------------------------------------------------------- */
+
+static int
+s_cmd_ping (fpx_client_t *client, char **args)
+{
+    (void) args;
+    //  The first ping connects; the second measures a true round trip.
+    fpx_server_info_t info;
+    if (fpx_ping (client, &info))
+        return s_fail (client);
+    struct timespec start, end;
+    clock_gettime (CLOCK_MONOTONIC, &start);
+    if (fpx_ping (client, NULL))
+        return s_fail (client);
+    clock_gettime (CLOCK_MONOTONIC, &end);
+    long long us = (end.tv_sec - start.tv_sec) * 1000000LL
+                 + (end.tv_nsec - start.tv_nsec) / 1000;
+    printf ("server_version: %s\n", info.server_version);
+    printf ("protocol_version: %d\n", info.protocol_version);
+    printf ("faiss_version: %s\n", info.faiss_version);
+    printf ("round_trip_us: %lld\n", us);
+    return EXIT_SUCCESS;
+}
+
+static int
+s_cmd_list (fpx_client_t *client, char **args)
+{
+    (void) args;
+    char **names;
+    size_t count;
+    if (fpx_index_list (client, &names, &count))
+        return s_fail (client);
+    for (size_t i = 0; i < count; i++)
+        printf ("%s\n", names [i]);
+    fpx_strlist_free (&names, count);
+    return EXIT_SUCCESS;
+}
+
+static void
+s_print_info (const fpx_index_info_t *info)
+{
+    printf ("name: %s\n", info->name);
+    printf ("class: %s\n", info->class_name);
+    printf ("d: %d\n", info->d);
+    if (info->d_out != info->d)
+        printf ("d_out: %d\n", info->d_out);
+    printf ("ntotal: %lld\n", (long long) info->ntotal);
+    printf ("is_trained: %s\n", info->is_trained ? "true" : "false");
+    if (info->metric == FPX_METRIC_L2)
+        printf ("metric: l2\n");
+    else
+    if (info->metric == FPX_METRIC_INNER_PRODUCT)
+        printf ("metric: ip\n");
+    else
+        printf ("metric: %d\n", info->metric);
+    printf ("factory: %s\n", info->factory);
+    printf ("anonymous: %s\n", info->anonymous ? "true" : "false");
+    if (info->memory_bytes >= 0)
+        printf ("memory_bytes: %lld\n", (long long) info->memory_bytes);
+}
+
+static int
+s_cmd_create (fpx_client_t *client, char **args)
+{
+    int d;
+    if (!s_parse_int (args [1], &d))
+        return s_usage_error ("DIM must be an integer, got '%s'", args [1]);
+    int metric = FPX_METRIC_L2;
+    if (args [3] && strcasecmp (args [3], "ip") == 0)
+        metric = FPX_METRIC_INNER_PRODUCT;
+    else
+    if (args [3] && strcasecmp (args [3], "l2") != 0)
+        return s_usage_error ("metric must be l2 or ip, got '%s'", args [3]);
+    fpx_index_info_t info;
+    if (fpx_index_create (client, args [0], d, args [2], metric, &info))
+        return s_fail (client);
+    s_print_info (&info);
+    return EXIT_SUCCESS;
+}
+
+static int
+s_cmd_describe (fpx_client_t *client, char **args)
+{
+    fpx_index_info_t info;
+    if (fpx_index_describe (client, args [0], 1, &info))
+        return s_fail (client);
+    s_print_info (&info);
+    return EXIT_SUCCESS;
+}
+
+static int
+s_cmd_drop (fpx_client_t *client, char **args)
+{
+    if (fpx_index_drop (client, args [0]))
+        return s_fail (client);
+    printf ("dropped %s\n", args [0]);
+    return EXIT_SUCCESS;
+}
+
+typedef struct {
+    const char *name;
+    int min_args, max_args;
+    int (*run) (fpx_client_t *client, char **args);
+} s_command_t;
+
+static const s_command_t s_commands [] = {
+    { "ping",     0, 0, s_cmd_ping },
+    { "list",     0, 0, s_cmd_list },
+    { "create",   3, 4, s_cmd_create },
+    { "describe", 1, 1, s_cmd_describe },
+    { "drop",     1, 1, s_cmd_drop },
+};
+
+/* ---- main -------------------------------------------------------------- */
+
+//  Value of option `name` at argv[*i], as "--name VALUE" or "--name=VALUE";
+//  NULL if argv[*i] is not that option. Sets *missing when VALUE is.
+static const char *
+s_option (char **argv, int argc, int *i, const char *name, bool *missing)
+{
+    size_t len = strlen (name);
+    if (strncmp (argv [*i], name, len) != 0)
+        return NULL;
+    if (argv [*i][len] == '=')
+        return argv [*i] + len + 1;
+    if (argv [*i][len] != 0)
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = true;
+        return NULL;
+    }
+    return argv [++*i];
+}
+
+//  Fills options from argv. Returns -1 to go on, else an exit status.
+static int
+s_parse_options (int argc, char **argv, s_options_t *options)
+{
+    int i = 1;
+    for (; i < argc && argv [i][0] == '-'; i++) {
+        bool missing = false;
+        const char *value;
+        if (strcmp (argv [i], "--") == 0) {
+            i++;
+            break;
+        }
+        if (strcmp (argv [i], "-h") == 0 || strcmp (argv [i], "--help") == 0) {
+            fputs (s_usage, stdout);
+            return EXIT_SUCCESS;
+        }
+        if ((value = s_option (argv, argc, &i, "--server", &missing)))
+            options->server = value;
+        else
+        if ((value = s_option (argv, argc, &i, "--api-key", &missing)))
+            options->api_key = value;
+        else
+        if ((value = s_option (argv, argc, &i, "--timeout", &missing)))
+            options->timeout = value;
+        else
+            return s_usage_error (missing ? "option %s needs a value" : "unknown option %s",
+                                  argv [i]);
+    }
+    options->argc = argc - i;
+    options->argv = argv + i;
+    return -1;
+}
+
+//  Runs the command line's command on a fresh client.
+static int
+s_run (const s_options_t *options, const s_command_t *command)
+{
+    int timeout = 0;
+    if (options->timeout && !s_parse_int (options->timeout, &timeout))
+        return s_usage_error ("--timeout must be an integer (ms), got '%s'", options->timeout);
+    fpx_client_t *client = fpx_client_new (options->server, options->api_key);
+    if (!client) {
+        const char *server = options->server ? options->server : getenv ("FAISS_PROXY_SERVER");
+        fprintf (stderr, "faissproxy: cannot create a client for %s: invalid endpoint, "
+                 "API key longer than 64 bytes, or out of memory\n",
+                 server && *server ? server : FPX_DEFAULT_ENDPOINT);
+        return EXIT_FAILURE;
+    }
+    if (options->timeout)
+        fpx_client_set_timeout (client, timeout);
+    //  Commands read args [0 .. max_args - 1]; missing ones are NULL.
+    char *args [4] = { NULL };
+    for (int i = 1; i < options->argc; i++)
+        args [i - 1] = options->argv [i];
+    int status = command->run (client, args);
+    fpx_client_destroy (&client);
+    return status;
+}
+
+int
+main (int argc, char **argv)
+{
+    s_options_t options = { 0 };
+    int status = s_parse_options (argc, argv, &options);
+    if (status >= 0)
+        return status;
+    if (options.argc == 0) {
+        fputs (s_usage, stderr);
+        return EXIT_USAGE;
+    }
+    const char *name = options.argv [0];
+    if (strcmp (name, "help") == 0) {
+        fputs (s_usage, stdout);
+        return EXIT_SUCCESS;
+    }
+    for (size_t i = 0; i < sizeof s_commands / sizeof s_commands [0]; i++) {
+        const s_command_t *command = &s_commands [i];
+        if (strcmp (name, command->name) != 0)
+            continue;
+        int given = options.argc - 1;
+        if (given < command->min_args || given > command->max_args)
+            return s_usage_error ("wrong number of arguments for '%s'", name);
+        return s_run (&options, command);
+    }
+    return s_usage_error ("unknown command '%s'", name);
+}

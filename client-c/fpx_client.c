@@ -1,0 +1,1441 @@
+/*  fpx_client.c — libfaissproxy's public API (faissproxy.h).
+
+    Each call checks its arguments (FPX_EINVAL before anything is sent),
+    packs its parameters with msgpack-c, runs one exchange through
+    fpx_conn, and checks the result as strictly as the server checks
+    requests: every result key the protocol promises must be there with
+    its type and range, and every array frame must have exactly the size
+    the result implies; anything else is FPX_EPROTO. Arrays are copied out
+    of the reply frames with memcpy, so their alignment does not matter.
+
+    Error messages: argument and result checks read "<opcode>: <what>";
+    transport failures (fpx_conn.c) name the endpoint ("no reply from
+    tcp://… within N ms"); failures the server reports keep the server's
+    text unchanged (FAISS's own message for FPX_EFAISS). The last failure
+    stays on the handle until the next one (fpx_client_errmsg): a success
+    does not clear it, as faissproxy.h says "of the last failed call".
+
+    Connections (details in fpx_conn.c): each handle has its own ZeroMQ
+    context and DEALER socket. A call that times out while ZeroMQ still
+    holds a zero-copy upload (≥ FPX_ZEROCOPY_MIN bytes) closes the socket
+    and opens a fresh one: that connection is new, so the server frees the
+    anonymous indexes of the old one. Any other timeout keeps the
+    connection, and the late reply is discarded by its request id.
+
+    This file must not touch sockets (fpx_conn.c does).
+*/
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "faissproxy.h"
+#include "fpx_conn.h"
+#include "fpx_params.h"
+#include "fpx_protocol.h"
+
+struct _fpx_client_t {
+    fpx_conn_t *conn;
+    int opcode;                 //  of the call in progress, for messages
+    int errcode;
+    char errmsg [FPX_ERRMSG_MAX];
+};
+
+/* ---- errors ------------------------------------------------------------ */
+
+static int s_fail (fpx_client_t *self, int code, const char *format, ...)
+    __attribute__ ((format (printf, 3, 4)));
+
+//  Keeps code and "<opcode>: <message>" on the handle; returns code.
+static int
+s_fail (fpx_client_t *self, int code, const char *format, ...)
+{
+    const char *op = fpx_opcode_name (self->opcode);
+    int used = snprintf (self->errmsg, sizeof self->errmsg, "%s: ", op ? op : "client");
+    va_list args;
+    va_start (args, format);
+    vsnprintf (self->errmsg + used, sizeof self->errmsg - (size_t) used, format, args);
+    va_end (args);
+    self->errcode = code;
+    return code;
+}
+
+//  Starts a public call: FPX_EINVAL without a handle (nowhere to keep a
+//  message), else 0.
+static int
+s_begin (fpx_client_t *self, int opcode)
+{
+    if (!self)
+        return FPX_EINVAL;
+    self->opcode = opcode;
+    return 0;
+}
+
+/* ---- argument checks --------------------------------------------------- */
+
+//  An index name as the server knows it: a user name, or (unless
+//  user_only) the "@…" handle of an anonymous index.
+static int
+s_check_name (fpx_client_t *self, const char *name, bool user_only)
+{
+    if (!name)
+        return s_fail (self, FPX_EINVAL, "index name is NULL");
+    size_t len = strnlen (name, FPX_NAME_MAX + 1);
+    bool handle = !user_only && name [0] == '@' && len > 1 && len <= FPX_NAME_MAX;
+    if (!handle && !fpx_name_is_valid (name, len))
+        return s_fail (self, FPX_EINVAL, "invalid index name \"%.*s\": 1 to %d bytes of "
+                       "[A-Za-z0-9_.-], not starting with '.' or '-'",
+                       FPX_NAME_MAX, name, FPX_NAME_MAX);
+    return 0;
+}
+
+static int
+s_check_dim (fpx_client_t *self, int d)
+{
+    if (d < 1 || d > FPX_DIM_MAX)
+        return s_fail (self, FPX_EINVAL, "dimension must be 1 to %d, got %d", FPX_DIM_MAX, d);
+    return 0;
+}
+
+static int
+s_check_string (fpx_client_t *self, const char *what, const char *value, size_t max)
+{
+    if (!value)
+        return s_fail (self, FPX_EINVAL, "%s is NULL", what);
+    size_t len = strnlen (value, max + 1);
+    if (len == 0 || len > max)
+        return s_fail (self, FPX_EINVAL, "%s must be 1 to %zu bytes", what, max);
+    return 0;
+}
+
+static int
+s_check_out (fpx_client_t *self, const void *pointer, const char *what)
+{
+    return pointer ? 0 : s_fail (self, FPX_EINVAL, "%s is NULL", what);
+}
+
+//  rows × row_bytes: a count of rows ≥ 1 whose total size fits in size_t.
+static int
+s_check_rows (fpx_client_t *self, const char *what, int64_t rows, size_t row_bytes,
+              size_t *bytes)
+{
+    if (rows < 1)
+        return s_fail (self, FPX_EINVAL, "%s must be at least 1, got %lld",
+                       what, (long long) rows);
+    if ((uint64_t) rows > SIZE_MAX / row_bytes)
+        return s_fail (self, FPX_EINVAL, "%s = %lld is too large", what, (long long) rows);
+    *bytes = (size_t) rows * row_bytes;
+    return 0;
+}
+
+//  An n·d float32 matrix argument (`what` names n); *bytes receives its size.
+static int
+s_check_vectors (fpx_client_t *self, const char *what, int64_t n, int d, const float *x,
+                 size_t *bytes)
+{
+    int rc = s_check_dim (self, d);
+    if (!rc)
+        rc = s_check_out (self, x, "x");
+    if (!rc)
+        rc = s_check_rows (self, what, n, (size_t) d * sizeof (float), bytes);
+    return rc;
+}
+
+static int
+s_check_search_params (fpx_client_t *self, const fpx_search_params_t *params)
+{
+    if (params && (params->nprobe < 0 || params->efSearch < 0))
+        return s_fail (self, FPX_EINVAL, "nprobe and efSearch must be ≥ 0 (0: the index's own)");
+    return 0;
+}
+
+/* ---- parameters -------------------------------------------------------- */
+
+typedef struct {
+    msgpack_sbuffer buffer;
+    msgpack_packer packer;
+} s_params_t;
+
+//  Starts a map of count entries; the caller packs exactly that many.
+static msgpack_packer *
+s_params_start (s_params_t *params, size_t count)
+{
+    msgpack_sbuffer_init (&params->buffer);
+    msgpack_packer_init (&params->packer, &params->buffer, msgpack_sbuffer_write);
+    msgpack_pack_map (&params->packer, count);
+    return &params->packer;
+}
+
+static size_t
+s_search_params_count (const fpx_search_params_t *params)
+{
+    return params ? (params->nprobe > 0) + (params->efSearch > 0) : 0;
+}
+
+static void
+s_pack_search_params (msgpack_packer *pk, const fpx_search_params_t *params)
+{
+    if (params && params->nprobe > 0)
+        fpx_pack_kv_int (pk, "nprobe", params->nprobe);
+    if (params && params->efSearch > 0)
+        fpx_pack_kv_int (pk, "efSearch", params->efSearch);
+}
+
+/* ---- the exchange ------------------------------------------------------ */
+
+static void
+s_add_array (fpx_request_t *request, const void *data, size_t size)
+{
+    request->arrays [request->array_count].data = data;
+    request->arrays [request->array_count].size = size;
+    request->array_count++;
+}
+
+//  Runs one exchange with params (may be NULL: an empty map), which it
+//  frees. On success the caller closes *reply.
+static int
+s_call (fpx_client_t *self, fpx_request_t *request, s_params_t *params, fpx_reply_t *reply)
+{
+    request->opcode = self->opcode;
+    if (params) {
+        if (!params->buffer.data) {
+            msgpack_sbuffer_destroy (&params->buffer);
+            return s_fail (self, FPX_ENOMEM, "out of memory");
+        }
+        request->params = params->buffer.data;
+        request->params_size = params->buffer.size;
+    }
+    int rc = fpx_conn_call (self->conn, request, reply, self->errmsg, sizeof self->errmsg);
+    if (params)
+        msgpack_sbuffer_destroy (&params->buffer);
+    if (rc)
+        self->errcode = rc;
+    return rc;
+}
+
+/* ---- results ----------------------------------------------------------- */
+
+static int
+s_bad_result (fpx_client_t *self, const char *key)
+{
+    return s_fail (self, FPX_EPROTO, "malformed reply: bad or missing \"%s\"", key);
+}
+
+static int
+s_result_int (fpx_client_t *self, fpx_reply_t *reply, const char *key,
+              int64_t min, int64_t max, int64_t *out /* OUT */)
+{
+    int64_t value;
+    if (fpx_params_get_int (&reply->result, key, &value) != 0 || value < min || value > max)
+        return s_bad_result (self, key);
+    *out = value;
+    return 0;
+}
+
+static int
+s_result_bool (fpx_client_t *self, fpx_reply_t *reply, const char *key, int *out /* OUT */)
+{
+    bool value;
+    if (fpx_params_get_bool (&reply->result, key, &value) != 0)
+        return s_bad_result (self, key);
+    *out = value;
+    return 0;
+}
+
+//  Copies a string result into buf[size]; a longer one is cut when cut is
+//  true, else malformed. Embedded NULs are malformed.
+static int
+s_result_str (fpx_client_t *self, fpx_reply_t *reply, const char *key,
+              char *buf, size_t size, bool cut)
+{
+    const char *ptr;
+    size_t len;
+    if (fpx_params_get_str (&reply->result, key, &ptr, &len) != 0
+    ||  memchr (ptr, 0, len) || (len >= size && !cut))
+        return s_bad_result (self, key);
+    if (len >= size)
+        len = size - 1;
+    memcpy (buf, ptr, len);
+    buf [len] = 0;
+    return 0;
+}
+
+//  Array frame i of the reply, which must hold exactly `expected` bytes.
+static int
+s_result_array (fpx_client_t *self, fpx_reply_t *reply, int i, const char *what,
+                size_t expected, const void **data /* OUT */)
+{
+    size_t size;
+    *data = fpx_reply_array (reply, i, &size);
+    if (size != expected)
+        return s_fail (self, FPX_EPROTO, "malformed reply: %s frame has %zu bytes, expected %zu",
+                       what, size, expected);
+    return 0;
+}
+
+//  An optional int result key: *out untouched when absent.
+static int
+s_result_int_opt (fpx_client_t *self, fpx_reply_t *reply, const char *key,
+                  int64_t min, int64_t max, int64_t *out /* OUT */)
+{
+    fpx_mp_value_t ignored;
+    if (fpx_params_get_value (&reply->result, key, &ignored) != 0)
+        return 0;
+    return s_result_int (self, reply, key, min, max, out);
+}
+
+//  An object description (docs/PROTOCOL.md, "Index description" and
+//  "Objects"): d_out only for vector transforms (else d), memory_bytes
+//  only when asked for (else -1).
+static int
+s_result_description (fpx_client_t *self, fpx_reply_t *reply, fpx_index_info_t *info /* OUT */)
+{
+    fpx_index_info_t parsed = { .memory_bytes = -1 };
+    int64_t d = 0, d_out = 0, metric = 0;
+    int rc = s_result_str (self, reply, "name", parsed.name, sizeof parsed.name, false);
+    if (!rc)
+        rc = s_result_str (self, reply, "class", parsed.class_name, sizeof parsed.class_name, false);
+    if (!rc)
+        rc = s_result_int (self, reply, "d", 1, FPX_DIM_MAX, &d);
+    if (!rc)
+        rc = s_result_int (self, reply, "ntotal", 0, INT64_MAX, &parsed.ntotal);
+    if (!rc)
+        rc = s_result_bool (self, reply, "is_trained", &parsed.is_trained);
+    if (!rc)
+        rc = s_result_int (self, reply, "metric", 0, INT_MAX, &metric);
+    if (!rc)
+        rc = s_result_str (self, reply, "factory", parsed.factory, sizeof parsed.factory, false);
+    if (!rc)
+        rc = s_result_bool (self, reply, "anonymous", &parsed.anonymous);
+    d_out = d;
+    if (!rc)
+        rc = s_result_int_opt (self, reply, "d_out", 1, FPX_DIM_MAX, &d_out);
+    if (!rc)
+        rc = s_result_int_opt (self, reply, "memory_bytes", 0, INT64_MAX, &parsed.memory_bytes);
+    if (rc)
+        return rc;
+    parsed.d = (int) d;
+    parsed.d_out = (int) d_out;
+    parsed.metric = (int) metric;
+    if (info)
+        *info = parsed;
+    return 0;
+}
+
+//  A call whose result is an index description.
+static int
+s_call_description (fpx_client_t *self, fpx_request_t *request, s_params_t *params,
+                    fpx_index_info_t *info /* OUT */)
+{
+    fpx_reply_t reply;
+    int rc = s_call (self, request, params, &reply);
+    if (rc)
+        return rc;
+    rc = s_result_description (self, &reply, info);
+    fpx_reply_close (&reply);
+    return rc;
+}
+
+//  A call whose only parameter is the index name.
+static int
+s_call_name (fpx_client_t *self, const char *name, fpx_request_t *request,
+             fpx_reply_t *reply)
+{
+    s_params_t params;
+    fpx_pack_kv_str (s_params_start (&params, 1), "name", name);
+    return s_call (self, request, &params, reply);
+}
+
+//  Reads the int result key (≥ 0) into *out (may be NULL), closes reply.
+static int
+s_finish_int (fpx_client_t *self, fpx_reply_t *reply, const char *key, int64_t *out)
+{
+    int64_t value = 0;
+    int rc = s_result_int (self, reply, key, 0, INT64_MAX, &value);
+    fpx_reply_close (reply);
+    if (!rc && out)
+        *out = value;
+    return rc;
+}
+
+/* ---- handle ------------------------------------------------------------ */
+
+static const char *
+s_env (const char *name, const char *fallback)
+{
+    const char *value = getenv (name);
+    return value && *value ? value : fallback;
+}
+
+//  FPX_DEFAULT_TIMEOUT_MS, or FAISS_PROXY_TIMEOUT_MS when that is a whole
+//  number within int (an unparsable value is ignored).
+static int
+s_default_timeout (void)
+{
+    const char *text = getenv ("FAISS_PROXY_TIMEOUT_MS");
+    if (!text || !*text)
+        return FPX_DEFAULT_TIMEOUT_MS;
+    char *end;
+    errno = 0;
+    long value = strtol (text, &end, 10);
+    if (errno || *end || value < INT_MIN || value > INT_MAX)
+        return FPX_DEFAULT_TIMEOUT_MS;
+    return (int) value;
+}
+
+fpx_client_t *
+fpx_client_new (const char *endpoint, const char *api_key)
+{
+    if (!endpoint)
+        endpoint = s_env ("FAISS_PROXY_SERVER", FPX_DEFAULT_ENDPOINT);
+    if (!api_key)
+        api_key = s_env ("FAISS_PROXY_API_KEY", "");
+    if (strnlen (api_key, FPX_API_KEY_MAX + 1) > FPX_API_KEY_MAX)
+        return NULL;
+    fpx_client_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->conn = fpx_conn_new (endpoint, api_key, s_default_timeout ());
+    if (!self->conn) {
+        free (self);
+        return NULL;
+    }
+    return self;
+}
+
+void
+fpx_client_destroy (fpx_client_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    fpx_conn_destroy (&(*self_p)->conn);
+    free (*self_p);
+    *self_p = NULL;
+}
+
+void
+fpx_client_set_timeout (fpx_client_t *self, int timeout_ms)
+{
+    if (self)
+        fpx_conn_set_timeout (self->conn, timeout_ms);
+}
+
+const char *
+fpx_client_errmsg (fpx_client_t *self)
+{
+    return self ? self->errmsg : "";
+}
+
+int
+fpx_client_errcode (fpx_client_t *self)
+{
+    return self ? self->errcode : 0;
+}
+
+void
+fpx_free (void *ptr)
+{
+    free (ptr);
+}
+
+/* ---- server ------------------------------------------------------------ */
+
+int
+fpx_ping (fpx_client_t *self, fpx_server_info_t *info /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_PING);
+    if (rc)
+        return rc;
+    fpx_request_t request = { 0 };
+    fpx_reply_t reply;
+    rc = s_call (self, &request, NULL, &reply);
+    if (rc)
+        return rc;
+    fpx_server_info_t parsed;
+    int64_t version = 0;
+    rc = s_result_str (self, &reply, "server_version", parsed.server_version,
+                       sizeof parsed.server_version, true);
+    if (!rc)
+        rc = s_result_int (self, &reply, "protocol_version", 0, INT_MAX, &version);
+    if (!rc)
+        rc = s_result_str (self, &reply, "faiss_version", parsed.faiss_version,
+                           sizeof parsed.faiss_version, true);
+    fpx_reply_close (&reply);
+    parsed.protocol_version = (int) version;
+    if (!rc && info)
+        *info = parsed;
+    return rc;
+}
+
+/* ---- index lifecycle --------------------------------------------------- */
+
+int
+fpx_index_create (fpx_client_t *self, const char *name, int d, const char *factory,
+                  int metric, fpx_index_info_t *info /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_CREATE);
+    if (!rc && name)
+        rc = s_check_name (self, name, true);
+    if (!rc)
+        rc = s_check_dim (self, d);
+    if (!rc)
+        rc = s_check_string (self, "factory", factory, FPX_FACTORY_MAX - 1);
+    if (!rc && metric < 0)
+        rc = s_fail (self, FPX_EINVAL, "invalid metric %d", metric);
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, name ? 4 : 3);
+    fpx_pack_kv_int (pk, "d", d);
+    fpx_pack_kv_str (pk, "factory", factory);
+    fpx_pack_kv_int (pk, "metric", metric);
+    if (name)
+        fpx_pack_kv_str (pk, "name", name);
+    fpx_request_t request = { 0 };
+    return s_call_description (self, &request, &params, info);
+}
+
+int
+fpx_index_open (fpx_client_t *self, const char *name, fpx_index_info_t *info /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_OPEN);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (rc)
+        return rc;
+    s_params_t params;
+    fpx_pack_kv_str (s_params_start (&params, 1), "name", name);
+    fpx_request_t request = { 0 };
+    return s_call_description (self, &request, &params, info);
+}
+
+int
+fpx_index_drop (fpx_client_t *self, const char *name)
+{
+    int rc = s_begin (self, FPX_OP_DROP);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (rc)
+        return rc;
+    fpx_request_t request = { 0 };
+    fpx_reply_t reply;
+    rc = s_call_name (self, name, &request, &reply);
+    if (!rc)
+        fpx_reply_close (&reply);
+    return rc;
+}
+
+//  Copies the "names" array of str into a malloc'd list of strings.
+static int
+s_result_names (fpx_client_t *self, fpx_reply_t *reply, char ***names_p, size_t *count_p)
+{
+    fpx_mp_value_t names;
+    if (fpx_params_get_value (&reply->result, "names", &names) != 0
+    ||  names.type != FPX_MP_ARRAY)
+        return s_bad_result (self, "names");
+    //  One slot more, so that an empty list is a valid pointer too.
+    size_t count = names.v.seq.count;
+    char **list = calloc (count + 1, sizeof *list);
+    if (!list)
+        return s_fail (self, FPX_ENOMEM, "out of memory");
+    const uint8_t *needle = names.v.seq.ptr;
+    int rc = 0;
+    for (size_t i = 0; i < count && !rc; i++) {
+        fpx_mp_value_t item;
+        if (fpx_mp_read (&item, &needle, names.v.seq.end) || item.type != FPX_MP_STR
+        ||  item.v.str.len == 0 || item.v.str.len > FPX_NAME_MAX
+        ||  memchr (item.v.str.ptr, 0, item.v.str.len))
+            rc = s_bad_result (self, "names");
+        else
+        if (!(list [i] = strndup (item.v.str.ptr, item.v.str.len)))
+            rc = s_fail (self, FPX_ENOMEM, "out of memory");
+    }
+    if (rc) {
+        fpx_strlist_free (&list, count);
+        return rc;
+    }
+    *names_p = list;
+    *count_p = count;
+    return 0;
+}
+
+int
+fpx_index_list (fpx_client_t *self, char ***names_p /* OUT */, size_t *count_p /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_LIST);
+    if (!rc)
+        rc = s_check_out (self, names_p, "names_p");
+    if (!rc)
+        rc = s_check_out (self, count_p, "count_p");
+    if (rc)
+        return rc;
+    fpx_request_t request = { 0 };
+    fpx_reply_t reply;
+    rc = s_call (self, &request, NULL, &reply);
+    if (rc)
+        return rc;
+    rc = s_result_names (self, &reply, names_p, count_p);
+    fpx_reply_close (&reply);
+    return rc;
+}
+
+void
+fpx_strlist_free (char ***names_p, size_t count)
+{
+    if (!names_p || !*names_p)
+        return;
+    for (size_t i = 0; i < count; i++)
+        free ((*names_p) [i]);
+    free (*names_p);
+    *names_p = NULL;
+}
+
+int
+fpx_index_describe (fpx_client_t *self, const char *name, int with_memory,
+                    fpx_index_info_t *info /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_DESCRIBE);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 2);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_bool (pk, "memory", with_memory != 0);
+    fpx_request_t request = { 0 };
+    return s_call_description (self, &request, &params, info);
+}
+
+/* ---- data --------------------------------------------------------------- */
+
+//  train, add, add_with_ids: the index name and n·d vectors (and n ids
+//  unless ids is NULL) in. On success the caller reads and closes *reply.
+static int
+s_call_vectors (fpx_client_t *self, int opcode, const char *name, int64_t n, int d,
+                const float *x, const int64_t *ids, fpx_reply_t *reply)
+{
+    size_t bytes = 0, id_bytes = 0;
+    int rc = s_begin (self, opcode);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_vectors (self, "n", n, d, x, &bytes);
+    if (!rc && opcode == FPX_OP_ADD_WITH_IDS)
+        rc = s_check_out (self, ids, "ids");
+    if (!rc && ids)
+        rc = s_check_rows (self, "n", n, sizeof (int64_t), &id_bytes);
+    if (rc)
+        return rc;
+    fpx_request_t request = { 0 };
+    s_add_array (&request, x, bytes);
+    if (ids)
+        s_add_array (&request, ids, id_bytes);
+    return s_call_name (self, name, &request, reply);
+}
+
+int
+fpx_train (fpx_client_t *self, const char *name, int64_t n, int d, const float *x)
+{
+    fpx_reply_t reply;
+    int is_trained;
+    int rc = s_call_vectors (self, FPX_OP_TRAIN, name, n, d, x, NULL, &reply);
+    if (rc)
+        return rc;
+    rc = s_result_bool (self, &reply, "is_trained", &is_trained);
+    fpx_reply_close (&reply);
+    return rc;
+}
+
+int
+fpx_add (fpx_client_t *self, const char *name, int64_t n, int d,
+         const float *x, int64_t *ntotal_out /* OUT */)
+{
+    fpx_reply_t reply;
+    int rc = s_call_vectors (self, FPX_OP_ADD, name, n, d, x, NULL, &reply);
+    return rc ? rc : s_finish_int (self, &reply, "ntotal", ntotal_out);
+}
+
+int
+fpx_add_with_ids (fpx_client_t *self, const char *name, int64_t n, int d,
+                  const float *x, const int64_t *ids, int64_t *ntotal_out /* OUT */)
+{
+    fpx_reply_t reply;
+    int rc = s_call_vectors (self, FPX_OP_ADD_WITH_IDS, name, n, d, x, ids, &reply);
+    return rc ? rc : s_finish_int (self, &reply, "ntotal", ntotal_out);
+}
+
+//  Checks the row count (key) echoed for an n·d vector frame. The
+//  protocol does not carry d: the server splits the frame by the object's
+//  own dimension, so a caller's d that differs from it comes back as
+//  another count (or as FPX_EPROTO when the frame does not divide). The
+//  former is the caller's error, FPX_EINVAL.
+static int
+s_result_count (fpx_client_t *self, fpx_reply_t *reply, const char *key, int64_t n, int d)
+{
+    int64_t n_got = 0;
+    int rc = s_result_int (self, reply, key, 1, INT64_MAX, &n_got);
+    if (rc || n_got == n)
+        return rc;
+    if (((uint64_t) n * (uint64_t) d) % (uint64_t) n_got == 0)
+        return s_fail (self, FPX_EINVAL, "d = %d does not match the object's dimension (%llu)",
+                       d, (unsigned long long) ((uint64_t) n * (uint64_t) d / (uint64_t) n_got));
+    return s_bad_result (self, key);
+}
+
+//  Checks search's result: nq and k echoed, then D and I copied out.
+static int
+s_search_result (fpx_client_t *self, fpx_reply_t *reply, int64_t nq, int d, int k,
+                 float *distances, int64_t *labels)
+{
+    int64_t k_got = 0;
+    size_t count = (size_t) nq * (size_t) k;
+    const void *d_frame, *i_frame;
+    int rc = s_result_count (self, reply, "nq", nq, d);
+    if (!rc)
+        rc = s_result_int (self, reply, "k", k, k, &k_got);
+    if (!rc)
+        rc = s_result_array (self, reply, 0, "distances", count * sizeof (float), &d_frame);
+    if (!rc)
+        rc = s_result_array (self, reply, 1, "labels", count * sizeof (int64_t), &i_frame);
+    if (rc)
+        return rc;
+    memcpy (distances, d_frame, count * sizeof (float));
+    memcpy (labels, i_frame, count * sizeof (int64_t));
+    return 0;
+}
+
+int
+fpx_search (fpx_client_t *self, const char *name, int64_t nq, int d,
+            const float *x, int k, const fpx_search_params_t *params,
+            float *distances /* OUT */, int64_t *labels /* OUT */)
+{
+    size_t bytes = 0, result_bytes = 0;
+    int rc = s_begin (self, FPX_OP_SEARCH);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_vectors (self, "nq", nq, d, x, &bytes);
+    if (!rc && (k < 1 || k > FPX_K_MAX))
+        rc = s_fail (self, FPX_EINVAL, "k must be 1 to %d, got %d", FPX_K_MAX, k);
+    if (!rc)    //  nq·k labels of 8 bytes must be addressable
+        rc = s_check_rows (self, "nq", nq, (size_t) k * sizeof (int64_t), &result_bytes);
+    if (!rc)
+        rc = s_check_search_params (self, params);
+    if (!rc)
+        rc = s_check_out (self, distances, "distances");
+    if (!rc)
+        rc = s_check_out (self, labels, "labels");
+    if (rc)
+        return rc;
+    s_params_t packed;
+    msgpack_packer *pk = s_params_start (&packed, 2 + s_search_params_count (params));
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_int (pk, "k", k);
+    s_pack_search_params (pk, params);
+    fpx_request_t request = { .reply_arrays = 2 };
+    s_add_array (&request, x, bytes);
+    fpx_reply_t reply;
+    rc = s_call (self, &request, &packed, &reply);
+    if (rc)
+        return rc;
+    rc = s_search_result (self, &reply, nq, d, k, distances, labels);
+    fpx_reply_close (&reply);
+    return rc;
+}
+
+void
+fpx_range_result_destroy (fpx_range_result_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    fpx_range_result_t *self = *self_p;
+    free (self->lims);
+    free (self->distances);
+    free (self->labels);
+    free (self);
+    *self_p = NULL;
+}
+
+//  lims must run from 0 to total without going down.
+static bool
+s_lims_are_valid (const uint64_t *lims, int64_t nq, int64_t total)
+{
+    if (lims [0] != 0 || lims [nq] != (uint64_t) total)
+        return false;
+    for (int64_t i = 0; i < nq; i++)
+        if (lims [i] > lims [i + 1])
+            return false;
+    return true;
+}
+
+//  Builds the caller's result from range_search's reply.
+static int
+s_range_result (fpx_client_t *self, fpx_reply_t *reply, int64_t nq, int d,
+                fpx_range_result_t **result_p)
+{
+    int64_t total = 0;
+    const void *lims, *distances, *labels;
+    size_t lims_bytes = ((size_t) nq + 1) * sizeof (uint64_t);
+    int rc = s_result_count (self, reply, "nq", nq, d);
+    if (!rc)    //  bounded so that total·8 bytes cannot overflow
+        rc = s_result_int (self, reply, "total", 0, (int64_t) (SIZE_MAX / 16), &total);
+    if (!rc)
+        rc = s_result_array (self, reply, 0, "lims", lims_bytes, &lims);
+    if (!rc)
+        rc = s_result_array (self, reply, 1, "distances", (size_t) total * sizeof (float), &distances);
+    if (!rc)
+        rc = s_result_array (self, reply, 2, "labels", (size_t) total * sizeof (int64_t), &labels);
+    if (rc)
+        return rc;
+    fpx_range_result_t *result = calloc (1, sizeof *result);
+    if (result) {
+        result->nq = nq;
+        result->lims = malloc (lims_bytes);
+        result->distances = malloc ((size_t) total * sizeof (float) + 1);
+        result->labels = malloc ((size_t) total * sizeof (int64_t) + 1);
+    }
+    if (!result || !result->lims || !result->distances || !result->labels) {
+        fpx_range_result_destroy (&result);
+        return s_fail (self, FPX_ENOMEM, "out of memory for %lld results", (long long) total);
+    }
+    memcpy (result->lims, lims, lims_bytes);
+    memcpy (result->distances, distances, (size_t) total * sizeof (float));
+    memcpy (result->labels, labels, (size_t) total * sizeof (int64_t));
+    if (!s_lims_are_valid (result->lims, nq, total)) {
+        fpx_range_result_destroy (&result);
+        return s_bad_result (self, "lims");
+    }
+    *result_p = result;
+    return 0;
+}
+
+int
+fpx_range_search (fpx_client_t *self, const char *name, int64_t nq, int d,
+                  const float *x, float radius, const fpx_search_params_t *params,
+                  fpx_range_result_t **result_p /* OUT */)
+{
+    size_t bytes = 0, lims_bytes = 0;
+    int rc = s_begin (self, FPX_OP_RANGE_SEARCH);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_vectors (self, "nq", nq, d, x, &bytes);
+    if (!rc)    //  nq + 1 lims must be addressable
+        rc = s_check_rows (self, "nq", nq, 2 * sizeof (uint64_t), &lims_bytes);
+    if (!rc && isnan (radius))
+        rc = s_fail (self, FPX_EINVAL, "radius is NaN");
+    if (!rc)
+        rc = s_check_search_params (self, params);
+    if (!rc)
+        rc = s_check_out (self, result_p, "result_p");
+    if (rc)
+        return rc;
+    s_params_t packed;
+    msgpack_packer *pk = s_params_start (&packed, 2 + s_search_params_count (params));
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_double (pk, "radius", radius);
+    s_pack_search_params (pk, params);
+    fpx_request_t request = { .reply_arrays = 3 };
+    s_add_array (&request, x, bytes);
+    fpx_reply_t reply;
+    rc = s_call (self, &request, &packed, &reply);
+    if (rc)
+        return rc;
+    rc = s_range_result (self, &reply, nq, d, result_p);
+    fpx_reply_close (&reply);
+    return rc;
+}
+
+int
+fpx_remove_ids (fpx_client_t *self, const char *name, int64_t n,
+                const int64_t *ids, int64_t *removed_out /* OUT */)
+{
+    size_t bytes = 0;
+    int rc = s_begin (self, FPX_OP_REMOVE_IDS);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_out (self, ids, "ids");
+    if (!rc)
+        rc = s_check_rows (self, "n", n, sizeof (int64_t), &bytes);
+    if (rc)
+        return rc;
+    fpx_request_t request = { 0 };
+    s_add_array (&request, ids, bytes);
+    fpx_reply_t reply;
+    rc = s_call_name (self, name, &request, &reply);
+    return rc ? rc : s_finish_int (self, &reply, "removed", removed_out);
+}
+
+int
+fpx_remove_range (fpx_client_t *self, const char *name, int64_t lo, int64_t hi,
+                  int64_t *removed_out /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_REMOVE_IDS);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc && hi < lo)
+        rc = s_fail (self, FPX_EINVAL, "hi (%lld) is below lo (%lld)",
+                     (long long) hi, (long long) lo);
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 3);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_int (pk, "lo", lo);
+    fpx_pack_kv_int (pk, "hi", hi);
+    fpx_request_t request = { 0 };
+    fpx_reply_t reply;
+    rc = s_call (self, &request, &params, &reply);
+    return rc ? rc : s_finish_int (self, &reply, "removed", removed_out);
+}
+
+//  Copies n reconstructed rows of the index's dimension ("d" in the
+//  result, which must be the caller's d) into out.
+static int
+s_reconstruct_result (fpx_client_t *self, fpx_reply_t *reply, int64_t n, int d, float *out)
+{
+    int64_t d_got = 0;
+    const void *x;
+    int rc = s_result_int (self, reply, "d", 1, FPX_DIM_MAX, &d_got);
+    if (!rc && d_got != d)
+        rc = s_fail (self, FPX_EINVAL, "the index has dimension %lld, out has rows of %d",
+                     (long long) d_got, d);
+    if (!rc)
+        rc = s_result_array (self, reply, 0, "x", (size_t) n * (size_t) d * sizeof (float), &x);
+    if (!rc)
+        memcpy (out, x, (size_t) n * (size_t) d * sizeof (float));
+    return rc;
+}
+
+int
+fpx_reconstruct (fpx_client_t *self, const char *name, int64_t key, int d,
+                 float *out /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_RECONSTRUCT);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_dim (self, d);
+    if (!rc)
+        rc = s_check_out (self, out, "out");
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 2);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_int (pk, "key", key);
+    fpx_request_t request = { .reply_arrays = 1 };
+    fpx_reply_t reply;
+    rc = s_call (self, &request, &params, &reply);
+    if (rc)
+        return rc;
+    rc = s_reconstruct_result (self, &reply, 1, d, out);
+    fpx_reply_close (&reply);
+    return rc;
+}
+
+int
+fpx_reconstruct_n (fpx_client_t *self, const char *name, int64_t i0, int64_t n,
+                   int d, float *out /* OUT */)
+{
+    size_t bytes = 0;
+    int rc = s_begin (self, FPX_OP_RECONSTRUCT_N);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc && i0 < 0)
+        rc = s_fail (self, FPX_EINVAL, "i0 must be ≥ 0, got %lld", (long long) i0);
+    if (!rc)
+        rc = s_check_dim (self, d);
+    if (!rc)
+        rc = s_check_rows (self, "n", n, (size_t) d * sizeof (float), &bytes);
+    if (!rc)
+        rc = s_check_out (self, out, "out");
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 3);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_int (pk, "i0", i0);
+    fpx_pack_kv_int (pk, "n", n);
+    fpx_request_t request = { .reply_arrays = 1 };
+    fpx_reply_t reply;
+    int64_t n_got = 0;
+    rc = s_call (self, &request, &params, &reply);
+    if (rc)
+        return rc;
+    rc = s_result_int (self, &reply, "n", n, n, &n_got);
+    if (!rc)
+        rc = s_reconstruct_result (self, &reply, n, d, out);
+    fpx_reply_close (&reply);
+    return rc;
+}
+
+int
+fpx_reset (fpx_client_t *self, const char *name)
+{
+    int rc = s_begin (self, FPX_OP_RESET);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (rc)
+        return rc;
+    fpx_request_t request = { 0 };
+    fpx_reply_t reply;
+    rc = s_call_name (self, name, &request, &reply);
+    return rc ? rc : s_finish_int (self, &reply, "ntotal", NULL);
+}
+
+int
+fpx_set_parameters (fpx_client_t *self, const char *name, const char *params)
+{
+    int rc = s_begin (self, FPX_OP_SET_PARAMETERS);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_string (self, "params", params, FPX_SETPARAM_MAX - 1);
+    if (rc)
+        return rc;
+    s_params_t packed;
+    msgpack_packer *pk = s_params_start (&packed, 2);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_str (pk, "params", params);
+    fpx_request_t request = { 0 };
+    fpx_reply_t reply;
+    rc = s_call (self, &request, &packed, &reply);
+    if (!rc)
+        fpx_reply_close (&reply);
+    return rc;
+}
+
+int
+fpx_serialize (fpx_client_t *self, const char *name,
+               uint8_t **bytes_p /* OUT */, size_t *size_p /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_SERIALIZE);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_out (self, bytes_p, "bytes_p");
+    if (!rc)
+        rc = s_check_out (self, size_p, "size_p");
+    if (rc)
+        return rc;
+    fpx_request_t request = { .reply_arrays = 1 };
+    fpx_reply_t reply;
+    rc = s_call_name (self, name, &request, &reply);
+    if (rc)
+        return rc;
+    int64_t size = 0;
+    const void *data;
+    uint8_t *copy = NULL;
+    rc = s_result_int (self, &reply, "size", 0, (int64_t) (SIZE_MAX / 2), &size);
+    if (!rc)
+        rc = s_result_array (self, &reply, 0, "bytes", (size_t) size, &data);
+    if (!rc && !(copy = malloc ((size_t) size + 1)))
+        rc = s_fail (self, FPX_ENOMEM, "out of memory for %lld bytes", (long long) size);
+    if (!rc) {
+        memcpy (copy, data, (size_t) size);
+        *bytes_p = copy;
+        *size_p = (size_t) size;
+    }
+    fpx_reply_close (&reply);
+    return rc;
+}
+
+int
+fpx_deserialize (fpx_client_t *self, const char *name, const uint8_t *bytes,
+                 size_t size, fpx_index_info_t *info /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_DESERIALIZE);
+    if (!rc && name)
+        rc = s_check_name (self, name, true);
+    if (!rc)
+        rc = s_check_out (self, bytes, "bytes");
+    if (!rc && size == 0)
+        rc = s_fail (self, FPX_EINVAL, "size must be at least 1");
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, name ? 1 : 0);
+    if (name)
+        fpx_pack_kv_str (pk, "name", name);
+    fpx_request_t request = { 0 };
+    s_add_array (&request, bytes, size);
+    return s_call_description (self, &request, &params, info);
+}
+
+/* ---- objects: composition, views, attributes, transforms -------------- */
+
+//  A construct argument: packed as an int when it is a whole number an
+//  int64 holds (FAISS's constructors take mostly ints), else as a float.
+static void
+s_pack_number (msgpack_packer *pk, double value)
+{
+    if (value >= -9.2e18 && value <= 9.2e18 && value == (double) (int64_t) value)
+        msgpack_pack_int64 (pk, (int64_t) value);
+    else
+        msgpack_pack_double (pk, value);
+}
+
+static int
+s_check_construct (fpx_client_t *self, int nargs, const double *args,
+                   int nrefs, const char *const *refs)
+{
+    if (nargs < 0 || nargs > FPX_CONSTRUCT_ARGS_MAX || (nargs && !args))
+        return s_fail (self, FPX_EINVAL, "args must be 0 to %d numbers", FPX_CONSTRUCT_ARGS_MAX);
+    if (nrefs < 0 || nrefs > FPX_CONSTRUCT_REFS_MAX || (nrefs && !refs))
+        return s_fail (self, FPX_EINVAL, "refs must be 0 to %d names", FPX_CONSTRUCT_REFS_MAX);
+    for (int i = 0; i < nargs; i++)
+        if (!isfinite (args [i]))
+            return s_fail (self, FPX_EINVAL, "args [%d] is not a finite number", i);
+    int rc = 0;
+    for (int i = 0; i < nrefs && !rc; i++)
+        rc = s_check_name (self, refs [i], false);
+    return rc;
+}
+
+int
+fpx_construct (fpx_client_t *self, const char *type, int nargs, const double *args,
+               int nrefs, const char *const *refs, fpx_index_info_t *info /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_CONSTRUCT);
+    if (!rc)
+        rc = s_check_string (self, "type", type, FPX_TYPE_NAME_MAX - 1);
+    if (!rc)
+        rc = s_check_construct (self, nargs, args, nrefs, refs);
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 3);
+    fpx_pack_kv_str (pk, "type", type);
+    fpx_pack_str (pk, "args");
+    msgpack_pack_array (pk, (size_t) nargs);
+    for (int i = 0; i < nargs; i++)
+        s_pack_number (pk, args [i]);
+    fpx_pack_str (pk, "refs");
+    msgpack_pack_array (pk, (size_t) nrefs);
+    for (int i = 0; i < nrefs; i++)
+        fpx_pack_str (pk, refs [i]);
+    fpx_request_t request = { 0 };
+    return s_call_description (self, &request, &params, info);
+}
+
+//  subobject, get_attr, set_attr: the object's name plus one short word
+//  (path or attribute name).
+static int
+s_check_name_word (fpx_client_t *self, int opcode, const char *name,
+                   const char *what, const char *word)
+{
+    int rc = s_begin (self, opcode);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_string (self, what, word, FPX_TYPE_NAME_MAX - 1);
+    return rc;
+}
+
+int
+fpx_subobject (fpx_client_t *self, const char *name, const char *path,
+               fpx_index_info_t *info /* OUT */)
+{
+    int rc = s_check_name_word (self, FPX_OP_SUBOBJECT, name, "path", path);
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 2);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_str (pk, "path", path);
+    fpx_request_t request = { 0 };
+    return s_call_description (self, &request, &params, info);
+}
+
+int
+fpx_get_attr (fpx_client_t *self, const char *name, const char *attr, double *value /* OUT */)
+{
+    int rc = s_check_name_word (self, FPX_OP_GET_ATTR, name, "attr", attr);
+    if (!rc)
+        rc = s_check_out (self, value, "value");
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 2);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_str (pk, "attr", attr);
+    fpx_request_t request = { 0 };
+    fpx_reply_t reply;
+    rc = s_call (self, &request, &params, &reply);
+    if (rc)
+        return rc;
+    if (fpx_params_get_double (&reply.result, "value", value) != 0)
+        rc = s_bad_result (self, "value");
+    fpx_reply_close (&reply);
+    return rc;
+}
+
+int
+fpx_set_attr (fpx_client_t *self, const char *name, const char *attr, double value)
+{
+    int rc = s_check_name_word (self, FPX_OP_SET_ATTR, name, "attr", attr);
+    if (!rc && isnan (value))
+        rc = s_fail (self, FPX_EINVAL, "value is NaN");
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 3);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_str (pk, "attr", attr);
+    fpx_pack_str (pk, "value");
+    s_pack_number (pk, value);
+    fpx_request_t request = { 0 };
+    fpx_reply_t reply;
+    rc = s_call (self, &request, &params, &reply);
+    if (!rc)
+        fpx_reply_close (&reply);
+    return rc;
+}
+
+int
+fpx_clone (fpx_client_t *self, const char *name, fpx_index_info_t *info /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_CLONE);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (rc)
+        return rc;
+    s_params_t params;
+    fpx_pack_kv_str (s_params_start (&params, 1), "name", name);
+    fpx_request_t request = { 0 };
+    return s_call_description (self, &request, &params, info);
+}
+
+//  Checks apply's result: n echoed (see s_result_count), the output row
+//  length equal to the caller's out_d, then the rows copied out.
+static int
+s_apply_result (fpx_client_t *self, fpx_reply_t *reply, int64_t n, int d, int out_d, float *out)
+{
+    int64_t d_got = 0;
+    const void *y;
+    size_t bytes = (size_t) n * (size_t) out_d * sizeof (float);
+    int rc = s_result_count (self, reply, "n", n, d);
+    if (!rc)
+        rc = s_result_int (self, reply, "d", 1, FPX_DIM_MAX, &d_got);
+    if (!rc && d_got != out_d)
+        rc = s_fail (self, FPX_EINVAL, "the transform's output has rows of %lld, out_d is %d",
+                     (long long) d_got, out_d);
+    if (!rc)
+        rc = s_result_array (self, reply, 0, "y", bytes, &y);
+    if (!rc)
+        memcpy (out, y, bytes);
+    return rc;
+}
+
+int
+fpx_apply (fpx_client_t *self, const char *name, int reverse, int64_t n, int d,
+           const float *x, int out_d, float *out /* OUT */)
+{
+    size_t bytes = 0, out_bytes = 0;
+    int rc = s_begin (self, FPX_OP_APPLY);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_vectors (self, "n", n, d, x, &bytes);
+    if (!rc)
+        rc = s_check_dim (self, out_d);
+    if (!rc)
+        rc = s_check_rows (self, "n", n, (size_t) out_d * sizeof (float), &out_bytes);
+    if (!rc)
+        rc = s_check_out (self, out, "out");
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 2);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_bool (pk, "reverse", reverse != 0);
+    fpx_request_t request = { .reply_arrays = 1 };
+    s_add_array (&request, x, bytes);
+    fpx_reply_t reply;
+    rc = s_call (self, &request, &params, &reply);
+    if (rc)
+        return rc;
+    rc = s_apply_result (self, &reply, n, d, out_d, out);
+    fpx_reply_close (&reply);
+    return rc;
+}
+
+int
+fpx_set_direct_map (fpx_client_t *self, const char *name, int type)
+{
+    int rc = s_begin (self, FPX_OP_SET_DIRECT_MAP);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc && (type < 0 || type > 2))
+        rc = s_fail (self, FPX_EINVAL, "type must be 0 (none), 1 (array) or 2 (hashtable), "
+                     "got %d", type);
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 2);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_int (pk, "type", type);
+    fpx_request_t request = { 0 };
+    fpx_reply_t reply;
+    rc = s_call (self, &request, &params, &reply);
+    if (!rc)
+        fpx_reply_close (&reply);
+    return rc;
+}
+
+int
+fpx_get_id_map (fpx_client_t *self, const char *name, int64_t **ids_p /* OUT */,
+                size_t *n_p /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_GET_ID_MAP);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_out (self, ids_p, "ids_p");
+    if (!rc)
+        rc = s_check_out (self, n_p, "n_p");
+    if (rc)
+        return rc;
+    fpx_request_t request = { .reply_arrays = 1 };
+    fpx_reply_t reply;
+    rc = s_call_name (self, name, &request, &reply);
+    if (rc)
+        return rc;
+    int64_t n = 0;
+    const void *ids;
+    int64_t *copy = NULL;
+    rc = s_result_int (self, &reply, "n", 0, (int64_t) (SIZE_MAX / 16), &n);
+    if (!rc)
+        rc = s_result_array (self, &reply, 0, "ids", (size_t) n * sizeof (int64_t), &ids);
+    if (!rc && !(copy = malloc ((size_t) n * sizeof (int64_t) + 1)))
+        rc = s_fail (self, FPX_ENOMEM, "out of memory for %lld ids", (long long) n);
+    if (!rc) {
+        memcpy (copy, ids, (size_t) n * sizeof (int64_t));
+        *ids_p = copy;
+        *n_p = (size_t) n;
+    }
+    fpx_reply_close (&reply);
+    return rc;
+}
+
+/* ---- k-means ----------------------------------------------------------- */
+
+#define FPX_KMEANS_STATS 5      //  doubles per iteration in the stats frame
+
+//  The optional k-means parameters, in wire order; zero means "FAISS's
+//  default" and is not sent (faissproxy.h).
+typedef struct {
+    const char *key;
+    int value;
+    bool is_bool;
+} s_kmeans_field_t;
+
+static int
+s_kmeans_fields (const fpx_kmeans_params_t *p, s_kmeans_field_t *fields)
+{
+    const s_kmeans_field_t all [] = {
+        { "niter", p->niter, false }, { "nredo", p->nredo, false }, { "seed", p->seed, false },
+        { "min_points_per_centroid", p->min_points_per_centroid, false },
+        { "max_points_per_centroid", p->max_points_per_centroid, false },
+        { "metric", p->metric, false }, { "spherical", p->spherical, true },
+        { "int_centroids", p->int_centroids, true }, { "update_index", p->update_index, true },
+    };
+    int count = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all [0]; i++)
+        if (all [i].value != 0)
+            fields [count++] = all [i];
+    return count;
+}
+
+static int
+s_check_kmeans (fpx_client_t *self, const fpx_kmeans_params_t *p)
+{
+    if (p && (p->niter < 0 || p->nredo < 0 || p->min_points_per_centroid < 0
+          ||  p->max_points_per_centroid < 0))
+        return s_fail (self, FPX_EINVAL, "niter, nredo and the points per centroid must be ≥ 0 "
+                       "(0: FAISS's default)");
+    if (p && p->metric != 0 && p->metric != FPX_METRIC_L2)
+        return s_fail (self, FPX_EINVAL, "metric must be 0 (default: L2) or %d (L2), got %d",
+                       FPX_METRIC_L2, p->metric);
+    return 0;
+}
+
+//  Copies centroids and the objective of each iteration (the first of the
+//  FPX_KMEANS_STATS doubles per iteration) out of kmeans' reply.
+static int
+s_kmeans_result (fpx_client_t *self, fpx_reply_t *reply, int d, int k, float *centroids,
+                 float *obj, int max_obj, int *iterations_out)
+{
+    int64_t d_got = 0, k_got = 0, iterations = 0;
+    size_t bytes = (size_t) k * (size_t) d * sizeof (float);
+    const void *frame, *stats;
+    int rc = s_result_int (self, reply, "k", k, k, &k_got);
+    if (!rc)
+        rc = s_result_int (self, reply, "d", d, d, &d_got);
+    if (!rc)
+        rc = s_result_int (self, reply, "iterations", 0, INT_MAX, &iterations);
+    if (!rc)
+        rc = s_result_array (self, reply, 0, "centroids", bytes, &frame);
+    if (!rc)
+        rc = s_result_array (self, reply, 1, "stats",
+                             (size_t) iterations * FPX_KMEANS_STATS * sizeof (double), &stats);
+    if (rc)
+        return rc;
+    memcpy (centroids, frame, bytes);
+    for (int64_t i = 0; obj && i < iterations && i < max_obj; i++) {
+        double value;
+        memcpy (&value, (const double *) stats + i * FPX_KMEANS_STATS, sizeof value);
+        obj [i] = (float) value;
+    }
+    if (iterations_out)
+        *iterations_out = (int) iterations;
+    return 0;
+}
+
+int
+fpx_kmeans (fpx_client_t *self, int d, int k, int64_t n, const float *x,
+            const fpx_kmeans_params_t *params, float *centroids /* OUT */,
+            float *obj /* OUT */, int max_obj, int *iterations_out /* OUT */)
+{
+    size_t bytes = 0, centroid_bytes = 0;
+    int rc = s_begin (self, FPX_OP_KMEANS);
+    if (!rc)
+        rc = s_check_vectors (self, "n", n, d, x, &bytes);
+    if (!rc)
+        rc = s_check_rows (self, "k", k, (size_t) d * sizeof (float), &centroid_bytes);
+    if (!rc)
+        rc = s_check_out (self, centroids, "centroids");
+    if (!rc && obj && max_obj < 0)
+        rc = s_fail (self, FPX_EINVAL, "max_obj must be ≥ 0, got %d", max_obj);
+    if (!rc)
+        rc = s_check_kmeans (self, params);
+    if (rc)
+        return rc;
+    s_kmeans_field_t fields [9];
+    int count = params ? s_kmeans_fields (params, fields) : 0;
+    s_params_t packed;
+    msgpack_packer *pk = s_params_start (&packed, 2 + (size_t) count);
+    fpx_pack_kv_int (pk, "d", d);
+    fpx_pack_kv_int (pk, "k", k);
+    for (int i = 0; i < count; i++)
+        if (fields [i].is_bool)
+            fpx_pack_kv_bool (pk, fields [i].key, true);
+        else
+            fpx_pack_kv_int (pk, fields [i].key, fields [i].value);
+    fpx_request_t request = { .reply_arrays = 2 };
+    s_add_array (&request, x, bytes);
+    fpx_reply_t reply;
+    rc = s_call (self, &request, &packed, &reply);
+    if (rc)
+        return rc;
+    rc = s_kmeans_result (self, &reply, d, k, centroids, obj, max_obj, iterations_out);
+    fpx_reply_close (&reply);
+    return rc;
+}

@@ -1,0 +1,61 @@
+/*  ops.h — helpers shared by the opcode implementations (ops.c for the
+    index operations, ops_objects.c for composition, attributes,
+    transforms and k-means). Each helper that fails has already set the
+    reply's status and message and returns that status (or NULL).     */
+#ifndef FPX_OPS_H_INCLUDED
+#define FPX_OPS_H_INCLUDED
+
+#include "server.h"
+
+/*  FAISS C API failure → FPX_EFAISS with FAISS's message (FPX_ENOMEM for
+    bad_alloc).                                                          */
+int fpx_op_faiss_error (fpx_call_t *call, const char *what);
+
+/*  A shim call's result: 0, or its code with the message in err.        */
+int fpx_op_shim_result (fpx_call_t *call, int rc, const char *err);
+
+/*  Integer parameter in [lo, hi]; absent → fallback unless required.    */
+int fpx_op_int_param (fpx_call_t *call, const char *key, bool required, int64_t fallback,
+                      int64_t lo, int64_t hi, int64_t *out);
+
+/*  "name" parameter into name[FPX_NAME_MAX + 1]; "@…" handles allowed when
+    allow_anonymous. fpx_op_optional_name: absent → name[0] = 0.         */
+int fpx_op_name_param (fpx_call_t *call, char *name, bool allow_anonymous);
+int fpx_op_optional_name (fpx_call_t *call, char *name);
+
+/*  Counted reference to the named object (any kind / indexes only).     */
+int fpx_op_lookup (fpx_call_t *call, fpx_entry_t **entry_p);
+int fpx_op_lookup_index (fpx_call_t *call, fpx_entry_t **entry_p);
+
+/*  Array frame `which`, aligned to align (copied only if it is not).    */
+const void *fpx_op_array (fpx_call_t *call, int which, size_t align, size_t *size_p,
+                          const char *what);
+
+/*  n ≥ 1 finite float vectors of dimension d from frame `which`.        */
+const float *fpx_op_vectors (fpx_call_t *call, int which, int d, int64_t *n_p);
+
+/*  Exactly n int64 ids from frame `which`.                              */
+const int64_t *fpx_op_ids (fpx_call_t *call, int which, int64_t n);
+
+/*  Appends a malloc'd buffer as a reply array; takes ownership.         */
+void fpx_op_reply_array (fpx_call_t *call, void *data, size_t size);
+
+/*  OpenMP thread budget around a FAISS call over work_items rows.       */
+void fpx_op_threads_begin (fpx_call_t *call, int64_t work_items);
+void fpx_op_threads_end (fpx_call_t *call);
+
+/*  Result maps.                                                         */
+int fpx_op_pack_description (fpx_call_t *call, fpx_entry_t *entry, bool with_memory);
+void fpx_op_pack_empty (fpx_call_t *call);
+void fpx_op_pack_int (fpx_call_t *call, const char *key, int64_t value);
+
+/*  Registers an object and replies with its description; _owned leaves
+    the object to the caller on failure, the other frees it.             */
+int fpx_op_register_owned (fpx_call_t *call, const char *name, const fpx_object_t *object);
+int fpx_op_register (fpx_call_t *call, const char *name, const fpx_object_t *object);
+
+/*  ops_objects.c: the opcode handlers it defines, or NULL.              */
+typedef int (*fpx_op_fn) (fpx_call_t *call);
+fpx_op_fn fpx_ops_objects_handler (int opcode);
+
+#endif

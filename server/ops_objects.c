@@ -1,0 +1,456 @@
+/*  ops_objects.c — FAISS's object model over the wire: composite indexes
+    built from other objects (an IVF index around a quantizer, a
+    PreTransform around a transform and an index, …), views of
+    sub-objects, numeric attributes, vector transforms, cloning, direct
+    maps, id maps and k-means.
+
+    Composition follows FAISS: the composite owns what it is built from,
+    and the entries that named those objects become aliases of it (calls
+    through them see and change the same objects, under the composite's
+    lock). Only standalone anonymous objects of the calling connection can
+    be adopted. This file must not parse bytes itself: parameters come
+    through the fpx_op_ helpers, which check them.
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include <faiss/c_api/IndexIVF_c.h>
+#include <faiss/c_api/clone_index_c.h>
+
+#include "faiss_shim.h"
+#include "ops.h"
+
+#define FPX_KMEANS_K_MAX     (1 << 20)
+#define FPX_KMEANS_NITER_MAX 10000
+#define FPX_KMEANS_STATS     5          //  doubles per iteration
+
+//  A short string parameter (type, attr, path) into buf.
+static int
+s_word_param (fpx_call_t *call, const char *key, char *buf, size_t size)
+{
+    int rc = fpx_params_copy_str (&call->params, key, buf, size);
+    if (rc || !buf [0])
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'%s' must be a string of 1-%zu bytes",
+                                key, size - 1);
+    return 0;
+}
+
+//  Numeric construct arguments: an array of at most FPX_CONSTRUCT_ARGS_MAX
+//  numbers (ints, floats or bools).
+static int
+s_number_args (fpx_call_t *call, double *args, int *nargs)
+{
+    fpx_mp_value_t array;
+    *nargs = 0;
+    if (fpx_params_get_value (&call->params, "args", &array) == 1)
+        return 0;
+    if (array.type != FPX_MP_ARRAY || array.v.seq.count > FPX_CONSTRUCT_ARGS_MAX)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'args' must be an array of at most %d "
+                                "numbers", FPX_CONSTRUCT_ARGS_MAX);
+    const uint8_t *needle = array.v.seq.ptr;
+    for (uint32_t i = 0; i < array.v.seq.count; i++) {
+        fpx_mp_value_t value;
+        if (fpx_mp_read (&value, &needle, array.v.seq.end))
+            return fpx_reply_error (call->reply, FPX_EPROTO, "malformed 'args'");
+        if (value.type == FPX_MP_INT && !value.is_unsigned)
+            args [i] = (double) value.v.i;
+        else if (value.type == FPX_MP_FLOAT)
+            args [i] = value.v.f;
+        else if (value.type == FPX_MP_BOOL)
+            args [i] = value.v.b;
+        else
+            return fpx_reply_error (call->reply, FPX_EINVAL, "'args' element %u is not a number", i);
+    }
+    *nargs = (int) array.v.seq.count;
+    return 0;
+}
+
+//  The objects named in "refs", each a counted reference, each a
+//  standalone anonymous object of this connection, no two the same.
+static int
+s_refs (fpx_call_t *call, fpx_entry_t **refs, int *nrefs)
+{
+    fpx_mp_value_t array;
+    *nrefs = 0;
+    if (fpx_params_get_value (&call->params, "refs", &array) == 1)
+        return 0;
+    if (array.type != FPX_MP_ARRAY || array.v.seq.count > FPX_CONSTRUCT_REFS_MAX)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'refs' must be an array of at most %d "
+                                "object names", FPX_CONSTRUCT_REFS_MAX);
+    const uint8_t *needle = array.v.seq.ptr;
+    for (uint32_t i = 0; i < array.v.seq.count; i++) {
+        fpx_mp_value_t value;
+        char name [FPX_NAME_MAX + 1];
+        if (fpx_mp_read (&value, &needle, array.v.seq.end) || value.type != FPX_MP_STR
+        ||  value.v.str.len == 0 || value.v.str.len > FPX_NAME_MAX
+        ||  memchr (value.v.str.ptr, 0, value.v.str.len))
+            return fpx_reply_error (call->reply, FPX_EINVAL, "'refs' element %u is not a name", i);
+        memcpy (name, value.v.str.ptr, value.v.str.len);
+        name [value.v.str.len] = 0;
+        fpx_entry_t *entry = fpx_registry_find (call->server->registry, call->envelope->tenant_id,
+                                                name, call->envelope->conn_id);
+        if (!entry)
+            return fpx_reply_error (call->reply, FPX_ENOTFOUND, "no object named '%s'", name);
+        refs [(*nrefs)++] = entry;
+        if (entry->owner_conn != call->envelope->conn_id || atomic_load (&entry->root))
+            return fpx_reply_error (call->reply, FPX_EINVAL, "'%s' cannot be adopted: only a "
+                                    "standalone anonymous object of this connection can", name);
+        for (int j = 0; j + 1 < *nrefs; j++)
+            if (refs [j] == entry)
+                return fpx_reply_error (call->reply, FPX_EINVAL, "'%s' is referenced twice", name);
+    }
+    return 0;
+}
+
+static int
+s_compare_pointers (const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) *(fpx_entry_t *const *) a, y = (uintptr_t) *(fpx_entry_t *const *) b;
+    return x < y ? -1 : x > y;
+}
+
+//  Builds the composite while every adopted object is locked exclusively
+//  (locked in address order, so two constructs cannot deadlock), then
+//  registers it and turns the adopted entries into its aliases.
+static int
+s_construct_locked (fpx_call_t *call, const char *type, const double *args, int nargs,
+                    fpx_entry_t **refs, int nrefs)
+{
+    FaissIndex *ref_indexes [FPX_CONSTRUCT_REFS_MAX];
+    FaissVectorTransform *ref_transforms [FPX_CONSTRUCT_REFS_MAX];
+    for (int i = 0; i < nrefs; i++) {
+        if (atomic_load (&refs [i]->root))
+            return fpx_reply_error (call->reply, FPX_EINVAL, "'%s' was adopted meanwhile",
+                                    refs [i]->name);
+        ref_indexes [i] = refs [i]->index;
+        ref_transforms [i] = refs [i]->transform;
+    }
+    fpx_object_t object = { .factory = "" };
+    char err [FPX_ERROR_TEXT_MAX];
+    int rc = fpx_shim_construct (type, nargs, args, nrefs, ref_indexes, ref_transforms,
+                                 &object.index, &object.transform, err, sizeof err);
+    if (rc)
+        return fpx_op_shim_result (call, rc, err);
+    fpx_entry_t *entry;
+    rc = fpx_registry_insert (call->server->registry, call->envelope->tenant_id, NULL,
+                              call->envelope->conn_id, &object, &entry);
+    if (rc) {
+        if (nrefs)
+            fpx_shim_free_shell (object.index);
+        else
+            fpx_object_free (&object);
+        return fpx_reply_error (call->reply, rc, "out of memory");
+    }
+    for (int i = 0; i < nrefs; i++)
+        fpx_registry_adopt (refs [i], entry);
+    //  The new entry is not visible to anyone else yet: no lock needed.
+    rc = fpx_op_pack_description (call, entry, false);
+    fpx_entry_release (&entry);
+    return rc;
+}
+
+static int
+s_op_construct (fpx_call_t *call)
+{
+    char type [FPX_TYPE_NAME_MAX];
+    double args [FPX_CONSTRUCT_ARGS_MAX];
+    fpx_entry_t *refs [FPX_CONSTRUCT_REFS_MAX];
+    int nargs, nrefs = 0, rc;
+    if ((rc = s_word_param (call, "type", type, sizeof type))
+    ||  (rc = s_number_args (call, args, &nargs)))
+        return rc;
+    rc = s_refs (call, refs, &nrefs);
+    if (rc == 0) {
+        fpx_entry_t *sorted [FPX_CONSTRUCT_REFS_MAX];
+        pthread_rwlock_t *locks [FPX_CONSTRUCT_REFS_MAX];
+        memcpy (sorted, refs, sizeof (fpx_entry_t *) * (size_t) nrefs);
+        qsort (sorted, (size_t) nrefs, sizeof *sorted, s_compare_pointers);
+        for (int i = 0; i < nrefs; i++)
+            locks [i] = fpx_entry_lock (sorted [i], true);
+        rc = s_construct_locked (call, type, args, nargs, refs, nrefs);
+        for (int i = nrefs - 1; i >= 0; i--)
+            pthread_rwlock_unlock (locks [i]);
+    }
+    for (int i = 0; i < nrefs; i++)
+        fpx_entry_release (&refs [i]);
+    return rc ? rc : call->reply->status;
+}
+
+static int
+s_op_subobject (fpx_call_t *call)
+{
+    char path [FPX_TYPE_NAME_MAX];
+    fpx_entry_t *entry;
+    int rc;
+    if ((rc = s_word_param (call, "path", path, sizeof path))
+    ||  (rc = fpx_op_lookup_index (call, &entry)))
+        return rc;
+    fpx_object_t object = { .factory = "" };
+    char err [FPX_ERROR_TEXT_MAX];
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    rc = fpx_shim_subobject (entry->index, path, &object.index, &object.transform, err, sizeof err);
+    pthread_rwlock_unlock (lock);
+    if (rc) {
+        fpx_entry_release (&entry);
+        return fpx_op_shim_result (call, rc, err);
+    }
+    object.root = entry;            //  the view keeps our reference
+    fpx_entry_t *view;
+    rc = fpx_registry_insert (call->server->registry, call->envelope->tenant_id, NULL,
+                              call->envelope->conn_id, &object, &view);
+    if (rc) {
+        fpx_entry_release (&entry);
+        return fpx_reply_error (call->reply, rc, "out of memory");
+    }
+    lock = fpx_entry_lock (view, false);
+    rc = fpx_op_pack_description (call, view, false);
+    pthread_rwlock_unlock (lock);
+    fpx_entry_release (&view);
+    return rc;
+}
+
+static int
+s_op_get_attr (fpx_call_t *call)
+{
+    char attr [FPX_TYPE_NAME_MAX];
+    fpx_entry_t *entry;
+    int rc;
+    if ((rc = s_word_param (call, "attr", attr, sizeof attr))
+    ||  (rc = fpx_op_lookup (call, &entry)))
+        return rc;
+    double value = 0;
+    char err [FPX_ERROR_TEXT_MAX];
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    rc = fpx_shim_get_attr (entry->index, entry->transform, attr, &value, err, sizeof err);
+    pthread_rwlock_unlock (lock);
+    fpx_entry_release (&entry);
+    if (rc)
+        return fpx_op_shim_result (call, rc, err);
+    msgpack_pack_map (&call->reply->pk, 1);
+    fpx_pack_kv_double (&call->reply->pk, "value", value);
+    return 0;
+}
+
+static int
+s_op_set_attr (fpx_call_t *call)
+{
+    char attr [FPX_TYPE_NAME_MAX];
+    double value;
+    fpx_entry_t *entry;
+    int rc;
+    if ((rc = s_word_param (call, "attr", attr, sizeof attr)))
+        return rc;
+    if (fpx_params_get_double (&call->params, "value", &value))
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'value' must be a number");
+    if ((rc = fpx_op_lookup (call, &entry)))
+        return rc;
+    char err [FPX_ERROR_TEXT_MAX];
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
+    rc = fpx_shim_set_attr (entry->index, entry->transform, attr, value, err, sizeof err);
+    pthread_rwlock_unlock (lock);
+    fpx_entry_release (&entry);
+    if (rc)
+        return fpx_op_shim_result (call, rc, err);
+    fpx_op_pack_empty (call);
+    return 0;
+}
+
+static int
+s_op_clone (fpx_call_t *call)
+{
+    fpx_entry_t *entry;
+    int rc = fpx_op_lookup_index (call, &entry);
+    if (rc)
+        return rc;
+    fpx_object_t object = { .factory = entry->factory };
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    if (faiss_clone_index (entry->index, &object.index))
+        rc = fpx_op_faiss_error (call, "clone failed");
+    pthread_rwlock_unlock (lock);
+    if (!rc)
+        rc = fpx_op_register (call, NULL, &object);
+    fpx_entry_release (&entry);
+    return rc;
+}
+
+static int
+s_op_apply (fpx_call_t *call)
+{
+    fpx_entry_t *entry;
+    bool reverse = false;
+    int rc = fpx_op_lookup (call, &entry);
+    if (rc)
+        return rc;
+    if (!entry->transform || fpx_params_get_bool (&call->params, "reverse", &reverse) < 0) {
+        fpx_entry_release (&entry);
+        return fpx_reply_error (call->reply, FPX_EINVAL, "apply needs a vector transform and an "
+                                "optional bool 'reverse'");
+    }
+    int d_in = faiss_VectorTransform_d_in (entry->transform);
+    int d_out = faiss_VectorTransform_d_out (entry->transform);
+    int64_t n;
+    const float *x = fpx_op_vectors (call, 0, reverse ? d_out : d_in, &n);
+    int out_d = reverse ? d_in : d_out;
+    size_t bytes = x ? (size_t) n * (size_t) out_d * sizeof (float) : 0;
+    float *out = NULL;
+    if (x && bytes > call->server->config.max_message)
+        fpx_reply_error (call->reply, FPX_ETOOBIG, "result of %zu bytes exceeds the message limit", bytes);
+    else if (x && !(out = malloc (bytes)))
+        fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
+    else if (x) {
+        char err [FPX_ERROR_TEXT_MAX];
+        pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+        fpx_op_threads_begin (call, n);
+        rc = fpx_shim_transform_apply (entry->transform, reverse, n, x, out, err, sizeof err);
+        fpx_op_threads_end (call);
+        pthread_rwlock_unlock (lock);
+        if (!fpx_op_shim_result (call, rc, err)) {
+            msgpack_pack_map (&call->reply->pk, 2);
+            fpx_pack_kv_int (&call->reply->pk, "n", n);
+            fpx_pack_kv_int (&call->reply->pk, "d", out_d);
+            fpx_op_reply_array (call, out, bytes);
+            out = NULL;
+        }
+    }
+    free (out);
+    fpx_entry_release (&entry);
+    return call->reply->status;
+}
+
+static int
+s_op_set_direct_map (fpx_call_t *call)
+{
+    int64_t type;
+    fpx_entry_t *entry;
+    int rc;
+    if ((rc = fpx_op_int_param (call, "type", true, 0, 0, 2, &type))
+    ||  (rc = fpx_op_lookup_index (call, &entry)))
+        return rc;
+    char err [FPX_ERROR_TEXT_MAX];
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
+    rc = fpx_shim_set_direct_map (entry->index, (int) type, err, sizeof err);
+    pthread_rwlock_unlock (lock);
+    fpx_entry_release (&entry);
+    if (rc)
+        return fpx_op_shim_result (call, rc, err);
+    fpx_op_pack_empty (call);
+    return 0;
+}
+
+static int
+s_op_get_id_map (fpx_call_t *call)
+{
+    fpx_entry_t *entry;
+    int rc = fpx_op_lookup_index (call, &entry);
+    if (rc)
+        return rc;
+    const int64_t *ids;
+    size_t n = 0;
+    int64_t *copy = NULL;
+    char err [FPX_ERROR_TEXT_MAX];
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    rc = fpx_shim_id_map (entry->index, &ids, &n, err, sizeof err);
+    if (!rc && n * sizeof (int64_t) > call->server->config.max_message)
+        rc = fpx_reply_error (call->reply, FPX_ETOOBIG, "id map exceeds the message limit");
+    else if (!rc && (copy = malloc (n ? n * sizeof (int64_t) : 1)))
+        memcpy (copy, ids, n * sizeof (int64_t));
+    pthread_rwlock_unlock (lock);
+    fpx_entry_release (&entry);
+    if (rc)
+        return call->reply->status ? rc : fpx_op_shim_result (call, rc, err);
+    if (!copy)
+        return fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
+    fpx_op_pack_int (call, "n", (int64_t) n);
+    fpx_op_reply_array (call, copy, n * sizeof (int64_t));
+    return 0;
+}
+
+static int
+s_kmeans_params (fpx_call_t *call, int64_t *d, int64_t *k, fpx_kmeans_params_t *p)
+{
+    int64_t v [9];
+    bool spherical = false, int_centroids = false, update_index = false;
+    int rc;
+    if ((rc = fpx_op_int_param (call, "d", true, 0, 1, FPX_DIM_MAX, d))
+    ||  (rc = fpx_op_int_param (call, "k", true, 0, 1, FPX_KMEANS_K_MAX, k))
+    ||  (rc = fpx_op_int_param (call, "niter", false, 25, 1, FPX_KMEANS_NITER_MAX, &v [0]))
+    ||  (rc = fpx_op_int_param (call, "nredo", false, 1, 1, 100, &v [1]))
+    ||  (rc = fpx_op_int_param (call, "seed", false, 1234, INT32_MIN, INT32_MAX, &v [2]))
+    ||  (rc = fpx_op_int_param (call, "min_points_per_centroid", false, 39, 0, INT32_MAX, &v [3]))
+    ||  (rc = fpx_op_int_param (call, "max_points_per_centroid", false, 256, 1, INT32_MAX, &v [4]))
+    ||  (rc = fpx_op_int_param (call, "metric", false, FPX_METRIC_L2, 0, 1, &v [5])))
+        return rc;
+    if (fpx_params_get_bool (&call->params, "spherical", &spherical) < 0
+    ||  fpx_params_get_bool (&call->params, "int_centroids", &int_centroids) < 0
+    ||  fpx_params_get_bool (&call->params, "update_index", &update_index) < 0)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "spherical, int_centroids and "
+                                "update_index are bools");
+    *p = (fpx_kmeans_params_t) {
+        .niter = (int) v [0], .nredo = (int) v [1], .seed = (int) v [2],
+        .min_points_per_centroid = (int) v [3], .max_points_per_centroid = (int) v [4],
+        .metric = (int) v [5], .spherical = spherical, .int_centroids = int_centroids,
+        .update_index = update_index,
+    };
+    return 0;
+}
+
+static int
+s_op_kmeans (fpx_call_t *call)
+{
+    int64_t d, k, n;
+    fpx_kmeans_params_t params;
+    int rc = s_kmeans_params (call, &d, &k, &params);
+    if (rc)
+        return rc;
+    const float *x = fpx_op_vectors (call, 0, (int) d, &n);
+    if (!x)
+        return call->reply->status;
+    size_t centroid_bytes = (size_t) k * (size_t) d * sizeof (float);
+    size_t stats_count = (size_t) params.niter * (size_t) params.nredo;
+    if (centroid_bytes > call->server->config.max_message)
+        return fpx_reply_error (call->reply, FPX_ETOOBIG, "k*d centroids exceed the message limit");
+    float *centroids = malloc (centroid_bytes);
+    double *stats = calloc (stats_count, FPX_KMEANS_STATS * sizeof (double));
+    int iterations = 0;
+    char err [FPX_ERROR_TEXT_MAX];
+    if (!centroids || !stats)
+        rc = fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
+    else {
+        fpx_op_threads_begin (call, 0);
+        rc = fpx_shim_kmeans ((int) d, (int) k, n, x, &params, centroids, stats, &iterations,
+                              err, sizeof err);
+        fpx_op_threads_end (call);
+        fpx_op_shim_result (call, rc, err);
+    }
+    if (rc) {
+        free (centroids);
+        free (stats);
+        return call->reply->status;
+    }
+    if ((size_t) iterations > stats_count)
+        iterations = (int) stats_count;
+    msgpack_pack_map (&call->reply->pk, 3);
+    fpx_pack_kv_int (&call->reply->pk, "k", k);
+    fpx_pack_kv_int (&call->reply->pk, "d", d);
+    fpx_pack_kv_int (&call->reply->pk, "iterations", iterations);
+    fpx_op_reply_array (call, centroids, centroid_bytes);
+    fpx_op_reply_array (call, stats, (size_t) iterations * FPX_KMEANS_STATS * sizeof (double));
+    return 0;
+}
+
+fpx_op_fn
+fpx_ops_objects_handler (int opcode)
+{
+    switch (opcode) {
+        case FPX_OP_CONSTRUCT:      return s_op_construct;
+        case FPX_OP_SUBOBJECT:      return s_op_subobject;
+        case FPX_OP_GET_ATTR:       return s_op_get_attr;
+        case FPX_OP_SET_ATTR:       return s_op_set_attr;
+        case FPX_OP_CLONE:          return s_op_clone;
+        case FPX_OP_KMEANS:         return s_op_kmeans;
+        case FPX_OP_APPLY:          return s_op_apply;
+        case FPX_OP_SET_DIRECT_MAP: return s_op_set_direct_map;
+        case FPX_OP_GET_ID_MAP:     return s_op_get_id_map;
+    }
+    return NULL;
+}
