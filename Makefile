@@ -13,6 +13,7 @@ FAISS_LIBDIR ?= $(firstword $(wildcard $(FAISS_PREFIX)/lib/$(MULTIARCH)/libfaiss
 FAISS_C_LIB ?= $(firstword $(wildcard $(FAISS_PREFIX)/lib/libfaiss_c.so $(FAISS_PREFIX)/lib/$(MULTIARCH)/libfaiss_c.so) $(DEPS_DIR)/faiss-c/libfaiss_c.a)
 BLAS_LIBS   ?= -lopenblas
 PYTHON      ?= /usr/bin/python3
+PYTHON_SITE ?= $(PREFIX)/lib/python$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)/dist-packages
 
 SO_MAJOR    := 0
 SO_VERSION  := 0.1.0
@@ -24,7 +25,7 @@ SANITIZE    ?=
 SANFLAGS    := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all,)
 OPT         ?= -O2
 CPPFLAGS    += -D_GNU_SOURCE -Iprotocol -Iclient-c -I$(FAISS_PREFIX)/include -MMD -MP
-CFLAGS      += -std=c11 $(OPT) -g -fPIC -pthread -Wall -Wextra $(WERROR) $(SANFLAGS)
+CFLAGS      += -std=c11 $(OPT) -g -fPIC -pthread -Wall -Wextra -Wno-format-truncation $(WERROR) $(SANFLAGS)
 CXXFLAGS    += -std=c++17 $(OPT) -g -fPIC -pthread -Wall -Wextra $(WERROR) $(SANFLAGS)
 LDFLAGS     += -pthread $(SANFLAGS)
 
@@ -35,6 +36,7 @@ PROTOCOL_SRC := $(wildcard protocol/*.c)
 SERVER_SRC   := $(wildcard server/*.c)
 SERVER_CXX   := $(wildcard server/*.cpp)
 CLIENT_SRC   := $(filter-out client-c/faissproxy_cli.c,$(wildcard client-c/*.c))
+LOADTEST_SRC := $(wildcard client-c/loadtest/*.c)
 TEST_SRC     := $(wildcard tests/test_*.c)
 TEST_COMMON  := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
 
@@ -45,10 +47,11 @@ CLI      := $(BUILD)/bin/faissproxy
 LIB_A    := $(BUILD)/lib/libfaissproxy.a
 LIB_SO   := $(BUILD)/lib/libfaissproxy.so
 PC_FILE  := $(BUILD)/lib/pkgconfig/faissproxy.pc
+LOADTEST := $(BUILD)/bin/fpx-loadtest
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all deps run test test-c test-asan test-tsan install clean distclean
-all: $(DAEMON) $(CLI) $(LIB_A) $(LIB_SO) $(PC_FILE)
+.PHONY: all deps run test test-c test-python test-asan test-tsan bench install clean distclean
+all: $(DAEMON) $(CLI) $(LIB_A) $(LIB_SO) $(PC_FILE) $(if $(LOADTEST_SRC),$(LOADTEST))
 
 deps:
 	@scripts/deps.sh $(DEPS_DIR) $(FAISS_PREFIX)
@@ -86,6 +89,11 @@ $(CLI): $(call obj,client-c/faissproxy_cli.c) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(NET_LIBS)
 
+#  The load harness links FAISS too, for its --inprocess baseline.
+$(LOADTEST): $(call obj,$(LOADTEST_SRC)) $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+
 #  Tests link the client library and FAISS in-process, to compare the two.
 $(BUILD)/tests/%: $(call obj,tests/%.c $(TEST_COMMON)) $(LIB_A)
 	@mkdir -p $(dir $@)
@@ -100,10 +108,21 @@ run: deps
 
 test: deps
 	@$(MAKE) --no-print-directory test-c
+	@$(MAKE) --no-print-directory test-python
 	@$(MAKE) --no-print-directory test-asan
 
 test-c: all $(TESTS)
 	@tests/run.sh $(BUILD)
+
+#  The Python drop-in against a real server, compared with Debian's FAISS.
+test-python: all
+	@FPX_DAEMON=$(abspath $(DAEMON)) FAISS_PROXY_LIB=$(abspath $(LIB_SO)) \
+	    PYTHONPATH=$(abspath python-shim) $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
+
+#  The benchmark suite: build/bench/results.json and docs/BENCHMARKS.md.
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/bench.sh $(BUILD)
 
 test-asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined OPT=-O1 test-c
@@ -119,7 +138,12 @@ install: all
 	ln -sf libfaissproxy.so.$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/libfaissproxy.so.$(SO_MAJOR)
 	ln -sf libfaissproxy.so.$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/libfaissproxy.so
 	install -m 644 client-c/faissproxy.h protocol/fpx_errors.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 $(PC_FILE) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(SO_VERSION)|' client-c/faissproxy.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/faissproxy.pc
+	$(if $(LOADTEST_SRC),install -m 755 $(LOADTEST) $(DESTDIR)$(PREFIX)/bin/)
+	if ls python-shim/faiss_proxy/*.py >/dev/null 2>&1; then \
+	    install -d $(DESTDIR)$(PYTHON_SITE)/faiss_proxy && \
+	    install -m 644 python-shim/faiss_proxy/*.py $(DESTDIR)$(PYTHON_SITE)/faiss_proxy/; fi
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/bin $(BUILD)/lib $(BUILD)/tests build/asan build/tsan

@@ -83,7 +83,8 @@
     X (KMEANS,         25, "kmeans")                                         \
     X (APPLY,          26, "apply")                                          \
     X (SET_DIRECT_MAP, 27, "set_direct_map")                                 \
-    X (GET_ID_MAP,     28, "get_id_map")
+    X (GET_ID_MAP,     28, "get_id_map")                                     \
+    X (SAVE,           29, "save")
 
 typedef enum {
 #define FPX_OPCODES_ENUM_(name, code, text) FPX_OP_##name = (code),

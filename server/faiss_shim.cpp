@@ -238,6 +238,19 @@ struct SpanWriter : faiss::IOWriter {
     }
 };
 
+//  An IOWriter handing every chunk to a C callback.
+struct SinkWriter : faiss::IOWriter {
+    int (*sink) (void *, const void *, size_t);
+    void *arg;
+    bool failed = false;
+    size_t operator() (const void *ptr, size_t item_size, size_t nitems) override
+    {
+        if (failed || sink (arg, ptr, item_size * nitems))
+            failed = true;
+        return failed ? 0 : nitems;
+    }
+};
+
 const faiss::Index *as_index (const FaissIndex *index)
 {
     return reinterpret_cast<const faiss::Index *> (index);
@@ -326,6 +339,24 @@ fpx_shim_serialize (const FaissIndex *index, int size_only,
         *bytes_p = bytes;
         return 0;
     });
+}
+
+extern "C" int
+fpx_shim_serialize_to (const FaissIndex *index, int (*sink) (void *, const void *, size_t),
+                       void *arg, char *err, size_t err_size)
+{
+    SinkWriter writer;
+    writer.sink = sink;
+    writer.arg = arg;
+    int rc = guarded (err, err_size, [&] () -> int {
+        faiss::write_index (as_index (index), &writer);
+        return 0;
+    });
+    if (writer.failed) {
+        snprintf (err, err_size, "write failed");
+        return FPX_EIO;
+    }
+    return rc;
 }
 
 extern "C" int

@@ -46,6 +46,12 @@ int fpx_shim_serialize (const FaissIndex *index, int size_only,
                         uint8_t **bytes_p, size_t *size_p,
                         char *err, size_t err_size);
 
+/*  Serializes into sink, called with consecutive chunks (non-zero return
+    from sink aborts with FPX_EIO).                                      */
+int fpx_shim_serialize_to (const FaissIndex *index,
+                           int (*sink) (void *arg, const void *data, size_t size),
+                           void *arg, char *err, size_t err_size);
+
 /*  Reads an index from bytes; FAISS's allocations meanwhile are capped at
     alloc_cap bytes in total (FPX_ENOMEM beyond).                        */
 int fpx_shim_deserialize (const uint8_t *bytes, size_t size, size_t alloc_cap,

@@ -11,6 +11,7 @@
 
 #include "faiss_shim.h"
 #include "server.h"
+#include "storage.h"
 
 static int s_signal_write_fd = -1;
 
@@ -40,6 +41,10 @@ s_usage (FILE *out)
 "  --data-dir DIR       directory for durable data (default ./data)\n"
 "  --max-message-mb N   largest request in MiB, all frames together (default 256)\n"
 "  --max-queue N        requests waiting for a worker before FPX_EBUSY (default 10000)\n"
+"  --fsync MODE         always, batch (default) or never: when a logged write is\n"
+"                       forced to disk before it is acknowledged (docs/STORAGE.md)\n"
+"  --snapshot-log-mb N  snapshot an index when its log passes N MiB (default 256)\n"
+"  --snapshot-interval-s N  … or when it has had writes for N s (default 300)\n"
 "  --log-level LEVEL    error, warn, info (default) or debug\n"
 "  --help, --version\n"
 "\n"
@@ -160,7 +165,8 @@ s_positive (const char *flag, const char *text, long max)
 static int
 s_parse (fpx_config_t *config, int argc, char **argv)
 {
-    enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_LEVEL, HELP, VERSION };
+    enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_LEVEL, HELP, VERSION,
+           FSYNC, SNAPSHOT_MB, SNAPSHOT_S };
     static const struct option options [] = {
         { "bind", required_argument, NULL, BIND },
         { "workers", required_argument, NULL, WORKERS },
@@ -172,6 +178,9 @@ s_parse (fpx_config_t *config, int argc, char **argv)
         { "log-level", required_argument, NULL, LOG_LEVEL },
         { "help", no_argument, NULL, HELP },
         { "version", no_argument, NULL, VERSION },
+        { "fsync", required_argument, NULL, FSYNC },
+        { "snapshot-log-mb", required_argument, NULL, SNAPSHOT_MB },
+        { "snapshot-interval-s", required_argument, NULL, SNAPSHOT_S },
         { NULL, 0, NULL, 0 }
     };
     int option;
@@ -207,6 +216,21 @@ s_parse (fpx_config_t *config, int argc, char **argv)
                     fprintf (stderr, "faissproxyd: --log-level is error, warn, info or debug\n");
                     return -1;
                 }
+                break;
+            case FSYNC:
+                if (!strcmp (optarg, "always")) config->fsync = FPX_FSYNC_ALWAYS;
+                else if (!strcmp (optarg, "batch")) config->fsync = FPX_FSYNC_BATCH;
+                else if (!strcmp (optarg, "never")) config->fsync = FPX_FSYNC_NEVER;
+                else {
+                    fprintf (stderr, "faissproxyd: --fsync is always, batch or never\n");
+                    return -1;
+                }
+                break;
+            case SNAPSHOT_MB:
+                config->snapshot_log_bytes = (uint64_t) s_positive ("--snapshot-log-mb", optarg, 1 << 20) << 20;
+                break;
+            case SNAPSHOT_S:
+                config->snapshot_interval_s = (double) s_positive ("--snapshot-interval-s", optarg, 1 << 24);
                 break;
             case HELP: s_usage (stdout); exit (0);
             case VERSION:
@@ -244,6 +268,9 @@ main (int argc, char **argv)
     config->max_queue = 10000;
     config->data_dir = "./data";
     config->log_level = FPX_LOG_INFO;
+    config->fsync = FPX_FSYNC_BATCH;
+    config->snapshot_log_bytes = (uint64_t) 256 << 20;
+    config->snapshot_interval_s = 300;
     if (s_parse (config, argc, argv))
         return 2;
     fpx_log_set_level (config->log_level);
@@ -265,13 +292,24 @@ main (int argc, char **argv)
     sigaction (SIGINT, &action, NULL);
     sigaction (SIGTERM, &action, NULL);
     signal (SIGPIPE, SIG_IGN);
+    signal (SIGXFSZ, SIG_IGN);          //  a file-size limit is a write error, not death
     int signal_fd = signal_pipe [0];
 
     server.zmq_ctx = zmq_ctx_new ();
     server.registry = fpx_registry_new ();
     server.started_at = fpx_monotonic_seconds ();
-    if (!server.zmq_ctx || !server.registry || fpx_workers_start (&server)) {
+    if (!server.zmq_ctx || !server.registry) {
         fprintf (stderr, "faissproxyd: cannot start: %s\n", strerror (errno));
+        return 1;
+    }
+    fpx_storage_config_t storage = {
+        .root = config->data_dir, .fsync = config->fsync,
+        .snapshot_log_bytes = config->snapshot_log_bytes,
+        .snapshot_interval_s = config->snapshot_interval_s,
+    };
+    if (fpx_storage_open (&storage, server.registry, config->tenants, config->ntenants)
+    ||  fpx_storage_start_snapshotter (server.registry) || fpx_workers_start (&server)) {
+        fprintf (stderr, "faissproxyd: cannot start\n");
         return 1;
     }
     fpx_log (FPX_LOG_INFO, "faissproxyd %s (protocol %d, FAISS %s): %d worker(s), %d tenant(s), "
@@ -284,6 +322,7 @@ main (int argc, char **argv)
         _exit (1);
     }
     fpx_workers_join (&server);
+    fpx_storage_close (server.registry);        //  snapshots what the logs hold
     fpx_registry_destroy (&server.registry);
     zmq_ctx_term (server.zmq_ctx);
     close (signal_pipe [0]);

@@ -116,6 +116,13 @@ fpx_op_lookup (fpx_call_t *call, fpx_entry_t **entry_p)
                                   name, call->envelope->conn_id);
     if (!*entry_p)
         return fpx_reply_error (call->reply, FPX_ENOTFOUND, "no index named '%s'", name);
+    int opcode = call->header.opcode;
+    if ((*entry_p)->damaged [0] && opcode != FPX_OP_DESCRIBE && opcode != FPX_OP_OPEN) {
+        rc = fpx_reply_error (call->reply, FPX_EDAMAGED, "index '%s' is damaged: %s", name,
+                              (*entry_p)->damaged);
+        fpx_entry_release (entry_p);
+        return rc;
+    }
     return 0;
 }
 
@@ -258,8 +265,21 @@ fpx_op_pack_description (fpx_call_t *call, fpx_entry_t *entry, bool with_memory)
         if (rc)
             return fpx_op_shim_result (call, rc, err);
     }
-    FaissVectorTransform *transform = entry->transform;
     msgpack_packer *pk = &call->reply->pk;
+    if (entry->damaged [0]) {
+        msgpack_pack_map (pk, 9);
+        fpx_pack_kv_str (pk, "name", entry->name);
+        fpx_pack_kv_str (pk, "class", "");
+        fpx_pack_kv_int (pk, "d", entry->d);
+        fpx_pack_kv_int (pk, "ntotal", 0);
+        fpx_pack_kv_bool (pk, "is_trained", false);
+        fpx_pack_kv_int (pk, "metric", entry->metric);
+        fpx_pack_kv_str (pk, "factory", entry->factory);
+        fpx_pack_kv_bool (pk, "anonymous", false);
+        fpx_pack_kv_str (pk, "damaged", entry->damaged);
+        return 0;
+    }
+    FaissVectorTransform *transform = entry->transform;
     msgpack_pack_map (pk, 8 + (with_memory ? 1 : 0) + (transform ? 1 : 0));
     fpx_pack_kv_str (pk, "name", entry->name);
     fpx_pack_kv_str (pk, "class", fpx_shim_class_name (entry->index, transform));
@@ -290,13 +310,86 @@ fpx_op_pack_int (fpx_call_t *call, const char *key, int64_t value)
     fpx_pack_kv_int (&call->reply->pk, key, value);
 }
 
-//  As fpx_op_register_owned, but frees the object on failure.
+//  As fpx_op_register_owned, but frees the object on failure. A named
+//  index is made durable first (snapshot and log in the data directory).
 int
 fpx_op_register (fpx_call_t *call, const char *name, const fpx_object_t *object)
 {
-    int rc = fpx_op_register_owned (call, name, object);
+    if (!name) {
+        int rc = fpx_op_register_owned (call, NULL, object);
+        if (rc)
+            fpx_object_free (object);
+        return rc;
+    }
+    uint32_t tenant = call->envelope->tenant_id;
+    fpx_entry_t *entry;
+    int rc = fpx_storage_create (call->server->registry, tenant, call->server->config.tenants [tenant],
+                                 name, object, &entry, call->reply->error, sizeof call->reply->error);
     if (rc)
-        fpx_object_free (object);
+        return call->reply->status = rc;
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    rc = fpx_op_pack_description (call, entry, false);
+    pthread_rwlock_unlock (lock);
+    fpx_entry_release (&entry);
+    return rc;
+}
+
+// ---- durability ---------------------------------------------------------------------
+
+//  A mutation's place in its index's log.
+typedef struct {
+    fpx_wal_t *wal;
+    fpx_ticket_t ticket;
+} s_log_t;
+
+//  Under the exclusive lock, before FAISS applies the mutation.
+static int
+s_log_begin (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record, s_log_t *log)
+{
+    log->wal = entry->wal;
+    if (!log->wal && fpx_entry_owner (entry)->wal)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "this is a view of a durable index: "
+                                "change the index through its own name");
+    if (!log->wal)
+        return 0;
+    return call->reply->status = fpx_wal_append (log->wal, record, &log->ticket,
+                                                 call->reply->error, sizeof call->reply->error);
+}
+
+//  Still under the lock: a mutation FAISS refused is taken back.
+static void
+s_log_end (s_log_t *log, bool applied)
+{
+    if (log->wal && !applied)
+        fpx_wal_undo (log->wal, &log->ticket);
+    if (!applied)
+        log->wal = NULL;
+}
+
+//  After unlocking, before replying: durable as the mode promises.
+static int
+s_log_commit (fpx_call_t *call, s_log_t *log)
+{
+    if (!log->wal)
+        return 0;
+    int rc = fpx_wal_commit (log->wal, &log->ticket, call->reply->error, sizeof call->reply->error);
+    return rc ? (call->reply->status = rc) : 0;
+}
+
+int
+fpx_op_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
+               fpx_op_apply_fn apply, void *arg)
+{
+    s_log_t log;
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
+    int rc = s_log_begin (call, entry, record, &log);
+    if (!rc) {
+        rc = apply (call, entry, arg);
+        s_log_end (&log, rc == 0);
+    }
+    pthread_rwlock_unlock (lock);
+    if (!rc)
+        rc = s_log_commit (call, &log);
     return rc;
 }
 
@@ -408,8 +501,17 @@ s_op_drop (fpx_call_t *call)
     int rc = fpx_op_name_param (call, name, true);
     if (rc)
         return rc;
-    rc = fpx_registry_remove (call->server->registry, call->envelope->tenant_id,
-                              name, call->envelope->conn_id);
+    uint32_t tenant = call->envelope->tenant_id;
+    fpx_entry_t *entry = fpx_registry_find (call->server->registry, tenant, name,
+                                            call->envelope->conn_id);
+    if (!entry)
+        return fpx_reply_error (call->reply, FPX_ENOTFOUND, "no index named '%s'", name);
+    bool named = entry->owner_conn == 0;
+    fpx_entry_release (&entry);
+    //  Files first: once they are gone the drop survives a crash.
+    if (named && (rc = fpx_storage_drop (tenant, name, call->reply->error, sizeof call->reply->error)))
+        return call->reply->status = rc;
+    rc = fpx_registry_remove (call->server->registry, tenant, name, call->envelope->conn_id);
     if (rc)
         return fpx_reply_error (call->reply, rc, "no index named '%s'", name);
     fpx_op_pack_empty (call);
@@ -464,6 +566,33 @@ s_op_info (fpx_call_t *call)
 
 typedef enum { S_TRAIN, S_ADD, S_ADD_WITH_IDS } s_write_t;
 
+typedef struct {
+    s_write_t kind;
+    int64_t n;
+    const float *x;
+    const int64_t *ids;
+} s_vectors_t;
+
+static int
+s_apply_vectors (fpx_call_t *call, fpx_entry_t *entry, void *arg)
+{
+    s_vectors_t *v = arg;
+    fpx_op_threads_begin (call, v->n);
+    int rc = v->kind == S_TRAIN ? faiss_Index_train (entry->index, v->n, v->x)
+           : v->kind == S_ADD ? faiss_Index_add (entry->index, v->n, v->x)
+           : faiss_Index_add_with_ids (entry->index, v->n, v->x, v->ids);
+    fpx_op_threads_end (call);
+    if (rc)
+        return fpx_op_faiss_error (call, "FAISS refused the vectors");
+    if (v->kind == S_TRAIN) {
+        msgpack_pack_map (&call->reply->pk, 1);
+        fpx_pack_kv_bool (&call->reply->pk, "is_trained", faiss_Index_is_trained (entry->index));
+    }
+    else
+        fpx_op_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index));
+    return 0;
+}
+
 static int
 s_train_transform (fpx_call_t *call, fpx_entry_t *entry, int64_t n, const float *x)
 {
@@ -504,24 +633,15 @@ s_write_vectors (fpx_call_t *call, s_write_t kind)
         fpx_entry_release (&entry);
         return rc;
     }
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
-    fpx_op_threads_begin (call, n);
-    if (kind == S_TRAIN)
-        rc = faiss_Index_train (entry->index, n, x);
-    else if (kind == S_ADD)
-        rc = faiss_Index_add (entry->index, n, x);
-    else
-        rc = faiss_Index_add_with_ids (entry->index, n, x, ids);
-    fpx_op_threads_end (call);
-    if (rc)
-        rc = fpx_op_faiss_error (call, "FAISS refused the vectors");
-    else if (kind == S_TRAIN) {
-        msgpack_pack_map (&call->reply->pk, 1);
-        fpx_pack_kv_bool (&call->reply->pk, "is_trained", faiss_Index_is_trained (entry->index));
-    }
-    else
-        fpx_op_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index));
-    pthread_rwlock_unlock (lock);
+    uint64_t shape [2] = { (uint64_t) n, (uint64_t) entry->d };
+    fpx_record_t record = {
+        .kind = kind == S_TRAIN ? FPX_REC_TRAIN : kind == S_ADD ? FPX_REC_ADD : FPX_REC_ADD_WITH_IDS,
+        .parts = { shape, x, ids }, .nparts = ids ? 3 : 2,
+        .sizes = { sizeof shape, (size_t) n * (size_t) entry->d * sizeof (float),
+                   (size_t) n * sizeof (int64_t) },
+    };
+    s_vectors_t vectors = { kind, n, x, ids };
+    rc = fpx_op_mutate (call, entry, &record, s_apply_vectors, &vectors);
     fpx_entry_release (&entry);
     return rc;
 }
@@ -531,6 +651,16 @@ static int s_op_add (fpx_call_t *call) { return s_write_vectors (call, S_ADD); }
 static int s_op_add_with_ids (fpx_call_t *call) { return s_write_vectors (call, S_ADD_WITH_IDS); }
 
 static int
+s_apply_remove (fpx_call_t *call, fpx_entry_t *entry, void *arg)
+{
+    size_t removed = 0;
+    if (faiss_Index_remove_ids (entry->index, arg, &removed))
+        return fpx_op_faiss_error (call, "remove_ids failed");
+    fpx_op_pack_int (call, "removed", (int64_t) removed);
+    return 0;
+}
+
+static int
 s_op_remove_ids (fpx_call_t *call)
 {
     fpx_entry_t *entry;
@@ -538,6 +668,9 @@ s_op_remove_ids (fpx_call_t *call)
     if (rc)
         return rc;
     FaissIDSelector *selector = NULL;
+    int64_t header [2] = { 0, 0 };          //  n and 0, or lo and hi
+    fpx_record_t record = { .kind = FPX_REC_REMOVE_RANGE, .parts = { header },
+                            .sizes = { sizeof header }, .nparts = 1 };
     if (call->narrays > 0) {
         size_t size = zmq_msg_size (&call->arrays [0]);
         int64_t n = (int64_t) (size / sizeof (int64_t));
@@ -546,27 +679,30 @@ s_op_remove_ids (fpx_call_t *call)
             fpx_reply_error (call->reply, FPX_EPROTO, "id frame size is not a multiple of 8");
         if (ids && faiss_IDSelectorBatch_new ((FaissIDSelectorBatch **) &selector, (size_t) n, ids))
             fpx_op_faiss_error (call, "cannot build the id selector");
+        header [0] = n;
+        record = (fpx_record_t) { .kind = FPX_REC_REMOVE_IDS, .parts = { header, ids },
+                                  .sizes = { sizeof header, size }, .nparts = 2 };
     }
-    else {
-        int64_t lo, hi;
-        if (!fpx_op_int_param (call, "lo", true, 0, INT64_MIN, INT64_MAX, &lo)
-        &&  !fpx_op_int_param (call, "hi", true, 0, INT64_MIN, INT64_MAX, &hi)
-        &&  faiss_IDSelectorRange_new ((FaissIDSelectorRange **) &selector, lo, hi))
-            fpx_op_faiss_error (call, "cannot build the id selector");
-    }
-    if (selector) {
-        size_t removed = 0;
-        pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
-        rc = faiss_Index_remove_ids (entry->index, selector, &removed);
-        pthread_rwlock_unlock (lock);
-        faiss_IDSelector_free (selector);
-        if (rc)
-            fpx_op_faiss_error (call, "remove_ids failed");
-        else
-            fpx_op_pack_int (call, "removed", (int64_t) removed);
-    }
+    else
+    if (!fpx_op_int_param (call, "lo", true, 0, INT64_MIN, INT64_MAX, &header [0])
+    &&  !fpx_op_int_param (call, "hi", true, 0, INT64_MIN, INT64_MAX, &header [1])
+    &&  faiss_IDSelectorRange_new ((FaissIDSelectorRange **) &selector, header [0], header [1]))
+        fpx_op_faiss_error (call, "cannot build the id selector");
+    if (selector)
+        fpx_op_mutate (call, entry, &record, s_apply_remove, selector);
+    faiss_IDSelector_free (selector);
     fpx_entry_release (&entry);
     return call->reply->status;
+}
+
+static int
+s_apply_reset (fpx_call_t *call, fpx_entry_t *entry, void *arg)
+{
+    (void) arg;
+    if (faiss_Index_reset (entry->index))
+        return fpx_op_faiss_error (call, "reset failed");
+    fpx_op_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index));
+    return 0;
 }
 
 static int
@@ -576,15 +712,24 @@ s_op_reset (fpx_call_t *call)
     int rc = fpx_op_lookup_index (call, &entry);
     if (rc)
         return rc;
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
-    rc = faiss_Index_reset (entry->index);
-    if (rc)
-        rc = fpx_op_faiss_error (call, "reset failed");
-    else
-        fpx_op_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index));
-    pthread_rwlock_unlock (lock);
+    fpx_record_t record = { .kind = FPX_REC_RESET };
+    rc = fpx_op_mutate (call, entry, &record, s_apply_reset, NULL);
     fpx_entry_release (&entry);
     return rc;
+}
+
+static int
+s_apply_parameters (fpx_call_t *call, fpx_entry_t *entry, void *arg)
+{
+    FaissParameterSpace *space = NULL;
+    if (faiss_ParameterSpace_new (&space))
+        return fpx_op_faiss_error (call, "cannot create a ParameterSpace");
+    int rc = faiss_ParameterSpace_set_index_parameters (space, entry->index, arg);
+    faiss_ParameterSpace_free (space);
+    if (rc)
+        return fpx_op_faiss_error (call, "set_parameters failed");
+    fpx_op_pack_empty (call);
+    return 0;
 }
 
 static int
@@ -598,17 +743,26 @@ s_op_set_parameters (fpx_call_t *call)
     fpx_entry_t *entry;
     if ((rc = fpx_op_lookup_index (call, &entry)))
         return rc;
-    FaissParameterSpace *space = NULL;
-    if (faiss_ParameterSpace_new (&space))
-        rc = fpx_op_faiss_error (call, "cannot create a ParameterSpace");
-    else {
-        pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
-        if (faiss_ParameterSpace_set_index_parameters (space, entry->index, text))
-            rc = fpx_op_faiss_error (call, "set_parameters failed");
-        pthread_rwlock_unlock (lock);
-        faiss_ParameterSpace_free (space);
-    }
-    if (!rc)
+    fpx_record_t record = { .kind = FPX_REC_SET_PARAMETERS, .parts = { text },
+                            .sizes = { strlen (text) }, .nparts = 1 };
+    rc = fpx_op_mutate (call, entry, &record, s_apply_parameters, text);
+    fpx_entry_release (&entry);
+    return rc;
+}
+
+static int
+s_op_save (fpx_call_t *call)
+{
+    fpx_entry_t *entry;
+    int rc = fpx_op_lookup_index (call, &entry);
+    if (rc)
+        return rc;
+    if (!entry->wal)
+        rc = fpx_reply_error (call->reply, FPX_EINVAL, "only named indexes are saved "
+                              "(anonymous ones live in memory only)");
+    else if ((rc = fpx_storage_snapshot (entry, call->reply->error, sizeof call->reply->error)))
+        call->reply->status = rc;
+    else
         fpx_op_pack_empty (call);
     fpx_entry_release (&entry);
     return rc;
@@ -851,6 +1005,7 @@ s_op_for (int opcode)
         case FPX_OP_SET_PARAMETERS: return s_op_set_parameters;
         case FPX_OP_SERIALIZE:      return s_op_serialize;
         case FPX_OP_DESERIALIZE:    return s_op_deserialize;
+        case FPX_OP_SAVE:           return s_op_save;
     }
     return NULL;
 }

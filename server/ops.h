@@ -6,6 +6,7 @@
 #define FPX_OPS_H_INCLUDED
 
 #include "server.h"
+#include "storage.h"
 
 /*  FAISS C API failure → FPX_EFAISS with FAISS's message (FPX_ENOMEM for
     bad_alloc).                                                          */
@@ -53,6 +54,16 @@ void fpx_op_pack_int (fpx_call_t *call, const char *key, int64_t value);
     the object to the caller on failure, the other frees it.             */
 int fpx_op_register_owned (fpx_call_t *call, const char *name, const fpx_object_t *object);
 int fpx_op_register (fpx_call_t *call, const char *name, const fpx_object_t *object);
+
+/*  A mutation: apply runs under the entry's exclusive lock. For a durable
+    (named) index, record is appended to its log first, taken back if
+    apply fails, and made durable as --fsync promises before the reply;
+    a view of a durable index is refused (change it through its own
+    name). apply returns 0 having packed the result, or an error it has
+    set on the reply.                                                    */
+typedef int (*fpx_op_apply_fn) (fpx_call_t *call, fpx_entry_t *entry, void *arg);
+int fpx_op_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
+                   fpx_op_apply_fn apply, void *arg);
 
 /*  ops_objects.c: the opcode handlers it defines, or NULL.              */
 typedef int (*fpx_op_fn) (fpx_call_t *call);

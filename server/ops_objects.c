@@ -231,28 +231,41 @@ s_op_get_attr (fpx_call_t *call)
     return 0;
 }
 
-static int
-s_op_set_attr (fpx_call_t *call)
-{
-    char attr [FPX_TYPE_NAME_MAX];
+typedef struct {
+    const char *attr;
     double value;
-    fpx_entry_t *entry;
-    int rc;
-    if ((rc = s_word_param (call, "attr", attr, sizeof attr)))
-        return rc;
-    if (fpx_params_get_double (&call->params, "value", &value))
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'value' must be a number");
-    if ((rc = fpx_op_lookup (call, &entry)))
-        return rc;
+} s_attr_t;
+
+static int
+s_apply_attr (fpx_call_t *call, fpx_entry_t *entry, void *arg)
+{
+    s_attr_t *a = arg;
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
-    rc = fpx_shim_set_attr (entry->index, entry->transform, attr, value, err, sizeof err);
-    pthread_rwlock_unlock (lock);
-    fpx_entry_release (&entry);
+    int rc = fpx_shim_set_attr (entry->index, entry->transform, a->attr, a->value, err, sizeof err);
     if (rc)
         return fpx_op_shim_result (call, rc, err);
     fpx_op_pack_empty (call);
     return 0;
+}
+
+static int
+s_op_set_attr (fpx_call_t *call)
+{
+    char attr [FPX_TYPE_NAME_MAX];
+    s_attr_t a = { .attr = attr };
+    fpx_entry_t *entry;
+    int rc;
+    if ((rc = s_word_param (call, "attr", attr, sizeof attr)))
+        return rc;
+    if (fpx_params_get_double (&call->params, "value", &a.value))
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'value' must be a number");
+    if ((rc = fpx_op_lookup (call, &entry)))
+        return rc;
+    fpx_record_t record = { .kind = FPX_REC_SET_ATTR, .parts = { &a.value, attr },
+                            .sizes = { sizeof a.value, strlen (attr) }, .nparts = 2 };
+    rc = fpx_op_mutate (call, entry, &record, s_apply_attr, &a);
+    fpx_entry_release (&entry);
+    return rc;
 }
 
 static int
@@ -318,6 +331,17 @@ s_op_apply (fpx_call_t *call)
 }
 
 static int
+s_apply_direct_map (fpx_call_t *call, fpx_entry_t *entry, void *arg)
+{
+    char err [FPX_ERROR_TEXT_MAX];
+    int rc = fpx_shim_set_direct_map (entry->index, (int) *(uint32_t *) arg, err, sizeof err);
+    if (rc)
+        return fpx_op_shim_result (call, rc, err);
+    fpx_op_pack_empty (call);
+    return 0;
+}
+
+static int
 s_op_set_direct_map (fpx_call_t *call)
 {
     int64_t type;
@@ -326,15 +350,12 @@ s_op_set_direct_map (fpx_call_t *call)
     if ((rc = fpx_op_int_param (call, "type", true, 0, 0, 2, &type))
     ||  (rc = fpx_op_lookup_index (call, &entry)))
         return rc;
-    char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
-    rc = fpx_shim_set_direct_map (entry->index, (int) type, err, sizeof err);
-    pthread_rwlock_unlock (lock);
+    uint32_t stored [2] = { (uint32_t) type, 0 };
+    fpx_record_t record = { .kind = FPX_REC_SET_DIRECT_MAP, .parts = { stored },
+                            .sizes = { sizeof stored }, .nparts = 1 };
+    rc = fpx_op_mutate (call, entry, &record, s_apply_direct_map, stored);
     fpx_entry_release (&entry);
-    if (rc)
-        return fpx_op_shim_result (call, rc, err);
-    fpx_op_pack_empty (call);
-    return 0;
+    return rc;
 }
 
 static int

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "registry.h"
+#include "storage.h"
 
 struct fpx_registry_t {
     pthread_rwlock_t lock;
@@ -69,6 +70,12 @@ s_top (fpx_entry_t *entry)
     return entry;
 }
 
+fpx_entry_t *
+fpx_entry_owner (fpx_entry_t *entry)
+{
+    return s_top (entry);
+}
+
 pthread_rwlock_t *
 fpx_entry_lock (fpx_entry_t *entry, bool exclusive)
 {
@@ -106,8 +113,9 @@ fpx_entry_release (fpx_entry_t **entry_p)
             fpx_entry_release (&root);
         else if (entry->index)
             faiss_Index_free (entry->index);
-        else
+        else if (entry->transform)
             faiss_VectorTransform_free (entry->transform);
+        fpx_wal_destroy (&entry->wal);
         pthread_rwlock_destroy (&entry->lock);
         free (entry);
     }
@@ -157,8 +165,10 @@ fpx_object_free (const fpx_object_t *object)
         fpx_entry_release (&root);
     else if (object->index)
         faiss_Index_free (object->index);
-    else
+    else if (object->transform)
         faiss_VectorTransform_free (object->transform);
+    fpx_wal_t *wal = object->wal;
+    fpx_wal_destroy (&wal);
 }
 
 int
@@ -180,11 +190,14 @@ fpx_registry_insert (fpx_registry_t *self, uint32_t tenant, const char *name,
     entry->transform = object->transform;
     atomic_init (&entry->root, object->root);
     snprintf (entry->factory, sizeof entry->factory, "%s", object->factory ? object->factory : "");
+    entry->wal = object->wal;
+    if (object->damaged)
+        snprintf (entry->damaged, sizeof entry->damaged, "%s", object->damaged);
     if (entry->index) {
         entry->d = (int) faiss_Index_d (entry->index);
         entry->metric = (int) faiss_Index_metric_type (entry->index);
     }
-    else {
+    else if (entry->transform) {
         entry->d = faiss_VectorTransform_d_in (entry->transform);
         entry->metric = FPX_METRIC_L2;      //  as documented; meaningless here
     }
@@ -305,4 +318,23 @@ fpx_registry_names_free (char **names, long count)
     for (long i = 0; i < count; i++)
         free (names [i]);
     free (names);
+}
+
+long
+fpx_registry_named (fpx_registry_t *self, fpx_entry_t ***entries_p)
+{
+    pthread_rwlock_rdlock (&self->lock);
+    fpx_entry_t **entries = malloc ((self->count + 1) * sizeof *entries);
+    long count = 0;
+    for (size_t b = 0; entries && b < self->nbuckets; b++)
+        for (fpx_entry_t *entry = self->buckets [b]; entry; entry = entry->next)
+            if (entry->owner_conn == 0) {
+                atomic_fetch_add (&entry->refcount, 1);
+                entries [count++] = entry;
+            }
+    pthread_rwlock_unlock (&self->lock);
+    if (!entries)
+        return -1;
+    *entries_p = entries;
+    return count;
 }

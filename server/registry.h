@@ -43,6 +43,8 @@ struct fpx_entry_t {
     char factory [FPX_FACTORY_MAX];
     int d;
     int metric;
+    struct fpx_wal_t *wal;         //  named indexes with a data directory
+    char damaged [256];            //  non-empty: unusable, this is why
     fpx_entry_t *next;             //  hash chain, under the registry lock
 };
 
@@ -59,6 +61,8 @@ typedef struct {
     FaissVectorTransform *transform;
     fpx_entry_t *root;
     const char *factory;           //  description kept for describe; may be NULL
+    struct fpx_wal_t *wal;         //  durable named index: its log (owned)
+    const char *damaged;           //  no object: why it could not be loaded
 } fpx_object_t;
 
 /*  Creates an entry for object, taking ownership on success only (on
@@ -78,6 +82,10 @@ void fpx_object_free (const fpx_object_t *object);
     The caller holds child's lock exclusively and has checked that child
     is a standalone anonymous entry.                                     */
 void fpx_registry_adopt (fpx_entry_t *child, fpx_entry_t *root);
+
+/*  The entry that owns entry's object at the top of the alias chain
+    (entry itself when it is not an alias). Borrowed.                    */
+fpx_entry_t *fpx_entry_owner (fpx_entry_t *entry);
 
 /*  Locks the lock that guards entry's object (its topmost owner's),
     shared or exclusive; returns it for pthread_rwlock_unlock.           */
@@ -99,6 +107,10 @@ size_t fpx_registry_reap (fpx_registry_t *self, uint64_t conn);
     string too; free with fpx_registry_names_free. Returns count or -1.  */
 long fpx_registry_names (fpx_registry_t *self, uint32_t tenant, char ***names_p);
 void fpx_registry_names_free (char **names, long count);
+
+/*  Counted references to every named entry of every tenant; *entries_p
+    is malloc'd (free it after releasing each). Returns count or -1.     */
+long fpx_registry_named (fpx_registry_t *self, fpx_entry_t ***entries_p);
 
 /*  Drops a counted reference; the last one frees the entry and index.   */
 void fpx_entry_release (fpx_entry_t **entry_p);

@@ -37,6 +37,9 @@ typedef struct {
     size_t max_message;            //  bytes in one whole request
     size_t max_queue;              //  requests waiting for a worker
     const char *data_dir;
+    int fsync;                     //  fpx_fsync_t
+    uint64_t snapshot_log_bytes;
+    double snapshot_interval_s;
     int log_level;
     fpx_key_t *keys;               //  owned
     int nkeys;

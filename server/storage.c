@@ -1,0 +1,1083 @@
+/*  storage.c — write-ahead logs, snapshots and recovery of named indexes;
+    see storage.h for the contract and docs/STORAGE.md for the formats.
+
+    Every on-disk structure carries a CRC-32C; every length read back is
+    checked against the file before use. A file that fails its checks is
+    renamed aside (never deleted) and its index reported damaged, except a
+    torn tail of the newest log, the expected result of a crash during an
+    append, which is cut off.
+*/
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <faiss/c_api/AutoTune_c.h>
+#include <faiss/c_api/impl/AuxIndexStructures_c.h>
+
+#include "faiss_shim.h"
+#include "server.h"
+#include "storage.h"
+
+#define FPX_REC_MAGIC       0x52585046u       //  "FPXR"
+#define FPX_REC_HEADER      32
+#define FPX_REC_MAX         ((uint64_t) 1 << 40)
+#define FPX_SNAP_MAGIC      "FPXSNAP1"
+#define FPX_SNAP_VERSION    1
+#define FPX_SNAP_HEADER     64
+#define FPX_SNAP_BUFFER     (4 << 20)
+
+struct fpx_wal_t {
+    char dir [PATH_MAX];
+    char label [2 * FPX_NAME_MAX + 2];       //  "tenant/name" for log lines
+    pthread_mutex_t mu;                      //  fd, generation, offsets
+    pthread_cond_t synced_cv;
+    pthread_mutex_t snapshot_mu;             //  one snapshot at a time
+    int fd;
+    uint64_t generation;                     //  bumps when the segment rotates
+    uint64_t written, synced;
+    bool syncing;
+    uint64_t last_start;                     //  offset of the last record
+    uint64_t next_lsn;                       //  under the entry's exclusive lock
+    uint64_t snapshot_lsn;
+    uint64_t log_bytes;                      //  records since the snapshot
+    double dirty_since;                      //  0 when nothing unsnapshotted
+};
+
+static struct {
+    fpx_storage_config_t config;
+    char root [PATH_MAX];
+    int lock_fd;
+    fpx_registry_t *registry;
+    char (*tenants) [FPX_NAME_MAX + 1];
+    int ntenants;
+    pthread_t snapshotter;
+    bool snapshotter_running;
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    bool stopping;
+} s_store = { .lock_fd = -1, .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
+
+// ---- CRC-32C --------------------------------------------------------------------
+
+static uint32_t s_crc_table [8][256];
+static pthread_once_t s_crc_once = PTHREAD_ONCE_INIT;
+
+static void
+s_crc_init (void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t crc = i;
+        for (int bit = 0; bit < 8; bit++)
+            crc = (crc >> 1) ^ (0x82f63b78u & (0u - (crc & 1)));
+        s_crc_table [0][i] = crc;
+    }
+    for (int t = 1; t < 8; t++)
+        for (int i = 0; i < 256; i++)
+            s_crc_table [t][i] = (s_crc_table [t - 1][i] >> 8)
+                               ^ s_crc_table [0][s_crc_table [t - 1][i] & 0xff];
+}
+
+__attribute__ ((target ("sse4.2"))) static uint32_t
+s_crc_hw (uint32_t crc, const uint8_t *p, size_t size)
+{
+    uint64_t c = crc;
+    for (; size >= 8; p += 8, size -= 8) {
+        uint64_t word;
+        memcpy (&word, p, 8);
+        c = __builtin_ia32_crc32di (c, word);
+    }
+    for (; size; p++, size--)
+        c = __builtin_ia32_crc32qi ((uint32_t) c, *p);
+    return (uint32_t) c;
+}
+
+static uint32_t
+s_crc_sw (uint32_t crc, const uint8_t *p, size_t size)
+{
+    pthread_once (&s_crc_once, s_crc_init);
+    for (; size >= 8; p += 8, size -= 8) {
+        uint32_t lo, hi;
+        memcpy (&lo, p, 4);
+        memcpy (&hi, p + 4, 4);
+        lo ^= crc;
+        crc = s_crc_table [7][lo & 0xff] ^ s_crc_table [6][(lo >> 8) & 0xff]
+            ^ s_crc_table [5][(lo >> 16) & 0xff] ^ s_crc_table [4][lo >> 24]
+            ^ s_crc_table [3][hi & 0xff] ^ s_crc_table [2][(hi >> 8) & 0xff]
+            ^ s_crc_table [1][(hi >> 16) & 0xff] ^ s_crc_table [0][hi >> 24];
+    }
+    for (; size; p++, size--)
+        crc = (crc >> 8) ^ s_crc_table [0][(crc ^ *p) & 0xff];
+    return crc;
+}
+
+uint32_t
+fpx_crc32c (uint32_t crc, const void *data, size_t size)
+{
+    static int hardware = -1;
+    if (hardware < 0)
+        hardware = __builtin_cpu_supports ("sse4.2") ? 1 : 0;
+    crc = ~crc;
+    crc = hardware ? s_crc_hw (crc, data, size) : s_crc_sw (crc, data, size);
+    return ~crc;
+}
+
+// ---- small file helpers -------------------------------------------------------------
+
+static int
+s_fsync_dir (const char *path)
+{
+    int fd = open (path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync (fd);
+    close (fd);
+    return rc;
+}
+
+static int
+s_write_all (int fd, const void *data, size_t size, off_t offset)
+{
+    const char *p = data;
+    while (size) {
+        ssize_t n = pwrite (fd, p, size, offset);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        size -= (size_t) n;
+        offset += n;
+    }
+    return 0;
+}
+
+static int
+s_mkdir_p (const char *path)
+{
+    char buf [PATH_MAX];
+    snprintf (buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir (buf, 0755) && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    return mkdir (buf, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+static int
+s_remove_tree (const char *path)
+{
+    DIR *dir = opendir (path);
+    if (!dir)
+        return errno == ENOENT ? 0 : -1;
+    struct dirent *item;
+    int rc = 0;
+    while ((item = readdir (dir))) {
+        if (!strcmp (item->d_name, ".") || !strcmp (item->d_name, ".."))
+            continue;
+        char child [PATH_MAX];
+        snprintf (child, sizeof child, "%s/%s", path, item->d_name);
+        if (item->d_type == DT_DIR)
+            rc |= s_remove_tree (child);
+        else
+            rc |= unlink (child);
+    }
+    closedir (dir);
+    return rc | rmdir (path);
+}
+
+static void
+s_put64 (uint8_t *p, uint64_t v) { memcpy (p, &v, 8); }   //  little-endian hosts only
+static void
+s_put32 (uint8_t *p, uint32_t v) { memcpy (p, &v, 4); }
+static uint64_t
+s_get64 (const uint8_t *p) { uint64_t v; memcpy (&v, p, 8); return v; }
+static uint32_t
+s_get32 (const uint8_t *p) { uint32_t v; memcpy (&v, p, 4); return v; }
+
+static void
+s_segment_path (char *out, size_t size, const char *dir, uint64_t first_lsn)
+{
+    snprintf (out, size, "%s/wal-%016llx.log", dir, (unsigned long long) first_lsn);
+}
+
+//  Renames a file that failed its checks so that nothing uses it again
+//  and nothing deletes it; returns the new name in aside.
+static void
+s_move_aside (const char *path, char *aside, size_t size)
+{
+    snprintf (aside, size, "%s.damaged-%lld", path, (long long) time (NULL));
+    if (rename (path, aside))
+        snprintf (aside, size, "%s (could not be moved aside: %s)", path, strerror (errno));
+}
+
+// ---- snapshots -------------------------------------------------------------------
+
+typedef struct {
+    int fd;
+    uint8_t *buffer;
+    size_t used;
+    off_t offset;
+    uint64_t length;
+    uint32_t crc;
+} s_snapshot_writer_t;
+
+static int
+s_flush (s_snapshot_writer_t *w)
+{
+    if (w->used && s_write_all (w->fd, w->buffer, w->used, w->offset))
+        return -1;
+    w->offset += (off_t) w->used;
+    w->used = 0;
+    return 0;
+}
+
+static int
+s_snapshot_sink (void *arg, const void *data, size_t size)
+{
+    s_snapshot_writer_t *w = arg;
+    w->crc = fpx_crc32c (w->crc, data, size);
+    w->length += size;
+    while (size) {
+        size_t room = FPX_SNAP_BUFFER - w->used;
+        size_t take = size < room ? size : room;
+        memcpy (w->buffer + w->used, data, take);
+        w->used += take;
+        data = (const char *) data + take;
+        size -= take;
+        if (w->used == FPX_SNAP_BUFFER && s_flush (w))
+            return -1;
+    }
+    return 0;
+}
+
+//  Writes DIR/snapshot.tmp for index at lsn and makes it durable; the
+//  caller renames it. The caller holds at least a shared lock on it.
+static int
+s_snapshot_write (const char *dir, const FaissIndex *index, const char *factory,
+                  uint64_t lsn, char *err, size_t err_size)
+{
+    char path [PATH_MAX];
+    snprintf (path, sizeof path, "%s/snapshot.tmp", dir);
+    size_t factory_len = strlen (factory);
+    s_snapshot_writer_t w = { .fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644),
+                              .offset = FPX_SNAP_HEADER + (off_t) factory_len };
+    w.buffer = malloc (FPX_SNAP_BUFFER);
+    int rc = 0;
+    if (w.fd < 0 || !w.buffer)
+        rc = FPX_EIO;
+    else
+        rc = fpx_shim_serialize_to (index, s_snapshot_sink, &w, err, err_size);
+    if (rc == 0 && s_flush (&w))
+        rc = FPX_EIO;
+    if (rc == 0) {
+        uint8_t header [FPX_SNAP_HEADER] = { 0 };
+        memcpy (header, FPX_SNAP_MAGIC, 8);
+        s_put32 (header + 8, FPX_SNAP_VERSION);
+        s_put64 (header + 16, lsn);
+        s_put64 (header + 24, w.length);
+        s_put32 (header + 32, w.crc);
+        s_put32 (header + 36, (uint32_t) factory_len);
+        uint32_t crc = fpx_crc32c (0, header + 16, FPX_SNAP_HEADER - 16);
+        s_put32 (header + 12, fpx_crc32c (crc, factory, factory_len));
+        if (s_write_all (w.fd, header, FPX_SNAP_HEADER, 0)
+        ||  s_write_all (w.fd, factory, factory_len, FPX_SNAP_HEADER)
+        ||  fdatasync (w.fd))
+            rc = FPX_EIO;
+    }
+    if (rc == FPX_EIO)
+        snprintf (err, err_size, "cannot write %s: %s", path, strerror (errno));
+    if (w.fd >= 0)
+        close (w.fd);
+    free (w.buffer);
+    if (rc)
+        unlink (path);
+    return rc;
+}
+
+//  Reads DIR/snapshot. Returns 0 with *index_p, or a reason in err
+//  (FPX_EDAMAGED when the file fails a check, FPX_EIO when unreadable).
+static int
+s_snapshot_read (const char *path, FaissIndex **index_p, uint64_t *lsn_p,
+                 char *factory, size_t factory_size, char *err, size_t err_size)
+{
+    int fd = open (path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat (fd, &st)) {
+        snprintf (err, err_size, "cannot open %s: %s", path, strerror (errno));
+        if (fd >= 0)
+            close (fd);
+        return errno == ENOENT ? FPX_EDAMAGED : FPX_EIO;
+    }
+    size_t size = (size_t) st.st_size;
+    const uint8_t *map = size >= FPX_SNAP_HEADER
+                       ? mmap (NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+    close (fd);
+    int rc = FPX_EDAMAGED;
+    if (map == MAP_FAILED)
+        snprintf (err, err_size, "snapshot is %zu bytes: shorter than its header", size);
+    else {
+        uint64_t payload = s_get64 (map + 24);
+        uint32_t factory_len = s_get32 (map + 36);
+        uint32_t crc = fpx_crc32c (0, map + 16, FPX_SNAP_HEADER - 16);
+        if (memcmp (map, FPX_SNAP_MAGIC, 8) || s_get32 (map + 8) != FPX_SNAP_VERSION)
+            snprintf (err, err_size, "snapshot has a bad magic or format version");
+        else if (factory_len >= factory_size || payload > size
+             ||  FPX_SNAP_HEADER + factory_len + payload != size)
+            snprintf (err, err_size, "snapshot lengths do not match its size (%zu bytes)", size);
+        else if (fpx_crc32c (crc, map + FPX_SNAP_HEADER, factory_len) != s_get32 (map + 12))
+            snprintf (err, err_size, "snapshot header checksum mismatch");
+        else if (fpx_crc32c (0, map + FPX_SNAP_HEADER + factory_len, payload) != s_get32 (map + 32))
+            snprintf (err, err_size, "snapshot payload checksum mismatch");
+        else {
+            memcpy (factory, map + FPX_SNAP_HEADER, factory_len);
+            factory [factory_len] = 0;
+            *lsn_p = s_get64 (map + 16);
+            size_t cap = 4 * payload + ((size_t) 256 << 20);
+            char faiss_err [FPX_ERROR_TEXT_MAX];
+            if (fpx_shim_deserialize (map + FPX_SNAP_HEADER + factory_len, payload, cap,
+                                      index_p, faiss_err, sizeof faiss_err))
+                snprintf (err, err_size, "snapshot passes its checksums but FAISS cannot read "
+                          "it: %s", faiss_err);
+            else
+                rc = 0;
+        }
+        munmap ((void *) map, size);
+    }
+    return rc;
+}
+
+// ---- the log -----------------------------------------------------------------------
+
+static fpx_wal_t *
+s_wal_new (const char *dir, const char *tenant, const char *name)
+{
+    fpx_wal_t *wal = calloc (1, sizeof *wal);
+    if (!wal)
+        return NULL;
+    snprintf (wal->dir, sizeof wal->dir, "%s", dir);
+    snprintf (wal->label, sizeof wal->label, "%s/%s", tenant, name);
+    pthread_mutex_init (&wal->mu, NULL);
+    pthread_mutex_init (&wal->snapshot_mu, NULL);
+    pthread_cond_init (&wal->synced_cv, NULL);
+    wal->fd = -1;
+    return wal;
+}
+
+void
+fpx_wal_destroy (fpx_wal_t **self_p)
+{
+    fpx_wal_t *wal = *self_p;
+    if (!wal)
+        return;
+    if (wal->fd >= 0)
+        close (wal->fd);
+    pthread_mutex_destroy (&wal->mu);
+    pthread_mutex_destroy (&wal->snapshot_mu);
+    pthread_cond_destroy (&wal->synced_cv);
+    free (wal);
+    *self_p = NULL;
+}
+
+//  Opens (creating if needed) the segment starting at first_lsn for
+//  appending at `end`, and makes its directory entry durable.
+static int
+s_wal_open_segment (fpx_wal_t *wal, uint64_t first_lsn, uint64_t end)
+{
+    char path [PATH_MAX];
+    s_segment_path (path, sizeof path, wal->dir, first_lsn);
+    int fd = open (path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || s_fsync_dir (wal->dir)) {
+        if (fd >= 0)
+            close (fd);
+        return -1;
+    }
+    pthread_mutex_lock (&wal->mu);
+    while (wal->syncing)
+        pthread_cond_wait (&wal->synced_cv, &wal->mu);
+    if (wal->fd >= 0) {
+        fdatasync (wal->fd);
+        close (wal->fd);
+    }
+    wal->fd = fd;
+    wal->generation++;
+    wal->written = wal->synced = wal->last_start = end;
+    pthread_cond_broadcast (&wal->synced_cv);
+    pthread_mutex_unlock (&wal->mu);
+    return 0;
+}
+
+int
+fpx_wal_append (fpx_wal_t *wal, const fpx_record_t *record, fpx_ticket_t *ticket,
+                char *err, size_t err_size)
+{
+    uint8_t header [FPX_REC_HEADER] = { 0 };
+    uint64_t length = 0;
+    for (int i = 0; i < record->nparts; i++)
+        length += record->sizes [i];
+    s_put32 (header, FPX_REC_MAGIC);
+    s_put64 (header + 8, length);
+    s_put64 (header + 16, wal->next_lsn);
+    header [24] = (uint8_t) record->kind;
+    uint32_t crc = fpx_crc32c (0, header + 8, FPX_REC_HEADER - 8);
+    for (int i = 0; i < record->nparts; i++)
+        crc = fpx_crc32c (crc, record->parts [i], record->sizes [i]);
+    s_put32 (header + 4, crc);
+
+    struct iovec iov [4] = { { header, FPX_REC_HEADER } };
+    for (int i = 0; i < record->nparts; i++)
+        iov [i + 1] = (struct iovec) { (void *) record->parts [i], record->sizes [i] };
+    uint64_t start = wal->written, total = FPX_REC_HEADER + length, done = 0;
+    int count = record->nparts + 1, at = 0;
+    while (done < total) {
+        ssize_t n = pwritev (wal->fd, iov + at, count - at, (off_t) (start + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        done += (uint64_t) n;
+        while (at < count && (size_t) n >= iov [at].iov_len)
+            n -= (ssize_t) iov [at++].iov_len;
+        if (at < count) {
+            iov [at].iov_base = (char *) iov [at].iov_base + n;
+            iov [at].iov_len -= (size_t) n;
+        }
+    }
+    bool failed = done < total
+               || (s_store.config.fsync == FPX_FSYNC_ALWAYS && fdatasync (wal->fd));
+    if (failed) {
+        int saved = errno;
+        if (ftruncate (wal->fd, (off_t) start))
+            fpx_log (FPX_LOG_ERROR, "%s: cannot cut a failed log record: %s", wal->label,
+                     strerror (errno));
+        snprintf (err, err_size, "cannot log the write for %s: %s; nothing was changed",
+                  wal->label, strerror (saved ? saved : EIO));
+        return FPX_EIO;
+    }
+    pthread_mutex_lock (&wal->mu);
+    wal->last_start = start;
+    wal->written = start + total;
+    if (s_store.config.fsync == FPX_FSYNC_ALWAYS)
+        wal->synced = wal->written;
+    *ticket = (fpx_ticket_t) { .generation = wal->generation, .offset = wal->written };
+    pthread_mutex_unlock (&wal->mu);
+    wal->next_lsn++;
+    if (wal->log_bytes == 0)
+        wal->dirty_since = fpx_monotonic_seconds ();
+    wal->log_bytes += total;
+    if (wal->log_bytes >= s_store.config.snapshot_log_bytes) {
+        pthread_mutex_lock (&s_store.mu);
+        pthread_cond_signal (&s_store.wake);
+        pthread_mutex_unlock (&s_store.mu);
+    }
+    return 0;
+}
+
+void
+fpx_wal_undo (fpx_wal_t *wal, const fpx_ticket_t *ticket)
+{
+    pthread_mutex_lock (&wal->mu);
+    uint64_t start = wal->last_start;
+    if (ticket->generation == wal->generation && ticket->offset == wal->written) {
+        if (ftruncate (wal->fd, (off_t) start))
+            fpx_log (FPX_LOG_ERROR, "%s: cannot take back a refused record: %s", wal->label,
+                     strerror (errno));
+        wal->log_bytes -= wal->written - start;
+        wal->written = start;
+        if (wal->synced > start)
+            wal->synced = start;
+        wal->next_lsn--;
+    }
+    pthread_mutex_unlock (&wal->mu);
+}
+
+int
+fpx_wal_commit (fpx_wal_t *wal, const fpx_ticket_t *ticket, char *err, size_t err_size)
+{
+    if (s_store.config.fsync != FPX_FSYNC_BATCH)
+        return 0;
+    int rc = 0;
+    pthread_mutex_lock (&wal->mu);
+    while (ticket->generation == wal->generation && wal->synced < ticket->offset) {
+        if (wal->syncing) {
+            pthread_cond_wait (&wal->synced_cv, &wal->mu);
+            continue;
+        }
+        //  Become the syncer for everything written so far: the writers
+        //  that arrive meanwhile share the next one.
+        wal->syncing = true;
+        uint64_t target = wal->written;
+        int fd = wal->fd;
+        pthread_mutex_unlock (&wal->mu);
+        int failed = fdatasync (fd);
+        int saved = errno;
+        pthread_mutex_lock (&wal->mu);
+        wal->syncing = false;
+        if (!failed && target > wal->synced)
+            wal->synced = target;
+        pthread_cond_broadcast (&wal->synced_cv);
+        if (failed) {
+            snprintf (err, err_size, "%s: fdatasync failed: %s; the write may not survive a "
+                      "crash", wal->label, strerror (saved));
+            rc = FPX_EIO;
+            break;
+        }
+    }
+    pthread_mutex_unlock (&wal->mu);
+    return rc;
+}
+
+bool
+fpx_wal_wants_snapshot (fpx_wal_t *wal)
+{
+    pthread_mutex_lock (&wal->mu);
+    bool wants = wal->log_bytes > 0
+              && (wal->log_bytes >= s_store.config.snapshot_log_bytes
+                  || fpx_monotonic_seconds () - wal->dirty_since >= s_store.config.snapshot_interval_s);
+    pthread_mutex_unlock (&wal->mu);
+    return wants;
+}
+
+// ---- replay --------------------------------------------------------------------------
+
+//  Applies one log record to index. Returns 0, or -1 with err when the
+//  record cannot be meant for this index (its sizes do not fit).
+static int
+s_replay_record (FaissIndex *index, int kind, const uint8_t *p, uint64_t length,
+                 char *err, size_t err_size)
+{
+    int d = (int) faiss_Index_d (index);
+    uint64_t n = length >= 16 ? s_get64 (p) : 0;
+    int rc = 0;
+    char faiss_err [FPX_ERROR_TEXT_MAX] = "";
+    if (kind == FPX_REC_TRAIN || kind == FPX_REC_ADD || kind == FPX_REC_ADD_WITH_IDS) {
+        uint64_t row = (uint64_t) d * 4 + (kind == FPX_REC_ADD_WITH_IDS ? 8 : 0);
+        if (length < 16 || (int) s_get32 (p + 8) != d || n == 0 || (length - 16) / row != n
+        ||  (length - 16) % row)
+            goto malformed;
+        const float *x = (const float *) (p + 16);     //  16 + 32-byte header: aligned
+        if (kind == FPX_REC_TRAIN)
+            rc = faiss_Index_train (index, (int64_t) n, x);
+        else if (kind == FPX_REC_ADD)
+            rc = faiss_Index_add (index, (int64_t) n, x);
+        else
+            rc = faiss_Index_add_with_ids (index, (int64_t) n, x,
+                                           (const int64_t *) (p + 16 + n * (uint64_t) d * 4));
+    }
+    else if (kind == FPX_REC_REMOVE_IDS || kind == FPX_REC_REMOVE_RANGE) {
+        FaissIDSelector *selector = NULL;
+        size_t removed;
+        if (length < 16 || (kind == FPX_REC_REMOVE_IDS && (length - 16) != n * 8))
+            goto malformed;
+        if (kind == FPX_REC_REMOVE_IDS)
+            rc = faiss_IDSelectorBatch_new ((FaissIDSelectorBatch **) &selector, n,
+                                            (const int64_t *) (p + 16));
+        else
+            rc = faiss_IDSelectorRange_new ((FaissIDSelectorRange **) &selector,
+                                            (int64_t) s_get64 (p), (int64_t) s_get64 (p + 8));
+        if (!rc)
+            rc = faiss_Index_remove_ids (index, selector, &removed);
+        faiss_IDSelector_free (selector);
+    }
+    else if (kind == FPX_REC_RESET)
+        rc = faiss_Index_reset (index);
+    else if (kind == FPX_REC_SET_PARAMETERS || kind == FPX_REC_SET_ATTR) {
+        uint64_t skip = kind == FPX_REC_SET_ATTR ? 8 : 0;
+        char text [FPX_SETPARAM_MAX];
+        if (length < skip + 1 || length - skip >= sizeof text)
+            goto malformed;
+        memcpy (text, p + skip, length - skip);
+        text [length - skip] = 0;
+        if (kind == FPX_REC_SET_ATTR) {
+            double value;
+            memcpy (&value, p, 8);
+            rc = fpx_shim_set_attr (index, NULL, text, value, faiss_err, sizeof faiss_err);
+        }
+        else {
+            FaissParameterSpace *space = NULL;
+            rc = faiss_ParameterSpace_new (&space);
+            if (!rc)
+                rc = faiss_ParameterSpace_set_index_parameters (space, index, text);
+            faiss_ParameterSpace_free (space);
+        }
+    }
+    else if (kind == FPX_REC_SET_DIRECT_MAP && length == 8)
+        rc = fpx_shim_set_direct_map (index, (int) s_get32 (p), faiss_err, sizeof faiss_err);
+    else
+        goto malformed;
+    if (rc)     //  refused again, as the first time: the log keeps only
+                //  accepted records, so this is worth a line, not a stop
+        fpx_log (FPX_LOG_WARN, "replay: FAISS refused a record of kind %d: %s", kind, faiss_err);
+    return 0;
+malformed:
+    snprintf (err, err_size, "log record of kind %d does not fit the index (d = %d)", kind, d);
+    return -1;
+}
+
+typedef struct {
+    uint64_t first_lsn;
+    char name [64];
+} s_segment_t;
+
+static int
+s_compare_segments (const void *a, const void *b)
+{
+    uint64_t x = ((const s_segment_t *) a)->first_lsn, y = ((const s_segment_t *) b)->first_lsn;
+    return x < y ? -1 : x > y;
+}
+
+//  Sorted log segments of dir; *count_p of them. NULL on error.
+static s_segment_t *
+s_list_segments (const char *dir, size_t *count_p)
+{
+    DIR *handle = opendir (dir);
+    if (!handle)
+        return NULL;
+    size_t count = 0, capacity = 16;
+    s_segment_t *segments = malloc (capacity * sizeof *segments);
+    struct dirent *item;
+    while (segments && (item = readdir (handle))) {
+        unsigned long long lsn;
+        char tail;
+        if (sscanf (item->d_name, "wal-%16llx.lo%c", &lsn, &tail) != 2 || tail != 'g'
+        ||  strlen (item->d_name) != 24)
+            continue;
+        if (count == capacity) {
+            s_segment_t *grown = realloc (segments, 2 * capacity * sizeof *segments);
+            if (!grown) {
+                free (segments);
+                segments = NULL;
+                break;
+            }
+            segments = grown;
+            capacity *= 2;
+        }
+        segments [count].first_lsn = lsn;
+        snprintf (segments [count].name, sizeof segments [count].name, "%s", item->d_name);
+        count++;
+    }
+    closedir (handle);
+    if (segments)
+        qsort (segments, count, sizeof *segments, s_compare_segments);
+    *count_p = count;
+    return segments;
+}
+
+//  Replays one segment into index from *next_lsn on. A bad record is a
+//  torn tail when it is the last thing in the newest segment (cut off,
+//  *tail_end set), otherwise damage (-1 with err).
+static int
+s_replay_segment (FaissIndex *index, const char *path, bool newest, uint64_t *next_lsn,
+                  uint64_t *valid_end, char *err, size_t err_size)
+{
+    int fd = open (path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat (fd, &st)) {
+        snprintf (err, err_size, "cannot read %s: %s", path, strerror (errno));
+        if (fd >= 0)
+            close (fd);
+        return -1;
+    }
+    size_t size = (size_t) st.st_size;
+    const uint8_t *map = size ? mmap (NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    close (fd);
+    if (map == MAP_FAILED) {
+        snprintf (err, err_size, "cannot map %s: %s", path, strerror (errno));
+        return -1;
+    }
+    uint64_t at = 0;
+    int rc = 0;
+    while (rc == 0 && at < size) {
+        const uint8_t *rec = map + at;
+        uint64_t left = size - at, length = left >= FPX_REC_HEADER ? s_get64 (rec + 8) : 0;
+        bool whole = left >= FPX_REC_HEADER && s_get32 (rec) == FPX_REC_MAGIC
+                  && length <= FPX_REC_MAX && length <= left - FPX_REC_HEADER
+                  && fpx_crc32c (0, rec + 8, FPX_REC_HEADER - 8 + length) == s_get32 (rec + 4);
+        if (!whole) {
+            //  Only the end of the newest segment may be torn: a crash in
+            //  the middle of an append leaves exactly that.
+            if (newest)
+                break;
+            snprintf (err, err_size, "%s: bad record at offset %llu", path, (unsigned long long) at);
+            rc = -1;
+        }
+        else if (s_get64 (rec + 16) < *next_lsn)
+            at += FPX_REC_HEADER + length;           //  covered by the snapshot
+        else if (s_get64 (rec + 16) != *next_lsn) {
+            snprintf (err, err_size, "%s: record %llu where %llu was expected", path,
+                      (unsigned long long) s_get64 (rec + 16), (unsigned long long) *next_lsn);
+            rc = -1;
+        }
+        else {
+            rc = s_replay_record (index, rec [24], rec + FPX_REC_HEADER, length, err, err_size);
+            if (rc == 0) {
+                at += FPX_REC_HEADER + length;
+                ++*next_lsn;
+            }
+        }
+    }
+    if (map)
+        munmap ((void *) map, size);
+    *valid_end = at;
+    return rc;
+}
+
+// ---- recovery -------------------------------------------------------------------------
+
+//  Loads one index directory. On success *object is whole; on damage
+//  object->damaged holds the reason and the bad file is moved aside.
+static void
+s_recover_index (const char *dir, const char *tenant, const char *name, fpx_object_t *object,
+                 char *factory, size_t factory_size, char *reason, size_t reason_size,
+                 uint64_t *vectors)
+{
+    char path [PATH_MAX], aside [PATH_MAX + 64], why [1024];
+    uint64_t snapshot_lsn = 0;
+    memset (object, 0, sizeof *object);
+    object->factory = factory;
+    snprintf (path, sizeof path, "%s/snapshot", dir);
+    int rc = s_snapshot_read (path, &object->index, &snapshot_lsn, factory, factory_size,
+                              why, sizeof why);
+    if (rc) {
+        if (rc == FPX_EDAMAGED && access (path, F_OK) == 0) {
+            s_move_aside (path, aside, sizeof aside);
+            snprintf (reason, reason_size, "%s; moved aside to %s", why, aside);
+        }
+        else
+            snprintf (reason, reason_size, "%s", why);
+        object->damaged = reason;
+        return;
+    }
+    size_t count = 0;
+    s_segment_t *segments = s_list_segments (dir, &count);
+    uint64_t next_lsn = snapshot_lsn + 1, valid_end = 0, last_first = next_lsn;
+    for (size_t i = 0; segments && i < count; i++) {
+        snprintf (path, sizeof path, "%s/%s", dir, segments [i].name);
+        bool newest = i + 1 == count;
+        if (!newest && segments [i + 1].first_lsn <= next_lsn) {
+            unlink (path);           //  wholly covered by the snapshot
+            continue;
+        }
+        if (s_replay_segment (object->index, path, newest, &next_lsn, &valid_end, why, sizeof why)) {
+            s_move_aside (path, aside, sizeof aside);
+            snprintf (reason, reason_size, "%s; log moved aside to %s", why, aside);
+            object->damaged = reason;
+            faiss_Index_free (object->index);
+            object->index = NULL;
+            free (segments);
+            return;
+        }
+        last_first = segments [i].first_lsn;
+    }
+    bool have_segment = segments && count > 0;
+    free (segments);
+    fpx_wal_t *wal = s_wal_new (dir, tenant, name);
+    if (!wal || s_wal_open_segment (wal, have_segment ? last_first : next_lsn,
+                                    have_segment ? valid_end : 0)
+    ||  (have_segment && ftruncate (wal->fd, (off_t) valid_end))) {
+        snprintf (reason, reason_size, "cannot open its log for writing: %s", strerror (errno));
+        object->damaged = reason;
+        faiss_Index_free (object->index);
+        object->index = NULL;
+        fpx_wal_destroy (&wal);
+        return;
+    }
+    wal->next_lsn = next_lsn;
+    wal->snapshot_lsn = snapshot_lsn;
+    wal->log_bytes = valid_end;
+    wal->dirty_since = valid_end ? fpx_monotonic_seconds () : 0;
+    object->wal = wal;
+    *vectors += (uint64_t) faiss_Index_ntotal (object->index);
+}
+
+static void
+s_recover_tenant (uint32_t tenant_id, const char *tenant, size_t *loaded, size_t *damaged,
+                  uint64_t *vectors)
+{
+    char tenant_dir [PATH_MAX];
+    snprintf (tenant_dir, sizeof tenant_dir, "%s/tenants/%s", s_store.root, tenant);
+    DIR *handle = opendir (tenant_dir);
+    if (!handle)
+        return;
+    struct dirent *item;
+    while ((item = readdir (handle))) {
+        char dir [PATH_MAX];
+        int written = snprintf (dir, sizeof dir, "%s/%s", tenant_dir, item->d_name);
+        if (item->d_name [0] == '.' || written >= (int) sizeof dir) {
+            //  Leftovers of an interrupted create (.tmp-) or drop (.trash-).
+            if (!strncmp (item->d_name, ".tmp-", 5) || !strncmp (item->d_name, ".trash-", 7))
+                s_remove_tree (dir);
+            continue;
+        }
+        if (!fpx_name_is_valid (item->d_name, strlen (item->d_name)))
+            continue;
+        fpx_object_t object;
+        char factory [FPX_FACTORY_MAX], reason [2048];
+        s_recover_index (dir, tenant, item->d_name, &object, factory, sizeof factory,
+                         reason, sizeof reason, vectors);
+        fpx_entry_t *entry;
+        if (fpx_registry_insert (s_store.registry, tenant_id, item->d_name, 0, &object, &entry)) {
+            fpx_object_free (&object);
+            continue;
+        }
+        fpx_entry_release (&entry);
+        if (object.damaged) {
+            ++*damaged;
+            fpx_log (FPX_LOG_ERROR, "index %s/%s is DAMAGED: %s", tenant, item->d_name, reason);
+        }
+        else
+            ++*loaded;
+    }
+    closedir (handle);
+}
+
+int
+fpx_storage_open (const fpx_storage_config_t *config, fpx_registry_t *registry,
+                  char (*tenants) [FPX_NAME_MAX + 1], int ntenants)
+{
+    s_store.config = *config;
+    s_store.registry = registry;
+    s_store.tenants = tenants;
+    s_store.ntenants = ntenants;
+    if (!realpath (config->root, s_store.root)) {
+        if (s_mkdir_p (config->root) || !realpath (config->root, s_store.root)) {
+            fpx_log (FPX_LOG_ERROR, "cannot create data directory %s: %s", config->root, strerror (errno));
+            return -1;
+        }
+    }
+    //  Paths below the root add at most a tenant, an index name and a file
+    //  name: keep the root short enough that none is ever cut.
+    if (strlen (s_store.root) > PATH_MAX - 2 * FPX_NAME_MAX - 128) {
+        fpx_log (FPX_LOG_ERROR, "data directory path is too long");
+        return -1;
+    }
+    char path [PATH_MAX];
+    snprintf (path, sizeof path, "%s/LOCK", s_store.root);
+    s_store.lock_fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (s_store.lock_fd < 0 || flock (s_store.lock_fd, LOCK_EX | LOCK_NB)) {
+        fpx_log (FPX_LOG_ERROR, "data directory %s is in use by another faissproxyd (%s)",
+                 s_store.root, strerror (errno));
+        return -1;
+    }
+    double started = fpx_monotonic_seconds ();
+    size_t loaded = 0, damaged = 0;
+    uint64_t vectors = 0;
+    for (int t = 0; t < ntenants; t++)
+        s_recover_tenant ((uint32_t) t, tenants [t], &loaded, &damaged, &vectors);
+    fpx_log (FPX_LOG_INFO, "recovered %zu index(es), %llu vector(s) in %.3f s from %s%s",
+             loaded, (unsigned long long) vectors, fpx_monotonic_seconds () - started,
+             s_store.root, damaged ? "; some indexes are DAMAGED (see above)" : "");
+    return 0;
+}
+
+// ---- create, drop, snapshot --------------------------------------------------------
+
+int
+fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *tenant_name,
+                    const char *name, const fpx_object_t *object_in,
+                    fpx_entry_t **entry_p, char *err, size_t err_size)
+{
+    char tenant_dir [PATH_MAX], tmp [PATH_MAX], final [PATH_MAX];
+    snprintf (tenant_dir, sizeof tenant_dir, "%s/tenants/%s", s_store.root, tenant_name);
+    snprintf (tmp, sizeof tmp, "%s/.tmp-%s-%d", tenant_dir, name, (int) getpid ());
+    snprintf (final, sizeof final, "%s/%s", tenant_dir, name);
+    if (s_mkdir_p (tenant_dir) || (mkdir (tmp, 0755) && errno != EEXIST)) {
+        snprintf (err, err_size, "cannot create %s: %s", tmp, strerror (errno));
+        return FPX_EIO;
+    }
+    fpx_wal_t *wal = s_wal_new (final, tenant_name, name);
+    int rc = wal ? s_snapshot_write (tmp, object_in->index, object_in->factory ? object_in->factory : "",
+                                     0, err, err_size)
+                 : FPX_ENOMEM;
+    char path [PATH_MAX], snapshot [PATH_MAX];
+    snprintf (path, sizeof path, "%s/snapshot.tmp", tmp);
+    snprintf (snapshot, sizeof snapshot, "%s/snapshot", tmp);
+    if (rc == 0) {
+        snprintf (wal->dir, sizeof wal->dir, "%s", tmp);
+        if (rename (path, snapshot) || s_wal_open_segment (wal, 1, 0)) {
+            snprintf (err, err_size, "cannot set up %s: %s", tmp, strerror (errno));
+            rc = FPX_EIO;
+        }
+        snprintf (wal->dir, sizeof wal->dir, "%s", final);
+        wal->next_lsn = 1;
+    }
+    fpx_object_t object = *object_in;
+    object.wal = wal;
+    if (rc == 0) {
+        //  The name and the files appear together: insert, then rename.
+        rc = fpx_registry_insert (registry, tenant, name, 0, &object, entry_p);
+        if (rc == FPX_EEXIST)
+            snprintf (err, err_size, "an index named '%s' already exists", name);
+        else if (rc == 0 && (rename (tmp, final) || s_fsync_dir (tenant_dir))) {
+            snprintf (err, err_size, "cannot rename %s: %s", tmp, strerror (errno));
+            fpx_registry_remove (registry, tenant, name, 0);
+            fpx_entry_release (entry_p);        //  frees the object
+            s_remove_tree (tmp);
+            return FPX_EIO;
+        }
+    }
+    if (rc) {
+        fpx_object_free (&object);
+        s_remove_tree (tmp);
+    }
+    return rc;
+}
+
+int
+fpx_storage_drop (uint32_t tenant, const char *name, char *err, size_t err_size)
+{
+    if (!s_store.tenants || (int) tenant >= s_store.ntenants)
+        return 0;
+    char tenant_dir [PATH_MAX], dir [PATH_MAX], trash [PATH_MAX];
+    snprintf (tenant_dir, sizeof tenant_dir, "%s/tenants/%s", s_store.root, s_store.tenants [tenant]);
+    snprintf (dir, sizeof dir, "%s/%s", tenant_dir, name);
+    snprintf (trash, sizeof trash, "%s/.trash-%s-%lld", tenant_dir, name, (long long) time (NULL));
+    if (access (dir, F_OK))
+        return 0;
+    //  One atomic rename makes the drop durable; the tree goes after.
+    if (rename (dir, trash) || s_fsync_dir (tenant_dir)) {
+        snprintf (err, err_size, "cannot remove %s: %s", dir, strerror (errno));
+        return FPX_EIO;
+    }
+    s_remove_tree (trash);
+    return 0;
+}
+
+int
+fpx_storage_snapshot (fpx_entry_t *entry, char *err, size_t err_size)
+{
+    fpx_wal_t *wal = entry->wal;
+    if (!wal)
+        return 0;
+    pthread_mutex_lock (&wal->snapshot_mu);
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    uint64_t lsn = wal->next_lsn - 1;
+    int rc = 0;
+    if (lsn != wal->snapshot_lsn) {
+        rc = s_snapshot_write (wal->dir, entry->index, entry->factory, lsn, err, err_size);
+        //  New records go to a fresh segment from here on.
+        if (rc == 0 && s_wal_open_segment (wal, lsn + 1, 0)) {
+            snprintf (err, err_size, "cannot start a new log segment: %s", strerror (errno));
+            rc = FPX_EIO;
+        }
+        if (rc == 0) {
+            pthread_mutex_lock (&wal->mu);
+            wal->log_bytes = 0;
+            wal->dirty_since = 0;
+            pthread_mutex_unlock (&wal->mu);
+        }
+    }
+    pthread_rwlock_unlock (lock);
+    if (rc == 0 && lsn != wal->snapshot_lsn) {
+        char from [PATH_MAX], to [PATH_MAX];
+        snprintf (from, sizeof from, "%s/snapshot.tmp", wal->dir);
+        snprintf (to, sizeof to, "%s/snapshot", wal->dir);
+        if (rename (from, to) || s_fsync_dir (wal->dir)) {
+            snprintf (err, err_size, "cannot install the snapshot: %s", strerror (errno));
+            rc = FPX_EIO;
+        }
+        else {
+            wal->snapshot_lsn = lsn;
+            size_t count = 0;
+            s_segment_t *segments = s_list_segments (wal->dir, &count);
+            for (size_t i = 0; segments && i < count; i++)
+                if (segments [i].first_lsn <= lsn) {
+                    snprintf (from, sizeof from, "%s/%s", wal->dir, segments [i].name);
+                    unlink (from);
+                }
+            free (segments);
+            fpx_log (FPX_LOG_DEBUG, "%s: snapshot at record %llu", wal->label, (unsigned long long) lsn);
+        }
+    }
+    pthread_mutex_unlock (&wal->snapshot_mu);
+    return rc;
+}
+
+// ---- background snapshots and shutdown -------------------------------------------------
+
+static void
+s_snapshot_due (bool all)
+{
+    fpx_entry_t **entries;
+    long count = fpx_registry_named (s_store.registry, &entries);
+    for (long i = 0; i < count; i++) {
+        fpx_wal_t *wal = entries [i]->wal;
+        if (wal && (all ? wal->log_bytes > 0 : fpx_wal_wants_snapshot (wal))) {
+            char err [1024];
+            if (fpx_storage_snapshot (entries [i], err, sizeof err))
+                fpx_log (FPX_LOG_ERROR, "snapshot of %s failed: %s", wal->label, err);
+        }
+        fpx_entry_release (&entries [i]);
+    }
+    if (count >= 0)
+        free (entries);
+}
+
+static void *
+s_snapshotter (void *arg)
+{
+    (void) arg;
+    double period = s_store.config.snapshot_interval_s / 4;
+    if (period > 5)
+        period = 5;
+    if (period < 0.05)
+        period = 0.05;
+    pthread_mutex_lock (&s_store.mu);
+    while (!s_store.stopping) {
+        struct timespec until;
+        clock_gettime (CLOCK_REALTIME, &until);
+        double at = (double) until.tv_sec + until.tv_nsec * 1e-9 + period;
+        until.tv_sec = (time_t) at;
+        until.tv_nsec = (long) ((at - (double) until.tv_sec) * 1e9);
+        pthread_cond_timedwait (&s_store.wake, &s_store.mu, &until);
+        if (s_store.stopping)
+            break;
+        pthread_mutex_unlock (&s_store.mu);
+        s_snapshot_due (false);
+        pthread_mutex_lock (&s_store.mu);
+    }
+    pthread_mutex_unlock (&s_store.mu);
+    return NULL;
+}
+
+int
+fpx_storage_start_snapshotter (fpx_registry_t *registry)
+{
+    s_store.registry = registry;
+    if (pthread_create (&s_store.snapshotter, NULL, s_snapshotter, NULL))
+        return -1;
+    s_store.snapshotter_running = true;
+    return 0;
+}
+
+void
+fpx_storage_close (fpx_registry_t *registry)
+{
+    (void) registry;
+    if (s_store.snapshotter_running) {
+        pthread_mutex_lock (&s_store.mu);
+        s_store.stopping = true;
+        pthread_cond_signal (&s_store.wake);
+        pthread_mutex_unlock (&s_store.mu);
+        pthread_join (s_store.snapshotter, NULL);
+        s_store.snapshotter_running = false;
+    }
+    if (s_store.registry)
+        s_snapshot_due (true);
+    if (s_store.lock_fd >= 0)
+        close (s_store.lock_fd);
+    s_store.lock_fd = -1;
+}
