@@ -50,6 +50,7 @@ PC_FILE  := $(BUILD)/lib/pkgconfig/faissproxy.pc
 LOADTEST := $(BUILD)/bin/fpx-loadtest
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
+.SECONDARY:
 .PHONY: all deps run test test-c test-python test-asan test-tsan bench install clean distclean
 all: $(DAEMON) $(CLI) $(LIB_A) $(LIB_SO) $(PC_FILE) $(if $(LOADTEST_SRC),$(LOADTEST))
 

@@ -391,6 +391,22 @@ fpx_shim_factory (int d, const char *factory, int metric, size_t alloc_cap,
 }
 
 extern "C" int
+fpx_shim_reconstruct_n (const FaissIndex *index_c, int64_t i0, int64_t n, float *out,
+                        char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        const faiss::Index *index = as_index (index_c);
+        if (dynamic_cast<const faiss::IndexFlatCodes *> (index)
+        ||  dynamic_cast<const faiss::IndexIVF *> (index))
+            index->reconstruct_n (i0, n, out);
+        else
+            for (int64_t i = 0; i < n; i++)
+                index->reconstruct (i0 + i, out + i * index->d);
+        return 0;
+    });
+}
+
+extern "C" int
 fpx_shim_has_ids (const FaissIndex *index)
 {
     const faiss::Index *top = as_index (index);

@@ -61,6 +61,14 @@ int fpx_shim_deserialize (const uint8_t *bytes, size_t size, size_t alloc_cap,
 int fpx_shim_factory (int d, const char *factory, int metric, size_t alloc_cap,
                       FaissIndex **index_p, char *err, size_t err_size);
 
+/*  reconstruct_n without FAISS's default implementation, which calls
+    reconstruct in an OpenMP loop when n > 1000: an exception there (an id
+    an IDMap2 lacks, an IDMap that cannot reconstruct) aborts the process.
+    Indexes with their own bulk implementation (flat codes, IVF) use it;
+    the others are reconstructed one by one on this thread.              */
+int fpx_shim_reconstruct_n (const FaissIndex *index, int64_t i0, int64_t n, float *out,
+                            char *err, size_t err_size);
+
 /*  1 if the index maps ids itself (IDMap, IDMap2, IVF), so that a key to
     reconstruct is an id rather than a position.                         */
 int fpx_shim_has_ids (const FaissIndex *index);

@@ -254,9 +254,25 @@ s_parse (fpx_config_t *config, int argc, char **argv)
     return 0;
 }
 
+//  OpenMP's default wait policy keeps idle team threads spinning after each
+//  parallel region. In a server whose workers start teams concurrently,
+//  next to other processes, that spinning takes the cores the other
+//  requests need: idle threads should sleep. libgomp reads the policy
+//  before main runs, so set it and start again, once.
+static void
+s_passive_openmp (char **argv)
+{
+    if (getenv ("OMP_WAIT_POLICY"))
+        return;
+    setenv ("OMP_WAIT_POLICY", "PASSIVE", 1);
+    execv ("/proc/self/exe", argv);
+    //  Could not re-execute: run on with the default policy.
+}
+
 int
 main (int argc, char **argv)
 {
+    s_passive_openmp (argv);
     fpx_server_t server;
     memset (&server, 0, sizeof server);
     fpx_config_t *config = &server.config;

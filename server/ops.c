@@ -899,9 +899,10 @@ s_reconstruct (fpx_call_t *call, bool many)
         fpx_reply_error (call->reply, FPX_ETOOBIG, "%zu bytes exceed the message limit", bytes);
     else if (!(out = malloc (bytes)))
         fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
-    else if (many ? faiss_Index_reconstruct_n (entry->index, i0, n, out)
-                  : faiss_Index_reconstruct (entry->index, i0, out))
-        fpx_op_faiss_error (call, "reconstruct failed");
+    else {
+        char err [FPX_ERROR_TEXT_MAX];
+        fpx_op_shim_result (call, fpx_shim_reconstruct_n (entry->index, i0, n, out, err, sizeof err), err);
+    }
     pthread_rwlock_unlock (lock);
     if (call->reply->status)
         free (out);

@@ -676,9 +676,29 @@ s_list_segments (const char *dir, size_t *count_p)
     return segments;
 }
 
-//  Replays one segment into index from *next_lsn on. A bad record is a
-//  torn tail when it is the last thing in the newest segment (cut off,
-//  *tail_end set), otherwise damage (-1 with err).
+//  True when a record that fails its checks is what a crash during an
+//  append leaves at the end of the newest segment: a prefix of a record
+//  (a short header, or a payload running past the end), a last record
+//  whose pages did not all reach the disk, or a zero-filled tail. A bad
+//  record with whole records after it is damage, never a torn tail.
+static bool
+s_torn_tail (const uint8_t *rec, uint64_t left)
+{
+    if (left < FPX_REC_HEADER)
+        return true;
+    uint64_t length = s_get64 (rec + 8);
+    if (s_get32 (rec) == FPX_REC_MAGIC
+    &&  (length > left - FPX_REC_HEADER || length == left - FPX_REC_HEADER))
+        return true;
+    for (uint64_t i = 0; i < left; i++)
+        if (rec [i])
+            return false;
+    return true;
+}
+
+//  Replays one segment into index from *next_lsn on. A bad record is cut
+//  off when it is a torn tail of the newest segment (*valid_end tells
+//  where), otherwise damage (-1 with err).
 static int
 s_replay_segment (FaissIndex *index, const char *path, bool newest, uint64_t *next_lsn,
                   uint64_t *valid_end, char *err, size_t err_size)
@@ -707,9 +727,7 @@ s_replay_segment (FaissIndex *index, const char *path, bool newest, uint64_t *ne
                   && length <= FPX_REC_MAX && length <= left - FPX_REC_HEADER
                   && fpx_crc32c (0, rec + 8, FPX_REC_HEADER - 8 + length) == s_get32 (rec + 4);
         if (!whole) {
-            //  Only the end of the newest segment may be torn: a crash in
-            //  the middle of an append leaves exactly that.
-            if (newest)
+            if (newest && s_torn_tail (rec, left))
                 break;
             snprintf (err, err_size, "%s: bad record at offset %llu", path, (unsigned long long) at);
             rc = -1;
