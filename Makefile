@@ -114,6 +114,7 @@ test: deps
 
 test-c: all $(TESTS)
 	@tests/run.sh $(BUILD)
+	@tests/test_loadtest_smoke.sh $(BUILD)
 
 #  The Python drop-in against a real server, compared with Debian's FAISS.
 test-python: all

@@ -98,6 +98,10 @@ typedef struct {
     int64_t memory_bytes;      /* -1 unless asked for (fpx_index_describe)  */
     char class_name [64];      /* FAISS class, e.g. "IndexIVFFlat"          */
     int d_out;                 /* vector transforms: output dimension; else d */
+    char damaged [256];        /* "" when whole; else why its stored data
+                                  could not be loaded (every call but
+                                  describe, open and drop then fails with
+                                  FPX_EDAMAGED)                             */
 } fpx_index_info_t;
 
 /*  Creates an index with FAISS's index_factory (d, factory, metric).
@@ -115,6 +119,11 @@ int fpx_index_open (fpx_client_t *self, const char *name, fpx_index_info_t *info
 
 /*  Drops an index (frees it once in-flight calls on it are done).       */
 int fpx_index_drop (fpx_client_t *self, const char *name);
+
+/*  Writes a snapshot of a named index now and truncates its log
+    (docs/STORAGE.md). FPX_EINVAL for an anonymous index, FPX_EIO when the
+    disk refuses.                                                        */
+int fpx_index_save (fpx_client_t *self, const char *name);
 
 /*  Names of this tenant's named indexes, sorted. *names_p receives an
     array of *count_p strings; caller frees it with fpx_strlist_free.    */
@@ -259,6 +268,69 @@ int fpx_kmeans (fpx_client_t *self, int d, int k, int64_t n, const float *x,
 
 /*  Frees memory returned by this library. Accepts NULL.                 */
 void fpx_free (void *ptr);
+
+/* ---- asynchronous search and add: pipelining ---------------------------
+    One handle may keep up to FPX_MAX_IN_FLIGHT requests in flight: send
+    them with fpx_search_send / fpx_add_send, then collect completions with
+    fpx_recv, in the order the server answers them (not necessarily the
+    order of sending). Synchronous calls may be made on the same handle
+    meanwhile; replies to the asynchronous requests that arrive during
+    them are kept for fpx_recv.
+
+    Buffers: x, and a search's distances and labels, belong to the caller
+    but are lent to the request from its send until fpx_recv reports its
+    completion: keep them valid and leave x unchanged until then (large
+    arrays are sent without a copy), and read the results only after.
+    Results are written only inside the fpx_recv call that reports them.
+
+    Timeouts: each request expires when the handle's timeout
+    (fpx_client_set_timeout) has passed since it was sent; it then
+    completes with FPX_ETIMEDOUT and its late reply is discarded.
+
+    Destroying the handle abandons the requests in flight; once
+    fpx_client_destroy returns, none of their buffers is referenced.
+
+    Thread-safety: as every call on a handle, one thread at a time.     */
+
+#define FPX_MAX_IN_FLIGHT 256
+
+/*  Sends a search (as fpx_search) without waiting for it. *request_id
+    (OUT, never 0) identifies it in its completion. distances and labels
+    receive nq·k values each when fpx_recv reports success.
+    Returns 0 when sent; else a negative code and nothing was sent:
+    FPX_EINVAL (bad argument, checked as fpx_search does), FPX_EBUSY
+    (FPX_MAX_IN_FLIGHT already in flight), FPX_ETIMEDOUT (no connection to
+    the server within the timeout), FPX_ECONNECT, FPX_ENOMEM.           */
+int fpx_search_send (fpx_client_t *self, const char *name, int64_t nq, int d,
+                     const float *x, int k, const fpx_search_params_t *params,
+                     float *distances /* OUT, later */, int64_t *labels /* OUT, later */,
+                     uint64_t *request_id /* OUT */);
+
+/*  Sends an add of n vectors (as fpx_add) without waiting for it; the
+    index's ntotal after it comes with the completion. Returns as
+    fpx_search_send.                                                     */
+int fpx_add_send (fpx_client_t *self, const char *name, int64_t n, int d,
+                  const float *x, uint64_t *request_id /* OUT */);
+
+/*  The completion of one asynchronous request.                          */
+typedef struct {
+    uint64_t request_id;       /* as its send call returned it             */
+    int status;                /* 0, or the request's negative FPX_E… code;
+                                  its message is then the handle's
+                                  fpx_client_errmsg, until the next call   */
+    int64_t ntotal;            /* add: the index's ntotal after it; else -1 */
+} fpx_completion_t;
+
+/*  Waits up to timeout_ms (< 0: forever, 0: only what has arrived) for
+    one asynchronous request to complete, and reports it.
+    Returns 1 with *completion filled in (a failed request is reported
+    this way too, with its status); 0 if none completed within the
+    timeout, or none is in flight; FPX_EINVAL without a handle or
+    completion.                                                          */
+int fpx_recv (fpx_client_t *self, int timeout_ms, fpx_completion_t *completion /* OUT */);
+
+/*  Asynchronous requests sent and not yet reported by fpx_recv.         */
+int fpx_in_flight (fpx_client_t *self);
 
 #ifdef __cplusplus
 }

@@ -29,6 +29,11 @@ static const char *s_usage =
     "  create NAME DIM FACTORY [l2|ip]   create a named index (metric default: l2)\n"
     "  describe NAME                     an index's description, memory bytes included\n"
     "  drop NAME                         drop an index\n"
+    "  save NAME                         snapshot a named index now (its log is truncated)\n"
+    "  backup NAME FILE                  write a consistent copy of an index to FILE\n"
+    "                                    (FAISS's own format: faiss.read_index reads it)\n"
+    "  restore NAME FILE                 create index NAME from FILE (a backup, or any\n"
+    "                                    file faiss.write_index wrote); NAME must not exist\n"
     "  help                              this text\n"
     "\n"
     "options:\n"
@@ -136,6 +141,8 @@ s_print_info (const fpx_index_info_t *info)
         printf ("metric: %d\n", info->metric);
     printf ("factory: %s\n", info->factory);
     printf ("anonymous: %s\n", info->anonymous ? "true" : "false");
+    if (info->damaged [0])
+        printf ("damaged: %s\n", info->damaged);
     if (info->memory_bytes >= 0)
         printf ("memory_bytes: %lld\n", (long long) info->memory_bytes);
 }
@@ -178,6 +185,95 @@ s_cmd_drop (fpx_client_t *client, char **args)
     return EXIT_SUCCESS;
 }
 
+static int
+s_cmd_save (fpx_client_t *client, char **args)
+{
+    if (fpx_index_save (client, args [0]))
+        return s_fail (client);
+    printf ("saved %s\n", args [0]);
+    return EXIT_SUCCESS;
+}
+
+//  Writes size bytes to path through a temporary file renamed into place,
+//  so that a failed backup never leaves a truncated file under its name.
+static int
+s_write_file (const char *path, const uint8_t *bytes, size_t size)
+{
+    char tmp [PATH_MAX];
+    if (snprintf (tmp, sizeof tmp, "%s.tmp", path) >= (int) sizeof tmp)
+        return -1;
+    FILE *file = fopen (tmp, "wb");
+    if (!file)
+        return -1;
+    bool ok = fwrite (bytes, 1, size, file) == size;
+    ok = fclose (file) == 0 && ok;
+    if (!ok || rename (tmp, path)) {
+        int saved = errno;
+        remove (tmp);
+        errno = saved;
+        return -1;
+    }
+    return 0;
+}
+
+static int
+s_cmd_backup (fpx_client_t *client, char **args)
+{
+    uint8_t *bytes;
+    size_t size;
+    if (fpx_serialize (client, args [0], &bytes, &size))
+        return s_fail (client);
+    int rc = s_write_file (args [1], bytes, size);
+    fpx_free (bytes);
+    if (rc) {
+        fprintf (stderr, "faissproxy: cannot write %s: %s\n", args [1], strerror (errno));
+        return EXIT_FAILURE;
+    }
+    printf ("backed up %s to %s (%zu bytes)\n", args [0], args [1], size);
+    return EXIT_SUCCESS;
+}
+
+//  Reads a whole file into a malloc'd buffer; NULL with errno on failure.
+static uint8_t *
+s_read_file (const char *path, size_t *size_p)
+{
+    FILE *file = fopen (path, "rb");
+    if (!file)
+        return NULL;
+    uint8_t *bytes = NULL;
+    long size = -1;
+    if (fseek (file, 0, SEEK_END) == 0 && (size = ftell (file)) > 0 && fseek (file, 0, SEEK_SET) == 0
+    &&  (bytes = malloc ((size_t) size)) && fread (bytes, 1, (size_t) size, file) != (size_t) size) {
+        free (bytes);
+        bytes = NULL;
+        errno = EIO;
+    }
+    if (size == 0)
+        errno = EINVAL;
+    fclose (file);
+    *size_p = (size_t) size;
+    return bytes;
+}
+
+static int
+s_cmd_restore (fpx_client_t *client, char **args)
+{
+    size_t size;
+    uint8_t *bytes = s_read_file (args [1], &size);
+    if (!bytes) {
+        fprintf (stderr, "faissproxy: cannot read %s: %s\n", args [1], strerror (errno));
+        return EXIT_FAILURE;
+    }
+    fpx_index_info_t info;
+    int rc = fpx_deserialize (client, args [0], bytes, size, &info);
+    free (bytes);
+    if (rc)
+        return s_fail (client);
+    printf ("restored %s from %s\n", args [0], args [1]);
+    s_print_info (&info);
+    return EXIT_SUCCESS;
+}
+
 typedef struct {
     const char *name;
     int min_args, max_args;
@@ -190,6 +286,9 @@ static const s_command_t s_commands [] = {
     { "create",   3, 4, s_cmd_create },
     { "describe", 1, 1, s_cmd_describe },
     { "drop",     1, 1, s_cmd_drop },
+    { "save",     1, 1, s_cmd_save },
+    { "backup",   2, 2, s_cmd_backup },
+    { "restore",  2, 2, s_cmd_restore },
 };
 
 /* ---- main -------------------------------------------------------------- */

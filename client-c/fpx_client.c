@@ -38,11 +38,15 @@
 #include "fpx_params.h"
 #include "fpx_protocol.h"
 
+typedef struct s_pending_t s_pending_t;
+
 struct _fpx_client_t {
     fpx_conn_t *conn;
     int opcode;                 //  of the call in progress, for messages
     int errcode;
     char errmsg [FPX_ERRMSG_MAX];
+    s_pending_t *pending;       //  FPX_MAX_IN_FLIGHT records of async
+    s_pending_t *pending_free;  //  requests, made at the first one
 };
 
 /* ---- errors ------------------------------------------------------------ */
@@ -296,11 +300,15 @@ s_result_description (fpx_client_t *self, fpx_reply_t *reply, fpx_index_info_t *
 {
     fpx_index_info_t parsed = { .memory_bytes = -1 };
     int64_t d = 0, d_out = 0, metric = 0;
+    fpx_mp_value_t damaged;
+    bool is_damaged = fpx_params_get_value (&reply->result, "damaged", &damaged) == 0;
     int rc = s_result_str (self, reply, "name", parsed.name, sizeof parsed.name, false);
     if (!rc)
         rc = s_result_str (self, reply, "class", parsed.class_name, sizeof parsed.class_name, false);
-    if (!rc)
-        rc = s_result_int (self, reply, "d", 1, FPX_DIM_MAX, &d);
+    if (!rc && is_damaged)
+        rc = s_result_str (self, reply, "damaged", parsed.damaged, sizeof parsed.damaged, true);
+    if (!rc)    //  a damaged index's dimension may be unknown (0)
+        rc = s_result_int (self, reply, "d", is_damaged ? 0 : 1, FPX_DIM_MAX, &d);
     if (!rc)
         rc = s_result_int (self, reply, "ntotal", 0, INT64_MAX, &parsed.ntotal);
     if (!rc)
@@ -413,6 +421,7 @@ fpx_client_destroy (fpx_client_t **self_p)
     if (!self_p || !*self_p)
         return;
     fpx_conn_destroy (&(*self_p)->conn);
+    free ((*self_p)->pending);
     free (*self_p);
     *self_p = NULL;
 }
@@ -513,10 +522,11 @@ fpx_index_open (fpx_client_t *self, const char *name, fpx_index_info_t *info /* 
     return s_call_description (self, &request, &params, info);
 }
 
-int
-fpx_index_drop (fpx_client_t *self, const char *name)
+//  A call that takes only the name and answers an empty result.
+static int
+s_call_name_only (fpx_client_t *self, int opcode, const char *name)
 {
-    int rc = s_begin (self, FPX_OP_DROP);
+    int rc = s_begin (self, opcode);
     if (!rc)
         rc = s_check_name (self, name, false);
     if (rc)
@@ -527,6 +537,18 @@ fpx_index_drop (fpx_client_t *self, const char *name)
     if (!rc)
         fpx_reply_close (&reply);
     return rc;
+}
+
+int
+fpx_index_drop (fpx_client_t *self, const char *name)
+{
+    return s_call_name_only (self, FPX_OP_DROP, name);
+}
+
+int
+fpx_index_save (fpx_client_t *self, const char *name)
+{
+    return s_call_name_only (self, FPX_OP_SAVE, name);
 }
 
 //  Copies the "names" array of str into a malloc'd list of strings.
@@ -613,11 +635,13 @@ fpx_index_describe (fpx_client_t *self, const char *name, int with_memory,
 
 /* ---- data --------------------------------------------------------------- */
 
-//  train, add, add_with_ids: the index name and n·d vectors (and n ids
-//  unless ids is NULL) in. On success the caller reads and closes *reply.
+//  train, add, add_with_ids: checks the index name and n·d vectors (and
+//  n ids unless ids is NULL), then fills *request and packs *params
+//  (which s_call or s_send_async frees).
 static int
-s_call_vectors (fpx_client_t *self, int opcode, const char *name, int64_t n, int d,
-                const float *x, const int64_t *ids, fpx_reply_t *reply)
+s_vectors_prepare (fpx_client_t *self, int opcode, const char *name, int64_t n, int d,
+                   const float *x, const int64_t *ids, fpx_request_t *request,
+                   s_params_t *params)
 {
     size_t bytes = 0, id_bytes = 0;
     int rc = s_begin (self, opcode);
@@ -631,11 +655,26 @@ s_call_vectors (fpx_client_t *self, int opcode, const char *name, int64_t n, int
         rc = s_check_rows (self, "n", n, sizeof (int64_t), &id_bytes);
     if (rc)
         return rc;
-    fpx_request_t request = { 0 };
-    s_add_array (&request, x, bytes);
+    *request = (fpx_request_t) { 0 };
+    s_add_array (request, x, bytes);
     if (ids)
-        s_add_array (&request, ids, id_bytes);
-    return s_call_name (self, name, &request, reply);
+        s_add_array (request, ids, id_bytes);
+    msgpack_packer *pk = s_params_start (params, 2);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_int (pk, "d", d);       //  the server checks it against the index
+    return 0;
+}
+
+//  train, add, add_with_ids in one exchange. On success the caller reads
+//  and closes *reply.
+static int
+s_call_vectors (fpx_client_t *self, int opcode, const char *name, int64_t n, int d,
+                const float *x, const int64_t *ids, fpx_reply_t *reply)
+{
+    fpx_request_t request;
+    s_params_t params;
+    int rc = s_vectors_prepare (self, opcode, name, n, d, x, ids, &request, &params);
+    return rc ? rc : s_call (self, &request, &params, reply);
 }
 
 int
@@ -669,11 +708,9 @@ fpx_add_with_ids (fpx_client_t *self, const char *name, int64_t n, int d,
     return rc ? rc : s_finish_int (self, &reply, "ntotal", ntotal_out);
 }
 
-//  Checks the row count (key) echoed for an n·d vector frame. The
-//  protocol does not carry d: the server splits the frame by the object's
-//  own dimension, so a caller's d that differs from it comes back as
-//  another count (or as FPX_EPROTO when the frame does not divide). The
-//  former is the caller's error, FPX_EINVAL.
+//  Checks the row count (key) echoed for an n·d vector frame. Requests
+//  carry d and the server refuses a mismatch; this check of the echo is
+//  the second line, for a server that ignored it.
 static int
 s_result_count (fpx_client_t *self, fpx_reply_t *reply, const char *key, int64_t n, int d)
 {
@@ -709,10 +746,13 @@ s_search_result (fpx_client_t *self, fpx_reply_t *reply, int64_t nq, int d, int 
     return 0;
 }
 
-int
-fpx_search (fpx_client_t *self, const char *name, int64_t nq, int d,
-            const float *x, int k, const fpx_search_params_t *params,
-            float *distances /* OUT */, int64_t *labels /* OUT */)
+//  Checks search's arguments, then fills *request and packs *packed
+//  (which s_call or s_send_async frees).
+static int
+s_search_prepare (fpx_client_t *self, const char *name, int64_t nq, int d,
+                  const float *x, int k, const fpx_search_params_t *params,
+                  const float *distances, const int64_t *labels,
+                  fpx_request_t *request, s_params_t *packed)
 {
     size_t bytes = 0, result_bytes = 0;
     int rc = s_begin (self, FPX_OP_SEARCH);
@@ -732,13 +772,27 @@ fpx_search (fpx_client_t *self, const char *name, int64_t nq, int d,
         rc = s_check_out (self, labels, "labels");
     if (rc)
         return rc;
-    s_params_t packed;
-    msgpack_packer *pk = s_params_start (&packed, 2 + s_search_params_count (params));
+    msgpack_packer *pk = s_params_start (packed, 3 + s_search_params_count (params));
     fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_int (pk, "d", d);
     fpx_pack_kv_int (pk, "k", k);
     s_pack_search_params (pk, params);
-    fpx_request_t request = { .reply_arrays = 2 };
-    s_add_array (&request, x, bytes);
+    *request = (fpx_request_t) { .reply_arrays = 2 };
+    s_add_array (request, x, bytes);
+    return 0;
+}
+
+int
+fpx_search (fpx_client_t *self, const char *name, int64_t nq, int d,
+            const float *x, int k, const fpx_search_params_t *params,
+            float *distances /* OUT */, int64_t *labels /* OUT */)
+{
+    fpx_request_t request;
+    s_params_t packed;
+    int rc = s_search_prepare (self, name, nq, d, x, k, params, distances, labels,
+                               &request, &packed);
+    if (rc)
+        return rc;
     fpx_reply_t reply;
     rc = s_call (self, &request, &packed, &reply);
     if (rc)
@@ -836,8 +890,9 @@ fpx_range_search (fpx_client_t *self, const char *name, int64_t nq, int d,
     if (rc)
         return rc;
     s_params_t packed;
-    msgpack_packer *pk = s_params_start (&packed, 2 + s_search_params_count (params));
+    msgpack_packer *pk = s_params_start (&packed, 3 + s_search_params_count (params));
     fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_int (pk, "d", d);
     fpx_pack_kv_double (pk, "radius", radius);
     s_pack_search_params (pk, params);
     fpx_request_t request = { .reply_arrays = 3 };
@@ -1253,8 +1308,9 @@ fpx_apply (fpx_client_t *self, const char *name, int reverse, int64_t n, int d,
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 2);
+    msgpack_packer *pk = s_params_start (&params, 3);
     fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_int (pk, "d", d);
     fpx_pack_kv_bool (pk, "reverse", reverse != 0);
     fpx_request_t request = { .reply_arrays = 1 };
     s_add_array (&request, x, bytes);
@@ -1438,4 +1494,170 @@ fpx_kmeans (fpx_client_t *self, int d, int k, int64_t n, const float *x,
     rc = s_kmeans_result (self, &reply, d, k, centroids, obj, max_obj, iterations_out);
     fpx_reply_close (&reply);
     return rc;
+}
+
+/* ---- asynchronous search and add ------------------------------------------
+    Each request in flight has a record from a pool of FPX_MAX_IN_FLIGHT
+    (its fpx_conn tag): what to check in the reply and where the results
+    go. No allocation per request beyond the parameter frame's.           */
+
+_Static_assert (FPX_MAX_IN_FLIGHT == FPX_CONN_MAX_ASYNC, "one bound for requests in flight");
+
+struct s_pending_t {
+    int opcode;
+    int64_t n;                  //  nq for search, rows for add
+    int d, k;
+    float *distances;
+    int64_t *labels;
+    s_pending_t *next_free;
+};
+
+//  A free record, or NULL (FPX_ENOMEM / FPX_EBUSY on the handle).
+static s_pending_t *
+s_pending_take (fpx_client_t *self)
+{
+    if (!self->pending) {
+        self->pending = calloc (FPX_MAX_IN_FLIGHT, sizeof *self->pending);
+        if (!self->pending) {
+            s_fail (self, FPX_ENOMEM, "out of memory");
+            return NULL;
+        }
+        for (int i = 0; i < FPX_MAX_IN_FLIGHT; i++)
+            self->pending [i].next_free = i + 1 < FPX_MAX_IN_FLIGHT ? &self->pending [i + 1] : NULL;
+        self->pending_free = self->pending;
+    }
+    s_pending_t *record = self->pending_free;
+    if (!record) {
+        s_fail (self, FPX_EBUSY, "%d requests in flight already; receive some first",
+                FPX_MAX_IN_FLIGHT);
+        return NULL;
+    }
+    self->pending_free = record->next_free;
+    return record;
+}
+
+static void
+s_pending_give (fpx_client_t *self, s_pending_t *record)
+{
+    record->next_free = self->pending_free;
+    self->pending_free = record;
+}
+
+//  Sends a prepared request with params (which it frees) and record as
+//  its tag; gives the record back when nothing was sent.
+static int
+s_send_async (fpx_client_t *self, fpx_request_t *request, s_params_t *params,
+              s_pending_t *record, uint64_t *request_id)
+{
+    request->opcode = self->opcode;
+    int rc = 0;
+    if (!params->buffer.data)
+        rc = s_fail (self, FPX_ENOMEM, "out of memory");
+    else {
+        request->params = params->buffer.data;
+        request->params_size = params->buffer.size;
+        rc = fpx_conn_send (self->conn, request, record, request_id,
+                            self->errmsg, sizeof self->errmsg);
+        if (rc)
+            self->errcode = rc;
+    }
+    msgpack_sbuffer_destroy (&params->buffer);
+    if (rc)
+        s_pending_give (self, record);
+    return rc;
+}
+
+int
+fpx_search_send (fpx_client_t *self, const char *name, int64_t nq, int d,
+                 const float *x, int k, const fpx_search_params_t *params,
+                 float *distances, int64_t *labels, uint64_t *request_id /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_SEARCH);
+    if (!rc)
+        rc = s_check_out (self, request_id, "request_id");
+    if (rc)
+        return rc;
+    fpx_request_t request;
+    s_params_t packed;
+    rc = s_search_prepare (self, name, nq, d, x, k, params, distances, labels,
+                           &request, &packed);
+    if (rc)
+        return rc;
+    s_pending_t *record = s_pending_take (self);
+    if (!record) {
+        msgpack_sbuffer_destroy (&packed.buffer);
+        return self->errcode;
+    }
+    *record = (s_pending_t) { .opcode = FPX_OP_SEARCH, .n = nq, .d = d, .k = k,
+                              .distances = distances, .labels = labels };
+    return s_send_async (self, &request, &packed, record, request_id);
+}
+
+int
+fpx_add_send (fpx_client_t *self, const char *name, int64_t n, int d,
+              const float *x, uint64_t *request_id /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_ADD);
+    if (!rc)
+        rc = s_check_out (self, request_id, "request_id");
+    if (rc)
+        return rc;
+    fpx_request_t request;
+    s_params_t params;
+    rc = s_vectors_prepare (self, FPX_OP_ADD, name, n, d, x, NULL, &request, &params);
+    if (rc)
+        return rc;
+    s_pending_t *record = s_pending_take (self);
+    if (!record) {
+        msgpack_sbuffer_destroy (&params.buffer);
+        return self->errcode;
+    }
+    *record = (s_pending_t) { .opcode = FPX_OP_ADD, .n = n, .d = d };
+    return s_send_async (self, &request, &params, record, request_id);
+}
+
+//  Checks a completed request's reply and delivers its results.
+static int
+s_complete (fpx_client_t *self, s_pending_t *record, fpx_reply_t *reply,
+            int64_t *ntotal)
+{
+    if (record->opcode == FPX_OP_SEARCH)
+        return s_search_result (self, reply, record->n, record->d, record->k,
+                                record->distances, record->labels);
+    return s_result_int (self, reply, "ntotal", 0, INT64_MAX, ntotal);
+}
+
+int
+fpx_recv (fpx_client_t *self, int timeout_ms, fpx_completion_t *completion /* OUT */)
+{
+    if (!self || !completion)
+        return FPX_EINVAL;
+    uint64_t id = 0;
+    void *tag = NULL;
+    int status = 0;
+    fpx_reply_t reply;
+    int rc = fpx_conn_recv (self->conn, timeout_ms, &id, &tag, &status, &reply,
+                            self->errmsg, sizeof self->errmsg);
+    if (rc == 0)
+        return 0;
+    s_pending_t *record = tag;
+    self->opcode = record->opcode;
+    *completion = (fpx_completion_t) { .request_id = id, .status = status, .ntotal = -1 };
+    if (status == 0) {
+        int64_t ntotal = -1;
+        status = s_complete (self, record, &reply, &ntotal);
+        fpx_reply_close (&reply);
+        completion->status = status;
+        completion->ntotal = status == 0 ? ntotal : -1;
+    }
+    else
+        self->errcode = status;
+    s_pending_give (self, record);
+    return 1;
+}
+
+int
+fpx_in_flight (fpx_client_t *self)
+{
+    return self ? fpx_conn_in_flight (self->conn) : 0;
 }

@@ -12,8 +12,22 @@
       and run, long after their callers timed out, once it came back.
     - Linger 0 everywhere: nothing outlives zmq_close; a late request is
       worth less than a prompt shutdown.
-    - Request ids are a per-connection counter (0 is never used: the
-      server answers id 0 when it cannot read a request's header).
+    - Requests in flight live in a fixed table of S_SLOTS slots indexed by
+      (request id mod S_SLOTS). A new request takes the next id whose slot
+      is free, so ids stay unique and increasing (0 is never used: the
+      server answers id 0 when it cannot read a request's header) and a
+      reply finds its request in O(1) without allocating. At most
+      FPX_CONN_MAX_ASYNC + 1 slots are ever in use, so a free one is
+      always near.
+    - Asynchronous requests are also linked in send order. The oldest one
+      has the earliest deadline (unless the timeout was lowered since; a
+      later request then expires late, never early): fpx_conn_recv
+      checks only it, in O(1), and scans the rest only after a quiet wait.
+    - Zero-copy frames are counted per request (the release callback's
+      hint is its slot), so a completion waits only for its own buffers.
+      A request is never reported while ZeroMQ holds its buffers: if they
+      are not released in time, the socket is reset, which releases them
+      all and fails every request in flight with FPX_ECONNECT.
 
     This file must not interpret any opcode's parameters or results.
 */
@@ -29,10 +43,10 @@
 
 #include "fpx_conn.h"
 
-//  A synchronous client has one request in flight; the margin absorbs
-//  late replies of timed-out calls, and the bound keeps a flood of them
-//  from piling up in memory (the server drops replies beyond it).
-#define FPX_CONN_HWM 64
+//  High-water marks: room for every request we may have in flight, plus a
+//  margin for late replies of timed-out calls; the bound keeps a flood of
+//  them from piling up in memory (the server drops replies beyond it).
+#define FPX_CONN_HWM (FPX_CONN_MAX_ASYNC + 64)
 
 //  ZMTP heartbeats find a dead server behind a half-open TCP connection,
 //  so that ZeroMQ reconnects; the same cadence as the server's.
@@ -44,6 +58,31 @@
 //  for it before resorting to a socket reset.
 #define FPX_RELEASE_GRACE_MS 1000
 
+//  The request table: a power of two above FPX_CONN_MAX_ASYNC + 1.
+#define S_SLOTS 512
+#define S_NONE  (-1)
+
+_Static_assert ((S_SLOTS & (S_SLOTS - 1)) == 0 && S_SLOTS >= 2 * FPX_CONN_MAX_ASYNC,
+                "S_SLOTS: a power of two, at least twice the async requests in flight");
+
+typedef enum { S_FREE = 0, S_SENT, S_DONE } s_state_t;
+
+typedef struct {
+    fpx_conn_t *conn;           //  for the release callback
+    uint64_t id;
+    s_state_t state;
+    bool async;
+    int opcode;
+    int reply_arrays;
+    int64_t deadline;           //  monotonic ms, -1: none
+    int held;                   //  zero-copy frames ZeroMQ holds; under conn->mutex
+    void *tag;
+    int status;                 //  S_DONE without a reply: why
+    fpx_reply_t *stored;        //  S_DONE: a reply read during another wait
+    bool overflow;              //  stored had more than FPX_MAX_FRAMES frames
+    int prev, next;             //  async requests, in send order
+} s_slot_t;
+
 struct _fpx_conn_t {
     void *context;
     void *socket;               //  NULL after a failed reopen
@@ -51,7 +90,11 @@ struct _fpx_conn_t {
     char api_key [FPX_API_KEY_MAX + 1];
     int timeout_ms;             //  < 0: forever
     uint64_t last_id;
-    pthread_mutex_t mutex;      //  guards held
+    s_slot_t *slots;            //  S_SLOTS
+    int head, tail;             //  async requests in flight, oldest first
+    int in_flight;              //  async requests not yet reported
+    int done;                   //  of which completed (S_DONE)
+    pthread_mutex_t mutex;      //  guards held (here and in the slots)
     pthread_cond_t released;    //  broadcast whenever held drops
     int held;                   //  zero-copy frames ZeroMQ still references
 };
@@ -87,48 +130,144 @@ s_remaining (int64_t deadline)
     return left > 0 ? (long) left : 0;
 }
 
+//  The earlier of two deadlines (-1: none).
+static int64_t
+s_earlier (int64_t a, int64_t b)
+{
+    if (a < 0)
+        return b;
+    if (b < 0)
+        return a;
+    return a < b ? a : b;
+}
+
 /* ---- zero-copy bookkeeping ------------------------------------------- */
 
 //  zmq_free_fn of zero-copy frames: runs on the I/O thread once ZeroMQ is
-//  done with the caller's buffer. hint is the connection.
+//  done with the caller's buffer. hint is the request's slot.
 static void
 s_release (void *data, void *hint)
 {
     (void) data;
-    fpx_conn_t *self = hint;
+    s_slot_t *slot = hint;
+    fpx_conn_t *self = slot->conn;
     pthread_mutex_lock (&self->mutex);
+    slot->held--;
     self->held--;
     pthread_cond_broadcast (&self->released);
     pthread_mutex_unlock (&self->mutex);
 }
 
 static void
-s_hold (fpx_conn_t *self)
+s_hold (s_slot_t *slot)
 {
+    fpx_conn_t *self = slot->conn;
     pthread_mutex_lock (&self->mutex);
+    slot->held++;
     self->held++;
     pthread_mutex_unlock (&self->mutex);
 }
 
-//  Waits until no zero-copy frame is held, or until deadline (-1: no
-//  limit). Returns true when none is held.
+//  Waits until ZeroMQ holds no zero-copy frame of slot (NULL: of any
+//  request), or until deadline (-1: no limit). Returns true when none.
 static bool
-s_wait_released (fpx_conn_t *self, int64_t deadline)
+s_wait_released (fpx_conn_t *self, s_slot_t *slot, int64_t deadline)
 {
     struct timespec until = {
         .tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000
     };
+    int *held = slot ? &slot->held : &self->held;
     pthread_mutex_lock (&self->mutex);
-    while (self->held > 0) {
+    while (*held > 0) {
         if (deadline < 0)
             pthread_cond_wait (&self->released, &self->mutex);
         else
         if (pthread_cond_timedwait (&self->released, &self->mutex, &until) == ETIMEDOUT)
             break;
     }
-    bool done = self->held == 0;
+    bool done = *held == 0;
     pthread_mutex_unlock (&self->mutex);
     return done;
+}
+
+/* ---- the request table --------------------------------------------------- */
+
+//  Takes the slot of a fresh request id. There is always a free one: at
+//  most FPX_CONN_MAX_ASYNC + 1 of S_SLOTS are ever in use.
+static s_slot_t *
+s_slot_acquire (fpx_conn_t *self, const fpx_request_t *request, bool async, void *tag,
+                int64_t deadline)
+{
+    s_slot_t *slot;
+    do {
+        if (++self->last_id == 0)
+            ++self->last_id;
+        slot = &self->slots [self->last_id & (S_SLOTS - 1)];
+    } while (slot->state != S_FREE);
+    *slot = (s_slot_t) {
+        .conn = self, .id = self->last_id, .state = S_SENT, .async = async,
+        .opcode = request->opcode, .reply_arrays = request->reply_arrays,
+        .deadline = deadline, .tag = tag, .prev = S_NONE, .next = S_NONE
+    };
+    if (async) {
+        int index = (int) (slot - self->slots);
+        slot->prev = self->tail;
+        if (self->tail != S_NONE)
+            self->slots [self->tail].next = index;
+        else
+            self->head = index;
+        self->tail = index;
+        self->in_flight++;
+    }
+    return slot;
+}
+
+//  The request in flight with this id, or NULL.
+static s_slot_t *
+s_slot_find (fpx_conn_t *self, uint64_t id)
+{
+    s_slot_t *slot = &self->slots [id & (S_SLOTS - 1)];
+    return slot->state != S_FREE && slot->id == id ? slot : NULL;
+}
+
+//  Marks a request complete: with a failure status (stored NULL), or with
+//  a reply read during another wait (stored, status 0).
+static void
+s_slot_complete (fpx_conn_t *self, s_slot_t *slot, int status, fpx_reply_t *stored,
+                 bool overflow)
+{
+    assert (slot->state == S_SENT);
+    slot->state = S_DONE;
+    slot->status = status;
+    slot->stored = stored;
+    slot->overflow = overflow;
+    if (slot->async)
+        self->done++;
+}
+
+//  Frees a slot whose zero-copy frames are all released.
+static void
+s_slot_free (fpx_conn_t *self, s_slot_t *slot)
+{
+    assert (slot->held == 0);
+    if (slot->async) {
+        if (slot->prev != S_NONE)
+            self->slots [slot->prev].next = slot->next;
+        else
+            self->head = slot->next;
+        if (slot->next != S_NONE)
+            self->slots [slot->next].prev = slot->prev;
+        else
+            self->tail = slot->prev;
+        self->in_flight--;
+        if (slot->state == S_DONE)
+            self->done--;
+    }
+    if (slot->stored) {
+        fpx_reply_close (slot->stored);
+        free (slot->stored);
+    }
+    memset (slot, 0, sizeof *slot);
 }
 
 /* ---- socket ------------------------------------------------------------ */
@@ -163,14 +302,19 @@ s_socket_open (fpx_conn_t *self)
 
 //  Drops the connection, and with it every frame ZeroMQ still holds, then
 //  starts a fresh one. Returns only once the caller's buffers are free.
+//  Asynchronous requests still waiting lose their replies with the old
+//  connection: they complete with FPX_ECONNECT.
 static void
 s_socket_reset (fpx_conn_t *self)
 {
     if (self->socket)
         zmq_close (self->socket);
     self->socket = NULL;
-    s_wait_released (self, -1);
+    s_wait_released (self, NULL, -1);
     self->socket = s_socket_open (self);
+    for (int i = self->head; i != S_NONE; i = self->slots [i].next)
+        if (self->slots [i].state == S_SENT)
+            s_slot_complete (self, &self->slots [i], FPX_ECONNECT, NULL, false);
 }
 
 /* ---- lifecycle --------------------------------------------------------- */
@@ -195,11 +339,13 @@ fpx_conn_new (const char *endpoint, const char *api_key, int timeout_ms)
     }
     strcpy (self->api_key, api_key);
     self->timeout_ms = timeout_ms;
+    self->head = self->tail = S_NONE;
+    self->slots = calloc (S_SLOTS, sizeof *self->slots);
     self->endpoint = strdup (endpoint);
     self->context = zmq_ctx_new ();
     if (self->context)
         zmq_ctx_set (self->context, ZMQ_BLOCKY, 0);
-    if (self->endpoint && self->context)
+    if (self->slots && self->endpoint && self->context)
         self->socket = s_socket_open (self);
     if (!self->socket)
         fpx_conn_destroy (&self);
@@ -212,14 +358,22 @@ fpx_conn_destroy (fpx_conn_t **self_p)
     if (!self_p || !*self_p)
         return;
     fpx_conn_t *self = *self_p;
-    //  No frame is held here: every call waits for its releases.
+    //  Closing the socket drops every frame it holds; the context's
+    //  termination waits for that, so no caller buffer is referenced
+    //  once it returns.
     if (self->socket)
         zmq_close (self->socket);
+    for (int i = 0; self->slots && i < S_SLOTS; i++)
+        if (self->slots [i].stored) {
+            fpx_reply_close (self->slots [i].stored);
+            free (self->slots [i].stored);
+        }
     if (self->context)
         while (zmq_ctx_term (self->context) == -1 && errno == EINTR)
             ;
     pthread_cond_destroy (&self->released);
     pthread_mutex_destroy (&self->mutex);
+    free (self->slots);
     free (self->endpoint);
     free (self);
     *self_p = NULL;
@@ -235,6 +389,12 @@ const char *
 fpx_conn_endpoint (fpx_conn_t *self)
 {
     return self->endpoint;
+}
+
+int
+fpx_conn_in_flight (fpx_conn_t *self)
+{
+    return self->in_flight;
 }
 
 /* ---- sending ----------------------------------------------------------- */
@@ -254,17 +414,18 @@ s_poll (void *socket, short events, int64_t deadline)
     }
 }
 
-//  Queues one frame. Payloads of FPX_ZEROCOPY_MIN bytes and more are
-//  handed to ZeroMQ in place, counted in held until s_release; ZeroMQ
-//  only reads an outgoing frame, so dropping const is safe.
+//  Queues one frame of slot's request. Payloads of FPX_ZEROCOPY_MIN bytes
+//  and more are handed to ZeroMQ in place, counted in held until
+//  s_release; ZeroMQ only reads an outgoing frame, so dropping const is
+//  safe.
 static int
-s_send_frame (fpx_conn_t *self, const void *data, size_t size, int flags)
+s_send_frame (fpx_conn_t *self, s_slot_t *slot, const void *data, size_t size, int flags)
 {
     zmq_msg_t msg;
     if (size >= FPX_ZEROCOPY_MIN) {
-        s_hold (self);
-        if (zmq_msg_init_data (&msg, (void *) data, size, s_release, self)) {
-            s_release (NULL, self);     //  init failed: ZeroMQ took nothing
+        s_hold (slot);
+        if (zmq_msg_init_data (&msg, (void *) data, size, s_release, slot)) {
+            s_release (NULL, slot);     //  init failed: ZeroMQ took nothing
             return -1;
         }
     }
@@ -284,46 +445,49 @@ s_send_frame (fpx_conn_t *self, const void *data, size_t size, int flags)
 }
 
 //  Sends the header frame once a connection is up (ZMQ_IMMEDIATE makes
-//  the socket writable only then).
+//  the socket writable only then). The first try needs no poll.
 static int
-s_send_header (fpx_conn_t *self, int opcode, uint64_t id, int64_t deadline,
-               char *errmsg, size_t size)
+s_send_header (fpx_conn_t *self, s_slot_t *slot, int64_t deadline, char *errmsg, size_t size)
 {
     fpx_header_t header = {
-        .version = FPX_PROTOCOL_VERSION, .opcode = (uint16_t) opcode, .request_id = id
+        .version = FPX_PROTOCOL_VERSION, .opcode = (uint16_t) slot->opcode,
+        .request_id = slot->id
     };
     memcpy (header.api_key, self->api_key, sizeof header.api_key);
     uint8_t frame [FPX_REQUEST_HEADER_SIZE];
     fpx_header_encode_request (&header, frame);
-    for (;;) {
-        int rc = s_poll (self->socket, ZMQ_POLLOUT, deadline);
+    for (int rc = 1; ; ) {
+        if (rc == 1 && s_send_frame (self, slot, frame, sizeof frame, ZMQ_SNDMORE | ZMQ_DONTWAIT) == 0)
+            return 0;
+        if (rc == 1 && errno != EAGAIN && errno != EINTR)
+            break;
+        rc = s_poll (self->socket, ZMQ_POLLOUT, deadline);
         if (rc == 0)
             return s_error (errmsg, size, FPX_ETIMEDOUT,
                             "no reply from %s within %d ms (not connected)",
                             self->endpoint, self->timeout_ms);
-        if (rc == 1 && s_send_frame (self, frame, sizeof frame, ZMQ_SNDMORE | ZMQ_DONTWAIT) == 0)
-            return 0;
-        if (errno != EAGAIN && errno != EINTR)
-            return s_error (errmsg, size, errno == ENOMEM ? FPX_ENOMEM : FPX_ECONNECT,
-                            "cannot send to %s: %s", self->endpoint, zmq_strerror (errno));
+        if (rc < 0 && errno != EINTR)
+            break;
     }
+    return s_error (errmsg, size, errno == ENOMEM ? FPX_ENOMEM : FPX_ECONNECT,
+                    "cannot send to %s: %s", self->endpoint, zmq_strerror (errno));
 }
 
 //  Sends the whole request. ZeroMQ delivers a multipart message whole or
 //  not at all; a failure after the first frame leaves the socket mid-
 //  message, so it is reset.
 static int
-s_send (fpx_conn_t *self, const fpx_request_t *request, uint64_t id,
-        int64_t deadline, char *errmsg, size_t size)
+s_send (fpx_conn_t *self, const fpx_request_t *request, s_slot_t *slot,
+        char *errmsg, size_t size)
 {
-    int rc = s_send_header (self, request->opcode, id, deadline, errmsg, size);
+    int rc = s_send_header (self, slot, slot->deadline, errmsg, size);
     if (rc)
         return rc;
     int flags = ZMQ_DONTWAIT | (request->array_count ? ZMQ_SNDMORE : 0);
-    rc = s_send_frame (self, request->params, request->params_size, flags);
+    rc = s_send_frame (self, slot, request->params, request->params_size, flags);
     for (int i = 0; rc == 0 && i < request->array_count; i++) {
         flags = ZMQ_DONTWAIT | (i + 1 < request->array_count ? ZMQ_SNDMORE : 0);
-        rc = s_send_frame (self, request->arrays [i].data, request->arrays [i].size, flags);
+        rc = s_send_frame (self, slot, request->arrays [i].data, request->arrays [i].size, flags);
     }
     if (rc == 0)
         return 0;
@@ -390,31 +554,33 @@ s_server_error (fpx_reply_t *reply, int status, char *errmsg, size_t size)
     return s_error (errmsg, size, status, "%s", fpx_strerror (status));
 }
 
-//  Checks a reply addressed to this call (header decoded with result
-//  `decoded`): version, status, opcode, frame count; then decodes its
-//  result frame. Error replies need no particular frame count.
+//  Checks the reply to slot's request: version, status, opcode, frame
+//  count; then decodes its result frame. Error replies need no particular
+//  frame count.
 static int
-s_check_reply (fpx_conn_t *self, const fpx_request_t *request, fpx_reply_t *reply,
-               const fpx_header_t *header, int decoded, bool overflow,
+s_check_reply (fpx_conn_t *self, const s_slot_t *slot, fpx_reply_t *reply, bool overflow,
                char *errmsg, size_t size)
 {
-    const char *op = fpx_opcode_name (request->opcode);
+    const char *op = fpx_opcode_name (slot->opcode);
+    fpx_header_t header;
+    int decoded = fpx_header_decode_reply (&header, zmq_msg_data (&reply->frames [0]),
+                                           zmq_msg_size (&reply->frames [0]));
     if (decoded == FPX_EVERSION)
         return s_error (errmsg, size, FPX_EVERSION,
                         "%s speaks protocol version %u, this client %d",
-                        self->endpoint, header->version, FPX_PROTOCOL_VERSION);
+                        self->endpoint, header.version, FPX_PROTOCOL_VERSION);
     if (decoded)
         return s_error (errmsg, size, FPX_EPROTO, "malformed reply header from %s",
                         self->endpoint);
-    if (header->status > 0)
+    if (header.status > 0)
         return s_error (errmsg, size, FPX_EPROTO, "reply to %s has status %d",
-                        op, (int) header->status);
-    if (header->status < 0)
-        return s_server_error (reply, header->status, errmsg, size);
-    if (header->opcode != request->opcode)
+                        op, (int) header.status);
+    if (header.status < 0)
+        return s_server_error (reply, header.status, errmsg, size);
+    if (header.opcode != slot->opcode)
         return s_error (errmsg, size, FPX_EPROTO, "reply to %s carries opcode %u",
-                        op, header->opcode);
-    int expected = 2 + request->reply_arrays;
+                        op, header.opcode);
+    int expected = 2 + slot->reply_arrays;
     if (overflow || reply->frame_count != expected)
         return s_error (errmsg, size, FPX_EPROTO, "reply to %s has %s%d frames, expected %d",
                         op, overflow ? "over " : "", reply->frame_count, expected);
@@ -424,44 +590,122 @@ s_check_reply (fpx_conn_t *self, const fpx_request_t *request, fpx_reply_t *repl
     return 0;
 }
 
-//  Waits for the reply with request id `id`; replies with other ids are
-//  late answers to calls that timed out and are dropped. A header too
-//  broken to hold an id, or id 0 (the server could not read a request's
-//  id), is taken as this call's answer. *answered: the server replied.
-static int
-s_receive (fpx_conn_t *self, const fpx_request_t *request, uint64_t id,
-           int64_t deadline, fpx_reply_t *reply, bool *answered,
-           char *errmsg, size_t size)
+//  Moves the frames of from into to (which holds none); from is left
+//  empty.
+static void
+s_move_frames (fpx_reply_t *to, fpx_reply_t *from)
 {
-    for (;;) {
-        int rc = s_poll (self->socket, ZMQ_POLLIN, deadline);
-        if (rc == 0)
-            return s_error (errmsg, size, FPX_ETIMEDOUT, "no reply from %s within %d ms",
-                            self->endpoint, self->timeout_ms);
-        bool overflow = false;
-        if (rc == 1)
-            rc = s_recv_message (self->socket, reply, &overflow);
-        if (rc == 0)
-            continue;
-        if (rc < 0)
-            return s_error (errmsg, size, errno == ENOMEM ? FPX_ENOMEM : FPX_ECONNECT,
-                            "cannot receive from %s: %s", self->endpoint, zmq_strerror (errno));
-        fpx_header_t header;
-        int decoded = fpx_header_decode_reply (&header, zmq_msg_data (&reply->frames [0]),
-                                               zmq_msg_size (&reply->frames [0]));
-        if (header.request_id != id && header.request_id != 0) {
-            fpx_reply_close (reply);
-            continue;
-        }
-        *answered = true;
-        rc = s_check_reply (self, request, reply, &header, decoded, overflow, errmsg, size);
-        if (rc)
-            fpx_reply_close (reply);
-        return rc;
+    to->frame_count = from->frame_count;
+    for (int i = 0; i < from->frame_count; i++) {
+        zmq_msg_init (&to->frames [i]);
+        zmq_msg_move (&to->frames [i], &from->frames [i]);
+        zmq_msg_close (&from->frames [i]);
     }
+    from->frame_count = 0;
+}
+
+//  Keeps a reply read during another wait on its asynchronous request,
+//  for fpx_conn_recv to report. Moves the frames out of reply.
+static void
+s_store (fpx_conn_t *self, s_slot_t *slot, fpx_reply_t *reply, bool overflow)
+{
+    fpx_reply_t *stored = malloc (sizeof *stored);
+    if (!stored) {
+        fpx_reply_close (reply);
+        s_slot_complete (self, slot, FPX_ENOMEM, NULL, false);
+        return;
+    }
+    s_move_frames (stored, reply);
+    s_slot_complete (self, slot, 0, stored, overflow);
+}
+
+//  Reads one message if one is waiting, without blocking, and routes it
+//  by request id: the reply of `want` (id 0 or an unreadable header
+//  counts as want's too, when want is given) or of any async request in
+//  flight when want is NULL is left in *reply with *got set; one of
+//  another async request in flight is stored on it; anything else (late
+//  replies of expired requests) is dropped. Returns 1 when a message was
+//  read, 0 when none was waiting, or a negative code with errmsg.
+static int
+s_read_one (fpx_conn_t *self, s_slot_t *want, fpx_reply_t *reply, bool *overflow,
+            s_slot_t **got, char *errmsg, size_t size)
+{
+    *got = NULL;
+    int rc = s_recv_message (self->socket, reply, overflow);
+    if (rc < 0)
+        return s_error (errmsg, size, errno == ENOMEM ? FPX_ENOMEM : FPX_ECONNECT,
+                        "cannot receive from %s: %s", self->endpoint, zmq_strerror (errno));
+    if (rc == 0)
+        return 0;
+    fpx_header_t header;
+    fpx_header_decode_reply (&header, zmq_msg_data (&reply->frames [0]),
+                             zmq_msg_size (&reply->frames [0]));
+    s_slot_t *slot = header.request_id ? s_slot_find (self, header.request_id) : want;
+    if (slot && slot->state == S_SENT && (slot == want || (!want && slot->async))) {
+        *got = slot;
+        return 1;
+    }
+    if (slot && slot->state == S_SENT && slot->async)
+        s_store (self, slot, reply, *overflow);
+    else
+        fpx_reply_close (reply);
+    return 1;
+}
+
+//  Waits for ZeroMQ to release slot's zero-copy frames: until its
+//  deadline, or FPX_RELEASE_GRACE_MS when a reply came (the server then
+//  holds the whole request, so the release is imminent). Resets the
+//  socket if they are still held then.
+static void
+s_settle (fpx_conn_t *self, s_slot_t *slot, bool answered)
+{
+    int64_t deadline = slot->deadline;
+    if (answered && deadline >= 0 && deadline < s_now_ms () + FPX_RELEASE_GRACE_MS)
+        deadline = s_now_ms () + FPX_RELEASE_GRACE_MS;
+    if (!s_wait_released (self, slot, deadline))
+        s_socket_reset (self);
 }
 
 /* ---- call -------------------------------------------------------------- */
+
+//  Waits for the reply to slot's request.
+static int
+s_wait_reply (fpx_conn_t *self, s_slot_t *slot, fpx_reply_t *reply, bool *answered,
+              char *errmsg, size_t size)
+{
+    for (;;) {
+        bool overflow = false;
+        s_slot_t *got;
+        int rc = s_read_one (self, slot, reply, &overflow, &got, errmsg, size);
+        if (rc < 0)
+            return rc;
+        if (got) {
+            *answered = true;
+            rc = s_check_reply (self, slot, reply, overflow, errmsg, size);
+            if (rc)
+                fpx_reply_close (reply);
+            return rc;
+        }
+        if (rc == 1)
+            continue;
+        rc = s_poll (self->socket, ZMQ_POLLIN, slot->deadline);
+        if (rc == 0)
+            return s_error (errmsg, size, FPX_ETIMEDOUT, "no reply from %s within %d ms",
+                            self->endpoint, self->timeout_ms);
+        if (rc < 0)
+            return s_error (errmsg, size, errno == ENOMEM ? FPX_ENOMEM : FPX_ECONNECT,
+                            "cannot receive from %s: %s", self->endpoint, zmq_strerror (errno));
+    }
+}
+
+static int
+s_socket_check (fpx_conn_t *self, char *errmsg, size_t size)
+{
+    if (!self->socket && !(self->socket = s_socket_open (self)))
+        return s_error (errmsg, size, FPX_ECONNECT, "cannot open a socket to %s: %s",
+                        self->endpoint, zmq_strerror (errno));
+    return 0;
+}
 
 int
 fpx_conn_call (fpx_conn_t *self, const fpx_request_t *request, fpx_reply_t *reply,
@@ -470,25 +714,162 @@ fpx_conn_call (fpx_conn_t *self, const fpx_request_t *request, fpx_reply_t *repl
     assert (request->array_count >= 0 && request->array_count <= FPX_MAX_FRAMES - 2);
     assert (request->params_size <= FPX_PARAMS_MAX);
     reply->frame_count = 0;
-    if (!self->socket && !(self->socket = s_socket_open (self)))
-        return s_error (errmsg, errmsg_size, FPX_ECONNECT, "cannot open a socket to %s: %s",
-                        self->endpoint, zmq_strerror (errno));
-    if (++self->last_id == 0)
-        ++self->last_id;
+    int rc = s_socket_check (self, errmsg, errmsg_size);
+    if (rc)
+        return rc;
     int64_t deadline = self->timeout_ms < 0 ? -1 : s_now_ms () + self->timeout_ms;
+    s_slot_t *slot = s_slot_acquire (self, request, false, NULL, deadline);
     bool answered = false;
-    int rc = s_send (self, request, self->last_id, deadline, errmsg, errmsg_size);
+    rc = s_send (self, request, slot, errmsg, errmsg_size);
     if (rc == 0)
-        rc = s_receive (self, request, self->last_id, deadline, reply, &answered,
-                        errmsg, errmsg_size);
-
+        rc = s_wait_reply (self, slot, reply, &answered, errmsg, errmsg_size);
     //  The caller's buffers must be free of ZeroMQ before we return.
-    if (answered && deadline >= 0 && deadline < s_now_ms () + FPX_RELEASE_GRACE_MS)
-        deadline = s_now_ms () + FPX_RELEASE_GRACE_MS;
-    if (!s_wait_released (self, deadline))
-        s_socket_reset (self);
+    s_settle (self, slot, answered);
+    s_slot_free (self, slot);
     return rc;
 }
+
+/* ---- asynchronous requests ------------------------------------------- */
+
+int
+fpx_conn_send (fpx_conn_t *self, const fpx_request_t *request, void *tag, uint64_t *id,
+               char *errmsg, size_t errmsg_size)
+{
+    assert (request->array_count >= 0 && request->array_count <= FPX_MAX_FRAMES - 2);
+    assert (request->params_size <= FPX_PARAMS_MAX);
+    if (self->in_flight >= FPX_CONN_MAX_ASYNC)
+        return s_error (errmsg, errmsg_size, FPX_EBUSY,
+                        "%d requests in flight already; receive some first",
+                        FPX_CONN_MAX_ASYNC);
+    int rc = s_socket_check (self, errmsg, errmsg_size);
+    if (rc)
+        return rc;
+    int64_t deadline = self->timeout_ms < 0 ? -1 : s_now_ms () + self->timeout_ms;
+    s_slot_t *slot = s_slot_acquire (self, request, true, tag, deadline);
+    rc = s_send (self, request, slot, errmsg, errmsg_size);
+    if (rc) {
+        //  Nothing went out, so nothing can be held but by a socket
+        //  reset's victims, which s_send has already waited for.
+        s_settle (self, slot, false);
+        s_slot_free (self, slot);
+        return rc;
+    }
+    *id = slot->id;
+    return 0;
+}
+
+//  The first async request that has completed without being reported.
+static s_slot_t *
+s_first_done (fpx_conn_t *self)
+{
+    for (int i = self->head; i != S_NONE; i = self->slots [i].next)
+        if (self->slots [i].state == S_DONE)
+            return &self->slots [i];
+    return NULL;
+}
+
+//  Expires async requests past their deadline: the oldest only (O(1)),
+//  or every one when scan is set. A request whose zero-copy frames are
+//  still held needs a socket reset.
+static void
+s_expire (fpx_conn_t *self, bool scan)
+{
+    int64_t now = s_now_ms ();
+    bool reset = false;
+    for (int i = self->head; i != S_NONE; i = self->slots [i].next) {
+        s_slot_t *slot = &self->slots [i];
+        if (slot->state == S_SENT && slot->deadline >= 0 && slot->deadline <= now) {
+            s_slot_complete (self, slot, FPX_ETIMEDOUT, NULL, false);
+            pthread_mutex_lock (&self->mutex);
+            reset = reset || slot->held > 0;
+            pthread_mutex_unlock (&self->mutex);
+        }
+        if (!scan)
+            break;
+    }
+    if (reset)
+        s_socket_reset (self);
+}
+
+//  Reports a completed async request: its reply (stored, or just read
+//  into *reply) checked, or its failure. Frees the slot.
+static int
+s_report (fpx_conn_t *self, s_slot_t *slot, fpx_reply_t *reply, bool overflow, bool fresh,
+          uint64_t *id, void **tag, int *status, char *errmsg, size_t size)
+{
+    *id = slot->id;
+    *tag = slot->tag;
+    int rc;
+    if (fresh || slot->stored) {
+        if (!fresh) {
+            s_move_frames (reply, slot->stored);
+            free (slot->stored);
+            slot->stored = NULL;
+            overflow = slot->overflow;
+        }
+        s_settle (self, slot, true);
+        rc = s_check_reply (self, slot, reply, overflow, errmsg, size);
+        if (rc)
+            fpx_reply_close (reply);
+    }
+    else {
+        reply->frame_count = 0;
+        rc = slot->status;
+        if (rc == FPX_ETIMEDOUT)
+            s_error (errmsg, size, rc, "no reply from %s within %d ms",
+                     self->endpoint, self->timeout_ms);
+        else
+        if (rc == FPX_ECONNECT)
+            s_error (errmsg, size, rc, "connection to %s was reset with the request in flight",
+                     self->endpoint);
+        else
+            s_error (errmsg, size, rc, "%s", fpx_strerror (rc));
+    }
+    *status = rc;
+    s_slot_free (self, slot);
+    return 1;
+}
+
+int
+fpx_conn_recv (fpx_conn_t *self, int timeout_ms, uint64_t *id, void **tag, int *status,
+               fpx_reply_t *reply, char *errmsg, size_t errmsg_size)
+{
+    int64_t until = timeout_ms < 0 ? -1 : s_now_ms () + timeout_ms;
+    bool quiet = false;         //  the last wait ran out without a message
+    reply->frame_count = 0;
+    for (;;) {
+        if (self->in_flight == 0)
+            return 0;
+        if (self->done == 0)
+            s_expire (self, quiet);
+        if (self->done > 0)
+            return s_report (self, s_first_done (self), reply, false, false,
+                             id, tag, status, errmsg, errmsg_size);
+        if (!self->socket)      //  a reset failed to reopen: all are done
+            return 0;
+        bool overflow = false;
+        s_slot_t *got;
+        int rc = s_read_one (self, NULL, reply, &overflow, &got, errmsg, errmsg_size);
+        if (got)
+            return s_report (self, got, reply, overflow, true, id, tag, status,
+                             errmsg, errmsg_size);
+        if (rc < 0) {
+            s_socket_reset (self);      //  fails every request in flight
+            continue;
+        }
+        if (rc == 1)
+            continue;
+        if (until >= 0 && s_now_ms () >= until)
+            return 0;
+        int64_t deadline = s_earlier (until, self->slots [self->head].deadline);
+        rc = s_poll (self->socket, ZMQ_POLLIN, deadline);
+        quiet = rc == 0;
+        if (rc < 0)
+            s_socket_reset (self);
+    }
+}
+
+/* ---- replies ------------------------------------------------------------- */
 
 const void *
 fpx_reply_array (fpx_reply_t *reply, int i, size_t *size)

@@ -124,8 +124,18 @@ struct Overrides {
     int nprobe, efSearch;
     bool nprobe_used = false, ef_used = false;
     std::vector<std::unique_ptr<faiss::SearchParameters>> owned;
+    //  FAISS 1.7.3's HNSW::search sizes its candidate queue from the
+    //  index's own efSearch, not from SearchParametersHNSW: a per-request
+    //  efSearch is set on the graph for the call and put back after, so
+    //  the caller holds the index's lock exclusively (see ops.c).
+    std::vector<std::pair<faiss::HNSW *, int>> saved_ef;
 
     Overrides (int nprobe, int efSearch) : nprobe (nprobe), efSearch (efSearch) {}
+    ~Overrides ()
+    {
+        for (auto &saved : saved_ef)
+            saved.first->efSearch = saved.second;
+    }
 
     bool any () const { return nprobe > 0 || efSearch > 0; }
 
@@ -149,7 +159,12 @@ struct Overrides {
             auto p = std::make_unique<faiss::SearchParametersHNSW> ();
             p->efSearch = efSearch > 0 ? efSearch : hnsw->hnsw.efSearch;
             p->check_relative_distance = hnsw->hnsw.check_relative_distance;
-            ef_used |= efSearch > 0;
+            if (efSearch > 0) {
+                auto graph = const_cast<faiss::HNSW *> (&hnsw->hnsw);
+                saved_ef.emplace_back (graph, graph->efSearch);
+                graph->efSearch = efSearch;
+                ef_used = true;
+            }
             return keep (std::move (p));
         }
         return nullptr;
@@ -228,7 +243,7 @@ struct SpanWriter : faiss::IOWriter {
     size_t operator() (const void *ptr, size_t item_size, size_t nitems) override
     {
         size_t bytes = item_size * nitems;
-        if (data) {
+        if (data && bytes) {
             if (bytes > capacity - pos)
                 return 0;
             std::memcpy (data + pos, ptr, bytes);
@@ -391,27 +406,46 @@ fpx_shim_factory (int d, const char *factory, int metric, size_t alloc_cap,
 }
 
 extern "C" int
+fpx_shim_keys_are_positions (const FaissIndex *index_c)
+{
+    const faiss::Index *index = as_index (index_c);
+    while (true) {
+        if (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (index))
+            index = pt->index;
+        else if (auto refine = dynamic_cast<const faiss::IndexRefine *> (index))
+            index = refine->base_index;
+        else
+            return !dynamic_cast<const faiss::IndexIDMap *> (index)
+                && !dynamic_cast<const faiss::IndexIVF *> (index);
+    }
+}
+
+//  Indexes whose reconstruct_n needs no OpenMP loop over reconstruct:
+//  flat codes and IVF scan their storage, a PreTransform passes it on.
+static bool
+has_bulk_reconstruct (const faiss::Index *index)
+{
+    if (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (index))
+        return has_bulk_reconstruct (pt->index);
+    return dynamic_cast<const faiss::IndexFlatCodes *> (index)
+        || dynamic_cast<const faiss::IndexIVF *> (index);
+}
+
+extern "C" int
 fpx_shim_reconstruct_n (const FaissIndex *index_c, int64_t i0, int64_t n, float *out,
                         char *err, size_t err_size)
 {
     return guarded (err, err_size, [&] () -> int {
         const faiss::Index *index = as_index (index_c);
-        if (dynamic_cast<const faiss::IndexFlatCodes *> (index)
-        ||  dynamic_cast<const faiss::IndexIVF *> (index))
+        if (n == 1)
+            index->reconstruct (i0, out);       //  FAISS's own semantics and checks
+        else if (has_bulk_reconstruct (index))
             index->reconstruct_n (i0, n, out);
         else
             for (int64_t i = 0; i < n; i++)
                 index->reconstruct (i0 + i, out + i * index->d);
         return 0;
     });
-}
-
-extern "C" int
-fpx_shim_has_ids (const FaissIndex *index)
-{
-    const faiss::Index *top = as_index (index);
-    return dynamic_cast<const faiss::IndexIDMap *> (top) != nullptr
-        || dynamic_cast<const faiss::IndexIVF *> (top) != nullptr;
 }
 
 #define FPX_STR_(x) #x

@@ -69,9 +69,6 @@ int fpx_shim_factory (int d, const char *factory, int metric, size_t alloc_cap,
 int fpx_shim_reconstruct_n (const FaissIndex *index, int64_t i0, int64_t n, float *out,
                             char *err, size_t err_size);
 
-/*  1 if the index maps ids itself (IDMap, IDMap2, IVF), so that a key to
-    reconstruct is an id rather than a position.                         */
-int fpx_shim_has_ids (const FaissIndex *index);
 
 /* ---- objects: composition, attributes, transforms, k-means ------------
     The C API has constructors for only some classes and getters for few
@@ -142,6 +139,12 @@ typedef struct {
 int fpx_shim_kmeans (int d, int k, int64_t n, const float *x,
                      const fpx_kmeans_params_t *params, float *centroids,
                      double *stats, int *iterations, char *err, size_t err_size);
+
+/*  1 if the index's keys are storage positions (no id map and no IVF
+    anywhere down its wrappers): then reconstruct's keys must be checked
+    against ntotal before FAISS sees them, since IndexFlat (also as HNSW's
+    storage) reads them without a check.                                 */
+int fpx_shim_keys_are_positions (const FaissIndex *index);
 
 /*  FAISS's version, "major.minor.patch", from the headers built against. */
 const char *fpx_shim_faiss_version (void);

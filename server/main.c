@@ -264,8 +264,14 @@ s_passive_openmp (char **argv)
 {
     if (getenv ("OMP_WAIT_POLICY"))
         return;
+    //  Through the binary's real path, so that the process keeps its name.
+    char path [4096];
+    ssize_t len = readlink ("/proc/self/exe", path, sizeof path - 1);
+    if (len <= 0)
+        return;
+    path [len] = 0;
     setenv ("OMP_WAIT_POLICY", "PASSIVE", 1);
-    execv ("/proc/self/exe", argv);
+    execv (path, argv);
     //  Could not re-execute: run on with the default policy.
 }
 

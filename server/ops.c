@@ -800,7 +800,7 @@ s_op_search (fpx_call_t *call)
     const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
     size_t results = x ? (size_t) nq * (size_t) k : 0;
     if (x && results * (sizeof (float) + sizeof (int64_t)) > call->server->config.max_message)
-        fpx_reply_error (call->reply, FPX_ETOOBIG, "nq*k = %zu results exceed the message limit",
+        fpx_reply_error (call->reply, FPX_EINVAL, "nq*k = %zu results exceed the message limit",
                          results);
     else if (x) {
         float *D = malloc (results * sizeof (float));
@@ -809,7 +809,9 @@ s_op_search (fpx_call_t *call)
         if (!D || !I)
             rc = fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
         else {
-            pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+            //  A per-request efSearch is set on the graph for the call
+            //  (FAISS 1.7.3 ignores it in SearchParametersHNSW): exclusive.
+            pthread_rwlock_t *lock = fpx_entry_lock (entry, ef > 0);
             fpx_op_threads_begin (call, nq);
             rc = fpx_shim_search (entry->index, nq, x, k, nprobe, ef, D, I, err, sizeof err);
             fpx_op_threads_end (call);
@@ -854,7 +856,7 @@ s_op_range_search (fpx_call_t *call)
         size_t total;
         char err [FPX_ERROR_TEXT_MAX];
         size_t max_total = call->server->config.max_message / (sizeof (float) + sizeof (int64_t));
-        pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+        pthread_rwlock_t *lock = fpx_entry_lock (entry, ef > 0);
         fpx_op_threads_begin (call, nq);
         rc = fpx_shim_range_search (entry->index, nq, x, (float) radius, nprobe, ef,
                                     &lims, &D, &I, &total, max_total, err, sizeof err);
@@ -885,19 +887,25 @@ s_reconstruct (fpx_call_t *call, bool many)
     ||  (many && (rc = fpx_op_int_param (call, "n", true, 0, 1, INT64_MAX, &n)))
     ||  (rc = fpx_op_lookup_index (call, &entry)))
         return rc;
+    //  Keys of id-mapped and IVF indexes are FAISS's to check (it does, with
+    //  the messages a FAISS user knows); positions are checked here, since
+    //  IndexFlat reads them unchecked. The answer's size is bounded too.
     pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
-    int64_t ntotal = faiss_Index_ntotal (entry->index);
-    size_t bytes = (size_t) n * (size_t) entry->d * sizeof (float);
+    size_t row = (size_t) entry->d * sizeof (float);
+    size_t bytes = (size_t) n * row;
     float *out = NULL;
-    if (many && (n > ntotal || i0 > ntotal - n))
-        fpx_reply_error (call->reply, FPX_EINVAL, "i0 + n must be within ntotal = %lld",
-                         (long long) ntotal);
-    else if (!many && !fpx_shim_has_ids (entry->index) && (i0 < 0 || i0 >= ntotal))
-        fpx_reply_error (call->reply, FPX_EINVAL, "key %lld is out of range [0, %lld)",
-                         (long long) i0, (long long) ntotal);
-    else if (bytes > call->server->config.max_message)
-        fpx_reply_error (call->reply, FPX_ETOOBIG, "%zu bytes exceed the message limit", bytes);
-    else if (!(out = malloc (bytes)))
+    if ((uint64_t) n > call->server->config.max_message / row)
+        fpx_reply_error (call->reply, FPX_ETOOBIG, "%lld vectors exceed the message limit",
+                         (long long) n);
+    else if (i0 > INT64_MAX - n)
+        fpx_reply_error (call->reply, FPX_EINVAL, "i0 + n overflows");
+    else if (fpx_shim_keys_are_positions (entry->index)
+         &&  (i0 < 0 || i0 + n > faiss_Index_ntotal (entry->index)))
+        fpx_reply_error (call->reply, FPX_EINVAL, "positions [%lld, %lld) are not within ntotal = %lld",
+                         (long long) i0, (long long) (i0 + n),
+                         (long long) faiss_Index_ntotal (entry->index));
+    else if (!(out = calloc (1, bytes)))      //  IVF's bulk path skips removed ids: no
+                                             //  uninitialized bytes may leave the server
         fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
     else {
         char err [FPX_ERROR_TEXT_MAX];

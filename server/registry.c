@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "registry.h"
 #include "storage.h"
@@ -38,7 +39,15 @@ fpx_registry_new (void)
         return NULL;
     }
     pthread_rwlock_init (&self->lock, NULL);
-    atomic_init (&self->next_anonymous, 1);
+    //  Anonymous names start at a random point: a client that reconnects
+    //  silently to a restarted server must not reach another's "@1".
+    unsigned long long start = 0;
+    FILE *source = fopen ("/dev/urandom", "rb");
+    if (!source || fread (&start, sizeof start, 1, source) != 1)
+        start = (unsigned long long) time (NULL) << 20;
+    if (source)
+        fclose (source);
+    atomic_init (&self->next_anonymous, (start >> 16) | 1);
     return self;
 }
 

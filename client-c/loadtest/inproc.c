@@ -1,0 +1,173 @@
+/*  inproc.c — fpx-loadtest's in-process baseline: the same workload on
+    FAISS linked into the harness, through FAISS's C API, so that remote
+    and in-process figures come from one machine state.
+
+    Fairness with the server: the same locking (a read lock per index
+    for search, a write lock for add, as faissproxyd's registry) and the
+    same OpenMP budget (each call gets cores / calls-running-now threads,
+    never more than its rows), so concurrent small searches run one
+    thread each here as there. The pipeline does not apply: a FAISS call
+    in-process is synchronous, so each client thread runs one at a time. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <faiss/c_api/Index_c.h>
+#include <faiss/c_api/error_c.h>
+#include <faiss/c_api/index_factory_c.h>
+#include <faiss/c_api/index_io_c.h>
+
+#include "loadtest.h"
+
+//  The OpenMP runtime's own entry points (libgomp, linked with FAISS);
+//  declared here because the harness is compiled without -fopenmp.
+extern void omp_set_num_threads (int threads);
+
+#define S_CHUNK_ROWS 65536
+
+static int
+s_cores (void)
+{
+    long cores = sysconf (_SC_NPROCESSORS_ONLN);
+    return cores < 1 ? 1 : (int) cores;
+}
+
+void *
+lt_inproc_build (const lt_options_t *options, int64_t ntrain)
+{
+    FaissIndex *index = NULL;
+    omp_set_num_threads (s_cores ());
+    if (faiss_index_factory (&index, options->dim, options->factory, METRIC_L2)) {
+        fprintf (stderr, "fpx-loadtest: in-process index_factory (%d, \"%s\"): %s\n",
+                 options->dim, options->factory, faiss_get_last_error ());
+        return NULL;
+    }
+    int64_t rows = options->nb < S_CHUNK_ROWS ? options->nb : S_CHUNK_ROWS;
+    if (ntrain > rows)
+        rows = ntrain;
+    float *x = malloc ((size_t) (rows ? rows : 1) * (size_t) options->dim * sizeof *x);
+    if (!x) {
+        fprintf (stderr, "fpx-loadtest: out of memory building the in-process index\n");
+        faiss_Index_free (index);
+        return NULL;
+    }
+    int rc = 0;
+    if (!faiss_Index_is_trained (index)) {
+        lt_data_fill (x, ntrain, options->dim, options->seed, options->data, LT_STREAM_TRAIN, 0);
+        rc = faiss_Index_train (index, ntrain, x);
+    }
+    for (int64_t first = 0; rc == 0 && first < options->nb; first += S_CHUNK_ROWS) {
+        int64_t n = options->nb - first < S_CHUNK_ROWS ? options->nb - first : S_CHUNK_ROWS;
+        lt_data_fill (x, n, options->dim, options->seed, options->data, LT_STREAM_BASE, first);
+        rc = faiss_Index_add (index, n, x);
+    }
+    free (x);
+    if (rc) {
+        fprintf (stderr, "fpx-loadtest: in-process train/add: %s\n", faiss_get_last_error ());
+        faiss_Index_free (index);
+        return NULL;
+    }
+    return index;
+}
+
+void *
+lt_inproc_load (const uint8_t *bytes, size_t size)
+{
+    FILE *file = fmemopen ((void *) bytes, size, "rb");
+    if (!file) {
+        perror ("fpx-loadtest: fmemopen");
+        return NULL;
+    }
+    FaissIndex *index = NULL;
+    if (faiss_read_index (file, 0, &index)) {
+        fprintf (stderr, "fpx-loadtest: cannot load the downloaded index: %s\n",
+                 faiss_get_last_error ());
+        index = NULL;
+    }
+    fclose (file);
+    return index;
+}
+
+void
+lt_inproc_free (void *index)
+{
+    if (index)
+        faiss_Index_free (index);
+}
+
+int64_t
+lt_inproc_ntotal (void *index)
+{
+    return faiss_Index_ntotal (index);
+}
+
+/* ---- the engine --------------------------------------------------------------- */
+
+static int
+s_open (lt_client_t *client)
+{
+    client->handle = client->run->targets->local [client->tenant];
+    return client->handle ? 0 : -1;
+}
+
+static void
+s_close (lt_client_t *client)
+{
+    client->handle = NULL;
+}
+
+//  faissproxyd's OpenMP budget (server/ops.c, fpx_op_threads_begin).
+static void
+s_threads_begin (lt_run_t *run, int64_t rows)
+{
+    int active = __atomic_add_fetch (&run->active_calls, 1, __ATOMIC_RELAXED);
+    int threads = run->ncores / active;
+    if (threads < 1)
+        threads = 1;
+    if (rows > 0 && rows < threads)
+        threads = (int) rows;
+    omp_set_num_threads (threads);
+}
+
+static void
+s_threads_end (lt_run_t *run)
+{
+    __atomic_sub_fetch (&run->active_calls, 1, __ATOMIC_RELAXED);
+}
+
+static int
+s_call (lt_client_t *client, lt_slot_t *slot)
+{
+    lt_run_t *run = client->run;
+    pthread_rwlock_t *lock = &run->targets->local_lock [client->tenant];
+    FaissIndex *index = client->handle;
+    int rc;
+    if (slot->op == LT_OP_SEARCH) {
+        pthread_rwlock_rdlock (lock);
+        s_threads_begin (run, slot->n);
+        rc = faiss_Index_search (index, slot->n, slot->x, client->options->k,
+                                 slot->distances, slot->labels);
+    }
+    else {
+        pthread_rwlock_wrlock (lock);
+        s_threads_begin (run, slot->n);
+        rc = faiss_Index_add (index, slot->n, slot->x);
+    }
+    s_threads_end (run);
+    pthread_rwlock_unlock (lock);
+    return rc ? FPX_EFAISS : 0;
+}
+
+static const char *
+s_errmsg (lt_client_t *client, int status)
+{
+    (void) client;
+    (void) status;
+    const char *text = faiss_get_last_error ();
+    return text ? text : "FAISS error";
+}
+
+const lt_engine_t lt_engine_inproc = {
+    .mode = "inprocess", .open = s_open, .close = s_close, .call = s_call,
+    .errmsg = s_errmsg
+};

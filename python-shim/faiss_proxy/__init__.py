@@ -1,0 +1,103 @@
+"""faiss_proxy — FAISS's Python API served by faissproxyd.
+
+    import faiss_proxy as faiss
+
+keeps a FAISS program unchanged. Two modes:
+
+- remote: after faiss_proxy.configure(server="tcp://host:port",
+  api_key="…"), or when FAISS_PROXY_SERVER / FAISS_PROXY_API_KEY are set
+  at import. Every index lives on the server (anonymous, owned by this
+  process's connection, freed when the Python object is collected); the
+  FAISS extension is never imported into this process.
+- local (not configured): every public name is the local `faiss` module's
+  (Debian's python3-faiss), so the same program runs in-process.
+
+faiss_proxy.is_remote() says which mode is active.
+
+What this file must not do: import faiss or the C library at import time
+(each is loaded by the first name that needs it, in its own mode).
+"""
+import os as _os
+
+_mode = {"remote": False, "tenant_id": None, "server_version": None}
+
+
+def configure(server=None, api_key=None, tenant_id=None, *, timeout_ms=None):
+    """Switches to remote mode.
+
+    server: "tcp://host:port" or "ipc://path" (None: $FAISS_PROXY_SERVER,
+    else tcp://127.0.0.1:5555). api_key: the tenant's key (None:
+    $FAISS_PROXY_API_KEY). tenant_id: accepted as other FAISS-over-network
+    clients take it; the tenant is the one the key belongs to. timeout_ms:
+    per-call timeout (default 30000, or $FAISS_PROXY_TIMEOUT_MS).
+    Objects made through an earlier configuration stop working (the
+    connection they belonged to is closed).
+    """
+    from . import _client
+    _client.configure(server, api_key, timeout_ms)
+    _mode["remote"] = True
+    _mode["tenant_id"] = tenant_id
+    _mode["server_version"] = None
+
+
+def is_remote():
+    """True when FAISS calls go to faissproxyd, False when they run in the
+    local faiss module."""
+    return _mode["remote"]
+
+
+def close():
+    """Remote mode: closes the connection now (the server frees every
+    object of this process). A later call opens a new one."""
+    if _mode["remote"]:
+        from . import _client
+        _client.close()
+
+
+def server_info():
+    """Remote mode: the server's versions (a round trip)."""
+    from . import _client
+    return _client.server_info()
+
+
+def _local_module():
+    import faiss
+    return faiss
+
+
+def _remote_module():
+    import importlib
+    return importlib.import_module(__name__ + "._remote")
+
+
+def __getattr__(name):
+    if name == "__all__":
+        if _mode["remote"]:
+            return list(_remote_module().__all__)
+        return [n for n in dir(_local_module()) if not n.startswith("_")]
+    if name == "__version__":
+        if not _mode["remote"]:
+            return _local_module().__version__
+        if _mode["server_version"] is None:
+            _mode["server_version"] = server_info()["faiss_version"]
+        return _mode["server_version"]
+    if name.startswith("_"):       # private names (and submodules being imported)
+        raise AttributeError("module 'faiss_proxy' has no attribute %r" % name)
+    if not _mode["remote"]:
+        return getattr(_local_module(), name)
+    remote = _remote_module()
+    if name in remote.__all__:
+        return getattr(remote, name)
+    raise AttributeError("module 'faiss_proxy' has no attribute %r (not available in remote "
+                         "mode: faissproxyd does not serve it)" % name)
+
+
+def __dir__():
+    names = set(globals()) | {"__version__"}
+    names.update(_remote_module().__all__ if _mode["remote"] else
+                 (n for n in dir(_local_module()) if not n.startswith("_")))
+    return sorted(names)
+
+
+if _os.environ.get("FAISS_PROXY_SERVER") or _os.environ.get("FAISS_PROXY_API_KEY"):
+    configure()
