@@ -44,6 +44,7 @@ mkdir -p "$raw"
 work=$(mktemp -d /tmp/fpx-bench.XXXXXX)
 server_pid=""
 port=""
+fsync_mode=batch
 key=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 
 log () { printf 'bench: %s\n' "$*" >&2; }
@@ -74,7 +75,7 @@ start_server () {
         port=$((7000 + RANDOM % 1000))
         endpoint="tcp://127.0.0.1:$port"
         "$daemon" --bind "$endpoint" --api-key "bench:$key" --data-dir "$work/data" \
-            --log-level warn >>"$work/server.log" 2>&1 &
+            --fsync "$fsync_mode" --log-level warn >>"$work/server.log" 2>&1 &
         server_pid=$!
         for _ in $(seq 50); do
             kill -0 "$server_pid" 2>/dev/null || break
@@ -204,6 +205,15 @@ fi
 printf '{"rss_before":%s,"hwm_before":%s,"rss_after":%s,"hwm_after":%s,"ntotal":%s,"dim":128}\n' \
     "$rss_before" "$hwm_before" "$rss_after" "$hwm_after" "${ntotal:-0}" >"$raw/memory.json"
 stop_server
+
+#  4b. The cost of durability: the same adds under each --fsync mode.
+for fsync_mode in never batch always; do
+    start_server
+    lt "fsync_$fsync_mode" "${common[@]}" --workload add --factory Flat --dim 128 --nb 0 \
+        --nq 10000 --clients 1 --pipeline 4 --requests $((nb_add_rows / 40000 > 4 ? nb_add_rows / 40000 : 4))
+    stop_server
+done
+fsync_mode=batch
 
 machine_info end
 echo "$((SECONDS - started))" >"$raw/elapsed_s"

@@ -127,6 +127,20 @@ class _Handle:
         raise TypeError("cannot pickle a faissproxyd object handle")
 
 
+class _NamedHandle:
+    """A durable named index: the Python object does not own it, so it is
+    never dropped when the object goes; any connection of the tenant can
+    reach it."""
+    __slots__ = ("name", "gen", "__weakref__")
+
+    def __init__(self, name):
+        self.name = name
+        self.gen = None
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle a faissproxyd object handle")
+
+
 def _describe(info, gen):
     class_name = info.class_name.decode()
     obj_class = _CLASSES.get(class_name)
@@ -186,7 +200,7 @@ class _ServerObject:
         return self._h.name
 
     def _check_live(self):
-        if not _client.is_current(self._h.gen):
+        if self._h.gen is not None and not _client.is_current(self._h.gen):
             raise FaissProxyError(_capi.ERROR_CODES.get("FPX_ENOTFOUND", -6),
                                   "faiss_proxy: this object belonged to a connection that was "
                                   "closed (configure(), close() or fork)")
@@ -975,6 +989,50 @@ def index_factory(d, description, metric=METRIC_L2):
     _, gen = call(lib.fpx_index_create, None, _int(d), str(description).encode(),
                   _int(metric), byref(info))
     return _describe(info, gen)
+
+
+def _named(info):
+    obj = _describe(info, None)
+    obj._h = _NamedHandle(bytes(info.name))
+    return obj
+
+
+def create_index(name, d, factory, metric=METRIC_L2):
+    """A new named, durable index on the server (faissproxy's own call, not
+    FAISS's): index_factory(d, factory, metric) stored under `name` in this
+    tenant. Every write to it is logged before it is acknowledged."""
+    info = IndexInfo()
+    call(lib.fpx_index_create, str(name).encode(), _int(d), str(factory).encode(),
+         _int(metric), byref(info))
+    return _named(info)
+
+
+def open_index(name):
+    """The named, durable index `name` of this tenant (RuntimeError if none)."""
+    info = IndexInfo()
+    call(lib.fpx_index_open, str(name).encode(), byref(info))
+    return _named(info)
+
+
+def list_indexes():
+    """Names of this tenant's named indexes, sorted."""
+    names = ctypes.POINTER(c_char_p)()
+    count = c_size_t()
+    call(lib.fpx_index_list, byref(names), byref(count))
+    try:
+        return [names[i].decode() for i in range(count.value)]
+    finally:
+        lib.fpx_strlist_free(byref(names), count.value)
+
+
+def drop_index(name):
+    """Drops the named index `name`, on disk too."""
+    call(lib.fpx_index_drop, str(name).encode())
+
+
+def save_index(name):
+    """Snapshots the named index `name` now (its log is truncated)."""
+    call(lib.fpx_index_save, str(name).encode())
 
 
 def clone_index(index):
