@@ -1067,17 +1067,20 @@ fpx_set_parameters (fpx_client_t *self, const char *name, const char *params)
     return rc;
 }
 
-int
-fpx_serialize (fpx_client_t *self, const char *name,
-               uint8_t **bytes_p /* OUT */, size_t *size_p /* OUT */)
+//  A call on name whose reply is one array of `count_key` elements of
+//  elem_size bytes (serialize, get_id_map): the array is copied into a
+//  malloc'd buffer the caller frees with fpx_free.
+static int
+s_call_download (fpx_client_t *self, int opcode, const char *name, const char *count_key,
+                 size_t elem_size, void **data_p, size_t *count_p)
 {
-    int rc = s_begin (self, FPX_OP_SERIALIZE);
+    int rc = s_begin (self, opcode);
     if (!rc)
         rc = s_check_name (self, name, false);
     if (!rc)
-        rc = s_check_out (self, bytes_p, "bytes_p");
+        rc = s_check_out (self, data_p, "data_p");
     if (!rc)
-        rc = s_check_out (self, size_p, "size_p");
+        rc = s_check_out (self, count_p, "count_p");
     if (rc)
         return rc;
     fpx_request_t request = { .reply_arrays = 1 };
@@ -1085,21 +1088,29 @@ fpx_serialize (fpx_client_t *self, const char *name,
     rc = s_call_name (self, name, &request, &reply);
     if (rc)
         return rc;
-    int64_t size = 0;
+    int64_t count = 0;
     const void *data;
-    uint8_t *copy = NULL;
-    rc = s_result_int (self, &reply, "size", 0, (int64_t) (SIZE_MAX / 2), &size);
+    void *copy = NULL;
+    rc = s_result_int (self, &reply, count_key, 0, (int64_t) (SIZE_MAX / 2 / elem_size), &count);
+    size_t bytes = (size_t) count * elem_size;
     if (!rc)
-        rc = s_result_array (self, &reply, 0, "bytes", (size_t) size, &data);
-    if (!rc && !(copy = malloc ((size_t) size + 1)))
-        rc = s_fail (self, FPX_ENOMEM, "out of memory for %lld bytes", (long long) size);
+        rc = s_result_array (self, &reply, 0, count_key, bytes, &data);
+    if (!rc && !(copy = malloc (bytes + 1)))
+        rc = s_fail (self, FPX_ENOMEM, "out of memory for %zu bytes", bytes);
     if (!rc) {
-        memcpy (copy, data, (size_t) size);
-        *bytes_p = copy;
-        *size_p = (size_t) size;
+        memcpy (copy, data, bytes);
+        *data_p = copy;
+        *count_p = (size_t) count;
     }
     fpx_reply_close (&reply);
     return rc;
+}
+
+int
+fpx_serialize (fpx_client_t *self, const char *name,
+               uint8_t **bytes_p /* OUT */, size_t *size_p /* OUT */)
+{
+    return s_call_download (self, FPX_OP_SERIALIZE, name, "size", 1, (void **) bytes_p, size_p);
 }
 
 int
@@ -1350,35 +1361,8 @@ int
 fpx_get_id_map (fpx_client_t *self, const char *name, int64_t **ids_p /* OUT */,
                 size_t *n_p /* OUT */)
 {
-    int rc = s_begin (self, FPX_OP_GET_ID_MAP);
-    if (!rc)
-        rc = s_check_name (self, name, false);
-    if (!rc)
-        rc = s_check_out (self, ids_p, "ids_p");
-    if (!rc)
-        rc = s_check_out (self, n_p, "n_p");
-    if (rc)
-        return rc;
-    fpx_request_t request = { .reply_arrays = 1 };
-    fpx_reply_t reply;
-    rc = s_call_name (self, name, &request, &reply);
-    if (rc)
-        return rc;
-    int64_t n = 0;
-    const void *ids;
-    int64_t *copy = NULL;
-    rc = s_result_int (self, &reply, "n", 0, (int64_t) (SIZE_MAX / 16), &n);
-    if (!rc)
-        rc = s_result_array (self, &reply, 0, "ids", (size_t) n * sizeof (int64_t), &ids);
-    if (!rc && !(copy = malloc ((size_t) n * sizeof (int64_t) + 1)))
-        rc = s_fail (self, FPX_ENOMEM, "out of memory for %lld ids", (long long) n);
-    if (!rc) {
-        memcpy (copy, ids, (size_t) n * sizeof (int64_t));
-        *ids_p = copy;
-        *n_p = (size_t) n;
-    }
-    fpx_reply_close (&reply);
-    return rc;
+    return s_call_download (self, FPX_OP_GET_ID_MAP, name, "n", sizeof (int64_t),
+                            (void **) ids_p, n_p);
 }
 
 /* ---- k-means ----------------------------------------------------------- */
