@@ -508,10 +508,12 @@ fpx_index_create (fpx_client_t *self, const char *name, int d, const char *facto
     return s_call_description (self, &request, &params, info);
 }
 
-int
-fpx_index_open (fpx_client_t *self, const char *name, fpx_index_info_t *info /* OUT */)
+//  A call that takes only the name and answers a description (open, clone).
+static int
+s_call_name_description (fpx_client_t *self, int opcode, const char *name,
+                         fpx_index_info_t *info /* OUT */)
 {
-    int rc = s_begin (self, FPX_OP_OPEN);
+    int rc = s_begin (self, opcode);
     if (!rc)
         rc = s_check_name (self, name, false);
     if (rc)
@@ -520,6 +522,12 @@ fpx_index_open (fpx_client_t *self, const char *name, fpx_index_info_t *info /* 
     fpx_pack_kv_str (s_params_start (&params, 1), "name", name);
     fpx_request_t request = { 0 };
     return s_call_description (self, &request, &params, info);
+}
+
+int
+fpx_index_open (fpx_client_t *self, const char *name, fpx_index_info_t *info /* OUT */)
+{
+    return s_call_name_description (self, FPX_OP_OPEN, name, info);
 }
 
 //  A call that takes only the name and answers an empty result.
@@ -1268,15 +1276,7 @@ fpx_set_attr (fpx_client_t *self, const char *name, const char *attr, double val
 int
 fpx_clone (fpx_client_t *self, const char *name, fpx_index_info_t *info /* OUT */)
 {
-    int rc = s_begin (self, FPX_OP_CLONE);
-    if (!rc)
-        rc = s_check_name (self, name, false);
-    if (rc)
-        return rc;
-    s_params_t params;
-    fpx_pack_kv_str (s_params_start (&params, 1), "name", name);
-    fpx_request_t request = { 0 };
-    return s_call_description (self, &request, &params, info);
+    return s_call_name_description (self, FPX_OP_CLONE, name, info);
 }
 
 //  Checks apply's result: n echoed (see s_result_count), the output row
