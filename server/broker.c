@@ -7,6 +7,13 @@
     queues it (bounded) until one is free: workers announce readiness, so
     an expensive call never holds up cheap ones behind it.
 
+    Batching: when a worker frees up and the next queued job is a small
+    search, every queued search that asks the same thing of the same index
+    (same tenant, byte-identical parameters) goes with it as one batch,
+    answered by one FAISS call (fpx_batch_t, server.h). Requests are only
+    batched while they wait anyway: with a worker free, a request goes out
+    alone at once, so batching adds no latency.
+
     It must never call FAISS and never block: every socket operation here is
     non-blocking and every message is moved, not copied (zmq_msg_t frames
     keep their buffers when forwarded).
@@ -28,7 +35,8 @@
 #include "server.h"
 
 #define FPX_ROUTING_ID_MAX 256
-#define FPX_BATCH          256      //  messages read per socket per wake
+#define FPX_READS_PER_WAKE 256      //  messages read per socket per wake
+#define FPX_BATCH_SCAN     4096     //  queued jobs looked at for one batch
 
 typedef struct s_conn_t {
     uint8_t rid [FPX_ROUTING_ID_MAX];
@@ -41,6 +49,7 @@ typedef struct s_conn_t {
 
 typedef struct s_job_t {
     fpx_envelope_t envelope;
+    uint16_t opcode;
     zmq_msg_t frames [FPX_MAX_FRAMES + 1];   //  routing id + request
     int nframes;
     struct s_job_t *next;
@@ -51,6 +60,8 @@ typedef struct {
     void *frontend, *backend, *monitor;
     uint32_t *free_workers;         //  stack of worker ids
     int nfree;
+    fpx_batch_t **spare_batches;    //  one per worker, reused
+    int nspare;
     s_job_t *head, *tail;
     size_t queued;
     s_conn_t **conns;               //  hash by routing id
@@ -285,6 +296,94 @@ s_enqueue (s_broker_t *self, s_job_t *job)
     self->queued++;
 }
 
+//  Whether a job may join a batch: a search with one small query frame.
+static bool
+s_batchable (s_job_t *job)
+{
+    return job->nframes == 4 && job->opcode == FPX_OP_SEARCH
+        && zmq_msg_size (&job->frames [3]) <= FPX_BATCH_QUERY_BYTES;
+}
+
+//  Whether job asks the same search as the batch's first item: same
+//  tenant, byte-identical parameters (name, k, d, nprobe, efSearch).
+static bool
+s_same_search (fpx_batch_t *batch, s_job_t *job)
+{
+    zmq_msg_t *params = &batch->items [0].request [2];
+    size_t size = zmq_msg_size (params);
+    return job->envelope.tenant_id == batch->tenant_id && s_batchable (job)
+        && zmq_msg_size (&job->frames [2]) == size
+        && memcmp (zmq_msg_data (&job->frames [2]), zmq_msg_data (params), size) == 0;
+}
+
+//  Moves job into the batch as its next item and frees it.
+static void
+s_batch_take (fpx_batch_t *batch, s_job_t *job)
+{
+    fpx_batch_item_t *item = &batch->items [batch->count++];
+    item->conn_id = job->envelope.conn_id;
+    for (int i = 0; i < 4; i++) {
+        zmq_msg_init (&item->request [i]);
+        zmq_msg_move (&item->request [i], &job->frames [i]);
+    }
+    free (job);
+}
+
+//  Whether a queued job (among the first FPX_BATCH_SCAN) could share
+//  lead's FAISS call.
+static bool
+s_has_mate (s_broker_t *self, s_job_t *lead)
+{
+    size_t size = zmq_msg_size (&lead->frames [2]);
+    int scanned = 0;
+    for (s_job_t *job = self->head; job && scanned < FPX_BATCH_SCAN; job = job->next, scanned++)
+        if (job->envelope.tenant_id == lead->envelope.tenant_id && s_batchable (job)
+        &&  zmq_msg_size (&job->frames [2]) == size
+        &&  memcmp (zmq_msg_data (&job->frames [2]), zmq_msg_data (&lead->frames [2]), size) == 0)
+            return true;
+    return false;
+}
+
+//  Sends lead, a batchable search, to a free worker together with every
+//  queued search (among the first FPX_BATCH_SCAN) that can share its FAISS
+//  call, taken out of the queue in order; other jobs keep their places.
+static void
+s_dispatch_batch (s_broker_t *self, s_job_t *lead)
+{
+    fpx_batch_t *batch = self->spare_batches [--self->nspare];
+    batch->tenant_id = lead->envelope.tenant_id;
+    batch->count = 0;
+    size_t bytes = zmq_msg_size (&lead->frames [3]);
+    s_batch_take (batch, lead);
+    s_job_t **link = &self->head, *last = NULL;
+    int scanned = 0;
+    while (*link && batch->count < FPX_BATCH_MAX && scanned++ < FPX_BATCH_SCAN) {
+        s_job_t *job = *link;
+        size_t size = job->nframes == 4 ? zmq_msg_size (&job->frames [3]) : 0;
+        if (s_same_search (batch, job) && bytes + size <= FPX_BATCH_BYTES) {
+            bytes += size;
+            *link = job->next;
+            self->queued--;
+            s_batch_take (batch, job);
+        }
+        else {
+            last = job;
+            link = &job->next;
+        }
+    }
+    //  The tail was taken only if the scan reached the end: the last job
+    //  kept is the tail then (none: the queue is empty).
+    if (!*link)
+        self->tail = last;
+    uint32_t worker = self->free_workers [--self->nfree];
+    fpx_envelope_t envelope = { .kind = FPX_JOB_BATCH, .tenant_id = batch->tenant_id,
+                                .batch = batch };
+    zmq_msg_t head [2];
+    s_msg_from (&head [0], &worker, sizeof worker);
+    s_msg_from (&head [1], &envelope, sizeof envelope);
+    s_send_frames (self->backend, head, 2);
+}
+
 static void
 s_dispatch_queued (s_broker_t *self)
 {
@@ -294,7 +393,10 @@ s_dispatch_queued (s_broker_t *self)
         if (!self->head)
             self->tail = NULL;
         self->queued--;
-        s_dispatch (self, job);
+        if (self->nspare > 0 && s_batchable (job) && s_has_mate (self, job))
+            s_dispatch_batch (self, job);
+        else
+            s_dispatch (self, job);
     }
 }
 
@@ -377,6 +479,7 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total)
         conn->may_own = true;
     job->envelope.kind = FPX_JOB_REQUEST;
     job->envelope.conn_id = conn->conn_id;
+    job->opcode = header.opcode;
     s_enqueue (self, job);
 }
 
@@ -445,7 +548,16 @@ s_backend_read_one (s_broker_t *self)
         self->free_workers [self->nfree++] = worker;
     }
     zmq_msg_close (&frames [0]);
-    if (count > 2)
+    fpx_batch_t *batch;
+    if (count == 2 && zmq_msg_size (&frames [1]) == sizeof batch) {
+        //  A batch back from its worker: each item's reply, in order.
+        memcpy (&batch, zmq_msg_data (&frames [1]), sizeof batch);
+        zmq_msg_close (&frames [1]);
+        for (int i = 0; i < batch->count; i++)
+            s_send_frames (self->frontend, batch->items [i].reply, batch->items [i].nreply);
+        self->spare_batches [self->nspare++] = batch;
+    }
+    else if (count > 2)
         s_send_frames (self->frontend, frames + 1, count - 1);
     else
         s_close_frames (frames + 1, count - 1);
@@ -464,10 +576,15 @@ s_setup (s_broker_t *self)
     self->backend = zmq_socket (server->zmq_ctx, ZMQ_ROUTER);
     self->monitor = zmq_socket (server->zmq_ctx, ZMQ_PAIR);
     self->free_workers = calloc ((size_t) config->workers, sizeof *self->free_workers);
+    self->spare_batches = calloc ((size_t) config->workers, sizeof *self->spare_batches);
+    for (int i = 0; self->spare_batches && i < config->workers; i++)
+        if ((self->spare_batches [i] = malloc (sizeof (fpx_batch_t))))
+            self->nspare++;
     self->nconn_buckets = 4096;
     self->conns = calloc (self->nconn_buckets, sizeof *self->conns);
     self->next_conn_id = 1;
-    if (!self->frontend || !self->backend || !self->monitor || !self->free_workers || !self->conns)
+    if (!self->frontend || !self->backend || !self->monitor || !self->free_workers || !self->conns
+    ||  self->nspare < config->workers)
         return -1;
     int zero = 0, heartbeat = 5000, heartbeat_timeout = 15000;
     int64_t max_frame = (int64_t) config->max_message * 2;
@@ -521,6 +638,9 @@ s_teardown (s_broker_t *self)
     free (self->conns);
     free (self->conn_by_fd);
     free (self->free_workers);
+    for (int i = 0; i < self->nspare; i++)
+        free (self->spare_batches [i]);
+    free (self->spare_batches);
 }
 
 int
@@ -540,7 +660,7 @@ fpx_broker_run (fpx_server_t *server, int signal_fd)
                 { self.monitor, 0, ZMQ_POLLIN, 0 },
                 { NULL, signal_fd, ZMQ_POLLIN, 0 },
             };
-            if (zmq_poll (items, 4, -1) < 0) {
+            if (fpx_poll (items, 4, -1, server->config.spin_us) < 0) {
                 if (zmq_errno () == EINTR)
                     continue;
                 fpx_log (FPX_LOG_ERROR, "broker: poll failed: %s", zmq_strerror (zmq_errno ()));
@@ -548,10 +668,10 @@ fpx_broker_run (fpx_server_t *server, int signal_fd)
                 break;
             }
             if (items [1].revents & ZMQ_POLLIN)
-                for (int i = 0; i < FPX_BATCH && s_backend_read_one (&self); i++)
+                for (int i = 0; i < FPX_READS_PER_WAKE && s_backend_read_one (&self); i++)
                     ;
             if (items [0].revents & ZMQ_POLLIN)
-                for (int i = 0; i < FPX_BATCH && s_frontend_read_one (&self); i++)
+                for (int i = 0; i < FPX_READS_PER_WAKE && s_frontend_read_one (&self); i++)
                     ;
             if (items [2].revents & ZMQ_POLLIN)
                 s_monitor_drain (&self);

@@ -45,6 +45,8 @@ s_usage (FILE *out)
 "                       forced to disk before it is acknowledged (docs/STORAGE.md)\n"
 "  --snapshot-log-mb N  snapshot an index when its log passes N MiB (default 256)\n"
 "  --snapshot-interval-s N  … or when it has had writes for N s (default 300)\n"
+"  --spin-us N          after each message, look for the next one for N µs\n"
+"                       before sleeping (0 - 100000, default 0: sleep at once)\n"
 "  --log-level LEVEL    error, warn, info (default) or debug\n"
 "  --help, --version\n"
 "\n"
@@ -166,7 +168,7 @@ static int
 s_parse (fpx_config_t *config, int argc, char **argv)
 {
     enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_LEVEL, HELP, VERSION,
-           FSYNC, SNAPSHOT_MB, SNAPSHOT_S };
+           FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US };
     static const struct option options [] = {
         { "bind", required_argument, NULL, BIND },
         { "workers", required_argument, NULL, WORKERS },
@@ -181,6 +183,7 @@ s_parse (fpx_config_t *config, int argc, char **argv)
         { "fsync", required_argument, NULL, FSYNC },
         { "snapshot-log-mb", required_argument, NULL, SNAPSHOT_MB },
         { "snapshot-interval-s", required_argument, NULL, SNAPSHOT_S },
+        { "spin-us", required_argument, NULL, SPIN_US },
         { NULL, 0, NULL, 0 }
     };
     int option;
@@ -231,6 +234,9 @@ s_parse (fpx_config_t *config, int argc, char **argv)
                 break;
             case SNAPSHOT_S:
                 config->snapshot_interval_s = (double) s_positive ("--snapshot-interval-s", optarg, 1 << 24);
+                break;
+            case SPIN_US:
+                config->spin_us = strcmp (optarg, "0") ? (int) s_positive ("--spin-us", optarg, 100000) : 0;
                 break;
             case HELP: s_usage (stdout); exit (0);
             case VERSION:
@@ -320,7 +326,8 @@ main (int argc, char **argv)
     server.zmq_ctx = zmq_ctx_new ();
     server.registry = fpx_registry_new ();
     server.started_at = fpx_monotonic_seconds ();
-    if (!server.zmq_ctx || !server.registry) {
+    server.batch_stats = calloc ((size_t) config->ntenants, sizeof *server.batch_stats);
+    if (!server.zmq_ctx || !server.registry || !server.batch_stats) {
         fprintf (stderr, "faissproxyd: cannot start: %s\n", strerror (errno));
         return 1;
     }
@@ -351,6 +358,7 @@ main (int argc, char **argv)
     close (signal_pipe [1]);
     free (config->keys);
     free (config->tenants);
+    free (server.batch_stats);
     fpx_log (FPX_LOG_INFO, "faissproxyd: stopped");
     return 0;
 }

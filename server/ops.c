@@ -9,6 +9,7 @@
 */
 #include <ctype.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,9 +231,15 @@ fpx_op_reply_array (fpx_call_t *call, void *data, size_t size)
 
 // ---- OpenMP budget -----------------------------------------------------------
 
+//  OpenBLAS's own thread pool (FAISS multiplies through BLAS from 20
+//  queries on); weak, so that another BLAS links too.
+extern void openblas_set_num_threads (int threads) __attribute__ ((weak));
+
 //  Splits the cores between the FAISS calls running now, and never gives a
 //  call more threads than it has queries: many small concurrent searches
-//  then run one thread each, and a lone big batch gets every core.
+//  then run one thread each, and a lone big batch gets every core. The
+//  budget holds for OpenMP and for OpenBLAS alike: a small batch left to
+//  OpenBLAS's default takes every core and leaves its threads spinning.
 void
 fpx_op_threads_begin (fpx_call_t *call, int64_t work_items)
 {
@@ -243,6 +250,8 @@ fpx_op_threads_begin (fpx_call_t *call, int64_t work_items)
     if (work_items > 0 && work_items < threads)
         threads = (int) work_items;
     omp_set_num_threads (threads);
+    if (openblas_set_num_threads)
+        openblas_set_num_threads (threads);
 }
 
 void
@@ -553,9 +562,12 @@ s_op_info (fpx_call_t *call)
         return fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
     fpx_registry_names_free (names, count);
     msgpack_packer *pk = &call->reply->pk;
-    msgpack_pack_map (pk, 7);
+    fpx_batch_stats_t *batched = &call->server->batch_stats [call->envelope->tenant_id];
+    msgpack_pack_map (pk, 9);
     fpx_pack_server_info (pk);
     fpx_pack_kv_str (pk, "tenant", config->tenants [call->envelope->tenant_id]);
+    fpx_pack_kv_int (pk, "batched_searches", (int64_t) atomic_load (&batched->requests));
+    fpx_pack_kv_int (pk, "batched_calls", (int64_t) atomic_load (&batched->calls));
     fpx_pack_kv_int (pk, "workers", config->workers);
     fpx_pack_kv_int (pk, "indexes", count);
     fpx_pack_kv_double (pk, "uptime_s", fpx_monotonic_seconds () - call->server->started_at);
@@ -832,6 +844,169 @@ s_op_search (fpx_call_t *call)
     }
     fpx_entry_release (&entry);
     return call->reply->status;
+}
+
+// ---- batched search ----------------------------------------------------------
+
+//  The results of one batched FAISS call: each reply's arrays are slices of
+//  it, sent without a copy; the last slice released frees it.
+typedef struct {
+    atomic_int refs;
+    int64_t *labels;
+    float *distances;
+} s_shared_results_t;
+
+static void
+s_release_shared (void *data, void *hint)
+{
+    (void) data;
+    s_shared_results_t *shared = hint;
+    if (atomic_fetch_sub (&shared->refs, 1) == 1)
+        free (shared);
+}
+
+static void
+s_reply_shared_array (fpx_call_t *call, void *data, size_t size, s_shared_results_t *shared)
+{
+    fpx_reply_t *reply = call->reply;
+    zmq_msg_init_data (&reply->arrays [reply->narrays++], data, size, s_release_shared, shared);
+}
+
+//  Whether call i must run alone: anonymous names resolve per connection,
+//  so another connection's request for one may not share the lead's entry.
+static bool
+s_runs_alone (fpx_call_t *lead, fpx_call_t *call)
+{
+    if (call->envelope->conn_id == lead->envelope->conn_id)
+        return false;
+    const char *name;
+    size_t len;
+    return fpx_params_get_str (&lead->params, "name", &name, &len) != 0 || name [0] == '@';
+}
+
+//  One FAISS call for the requests of calls [0, n) that have queries x [i]
+//  (nq [i] rows each, total rows in all); fills their replies. Returns
+//  FPX_ENOMEM or 0 (FAISS's own errors go to the replies).
+static int
+s_search_shared (fpx_call_t *calls, int n, const float **x, const int64_t *nq, int64_t total,
+                 fpx_entry_t *entry, int64_t k, int nprobe, int ef)
+{
+    int d = entry->d, members = 0;
+    size_t results = (size_t) total * (size_t) k;
+    float *queries = malloc ((size_t) total * (size_t) d * sizeof (float));
+    s_shared_results_t *out = malloc (sizeof *out + results * (sizeof (int64_t) + sizeof (float)));
+    if (!queries || !out) {
+        free (queries);
+        free (out);
+        return FPX_ENOMEM;
+    }
+    float *at = queries;
+    for (int i = 0; i < n; i++)
+        if (x [i]) {
+            memcpy (at, x [i], (size_t) nq [i] * (size_t) d * sizeof (float));
+            at += nq [i] * d;
+            members++;
+        }
+    out->labels = (int64_t *) (out + 1);
+    out->distances = (float *) (out->labels + results);
+    char err [FPX_ERROR_TEXT_MAX];
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, ef > 0);
+    fpx_op_threads_begin (&calls [0], total);
+    int rc = fpx_shim_search (entry->index, total, queries, k, nprobe, ef,
+                              out->distances, out->labels, err, sizeof err);
+    fpx_op_threads_end (&calls [0]);
+    pthread_rwlock_unlock (lock);
+    free (queries);
+    if (rc) {
+        free (out);
+        for (int i = 0; i < n; i++)
+            if (x [i])
+                fpx_op_shim_result (&calls [i], rc, err);
+        return 0;
+    }
+    atomic_init (&out->refs, 2 * members);
+    int64_t offset = 0;
+    for (int i = 0; i < n; i++)
+        if (x [i]) {
+            msgpack_packer *pk = &calls [i].reply->pk;
+            msgpack_pack_map (pk, 2);
+            fpx_pack_kv_int (pk, "nq", nq [i]);
+            fpx_pack_kv_int (pk, "k", k);
+            size_t count = (size_t) (nq [i] * k);
+            s_reply_shared_array (&calls [i], out->distances + offset, count * sizeof (float), out);
+            s_reply_shared_array (&calls [i], out->labels + offset, count * sizeof (int64_t), out);
+            offset += nq [i] * k;
+        }
+    if (members > 1) {
+        fpx_batch_stats_t *stats = &calls [0].server->batch_stats [calls [0].envelope->tenant_id];
+        atomic_fetch_add_explicit (&stats->requests, (uint_fast64_t) members, memory_order_relaxed);
+        atomic_fetch_add_explicit (&stats->calls, 1, memory_order_relaxed);
+    }
+    return 0;
+}
+
+void
+fpx_ops_search_batch (fpx_call_t *calls, int n)
+{
+    fpx_call_t *lead = &calls [0];
+    int64_t k;
+    int nprobe, ef;
+    fpx_entry_t *entry = NULL;
+    //  The parameters are byte-identical, so what the lead's parameters
+    //  refuse, every request's do: run them all alone for their replies.
+    if (n < 2
+    ||  fpx_op_int_param (lead, "k", true, 0, 1, FPX_K_MAX, &k)
+    ||  s_search_overrides (lead, &nprobe, &ef)
+    ||  fpx_op_lookup_index (lead, &entry)) {
+        for (int i = 0; i < n; i++) {
+            calls [i].reply->status = 0;
+            fpx_ops_execute (&calls [i]);
+        }
+        return;
+    }
+    //  Each request's own checks, as s_op_search makes them.
+    const float *x [FPX_BATCH_MAX];
+    int64_t nq [FPX_BATCH_MAX];
+    size_t limit = lead->server->config.max_message;
+    size_t row_bytes = (size_t) k * (sizeof (float) + sizeof (int64_t));
+    for (int i = 0; i < n; i++) {
+        x [i] = NULL;
+        if (i > 0 && s_runs_alone (lead, &calls [i])) {
+            fpx_ops_execute (&calls [i]);
+            continue;
+        }
+        x [i] = fpx_op_vectors (&calls [i], 0, entry->d, &nq [i]);
+        if (x [i] && (size_t) nq [i] * row_bytes > limit) {
+            fpx_reply_error (calls [i].reply, FPX_EINVAL,
+                             "nq*k = %lld results exceed the message limit",
+                             (long long) (nq [i] * k));
+            x [i] = NULL;
+        }
+    }
+    //  One FAISS call per run of requests whose results together stay
+    //  within the message limit, as each request's alone does: a batch of
+    //  large-k searches must not ask for many times that at once.
+    for (int i = 0; i < n; ) {
+        int64_t total = 0;
+        size_t bytes = 0;
+        int j = i;
+        for (; j < n; j++) {
+            if (!x [j])
+                continue;
+            size_t more = (size_t) nq [j] * row_bytes;
+            if (total > 0 && bytes + more > limit)
+                break;
+            bytes += more;
+            total += nq [j];
+        }
+        if (total > 0 && s_search_shared (calls + i, j - i, x + i, nq + i, total, entry,
+                                          k, nprobe, ef) == FPX_ENOMEM)
+            for (int m = i; m < j; m++)
+                if (x [m])
+                    fpx_reply_error (calls [m].reply, FPX_ENOMEM, "out of memory");
+        i = j;
+    }
+    fpx_entry_release (&entry);
 }
 
 static int

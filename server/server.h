@@ -46,7 +46,14 @@ typedef struct {
     char (*tenants) [FPX_NAME_MAX + 1];  //  tenant id → name, owned
     int ntenants;
     int ncores;
+    int spin_us;                   //  busy-poll before sleeping (--spin-us)
 } fpx_config_t;
+
+/*  Per-tenant counters of batched searches (see fpx_batch_t).           */
+typedef struct {
+    atomic_uint_fast64_t requests;      //  searches answered by a shared call
+    atomic_uint_fast64_t calls;         //  FAISS calls that served ≥ 2 of them
+} fpx_batch_stats_t;
 
 typedef struct {
     fpx_config_t config;
@@ -54,18 +61,47 @@ typedef struct {
     fpx_registry_t *registry;
     atomic_int active_calls;       //  FAISS calls running now (OMP budget)
     double started_at;             //  monotonic seconds
+    fpx_batch_stats_t *batch_stats;    //  one per tenant, owned
 } fpx_server_t;
 
 //  The broker → worker envelope, frame 1 of every job.
-typedef enum { FPX_JOB_REQUEST = 0, FPX_JOB_REAP = 1, FPX_JOB_STOP = 2 } fpx_job_kind_t;
+typedef enum {
+    FPX_JOB_REQUEST = 0, FPX_JOB_REAP = 1, FPX_JOB_STOP = 2, FPX_JOB_BATCH = 3
+} fpx_job_kind_t;
+struct fpx_batch_s;
 typedef struct {
     uint32_t kind;
     uint32_t tenant_id;
     uint64_t conn_id;
+    struct fpx_batch_s *batch;     //  FPX_JOB_BATCH only
 } fpx_envelope_t;
 
-/*  A worker's reply being built: status, msgpack result, array frames.  */
+/*  A batch: small searches that waited in the broker's queue for the same
+    index with byte-identical parameters (same tenant, name, k, nprobe,
+    efSearch), answered by one FAISS call. The broker owns the buffers (one
+    per worker, reused): it moves each request's frames in, sends the
+    worker a pointer, and gets the pointer back with every reply's frames
+    filled in, which it sends on in order. Each item is answered exactly as
+    it would be alone; one that cannot share the call (a bad frame, another
+    connection's anonymous index) is run alone inside the batch.         */
+#define FPX_BATCH_MAX          256          //  requests in one batch
+#define FPX_BATCH_QUERY_BYTES  65536        //  largest query frame batched
+#define FPX_BATCH_BYTES        (4 << 20)    //  query bytes in one batch
 #define FPX_REPLY_ARRAYS_MAX 3
+typedef struct {
+    uint64_t conn_id;
+    zmq_msg_t request [4];                          //  routing id, header, params, queries
+    zmq_msg_t reply [3 + FPX_REPLY_ARRAYS_MAX];     //  routing id, header, result, arrays
+    int nreply;
+} fpx_batch_item_t;
+
+typedef struct fpx_batch_s {
+    uint32_t tenant_id;
+    int count;
+    fpx_batch_item_t items [FPX_BATCH_MAX];
+} fpx_batch_t;
+
+/*  A worker's reply being built: status, msgpack result, array frames.  */
 typedef struct {
     int status;
     char error [FPX_ERROR_TEXT_MAX];
@@ -107,6 +143,12 @@ void fpx_workers_join (fpx_server_t *server);
 /*  Executes one request; fills call->reply (status, result, arrays).    */
 void fpx_ops_execute (fpx_call_t *call);
 
+/*  Executes n ≥ 1 search requests with byte-identical parameters frames
+    and tenant as one FAISS search where they allow it (several when their
+    results together pass the message limit); fills each reply as
+    fpx_ops_execute would, and counts the shared calls in batch_stats.   */
+void fpx_ops_search_batch (fpx_call_t *calls, int n);
+
 /*  Sets the reply to an error with a printf-style message. Returns code. */
 int fpx_reply_error (fpx_reply_t *reply, int code, const char *format, ...)
     __attribute__ ((format (printf, 3, 4)));
@@ -119,5 +161,9 @@ void fpx_log (int level, const char *format, ...)
     __attribute__ ((format (printf, 2, 3)));
 
 double fpx_monotonic_seconds (void);
+
+/*  zmq_poll, after looking for events for up to spin_us µs without
+    sleeping (--spin-us).                                                */
+int fpx_poll (zmq_pollitem_t *items, int count, long timeout_ms, int spin_us);
 
 #endif

@@ -1,6 +1,7 @@
 /*  worker.c — the worker pool. Each worker owns a DEALER on the broker's
     inproc backend, announces itself ready with an empty frame, then serves
-    one job at a time: a request (answered through the broker), a reap of a
+    one job at a time: a request (answered through the broker), a batch of
+    searches (handed back to the broker with their replies), a reap of a
     closed connection's anonymous indexes, or stop. Workers hold no state
     between jobs; everything shared lives in the registry.               */
 #include <pthread.h>
@@ -13,6 +14,10 @@ typedef struct {
     fpx_server_t *server;
     uint32_t id;
     pthread_t thread;
+    //  Room to serve a batch: one call, envelope and reply per item.
+    fpx_call_t calls [FPX_BATCH_MAX];
+    fpx_envelope_t envelopes [FPX_BATCH_MAX];
+    fpx_reply_t replies [FPX_BATCH_MAX];
 } s_worker_t;
 
 static s_worker_t *s_workers;
@@ -30,9 +35,10 @@ s_msg_copy_in (zmq_msg_t *msg, const void *data, size_t size)
     memcpy (zmq_msg_data (msg), data, size);
 }
 
-//  Sends [routing id][reply header][result][arrays…]; consumes reply arrays.
-static void
-s_send_reply (void *socket, zmq_msg_t *rid, const fpx_header_t *request, fpx_reply_t *reply)
+//  Builds the reply frames [routing id][reply header][result][arrays…] into
+//  out; moves rid and the reply's arrays. Returns the frame count.
+static int
+s_reply_frames (zmq_msg_t *out, zmq_msg_t *rid, const fpx_header_t *request, fpx_reply_t *reply)
 {
     fpx_header_t header = { .version = FPX_PROTOCOL_VERSION, .opcode = request->opcode,
                             .status = reply->status, .request_id = request->request_id };
@@ -47,15 +53,36 @@ s_send_reply (void *socket, zmq_msg_t *rid, const fpx_header_t *request, fpx_rep
         msgpack_pack_map (&reply->pk, 1);
         fpx_pack_kv_str (&reply->pk, "error", reply->error);
     }
-    zmq_msg_t frame;
-    zmq_msg_send (rid, socket, ZMQ_SNDMORE);
-    s_msg_copy_in (&frame, head, sizeof head);
-    zmq_msg_send (&frame, socket, ZMQ_SNDMORE);
-    s_msg_copy_in (&frame, reply->result.data, reply->result.size);
-    zmq_msg_send (&frame, socket, reply->narrays ? ZMQ_SNDMORE : 0);
-    for (int i = 0; i < reply->narrays; i++)
-        zmq_msg_send (&reply->arrays [i], socket, i + 1 < reply->narrays ? ZMQ_SNDMORE : 0);
+    int count = 0;
+    zmq_msg_init (&out [count]);
+    zmq_msg_move (&out [count++], rid);
+    s_msg_copy_in (&out [count++], head, sizeof head);
+    s_msg_copy_in (&out [count++], reply->result.data, reply->result.size);
+    for (int i = 0; i < reply->narrays; i++) {
+        zmq_msg_init (&out [count]);
+        zmq_msg_move (&out [count++], &reply->arrays [i]);
+    }
     reply->narrays = 0;
+    return count;
+}
+
+//  Sends [routing id][reply header][result][arrays…]; consumes reply arrays.
+static void
+s_send_reply (void *socket, zmq_msg_t *rid, const fpx_header_t *request, fpx_reply_t *reply)
+{
+    zmq_msg_t frames [3 + FPX_REPLY_ARRAYS_MAX];
+    int count = s_reply_frames (frames, rid, request, reply);
+    for (int i = 0; i < count; i++)
+        zmq_msg_send (&frames [i], socket, i + 1 < count ? ZMQ_SNDMORE : 0);
+}
+
+static void
+s_reply_reset (fpx_reply_t *reply)
+{
+    reply->status = 0;
+    reply->error [0] = 0;
+    reply->narrays = 0;
+    msgpack_sbuffer_clear (&reply->result);
 }
 
 static void
@@ -68,10 +95,7 @@ s_serve_request (s_worker_t *self, void *socket, zmq_msg_t *frames, int count, f
         .narrays = count - 4,
         .reply = reply,
     };
-    reply->status = 0;
-    reply->error [0] = 0;
-    reply->narrays = 0;
-    msgpack_sbuffer_clear (&reply->result);
+    s_reply_reset (reply);
     //  The broker checked the header; decode it again for our own copy.
     fpx_header_decode_request (&call.header, zmq_msg_data (&frames [2]), zmq_msg_size (&frames [2]));
     if (fpx_params_decode (&call.params, zmq_msg_data (&frames [3]), zmq_msg_size (&frames [3])))
@@ -81,6 +105,52 @@ s_serve_request (s_worker_t *self, void *socket, zmq_msg_t *frames, int count, f
     for (int i = 0; i < call.nscratch; i++)
         free (call.scratch [i]);
     s_send_reply (socket, &frames [0], &call.header, reply);
+}
+
+//  Serves a batch (see fpx_batch_t in server.h) and hands it back to the
+//  broker with every item's reply frames in place of its request.
+static void
+s_serve_batch (s_worker_t *self, void *socket, fpx_batch_t *batch)
+{
+    int n = batch->count;
+    fpx_call_t *calls = self->calls;
+    for (int i = 0; i < n; i++) {
+        fpx_batch_item_t *item = &batch->items [i];
+        fpx_reply_t *reply = &self->replies [i];
+        s_reply_reset (reply);
+        self->envelopes [i] = (fpx_envelope_t) { .kind = FPX_JOB_REQUEST,
+                                                 .tenant_id = batch->tenant_id,
+                                                 .conn_id = item->conn_id };
+        calls [i] = (fpx_call_t) {
+            .server = self->server, .envelope = &self->envelopes [i],
+            .arrays = &item->request [3], .narrays = 1, .reply = reply,
+        };
+        fpx_header_decode_request (&calls [i].header, zmq_msg_data (&item->request [1]),
+                                   zmq_msg_size (&item->request [1]));
+    }
+    //  One parameters frame for all: decoded once, copied to each call.
+    fpx_params_t params;
+    if (fpx_params_decode (&params, zmq_msg_data (&batch->items [0].request [2]),
+                           zmq_msg_size (&batch->items [0].request [2]))) {
+        for (int i = 0; i < n; i++)
+            fpx_reply_error (calls [i].reply, FPX_EPROTO,
+                             "malformed parameters (not a bounded msgpack map)");
+    }
+    else {
+        for (int i = 0; i < n; i++)
+            calls [i].params = params;
+        fpx_ops_search_batch (calls, n);
+    }
+    for (int i = 0; i < n; i++) {
+        fpx_batch_item_t *item = &batch->items [i];
+        for (int j = 0; j < calls [i].nscratch; j++)
+            free (calls [i].scratch [j]);
+        item->nreply = s_reply_frames (item->reply, &item->request [0], &calls [i].header,
+                                       calls [i].reply);
+        for (int j = 0; j < 4; j++)
+            zmq_msg_close (&item->request [j]);
+    }
+    zmq_send (socket, &batch, sizeof batch, 0);
 }
 
 static void *
@@ -98,9 +168,18 @@ s_worker_main (void *arg)
     memset (&reply, 0, sizeof reply);
     msgpack_sbuffer_init (&reply.result);
     msgpack_packer_init (&reply.pk, &reply.result, msgpack_sbuffer_write);
+    for (int i = 0; i < FPX_BATCH_MAX; i++) {
+        msgpack_sbuffer_init (&self->replies [i].result);
+        msgpack_packer_init (&self->replies [i].pk, &self->replies [i].result,
+                             msgpack_sbuffer_write);
+    }
 
     bool running = true;
     while (running) {
+        if (self->server->config.spin_us > 0) {
+            zmq_pollitem_t item = { socket, 0, ZMQ_POLLIN, 0 };
+            fpx_poll (&item, 1, -1, self->server->config.spin_us);
+        }
         zmq_msg_t frames [FPX_MAX_FRAMES + 2];
         int count = 0, more = 1;
         while (more && count < FPX_MAX_FRAMES + 2) {
@@ -119,6 +198,8 @@ s_worker_main (void *arg)
             envelope = zmq_msg_data (&frames [at]);
         if (!envelope || envelope->kind == FPX_JOB_STOP)
             running = false;
+        else if (envelope->kind == FPX_JOB_BATCH)
+            s_serve_batch (self, socket, envelope->batch);
         else if (envelope->kind == FPX_JOB_REAP) {
             size_t reaped = fpx_registry_reap (self->server->registry, envelope->conn_id);
             if (reaped)
@@ -134,6 +215,8 @@ s_worker_main (void *arg)
             zmq_msg_close (&frames [i]);
     }
     msgpack_sbuffer_destroy (&reply.result);
+    for (int i = 0; i < FPX_BATCH_MAX; i++)
+        msgpack_sbuffer_destroy (&self->replies [i].result);
     zmq_close (socket);
     return NULL;
 }
