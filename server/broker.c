@@ -378,6 +378,7 @@ s_dispatch_batch (s_broker_t *self, s_job_t *lead)
     uint32_t worker = self->free_workers [--self->nfree];
     fpx_envelope_t envelope = { .kind = FPX_JOB_BATCH, .tenant_id = batch->tenant_id,
                                 .batch = batch };
+    atomic_store_explicit (&batch->at_worker, 1, memory_order_release);
     zmq_msg_t head [2];
     s_msg_from (&head [0], &worker, sizeof worker);
     s_msg_from (&head [1], &envelope, sizeof envelope);
@@ -553,6 +554,7 @@ s_backend_read_one (s_broker_t *self)
         //  A batch back from its worker: each item's reply, in order.
         memcpy (&batch, zmq_msg_data (&frames [1]), sizeof batch);
         zmq_msg_close (&frames [1]);
+        (void) atomic_load_explicit (&batch->at_worker, memory_order_acquire);
         for (int i = 0; i < batch->count; i++)
             s_send_frames (self->frontend, batch->items [i].reply, batch->items [i].nreply);
         self->spare_batches [self->nspare++] = batch;
@@ -578,7 +580,7 @@ s_setup (s_broker_t *self)
     self->free_workers = calloc ((size_t) config->workers, sizeof *self->free_workers);
     self->spare_batches = calloc ((size_t) config->workers, sizeof *self->spare_batches);
     for (int i = 0; self->spare_batches && i < config->workers; i++)
-        if ((self->spare_batches [i] = malloc (sizeof (fpx_batch_t))))
+        if ((self->spare_batches [i] = calloc (1, sizeof (fpx_batch_t))))
             self->nspare++;
     self->nconn_buckets = 4096;
     self->conns = calloc (self->nconn_buckets, sizeof *self->conns);

@@ -96,6 +96,10 @@ typedef struct {
 } fpx_batch_item_t;
 
 typedef struct fpx_batch_s {
+    //  Which side holds the batch (1: a worker), stored with release before
+    //  the pointer is sent and loaded with acquire after it arrives, so that
+    //  the handoff is visible to ThreadSanitizer (libzmq is not built for it).
+    atomic_int at_worker;
     uint32_t tenant_id;
     int count;
     fpx_batch_item_t items [FPX_BATCH_MAX];

@@ -112,6 +112,7 @@ s_serve_request (s_worker_t *self, void *socket, zmq_msg_t *frames, int count, f
 static void
 s_serve_batch (s_worker_t *self, void *socket, fpx_batch_t *batch)
 {
+    (void) atomic_load_explicit (&batch->at_worker, memory_order_acquire);
     int n = batch->count;
     fpx_call_t *calls = self->calls;
     for (int i = 0; i < n; i++) {
@@ -150,6 +151,7 @@ s_serve_batch (s_worker_t *self, void *socket, fpx_batch_t *batch)
         for (int j = 0; j < 4; j++)
             zmq_msg_close (&item->request [j]);
     }
+    atomic_store_explicit (&batch->at_worker, 0, memory_order_release);
     zmq_send (socket, &batch, sizeof batch, 0);
 }
 
