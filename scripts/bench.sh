@@ -110,6 +110,7 @@ lt () {
     for arg in "$@"; do
         arg=${arg//$key/\$KEY}
         [ -n "$port" ] && arg=${arg//127.0.0.1:$port/127.0.0.1:\$PORT}
+        case $arg in *" "*) arg="'$arg'" ;; esac
         shown="$shown $arg"
     done
     echo "$shown --json" >"$raw/$name.cmd"
@@ -188,29 +189,42 @@ else
 fi
 stop_server
 
-#  4 and 7. Bulk add on a fresh server, then its memory against the raw
-#  bytes of the vectors it holds.
+#  --warm-mb for an add of N rows: four times its bytes, more than the
+#  index's growth touches (a vector that doubles: its final size, and
+#  about as much again for the arrays it outgrew). Touched just before
+#  each timed run, so that remote and in-process grow into memory in the
+#  same state (fpx-loadtest --help).
+warm_mb () { echo $(($1 * 128 * 4 * 4 / 1048576)); }
+
+#  4 and 7. Bulk add on a fresh server into an anonymous index, in memory
+#  as the in-process baseline (and as the Python drop-in's
+#  faiss.IndexFlatL2(d)): a durable index also writes every byte to its
+#  log, which item 4b measures. The server's memory is read while the
+#  index still exists, right after the adds (--after-remote runs while
+#  the connection that owns it is open); ntotal is what the index holds.
 start_server
 read -r rss_before hwm_before < <(server_memory)
+export FPX_BENCH_STATUS="$work/status_after" FPX_BENCH_SERVER_PID="$server_pid"
+rm -f "$FPX_BENCH_STATUS"
 lt bulk_add "${common[@]}" --workload add --factory Flat --dim 128 --nb 0 --nq 10000 \
-    --clients 1 --pipeline 4 --requests $((nb_add_rows / 10000)) --inprocess --keep
-read -r rss_after hwm_after < <(server_memory)
-added=$(json_field bulk_add index)
-ntotal=0
-if [ -n "$added" ]; then
-    ntotal=$("$cli" --server "$endpoint" --api-key "$key" describe "$added" 2>/dev/null \
-             | awk '/^ntotal:/ { print $2 }')
-    "$cli" --server "$endpoint" --api-key "$key" drop "$added" >/dev/null 2>&1
-fi
+    --clients 1 --pipeline 4 --requests $((nb_add_rows / 10000)) --anonymous \
+    --warm-mb "$(warm_mb "$nb_add_rows")" --inprocess \
+    --after-remote 'cat /proc/$FPX_BENCH_SERVER_PID/status >$FPX_BENCH_STATUS'
+read -r rss_after hwm_after < <(awk '/^VmRSS:/ { rss = $2 * 1024 } /^VmHWM:/ { hwm = $2 * 1024 }
+    END { printf "%d %d\n", rss, hwm }' "$FPX_BENCH_STATUS" 2>/dev/null)
+ntotal=$(json_field bulk_add ntotal)
 printf '{"rss_before":%s,"hwm_before":%s,"rss_after":%s,"hwm_after":%s,"ntotal":%s,"dim":128}\n' \
-    "$rss_before" "$hwm_before" "$rss_after" "$hwm_after" "${ntotal:-0}" >"$raw/memory.json"
+    "$rss_before" "$hwm_before" "${rss_after:-0}" "${hwm_after:-0}" "${ntotal:-0}" >"$raw/memory.json"
 stop_server
 
-#  4b. The cost of durability: the same adds under each --fsync mode.
+#  4b. The cost of durability: the same adds on a named index under each
+#  --fsync mode.
+add_reqs=$((nb_add_rows / 40000 > 4 ? nb_add_rows / 40000 : 4))
 for fsync_mode in never batch always; do
     start_server
     lt "fsync_$fsync_mode" "${common[@]}" --workload add --factory Flat --dim 128 --nb 0 \
-        --nq 10000 --clients 1 --pipeline 4 --requests $((nb_add_rows / 40000 > 4 ? nb_add_rows / 40000 : 4))
+        --nq 10000 --clients 1 --pipeline 4 --requests "$add_reqs" \
+        --warm-mb "$(warm_mb $((add_reqs * 10000)))"
     stop_server
 done
 fsync_mode=batch

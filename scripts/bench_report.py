@@ -138,10 +138,13 @@ if QUICK:
 w("")
 w("Every figure comes from `fpx-loadtest` against a `faissproxyd` started for the suite "
   "on tcp loopback (`tcp://127.0.0.1`), with the in-process baseline run by the same "
-  "harness invocation, right after the remote run, on the same data, threads and OpenMP "
-  "budget, and on a copy of the server's own index (downloaded with `serialize`, so the "
-  "HNSW graph and IVF clustering are the very same). Latencies are from a log-linear "
-  "histogram (within 0.8 %). Client and server share the machine's cores.")
+  "harness invocation, right after the remote run, on the same data, threads, OpenMP and "
+  "OpenBLAS budget and runtime settings as the server (`OMP_WAIT_POLICY=PASSIVE`, and "
+  "`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`: large arrays on transparent huge pages; "
+  "docs/ARCHITECTURE.md), and on a copy of the server's own index (downloaded "
+  "with `serialize`, so the HNSW graph and IVF clustering are the very same). Latencies "
+  "are from a log-linear histogram (within 0.8 %). Client and server share the "
+  "machine's cores.")
 w("")
 w("## Machine")
 w("")
@@ -234,9 +237,15 @@ w("| p50 per request, ms | %s | %s | %s |" % (
     fmt(ratio(get("bulk_add", "p50_us"), 1000), 2), fmt(ratio(get("bulk_add", "inprocess", "p50_us"), 1000), 2),
     fmt(ratio(get("bulk_add", "p50_us"), get("bulk_add", "inprocess", "p50_us")), 3)))
 w("")
-w("Remote: one client, 4 adds in flight (`--pipeline 4`); in-process: one thread adding "
-  "the same slices. The one-way floor for this payload (`floor_add`) moves %s MB/s."
-  % fmt(get("floor_add", "mb_s"), 0))
+w("Remote: one client, 4 adds in flight (`--pipeline 4`), into an anonymous index of its "
+  "own connection (`--anonymous`): in memory, as the in-process index it is compared with "
+  "(and as what the Python drop-in's `faiss.IndexFlatL2(d)` creates); a named index also "
+  "writes every byte to its log, which item 4b measures. In-process: one thread adding "
+  "the same slices to its own index. Both runs start from memory touched a moment before "
+  "(`--warm-mb`): on this virtual machine, memory that has been free for a while faults "
+  "in several times slower, and an add spends most of its time growing the index into "
+  "fresh memory, in the server as in-process. The one-way floor for this payload "
+  "(`floor_add`) moves %s MB/s." % fmt(get("floor_add", "mb_s"), 0))
 w("")
 w("## 4b. Bulk add under each `--fsync` mode (docs/STORAGE.md)")
 w("")
@@ -284,6 +293,10 @@ for c in (1, 4, 16, 64):
 w("")
 w("## 7. Server memory after item 4")
 w("")
+w("Read from `/proc` right after the last add, while the anonymous index still exists "
+  "(`--after-remote`, before the connection that owns it closes); raw bytes from the "
+  "`ntotal` the index reports then.")
+w("")
 w("| | MB |")
 w("|---|---|")
 w("| raw index bytes (ntotal × d × 4) | %s |" % fmt(raw_bytes / MB if raw_bytes else None, 1))
@@ -297,7 +310,10 @@ w("")
 w("The server (fresh data directory; `KEY` generated per run, `PORT` a free port in 7000-7999; "
   "items 4 and 7 use a second, fresh server):")
 w("")
-w("    faissproxyd --bind tcp://127.0.0.1:$PORT --api-key bench:$KEY --data-dir $TMP/data --log-level warn")
+w("    faissproxyd --bind tcp://127.0.0.1:$PORT --api-key bench:$KEY --data-dir $TMP/data --fsync batch --log-level warn")
+w("")
+w("(item 4b: `--fsync never`, `batch`, `always`; `FPX_BENCH_SERVER_PID` and `FPX_BENCH_STATUS`, "
+  "used by item 4's `--after-remote`, are the server's pid and a file in `$TMP`.)")
 w("")
 w("Each run, in order (item 6 uses the HNSW index kept by `batch_hnsw`, by the name its JSON "
   "reports), with the 1-minute load average before and after it:")
@@ -314,7 +330,7 @@ w("- Sizes are those of the issue%s. The HNSW index is built once, on the server
   % (" (quick mode scales them down)" if QUICK else ""))
 w("- `mb_s` counts request vector bytes (nq·d·4 per request) per second, in 10^6 B.")
 w("- Item 3 compares p50 latency of one 1000-query request; item 4 compares wall time of "
-  "the whole add (in-process MB/s / remote MB/s).")
+  "the whole add (in-process MB/s / remote MB/s), in-memory index against in-memory index.")
 w("- Benchmarks are not tests: CI runs `tests/test_loadtest_smoke.sh`, which checks that "
   "the harness works and reports zero errors, and checks no timing.")
 w("")

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -397,12 +398,80 @@ s_collect (lt_client_t *clients, int count, lt_result_t *result)
     }
 }
 
+//  --warm-mb: touches and frees that much memory just before the clock
+//  starts. A virtual machine that hands free memory back to its host
+//  (free page reporting) must have the host back it again on first touch:
+//  faulting in memory that has been free for a while ran 6 to 8 times
+//  slower here than memory freed a moment ago. An add grows the index
+//  into fresh memory, so without this its figures depend on which run
+//  (remote or in-process, this one or the one before) happened to get
+//  recently freed memory. Huge pages, as the server's and the in-process
+//  FAISS's large arrays (GLIBC_TUNABLES, main.c), so that the memory goes
+//  back as the blocks they take.
+static void
+s_warm_memory (int64_t mib)
+{
+    size_t size = (size_t) mib << 20;
+    if (size == 0)
+        return;
+    volatile char *p = mmap (NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                             -1, 0);
+    if (p == MAP_FAILED) {
+        fprintf (stderr, "fpx-loadtest: --warm-mb: cannot map %lld MiB\n", (long long) mib);
+        return;
+    }
+    madvise ((void *) p, size, MADV_HUGEPAGE);
+    for (size_t i = 0; i < size; i += 4096)
+        p [i] = 1;
+    munmap ((void *) p, size);
+}
+
+//  Vectors in the indexes the clients worked on: every client's own with
+//  --anonymous, else each tenant's shared one once (client t is the first
+//  of tenant t). -1 when the engine cannot tell.
+static int64_t
+s_ntotal (lt_client_t *clients, int count, const lt_options_t *options,
+          const lt_engine_t *engine)
+{
+    if (!engine->ntotal)
+        return -1;
+    int64_t total = 0;
+    for (int i = 0; i < count; i++) {
+        if (!options->anonymous && i >= options->tenants)
+            break;
+        int64_t n = engine->ntotal (&clients [i]);
+        if (n < 0)
+            return -1;
+        total += n;
+    }
+    return total;
+}
+
+//  The command run while the clients' connections, and their indexes,
+//  still exist (make bench samples the server's memory there).
+static int
+s_after (const char *command, int64_t ntotal)
+{
+    char text [32];
+    snprintf (text, sizeof text, "%lld", (long long) ntotal);
+    setenv ("FPX_LT_NTOTAL", text, 1);
+    fflush (stdout);
+    int status = system (command);
+    if (status != 0) {
+        fprintf (stderr, "fpx-loadtest: '%s' failed (status %d)\n", command, status);
+        return -1;
+    }
+    return 0;
+}
+
 int
 lt_drive (const lt_options_t *options, const lt_pool_t *pool, lt_targets_t *targets,
-          const lt_engine_t *engine, bool progress, lt_result_t *result)
+          const lt_engine_t *engine, bool progress, const char *after_cmd,
+          lt_result_t *result)
 {
     memset (result, 0, sizeof *result);
     result->mode = engine->mode;
+    result->ntotal = -1;
     lt_run_t run = { .options = options, .pool = pool, .targets = targets, .engine = engine };
     run.ncores = (int) sysconf (_SC_NPROCESSORS_ONLN);
     if (run.ncores < 1)
@@ -427,6 +496,7 @@ lt_drive (const lt_options_t *options, const lt_pool_t *pool, lt_targets_t *targ
     }
     int started = 0;
     if (rc == 0) {
+        s_warm_memory (options->warm_mb);
         s_finished = 0;
         run.start_ns = lt_now_ns ();
         run.end_ns = options->requests ? 0
@@ -443,6 +513,9 @@ lt_drive (const lt_options_t *options, const lt_pool_t *pool, lt_targets_t *targ
         for (int i = 0; i < started; i++)
             pthread_join (clients [i].thread, NULL);
         s_collect (clients, started, result);
+        result->ntotal = s_ntotal (clients, started, options, engine);
+        if (rc == 0 && after_cmd)
+            rc = s_after (after_cmd, result->ntotal);
     }
     for (int i = 0; i < opened; i++) {
         if (clients [i].handle)

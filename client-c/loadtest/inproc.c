@@ -4,10 +4,13 @@
 
     Fairness with the server: the same locking (a read lock per index
     for search, a write lock for add, as faissproxyd's registry) and the
-    same OpenMP budget (each call gets cores / calls-running-now threads,
-    never more than its rows), so concurrent small searches run one
-    thread each here as there. The pipeline does not apply: a FAISS call
-    in-process is synchronous, so each client thread runs one at a time. */
+    same OpenMP and OpenBLAS budget (each call gets cores /
+    calls-running-now threads, never more than its rows), so concurrent
+    small searches run one thread each here as there. The pipeline does
+    not apply: a FAISS call in-process is synchronous, so each client
+    thread runs one at a time. With --anonymous each client loads its own
+    copy of its tenant's template, as each remote client uploads one, and
+    locks only it.                                                       */
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -22,6 +25,8 @@
 //  The OpenMP runtime's own entry points (libgomp, linked with FAISS);
 //  declared here because the harness is compiled without -fopenmp.
 extern void omp_set_num_threads (int threads);
+//  OpenBLAS's pool, which faissproxyd budgets too; weak, as there.
+extern void openblas_set_num_threads (int threads) __attribute__ ((weak));
 
 #define S_CHUNK_ROWS 65536
 
@@ -103,16 +108,51 @@ lt_inproc_ntotal (void *index)
 
 /* ---- the engine --------------------------------------------------------------- */
 
+//  A client's index and the lock it takes on it: its tenant's shared
+//  ones, or with --anonymous its own.
+typedef struct {
+    FaissIndex *index;
+    pthread_rwlock_t *lock;
+    pthread_rwlock_t own_lock;
+    bool owned;
+} s_local_t;
+
 static int
 s_open (lt_client_t *client)
 {
-    client->handle = client->run->targets->local [client->tenant];
-    return client->handle ? 0 : -1;
+    lt_targets_t *targets = client->run->targets;
+    s_local_t *local = calloc (1, sizeof *local);
+    if (!local)
+        return -1;
+    if (client->options->anonymous)
+        local->index = lt_inproc_load (targets->templates [client->tenant],
+                                       targets->template_sizes [client->tenant]);
+    else
+        local->index = targets->local [client->tenant];
+    if (!local->index) {
+        free (local);
+        return -1;
+    }
+    if (client->options->anonymous) {
+        pthread_rwlock_init (&local->own_lock, NULL);
+        local->lock = &local->own_lock;
+        local->owned = true;
+    }
+    else
+        local->lock = &targets->local_lock [client->tenant];
+    client->handle = local;
+    return 0;
 }
 
 static void
 s_close (lt_client_t *client)
 {
+    s_local_t *local = client->handle;
+    if (local->owned) {
+        faiss_Index_free (local->index);
+        pthread_rwlock_destroy (&local->own_lock);
+    }
+    free (local);
     client->handle = NULL;
 }
 
@@ -127,6 +167,8 @@ s_threads_begin (lt_run_t *run, int64_t rows)
     if (rows > 0 && rows < threads)
         threads = (int) rows;
     omp_set_num_threads (threads);
+    if (openblas_set_num_threads)
+        openblas_set_num_threads (threads);
 }
 
 static void
@@ -139,8 +181,9 @@ static int
 s_call (lt_client_t *client, lt_slot_t *slot)
 {
     lt_run_t *run = client->run;
-    pthread_rwlock_t *lock = &run->targets->local_lock [client->tenant];
-    FaissIndex *index = client->handle;
+    s_local_t *local = client->handle;
+    pthread_rwlock_t *lock = local->lock;
+    FaissIndex *index = local->index;
     int rc;
     if (slot->op == LT_OP_SEARCH) {
         pthread_rwlock_rdlock (lock);
@@ -167,7 +210,14 @@ s_errmsg (lt_client_t *client, int status)
     return text ? text : "FAISS error";
 }
 
+static int64_t
+s_ntotal (lt_client_t *client)
+{
+    s_local_t *local = client->handle;
+    return faiss_Index_ntotal (local->index);
+}
+
 const lt_engine_t lt_engine_inproc = {
     .mode = "inprocess", .open = s_open, .close = s_close, .call = s_call,
-    .errmsg = s_errmsg
+    .errmsg = s_errmsg, .ntotal = s_ntotal
 };

@@ -94,6 +94,10 @@ typedef struct {
     double duration_s;
     double rate;                    //  0: closed loop
     bool inprocess, json, keep;
+    bool anonymous;                 //  each client its own anonymous index
+    int64_t warm_mb;                //  memory touched before each run
+    const char *after_remote;       //  shell command run before the remote
+                                    //  connections close
     lt_data_kind_t data;
     uint64_t seed;
     bool echo;
@@ -136,6 +140,7 @@ struct lt_client_t {
     int index, tenant;
     const lt_engine_t *engine;
     void *handle;                   //  engine's per-client state
+    char name [FPX_INDEX_NAME_MAX + 1];     //  remote: the index it works on
     const lt_options_t *options;
     const lt_pool_t *pool;
     struct lt_run_t *run;
@@ -160,17 +165,23 @@ struct lt_engine_t {
     int (*recv) (lt_client_t *client, int timeout_ms, lt_slot_t **slot);
     /*  A message for a failed status (may use the client's handle).     */
     const char *(*errmsg) (lt_client_t *client, int status);
+    /*  Vectors in the client's index (after the run), or -1; may be NULL. */
+    int64_t (*ntotal) (lt_client_t *client);
 };
 
 extern const lt_engine_t lt_engine_remote;
 extern const lt_engine_t lt_engine_inproc;
 extern const lt_engine_t lt_engine_echo;
 
-/*  Where each tenant's index is, for the engines.                       */
+/*  Where each tenant's index is, for the engines. With --anonymous each
+    client uploads (remote) or loads (inprocess) its own copy of its
+    tenant's template, the serialized index built at setup.            */
 typedef struct {
     char names [LT_TENANTS_MAX][FPX_INDEX_NAME_MAX + 1];    //  remote
     void *local [LT_TENANTS_MAX];                           //  inprocess: FaissIndex *
     pthread_rwlock_t local_lock [LT_TENANTS_MAX];
+    uint8_t *templates [LT_TENANTS_MAX];                    //  --anonymous
+    size_t template_sizes [LT_TENANTS_MAX];
     const char *echo_endpoint;
 } lt_targets_t;
 
@@ -180,6 +191,7 @@ typedef struct {
     lt_hist_t hist;
     uint64_t requests, errors, bytes;
     double seconds;
+    int64_t ntotal;                 //  vectors in the indexes used, after; -1 unknown
     lt_hist_t tenant_hist [LT_TENANTS_MAX];
     uint64_t tenant_requests [LT_TENANTS_MAX], tenant_errors [LT_TENANTS_MAX];
 } lt_result_t;
@@ -197,10 +209,15 @@ typedef struct lt_run_t {
 } lt_run_t;
 
 /*  Runs the workload with engine: clients threads, a progress line on a
-    terminal when progress is set. Fills *result. Returns 0, or -1 when
-    a client could not start (message printed).                          */
+    terminal when progress is set. Fills *result. When the clients are
+    done, and before their connections close (with them, anonymous
+    indexes), counts the vectors in their indexes, then runs after_cmd
+    (if not NULL) with /bin/sh, FPX_LT_NTOTAL in its environment.
+    Returns 0, or -1 when a client could not start or after_cmd failed
+    (message printed).                                                   */
 int lt_drive (const lt_options_t *options, const lt_pool_t *pool, lt_targets_t *targets,
-              const lt_engine_t *engine, bool progress, lt_result_t *result);
+              const lt_engine_t *engine, bool progress, const char *after_cmd,
+              lt_result_t *result);
 
 int64_t lt_now_ns (void);
 

@@ -9,6 +9,12 @@
     --json one JSON line, last on stdout. Indexes it created are dropped
     at the end unless --keep.
 
+    --anonymous: the index built at setup (anonymous, on a setup
+    connection) is only a template. Each client uploads a copy of it as an
+    anonymous index of its own connection, and each in-process client
+    loads its own copy: in-memory indexes, as the Python drop-in's
+    faiss.IndexFlatL2(d), nothing on the server's disk.
+
     Only loopback endpoints are accepted: this is a benchmark harness,
     not a tool to load other people's machines.
 
@@ -39,7 +45,7 @@ s_usage (FILE *out)
 "Usage: fpx-loadtest --server E --api-key K [--workload search|add|mixed:R]\n"
 "                    --factory F --dim D --nb N --nq Q --k K --clients C\n"
 "                    [--pipeline P] (--requests R | --duration S) [--rate QPS]\n"
-"                    [--inprocess] [--json]\n"
+"                    [--anonymous] [--inprocess] [--json]\n"
 "       fpx-loadtest --echo --payload BYTES [--reply-payload BYTES] --clients C\n"
 "                    [--pipeline P] (--requests R | --duration S) [--rate QPS] [--json]\n"
 "\n"
@@ -65,13 +71,28 @@ s_usage (FILE *out)
 "                     latency from when each was due (closed loop without it)\n"
 "  --tenants T        T tenants with one index each, clients spread over them (1)\n"
 "  --inprocess        also run the identical workload on FAISS in this process\n"
-"                     (same data, threads, OpenMP budget and OMP_WAIT_POLICY\n"
-"                     as faissproxyd: PASSIVE unless set), on a downloaded\n"
-"                     copy of the server's index; without --server, only that,\n"
-"                     on an index built here\n"
+"                     (same data, threads, OpenMP and OpenBLAS budget, and\n"
+"                     OMP_WAIT_POLICY=PASSIVE and GLIBC_TUNABLES=\n"
+"                     glibc.malloc.hugetlb=1 unless set, as faissproxyd), on a\n"
+"                     downloaded copy of the server's index; without --server,\n"
+"                     only that, on an index built here\n"
 "  --data KIND        uniform (default) or clustered (64 Gaussian clusters)\n"
 "  --seed N           data seed (1)\n"
 "  --keep             do not drop the indexes created (JSON \"index\" names the first)\n"
+"  --anonymous        each client works on an anonymous index of its own, on its\n"
+"                     own connection: a copy of the index built at setup (or of\n"
+"                     --index), uploaded before the clock starts; in-memory on\n"
+"                     the server (a named index is durable: every write goes to\n"
+"                     its log, docs/STORAGE.md), dropped when the client ends.\n"
+"                     --inprocess then gives each client its own copy too\n"
+"  --after-remote CMD run CMD (/bin/sh) when the remote run is over, while its\n"
+"                     connections and their indexes still exist, with\n"
+"                     FPX_LT_NTOTAL set to the vectors those indexes hold\n"
+"  --warm-mb M        touch and free M MiB of memory just before each timed run\n"
+"                     (0): on a VM that returns free memory to its host, memory\n"
+"                     free for a while faults in several times slower than\n"
+"                     memory freed a moment ago, and an add grows into fresh\n"
+"                     memory; this gives remote and in-process the same start\n"
 "  --json             print one JSON line with the results, last on stdout\n"
 "  --echo             measure a raw ZeroMQ DEALER/ROUTER echo instead (an echo\n"
 "                     server thread on a free loopback port)\n"
@@ -80,7 +101,8 @@ s_usage (FILE *out)
 "  --help\n"
 "\n"
 "JSON fields: qps, p50_us, p90_us, p99_us, p999_us, max_us, mean_us, errors,\n"
-"requests, seconds, mb_s (request vector bytes per second, 10^6 B), setup_s;\n"
+"requests, seconds, mb_s (request vector bytes per second, 10^6 B), ntotal\n"
+"(vectors in the indexes the clients used, after the run), setup_s, anonymous;\n"
 "with --inprocess, the same under \"inprocess\" and remote/in-process ratios\n"
 "under \"ratio\". Exit status: 0 all requests succeeded, 2 some failed, 1 setup\n"
 "failed.\n", LT_PIPELINE_MAX);
@@ -154,7 +176,8 @@ s_workload (lt_options_t *options, const char *text)
 enum {
     O_SERVER = 256, O_KEY, O_WORKLOAD, O_FACTORY, O_INDEX, O_DIM, O_NB, O_NQ, O_K, O_CLIENTS,
     O_PIPELINE, O_REQUESTS, O_DURATION, O_RATE, O_TENANTS, O_INPROCESS, O_JSON, O_DATA,
-    O_SEED, O_KEEP, O_ECHO, O_PAYLOAD, O_REPLY_PAYLOAD, O_HELP
+    O_SEED, O_KEEP, O_ECHO, O_PAYLOAD, O_REPLY_PAYLOAD, O_ANONYMOUS, O_AFTER_REMOTE, O_WARM_MB,
+    O_HELP
 };
 
 static int
@@ -197,6 +220,9 @@ s_option (lt_options_t *o, int code, const char *arg)
             break;
         case O_SEED:      rc = s_int ("--seed", arg, 0, INT64_MAX, &v); o->seed = (uint64_t) v; break;
         case O_KEEP:      o->keep = true; break;
+        case O_ANONYMOUS: o->anonymous = true; break;
+        case O_AFTER_REMOTE: o->after_remote = arg; break;
+        case O_WARM_MB:   rc = s_int ("--warm-mb", arg, 0, INT64_C (1) << 20, &o->warm_mb); break;
         case O_ECHO:      o->echo = true; break;
         case O_PAYLOAD:   rc = s_int ("--payload", arg, 0, INT64_C (1) << 30, &o->payload); break;
         case O_REPLY_PAYLOAD:
@@ -232,6 +258,15 @@ s_options_check (lt_options_t *o)
         fprintf (stderr, "fpx-loadtest: --index needs --server (the index lives there)\n");
         return -1;
     }
+    if ((o->anonymous || o->after_remote) && !o->server) {
+        fprintf (stderr, "fpx-loadtest: --anonymous and --after-remote need --server\n");
+        return -1;
+    }
+    if (o->anonymous && o->keep) {
+        fprintf (stderr, "fpx-loadtest: --anonymous indexes cannot be kept: they end with "
+                 "their connection\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -262,6 +297,9 @@ s_parse (lt_options_t *o, int argc, char **argv)
         { "echo", no_argument, NULL, O_ECHO },
         { "payload", required_argument, NULL, O_PAYLOAD },
         { "reply-payload", required_argument, NULL, O_REPLY_PAYLOAD },
+        { "anonymous", no_argument, NULL, O_ANONYMOUS },
+        { "after-remote", required_argument, NULL, O_AFTER_REMOTE },
+        { "warm-mb", required_argument, NULL, O_WARM_MB },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 }
     };
@@ -404,8 +442,25 @@ s_remote_fill (fpx_client_t *client, const lt_options_t *o, const char *name, bo
     return rc;
 }
 
+//  --anonymous: the serialized index every client of tenant t copies
+//  (targets->names [t] on client's connection). An anonymous index built
+//  for it is dropped here, so that the server has freed it before the run.
+static int
+s_remote_template (fpx_client_t *client, const lt_options_t *o, lt_targets_t *targets, int t)
+{
+    const char *name = targets->names [t];
+    int rc = 0;
+    if (fpx_serialize (client, name, &targets->templates [t], &targets->template_sizes [t]))
+        rc = s_remote_fail (client, "cannot download", name);
+    if (!o->index_name && fpx_index_drop (client, name) && rc == 0)
+        rc = s_remote_fail (client, "cannot drop", name);
+    targets->names [t][0] = 0;
+    return rc;
+}
+
 //  Creates (or opens, with --index) each tenant's index. *created counts
-//  the indexes made here, for s_remote_drop.
+//  the indexes made here, for s_remote_drop. With --anonymous the index
+//  only serves as a template (s_remote_template).
 static int
 s_remote_setup (lt_options_t *o, lt_targets_t *targets, int *created)
 {
@@ -435,6 +490,17 @@ s_remote_setup (lt_options_t *o, lt_targets_t *targets, int *created)
                 o->nb = info.ntotal;
             }
         }
+        else
+        if (o->anonymous) {
+            //  The template: built here, downloaded, dropped.
+            rc = fpx_index_create (client, NULL, o->dim, o->factory, FPX_METRIC_L2, &info);
+            if (rc)
+                s_remote_fail (client, "cannot create an anonymous index", o->factory);
+            else {
+                snprintf (targets->names [t], sizeof targets->names [t], "%s", info.name);
+                rc = s_remote_fill (client, o, targets->names [t], info.is_trained);
+            }
+        }
         else {
             snprintf (targets->names [t], sizeof targets->names [t], "fpxlt-%d-%d",
                       (int) getpid (), t);
@@ -447,6 +513,8 @@ s_remote_setup (lt_options_t *o, lt_targets_t *targets, int *created)
                 rc = s_remote_fill (client, o, targets->names [t], info.is_trained);
             }
         }
+        if (rc == 0 && o->anonymous)
+            rc = s_remote_template (client, o, targets, t);
         fpx_client_destroy (&client);
         if (rc)
             return -1;
@@ -496,6 +564,8 @@ s_inproc_download (const lt_options_t *o, const char *name, int tenant)
 static int
 s_inproc_setup (const lt_options_t *o, lt_targets_t *targets)
 {
+    if (o->anonymous)
+        return 0;           //  each client loads its own copy (inproc.c)
     for (int t = 0; t < o->tenants; t++) {
         targets->local [t] = o->server ? s_inproc_download (o, targets->names [t], t)
                                        : lt_inproc_build (o, s_ntrain (o));
@@ -587,8 +657,9 @@ s_table (const lt_options_t *o, const lt_result_t *a, const lt_result_t *b, doub
         printf (", payload %lld B, reply %lld B", (long long) o->payload,
                 (long long) o->reply_payload);
     else
-        printf (", %s d=%d nb=%lld nq=%lld k=%d", o->index_name ? o->index_name : o->factory,
-                o->dim, (long long) o->nb, (long long) o->nq, o->k);
+        printf (", %s%s d=%d nb=%lld nq=%lld k=%d", o->index_name ? o->index_name : o->factory,
+                o->anonymous ? " (anonymous, one per client)" : "", o->dim, (long long) o->nb,
+                (long long) o->nq, o->k);
     printf (", %d client(s) x pipeline %d, %d tenant(s), %s loop; setup %.1f s\n", o->clients,
             o->pipeline, o->tenants, o->rate > 0 ? "open" : "closed", setup_s);
     printf ("  %-12s%12s", "", a->mode);
@@ -639,6 +710,8 @@ s_json_stats (const lt_result_t *r)
             r->seconds, s_qps (r), s_mb_s (r), s_mean_us (&r->hist), s_us (&r->hist, 0.5),
             s_us (&r->hist, 0.9), s_us (&r->hist, 0.99), s_us (&r->hist, 0.999),
             (double) r->hist.max_ns / 1e3);
+    if (r->ntotal >= 0)
+        printf (",\"ntotal\":%lld", (long long) r->ntotal);
 }
 
 static double
@@ -661,10 +734,11 @@ s_json (const lt_options_t *o, const lt_targets_t *targets, const lt_result_t *a
         printf (",\"factory\":");
         s_json_string (o->index_name ? "" : o->factory);
         printf (",\"index\":");
-        if (o->server)
-            s_json_string (targets->names [0]);
+        if (o->server && (!o->anonymous || o->index_name))
+            s_json_string (o->anonymous ? o->index_name : targets->names [0]);
         else
             printf ("null");
+        printf (",\"anonymous\":%s", o->anonymous ? "true" : "false");
         printf (",\"index_kept\":%s", o->server && (o->keep || o->index_name) ? "true" : "false");
         printf (",\"dim\":%d,\"nb\":%lld,\"nq\":%lld,\"k\":%d,\"data\":\"%s\",\"seed\":%llu",
                 o->dim, (long long) o->nb, (long long) o->nq, o->k,
@@ -708,14 +782,16 @@ s_run (lt_options_t *o, lt_targets_t *targets, const lt_pool_t *pool, double set
         targets->echo_endpoint = lt_echo_start (o->reply_payload);
         if (!targets->echo_endpoint)
             return 1;
-        rc = lt_drive (o, pool, targets, &lt_engine_echo, progress, &s_results [nresults++]);
+        rc = lt_drive (o, pool, targets, &lt_engine_echo, progress, NULL, &s_results [nresults++]);
         lt_echo_stop ();
     }
     else {
         if (o->server)
-            rc = lt_drive (o, pool, targets, &lt_engine_remote, progress, &s_results [nresults++]);
+            rc = lt_drive (o, pool, targets, &lt_engine_remote, progress, o->after_remote,
+                           &s_results [nresults++]);
         if (rc == 0 && o->inprocess)
-            rc = lt_drive (o, pool, targets, &lt_engine_inproc, progress, &s_results [nresults++]);
+            rc = lt_drive (o, pool, targets, &lt_engine_inproc, progress, NULL,
+                           &s_results [nresults++]);
     }
     if (rc)
         return 1;
@@ -728,32 +804,57 @@ s_run (lt_options_t *o, lt_targets_t *targets, const lt_pool_t *pool, double set
     return errors ? 2 : 0;
 }
 
-//  The in-process baseline runs FAISS with faissproxyd's OpenMP settings
-//  (server/main.c): idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE)
-//  unless the environment says otherwise. With libgomp's default active
-//  wait, threads spinning after each parallel region take the cores that
-//  OpenBLAS's own threads need, and a Flat batch search in-process ran
-//  2.5 times slower than the same search in the server. libgomp reads the
-//  policy before main runs, so set it and start again, once.
-static void
-s_server_openmp_policy (char **argv)
+//  The in-process baseline runs FAISS with faissproxyd's runtime settings
+//  (server/main.c, s_runtime_defaults), so that remote and in-process
+//  differ by the trip to the server and nothing else:
+//  - idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE) unless the
+//    environment says otherwise. With libgomp's default active wait,
+//    threads spinning after each parallel region take the cores that
+//    OpenBLAS's own threads need, and a Flat batch search in-process ran
+//    2.5 times slower than the same search in the server;
+//  - glibc's malloc puts large arrays on transparent huge pages
+//    (GLIBC_TUNABLES=glibc.malloc.hugetlb=1, unless it names hugetlb
+//    already): with 4 KiB pages an add that grows a Flat index spends
+//    most of its time in page faults, and the server, with huge pages,
+//    would beat the very same FAISS calls here.
+//  libgomp and glibc read these before main runs, so set them and start
+//  again, once.
+#define S_MALLOC_TUNABLE "glibc.malloc.hugetlb"
+
+//  Adds faissproxyd's tunable to GLIBC_TUNABLES unless it names it; true
+//  if it did.
+static bool
+s_malloc_defaults (void)
 {
-    if (getenv ("OMP_WAIT_POLICY"))
+    const char *have = getenv ("GLIBC_TUNABLES");
+    if (have && strstr (have, S_MALLOC_TUNABLE "="))
+        return false;
+    char value [2048];
+    int len = snprintf (value, sizeof value, "%s%s" S_MALLOC_TUNABLE "=1", have ? have : "",
+                        have && *have ? ":" : "");
+    return len > 0 && (size_t) len < sizeof value && setenv ("GLIBC_TUNABLES", value, 1) == 0;
+}
+
+static void
+s_server_runtime (char **argv)
+{
+    bool changed = !getenv ("OMP_WAIT_POLICY") && setenv ("OMP_WAIT_POLICY", "PASSIVE", 1) == 0;
+    changed |= s_malloc_defaults ();
+    if (!changed)
         return;
     char path [4096];
     ssize_t len = readlink ("/proc/self/exe", path, sizeof path - 1);
     if (len <= 0)
         return;
     path [len] = 0;
-    setenv ("OMP_WAIT_POLICY", "PASSIVE", 1);
     execv (path, argv);
-    //  Could not re-execute: run on with the default policy.
+    //  Could not re-execute: run on with the defaults.
 }
 
 int
 main (int argc, char **argv)
 {
-    s_server_openmp_policy (argv);
+    s_server_runtime (argv);
     lt_options_t options;
     if (s_parse (&options, argc, argv))
         return 1;
@@ -775,8 +876,10 @@ main (int argc, char **argv)
     double setup_s = (double) (lt_now_ns () - setup_start) / 1e9;
     int status = rc ? 1 : s_run (o, &targets, &pool, setup_s);
     s_pool_free (&pool);
-    for (int t = 0; t < o->tenants; t++)
+    for (int t = 0; t < o->tenants; t++) {
         lt_inproc_free (targets.local [t]);
+        fpx_free (targets.templates [t]);
+    }
     if (!o->keep)
         s_remote_drop (o, &targets, created);
     return status;

@@ -1,6 +1,8 @@
 /*  remote.c — fpx-loadtest's engine on libfaissproxy: one client handle
     (one connection) per client thread; the synchronous calls when the
-    pipeline is 1, fpx_search_send / fpx_add_send / fpx_recv above.   */
+    pipeline is 1, fpx_search_send / fpx_add_send / fpx_recv above.
+    With --anonymous each connection uploads its tenant's template as its
+    own anonymous index before the clock starts, and drops it at the end. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -26,6 +28,21 @@ s_open (lt_client_t *client)
         fpx_client_destroy (&handle);
         return -1;
     }
+    lt_targets_t *targets = client->run->targets;
+    if (options->anonymous) {
+        fpx_index_info_t info;
+        rc = fpx_deserialize (handle, NULL, targets->templates [client->tenant],
+                              targets->template_sizes [client->tenant], &info);
+        if (rc) {
+            fprintf (stderr, "fpx-loadtest: cannot upload the index of client %d: %s\n",
+                     client->index, fpx_client_errmsg (handle));
+            fpx_client_destroy (&handle);
+            return -1;
+        }
+        snprintf (client->name, sizeof client->name, "%s", info.name);
+    }
+    else
+        snprintf (client->name, sizeof client->name, "%s", targets->names [client->tenant]);
     client->handle = handle;
     return 0;
 }
@@ -34,6 +51,12 @@ static void
 s_close (lt_client_t *client)
 {
     fpx_client_t *handle = client->handle;
+    //  The connection's end would free an anonymous index too, but later,
+    //  in the background: drop it now, so that the server has finished
+    //  freeing it before whatever runs next (the in-process baseline).
+    if (client->options->anonymous && fpx_index_drop (handle, client->name))
+        fprintf (stderr, "fpx-loadtest: cannot drop %s: %s\n", client->name,
+                 fpx_client_errmsg (handle));
     fpx_client_destroy (&handle);
     client->handle = NULL;
 }
@@ -41,7 +64,7 @@ s_close (lt_client_t *client)
 static const char *
 s_name (lt_client_t *client)
 {
-    return client->run->targets->names [client->tenant];
+    return client->name;
 }
 
 static int
@@ -89,7 +112,19 @@ s_errmsg (lt_client_t *client, int status)
     return fpx_client_errmsg (client->handle);
 }
 
+static int64_t
+s_ntotal (lt_client_t *client)
+{
+    fpx_index_info_t info;
+    if (fpx_index_describe (client->handle, s_name (client), 0, &info)) {
+        fprintf (stderr, "fpx-loadtest: cannot describe %s: %s\n", s_name (client),
+                 fpx_client_errmsg (client->handle));
+        return -1;
+    }
+    return info.ntotal;
+}
+
 const lt_engine_t lt_engine_remote = {
     .mode = "remote", .open = s_open, .close = s_close, .call = s_call,
-    .send = s_send, .recv = s_recv, .errmsg = s_errmsg
+    .send = s_send, .recv = s_recv, .errmsg = s_errmsg, .ntotal = s_ntotal
 };
