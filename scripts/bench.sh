@@ -27,13 +27,16 @@ quick=${FPX_BENCH_QUICK:-0}
 if [ "$quick" = 1 ]; then
     out="$build/bench/quick"
     doc="$out/BENCHMARKS.md"
-    nb_big=20000; nb_add_rows=100000; reqs_single=2000; reqs_batch=3; secs=1; ivf=IVF256,Flat
+    nb_big=20000; nb_add_rows=100000; reqs_single=2000; reqs_batch=5; secs=1; ivf=IVF256,Flat
 else
     out="$build/bench"
     doc="$root/docs/BENCHMARKS.md"
     nb_big=100000; nb_add_rows=1000000; reqs_single=10000; reqs_batch=10; secs=5; ivf=IVF1024,Flat
 fi
 raw="$out/raw"
+#  Searches alternate remote and in-process this many times (fpx-loadtest
+#  --rounds), so that a slow spell of a shared machine falls on both.
+rounds=5
 run_timeout=900
 
 for f in "$daemon" "$cli" "$loadtest"; do
@@ -162,26 +165,26 @@ lt floor_pipelined --echo --payload 128 --reply-payload 120 --clients 2 --pipeli
 
 #  2. Single-query search, Flat 10k x 128, k=10.
 lt single "${common[@]}" --factory Flat --dim 128 --nb 10000 --nq 1 --k 10 --clients 1 \
-    --requests "$reqs_single" --inprocess
+    --requests "$reqs_single" --inprocess --rounds "$rounds"
 
 #  3. Batch search, nq=1000. The HNSW index is kept for item 6.
 lt batch_flat "${common[@]}" --factory Flat --dim 128 --nb "$nb_big" --nq 1000 --k 10 \
-    --clients 1 --requests "$reqs_batch" --inprocess
+    --clients 1 --requests "$reqs_batch" --inprocess --rounds "$rounds"
 lt batch_hnsw "${common[@]}" --factory HNSW32 --dim 128 --nb "$nb_big" --nq 1000 --k 10 \
-    --clients 1 --requests $((reqs_batch * 2)) --inprocess --keep
+    --clients 1 --requests $((reqs_batch * 2)) --inprocess --rounds "$rounds" --keep
 lt batch_ivf "${common[@]}" --factory "$ivf" --dim 128 --nb "$nb_big" --nq 1000 --k 10 \
-    --clients 1 --requests $((reqs_batch * 2)) --inprocess
+    --clients 1 --requests $((reqs_batch * 2)) --inprocess --rounds "$rounds"
 
 #  5. Pipelined tiny searches (d=32, 1k vectors): the most requests/s.
 lt pipelined "${common[@]}" --factory Flat --dim 32 --nb 1000 --nq 1 --k 10 --clients 2 \
-    --pipeline 32 --duration "$secs" --inprocess
+    --pipeline 32 --duration "$secs" --inprocess --rounds "$rounds"
 
 #  6. 1, 4, 16, 64 concurrent synchronous clients on the HNSW index.
 hnsw=$(json_field batch_hnsw index)
 if [ -n "$hnsw" ]; then
     for clients in 1 4 16 64; do
         lt "clients_$clients" "${common[@]}" --index "$hnsw" --nq 1 --k 10 --clients "$clients" \
-            --duration "$secs" --inprocess
+            --duration "$secs" --inprocess --rounds "$rounds"
     done
     "$cli" --server "$endpoint" --api-key "$key" drop "$hnsw" >/dev/null 2>&1
 else

@@ -138,7 +138,9 @@ if QUICK:
 w("")
 w("Every figure comes from `fpx-loadtest` against a `faissproxyd` started for the suite "
   "on tcp loopback (`tcp://127.0.0.1`), with the in-process baseline run by the same "
-  "harness invocation, right after the remote run, on the same data, threads, OpenMP and "
+  "harness invocation (for the searches of items 2, 3, 5 and 6, alternating with the "
+  "remote run in 5 rounds, `--rounds 5`, each side reported over all its rounds; for the "
+  "adds, right after the remote run), on the same data, threads, OpenMP and "
   "OpenBLAS budget and runtime settings as the server (`OMP_WAIT_POLICY=PASSIVE`, and "
   "`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`: large arrays on transparent huge pages; "
   "docs/ARCHITECTURE.md), and on a copy of the server's own index (downloaded "
@@ -163,7 +165,7 @@ w("| suite duration | %s s |" % elapsed)
 w("")
 w("A load average near or above the core count means other work shared the machine during "
   "the run (the load of each run is listed with its command below); remote/in-process "
-  "ratios, taken back to back, suffer least from it.")
+  "ratios, taken in alternating rounds, suffer least from it.")
 w("")
 w("## Targets")
 w("")

@@ -96,6 +96,7 @@ typedef struct {
     bool inprocess, json, keep;
     bool anonymous;                 //  each client its own anonymous index
     int64_t warm_mb;                //  memory touched before each run
+    int64_t rounds;                 //  remote / in-process alternations
     const char *after_remote;       //  shell command run before the remote
                                     //  connections close
     lt_data_kind_t data;

@@ -93,6 +93,10 @@ s_usage (FILE *out)
 "                     free for a while faults in several times slower than\n"
 "                     memory freed a moment ago, and an add grows into fresh\n"
 "                     memory; this gives remote and in-process the same start\n"
+"  --rounds N         with --inprocess: alternate remote and in-process N times,\n"
+"                     each round running 1/N of --requests or --duration, and\n"
+"                     report each side over all its rounds (1): a slow spell\n"
+"                     of the machine then falls on both sides alike\n"
 "  --json             print one JSON line with the results, last on stdout\n"
 "  --echo             measure a raw ZeroMQ DEALER/ROUTER echo instead (an echo\n"
 "                     server thread on a free loopback port)\n"
@@ -177,7 +181,7 @@ enum {
     O_SERVER = 256, O_KEY, O_WORKLOAD, O_FACTORY, O_INDEX, O_DIM, O_NB, O_NQ, O_K, O_CLIENTS,
     O_PIPELINE, O_REQUESTS, O_DURATION, O_RATE, O_TENANTS, O_INPROCESS, O_JSON, O_DATA,
     O_SEED, O_KEEP, O_ECHO, O_PAYLOAD, O_REPLY_PAYLOAD, O_ANONYMOUS, O_AFTER_REMOTE, O_WARM_MB,
-    O_HELP
+    O_ROUNDS, O_HELP
 };
 
 static int
@@ -223,6 +227,7 @@ s_option (lt_options_t *o, int code, const char *arg)
         case O_ANONYMOUS: o->anonymous = true; break;
         case O_AFTER_REMOTE: o->after_remote = arg; break;
         case O_WARM_MB:   rc = s_int ("--warm-mb", arg, 0, INT64_C (1) << 20, &o->warm_mb); break;
+        case O_ROUNDS:    rc = s_int ("--rounds", arg, 1, 1000, &o->rounds); break;
         case O_ECHO:      o->echo = true; break;
         case O_PAYLOAD:   rc = s_int ("--payload", arg, 0, INT64_C (1) << 30, &o->payload); break;
         case O_REPLY_PAYLOAD:
@@ -239,6 +244,11 @@ s_options_check (lt_options_t *o)
 {
     if ((o->requests > 0) == (o->duration_s > 0)) {
         fprintf (stderr, "fpx-loadtest: give exactly one of --requests and --duration\n");
+        return -1;
+    }
+    if (o->rounds > 1 && (!o->inprocess || !o->server || o->echo || o->requests % o->rounds)) {
+        fprintf (stderr, "fpx-loadtest: --rounds N needs --server and --inprocess, and "
+                 "--requests a multiple of N\n");
         return -1;
     }
     if (o->echo)
@@ -300,12 +310,13 @@ s_parse (lt_options_t *o, int argc, char **argv)
         { "anonymous", no_argument, NULL, O_ANONYMOUS },
         { "after-remote", required_argument, NULL, O_AFTER_REMOTE },
         { "warm-mb", required_argument, NULL, O_WARM_MB },
+        { "rounds", required_argument, NULL, O_ROUNDS },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 }
     };
     *o = (lt_options_t) {
         .workload = LT_WL_SEARCH, .factory = "Flat", .dim = 128, .nb = 10000, .nq = 1,
-        .k = 10, .clients = 1, .pipeline = 1, .tenants = 1, .data = LT_DATA_UNIFORM,
+        .k = 10, .clients = 1, .pipeline = 1, .tenants = 1, .data = LT_DATA_UNIFORM, .rounds = 1,
         .seed = 1, .payload = 512, .reply_payload = -1
     };
     int code;
@@ -745,8 +756,9 @@ s_json (const lt_options_t *o, const lt_targets_t *targets, const lt_result_t *a
                 o->data == LT_DATA_CLUSTERED ? "clustered" : "uniform",
                 (unsigned long long) o->seed);
     }
-    printf (",\"clients\":%d,\"pipeline\":%d,\"tenants\":%d,\"rate\":%.3f,\"setup_s\":%.3f,",
-            o->clients, o->pipeline, o->tenants, o->rate, setup_s);
+    printf (",\"clients\":%d,\"pipeline\":%d,\"tenants\":%d,\"rate\":%.3f,\"rounds\":%lld,"
+            "\"setup_s\":%.3f,", o->clients, o->pipeline, o->tenants, o->rate,
+            (long long) o->rounds, setup_s);
     s_json_stats (a);
     printf (",\"tenant_stats\":[");
     for (int t = 0; t < o->tenants; t++)
@@ -773,6 +785,54 @@ s_json (const lt_options_t *o, const lt_targets_t *targets, const lt_result_t *a
 
 static lt_result_t s_results [2];
 
+//  Adds one round's result into the sum of a side's rounds.
+static void
+s_result_add (lt_result_t *sum, const lt_result_t *round)
+{
+    sum->mode = round->mode;
+    lt_hist_merge (&sum->hist, &round->hist);
+    sum->requests += round->requests;
+    sum->errors += round->errors;
+    sum->bytes += round->bytes;
+    sum->seconds += round->seconds;
+    sum->ntotal = round->ntotal;
+    for (int t = 0; t < LT_TENANTS_MAX; t++) {
+        lt_hist_merge (&sum->tenant_hist [t], &round->tenant_hist [t]);
+        sum->tenant_requests [t] += round->tenant_requests [t];
+        sum->tenant_errors [t] += round->tenant_errors [t];
+    }
+}
+
+//  --rounds: remote, in-process, remote, … each on its share of the work;
+//  the after-remote command runs after the last remote round.
+static int
+s_run_rounds (const lt_options_t *o, lt_targets_t *targets, const lt_pool_t *pool,
+              bool progress, int *nresults)
+{
+    static lt_result_t round;
+    lt_options_t share = *o;
+    share.requests = o->requests / o->rounds;
+    share.duration_s = o->duration_s / (double) o->rounds;
+    memset (s_results, 0, sizeof s_results);
+    for (int side = 0; side < 2; side++) {
+        lt_hist_reset (&s_results [side].hist);
+        for (int t = 0; t < LT_TENANTS_MAX; t++)
+            lt_hist_reset (&s_results [side].tenant_hist [t]);
+    }
+    for (int64_t r = 0; r < o->rounds; r++) {
+        bool last = r + 1 == o->rounds;
+        if (lt_drive (&share, pool, targets, &lt_engine_remote, progress,
+                      last ? o->after_remote : NULL, &round))
+            return -1;
+        s_result_add (&s_results [0], &round);
+        if (lt_drive (&share, pool, targets, &lt_engine_inproc, progress, NULL, &round))
+            return -1;
+        s_result_add (&s_results [1], &round);
+    }
+    *nresults = 2;
+    return 0;
+}
+
 static int
 s_run (lt_options_t *o, lt_targets_t *targets, const lt_pool_t *pool, double setup_s)
 {
@@ -785,6 +845,8 @@ s_run (lt_options_t *o, lt_targets_t *targets, const lt_pool_t *pool, double set
         rc = lt_drive (o, pool, targets, &lt_engine_echo, progress, NULL, &s_results [nresults++]);
         lt_echo_stop ();
     }
+    else if (o->rounds > 1)
+        rc = s_run_rounds (o, targets, pool, progress, &nresults);
     else {
         if (o->server)
             rc = lt_drive (o, pool, targets, &lt_engine_remote, progress, o->after_remote,
