@@ -924,7 +924,9 @@ s_search_shared (fpx_call_t *calls, int n, const float **x, const int64_t *nq, i
                 fpx_op_shim_result (&calls [i], rc, err);
         return 0;
     }
-    atomic_init (&out->refs, 2 * members);
+    //  A store with release, not atomic_init: the slices are released on
+    //  ZeroMQ's I/O thread, and the last release frees what FAISS wrote here.
+    atomic_store_explicit (&out->refs, 2 * members, memory_order_release);
     int64_t offset = 0;
     for (int i = 0; i < n; i++)
         if (x [i]) {

@@ -560,12 +560,14 @@ fpx_wal_append (fpx_wal_t *wal, const fpx_record_t *record, fpx_ticket_t *ticket
     if (s_store.config.fsync == FPX_FSYNC_ALWAYS)
         wal->synced = wal->written;
     *ticket = (fpx_ticket_t) { .generation = wal->generation, .offset = wal->written };
-    pthread_mutex_unlock (&wal->mu);
     wal->next_lsn++;
+    //  The snapshotter reads these under mu too (fpx_wal_wants_snapshot).
     if (wal->log_bytes == 0)
         wal->dirty_since = fpx_monotonic_seconds ();
     wal->log_bytes += total;
-    if (wal->log_bytes >= s_store.config.snapshot_log_bytes) {
+    bool wants_snapshot = wal->log_bytes >= s_store.config.snapshot_log_bytes;
+    pthread_mutex_unlock (&wal->mu);
+    if (wants_snapshot) {
         pthread_mutex_lock (&s_store.mu);
         pthread_cond_signal (&s_store.wake);
         pthread_mutex_unlock (&s_store.mu);
@@ -625,6 +627,16 @@ fpx_wal_commit (fpx_wal_t *wal, const fpx_ticket_t *ticket, char *err, size_t er
     }
     pthread_mutex_unlock (&wal->mu);
     return rc;
+}
+
+//  Whether records were logged since the last snapshot.
+static bool
+s_wal_has_records (fpx_wal_t *wal)
+{
+    pthread_mutex_lock (&wal->mu);
+    bool has = wal->log_bytes > 0;
+    pthread_mutex_unlock (&wal->mu);
+    return has;
 }
 
 bool
@@ -1120,7 +1132,7 @@ s_snapshot_due (bool all)
     long count = fpx_registry_named (s_store.registry, &entries);
     for (long i = 0; i < count; i++) {
         fpx_wal_t *wal = entries [i]->wal;
-        if (wal && (all ? wal->log_bytes > 0 : fpx_wal_wants_snapshot (wal))) {
+        if (wal && (all ? s_wal_has_records (wal) : fpx_wal_wants_snapshot (wal))) {
             char err [1024];
             if (fpx_storage_snapshot (entries [i], err, sizeof err))
                 fpx_log (FPX_LOG_ERROR, "snapshot of %s failed: %s", wal->label, err);
