@@ -12,9 +12,7 @@
     (same tenant, byte-identical parameters) goes with it as one batch,
     answered by one FAISS call (fpx_batch_t, server.h). Requests are only
     batched while they wait anyway: with a worker free, a request goes out
-    alone at once, so batching adds no latency; but a search that could
-    have joined one running now waits to join the next batch instead of
-    taking a second worker for the same index.
+    alone at once, so batching adds no latency.
 
     It must never call FAISS and never block: every socket operation here is
     non-blocking and every message is moved, not copied (zmq_msg_t frames
@@ -52,7 +50,6 @@ typedef struct s_conn_t {
 typedef struct s_job_t {
     fpx_envelope_t envelope;
     uint16_t opcode;
-    uint64_t search_key;            //  batchable search: hash of tenant + params; else 0
     zmq_msg_t frames [FPX_MAX_FRAMES + 1];   //  routing id + request
     int nframes;
     struct s_job_t *next;
@@ -65,7 +62,6 @@ typedef struct {
     int nfree;
     fpx_batch_t **spare_batches;    //  one per worker, reused
     int nspare;
-    uint64_t *running_key;          //  per worker: search_key of its search, or 0
     s_job_t *head, *tail;
     size_t queued;
     s_conn_t **conns;               //  hash by routing id
@@ -263,30 +259,10 @@ s_conn_get (s_broker_t *self, zmq_msg_t *rid, zmq_msg_t *first)
 
 // ---- jobs ------------------------------------------------------------------
 
-//  Whether a job may join a batch: a search with one small query frame.
-static bool
-s_batchable (s_job_t *job)
-{
-    return job->nframes == 4 && job->opcode == FPX_OP_SEARCH
-        && zmq_msg_size (&job->frames [3]) <= FPX_BATCH_QUERY_BYTES;
-}
-
-//  FNV-1a of tenant and parameters frame; never 0.
-static uint64_t
-s_search_key (s_job_t *job)
-{
-    uint64_t h = 1469598103934665603ull ^ job->envelope.tenant_id;
-    const uint8_t *params = zmq_msg_data (&job->frames [2]);
-    for (size_t i = 0, n = zmq_msg_size (&job->frames [2]); i < n; i++)
-        h = (h ^ params [i]) * 1099511628211ull;
-    return h | 1;
-}
-
 static void
 s_dispatch (s_broker_t *self, s_job_t *job)
 {
     uint32_t worker = self->free_workers [--self->nfree];
-    self->running_key [worker] = job->search_key;
     zmq_msg_t head [2];
     s_msg_from (&head [0], &worker, sizeof worker);
     s_msg_from (&head [1], &job->envelope, sizeof job->envelope);
@@ -304,26 +280,10 @@ s_dispatch (s_broker_t *self, s_job_t *job)
     free (job);
 }
 
-//  Whether a worker is running a search that job could have joined: job
-//  then waits for it, to join the next batch, rather than take a second
-//  core for the same index (the running call has every core it is given
-//  through OpenMP; two calls on one index only split them, and make
-//  batches half as large). A hash collision only delays a request.
-static bool
-s_same_search_running (s_broker_t *self, const s_job_t *job)
-{
-    if (!job->search_key)
-        return false;
-    for (int i = 0; i < self->server->config.workers; i++)
-        if (self->running_key [i] == job->search_key)
-            return true;
-    return false;
-}
-
 static void
 s_enqueue (s_broker_t *self, s_job_t *job)
 {
-    if (self->nfree > 0 && !self->head && !s_same_search_running (self, job)) {
+    if (self->nfree > 0 && !self->head) {
         s_dispatch (self, job);
         return;
     }
@@ -334,6 +294,14 @@ s_enqueue (s_broker_t *self, s_job_t *job)
         self->head = job;
     self->tail = job;
     self->queued++;
+}
+
+//  Whether a job may join a batch: a search with one small query frame.
+static bool
+s_batchable (s_job_t *job)
+{
+    return job->nframes == 4 && job->opcode == FPX_OP_SEARCH
+        && zmq_msg_size (&job->frames [3]) <= FPX_BATCH_QUERY_BYTES;
 }
 
 //  Whether job asks the same search as the batch's first item: same
@@ -383,7 +351,6 @@ static void
 s_dispatch_batch (s_broker_t *self, s_job_t *lead)
 {
     fpx_batch_t *batch = self->spare_batches [--self->nspare];
-    uint64_t key = lead->search_key;
     batch->tenant_id = lead->envelope.tenant_id;
     batch->count = 0;
     size_t bytes = zmq_msg_size (&lead->frames [3]);
@@ -409,7 +376,6 @@ s_dispatch_batch (s_broker_t *self, s_job_t *lead)
     if (!*link)
         self->tail = last;
     uint32_t worker = self->free_workers [--self->nfree];
-    self->running_key [worker] = key;
     fpx_envelope_t envelope = { .kind = FPX_JOB_BATCH, .tenant_id = batch->tenant_id,
                                 .batch = batch };
     atomic_store_explicit (&batch->at_worker, 1, memory_order_release);
@@ -419,33 +385,15 @@ s_dispatch_batch (s_broker_t *self, s_job_t *lead)
     s_send_frames (self->backend, head, 2);
 }
 
-//  Takes the first queued job (among the first FPX_BATCH_SCAN) that is not
-//  waiting for a running search of its own (s_same_search_running) out of
-//  the queue, or returns NULL.
-static s_job_t *
-s_next_job (s_broker_t *self)
-{
-    s_job_t **link = &self->head, *prev = NULL;
-    for (int scanned = 0; *link && scanned < FPX_BATCH_SCAN; scanned++) {
-        s_job_t *job = *link;
-        if (!s_same_search_running (self, job)) {
-            *link = job->next;
-            if (self->tail == job)
-                self->tail = prev;
-            self->queued--;
-            return job;
-        }
-        prev = job;
-        link = &job->next;
-    }
-    return NULL;
-}
-
 static void
 s_dispatch_queued (s_broker_t *self)
 {
-    s_job_t *job;
-    while (self->nfree > 0 && (job = s_next_job (self))) {
+    while (self->nfree > 0 && self->head) {
+        s_job_t *job = self->head;
+        self->head = job->next;
+        if (!self->head)
+            self->tail = NULL;
+        self->queued--;
         if (self->nspare > 0 && s_batchable (job) && s_has_mate (self, job))
             s_dispatch_batch (self, job);
         else
@@ -533,8 +481,6 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total)
     job->envelope.kind = FPX_JOB_REQUEST;
     job->envelope.conn_id = conn->conn_id;
     job->opcode = header.opcode;
-    if (s_batchable (job))
-        job->search_key = s_search_key (job);
     s_enqueue (self, job);
 }
 
@@ -601,7 +547,6 @@ s_backend_read_one (s_broker_t *self)
     if (zmq_msg_size (&frames [0]) == sizeof worker) {
         memcpy (&worker, zmq_msg_data (&frames [0]), sizeof worker);
         self->free_workers [self->nfree++] = worker;
-        self->running_key [worker] = 0;
     }
     zmq_msg_close (&frames [0]);
     fpx_batch_t *batch;
@@ -634,7 +579,6 @@ s_setup (s_broker_t *self)
     self->monitor = zmq_socket (server->zmq_ctx, ZMQ_PAIR);
     self->free_workers = calloc ((size_t) config->workers, sizeof *self->free_workers);
     self->spare_batches = calloc ((size_t) config->workers, sizeof *self->spare_batches);
-    self->running_key = calloc ((size_t) config->workers, sizeof *self->running_key);
     for (int i = 0; self->spare_batches && i < config->workers; i++)
         if ((self->spare_batches [i] = calloc (1, sizeof (fpx_batch_t))))
             self->nspare++;
@@ -642,7 +586,7 @@ s_setup (s_broker_t *self)
     self->conns = calloc (self->nconn_buckets, sizeof *self->conns);
     self->next_conn_id = 1;
     if (!self->frontend || !self->backend || !self->monitor || !self->free_workers || !self->conns
-    ||  self->nspare < config->workers || !self->running_key)
+    ||  self->nspare < config->workers)
         return -1;
     int zero = 0, heartbeat = 5000, heartbeat_timeout = 15000;
     int64_t max_frame = (int64_t) config->max_message * 2;
@@ -699,7 +643,6 @@ s_teardown (s_broker_t *self)
     for (int i = 0; i < self->nspare; i++)
         free (self->spare_batches [i]);
     free (self->spare_batches);
-    free (self->running_key);
 }
 
 int
