@@ -90,8 +90,10 @@ $(CLI): $(call obj,client-c/faissproxy_cli.c) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(NET_LIBS)
 
-#  The load harness links FAISS too, for its --inprocess baseline.
-$(LOADTEST): $(call obj,$(LOADTEST_SRC)) $(LIB_A)
+#  The load harness links FAISS too, for its --inprocess baseline, run
+#  with faissproxyd's runtime settings (server/runtime.c).
+$(call obj,$(LOADTEST_SRC)): CPPFLAGS += -Iserver
+$(LOADTEST): $(call obj,$(LOADTEST_SRC) server/runtime.c) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "faiss_shim.h"
+#include "runtime.h"
 #include "server.h"
 #include "storage.h"
 
@@ -262,57 +263,10 @@ s_parse (fpx_config_t *config, int argc, char **argv)
     return 0;
 }
 
-//  OpenMP's default wait policy keeps idle team threads spinning after each
-//  parallel region. In a server whose workers start teams concurrently,
-//  next to other processes, that spinning takes the cores the other
-//  requests need: idle threads should sleep.
-//
-//  glibc's malloc maps its large blocks (FAISS's arrays: a Flat index's
-//  vectors) with 4 KiB pages by default, and an add that grows an index
-//  spent most of its time in page faults: with glibc.malloc.hugetlb=1 it
-//  madvises them for transparent huge pages, faulted and zeroed 2 MiB at
-//  a time (and searches take fewer TLB misses). A 1M x 128 bulk add went
-//  from about 700 to 1,200 MB/s. fpx-loadtest's in-process baseline runs
-//  with the same setting.
-//
-//  libgomp and glibc read these before main runs: set what the operator
-//  did not, and start again, once.
-#define S_MALLOC_TUNABLE "glibc.malloc.hugetlb"
-
-//  Adds ours to GLIBC_TUNABLES unless it names it; true if it did.
-static bool
-s_malloc_defaults (void)
-{
-    const char *have = getenv ("GLIBC_TUNABLES");
-    if (have && strstr (have, S_MALLOC_TUNABLE "="))
-        return false;                   //  the operator's choice stands
-    char value [2048];
-    int len = snprintf (value, sizeof value, "%s%s" S_MALLOC_TUNABLE "=1", have ? have : "",
-                        have && *have ? ":" : "");
-    return len > 0 && (size_t) len < sizeof value && setenv ("GLIBC_TUNABLES", value, 1) == 0;
-}
-
-static void
-s_runtime_defaults (char **argv)
-{
-    bool changed = !getenv ("OMP_WAIT_POLICY") && setenv ("OMP_WAIT_POLICY", "PASSIVE", 1) == 0;
-    changed |= s_malloc_defaults ();
-    if (!changed)
-        return;
-    //  Through the binary's real path, so that the process keeps its name.
-    char path [4096];
-    ssize_t len = readlink ("/proc/self/exe", path, sizeof path - 1);
-    if (len <= 0)
-        return;
-    path [len] = 0;
-    execv (path, argv);
-    //  Could not re-execute: run on with the defaults.
-}
-
 int
 main (int argc, char **argv)
 {
-    s_runtime_defaults (argv);
+    fpx_runtime_defaults (argv);
     fpx_server_t server;
     memset (&server, 0, sizeof server);
     fpx_config_t *config = &server.config;

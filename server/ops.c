@@ -21,6 +21,7 @@
 
 #include "faiss_shim.h"
 #include "ops.h"
+#include "runtime.h"
 
 #define FPX_FACTORY_NUMBER_MAX (1 << 20)     //  any integer in a factory string
 #define FPX_HNSW_M_MAX         512
@@ -231,27 +232,12 @@ fpx_op_reply_array (fpx_call_t *call, void *data, size_t size)
 
 // ---- OpenMP budget -----------------------------------------------------------
 
-//  OpenBLAS's own thread pool (FAISS multiplies through BLAS from 20
-//  queries on); weak, so that another BLAS links too.
-extern void openblas_set_num_threads (int threads) __attribute__ ((weak));
-
-//  Splits the cores between the FAISS calls running now, and never gives a
-//  call more threads than it has queries: many small concurrent searches
-//  then run one thread each, and a lone big batch gets every core. The
-//  budget holds for OpenMP and for OpenBLAS alike: a small batch left to
-//  OpenBLAS's default takes every core and leaves its threads spinning.
+//  Splits the cores between the FAISS calls running now (server/runtime.c).
 void
 fpx_op_threads_begin (fpx_call_t *call, int64_t work_items)
 {
     int active = atomic_fetch_add (&call->server->active_calls, 1) + 1;
-    int threads = call->server->config.ncores / active;
-    if (threads < 1)
-        threads = 1;
-    if (work_items > 0 && work_items < threads)
-        threads = (int) work_items;
-    omp_set_num_threads (threads);
-    if (openblas_set_num_threads)
-        openblas_set_num_threads (threads);
+    fpx_runtime_threads (call->server->config.ncores, active, work_items);
 }
 
 void

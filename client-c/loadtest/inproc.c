@@ -21,12 +21,7 @@
 #include <faiss/c_api/index_io_c.h>
 
 #include "loadtest.h"
-
-//  The OpenMP runtime's own entry points (libgomp, linked with FAISS);
-//  declared here because the harness is compiled without -fopenmp.
-extern void omp_set_num_threads (int threads);
-//  OpenBLAS's pool, which faissproxyd budgets too; weak, as there.
-extern void openblas_set_num_threads (int threads) __attribute__ ((weak));
+#include "runtime.h"
 
 #define S_CHUNK_ROWS 65536
 
@@ -41,7 +36,7 @@ void *
 lt_inproc_build (const lt_options_t *options, int64_t ntrain)
 {
     FaissIndex *index = NULL;
-    omp_set_num_threads (s_cores ());
+    fpx_runtime_threads (s_cores (), 1, 0);
     if (faiss_index_factory (&index, options->dim, options->factory, METRIC_L2)) {
         fprintf (stderr, "fpx-loadtest: in-process index_factory (%d, \"%s\"): %s\n",
                  options->dim, options->factory, faiss_get_last_error ());
@@ -156,19 +151,12 @@ s_close (lt_client_t *client)
     client->handle = NULL;
 }
 
-//  faissproxyd's OpenMP budget (server/ops.c, fpx_op_threads_begin).
+//  faissproxyd's thread budget (server/runtime.c).
 static void
 s_threads_begin (lt_run_t *run, int64_t rows)
 {
     int active = __atomic_add_fetch (&run->active_calls, 1, __ATOMIC_RELAXED);
-    int threads = run->ncores / active;
-    if (threads < 1)
-        threads = 1;
-    if (rows > 0 && rows < threads)
-        threads = (int) rows;
-    omp_set_num_threads (threads);
-    if (openblas_set_num_threads)
-        openblas_set_num_threads (threads);
+    fpx_runtime_threads (run->ncores, active, rows);
 }
 
 static void

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "loadtest.h"
+#include "runtime.h"
 
 #define S_SETUP_TIMEOUT_MS  (30 * 60 * 1000)    //  training or filling a big index
 #define S_CHUNK_BYTES       (16 * 1024 * 1024)  //  vectors per setup add
@@ -866,57 +867,15 @@ s_run (lt_options_t *o, lt_targets_t *targets, const lt_pool_t *pool, double set
     return errors ? 2 : 0;
 }
 
-//  The in-process baseline runs FAISS with faissproxyd's runtime settings
-//  (server/main.c, s_runtime_defaults), so that remote and in-process
-//  differ by the trip to the server and nothing else:
-//  - idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE) unless the
-//    environment says otherwise. With libgomp's default active wait,
-//    threads spinning after each parallel region take the cores that
-//    OpenBLAS's own threads need, and a Flat batch search in-process ran
-//    2.5 times slower than the same search in the server;
-//  - glibc's malloc puts large arrays on transparent huge pages
-//    (GLIBC_TUNABLES=glibc.malloc.hugetlb=1, unless it names hugetlb
-//    already): with 4 KiB pages an add that grows a Flat index spends
-//    most of its time in page faults, and the server, with huge pages,
-//    would beat the very same FAISS calls here.
-//  libgomp and glibc read these before main runs, so set them and start
-//  again, once.
-#define S_MALLOC_TUNABLE "glibc.malloc.hugetlb"
-
-//  Adds faissproxyd's tunable to GLIBC_TUNABLES unless it names it; true
-//  if it did.
-static bool
-s_malloc_defaults (void)
-{
-    const char *have = getenv ("GLIBC_TUNABLES");
-    if (have && strstr (have, S_MALLOC_TUNABLE "="))
-        return false;
-    char value [2048];
-    int len = snprintf (value, sizeof value, "%s%s" S_MALLOC_TUNABLE "=1", have ? have : "",
-                        have && *have ? ":" : "");
-    return len > 0 && (size_t) len < sizeof value && setenv ("GLIBC_TUNABLES", value, 1) == 0;
-}
-
-static void
-s_server_runtime (char **argv)
-{
-    bool changed = !getenv ("OMP_WAIT_POLICY") && setenv ("OMP_WAIT_POLICY", "PASSIVE", 1) == 0;
-    changed |= s_malloc_defaults ();
-    if (!changed)
-        return;
-    char path [4096];
-    ssize_t len = readlink ("/proc/self/exe", path, sizeof path - 1);
-    if (len <= 0)
-        return;
-    path [len] = 0;
-    execv (path, argv);
-    //  Could not re-execute: run on with the defaults.
-}
-
 int
 main (int argc, char **argv)
 {
-    s_server_runtime (argv);
+    //  The in-process baseline runs FAISS with faissproxyd's own runtime
+    //  settings (server/runtime.c): with libgomp's default active wait, a
+    //  Flat batch search in-process ran 2.5 times slower than the same
+    //  search in the server; with 4 KiB pages, an add that grows a Flat
+    //  index here spent most of its time in page faults.
+    fpx_runtime_defaults (argv);
     lt_options_t options;
     if (s_parse (&options, argc, argv))
         return 1;

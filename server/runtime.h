@@ -1,0 +1,22 @@
+/*  runtime.h — faissproxyd's runtime settings for FAISS, in one place:
+    the daemon applies them, and fpx-loadtest's in-process baseline applies
+    the very same ones, so that remote and in-process differ by the trip
+    to the server and nothing else.                                     */
+#ifndef FPX_RUNTIME_H_INCLUDED
+#define FPX_RUNTIME_H_INCLUDED
+
+#include <stdint.h>
+
+/*  Sets what the environment does not say already (OMP_WAIT_POLICY=PASSIVE,
+    glibc.malloc.hugetlb=1 in GLIBC_TUNABLES) and re-executes the program
+    once with argv; returns only if nothing was set or exec failed. Call
+    first thing in main.                                                 */
+void fpx_runtime_defaults (char **argv);
+
+/*  The thread budget of one FAISS call when `active` calls (this one
+    included) run now on `ncores` cores: ncores / active, at least 1, and
+    no more than work_items (when > 0). Sets it for OpenMP and OpenBLAS on
+    the calling thread; returns it.                                      */
+int fpx_runtime_threads (int ncores, int active, int64_t work_items);
+
+#endif
