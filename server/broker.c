@@ -304,14 +304,14 @@ s_batchable (s_job_t *job)
         && zmq_msg_size (&job->frames [3]) <= FPX_BATCH_QUERY_BYTES;
 }
 
-//  Whether job asks the same search as the batch's first item: same
-//  tenant, byte-identical parameters (name, k, d, nprobe, efSearch).
+//  Whether job asks the same search as one of tenant with this parameters
+//  frame: a batchable search, byte-identical parameters (name, k, d,
+//  nprobe, efSearch).
 static bool
-s_same_search (fpx_batch_t *batch, s_job_t *job)
+s_asks_same (s_job_t *job, uint32_t tenant, zmq_msg_t *params)
 {
-    zmq_msg_t *params = &batch->items [0].request [2];
     size_t size = zmq_msg_size (params);
-    return job->envelope.tenant_id == batch->tenant_id && s_batchable (job)
+    return job->envelope.tenant_id == tenant && s_batchable (job)
         && zmq_msg_size (&job->frames [2]) == size
         && memcmp (zmq_msg_data (&job->frames [2]), zmq_msg_data (params), size) == 0;
 }
@@ -334,12 +334,9 @@ s_batch_take (fpx_batch_t *batch, s_job_t *job)
 static bool
 s_has_mate (s_broker_t *self, s_job_t *lead)
 {
-    size_t size = zmq_msg_size (&lead->frames [2]);
     int scanned = 0;
     for (s_job_t *job = self->head; job && scanned < FPX_BATCH_SCAN; job = job->next, scanned++)
-        if (job->envelope.tenant_id == lead->envelope.tenant_id && s_batchable (job)
-        &&  zmq_msg_size (&job->frames [2]) == size
-        &&  memcmp (zmq_msg_data (&job->frames [2]), zmq_msg_data (&lead->frames [2]), size) == 0)
+        if (s_asks_same (job, lead->envelope.tenant_id, &lead->frames [2]))
             return true;
     return false;
 }
@@ -360,7 +357,8 @@ s_dispatch_batch (s_broker_t *self, s_job_t *lead)
     while (*link && batch->count < FPX_BATCH_MAX && scanned++ < FPX_BATCH_SCAN) {
         s_job_t *job = *link;
         size_t size = job->nframes == 4 ? zmq_msg_size (&job->frames [3]) : 0;
-        if (s_same_search (batch, job) && bytes + size <= FPX_BATCH_BYTES) {
+        if (s_asks_same (job, batch->tenant_id, &batch->items [0].request [2])
+        &&  bytes + size <= FPX_BATCH_BYTES) {
             bytes += size;
             *link = job->next;
             self->queued--;
