@@ -280,13 +280,12 @@ s_dispatch (s_broker_t *self, s_job_t *job)
     free (job);
 }
 
+//  Queues a job; the poll loop dispatches once it has read every message
+//  waiting (s_dispatch_queued), so that searches that arrived together
+//  can share a FAISS call without any of them waiting for another.
 static void
 s_enqueue (s_broker_t *self, s_job_t *job)
 {
-    if (self->nfree > 0 && !self->head) {
-        s_dispatch (self, job);
-        return;
-    }
     job->next = NULL;
     if (self->tail)
         self->tail->next = job;
@@ -457,7 +456,7 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total)
             rc = FPX_EPROTO, error = "missing parameters frame";
         else if (self->stopping)
             rc = FPX_ESHUTDOWN, error = "server is shutting down";
-        else if (self->queued >= self->server->config.max_queue)
+        else if (self->queued >= self->server->config.max_queue + (size_t) self->nfree)
             rc = FPX_EBUSY, error = "request queue is full";
         job->envelope.tenant_id = (uint32_t) (tenant < 0 ? 0 : tenant);
     }
@@ -561,7 +560,6 @@ s_backend_read_one (s_broker_t *self)
         s_send_frames (self->frontend, frames + 1, count - 1);
     else
         s_close_frames (frames + 1, count - 1);
-    s_dispatch_queued (self);
     return true;
 }
 
@@ -675,6 +673,7 @@ fpx_broker_run (fpx_server_t *server, int signal_fd)
                     ;
             if (items [2].revents & ZMQ_POLLIN)
                 s_monitor_drain (&self);
+            s_dispatch_queued (&self);
             if (items [3].revents & ZMQ_POLLIN) {
                 unsigned char signo;
                 if (read (signal_fd, &signo, 1) == 1 && !self.stopping) {

@@ -32,6 +32,7 @@
 #include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <faiss/utils/distances.h>
 
 #include "faiss_shim.h"
 #include "fpx_errors.h"
@@ -289,6 +290,20 @@ fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
         target.map_labels (I, (size_t) n * (size_t) k);
         return 0;
     });
+}
+
+extern "C" int64_t
+fpx_shim_batch_rows (const FaissIndex *index, int64_t n)
+{
+    const faiss::Index *top = as_index (index);
+    if (auto map = dynamic_cast<const faiss::IndexIDMap *> (top))
+        top = map->index;
+    auto flat = dynamic_cast<const faiss::IndexFlat *> (top);
+    if (!flat || dynamic_cast<const faiss::IndexFlat1D *> (top)
+    ||  (flat->metric_type != faiss::METRIC_L2 && flat->metric_type != faiss::METRIC_INNER_PRODUCT))
+        return n;
+    int64_t threshold = faiss::distance_compute_blas_threshold;
+    return n < threshold && n * 4 >= threshold ? threshold : n;
 }
 
 extern "C" int

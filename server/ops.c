@@ -237,13 +237,25 @@ void
 fpx_op_threads_begin (fpx_call_t *call, int64_t work_items)
 {
     int active = atomic_fetch_add (&call->server->active_calls, 1) + 1;
-    fpx_runtime_threads (call->server->config.ncores, active, work_items);
+    fpx_runtime_threads (call->server->config.ncores, active, work_items, 0);
 }
 
+void
+fpx_op_threads_begin_batch (fpx_call_t *call, fpx_entry_t *entry, int64_t rows)
+{
+    int active = atomic_fetch_add (&call->server->active_calls, 1) + 1;
+    double bound = (double) rows * (double) faiss_Index_ntotal (entry->index) * entry->d;
+    fpx_runtime_threads (call->server->config.ncores, active, rows, bound > 0 ? bound : 1);
+}
+
+//  FAISS's defaults (every core) are back after each call, so that one
+//  that takes no budget (an IndexPreTransform's reconstruct_n multiplies
+//  matrices) runs as it does in-process, whatever ran before it here.
 void
 fpx_op_threads_end (fpx_call_t *call)
 {
     atomic_fetch_sub (&call->server->active_calls, 1);
+    fpx_runtime_threads (call->server->config.ncores, 1, 0, 0);
 }
 
 // ---- description ---------------------------------------------------------------
@@ -878,8 +890,14 @@ s_search_shared (fpx_call_t *calls, int n, const float **x, const int64_t *nq, i
                  fpx_entry_t *entry, int64_t k, int nprobe, int ef)
 {
     int d = entry->d, members = 0;
-    size_t results = (size_t) total * (size_t) k;
-    float *queries = malloc ((size_t) total * (size_t) d * sizeof (float));
+    for (int i = 0; i < n; i++)
+        members += x [i] != NULL;
+    //  A shared call may take FAISS's faster path for many queries (padded
+    //  with copies of the first query, whose results nobody gets); a
+    //  request alone runs exactly as it would unbatched.
+    int64_t rows = members > 1 ? fpx_shim_batch_rows (entry->index, total) : total;
+    size_t results = (size_t) rows * (size_t) k;
+    float *queries = malloc ((size_t) rows * (size_t) d * sizeof (float));
     s_shared_results_t *out = malloc (sizeof *out + results * (sizeof (int64_t) + sizeof (float)));
     if (!queries || !out) {
         free (queries);
@@ -891,14 +909,15 @@ s_search_shared (fpx_call_t *calls, int n, const float **x, const int64_t *nq, i
         if (x [i]) {
             memcpy (at, x [i], (size_t) nq [i] * (size_t) d * sizeof (float));
             at += nq [i] * d;
-            members++;
         }
+    for (int64_t row = total; row < rows; row++, at += d)
+        memcpy (at, queries, (size_t) d * sizeof (float));
     out->labels = (int64_t *) (out + 1);
     out->distances = (float *) (out->labels + results);
     char err [FPX_ERROR_TEXT_MAX];
     pthread_rwlock_t *lock = fpx_entry_lock (entry, ef > 0);
-    fpx_op_threads_begin (&calls [0], total);
-    int rc = fpx_shim_search (entry->index, total, queries, k, nprobe, ef,
+    fpx_op_threads_begin_batch (&calls [0], entry, rows);
+    int rc = fpx_shim_search (entry->index, rows, queries, k, nprobe, ef,
                               out->distances, out->labels, err, sizeof err);
     fpx_op_threads_end (&calls [0]);
     pthread_rwlock_unlock (lock);

@@ -41,8 +41,13 @@ const int64_t *fpx_op_ids (fpx_call_t *call, int which, int64_t n);
 /*  Appends a malloc'd buffer as a reply array; takes ownership.         */
 void fpx_op_reply_array (fpx_call_t *call, void *data, size_t size);
 
-/*  OpenMP thread budget around a FAISS call over work_items rows.       */
+/*  OpenMP thread budget around a FAISS call over work_items rows; the
+    second for a batched search of `rows` queries of entry's index (its
+    lock held), which runs on one thread when small (server/runtime.h).
+    A request alone keeps cores / calls (OpenBLAS's rounding can depend
+    on its thread count; its results stay those of FAISS in-process).    */
 void fpx_op_threads_begin (fpx_call_t *call, int64_t work_items);
+void fpx_op_threads_begin_batch (fpx_call_t *call, fpx_entry_t *entry, int64_t rows);
 void fpx_op_threads_end (fpx_call_t *call);
 
 /*  Result maps.                                                         */

@@ -37,6 +37,10 @@
     - drop_while_queued: searches queued behind a drop get FPX_ENOTFOUND;
       searches queued ahead of it succeed; the server lives on.
     - k_limit: k = FPX_K_MAX searches batched, equal to FAISS.
+    - flat_padding: batches of 4, 5, 12, 19 and 20 queries on Flat (L2,
+      inner product) and IDMap,Flat, those of 5-19 padded to FAISS's BLAS
+      threshold by the server: each request gets its own rows, equal to
+      FAISS alone; one call each.
     - batch_limits: 300 queued searches are served in 2 calls (256 a batch);
       80 query frames of exactly 64 KiB in 2 calls (4 MiB a batch);
       frames of 64 KiB + one row are never batched.
@@ -1231,6 +1235,82 @@ test_k_limit (void *arg)
     fpx_client_destroy (&c2);
 }
 
+/* ---- flat padding ---------------------------------------------------------------------- */
+
+//  A shared call on an IndexFlat of 5 to 19 queries is padded to FAISS's
+//  BLAS threshold with copies of its first query (fpx_shim_batch_rows).
+//  For L2, inner product and IDMap,Flat, batches of 4 (not padded), 5, 12
+//  (nq 1 and 2 mixed), 19 and 20 (not padded) queries: each request gets
+//  its own rows, equal to FAISS alone, and no padding row; one call each.
+static void
+test_flat_padding (void *arg)
+{
+    (void) arg;
+    enum { NB = 3000, JOBS_MAX = 20 };
+    static const struct { const char *name, *factory; int metric; } kinds [] = {
+        { "pad_l2", "Flat", FPX_METRIC_L2 },
+        { "pad_ip", "Flat", FPX_METRIC_INNER_PRODUCT },
+        { "pad_map", "IDMap,Flat", FPX_METRIC_L2 },
+    };
+    //  Each batch: how many requests, and how many of them ask 2 queries.
+    static const struct { int requests, doubles; } batches [] = {
+        { 4, 0 }, { 5, 0 }, { 8, 4 }, { 18, 1 }, { 20, 0 },
+    };
+    fpx_client_t *c1 = fpx_test_client (&s_server, fpx_test_key_a);
+    fpx_client_t *c2 = fpx_test_client (&s_server, fpx_test_key_a);
+    float *xb = fpx_data_uniform (601, NB, DIM);
+    float *xq = fpx_data_uniform (602, 2 * JOBS_MAX, DIM);
+    int64_t *ids = malloc (NB * sizeof *ids);
+    for (int i = 0; ids && i < NB; i++)
+        ids [i] = 1000000 + 7 * (int64_t) i;
+    bool ready = CHECK (c1 && c2 && ids, "setup");
+    for (size_t kind = 0; ready && kind < sizeof kinds / sizeof kinds [0]; kind++) {
+        const char *name = kinds [kind].name;
+        FaissIndex *local = NULL;
+        ready = CHECK_OK (c1, fpx_index_create (c1, name, DIM, kinds [kind].factory,
+                                                kinds [kind].metric, NULL))
+             && (strncmp (kinds [kind].factory, "IDMap", 5)
+                 ? CHECK_OK (c1, fpx_add (c1, name, NB, DIM, xb, NULL))
+                 : CHECK_OK (c1, fpx_add_with_ids (c1, name, NB, DIM, xb, ids, NULL)))
+             && (local = s_twin (c1, name));
+        for (size_t b = 0; ready && b < sizeof batches / sizeof batches [0]; b++) {
+            int n = batches [b].requests;
+            job_t jobs [JOBS_MAX];
+            memset (jobs, 0, sizeof jobs);
+            const float *at = xq;
+            for (int i = 0; i < n && ready; i++) {
+                int64_t nq = i < batches [b].doubles ? 2 : 1;
+                jobs [i] = (job_t) { .client = i % 2 ? c2 : c1, .name = name, .nq = nq, .k = 10,
+                                     .x = at, .local = local };
+                at += nq * DIM;
+                ready = s_job_ref (&jobs [i]);
+            }
+            char what [96];
+            snprintf (what, sizeof what, "%s, %d requests (%d of 2 queries)", name, n,
+                      batches [b].doubles);
+            counters_t before;
+            if (ready && s_counters (fpx_test_key_a, &before) && s_plug_begin ()) {
+                s_send_range (jobs, 0, n);
+                s_plug_end ();
+                CHECK_EQ (s_collect (jobs, n, 60), 0);
+                s_verify_all (jobs, n, what);
+                s_check_growth (fpx_test_key_a, &before, n, 1, what);
+            }
+            for (int i = 0; i < n; i++)
+                s_job_free (&jobs [i]);
+        }
+        if (c1)
+            fpx_index_drop (c1, name);
+        if (local)
+            faiss_Index_free (local);
+    }
+    free (ids);
+    free (xb);
+    free (xq);
+    fpx_client_destroy (&c1);
+    fpx_client_destroy (&c2);
+}
+
 /* ---- batch limits -------------------------------------------------------------------- */
 
 static void
@@ -1392,6 +1472,7 @@ main (void)
             fpx_test_run ("batching.tenancy", test_tenancy, NULL);
             fpx_test_run ("batching.drop_while_queued", test_drop_while_queued, NULL);
             fpx_test_run ("batching.k_limit", test_k_limit, NULL);
+            fpx_test_run ("batching.flat_padding", test_flat_padding, NULL);
             fpx_test_run ("batching.batch_limits", test_batch_limits, NULL);
             fpx_test_run ("batching.disconnect_while_queued", test_disconnect_while_queued, NULL);
         }

@@ -36,7 +36,7 @@ void *
 lt_inproc_build (const lt_options_t *options, int64_t ntrain)
 {
     FaissIndex *index = NULL;
-    fpx_runtime_threads (s_cores (), 1, 0);
+    fpx_runtime_threads (s_cores (), 1, 0, 0);
     if (faiss_index_factory (&index, options->dim, options->factory, METRIC_L2)) {
         fprintf (stderr, "fpx-loadtest: in-process index_factory (%d, \"%s\"): %s\n",
                  options->dim, options->factory, faiss_get_last_error ());
@@ -156,7 +156,7 @@ static void
 s_threads_begin (lt_run_t *run, int64_t rows)
 {
     int active = __atomic_add_fetch (&run->active_calls, 1, __ATOMIC_RELAXED);
-    fpx_runtime_threads (run->ncores, active, rows);
+    fpx_runtime_threads (run->ncores, active, rows, 0);
 }
 
 static void
