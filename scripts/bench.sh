@@ -143,6 +143,7 @@ machine_info () {
         echo "nproc=$(nproc)"
         echo "memory=$(free -m | awk '/^Mem:/ { print $2 " MiB total, " $7 " MiB available" }')"
         echo "kernel=$(uname -sr)"
+        echo "cpuidle=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo none)"
         echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
         echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
         echo "commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -166,6 +167,10 @@ lt floor_pipelined --echo --payload 128 --reply-payload 120 --clients 2 --pipeli
 #  2. Single-query search, Flat 10k x 128, k=10.
 lt single "${common[@]}" --factory Flat --dim 128 --nb 10000 --nq 1 --k 10 --clients 1 \
     --requests "$reqs_single" --inprocess --rounds "$rounds"
+#  2, diagnosis: the same with no core ever idle (--keep-awake), to show
+#  the share of the virtual machine's wake-ups of idle vCPUs.
+lt single_awake "${common[@]}" --factory Flat --dim 128 --nb 10000 --nq 1 --k 10 --clients 1 \
+    --requests "$reqs_single" --inprocess --rounds "$rounds" --keep-awake
 
 #  3. Batch search, nq=1000. The HNSW index is kept for item 6.
 lt batch_flat "${common[@]}" --factory Flat --dim 128 --nb "$nb_big" --nq 1000 --k 10 \

@@ -12,7 +12,7 @@ import sys
 
 RAW, RESULTS, DOC, QUICK = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 
-RUNS = ["floor_query", "floor_batch", "floor_add", "floor_pipelined", "single",
+RUNS = ["floor_query", "floor_batch", "floor_add", "floor_pipelined", "single", "single_awake",
         "batch_flat", "batch_hnsw", "batch_ivf", "pipelined",
         "clients_1", "clients_4", "clients_16", "clients_64", "bulk_add",
         "fsync_never", "fsync_batch", "fsync_always"]
@@ -157,6 +157,7 @@ w("| CPU | %s |" % start.get("cpu", "?"))
 w("| cores (`nproc`) | %s |" % start.get("nproc", "?"))
 w("| memory (`free`) | %s |" % start.get("memory", "?"))
 w("| kernel | %s |" % start.get("kernel", "?"))
+w("| cpuidle driver | %s |" % start.get("cpuidle", "?"))
 w("| libzmq / FAISS | %s / %s |" % (start.get("zmq", "?"), start.get("faiss", "?")))
 w("| load average, start → end | %s → %s |" % (start.get("loadavg", "?"), end.get("loadavg", "?")))
 w("| commit | %s%s |" % (start.get("commit", "?"),
@@ -213,6 +214,26 @@ w("| requests/s | %s | %s | | %s |" % (fmt(get("single", "qps"), 0), fmt(get("si
                                        fmt(ratio(get("single", "qps"), get("single", "inprocess", "qps")), 3)))
 w("")
 w("The floor for this size (`floor_query`) has p50 %s µs." % fmt(get("floor_query", "p50_us")))
+w("")
+w("The same run with `--keep-awake` (`single_awake`: a spinning thread per core at SCHED_IDLE, "
+  "the lowest priority, on both sides of the comparison, so that no core is ever idle):")
+w("")
+w("| µs | remote | in-process | difference | ratio |")
+w("|---|---|---|---|---|")
+for key, label in (("p50_us", "p50"), ("p99_us", "p99"), ("mean_us", "mean")):
+    lat_row(label, "single_awake", key)
+w("")
+w("This is a diagnosis, not the target's measurement. A synchronous request leaves "
+  "a core idle while FAISS works. In a virtual machine whose idle vCPUs halt (cpuidle "
+  "driver `%s` here; `none` halts at once) each thread woken on a halted vCPU waits for "
+  "the host to run it again, and a request crosses several threads (client, ZeroMQ I/O "
+  "threads, broker, worker); the in-process loop never sleeps. With no core idle the "
+  "remote − in-process p50 difference is %s µs instead of %s µs; on bare metal, or in a "
+  "guest with a polling idle driver (cpuidle-haltpoll), wake-ups cost about what they "
+  "cost here under `--keep-awake`." % (start.get("cpuidle", "?"),
+      fmt(None if get("single_awake", "p50_us") is None or get("single_awake", "inprocess", "p50_us") is None
+          else get("single_awake", "p50_us") - get("single_awake", "inprocess", "p50_us"), 1),
+      fmt(p50_diff, 1)))
 w("")
 w("## 3. Batch search, nq = 1000, k = 10, %s × 128" % fmt(get("batch_flat", "nb"), 0))
 w("")

@@ -4,9 +4,9 @@
 #  Starts its own faissproxyd on a free loopback port (7000-7999) with a
 #  generated key and a temporary data directory, runs fpx-loadtest for a
 #  few hundred requests in several modes (sync, pipelined, open loop,
-#  add, mixed with two tenants, --inprocess, --rounds, the raw echo), and checks
-#  that each run's last stdout line is JSON with the promised fields and
-#  zero errors. Checks no timing. Prints "N passed, M failed" last, like
+#  add, mixed with two tenants, --inprocess, --rounds, --keep-awake, the raw
+#  echo), and checks that each run's last stdout line is JSON with the
+#  promised fields and zero errors. Checks no timing. Prints "N passed, M failed" last, like
 #  tests/run.sh's programs; exits non-zero on any failure.
 set -u
 
@@ -106,8 +106,10 @@ for x in runs:
         print("%s: implausible figures %r" % (x["mode"], x)); sys.exit(0)
     if sys.argv[2] and x["requests"] != int(sys.argv[2]):
         print("%s: %d requests, expected %s" % (x["mode"], x["requests"], sys.argv[2])); sys.exit(0)
+if r.get("keep_awake") is not (sys.argv[3] == "1"):
+    print("keep_awake is %r, expected %s" % (r.get("keep_awake"), sys.argv[3] == "1")); sys.exit(0)
 print("ok")
-' "$modes" "${expect_requests:-}" 2>&1)
+' "$modes" "${expect_requests:-}" "${expect_awake:-0}" 2>&1)
     if [ "$rc" -eq 0 ] && [ "$verdict" = "ok" ]; then
         echo "ok loadtest.$name"
         passed=$((passed + 1))
@@ -124,6 +126,7 @@ check search_pipelined remote           "${common[@]}" --nq 1 --clients 2 --pipe
 check search_batch     remote,inprocess "${common[@]}" --nq 50 --clients 1 --requests 200 --inprocess
 check search_ivf       remote,inprocess "${common[@]}" --factory IVF16,Flat --nq 4 --clients 2 --pipeline 4 --requests 300 --inprocess --data clustered
 expect_requests=300 check search_rounds remote,inprocess "${common[@]}" --nq 1 --clients 1 --requests 300 --rounds 3 --inprocess
+expect_awake=1 check keep_awake remote,inprocess "${common[@]}" --nq 1 --clients 1 --requests 300 --inprocess --keep-awake
 check open_loop        remote           "${common[@]}" --nq 1 --clients 2 --pipeline 8 --rate 2000 --requests 300
 check add_pipelined    remote,inprocess "${common[@]}" --workload add --nq 500 --clients 1 --pipeline 4 --requests 100 --inprocess
 check mixed_tenants    remote           --server "$endpoint" --api-key "$key" --api-key "$tenant2_key" --tenants 2 --workload mixed:4 --dim 32 --nb 1000 --nq 2 --k 5 --clients 4 --pipeline 2 --requests 400

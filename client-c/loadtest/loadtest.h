@@ -97,6 +97,7 @@ typedef struct {
     bool anonymous;                 //  each client its own anonymous index
     int64_t warm_mb;                //  memory touched before each run
     int64_t rounds;                 //  remote / in-process alternations
+    bool keep_awake;                //  SCHED_IDLE spinners during the runs
     const char *after_remote;       //  shell command run before the remote
                                     //  connections close
     lt_data_kind_t data;
@@ -232,6 +233,12 @@ uint64_t lt_slot_bytes (const lt_options_t *options, const lt_slot_t *slot);
     frame and a reply of reply_payload bytes (< 0: the request's own).  */
 const char *lt_echo_start (int64_t reply_payload);
 void lt_echo_stop (void);
+
+/* ---- --keep-awake (awake.c) ---------------------------------------------------- */
+
+/*  Starts one spinning SCHED_IDLE thread per core; 0 or -1 (printed).   */
+int lt_awake_start (void);
+void lt_awake_stop (void);
 
 /* ---- in-process FAISS (inproc.c) ---------------------------------------------- */
 

@@ -98,6 +98,12 @@ s_usage (FILE *out)
 "                     each round running 1/N of --requests or --duration, and\n"
 "                     report each side over all its rounds (1): a slow spell\n"
 "                     of the machine then falls on both sides alike\n"
+"  --keep-awake       during the timed runs, keep every core busy with a\n"
+"                     spinning thread of the lowest priority (SCHED_IDLE), which\n"
+"                     yields to any other work: no core goes idle. On a VM an\n"
+"                     idle vCPU halts, and waking a thread on it waits for the\n"
+"                     host: a run without it, compared, shows that share of\n"
+"                     the latency\n"
 "  --json             print one JSON line with the results, last on stdout\n"
 "  --echo             measure a raw ZeroMQ DEALER/ROUTER echo instead (an echo\n"
 "                     server thread on a free loopback port)\n"
@@ -107,7 +113,8 @@ s_usage (FILE *out)
 "\n"
 "JSON fields: qps, p50_us, p90_us, p99_us, p999_us, max_us, mean_us, errors,\n"
 "requests, seconds, mb_s (request vector bytes per second, 10^6 B), ntotal\n"
-"(vectors in the indexes the clients used, after the run), setup_s, anonymous;\n"
+"(vectors in the indexes the clients used, after the run), setup_s, anonymous,\n"
+"keep_awake;\n"
 "with --inprocess, the same under \"inprocess\" and remote/in-process ratios\n"
 "under \"ratio\". Exit status: 0 all requests succeeded, 2 some failed, 1 setup\n"
 "failed.\n", LT_PIPELINE_MAX);
@@ -182,7 +189,7 @@ enum {
     O_SERVER = 256, O_KEY, O_WORKLOAD, O_FACTORY, O_INDEX, O_DIM, O_NB, O_NQ, O_K, O_CLIENTS,
     O_PIPELINE, O_REQUESTS, O_DURATION, O_RATE, O_TENANTS, O_INPROCESS, O_JSON, O_DATA,
     O_SEED, O_KEEP, O_ECHO, O_PAYLOAD, O_REPLY_PAYLOAD, O_ANONYMOUS, O_AFTER_REMOTE, O_WARM_MB,
-    O_ROUNDS, O_HELP
+    O_ROUNDS, O_KEEP_AWAKE, O_HELP
 };
 
 static int
@@ -229,6 +236,7 @@ s_option (lt_options_t *o, int code, const char *arg)
         case O_AFTER_REMOTE: o->after_remote = arg; break;
         case O_WARM_MB:   rc = s_int ("--warm-mb", arg, 0, INT64_C (1) << 20, &o->warm_mb); break;
         case O_ROUNDS:    rc = s_int ("--rounds", arg, 1, 1000, &o->rounds); break;
+        case O_KEEP_AWAKE: o->keep_awake = true; break;
         case O_ECHO:      o->echo = true; break;
         case O_PAYLOAD:   rc = s_int ("--payload", arg, 0, INT64_C (1) << 30, &o->payload); break;
         case O_REPLY_PAYLOAD:
@@ -312,6 +320,7 @@ s_parse (lt_options_t *o, int argc, char **argv)
         { "after-remote", required_argument, NULL, O_AFTER_REMOTE },
         { "warm-mb", required_argument, NULL, O_WARM_MB },
         { "rounds", required_argument, NULL, O_ROUNDS },
+        { "keep-awake", no_argument, NULL, O_KEEP_AWAKE },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 }
     };
@@ -758,8 +767,8 @@ s_json (const lt_options_t *o, const lt_targets_t *targets, const lt_result_t *a
                 (unsigned long long) o->seed);
     }
     printf (",\"clients\":%d,\"pipeline\":%d,\"tenants\":%d,\"rate\":%.3f,\"rounds\":%lld,"
-            "\"setup_s\":%.3f,", o->clients, o->pipeline, o->tenants, o->rate,
-            (long long) o->rounds, setup_s);
+            "\"keep_awake\":%s,\"setup_s\":%.3f,", o->clients, o->pipeline, o->tenants, o->rate,
+            (long long) o->rounds, o->keep_awake ? "true" : "false", setup_s);
     s_json_stats (a);
     printf (",\"tenant_stats\":[");
     for (int t = 0; t < o->tenants; t++)
@@ -895,7 +904,11 @@ main (int argc, char **argv)
     if (rc == 0 && !o->echo && o->inprocess)
         rc = s_inproc_setup (o, &targets);
     double setup_s = (double) (lt_now_ns () - setup_start) / 1e9;
+    if (rc == 0 && o->keep_awake && lt_awake_start ())
+        rc = -1;
     int status = rc ? 1 : s_run (o, &targets, &pool, setup_s);
+    if (o->keep_awake)
+        lt_awake_stop ();
     s_pool_free (&pool);
     for (int t = 0; t < o->tenants; t++) {
         lt_inproc_free (targets.local [t]);
