@@ -22,7 +22,8 @@
     small to gain from a second thread runs on one (work_bound): waking
     OpenMP's and OpenBLAS's pools and their spinning afterwards cost more.
     In pipelined tiny searches (64 in flight, d=32, 1k vectors, batched
-    20-80 queries a call) that was 5 of 23 CPU microseconds a request.
+    20-80 queries a call) one thread for those calls took the CPU time of
+    a request, client and server, from about 23 to 18 microseconds.
 */
 #include <stdbool.h>
 #include <stdio.h>
