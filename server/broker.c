@@ -10,9 +10,10 @@
     Batching: when a worker frees up and the next queued job is a small
     search, every queued search that asks the same thing of the same index
     (same tenant, byte-identical parameters) goes with it as one batch,
-    answered by one FAISS call (fpx_batch_t, server.h). Requests are only
-    batched while they wait anyway: with a worker free, a request goes out
-    alone at once, so batching adds no latency.
+    answered by one FAISS call (fpx_batch_t, server.h). Each wake reads
+    every message already waiting before it hands out the queue, so
+    searches that arrived together share a call and none waits for one
+    that has not arrived: batching adds no latency.
 
     It must never call FAISS and never block: every socket operation here is
     non-blocking and every message is moved, not copied (zmq_msg_t frames
@@ -315,53 +316,42 @@ s_asks_same (s_job_t *job, uint32_t tenant, zmq_msg_t *params)
         && memcmp (zmq_msg_data (&job->frames [2]), zmq_msg_data (params), size) == 0;
 }
 
-//  Moves job into the batch as its next item and frees it.
+//  Moves job into the batch as item i and frees it.
 static void
-s_batch_take (fpx_batch_t *batch, s_job_t *job)
+s_batch_take (fpx_batch_t *batch, int i, s_job_t *job)
 {
-    fpx_batch_item_t *item = &batch->items [batch->count++];
+    fpx_batch_item_t *item = &batch->items [i];
     item->conn_id = job->envelope.conn_id;
-    for (int i = 0; i < 4; i++) {
-        zmq_msg_init (&item->request [i]);
-        zmq_msg_move (&item->request [i], &job->frames [i]);
+    for (int j = 0; j < 4; j++) {
+        zmq_msg_init (&item->request [j]);
+        zmq_msg_move (&item->request [j], &job->frames [j]);
     }
     free (job);
 }
 
-//  Whether a queued job (among the first FPX_BATCH_SCAN) could share
-//  lead's FAISS call.
-static bool
-s_has_mate (s_broker_t *self, s_job_t *lead)
-{
-    int scanned = 0;
-    for (s_job_t *job = self->head; job && scanned < FPX_BATCH_SCAN; job = job->next, scanned++)
-        if (s_asks_same (job, lead->envelope.tenant_id, &lead->frames [2]))
-            return true;
-    return false;
-}
-
-//  Sends lead, a batchable search, to a free worker together with every
-//  queued search (among the first FPX_BATCH_SCAN) that can share its FAISS
-//  call, taken out of the queue in order; other jobs keep their places.
+//  Sends lead, a batchable search just taken off the queue, to a free
+//  worker together with every queued search (among the first
+//  FPX_BATCH_SCAN) that can share its FAISS call, taken out of the queue
+//  in order; other jobs keep their places. With none to share, lead goes
+//  alone.
 static void
 s_dispatch_batch (s_broker_t *self, s_job_t *lead)
 {
-    fpx_batch_t *batch = self->spare_batches [--self->nspare];
+    fpx_batch_t *batch = self->spare_batches [self->nspare - 1];
     batch->tenant_id = lead->envelope.tenant_id;
-    batch->count = 0;
+    batch->count = 1;                   //  items [0] is the lead's, filled last
     size_t bytes = zmq_msg_size (&lead->frames [3]);
-    s_batch_take (batch, lead);
     s_job_t **link = &self->head, *last = NULL;
     int scanned = 0;
     while (*link && batch->count < FPX_BATCH_MAX && scanned++ < FPX_BATCH_SCAN) {
         s_job_t *job = *link;
         size_t size = job->nframes == 4 ? zmq_msg_size (&job->frames [3]) : 0;
-        if (s_asks_same (job, batch->tenant_id, &batch->items [0].request [2])
+        if (s_asks_same (job, batch->tenant_id, &lead->frames [2])
         &&  bytes + size <= FPX_BATCH_BYTES) {
             bytes += size;
             *link = job->next;
             self->queued--;
-            s_batch_take (batch, job);
+            s_batch_take (batch, batch->count++, job);
         }
         else {
             last = job;
@@ -372,6 +362,12 @@ s_dispatch_batch (s_broker_t *self, s_job_t *lead)
     //  kept is the tail then (none: the queue is empty).
     if (!*link)
         self->tail = last;
+    if (batch->count == 1) {
+        s_dispatch (self, lead);
+        return;
+    }
+    self->nspare--;
+    s_batch_take (batch, 0, lead);
     uint32_t worker = self->free_workers [--self->nfree];
     fpx_envelope_t envelope = { .kind = FPX_JOB_BATCH, .tenant_id = batch->tenant_id,
                                 .batch = batch };
@@ -391,7 +387,7 @@ s_dispatch_queued (s_broker_t *self)
         if (!self->head)
             self->tail = NULL;
         self->queued--;
-        if (self->nspare > 0 && s_batchable (job) && s_has_mate (self, job))
+        if (self->nspare > 0 && s_batchable (job))
             s_dispatch_batch (self, job);
         else
             s_dispatch (self, job);

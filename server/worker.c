@@ -14,7 +14,8 @@ typedef struct {
     fpx_server_t *server;
     uint32_t id;
     pthread_t thread;
-    //  Room to serve a batch: one call, envelope and reply per item.
+    //  Room to serve a batch: one call, envelope and reply per item (a
+    //  request alone uses the first reply).
     fpx_call_t calls [FPX_BATCH_MAX];
     fpx_envelope_t envelopes [FPX_BATCH_MAX];
     fpx_reply_t replies [FPX_BATCH_MAX];
@@ -166,10 +167,6 @@ s_worker_main (void *arg)
     zmq_connect (socket, FPX_BACKEND_ENDPOINT);
     s_send_ready (socket);
 
-    fpx_reply_t reply;
-    memset (&reply, 0, sizeof reply);
-    msgpack_sbuffer_init (&reply.result);
-    msgpack_packer_init (&reply.pk, &reply.result, msgpack_sbuffer_write);
     for (int i = 0; i < FPX_BATCH_MAX; i++) {
         msgpack_sbuffer_init (&self->replies [i].result);
         msgpack_packer_init (&self->replies [i].pk, &self->replies [i].result,
@@ -210,13 +207,12 @@ s_worker_main (void *arg)
             s_send_ready (socket);
         }
         else if (count >= 4)
-            s_serve_request (self, socket, frames, count, &reply);
+            s_serve_request (self, socket, frames, count, &self->replies [0]);
         else
             s_send_ready (socket);          //  never lose a worker
         for (int i = 0; i < count; i++)
             zmq_msg_close (&frames [i]);
     }
-    msgpack_sbuffer_destroy (&reply.result);
     for (int i = 0; i < FPX_BATCH_MAX; i++)
         msgpack_sbuffer_destroy (&self->replies [i].result);
     zmq_close (socket);
