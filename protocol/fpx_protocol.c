@@ -167,3 +167,114 @@ fpx_floats_are_finite (const float *x, size_t n)
     }
     return bad == 0;
 }
+
+//  The exact test of one row: finite values, squared norm within bounds.
+static int
+s_row_check (const float *row, size_t d, double *norm2_p)
+{
+    double sum = 0;
+    for (size_t j = 0; j < d; j++)
+        sum += (double) row [j] * (double) row [j];
+    *norm2_p = sum;
+    if (sum != sum || sum == (double) INFINITY)
+        return FPX_VECTORS_NOT_FINITE;      //  x² of a finite float is finite in double
+    return sum <= FPX_VECTOR_NORM2_MAX ? 0 : FPX_VECTORS_TOO_LARGE;
+}
+
+int
+fpx_vectors_check (const float *x, size_t n, size_t d, size_t *row_p, double *norm2_p)
+{
+    //  |v| < 2^32 everywhere bounds every squared norm by d·2^64, far
+    //  below the limit for any d the server allows (≤ 2^16): an integer
+    //  test of the magnitude bits, which also catches NaN and ±inf (their
+    //  exponent is all ones), in blocks of 64 for the vectorizer as in
+    //  fpx_floats_are_finite. A block with a larger value has its rows
+    //  checked exactly.
+    enum { BLOCK = 64 };
+    const uint32_t big = 0x4f800000u;        //  2^32 as float bits
+    size_t total = n * d, i = 0, next_row = 0;
+    double norm2 = 0;
+    for (; i < total; ) {
+        size_t end = total - i >= BLOCK ? i + BLOCK : total;
+        uint32_t flagged = 0;
+        if (end - i == BLOCK)
+            for (int j = 0; j < BLOCK; j++) {
+                uint32_t bits;
+                memcpy (&bits, x + i + j, 4);
+                flagged |= (uint32_t) ((bits & 0x7fffffffu) >= big);
+            }
+        else
+            for (size_t j = i; j < end; j++) {
+                uint32_t bits;
+                memcpy (&bits, x + j, 4);
+                flagged |= (uint32_t) ((bits & 0x7fffffffu) >= big);
+            }
+        if (flagged) {
+            //  Rows overlapping [i, end) not yet checked.
+            size_t row = i / d > next_row ? i / d : next_row;
+            for (; row * d < end; row++) {
+                int rc = s_row_check (x + row * d, d, &norm2);
+                if (rc) {
+                    *row_p = row;
+                    *norm2_p = norm2;
+                    return rc;
+                }
+            }
+            next_row = row;
+        }
+        i = end;
+    }
+    return 0;
+}
+
+//  Length of the valid UTF-8 sequence at p (at most left bytes), or 0.
+static size_t
+s_utf8_length (const unsigned char *p, size_t left)
+{
+    size_t len;
+    uint32_t cp;
+    if (p [0] >= 0xc2 && p [0] <= 0xdf)      { len = 2; cp = p [0] & 0x1f; }
+    else if (p [0] >= 0xe0 && p [0] <= 0xef) { len = 3; cp = p [0] & 0x0f; }
+    else if (p [0] >= 0xf0 && p [0] <= 0xf4) { len = 4; cp = p [0] & 0x07; }
+    else return 0;
+    if (left < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p [i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p [i] & 0x3f);
+    }
+    //  Overlong forms, surrogates and code points past U+10FFFF.
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff))
+    ||  (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+size_t
+fpx_text_sanitize (char *out, size_t out_size, const char *in, size_t len)
+{
+    static const char hex [] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *) in;
+    size_t used = 0;
+    for (size_t i = 0; i < len; ) {
+        size_t unit = p [i] >= 0x20 && p [i] < 0x7f ? 1 : s_utf8_length (p + i, len - i);
+        size_t width = unit ? unit : 4;
+        if (used + width >= out_size)
+            break;
+        if (unit) {
+            memcpy (out + used, p + i, unit);
+            i += unit;
+        }
+        else {
+            out [used] = '\\';
+            out [used + 1] = 'x';
+            out [used + 2] = hex [p [i] >> 4];
+            out [used + 3] = hex [p [i] & 15];
+            i++;
+        }
+        used += width;
+    }
+    out [used] = 0;
+    return used;
+}

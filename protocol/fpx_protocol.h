@@ -138,4 +138,26 @@ bool fpx_name_is_valid (const char *name, size_t len);
 /*  True if every one of the n floats is finite.                         */
 bool fpx_floats_are_finite (const float *x, size_t n);
 
+/*  Largest squared L2 norm of a vector the server accepts: FLT_MAX / 4,
+    so that every squared distance ‖x−y‖² ≤ (‖x‖+‖y‖)², every inner
+    product and FAISS's ‖x‖²+‖y‖²−2⟨x,y⟩ stay finite in float32.         */
+#define FPX_VECTOR_NORM2_MAX    8.507059173023462e37
+
+/*  Checks n vectors of dimension d: every value finite and every squared
+    norm (summed in double) at most FPX_VECTOR_NORM2_MAX. Returns 0,
+    FPX_VECTORS_NOT_FINITE or FPX_VECTORS_TOO_LARGE with the first bad
+    row in *row_p and, for too large, its squared norm in *norm2_p. One
+    pass at memory speed for ordinary data (no |value| ≥ 2^32); only
+    blocks holding such a value are summed exactly.                     */
+#define FPX_VECTORS_NOT_FINITE  1
+#define FPX_VECTORS_TOO_LARGE   2
+int fpx_vectors_check (const float *x, size_t n, size_t d, size_t *row_p, double *norm2_p);
+
+/*  Copies len bytes of in to out (out_size ≥ 1, always terminated) so
+    that the result is printable: printable ASCII and valid UTF-8
+    sequences are kept, every other byte (control bytes, DEL, invalid
+    or truncated UTF-8) becomes the four characters \xNN. Stops before a
+    unit that would not fit. Returns the length written.                */
+size_t fpx_text_sanitize (char *out, size_t out_size, const char *in, size_t len);
+
 #endif

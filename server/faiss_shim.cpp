@@ -7,7 +7,10 @@
     from untrusted input: an absurd factory string or index file then
     throws std::bad_alloc, which is reported, instead of exhausting memory.
 */
+#include <algorithm>
+#include <cfloat>
 #include <cstdlib>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -192,30 +195,69 @@ struct Overrides {
     }
 };
 
-//  IndexIDMap refuses SearchParameters in 1.7.3, so with overrides the
-//  search goes to the wrapped index and labels are mapped here, exactly as
-//  IndexIDMap::search maps them.
+//  The distance FAISS gives an empty result slot (with label -1): the
+//  worst value of the metric's heap (CMax / CMin neutral), as an
+//  IndexFlat returns for k > ntotal.
+float
+neutral_distance (const faiss::Index *index)
+{
+    return index->metric_type == faiss::METRIC_INNER_PRODUCT ? -FLT_MAX : FLT_MAX;
+}
+
+//  Where a search goes and how its labels come back. An IndexIDMap is
+//  always searched through the wrapped index with its labels mapped
+//  here: IndexIDMap refuses SearchParameters in 1.7.3, and its own
+//  mapping reads id_map [label] for whatever label the wrapped index
+//  left (uninitialised slots of an empty index, NaN distances). Here
+//  every label is checked against id_map's size first; for an index
+//  whose keys are positions, against ntotal. A label out of range
+//  becomes -1 with the neutral distance: nothing FAISS did not mean
+//  leaves the server.
 struct Target {
     const faiss::Index *index;
     const std::vector<faiss::Index::idx_t> *id_map = nullptr;
+    int64_t positions = -1;         //  ntotal when keys are positions
+    float neutral;
 
-    Target (const faiss::Index *top, bool overrides) : index (top)
+    explicit Target (const faiss::Index *top) : index (top), neutral (neutral_distance (top))
     {
-        auto idmap = dynamic_cast<const faiss::IndexIDMap *> (top);
-        if (overrides && idmap) {
+        if (auto idmap = dynamic_cast<const faiss::IndexIDMap *> (top)) {
             index = idmap->index;
             id_map = &idmap->id_map;
         }
+        else if (fpx_shim_keys_are_positions (reinterpret_cast<const FaissIndex *> (top)))
+            positions = top->ntotal;
     }
 
-    void map_labels (faiss::Index::idx_t *labels, size_t count) const
+    //  Results FAISS will overwrite where it finds something.
+    void prefill (float *D, faiss::Index::idx_t *labels, size_t count) const
     {
-        if (!id_map)
-            return;
-        for (size_t i = 0; i < count; i++)
-            if (labels [i] >= 0)
-                labels [i] = (*id_map) [labels [i]];
+        for (size_t i = 0; i < count; i++) {
+            D [i] = neutral;
+            labels [i] = -1;
+        }
     }
+
+    void map_labels (float *D, faiss::Index::idx_t *labels, size_t count) const
+    {
+        int64_t limit = id_map ? (int64_t) id_map->size () : positions;
+        if (limit < 0)
+            return;
+        for (size_t i = 0; i < count; i++) {
+            faiss::Index::idx_t label = labels [i];
+            if (label < 0 || label >= limit) {
+                labels [i] = -1;
+                if (label != -1)
+                    D [i] = neutral;
+            }
+            else if (id_map)
+                labels [i] = (*id_map) [(size_t) label];
+        }
+    }
+
+    //  Nothing to find: FAISS is not called (an empty IndexFlat returns
+    //  without writing its outputs).
+    bool empty () const { return index->ntotal == 0 && index->is_trained; }
 };
 
 //  An IOReader over a caller's buffer.
@@ -281,13 +323,17 @@ fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
 {
     return guarded (err, err_size, [&] () -> int {
         Overrides overrides (nprobe, efSearch);
-        Target target (as_index (index), overrides.any ());
+        Target target (as_index (index));
         const faiss::SearchParameters *params =
             overrides.any () ? overrides.build (target.index) : nullptr;
         if (int rc = overrides.check (err, err_size))
             return rc;
+        size_t count = (size_t) n * (size_t) k;
+        target.prefill (D, I, count);
+        if (target.empty ())
+            return 0;
         target.index->search (n, x, k, D, I, params);
-        target.map_labels (I, (size_t) n * (size_t) k);
+        target.map_labels (D, I, count);
         return 0;
     });
 }
@@ -306,6 +352,25 @@ fpx_shim_batch_rows (const FaissIndex *index, int64_t n)
     return n < threshold && n * 4 >= threshold ? threshold : n;
 }
 
+namespace {
+
+//  Bytes one range-search result takes while FAISS builds it.
+const size_t S_RANGE_ENTRY = sizeof (float) + sizeof (faiss::Index::idx_t);
+const size_t S_RANGE_CHUNK_BYTES = (size_t) 64 << 20;
+
+//  Query rows per FAISS call such that a call finding everything (rows ×
+//  ntotal results) builds at most min (64 MiB, the reply limit); 1 when
+//  one query alone can exceed that.
+int64_t
+range_chunk_rows (int64_t ntotal, size_t max_total)
+{
+    size_t bound = std::min (S_RANGE_CHUNK_BYTES, std::max (max_total, (size_t) 1) * S_RANGE_ENTRY);
+    size_t worst_row = (size_t) std::max (ntotal, (int64_t) 1) * S_RANGE_ENTRY;
+    return (int64_t) std::max (bound / worst_row, (size_t) 1);
+}
+
+}   // namespace
+
 extern "C" int
 fpx_shim_range_search (const FaissIndex *index, int64_t n, const float *x,
                        float radius, int nprobe, int efSearch,
@@ -315,32 +380,49 @@ fpx_shim_range_search (const FaissIndex *index, int64_t n, const float *x,
 {
     return guarded (err, err_size, [&] () -> int {
         Overrides overrides (nprobe, efSearch);
-        Target target (as_index (index), overrides.any ());
+        Target target (as_index (index));
         const faiss::SearchParameters *params =
             overrides.any () ? overrides.build (target.index) : nullptr;
         if (int rc = overrides.check (err, err_size))
             return rc;
-        faiss::RangeSearchResult result (n);
-        target.index->range_search (n, x, radius, &result, params);
-        size_t total = result.lims [n];
-        if (total > max_total) {
-            snprintf (err, err_size, "range search found %zu results, over the limit of %zu"
-                      " (use a smaller radius or fewer queries)", total, max_total);
-            return FPX_ETOOBIG;
+        //  Queries go to FAISS in chunks whose worst case is bounded, and
+        //  the count is checked after each: a search over the limit stops
+        //  there instead of building every result first.
+        std::unique_ptr<uint64_t, decltype (&std::free)> lims (
+            (uint64_t *) std::calloc ((size_t) n + 1, sizeof (uint64_t)), &std::free);
+        if (!lims)
+            throw std::bad_alloc ();
+        std::vector<float> distances;
+        std::vector<faiss::Index::idx_t> labels;
+        int64_t rows = range_chunk_rows (target.index->ntotal, max_total);
+        for (int64_t q0 = 0; q0 < n && !target.empty (); q0 += rows) {
+            int64_t q1 = std::min (n, q0 + rows);
+            faiss::RangeSearchResult result ((size_t) (q1 - q0));
+            target.index->range_search (q1 - q0, x + (size_t) q0 * target.index->d, radius,
+                                        &result, params);
+            size_t found = result.lims [q1 - q0], before = distances.size ();
+            if (before + found > max_total) {
+                snprintf (err, err_size, "range search found over %zu results, the limit, in its "
+                          "first %lld of %lld queries (use a smaller radius or fewer queries)",
+                          max_total, (long long) q1, (long long) n);
+                return FPX_ETOOBIG;
+            }
+            distances.insert (distances.end (), result.distances, result.distances + found);
+            labels.insert (labels.end (), result.labels, result.labels + found);
+            for (int64_t i = q0; i < q1; i++)
+                lims.get () [i + 1] = before + result.lims [i - q0 + 1];
         }
-        uint64_t *lims = (uint64_t *) std::malloc ((n + 1) * sizeof (uint64_t));
+        size_t total = distances.size ();
         float *D = (float *) std::malloc (total ? total * sizeof (float) : 1);
         int64_t *I = (int64_t *) std::malloc (total ? total * sizeof (int64_t) : 1);
-        if (!lims || !D || !I) {
-            std::free (lims); std::free (D); std::free (I);
+        if (!D || !I) {
+            std::free (D); std::free (I);
             throw std::bad_alloc ();
         }
-        for (int64_t i = 0; i <= n; i++)
-            lims [i] = result.lims [i];
-        std::memcpy (D, result.distances, total * sizeof (float));
-        std::memcpy (I, result.labels, total * sizeof (int64_t));
-        target.map_labels (I, total);
-        *lims_p = lims; *D_p = D; *I_p = I; *total_p = total;
+        std::memcpy (D, distances.data (), total * sizeof (float));
+        std::memcpy (I, labels.data (), total * sizeof (int64_t));
+        target.map_labels (D, I, total);
+        *lims_p = lims.release (); *D_p = D; *I_p = I; *total_p = total;
         return 0;
     });
 }
@@ -696,9 +778,11 @@ find_ivf (faiss::Index *index)
 
 //  Reads attr from the matching part of an object; returns false if the
 //  name does not apply. One table for get and set keeps them in step.
+//  The bounds table below also bounds set_parameters (ParameterSpace).
+enum { S_ATTR = 1, S_SPACE = 2 };
 struct Attr {
     const char *name;
-    bool writable;
+    int where;              //  S_ATTR: set_attr, S_SPACE: set_parameters
     double lo, hi;
 };
 
@@ -785,16 +869,28 @@ transform_attr (faiss::VectorTransform *vt, const std::string &name, double *get
 #undef FPX_FIELD
 }
 
-//  Bounds of every writable attribute.
+//  Bounds of every writable attribute and of every name FAISS's
+//  ParameterSpace sets (verbose only as 0: FAISS's verbose output would
+//  let a tenant write to the server's stdout on every call).
 const Attr s_writable [] = {
-    { "nprobe", true, 1, S_COUNT_MAX }, { "max_codes", true, 0, 1e15 },
-    { "quantizer_trains_alone", true, 0, 2 },
-    { "k_factor", true, 1, 1e6 }, { "efSearch", true, 1, S_COUNT_MAX },
-    { "efConstruction", true, 1, S_COUNT_MAX }, { "check_relative_distance", true, 0, 1 },
-    { "search_bounded_queue", true, 0, 1 }, { "eigen_power", true, -1e3, 1e3 },
-    { "epsilon", true, 0, 1 }, { "random_rotation", true, 0, 1 }, { "balanced_bins", true, 0, 65536 },
-    { "niter", true, 1, 10000 }, { "niter_pq", true, 1, 10000 }, { "niter_pq_0", true, 1, 10000 },
+    { "nprobe", S_ATTR | S_SPACE, 1, S_COUNT_MAX }, { "max_codes", S_ATTR | S_SPACE, 0, 1e15 },
+    { "quantizer_trains_alone", S_ATTR, 0, 2 },
+    { "k_factor", S_ATTR | S_SPACE, 1, 1e6 }, { "efSearch", S_ATTR | S_SPACE, 1, S_COUNT_MAX },
+    { "efConstruction", S_ATTR | S_SPACE, 1, S_COUNT_MAX }, { "check_relative_distance", S_ATTR, 0, 1 },
+    { "search_bounded_queue", S_ATTR, 0, 1 }, { "eigen_power", S_ATTR, -1e3, 1e3 },
+    { "epsilon", S_ATTR, 0, 1 }, { "random_rotation", S_ATTR, 0, 1 }, { "balanced_bins", S_ATTR, 0, 65536 },
+    { "niter", S_ATTR, 1, 10000 }, { "niter_pq", S_ATTR, 1, 10000 }, { "niter_pq_0", S_ATTR, 1, 10000 },
+    { "ht", S_SPACE, 0, 65536 }, { "k_factor_rf", S_SPACE, 1, 1e6 }, { "verbose", S_SPACE, 0, 0 },
 };
+
+const Attr *
+find_bounds (const char *name, int where)
+{
+    for (const Attr &candidate : s_writable)
+        if ((candidate.where & where) && strcmp (candidate.name, name) == 0)
+            return &candidate;
+    return nullptr;
+}
 
 }   // namespace
 
@@ -920,10 +1016,7 @@ fpx_shim_set_attr (FaissIndex *index, FaissVectorTransform *transform,
                    const char *attr, double value, char *err, size_t err_size)
 {
     return guarded (err, err_size, [&] () -> int {
-        const Attr *spec = nullptr;
-        for (const Attr &candidate : s_writable)
-            if (strcmp (candidate.name, attr) == 0)
-                spec = &candidate;
+        const Attr *spec = find_bounds (attr, S_ATTR);
         if (!spec)
             bad (std::string ("attribute '") + attr + "' cannot be set");
         if (!(value >= spec->lo && value <= spec->hi))
@@ -1016,6 +1109,55 @@ fpx_shim_kmeans (int d, int k, int64_t n, const float *x, const fpx_kmeans_param
             std::memcpy (stats + 5 * i, row, sizeof row);
         }
         *iterations = (int) count;
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_check_parameters (const char *text, char *out, size_t out_size,
+                           char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        //  Tokens as ParameterSpace::set_index_parameters splits them.
+        std::string rebuilt, all (text);
+        size_t at = 0;
+        while ((at = all.find_first_not_of (" ,", at)) != std::string::npos) {
+            size_t end = all.find_first_of (" ,", at);
+            std::string token = all.substr (at, end == std::string::npos ? std::string::npos : end - at);
+            at = end == std::string::npos ? all.size () : end;
+            size_t eq = token.find ('=');
+            std::string name = token.substr (0, eq);
+            std::string base = name;
+            while (base.rfind ("quantizer_", 0) == 0)
+                base = base.substr (10);
+            const Attr *spec = eq == std::string::npos ? nullptr : find_bounds (base.c_str (), S_SPACE);
+            if (!spec) {
+                //  A name ParameterSpace does not know: passed on for its
+                //  own refusal (it sets nothing then).
+                rebuilt += (rebuilt.empty () ? "" : ",") + token;
+                continue;
+            }
+            const char *value = token.c_str () + eq + 1;
+            char *stop;
+            double v = strtod (value, &stop);
+            if (!*value || *stop || !std::isfinite (v))
+                bad ("set_parameters: '" + name + "' needs a finite number, got '" + (value) + "'");
+            if (!(v >= spec->lo && v <= spec->hi)) {
+                char range [96];
+                snprintf (range, sizeof range, "[%.15g, %.15g]", spec->lo, spec->hi);
+                bad ("set_parameters: value of '" + name + "' out of range " + range);
+            }
+            char number [40];           //  the shortest text that reads back as v
+            snprintf (number, sizeof number, "%.15g", v);
+            if (strtod (number, nullptr) != v)
+                snprintf (number, sizeof number, "%.17g", v);
+            rebuilt += (rebuilt.empty () ? "" : ",") + name + "=" + number;
+        }
+        if (rebuilt.empty ())
+            bad ("set_parameters: no parameter given");
+        if (rebuilt.size () >= out_size)
+            bad ("set_parameters: string too long");
+        std::memcpy (out, rebuilt.c_str (), rebuilt.size () + 1);
         return 0;
     });
 }

@@ -157,6 +157,16 @@ int fpx_shim_keys_are_positions (const FaissIndex *index);
 /*  FAISS's version, "major.minor.patch", from the headers built against. */
 const char *fpx_shim_faiss_version (void);
 
+/*  Checks a set_parameters string before FAISS's ParameterSpace sees it:
+    tokens split on spaces and commas as FAISS splits them; every name
+    ParameterSpace knows (after "quantizer_" prefixes) needs a finite
+    number within the bounds set_attr applies (one table). Writes the
+    string to give FAISS (known values rewritten as parsed, unknown names
+    passed on for FAISS's own refusal) into out. 0, or FPX_EINVAL with a
+    message.                                                             */
+int fpx_shim_check_parameters (const char *text, char *out, size_t out_size,
+                               char *err, size_t err_size);
+
 #ifdef __cplusplus
 }
 #endif

@@ -39,10 +39,18 @@ fpx_log (int level, const char *format, ...)
     int used = (int) strftime (line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
     used += snprintf (line + used, sizeof line - (size_t) used, ".%03ldZ %s ",
                       now.tv_nsec / 1000000, s_names [level]);
+    //  Sanitized: messages quote client bytes (names, FAISS's texts), which
+    //  must not split the line, forge another one or carry invalid UTF-8.
+    char text [sizeof line];
     va_list args;
     va_start (args, format);
-    vsnprintf (line + used, sizeof line - (size_t) used, format, args);
+    int len = vsnprintf (text, sizeof text, format, args);
     va_end (args);
+    if (len < 0)
+        len = 0;
+    if ((size_t) len >= sizeof text)
+        len = (int) sizeof text - 1;
+    fpx_text_sanitize (line + used, sizeof line - (size_t) used, text, (size_t) len);
     fprintf (stderr, "%s\n", line);
 }
 

@@ -28,13 +28,21 @@
 #define FPX_CREATE_ALLOC_CAP   ((size_t) 1 << 30)
 #define FPX_SEARCH_PARAM_MAX   (1 << 20)     //  nprobe, efSearch
 
+//  The text is sanitized (fpx_text_sanitize): it may quote client bytes,
+//  directly or through FAISS's messages, and must stay valid UTF-8.
 int
 fpx_reply_error (fpx_reply_t *reply, int code, const char *format, ...)
 {
+    char text [FPX_ERROR_TEXT_MAX];
     va_list args;
     va_start (args, format);
-    vsnprintf (reply->error, sizeof reply->error, format, args);
+    int len = vsnprintf (text, sizeof text, format, args);
     va_end (args);
+    if (len < 0)
+        len = 0;
+    if ((size_t) len >= sizeof text)
+        len = (int) sizeof text - 1;
+    fpx_text_sanitize (reply->error, sizeof reply->error, text, (size_t) len);
     reply->status = code;
     return code;
 }
@@ -168,7 +176,9 @@ fpx_op_array (fpx_call_t *call, int which, size_t align, size_t *size_p, const c
 }
 
 //  n vectors of dimension d from frame `which`: n ≥ 1, exactly n·d·4
-//  bytes, every value finite.
+//  bytes, every value finite, every squared norm within
+//  FPX_VECTOR_NORM2_MAX. Every vector a request hands to FAISS (add,
+//  train, search, range_search, k-means, apply) passes here.
 const float *
 fpx_op_vectors (fpx_call_t *call, int which, int d, int64_t *n_p)
 {
@@ -194,8 +204,18 @@ fpx_op_vectors (fpx_call_t *call, int which, int d, int64_t *n_p)
         return NULL;
     }
     *n_p = (int64_t) (size / row);
-    if (!fpx_floats_are_finite (x, size / sizeof (float))) {
-        fpx_reply_error (call->reply, FPX_EINVAL, "vectors contain NaN or infinity");
+    size_t bad_row;
+    double norm2;
+    int check = fpx_vectors_check (x, (size_t) *n_p, (size_t) d, &bad_row, &norm2);
+    if (check == FPX_VECTORS_NOT_FINITE) {
+        fpx_reply_error (call->reply, FPX_EINVAL, "vectors contain NaN or infinity (vector %zu)",
+                         bad_row);
+        return NULL;
+    }
+    if (check == FPX_VECTORS_TOO_LARGE) {
+        fpx_reply_error (call->reply, FPX_EINVAL, "vector %zu has squared norm %.3g, over the "
+                         "limit of %.3g (FLT_MAX/4): its distances would overflow float32",
+                         bad_row, norm2, FPX_VECTOR_NORM2_MAX);
         return NULL;
     }
     return x;
@@ -750,12 +770,16 @@ s_op_set_parameters (fpx_call_t *call)
     if (rc || !text [0])
         return fpx_reply_error (call->reply, FPX_EINVAL, "'params' must be a string of 1-%d bytes",
                                 FPX_SETPARAM_MAX - 1);
+    //  The bounds set_attr applies, before ParameterSpace sees a value.
+    char checked [FPX_SETPARAM_MAX], err [FPX_ERROR_TEXT_MAX];
+    if ((rc = fpx_shim_check_parameters (text, checked, sizeof checked, err, sizeof err)))
+        return fpx_op_shim_result (call, rc, err);
     fpx_entry_t *entry;
     if ((rc = fpx_op_lookup_index (call, &entry)))
         return rc;
-    fpx_record_t record = { .kind = FPX_REC_SET_PARAMETERS, .parts = { text },
-                            .sizes = { strlen (text) }, .nparts = 1 };
-    rc = fpx_op_mutate (call, entry, &record, s_apply_parameters, text);
+    fpx_record_t record = { .kind = FPX_REC_SET_PARAMETERS, .parts = { checked },
+                            .sizes = { strlen (checked) }, .nparts = 1 };
+    rc = fpx_op_mutate (call, entry, &record, s_apply_parameters, checked);
     fpx_entry_release (&entry);
     return rc;
 }

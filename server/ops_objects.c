@@ -308,7 +308,7 @@ s_op_apply (fpx_call_t *call)
     float *out = NULL;
     if (x && bytes > call->server->config.max_message)
         fpx_reply_error (call->reply, FPX_ETOOBIG, "result of %zu bytes exceeds the message limit", bytes);
-    else if (x && !(out = malloc (bytes)))
+    else if (x && !(out = calloc (1, bytes)))
         fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
     else if (x) {
         char err [FPX_ERROR_TEXT_MAX];
@@ -430,7 +430,7 @@ s_op_kmeans (fpx_call_t *call)
     size_t stats_count = (size_t) params.niter * (size_t) params.nredo;
     if (centroid_bytes > call->server->config.max_message)
         return fpx_reply_error (call->reply, FPX_ETOOBIG, "k*d centroids exceed the message limit");
-    float *centroids = malloc (centroid_bytes);
+    float *centroids = calloc (1, centroid_bytes);   //  FAISS writes it whole; zeroed anyway
     double *stats = calloc (stats_count, FPX_KMEANS_STATS * sizeof (double));
     int iterations = 0;
     char err [FPX_ERROR_TEXT_MAX];

@@ -51,8 +51,12 @@ s_reply_frames (zmq_msg_t *out, zmq_msg_t *rid, const fpx_header_t *request, fpx
             zmq_msg_close (&reply->arrays [i]);
         reply->narrays = 0;
         msgpack_sbuffer_clear (&reply->result);
+        //  Texts written past fpx_reply_error (storage, WAL) are made
+        //  printable here too: no reply carries invalid UTF-8.
+        char text [sizeof reply->error];
+        fpx_text_sanitize (text, sizeof text, reply->error, strnlen (reply->error, sizeof reply->error));
         msgpack_pack_map (&reply->pk, 1);
-        fpx_pack_kv_str (&reply->pk, "error", reply->error);
+        fpx_pack_kv_str (&reply->pk, "error", text);
     }
     int count = 0;
     zmq_msg_init (&out [count]);
