@@ -204,7 +204,9 @@ neutral_distance (const faiss::Index *index)
     return index->metric_type == faiss::METRIC_INNER_PRODUCT ? -FLT_MAX : FLT_MAX;
 }
 
-//  Where a search goes and how its labels come back. An IndexIDMap is
+//  Where a search goes and how its labels come back. Outputs are
+//  pre-filled with FAISS's empty slot (label -1, the neutral distance)
+//  before FAISS runs, since some paths leave slots unwritten. An IndexIDMap is
 //  always searched through the wrapped index with its labels mapped
 //  here: IndexIDMap refuses SearchParameters in 1.7.3, and its own
 //  mapping reads id_map [label] for whatever label the wrapped index
@@ -255,8 +257,10 @@ struct Target {
         }
     }
 
-    //  Nothing to find: FAISS is not called (an empty IndexFlat returns
-    //  without writing its outputs).
+    //  Nothing to find: range_search does not call FAISS. (A search
+    //  does, on the pre-filled outputs: an empty IndexFlat returns
+    //  without writing them, others write their own empty-slot values,
+    //  as an IndexLSH's 2^31-1.)
     bool empty () const { return index->ntotal == 0 && index->is_trained; }
 };
 
@@ -330,8 +334,6 @@ fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
             return rc;
         size_t count = (size_t) n * (size_t) k;
         target.prefill (D, I, count);
-        if (target.empty ())
-            return 0;
         target.index->search (n, x, k, D, I, params);
         target.map_labels (D, I, count);
         return 0;
@@ -419,8 +421,10 @@ fpx_shim_range_search (const FaissIndex *index, int64_t n, const float *x,
             std::free (D); std::free (I);
             throw std::bad_alloc ();
         }
-        std::memcpy (D, distances.data (), total * sizeof (float));
-        std::memcpy (I, labels.data (), total * sizeof (int64_t));
+        if (total) {
+            std::memcpy (D, distances.data (), total * sizeof (float));
+            std::memcpy (I, labels.data (), total * sizeof (int64_t));
+        }
         target.map_labels (D, I, total);
         *lims_p = lims.release (); *D_p = D; *I_p = I; *total_p = total;
         return 0;

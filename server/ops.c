@@ -2,7 +2,7 @@
 
     Every value from the request is checked here before it reaches an
     allocation or FAISS: names, dimensions, counts, k, array frame sizes,
-    alignment and finiteness. FAISS is called through its C API (and the
+    alignment, finiteness and vector norms (docs/SECURITY.md). FAISS is called through its C API (and the
     shim for what that lacks); its errors come back as FPX_EFAISS with
     FAISS's own message. Locks: the entry's rwlock, shared for reads,
     exclusive for mutations, held only around the FAISS call.
@@ -837,6 +837,7 @@ s_op_search (fpx_call_t *call)
         fpx_reply_error (call->reply, FPX_EINVAL, "nq*k = %zu results exceed the message limit",
                          results);
     else if (x) {
+        //  fpx_shim_search fills both with FAISS's empty slot first.
         float *D = malloc (results * sizeof (float));
         int64_t *I = malloc (results * sizeof (int64_t));
         char err [FPX_ERROR_TEXT_MAX];
