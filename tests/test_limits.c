@@ -421,6 +421,8 @@ test_max_memory_server (void *arg)
         if ((rc = fpx_index_create (client, NULL, PQ_D, PQ_FACTORY, 0, NULL)) == 0)
             created++;
     long rss = s_rss_mb ();
+    fprintf (stderr, "# --max-memory-mb 500: %d PQ indexes of %d MB created, RSS %ld MB\n",
+             created, PQ_MB, rss);
     CHECK_EQ (rc, FPX_ENOMEM);
     if (rc == FPX_ENOMEM)
         s_message_has (client, "server memory limit reached");
