@@ -108,6 +108,7 @@ fpx_registry_adopt (fpx_entry_t *child, fpx_entry_t *root)
 {
     atomic_fetch_add (&root->refcount, 1);
     atomic_store (&child->root, root);
+    fpx_limits_entry_adopted (child);
 }
 
 void

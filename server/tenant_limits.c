@@ -204,6 +204,16 @@ fpx_limits_entry_freed (fpx_entry_t *entry)
 }
 
 void
+fpx_limits_entry_adopted (fpx_entry_t *entry)
+{
+    s_usage_t *usage = s_usage_of (entry->tenant);
+    if (!usage)
+        return;
+    atomic_fetch_sub (&usage->vectors, atomic_exchange (&entry->charged_vectors, 0));
+    atomic_fetch_sub (&usage->bytes, atomic_exchange (&entry->charged_bytes, 0));
+}
+
+void
 fpx_limits_measure (fpx_entry_t *entry)
 {
     fpx_entry_t *owner = fpx_entry_owner (entry);
@@ -253,7 +263,7 @@ static bool
 s_makes_entry (int opcode)
 {
     return opcode == FPX_OP_CREATE || opcode == FPX_OP_DESERIALIZE || opcode == FPX_OP_CONSTRUCT
-        || opcode == FPX_OP_CLONE || opcode == FPX_OP_SUBOBJECT || opcode == FPX_OP_KMEANS;
+        || opcode == FPX_OP_CLONE || opcode == FPX_OP_SUBOBJECT;
 }
 
 int

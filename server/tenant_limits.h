@@ -49,6 +49,10 @@ size_t fpx_limits_rss (void);
 void fpx_limits_entry_created (fpx_entry_t *entry);
 void fpx_limits_entry_freed (fpx_entry_t *entry);
 
+/*  entry's object now lives in another entry's: what it was charged goes
+    (the owner is measured with it inside).                             */
+void fpx_limits_entry_adopted (fpx_entry_t *entry);
+
 /*  Re-measures the object of entry's owner (vectors and serialized
     bytes) and moves the tenant's usage by the difference. The caller
     holds the owner's lock (shared or exclusive).                        */

@@ -277,7 +277,7 @@ test_fairness (void *arg)
     }
     fprintf (stderr, "# alice's flood: %d sent, %d EBUSY, %d answered, %d expired, %d other\n",
              sent, busy, done, expired, other);
-    CHECK (busy >= sent - 16, "only %d of %d flood requests got EBUSY", busy, sent);
+    CHECK (busy >= sent / 2, "only %d of %d flood requests got EBUSY", busy, sent);
     CHECK (done + expired >= 1, "none of alice's flood was served");
     CHECK_EQ (other, 0);
 
