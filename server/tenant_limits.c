@@ -23,7 +23,11 @@ typedef struct {
     atomic_llong bytes;
 } s_usage_t;
 
+#define FPX_SMALL_RESULT  ((int64_t) 1 << 20)   //  served over --max-memory-mb
+#define FPX_RSS_PERIOD_US 5000                  //  workers' cached RSS
+
 static const fpx_config_t *s_config;
+static atomic_llong s_rss_cached, s_rss_at_us;
 static s_usage_t *s_usage;
 static int s_statm_fd = -1;
 static long s_page_size = 4096;
@@ -176,6 +180,51 @@ fpx_limits_rss (void)
     return (size_t) resident * (size_t) s_page_size;
 }
 
+//  The RSS, read at most every FPX_RSS_PERIOD_US by any worker.
+static size_t
+s_rss_recent (void)
+{
+    long long now = (long long) (fpx_monotonic_seconds () * 1e6);
+    if (now - atomic_load (&s_rss_at_us) >= FPX_RSS_PERIOD_US) {
+        atomic_store (&s_rss_cached, (long long) fpx_limits_rss ());
+        atomic_store (&s_rss_at_us, now);
+    }
+    return (size_t) atomic_load (&s_rss_cached);
+}
+
+//  Bytes a read would reply with, as far as known before it runs (0 for
+//  other opcodes): search nq·k·12, range_search at most nq·ntotal·12,
+//  reconstruct_n n·d·4.
+static int64_t
+s_read_result_bytes (fpx_call_t *call)
+{
+    int opcode = call->header.opcode;
+    if (opcode != FPX_OP_SEARCH && opcode != FPX_OP_RANGE_SEARCH && opcode != FPX_OP_RECONSTRUCT_N)
+        return 0;
+    char name [FPX_NAME_MAX + 1];
+    if (fpx_params_copy_str (&call->params, "name", name, sizeof name))
+        return 0;
+    fpx_entry_t *entry = fpx_registry_find (call->server->registry, call->envelope->tenant_id,
+                                            name, call->envelope->conn_id);
+    if (!entry)
+        return 0;
+    int64_t bytes = 0, value = 0;
+    int64_t nq = call->narrays > 0 && entry->d > 0
+               ? (int64_t) (zmq_msg_size (&call->arrays [0]) / ((size_t) entry->d * sizeof (float))) : 0;
+    if (opcode == FPX_OP_SEARCH && fpx_params_get_int (&call->params, "k", &value) == 0 && value > 0)
+        bytes = nq * value * 12;
+    else if (opcode == FPX_OP_RANGE_SEARCH && entry->index) {
+        pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+        bytes = nq * faiss_Index_ntotal (entry->index) * 12;
+        pthread_rwlock_unlock (lock);
+    }
+    else if (opcode == FPX_OP_RECONSTRUCT_N && fpx_params_get_int (&call->params, "n", &value) == 0
+         &&  value > 0)
+        bytes = value * entry->d * 4;
+    fpx_entry_release (&entry);
+    return bytes;
+}
+
 // ---- usage ---------------------------------------------------------------------
 
 static s_usage_t *
@@ -270,9 +319,20 @@ int
 fpx_limits_admit (fpx_call_t *call)
 {
     int opcode = call->header.opcode;
-    if (!fpx_limits_grows (opcode))
-        return 0;
     const fpx_config_t *config = &call->server->config;
+    if (!fpx_limits_grows (opcode)) {
+        //  Over the server's limit, reads are served while their results
+        //  are small.
+        if (!config->max_memory || s_rss_recent () < config->max_memory)
+            return 0;
+        int64_t bytes = s_read_result_bytes (call);
+        if (bytes <= FPX_SMALL_RESULT)
+            return 0;
+        return fpx_reply_error (call->reply, FPX_ENOMEM, "server memory limit reached "
+                                "(--max-memory-mb %zu): only results under %lld MiB are served, "
+                                "this one may need %lld MiB", config->max_memory >> 20,
+                                (long long) (FPX_SMALL_RESULT >> 20), (long long) (bytes >> 20));
+    }
     uint32_t tenant = call->envelope->tenant_id;
     s_usage_t *usage = s_usage_of (tenant);
     if (config->max_memory) {

@@ -429,12 +429,40 @@ test_max_memory_server (void *arg)
     CHECK (created >= 1 && created <= 4, "%d PQ indexes of %d MB under a 500 MB limit",
            created, PQ_MB);
     CHECK (rss < 500 + PQ_MB + 100, "server RSS %ld MB with --max-memory-mb 500", rss);
-    //  Reads go on; so does the server.
+    CHECK_RC (client, fpx_index_create (client, NULL, PQ_D, PQ_FACTORY, 0, NULL), FPX_ENOMEM);
+    //  Adds (not capped) take the server over the limit; then they are
+    //  refused, and so are reads with big results, while small reads are
+    //  served. The resident size hovers at the limit (request buffers come
+    //  and go): up to three rounds of "add until refused, then read".
+    const int64_t rows = 125000;                    //  4 MB
+    float *many = calloc ((size_t) rows * SMALL_D, sizeof (float));
+    const int64_t nq = 2000, k = 100;               //  2.4 MB of results
+    float *queries = fpx_data_uniform (12, nq, SMALL_D);
+    float *big_d = malloc ((size_t) nq * k * sizeof (float));
+    int64_t *big_i = malloc ((size_t) nq * k * sizeof (int64_t));
+    REQUIRE (many && queries && big_d && big_i, "memory");
+    bool add_refused = false, big_refused = false;
+    for (int round = 0; round < 3 && !big_refused; round++) {
+        rc = 0;
+        for (int i = 0; i < 100 && rc == 0; i++)
+            rc = fpx_add (client, "keep", rows, SMALL_D, many, NULL);
+        if (rc == FPX_ENOMEM && strstr (fpx_client_errmsg (client), "server memory limit reached"))
+            add_refused = true;
+        rc = fpx_search (client, "keep", nq, SMALL_D, queries, k, NULL, big_d, big_i);
+        big_refused = rc == FPX_ENOMEM
+                   && strstr (fpx_client_errmsg (client), "only results under 1 MiB");
+    }
+    fprintf (stderr, "# adds refused at RSS %ld MB\n", s_rss_mb ());
+    CHECK (add_refused, "no add was refused for the server limit");
+    CHECK (big_refused, "no search with 2.4 MB of results was refused over the limit");
     float distances [5];
     int64_t labels [5];
     CHECK_OK (client, fpx_search (client, "keep", 1, SMALL_D, x, 5, NULL, distances, labels));
     CHECK_OK (client, fpx_ping (client, NULL));
-    CHECK_RC (client, fpx_index_create (client, NULL, PQ_D, PQ_FACTORY, 0, NULL), FPX_ENOMEM);
+    free (many);
+    free (queries);
+    free (big_d);
+    free (big_i);
     CHECK_TRUE (fpx_test_server_alive (&s_server));
     free (x);
     fpx_client_destroy (&client);        //  frees the anonymous indexes
