@@ -34,10 +34,24 @@
 
 #include "faiss_shim.h"
 #include "server.h"
+#include "tenant_limits.h"
 
 #define FPX_ROUTING_ID_MAX 256
 #define FPX_READS_PER_WAKE 256      //  messages read per socket per wake
 #define FPX_BATCH_SCAN     4096     //  queued jobs looked at for one batch
+#define FPX_RECEIVE_HWM    256      //  whole messages buffered per peer
+#define FPX_REFUSALS_HWM   1000     //  room for small error replies per peer
+
+#define FPX_UNREAD_TRACKED 4096     //  reply frames from this size are tracked
+#define FPX_RSS_PERIOD     0.005    //  seconds between two reads of the RSS
+
+//  Reply bytes handed to libzmq for one connection and not yet written to
+//  its socket: counted up by the broker, down by libzmq's I/O thread when
+//  it frees a tracked frame. Shared by the connection and those frames.
+typedef struct {
+    atomic_size_t bytes;
+    atomic_int refs;
+} s_unread_t;
 
 typedef struct s_conn_t {
     uint8_t rid [FPX_ROUTING_ID_MAX];
@@ -45,6 +59,9 @@ typedef struct s_conn_t {
     uint64_t conn_id;
     int fd;
     bool may_own;                   //  sent a create or deserialize
+    bool gone;                      //  forgotten; freed with its last request
+    size_t inflight;                //  admitted, not yet answered
+    s_unread_t *unread;
     struct s_conn_t *next;
 } s_conn_t;
 
@@ -53,8 +70,26 @@ typedef struct s_job_t {
     uint16_t opcode;
     zmq_msg_t frames [FPX_MAX_FRAMES + 1];   //  routing id + request
     int nframes;
+    s_conn_t *conn;                 //  requests only
+    double arrived;                 //  monotonic seconds
     struct s_job_t *next;
 } s_job_t;
+
+//  One tenant's queue (the last one holds internal jobs). Tenants with
+//  queued jobs wait in a ring and are served round-robin, one job (or one
+//  batch) each time a worker frees up.
+typedef struct {
+    s_job_t *head, *tail;
+    size_t inflight;                //  queued + running requests
+    bool in_ring;
+} s_tenant_queue_t;
+
+//  What a worker is running: whose requests, to release when it answers.
+typedef struct {
+    uint32_t tenant;
+    int count;
+    s_conn_t *conns [FPX_BATCH_MAX];
+} s_running_t;
 
 typedef struct {
     fpx_server_t *server;
@@ -63,8 +98,14 @@ typedef struct {
     int nfree;
     fpx_batch_t **spare_batches;    //  one per worker, reused
     int nspare;
-    s_job_t *head, *tail;
+    s_tenant_queue_t *queues;       //  ntenants + 1
+    uint32_t *ring;                 //  tenants with queued jobs, FIFO
+    size_t ring_head, ring_count, nqueues;
+    s_running_t *running;           //  one per worker
     size_t queued;
+    double now;                     //  monotonic seconds, read once a wake
+    double rss_at;                  //  when rss was read
+    size_t rss;
     s_conn_t **conns;               //  hash by routing id
     size_t nconn_buckets;
     s_conn_t **conn_by_fd;
@@ -162,8 +203,30 @@ s_conn_slot (s_broker_t *self, const uint8_t *rid, size_t len)
     return slot;
 }
 
+static void
+s_unread_release (s_unread_t *unread)
+{
+    if (unread && atomic_fetch_sub (&unread->refs, 1) == 1)
+        free (unread);
+}
+
+static void
+s_conn_free (s_conn_t *conn)
+{
+    s_unread_release (conn->unread);
+    free (conn);
+}
+
+//  A request of conn was answered (or dropped).
+static void
+s_conn_done (s_conn_t *conn)
+{
+    if (conn && --conn->inflight == 0 && conn->gone)
+        s_conn_free (conn);
+}
+
 //  Forgets a connection and, if it may own anonymous indexes, queues a
-//  reap job for them.
+//  reap job for them. One with requests in flight is freed with the last.
 static void s_enqueue (s_broker_t *self, s_job_t *job);
 
 static void
@@ -184,7 +247,10 @@ s_conn_forget (s_broker_t *self, s_conn_t *conn)
                      (unsigned long long) conn->conn_id);
     }
     fpx_log (FPX_LOG_DEBUG, "connection %llu closed", (unsigned long long) conn->conn_id);
-    free (conn);
+    if (conn->inflight)
+        conn->gone = true;
+    else
+        s_conn_free (conn);
 }
 
 static void
@@ -226,8 +292,13 @@ s_conn_get (s_broker_t *self, zmq_msg_t *rid, zmq_msg_t *first)
         return conn;
     s_monitor_drain (self);
     conn = calloc (1, sizeof *conn);
+    if (conn && !(conn->unread = calloc (1, sizeof *conn->unread))) {
+        free (conn);
+        conn = NULL;
+    }
     if (!conn)
         return NULL;
+    atomic_init (&conn->unread->refs, 1);
     memcpy (conn->rid, zmq_msg_data (rid), len);
     conn->rid_len = len;
     conn->conn_id = self->next_conn_id++;
@@ -237,7 +308,7 @@ s_conn_get (s_broker_t *self, zmq_msg_t *rid, zmq_msg_t *first)
             int capacity = conn->fd * 2 + 64;
             s_conn_t **grown = realloc (self->conn_by_fd, (size_t) capacity * sizeof *grown);
             if (!grown) {
-                free (conn);
+                s_conn_free (conn);
                 return NULL;
             }
             memset (grown + self->fd_capacity, 0,
@@ -260,10 +331,48 @@ s_conn_get (s_broker_t *self, zmq_msg_t *rid, zmq_msg_t *first)
 
 // ---- jobs ------------------------------------------------------------------
 
+//  Index of the queue a job goes to: its tenant's, or the internal one.
+static size_t
+s_queue_of (s_broker_t *self, const s_job_t *job)
+{
+    return job->envelope.kind == FPX_JOB_REQUEST ? job->envelope.tenant_id : self->nqueues - 1;
+}
+
+static void
+s_ring_push (s_broker_t *self, uint32_t queue)
+{
+    self->queues [queue].in_ring = true;
+    self->ring [(self->ring_head + self->ring_count++) % self->nqueues] = queue;
+}
+
+static uint32_t
+s_ring_pop (s_broker_t *self)
+{
+    uint32_t queue = self->ring [self->ring_head];
+    self->ring_head = (self->ring_head + 1) % self->nqueues;
+    self->ring_count--;
+    self->queues [queue].in_ring = false;
+    return queue;
+}
+
+//  A request left the broker's hands for good (answered by a worker or
+//  the broker, or dropped): its tenant and connection may admit another.
+static void
+s_request_done (s_broker_t *self, uint32_t tenant, s_conn_t *conn)
+{
+    if (tenant < self->nqueues - 1 && self->queues [tenant].inflight)
+        self->queues [tenant].inflight--;
+    s_conn_done (conn);
+}
+
 static void
 s_dispatch (s_broker_t *self, s_job_t *job)
 {
     uint32_t worker = self->free_workers [--self->nfree];
+    s_running_t *running = &self->running [worker];
+    running->tenant = job->envelope.tenant_id;
+    running->count = job->envelope.kind == FPX_JOB_REQUEST ? 1 : 0;
+    running->conns [0] = job->conn;
     zmq_msg_t head [2];
     s_msg_from (&head [0], &worker, sizeof worker);
     s_msg_from (&head [1], &job->envelope, sizeof job->envelope);
@@ -281,18 +390,28 @@ s_dispatch (s_broker_t *self, s_job_t *job)
     free (job);
 }
 
-//  Queues a job; the poll loop dispatches once it has read every message
-//  waiting (s_dispatch_queued), so that searches that arrived together
-//  can share a FAISS call without any of them waiting for another.
+//  Queues a job in its tenant's queue; the poll loop dispatches once it
+//  has read every message waiting (s_dispatch_queued), so that searches
+//  that arrived together can share a FAISS call without any of them
+//  waiting for another.
 static void
 s_enqueue (s_broker_t *self, s_job_t *job)
 {
+    size_t index = s_queue_of (self, job);
+    s_tenant_queue_t *queue = &self->queues [index];
     job->next = NULL;
-    if (self->tail)
-        self->tail->next = job;
+    if (queue->tail)
+        queue->tail->next = job;
     else
-        self->head = job;
-    self->tail = job;
+        queue->head = job;
+    queue->tail = job;
+    if (!queue->in_ring)
+        s_ring_push (self, (uint32_t) index);
+    if (job->envelope.kind == FPX_JOB_REQUEST) {
+        queue->inflight++;
+        if (job->conn)
+            job->conn->inflight++;
+    }
     self->queued++;
 }
 
@@ -329,28 +448,39 @@ s_batch_take (fpx_batch_t *batch, int i, s_job_t *job)
     free (job);
 }
 
-//  Sends lead, a batchable search just taken off the queue, to a free
-//  worker together with every queued search (among the first
-//  FPX_BATCH_SCAN) that can share its FAISS call, taken out of the queue
-//  in order; other jobs keep their places. With none to share, lead goes
-//  alone.
+//  Whether conn's peer left --max-conn-unread-mb of replies unread.
+static bool
+s_unread_over (s_broker_t *self, const s_conn_t *conn)
+{
+    return conn && atomic_load_explicit (&conn->unread->bytes, memory_order_relaxed)
+                   >= self->server->config.max_conn_unread;
+}
+
+//  Sends lead, a batchable search just taken off its tenant's queue, to
+//  a free worker together with every search queued behind it (among the
+//  first FPX_BATCH_SCAN) that can share its FAISS call, taken out of the
+//  queue in order; other jobs keep their places. With none to share, lead
+//  goes alone.
 static void
-s_dispatch_batch (s_broker_t *self, s_job_t *lead)
+s_dispatch_batch (s_broker_t *self, s_tenant_queue_t *queue, s_job_t *lead)
 {
     fpx_batch_t *batch = self->spare_batches [self->nspare - 1];
     batch->tenant_id = lead->envelope.tenant_id;
     batch->count = 1;                   //  items [0] is the lead's, filled last
+    uint32_t worker = self->free_workers [self->nfree - 1];
+    s_running_t *running = &self->running [worker];
     size_t bytes = zmq_msg_size (&lead->frames [3]);
-    s_job_t **link = &self->head, *last = NULL;
+    s_job_t **link = &queue->head, *last = NULL;
     int scanned = 0;
     while (*link && batch->count < FPX_BATCH_MAX && scanned++ < FPX_BATCH_SCAN) {
         s_job_t *job = *link;
         size_t size = job->nframes == 4 ? zmq_msg_size (&job->frames [3]) : 0;
         if (s_asks_same (job, batch->tenant_id, &lead->frames [2])
-        &&  bytes + size <= FPX_BATCH_BYTES) {
+        &&  bytes + size <= FPX_BATCH_BYTES && !s_unread_over (self, job->conn)) {
             bytes += size;
             *link = job->next;
             self->queued--;
+            running->conns [batch->count] = job->conn;
             s_batch_take (batch, batch->count++, job);
         }
         else {
@@ -361,14 +491,17 @@ s_dispatch_batch (s_broker_t *self, s_job_t *lead)
     //  The tail was taken only if the scan reached the end: the last job
     //  kept is the tail then (none: the queue is empty).
     if (!*link)
-        self->tail = last;
+        queue->tail = last;
     if (batch->count == 1) {
         s_dispatch (self, lead);
         return;
     }
+    self->nfree--;
     self->nspare--;
+    running->tenant = batch->tenant_id;
+    running->count = batch->count;
+    running->conns [0] = lead->conn;
     s_batch_take (batch, 0, lead);
-    uint32_t worker = self->free_workers [--self->nfree];
     fpx_envelope_t envelope = { .kind = FPX_JOB_BATCH, .tenant_id = batch->tenant_id,
                                 .batch = batch };
     atomic_store_explicit (&batch->at_worker, 1, memory_order_release);
@@ -378,19 +511,58 @@ s_dispatch_batch (s_broker_t *self, s_job_t *lead)
     s_send_frames (self->backend, head, 2);
 }
 
+//  Answers a request the broker will not run; takes ownership of job.
+static void s_refuse (s_broker_t *self, s_job_t *job, int status, const char *error);
+
+//  A request of a peer that has not read its replies: not run.
+static void
+s_refuse_unread (s_broker_t *self, s_job_t *job)
+{
+    char text [160];
+    snprintf (text, sizeof text, "this connection has not read %zu MiB of replies "
+              "(--max-conn-unread-mb %zu); the request did not run",
+              atomic_load (&job->conn->unread->bytes) >> 20,
+              self->server->config.max_conn_unread >> 20);
+    s_refuse (self, job, FPX_EBUSY, text);
+}
+
+//  Whether job waited in its queue past its deadline (answered if so).
+static bool
+s_expired (s_broker_t *self, s_job_t *job)
+{
+    if (job->envelope.deadline <= 0 || self->now < job->envelope.deadline)
+        return false;
+    char text [160];
+    snprintf (text, sizeof text, "deadline of %lld ms passed before the request started; "
+              "it did not run", (long long) job->envelope.deadline_ms);
+    s_refuse (self, job, FPX_ETIMEDOUT, text);
+    return true;
+}
+
+//  While a worker is free: the next tenant in the ring gets its oldest
+//  job run (with the searches that can share its call), then goes to the
+//  back of the ring if it has more.
 static void
 s_dispatch_queued (s_broker_t *self)
 {
-    while (self->nfree > 0 && self->head) {
-        s_job_t *job = self->head;
-        self->head = job->next;
-        if (!self->head)
-            self->tail = NULL;
+    while (self->nfree > 0 && self->ring_count > 0) {
+        uint32_t index = s_ring_pop (self);
+        s_tenant_queue_t *queue = &self->queues [index];
+        s_job_t *job = queue->head;
+        queue->head = job->next;
+        if (!queue->head)
+            queue->tail = NULL;
         self->queued--;
-        if (self->nspare > 0 && s_batchable (job))
-            s_dispatch_batch (self, job);
+        if (s_expired (self, job))
+            ;
+        else if (job->envelope.kind == FPX_JOB_REQUEST && s_unread_over (self, job->conn))
+            s_refuse_unread (self, job);
+        else if (self->nspare > 0 && s_batchable (job))
+            s_dispatch_batch (self, queue, job);
         else
             s_dispatch (self, job);
+        if (queue->head)
+            s_ring_push (self, index);
     }
 }
 
@@ -412,6 +584,75 @@ s_authenticate (s_broker_t *self, const char *key)
             tenant = (int) config->keys [i].tenant_id;
     }
     return tenant;
+}
+
+static void
+s_refuse (s_broker_t *self, s_job_t *job, int status, const char *error)
+{
+    fpx_header_t header;
+    fpx_header_decode_request (&header, zmq_msg_data (&job->frames [1]),
+                               zmq_msg_size (&job->frames [1]));
+    s_reply (self, &job->frames [0], &header, status, error);
+    if (job->envelope.kind == FPX_JOB_REQUEST)
+        s_request_done (self, job->envelope.tenant_id, job->conn);
+    s_close_frames (job->frames, job->nframes);
+    free (job);
+}
+
+//  Resident size, read at most every FPX_RSS_PERIOD.
+static size_t
+s_rss (s_broker_t *self)
+{
+    if (self->now - self->rss_at >= FPX_RSS_PERIOD) {
+        self->rss = fpx_limits_rss ();
+        self->rss_at = self->now;
+    }
+    return self->rss;
+}
+
+//  The limits on an authenticated request other than ping, before it
+//  has a connection: the queues, the tenant's max_inflight, the server's
+//  memory. Returns 0 or a status with its message in text.
+static int
+s_check_load (s_broker_t *self, uint32_t tenant, int opcode, char *text, size_t size)
+{
+    const fpx_config_t *config = &self->server->config;
+    const fpx_tenant_limits_t *limits = &config->tenant_limits [tenant];
+    if (self->queued >= config->max_queue + (size_t) self->nfree) {
+        snprintf (text, size, "request queue is full (--max-queue %zu)", config->max_queue);
+        return FPX_EBUSY;
+    }
+    if (limits->max_inflight && self->queues [tenant].inflight >= (size_t) limits->max_inflight) {
+        snprintf (text, size, "tenant '%s' has %zu requests queued or running: max_inflight = %lld "
+                  "(--tenant-limits / --default-tenant-limits)", config->tenants [tenant],
+                  self->queues [tenant].inflight, (long long) limits->max_inflight);
+        return FPX_EBUSY;
+    }
+    if (config->max_memory && fpx_limits_grows (opcode) && s_rss (self) >= config->max_memory) {
+        snprintf (text, size, "server memory limit reached: %zu MiB resident, --max-memory-mb %zu",
+                  self->rss >> 20, config->max_memory >> 20);
+        return FPX_ENOMEM;
+    }
+    return 0;
+}
+
+//  The limits of one connection: requests in flight, unread replies.
+static int
+s_check_conn (s_broker_t *self, s_conn_t *conn, char *text, size_t size)
+{
+    const fpx_config_t *config = &self->server->config;
+    if (conn->inflight >= config->max_conn_inflight) {
+        snprintf (text, size, "this connection has %zu requests in flight "
+                  "(--max-conn-inflight %zu)", conn->inflight, config->max_conn_inflight);
+        return FPX_EBUSY;
+    }
+    size_t unread = atomic_load_explicit (&conn->unread->bytes, memory_order_relaxed);
+    if (unread >= config->max_conn_unread) {
+        snprintf (text, size, "this connection has not read %zu MiB of replies "
+                  "(--max-conn-unread-mb %zu)", unread >> 20, config->max_conn_unread >> 20);
+        return FPX_EBUSY;
+    }
+    return 0;
 }
 
 //  Checks one request read into job->frames and forwards, answers or
@@ -452,8 +693,9 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total)
             rc = FPX_EPROTO, error = "missing parameters frame";
         else if (self->stopping)
             rc = FPX_ESHUTDOWN, error = "server is shutting down";
-        else if (self->queued >= self->server->config.max_queue + (size_t) self->nfree)
-            rc = FPX_EBUSY, error = "request queue is full";
+        else if (header.opcode != FPX_OP_PING
+             &&  (rc = s_check_load (self, (uint32_t) tenant, header.opcode, text, sizeof text)))
+            error = text;
         job->envelope.tenant_id = (uint32_t) (tenant < 0 ? 0 : tenant);
     }
     if (rc || header.opcode == FPX_OP_PING) {
@@ -469,11 +711,22 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total)
         free (job);
         return;
     }
+    if ((rc = s_check_conn (self, conn, text, sizeof text))) {
+        s_reply (self, rid, &header, rc, text);
+        s_close_frames (job->frames, job->nframes);
+        free (job);
+        return;
+    }
     if (header.opcode == FPX_OP_CREATE || header.opcode == FPX_OP_DESERIALIZE)
         conn->may_own = true;
+    int64_t deadline_ms = self->server->config.tenant_limits [job->envelope.tenant_id].deadline_ms;
     job->envelope.kind = FPX_JOB_REQUEST;
     job->envelope.conn_id = conn->conn_id;
+    job->envelope.deadline_ms = deadline_ms;
+    job->envelope.deadline = deadline_ms ? self->now + (double) deadline_ms * 1e-3 : 0;
     job->opcode = header.opcode;
+    job->conn = conn;
+    job->arrived = self->now;
     s_enqueue (self, job);
 }
 
@@ -515,6 +768,49 @@ s_frontend_read_one (s_broker_t *self)
 
 // ---- backend ---------------------------------------------------------------
 
+//  A tracked reply frame: the worker's frame, kept alive while libzmq
+//  holds the copy-free wrapper sent in its place.
+typedef struct {
+    zmq_msg_t original;
+    s_unread_t *unread;
+    size_t size;
+} s_tracked_t;
+
+//  libzmq's I/O thread: the frame was written to the socket or dropped.
+static void
+s_tracked_free (void *data, void *hint)
+{
+    (void) data;
+    s_tracked_t *tracked = hint;
+    atomic_fetch_sub (&tracked->unread->bytes, tracked->size);
+    s_unread_release (tracked->unread);
+    zmq_msg_close (&tracked->original);
+    free (tracked);
+}
+
+//  Sends a reply to conn's peer, counting its large frames as unread
+//  until libzmq lets go of them (no copy: the wrapper points into the
+//  worker's frame). Small frames are bounded by the send high-water mark.
+static void
+s_send_reply (s_broker_t *self, s_conn_t *conn, zmq_msg_t *frames, int count)
+{
+    for (int i = 1; conn && i < count; i++) {
+        size_t size = zmq_msg_size (&frames [i]);
+        s_tracked_t *tracked = size >= FPX_UNREAD_TRACKED ? malloc (sizeof *tracked) : NULL;
+        if (!tracked)
+            continue;
+        zmq_msg_init (&tracked->original);
+        zmq_msg_move (&tracked->original, &frames [i]);
+        tracked->unread = conn->unread;
+        tracked->size = size;
+        atomic_fetch_add (&conn->unread->refs, 1);
+        atomic_fetch_add (&conn->unread->bytes, size);
+        zmq_msg_init_data (&frames [i], zmq_msg_data (&tracked->original), size,
+                           s_tracked_free, tracked);
+    }
+    s_send_frames (self->frontend, frames, count);
+}
+
 //  A worker message: [worker id] then either one empty frame (ready) or a
 //  reply for the frontend [routing id][header][result][arrays…].
 static bool
@@ -537,9 +833,13 @@ s_backend_read_one (s_broker_t *self)
             zmq_msg_close (&frames [count]);     //  cannot happen: workers are ours
     }
     uint32_t worker;
+    s_running_t *running = NULL;
     if (zmq_msg_size (&frames [0]) == sizeof worker) {
         memcpy (&worker, zmq_msg_data (&frames [0]), sizeof worker);
-        self->free_workers [self->nfree++] = worker;
+        if (worker < (uint32_t) self->server->config.workers) {
+            self->free_workers [self->nfree++] = worker;
+            running = &self->running [worker];
+        }
     }
     zmq_msg_close (&frames [0]);
     fpx_batch_t *batch;
@@ -549,13 +849,19 @@ s_backend_read_one (s_broker_t *self)
         zmq_msg_close (&frames [1]);
         (void) atomic_load_explicit (&batch->at_worker, memory_order_acquire);
         for (int i = 0; i < batch->count; i++)
-            s_send_frames (self->frontend, batch->items [i].reply, batch->items [i].nreply);
+            s_send_reply (self, running && i < running->count ? running->conns [i] : NULL,
+                          batch->items [i].reply, batch->items [i].nreply);
         self->spare_batches [self->nspare++] = batch;
     }
     else if (count > 2)
-        s_send_frames (self->frontend, frames + 1, count - 1);
+        s_send_reply (self, running && running->count ? running->conns [0] : NULL,
+                      frames + 1, count - 1);
     else
         s_close_frames (frames + 1, count - 1);
+    for (int i = 0; running && i < running->count; i++)
+        s_request_done (self, running->tenant, running->conns [i]);
+    if (running)
+        running->count = 0;
     return true;
 }
 
@@ -574,14 +880,27 @@ s_setup (s_broker_t *self)
     for (int i = 0; self->spare_batches && i < config->workers; i++)
         if ((self->spare_batches [i] = calloc (1, sizeof (fpx_batch_t))))
             self->nspare++;
+    self->nqueues = (size_t) config->ntenants + 1;
+    self->queues = calloc (self->nqueues, sizeof *self->queues);
+    self->ring = calloc (self->nqueues, sizeof *self->ring);
+    self->running = calloc ((size_t) config->workers, sizeof *self->running);
+    if (!self->queues || !self->ring || !self->running)
+        return -1;
     self->nconn_buckets = 4096;
     self->conns = calloc (self->nconn_buckets, sizeof *self->conns);
     self->next_conn_id = 1;
     if (!self->frontend || !self->backend || !self->monitor || !self->free_workers || !self->conns
     ||  self->nspare < config->workers)
         return -1;
-    int zero = 0, heartbeat = 5000, heartbeat_timeout = 15000;
+    int zero = 0, heartbeat = 5000, heartbeat_timeout = 15000, handshake = 10000;
+    //  Room for every reply in flight plus refusals (small) to a peer
+    //  that does not read; beyond it the ROUTER drops them.
+    int send_hwm = (int) config->max_conn_inflight + FPX_REFUSALS_HWM;
+    int receive_hwm = FPX_RECEIVE_HWM;
     int64_t max_frame = (int64_t) config->max_message * 2;
+    zmq_setsockopt (self->frontend, ZMQ_SNDHWM, &send_hwm, sizeof send_hwm);
+    zmq_setsockopt (self->frontend, ZMQ_RCVHWM, &receive_hwm, sizeof receive_hwm);
+    zmq_setsockopt (self->frontend, ZMQ_HANDSHAKE_IVL, &handshake, sizeof handshake);
     zmq_setsockopt (self->frontend, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt (self->frontend, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame);
     zmq_setsockopt (self->frontend, ZMQ_HEARTBEAT_IVL, &heartbeat, sizeof heartbeat);
@@ -612,17 +931,23 @@ s_teardown (s_broker_t *self)
         s_msg_from (&head [1], &stop, sizeof stop);
         s_send_frames (self->backend, head, 2);
     }
-    while (self->head) {
-        s_job_t *job = self->head;
-        self->head = job->next;
-        s_close_frames (job->frames, job->nframes);
-        free (job);
-    }
+    for (size_t q = 0; self->queues && q < self->nqueues; q++)
+        while (self->queues [q].head) {
+            s_job_t *job = self->queues [q].head;
+            self->queues [q].head = job->next;
+            if (job->envelope.kind == FPX_JOB_REQUEST)
+                s_request_done (self, job->envelope.tenant_id, job->conn);
+            s_close_frames (job->frames, job->nframes);
+            free (job);
+        }
     for (size_t b = 0; self->conns && b < self->nconn_buckets; b++)
         while (self->conns [b]) {
             s_conn_t *conn = self->conns [b];
             self->conns [b] = conn->next;
-            free (conn);
+            if (conn->inflight)
+                conn->gone = true;
+            else
+                s_conn_free (conn);
         }
     if (self->frontend)
         zmq_socket_monitor (self->frontend, NULL, 0);
@@ -631,6 +956,9 @@ s_teardown (s_broker_t *self)
     zmq_close (self->backend);
     free (self->conns);
     free (self->conn_by_fd);
+    free (self->queues);
+    free (self->ring);
+    free (self->running);
     free (self->free_workers);
     for (int i = 0; i < self->nspare; i++)
         free (self->spare_batches [i]);
@@ -647,7 +975,7 @@ fpx_broker_run (fpx_server_t *server, int signal_fd)
             fpx_log (FPX_LOG_INFO, "listening on %s", server->config.binds [i]);
         int workers = server->config.workers;
         //  Stop once asked to and every worker is back, all queued work done.
-        while (!(self.stopping && self.nfree == workers && !self.head)) {
+        while (!(self.stopping && self.nfree == workers && !self.queued)) {
             zmq_pollitem_t items [] = {
                 { self.frontend, 0, ZMQ_POLLIN, 0 },
                 { self.backend, 0, ZMQ_POLLIN, 0 },
@@ -661,6 +989,7 @@ fpx_broker_run (fpx_server_t *server, int signal_fd)
                 rc = -1;
                 break;
             }
+            self.now = fpx_monotonic_seconds ();
             if (items [1].revents & ZMQ_POLLIN)
                 for (int i = 0; i < FPX_READS_PER_WAKE && s_backend_read_one (&self); i++)
                     ;

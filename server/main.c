@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "faiss_shim.h"
+#include "interrupt.h"
+#include "tenant_limits.h"
 #include "runtime.h"
 #include "server.h"
 #include "storage.h"
@@ -49,6 +51,19 @@ s_usage (FILE *out)
 "  --spin-us N          after each message, look for the next one for N µs\n"
 "                       before sleeping (0 - 100000, default 0: sleep at once)\n"
 "  --log-level LEVEL    error, warn, info (default) or debug\n"
+"\n"
+"Limits (docs/SECURITY.md, 'Limits, quotas and fairness'):\n"
+"  --default-tenant-limits \"KEY=N,…\"  quotas of every tenant; keys:\n"
+"                       max_indexes (default %d), max_vectors (%d),\n"
+"                       max_memory_mb (%d, serialized size of its indexes),\n"
+"                       max_inflight (%d requests queued + running),\n"
+"                       deadline_ms (%d, from arrival; 0 = none); 0 = unlimited\n"
+"  --tenant-limits FILE lines 'TENANT KEY=N …' overriding the defaults\n"
+"  --max-memory-mb N    above N MiB resident, refuse requests that would grow\n"
+"                       memory with FPX_ENOMEM (default 0: no limit)\n"
+"  --max-conn-inflight N  requests in flight per connection (default 1024)\n"
+"  --max-conn-unread-mb N  reply bytes a connection has not read yet before\n"
+"                       its requests get FPX_EBUSY (default 1024)\n"
 "  --help, --version\n"
 "\n"
 "FAISS_PROXY_API_KEY in the environment adds a key for tenant 'default'.\n"
@@ -57,7 +72,9 @@ s_usage (FILE *out)
 "With no key at all, a key for tenant 'default' is generated and printed.\n"
 "Keys are 1-%d bytes; tenant names follow index-name rules.\n"
 "SIGINT/SIGTERM: stop accepting, finish the requests in flight, exit 0.\n",
-             FPX_PROTOCOL_VERSION, FPX_API_KEY_MAX);
+             FPX_PROTOCOL_VERSION, FPX_DEFAULT_MAX_INDEXES, FPX_DEFAULT_MAX_VECTORS,
+             FPX_DEFAULT_MAX_MEMORY_MB, FPX_DEFAULT_MAX_INFLIGHT, FPX_DEFAULT_DEADLINE_MS,
+             FPX_API_KEY_MAX);
 }
 
 static uint32_t
@@ -167,11 +184,15 @@ s_positive (const char *flag, const char *text, long max)
     return value;
 }
 
+static const char *s_tenant_limits_file;
+static const char *s_default_tenant_limits;
+
 static int
 s_parse (fpx_config_t *config, int argc, char **argv)
 {
     enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_LEVEL, HELP, VERSION,
-           FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US };
+           FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US,
+           TENANT_LIMITS, DEFAULT_TENANT_LIMITS, MAX_MEMORY_MB, MAX_CONN_INFLIGHT, MAX_CONN_UNREAD };
     static const struct option options [] = {
         { "bind", required_argument, NULL, BIND },
         { "workers", required_argument, NULL, WORKERS },
@@ -187,6 +208,11 @@ s_parse (fpx_config_t *config, int argc, char **argv)
         { "snapshot-log-mb", required_argument, NULL, SNAPSHOT_MB },
         { "snapshot-interval-s", required_argument, NULL, SNAPSHOT_S },
         { "spin-us", required_argument, NULL, SPIN_US },
+        { "tenant-limits", required_argument, NULL, TENANT_LIMITS },
+        { "default-tenant-limits", required_argument, NULL, DEFAULT_TENANT_LIMITS },
+        { "max-memory-mb", required_argument, NULL, MAX_MEMORY_MB },
+        { "max-conn-inflight", required_argument, NULL, MAX_CONN_INFLIGHT },
+        { "max-conn-unread-mb", required_argument, NULL, MAX_CONN_UNREAD },
         { NULL, 0, NULL, 0 }
     };
     int option;
@@ -241,6 +267,18 @@ s_parse (fpx_config_t *config, int argc, char **argv)
             case SPIN_US:
                 config->spin_us = strcmp (optarg, "0") ? (int) s_positive ("--spin-us", optarg, 100000) : 0;
                 break;
+            case TENANT_LIMITS: s_tenant_limits_file = optarg; break;
+            case DEFAULT_TENANT_LIMITS: s_default_tenant_limits = optarg; break;
+            case MAX_MEMORY_MB:
+                config->max_memory = strcmp (optarg, "0")
+                    ? (size_t) s_positive ("--max-memory-mb", optarg, 1 << 30) << 20 : 0;
+                break;
+            case MAX_CONN_INFLIGHT:
+                config->max_conn_inflight = (size_t) s_positive ("--max-conn-inflight", optarg, 1 << 24);
+                break;
+            case MAX_CONN_UNREAD:
+                config->max_conn_unread = (size_t) s_positive ("--max-conn-unread-mb", optarg, 1 << 30) << 20;
+                break;
             case HELP: s_usage (stdout); exit (0);
             case VERSION:
                 printf ("faissproxyd %s (protocol %d, FAISS %s)\n", FPX_SERVER_VERSION,
@@ -260,7 +298,7 @@ s_parse (fpx_config_t *config, int argc, char **argv)
         return -1;
     if (config->nbinds == 0)
         config->binds [config->nbinds++] = "tcp://127.0.0.1:5555";
-    return 0;
+    return fpx_limits_load (config, s_default_tenant_limits, s_tenant_limits_file);
 }
 
 int
@@ -281,6 +319,8 @@ main (int argc, char **argv)
     config->fsync = FPX_FSYNC_BATCH;
     config->snapshot_log_bytes = (uint64_t) 256 << 20;
     config->snapshot_interval_s = 300;
+    config->max_conn_inflight = 1024;
+    config->max_conn_unread = (size_t) 1024 << 20;
     if (s_parse (config, argc, argv))
         return 2;
     fpx_log_set_level (config->log_level);
@@ -309,7 +349,7 @@ main (int argc, char **argv)
     server.registry = fpx_registry_new ();
     server.started_at = fpx_monotonic_seconds ();
     server.batch_stats = calloc ((size_t) config->ntenants, sizeof *server.batch_stats);
-    if (!server.zmq_ctx || !server.registry || !server.batch_stats) {
+    if (!server.zmq_ctx || !server.registry || !server.batch_stats || fpx_limits_start (config)) {
         fprintf (stderr, "faissproxyd: cannot start: %s\n", strerror (errno));
         return 1;
     }
@@ -323,6 +363,8 @@ main (int argc, char **argv)
         fprintf (stderr, "faissproxyd: cannot start\n");
         return 1;
     }
+    fpx_limits_measure_all (server.registry);
+    fpx_interrupt_install ();
     fpx_log (FPX_LOG_INFO, "faissproxyd %s (protocol %d, FAISS %s): %d worker(s), %d tenant(s), "
              "max message %zu MiB", FPX_SERVER_VERSION, FPX_PROTOCOL_VERSION,
              fpx_shim_faiss_version (), config->workers, config->ntenants,
@@ -341,6 +383,8 @@ main (int argc, char **argv)
     free (config->keys);
     free (config->tenants);
     free (server.batch_stats);
+    fpx_limits_stop ();
+    free (config->tenant_limits);
     fpx_log (FPX_LOG_INFO, "faissproxyd: stopped");
     return 0;
 }

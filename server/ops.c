@@ -21,6 +21,7 @@
 
 #include "faiss_shim.h"
 #include "ops.h"
+#include "tenant_limits.h"
 #include "runtime.h"
 
 #define FPX_FACTORY_NUMBER_MAX (1 << 20)     //  any integer in a factory string
@@ -355,6 +356,7 @@ fpx_op_register (fpx_call_t *call, const char *name, const fpx_object_t *object)
     if (rc)
         return call->reply->status = rc;
     pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    fpx_limits_measure (entry);
     rc = fpx_op_pack_description (call, entry, false);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
@@ -413,6 +415,8 @@ fpx_op_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
     if (!rc) {
         rc = apply (call, entry, arg);
         s_log_end (&log, rc == 0);
+        if (rc == 0)
+            fpx_limits_measure (entry);
     }
     pthread_rwlock_unlock (lock);
     if (!rc)
@@ -459,6 +463,7 @@ fpx_op_register_owned (fpx_call_t *call, const char *name, const fpx_object_t *o
     if (rc)
         return fpx_reply_error (call->reply, rc, "out of memory");
     pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    fpx_limits_measure (entry);
     rc = fpx_op_pack_description (call, entry, false);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
@@ -494,8 +499,10 @@ s_op_create (fpx_call_t *call)
         return rc;
     FaissIndex *index;
     char err [FPX_ERROR_TEXT_MAX];
-    rc = fpx_shim_factory ((int) d, factory, (int) metric, FPX_CREATE_ALLOC_CAP, &index,
-                           err, sizeof err);
+    size_t cap = fpx_limits_alloc_cap (call->envelope->tenant_id, FPX_CREATE_ALLOC_CAP);
+    rc = fpx_shim_factory ((int) d, factory, (int) metric, cap, &index, err, sizeof err);
+    if (rc == FPX_ENOMEM && cap < FPX_CREATE_ALLOC_CAP)
+        return fpx_limits_cap_refused (call, cap);
     if (rc)
         return fpx_op_shim_result (call, rc, err);
     fpx_object_t object = { .index = index, .factory = factory };
@@ -652,7 +659,8 @@ s_write_vectors (fpx_call_t *call, s_write_t kind)
     const int64_t *ids = NULL;
     if (x && kind == S_ADD_WITH_IDS)
         ids = fpx_op_ids (call, 1, n);
-    if (!x || (kind == S_ADD_WITH_IDS && !ids)) {
+    if (!x || (kind == S_ADD_WITH_IDS && !ids)
+    ||  (kind != S_TRAIN && fpx_limits_check_vectors (call, n))) {
         fpx_entry_release (&entry);
         return call->reply->status;
     }
@@ -1179,10 +1187,13 @@ s_op_deserialize (fpx_call_t *call)
         return fpx_reply_error (call->reply, FPX_EINVAL, "empty index bytes");
     //  A legitimate index needs little beyond its own bytes; a forged one
     //  declaring huge arrays hits the cap instead of exhausting memory.
-    size_t cap = 4 * size + ((size_t) 256 << 20);
+    size_t wanted = 4 * size + ((size_t) 256 << 20);
+    size_t cap = fpx_limits_alloc_cap (call->envelope->tenant_id, wanted);
     FaissIndex *index;
     char err [FPX_ERROR_TEXT_MAX];
     rc = fpx_shim_deserialize (bytes, size, cap, &index, err, sizeof err);
+    if (rc == FPX_ENOMEM && cap < wanted)
+        return fpx_limits_cap_refused (call, cap);
     if (rc)
         return fpx_op_shim_result (call, rc, err);
     if (faiss_Index_d (index) < 1 || faiss_Index_d (index) > FPX_DIM_MAX) {
@@ -1236,7 +1247,9 @@ fpx_ops_execute (fpx_call_t *call)
         fpx_reply_error (call->reply, FPX_EOPCODE, "unknown opcode %u", call->header.opcode);
         return;
     }
-    int rc = op (call);
+    int rc = fpx_limits_admit (call);
+    if (!rc)
+        rc = op (call);
     if (rc && !call->reply->status)
         fpx_reply_error (call->reply, rc, "%s", fpx_strerror (rc));
     fpx_log (FPX_LOG_DEBUG, "%s -> %d", fpx_opcode_name (call->header.opcode), call->reply->status);

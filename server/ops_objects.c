@@ -19,6 +19,7 @@
 
 #include "faiss_shim.h"
 #include "ops.h"
+#include "tenant_limits.h"
 
 #define FPX_KMEANS_K_MAX     (1 << 20)
 #define FPX_KMEANS_NITER_MAX 10000
@@ -144,6 +145,7 @@ s_construct_locked (fpx_call_t *call, const char *type, const double *args, int 
     for (int i = 0; i < nrefs; i++)
         fpx_registry_adopt (refs [i], entry);
     //  The new entry is not visible to anyone else yet: no lock needed.
+    fpx_limits_measure (entry);
     rc = fpx_op_pack_description (call, entry, false);
     fpx_entry_release (&entry);
     return rc;

@@ -8,6 +8,7 @@
 
 #include "registry.h"
 #include "storage.h"
+#include "tenant_limits.h"
 
 struct fpx_registry_t {
     pthread_rwlock_t lock;
@@ -107,6 +108,7 @@ fpx_registry_adopt (fpx_entry_t *child, fpx_entry_t *root)
 {
     atomic_fetch_add (&root->refcount, 1);
     atomic_store (&child->root, root);
+    fpx_limits_entry_adopted (child);
 }
 
 void
@@ -124,6 +126,7 @@ fpx_entry_release (fpx_entry_t **entry_p)
             faiss_Index_free (entry->index);
         else if (entry->transform)
             faiss_VectorTransform_free (entry->transform);
+        fpx_limits_entry_freed (entry);
         fpx_wal_destroy (&entry->wal);
         pthread_rwlock_destroy (&entry->lock);
         free (entry);
@@ -225,6 +228,7 @@ fpx_registry_insert (fpx_registry_t *self, uint32_t tenant, const char *name,
     if (++self->count > self->nbuckets)
         s_grow (self);
     pthread_rwlock_unlock (&self->lock);
+    fpx_limits_entry_created (entry);
     *entry_p = entry;
     return 0;
 }

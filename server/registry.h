@@ -45,6 +45,8 @@ struct fpx_entry_t {
     int metric;
     struct fpx_wal_t *wal;         //  named indexes with a data directory
     char damaged [256];            //  non-empty: unusable, this is why
+    atomic_llong charged_vectors;  //  what tenant_limits.c counts for the object
+    atomic_llong charged_bytes;    //  (owners only; see tenant_limits.h)
     fpx_entry_t *next;             //  hash chain, under the registry lock
 };
 

@@ -30,6 +30,15 @@ typedef struct {
     uint32_t tenant_id;
 } fpx_key_t;
 
+/*  One tenant's quotas (tenant_limits.h); 0: unlimited.                        */
+typedef struct {
+    int64_t max_indexes;           //  named + anonymous entries
+    int64_t max_vectors;           //  ntotal over its indexes
+    int64_t max_memory_mb;         //  serialized size of its indexes
+    int64_t max_inflight;          //  requests queued + running
+    int64_t deadline_ms;           //  from arrival to answer
+} fpx_tenant_limits_t;
+
 typedef struct {
     const char *binds [FPX_MAX_BINDS];
     int nbinds;
@@ -47,6 +56,10 @@ typedef struct {
     int ntenants;
     int ncores;
     int spin_us;                   //  busy-poll before sleeping (--spin-us)
+    fpx_tenant_limits_t *tenant_limits;  //  one per tenant, owned
+    size_t max_memory;             //  resident bytes (--max-memory-mb); 0: none
+    size_t max_conn_inflight;      //  requests in flight per connection
+    size_t max_conn_unread;        //  unread reply bytes per connection
 } fpx_config_t;
 
 /*  Per-tenant counters of batched searches (see fpx_batch_t).           */
@@ -74,6 +87,8 @@ typedef struct {
     uint32_t tenant_id;
     uint64_t conn_id;
     struct fpx_batch_s *batch;     //  FPX_JOB_BATCH only
+    double deadline;               //  monotonic seconds; 0: none
+    int64_t deadline_ms;           //  the tenant's deadline_ms, for messages
 } fpx_envelope_t;
 
 /*  A batch: small searches that waited in the broker's queue for the same

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "interrupt.h"
 #include "server.h"
 
 typedef struct {
@@ -90,6 +91,29 @@ s_reply_reset (fpx_reply_t *reply)
     msgpack_sbuffer_clear (&reply->result);
 }
 
+//  Runs the call; a train or kmeans still running at the request's
+//  deadline is stopped by FAISS (interrupt.h) and answered ETIMEDOUT.
+static void
+s_execute (fpx_call_t *call)
+{
+    double deadline = call->envelope->deadline;
+    int opcode = call->header.opcode;
+    bool armed = deadline > 0 && (opcode == FPX_OP_TRAIN || opcode == FPX_OP_KMEANS);
+    if (armed)
+        fpx_interrupt_arm (deadline);
+    fpx_ops_execute (call);
+    if (!armed)
+        return;
+    fpx_interrupt_arm (0);
+    if (fpx_interrupt_fired () && call->reply->status)
+        fpx_reply_error (call->reply, FPX_ETIMEDOUT, "interrupted after %lld ms, the deadline "
+                         "(deadline_ms, --tenant-limits / --default-tenant-limits); %s",
+                         (long long) call->envelope->deadline_ms,
+                         opcode == FPX_OP_TRAIN ? "the index stays untrained, but an IVF "
+                         "index's coarse quantizer may keep partial centroids: recreate it "
+                         "before training again" : "nothing was created");
+}
+
 static void
 s_serve_request (s_worker_t *self, void *socket, zmq_msg_t *frames, int count, fpx_reply_t *reply)
 {
@@ -106,7 +130,7 @@ s_serve_request (s_worker_t *self, void *socket, zmq_msg_t *frames, int count, f
     if (fpx_params_decode (&call.params, zmq_msg_data (&frames [3]), zmq_msg_size (&frames [3])))
         fpx_reply_error (reply, FPX_EPROTO, "malformed parameters (not a bounded msgpack map)");
     else
-        fpx_ops_execute (&call);
+        s_execute (&call);
     for (int i = 0; i < call.nscratch; i++)
         free (call.scratch [i]);
     s_send_reply (socket, &frames [0], &call.header, reply);

@@ -1,0 +1,417 @@
+/*  tenant_limits.c — per-tenant quotas and the server's memory limit (tenant_limits.h).
+
+    Usage per tenant lives in atomics indexed by tenant id. An entry's
+    share (vectors, serialized bytes) is kept on the entry that owns the
+    object, so that freeing it gives back exactly what it was charged.
+    It must not block: the broker calls fpx_limits_rss too.
+*/
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "faiss_shim.h"
+#include "tenant_limits.h"
+#include "ops.h"
+
+typedef struct {
+    atomic_llong indexes;
+    atomic_llong vectors;
+    atomic_llong bytes;
+} s_usage_t;
+
+#define FPX_SMALL_RESULT  ((int64_t) 1 << 20)   //  served over --max-memory-mb
+#define FPX_RSS_PERIOD_US 5000                  //  workers' cached RSS
+
+static const fpx_config_t *s_config;
+static atomic_llong s_rss_cached, s_rss_at_us;
+static s_usage_t *s_usage;
+static int s_statm_fd = -1;
+static long s_page_size = 4096;
+
+// ---- configuration ---------------------------------------------------------------
+
+int
+fpx_limits_parse (fpx_tenant_limits_t *limits, const char *text, char *err, size_t err_size)
+{
+    static const struct { const char *key; size_t offset; } keys [] = {
+        { "max_indexes",   offsetof (fpx_tenant_limits_t, max_indexes) },
+        { "max_vectors",   offsetof (fpx_tenant_limits_t, max_vectors) },
+        { "max_memory_mb", offsetof (fpx_tenant_limits_t, max_memory_mb) },
+        { "max_inflight",  offsetof (fpx_tenant_limits_t, max_inflight) },
+        { "deadline_ms",   offsetof (fpx_tenant_limits_t, deadline_ms) },
+    };
+    const char *p = text;
+    while (*p) {
+        while (*p == ',' || isspace ((unsigned char) *p))
+            p++;
+        if (!*p)
+            break;
+        const char *key = p;
+        while (*p && *p != '=' && *p != ',' && !isspace ((unsigned char) *p))
+            p++;
+        size_t key_len = (size_t) (p - key);
+        if (*p != '=') {
+            snprintf (err, err_size, "'%.*s' is not key=value", (int) key_len, key);
+            return -1;
+        }
+        char *end;
+        errno = 0;
+        long long value = strtoll (++p, &end, 10);
+        if (errno || end == p || value < 0 || value > ((long long) 1 << 50)
+        ||  (*end && *end != ',' && !isspace ((unsigned char) *end))) {
+            snprintf (err, err_size, "'%.*s' needs a whole number >= 0", (int) key_len, key);
+            return -1;
+        }
+        p = end;
+        size_t i = 0;
+        while (i < sizeof keys / sizeof keys [0]
+           && (strlen (keys [i].key) != key_len || strncmp (keys [i].key, key, key_len)))
+            i++;
+        if (i == sizeof keys / sizeof keys [0]) {
+            snprintf (err, err_size, "unknown limit '%.*s' (max_indexes, max_vectors, "
+                      "max_memory_mb, max_inflight, deadline_ms)", (int) key_len, key);
+            return -1;
+        }
+        *(int64_t *) ((char *) limits + keys [i].offset) = value;
+    }
+    return 0;
+}
+
+static int
+s_load_file (fpx_config_t *config, const char *file)
+{
+    FILE *in = fopen (file, "r");
+    if (!in) {
+        fprintf (stderr, "faissproxyd: --tenant-limits %s: %s\n", file, strerror (errno));
+        return -1;
+    }
+    char line [1024], err [200];
+    int number = 0, rc = 0;
+    while (rc == 0 && fgets (line, sizeof line, in)) {
+        number++;
+        char *hash = strchr (line, '#');
+        if (hash)
+            *hash = 0;
+        char *p = line;
+        while (isspace ((unsigned char) *p))
+            p++;
+        if (!*p)
+            continue;
+        char *tenant = p;
+        while (*p && !isspace ((unsigned char) *p))
+            p++;
+        if (*p)
+            *p++ = 0;
+        int id = 0;
+        while (id < config->ntenants && strcmp (config->tenants [id], tenant))
+            id++;
+        if (id == config->ntenants) {
+            fprintf (stderr, "faissproxyd: %s:%d: tenant '%s' has no key; ignored\n",
+                     file, number, tenant);
+            continue;
+        }
+        if (fpx_limits_parse (&config->tenant_limits [id], p, err, sizeof err)) {
+            fprintf (stderr, "faissproxyd: %s:%d: %s\n", file, number, err);
+            rc = -1;
+        }
+    }
+    fclose (in);
+    return rc;
+}
+
+int
+fpx_limits_load (fpx_config_t *config, const char *defaults_text, const char *file)
+{
+    fpx_tenant_limits_t defaults = {
+        .max_indexes = FPX_DEFAULT_MAX_INDEXES, .max_vectors = FPX_DEFAULT_MAX_VECTORS,
+        .max_memory_mb = FPX_DEFAULT_MAX_MEMORY_MB, .max_inflight = FPX_DEFAULT_MAX_INFLIGHT,
+        .deadline_ms = FPX_DEFAULT_DEADLINE_MS,
+    };
+    char err [200];
+    if (defaults_text && fpx_limits_parse (&defaults, defaults_text, err, sizeof err)) {
+        fprintf (stderr, "faissproxyd: --default-tenant-limits: %s\n", err);
+        return -1;
+    }
+    config->tenant_limits = calloc ((size_t) config->ntenants + 1, sizeof *config->tenant_limits);
+    if (!config->tenant_limits)
+        return -1;
+    for (int i = 0; i < config->ntenants; i++)
+        config->tenant_limits [i] = defaults;
+    return file ? s_load_file (config, file) : 0;
+}
+
+int
+fpx_limits_start (const fpx_config_t *config)
+{
+    s_config = config;
+    s_usage = calloc ((size_t) config->ntenants + 1, sizeof *s_usage);
+    s_statm_fd = open ("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    long page = sysconf (_SC_PAGESIZE);
+    if (page > 0)
+        s_page_size = page;
+    return s_usage ? 0 : -1;
+}
+
+void
+fpx_limits_stop (void)
+{
+    free (s_usage);
+    s_usage = NULL;
+    if (s_statm_fd >= 0)
+        close (s_statm_fd);
+    s_statm_fd = -1;
+}
+
+size_t
+fpx_limits_rss (void)
+{
+    char text [128];
+    ssize_t size = s_statm_fd >= 0 ? pread (s_statm_fd, text, sizeof text - 1, 0) : -1;
+    if (size <= 0)
+        return 0;
+    text [size] = 0;
+    unsigned long long total, resident;
+    if (sscanf (text, "%llu %llu", &total, &resident) != 2)
+        return 0;
+    return (size_t) resident * (size_t) s_page_size;
+}
+
+//  The RSS, read at most every FPX_RSS_PERIOD_US by any worker.
+static size_t
+s_rss_recent (void)
+{
+    long long now = (long long) (fpx_monotonic_seconds () * 1e6);
+    if (now - atomic_load (&s_rss_at_us) >= FPX_RSS_PERIOD_US) {
+        atomic_store (&s_rss_cached, (long long) fpx_limits_rss ());
+        atomic_store (&s_rss_at_us, now);
+    }
+    return (size_t) atomic_load (&s_rss_cached);
+}
+
+//  Bytes a read would reply with, as far as known before it runs (0 for
+//  other opcodes): search nq·k·12, range_search at most nq·ntotal·12,
+//  reconstruct_n n·d·4.
+static int64_t
+s_read_result_bytes (fpx_call_t *call)
+{
+    int opcode = call->header.opcode;
+    if (opcode != FPX_OP_SEARCH && opcode != FPX_OP_RANGE_SEARCH && opcode != FPX_OP_RECONSTRUCT_N)
+        return 0;
+    char name [FPX_NAME_MAX + 1];
+    if (fpx_params_copy_str (&call->params, "name", name, sizeof name))
+        return 0;
+    fpx_entry_t *entry = fpx_registry_find (call->server->registry, call->envelope->tenant_id,
+                                            name, call->envelope->conn_id);
+    if (!entry)
+        return 0;
+    int64_t bytes = 0, value = 0;
+    int64_t nq = call->narrays > 0 && entry->d > 0
+               ? (int64_t) (zmq_msg_size (&call->arrays [0]) / ((size_t) entry->d * sizeof (float))) : 0;
+    if (opcode == FPX_OP_SEARCH && fpx_params_get_int (&call->params, "k", &value) == 0 && value > 0)
+        bytes = nq * value * 12;
+    else if (opcode == FPX_OP_RANGE_SEARCH && entry->index) {
+        pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+        bytes = nq * faiss_Index_ntotal (entry->index) * 12;
+        pthread_rwlock_unlock (lock);
+    }
+    else if (opcode == FPX_OP_RECONSTRUCT_N && fpx_params_get_int (&call->params, "n", &value) == 0
+         &&  value > 0)
+        bytes = value * entry->d * 4;
+    fpx_entry_release (&entry);
+    return bytes;
+}
+
+// ---- usage ---------------------------------------------------------------------
+
+static s_usage_t *
+s_usage_of (uint32_t tenant)
+{
+    return s_usage && s_config && tenant < (uint32_t) s_config->ntenants ? &s_usage [tenant] : NULL;
+}
+
+void
+fpx_limits_entry_created (fpx_entry_t *entry)
+{
+    s_usage_t *usage = s_usage_of (entry->tenant);
+    if (usage)
+        atomic_fetch_add (&usage->indexes, 1);
+}
+
+void
+fpx_limits_entry_freed (fpx_entry_t *entry)
+{
+    s_usage_t *usage = s_usage_of (entry->tenant);
+    if (!usage)
+        return;
+    atomic_fetch_sub (&usage->indexes, 1);
+    atomic_fetch_sub (&usage->vectors, atomic_exchange (&entry->charged_vectors, 0));
+    atomic_fetch_sub (&usage->bytes, atomic_exchange (&entry->charged_bytes, 0));
+}
+
+void
+fpx_limits_entry_adopted (fpx_entry_t *entry)
+{
+    s_usage_t *usage = s_usage_of (entry->tenant);
+    if (!usage)
+        return;
+    atomic_fetch_sub (&usage->vectors, atomic_exchange (&entry->charged_vectors, 0));
+    atomic_fetch_sub (&usage->bytes, atomic_exchange (&entry->charged_bytes, 0));
+}
+
+void
+fpx_limits_measure (fpx_entry_t *entry)
+{
+    fpx_entry_t *owner = fpx_entry_owner (entry);
+    s_usage_t *usage = s_usage_of (owner->tenant);
+    if (!usage || !owner->index)
+        return;
+    size_t bytes = 0;
+    char err [FPX_ERROR_TEXT_MAX];
+    if (fpx_shim_serialize (owner->index, 1, NULL, &bytes, err, sizeof err))
+        bytes = 0;
+    long long vectors = (long long) faiss_Index_ntotal (owner->index);
+    atomic_fetch_add (&usage->vectors, vectors - atomic_exchange (&owner->charged_vectors, vectors));
+    atomic_fetch_add (&usage->bytes,
+                      (long long) bytes - atomic_exchange (&owner->charged_bytes, (long long) bytes));
+}
+
+void
+fpx_limits_measure_all (fpx_registry_t *registry)
+{
+    fpx_entry_t **entries;
+    long count = fpx_registry_named (registry, &entries);
+    for (long i = 0; i < count; i++) {
+        pthread_rwlock_t *lock = fpx_entry_lock (entries [i], false);
+        fpx_limits_measure (entries [i]);
+        pthread_rwlock_unlock (lock);
+        fpx_entry_release (&entries [i]);
+    }
+    if (count >= 0)
+        free (entries);
+}
+
+// ---- checks --------------------------------------------------------------------
+
+bool
+fpx_limits_grows (int opcode)
+{
+    switch (opcode) {
+        case FPX_OP_CREATE: case FPX_OP_TRAIN: case FPX_OP_ADD: case FPX_OP_ADD_WITH_IDS:
+        case FPX_OP_DESERIALIZE: case FPX_OP_CONSTRUCT: case FPX_OP_CLONE:
+        case FPX_OP_KMEANS: case FPX_OP_SUBOBJECT: case FPX_OP_SET_DIRECT_MAP:
+            return true;
+    }
+    return false;
+}
+
+static bool
+s_makes_entry (int opcode)
+{
+    return opcode == FPX_OP_CREATE || opcode == FPX_OP_DESERIALIZE || opcode == FPX_OP_CONSTRUCT
+        || opcode == FPX_OP_CLONE || opcode == FPX_OP_SUBOBJECT;
+}
+
+int
+fpx_limits_admit (fpx_call_t *call)
+{
+    int opcode = call->header.opcode;
+    const fpx_config_t *config = &call->server->config;
+    if (!fpx_limits_grows (opcode)) {
+        //  Over the server's limit, reads are served while their results
+        //  are small.
+        if (!config->max_memory || s_rss_recent () < config->max_memory)
+            return 0;
+        int64_t bytes = s_read_result_bytes (call);
+        if (bytes <= FPX_SMALL_RESULT)
+            return 0;
+        return fpx_reply_error (call->reply, FPX_ENOMEM, "server memory limit reached "
+                                "(--max-memory-mb %zu): only results under %lld MiB are served, "
+                                "this one may need %lld MiB", config->max_memory >> 20,
+                                (long long) (FPX_SMALL_RESULT >> 20), (long long) (bytes >> 20));
+    }
+    uint32_t tenant = call->envelope->tenant_id;
+    s_usage_t *usage = s_usage_of (tenant);
+    if (config->max_memory) {
+        size_t rss = fpx_limits_rss ();
+        if (rss >= config->max_memory)
+            return fpx_reply_error (call->reply, FPX_ENOMEM, "server memory limit reached: "
+                                    "%zu MiB resident, --max-memory-mb %zu",
+                                    rss >> 20, config->max_memory >> 20);
+    }
+    if (!usage || !config->tenant_limits)
+        return 0;
+    const fpx_tenant_limits_t *limits = &config->tenant_limits [tenant];
+    long long indexes = atomic_load (&usage->indexes);
+    if (s_makes_entry (opcode) && limits->max_indexes && indexes >= limits->max_indexes)
+        return fpx_reply_error (call->reply, FPX_EQUOTA, "tenant '%s' has %lld indexes: "
+                                "max_indexes = %lld (--tenant-limits / --default-tenant-limits)",
+                                config->tenants [tenant], indexes, (long long) limits->max_indexes);
+    long long bytes = atomic_load (&usage->bytes);
+    if (limits->max_memory_mb && bytes >= (long long) limits->max_memory_mb << 20)
+        return fpx_reply_error (call->reply, FPX_EQUOTA, "tenant '%s' indexes hold %lld MiB: "
+                                "max_memory_mb = %lld (--tenant-limits / --default-tenant-limits)",
+                                config->tenants [tenant], bytes >> 20,
+                                (long long) limits->max_memory_mb);
+    return 0;
+}
+
+int
+fpx_limits_check_vectors (fpx_call_t *call, int64_t n)
+{
+    const fpx_config_t *config = &call->server->config;
+    uint32_t tenant = call->envelope->tenant_id;
+    s_usage_t *usage = s_usage_of (tenant);
+    if (!usage || !config->tenant_limits || !config->tenant_limits [tenant].max_vectors)
+        return 0;
+    long long limit = (long long) config->tenant_limits [tenant].max_vectors;
+    long long vectors = atomic_load (&usage->vectors);
+    if (vectors + n > limit)
+        return fpx_reply_error (call->reply, FPX_EQUOTA, "tenant '%s' holds %lld vectors, adding "
+                                "%lld would pass max_vectors = %lld (--tenant-limits / "
+                                "--default-tenant-limits)", config->tenants [tenant], vectors,
+                                (long long) n, limit);
+    return 0;
+}
+
+size_t
+fpx_limits_alloc_cap (uint32_t tenant, size_t cap)
+{
+    s_usage_t *usage = s_usage_of (tenant);
+    if (usage && s_config->tenant_limits && s_config->tenant_limits [tenant].max_memory_mb) {
+        long long left = ((long long) s_config->tenant_limits [tenant].max_memory_mb << 20)
+                       - atomic_load (&usage->bytes);
+        if (left < (long long) cap)
+            cap = left > 0 ? (size_t) left : 0;
+    }
+    if (s_config && s_config->max_memory) {
+        size_t rss = fpx_limits_rss ();
+        size_t left = rss < s_config->max_memory ? s_config->max_memory - rss : 0;
+        if (left < cap)
+            cap = left;
+    }
+    return cap;
+}
+
+int
+fpx_limits_cap_refused (fpx_call_t *call, size_t cap)
+{
+    const fpx_config_t *config = &call->server->config;
+    uint32_t tenant = call->envelope->tenant_id;
+    size_t server_left = (size_t) -1;
+    if (config->max_memory) {
+        size_t rss = fpx_limits_rss ();
+        server_left = rss < config->max_memory ? config->max_memory - rss : 0;
+    }
+    if (server_left <= cap)
+        return fpx_reply_error (call->reply, FPX_ENOMEM, "server memory limit reached: this "
+                                "would need more than the %zu MiB left under --max-memory-mb %zu",
+                                cap >> 20, config->max_memory >> 20);
+    return fpx_reply_error (call->reply, FPX_EQUOTA, "tenant '%s': this would need more than the "
+                            "%zu MiB left of max_memory_mb = %lld (--tenant-limits / "
+                            "--default-tenant-limits)", config->tenants [tenant], cap >> 20,
+                            (long long) config->tenant_limits [tenant].max_memory_mb);
+}

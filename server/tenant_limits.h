@@ -1,0 +1,83 @@
+/*  tenant_limits.h — per-tenant quotas and the server's memory limit.
+
+    Quotas (--tenant-limits FILE, --default-tenant-limits "k=v,…"):
+    max_indexes, max_vectors, max_memory_mb, max_inflight, deadline_ms; 0
+    means unlimited. Usage is counted here: the registry reports each entry
+    it creates and frees, and the ops re-measure an index (its serialized
+    size, FAISS's own count of what the index holds) after every call that
+    changes it. Workers check a request that would grow memory before it
+    runs; the broker enforces max_inflight and deadline_ms itself.
+
+    The server limit (--max-memory-mb) is the process's resident size,
+    read from /proc/self/statm.
+
+    Thread-safe: the limits are read-only once loaded; usage is atomic.
+    A quota is checked when a request starts, so requests running at the
+    same time in the same tenant may pass it by what each adds.
+*/
+#ifndef FPX_TENANT_LIMITS_H_INCLUDED
+#define FPX_TENANT_LIMITS_H_INCLUDED
+
+#include "server.h"
+
+//  The defaults, written down in docs/SECURITY.md.
+#define FPX_DEFAULT_MAX_INDEXES     1000
+#define FPX_DEFAULT_MAX_VECTORS     100000000       //  1e8
+#define FPX_DEFAULT_MAX_MEMORY_MB   4096
+#define FPX_DEFAULT_MAX_INFLIGHT    4096
+#define FPX_DEFAULT_DEADLINE_MS     600000          //  10 minutes
+
+/*  Parses "key=value" pairs separated by ',' or blanks into limits
+    (keys not named keep their value). Returns 0, or -1 with err set.    */
+int fpx_limits_parse (fpx_tenant_limits_t *limits, const char *text, char *err, size_t err_size);
+
+/*  Builds config->tenant_limits (one per tenant, owned by config): the
+    defaults, then defaults_text, then the lines of file that name a
+    tenant ("TENANT key=value …", '#' comments). Either may be NULL.
+    Returns 0, or -1 with a message on stderr.                           */
+int fpx_limits_load (fpx_config_t *config, const char *defaults_text, const char *file);
+
+/*  Starts usage counting for config's tenants (config must outlive it).
+    fpx_limits_stop frees it.                                            */
+int fpx_limits_start (const fpx_config_t *config);
+void fpx_limits_stop (void);
+
+/*  Resident set size of this process in bytes (0 if unknown).           */
+size_t fpx_limits_rss (void);
+
+/*  The registry's calls: an entry was created / is being freed.         */
+void fpx_limits_entry_created (fpx_entry_t *entry);
+void fpx_limits_entry_freed (fpx_entry_t *entry);
+
+/*  entry's object now lives in another entry's: what it was charged goes
+    (the owner is measured with it inside).                             */
+void fpx_limits_entry_adopted (fpx_entry_t *entry);
+
+/*  Re-measures the object of entry's owner (vectors and serialized
+    bytes) and moves the tenant's usage by the difference. The caller
+    holds the owner's lock (shared or exclusive).                        */
+void fpx_limits_measure (fpx_entry_t *entry);
+
+/*  Re-measures every named entry (after the data directory was loaded). */
+void fpx_limits_measure_all (fpx_registry_t *registry);
+
+/*  Before a request runs: refuses one that would grow memory while its
+    tenant is at a quota, or the server at --max-memory-mb. Returns 0 or
+    the error (reply filled).                                            */
+int fpx_limits_admit (fpx_call_t *call);
+
+/*  Refuses adding n vectors past the tenant's max_vectors.              */
+int fpx_limits_check_vectors (fpx_call_t *call, int64_t n);
+
+/*  cap lowered to what the tenant's max_memory_mb and the server's
+    --max-memory-mb still allow.                                         */
+size_t fpx_limits_alloc_cap (uint32_t tenant, size_t cap);
+
+/*  The reply for an allocation that hit a cap fpx_limits_alloc_cap had
+    lowered: which limit, and its flag. Returns the error.               */
+int fpx_limits_cap_refused (fpx_call_t *call, size_t cap);
+
+/*  Whether a request with this opcode may grow the server's memory.     */
+bool fpx_limits_grows (int opcode);
+
+#endif

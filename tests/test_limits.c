@@ -1,0 +1,630 @@
+/*  test_limits.c — quotas per tenant, fairness between tenants, deadlines,
+    limits per connection and the server's memory limit.
+
+    Four servers, each started with the limits its tests need:
+    - quotas: max_indexes, max_vectors and max_memory_mb refuse with
+      FPX_EQUOTA and a message naming the limit; a drop frees a slot; the
+      memory quota stops anonymous PQ indexes before the server's resident
+      size passes the quota plus a stated slack;
+    - fairness: alice holds two workers with long k-means and floods her
+      queue with slow searches; she gets FPX_EBUSY past max_inflight, while
+      bob's ping and small searches are answered promptly and never EBUSY;
+      her k-means is stopped at her deadline (FPX_ETIMEDOUT);
+    - deadlines and connections (one worker): a train past the deadline is
+      interrupted, requests queued behind it answer "did not run", and one
+      connection gets FPX_EBUSY past --max-conn-inflight;
+    - memory: --max-memory-mb refuses growth with FPX_ENOMEM while reads
+      go on; a peer that never reads its replies stops being served once
+      --max-conn-unread-mb of them wait, and the server's RSS stays
+      bounded; a frame over the per-frame cap costs the server nothing.
+*/
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fpx_test.h"
+
+#define SMALL_D  8
+
+static fpx_test_server_t s_server;
+
+/* ---- helpers -------------------------------------------------------------------- */
+
+static bool
+s_message_has (fpx_client_t *client, const char *text)
+{
+    const char *message = fpx_client_errmsg (client);
+    return CHECK (message && strstr (message, text), "message '%s' lacks '%s'",
+                  message ? message : "(null)", text);
+}
+
+//  A raw search request (not batchable when nq·d·4 > 64 KiB).
+static int
+s_raw_search_send (fpx_raw_t *raw, const char *key, const char *name, int k,
+                   const float *x, size_t nq, int d)
+{
+    uint8_t header [FPX_REQUEST_HEADER_SIZE];
+    fpx_raw_header (header, FPX_OP_SEARCH, ++raw->next_id, key);
+    fpx_mp_t mp;
+    fpx_mp_init (&mp);
+    msgpack_pack_map (&mp.pk, 2);
+    fpx_pack_kv_str (&mp.pk, "name", name);
+    fpx_pack_kv_int (&mp.pk, "k", k);
+    const void *frames [] = { header, mp.buf.data, x };
+    size_t sizes [] = { sizeof header, mp.buf.size, nq * (size_t) d * sizeof (float) };
+    int rc = fpx_raw_send (raw, 3, frames, sizes);
+    fpx_mp_free (&mp);
+    return rc;
+}
+
+static long
+s_rss_mb (void)
+{
+    long kb = fpx_test_server_rss_kb (&s_server);
+    return kb < 0 ? -1 : kb >> 10;
+}
+
+/* ---- quotas ------------------------------------------------------------------------ */
+
+static void
+test_max_indexes (void *arg)
+{
+    (void) arg;
+    fpx_client_t *client = fpx_test_client (&s_server, fpx_test_key_a);
+    REQUIRE (client, "client");
+    char name [32];
+    for (int i = 0; i < 4; i++) {
+        snprintf (name, sizeof name, "q%d", i);
+        CHECK_OK (client, fpx_index_create (client, name, SMALL_D, "Flat", 0, NULL));
+    }
+    //  Anonymous indexes count too: the fifth slot.
+    fpx_index_info_t info;
+    CHECK_OK (client, fpx_index_create (client, NULL, SMALL_D, "Flat", 0, &info));
+    CHECK_RC (client, fpx_index_create (client, "q4", SMALL_D, "Flat", 0, NULL), FPX_EQUOTA);
+    s_message_has (client, "max_indexes = 5");
+    s_message_has (client, "--tenant-limits");
+    CHECK_RC (client, fpx_index_create (client, NULL, SMALL_D, "Flat", 0, NULL), FPX_EQUOTA);
+    //  Another tenant has its own count.
+    fpx_client_t *bob = fpx_test_client (&s_server, fpx_test_key_b);
+    if (CHECK (bob, "bob's client")) {
+        CHECK_OK (bob, fpx_index_create (bob, "b0", SMALL_D, "Flat", 0, NULL));
+        CHECK_OK (bob, fpx_index_drop (bob, "b0"));
+    }
+    fpx_client_destroy (&bob);
+    //  A drop frees a slot.
+    CHECK_OK (client, fpx_index_drop (client, "q3"));
+    CHECK_OK (client, fpx_index_create (client, "q4", SMALL_D, "Flat", 0, NULL));
+    for (int i = 0; i < 5; i++) {
+        snprintf (name, sizeof name, "q%d", i);
+        fpx_index_drop (client, name);
+    }
+    fpx_client_destroy (&client);
+}
+
+static void
+test_max_vectors (void *arg)
+{
+    (void) arg;
+    fpx_client_t *client = fpx_test_client (&s_server, fpx_test_key_a);
+    REQUIRE (client, "client");
+    REQUIRE_OK (client, fpx_index_create (client, "v", SMALL_D, "Flat", 0, NULL));
+    float *x = fpx_data_uniform (3, 1500, SMALL_D);
+    CHECK_OK (client, fpx_add (client, "v", 600, SMALL_D, x, NULL));
+    CHECK_OK (client, fpx_add (client, "v", 400, SMALL_D, x, NULL));
+    CHECK_RC (client, fpx_add (client, "v", 1, SMALL_D, x, NULL), FPX_EQUOTA);
+    s_message_has (client, "max_vectors = 1000");
+    fpx_index_info_t info;
+    if (CHECK_OK (client, fpx_index_open (client, "v", &info)))
+        CHECK_EQ (info.ntotal, 1000);
+    //  Removing vectors gives them back.
+    int64_t removed = 0;
+    CHECK_OK (client, fpx_remove_range (client, "v", 0, 500, &removed));
+    CHECK_OK (client, fpx_add (client, "v", 500, SMALL_D, x, NULL));
+    CHECK_OK (client, fpx_index_drop (client, "v"));
+    free (x);
+    fpx_client_destroy (&client);
+}
+
+//  Anonymous PQ500x16 indexes of d = 500: 131 MB of centroids each.
+#define PQ_D        500
+#define PQ_FACTORY  "PQ500x16"
+#define PQ_MB       131
+#define QUOTA_MB    300
+
+static void
+test_max_memory (void *arg)
+{
+    (void) arg;
+    fpx_client_t *client = fpx_test_client (&s_server, fpx_test_key_b);
+    REQUIRE (client, "client");
+    long before = s_rss_mb ();
+    int created = 0, rc = 0;
+    for (int i = 0; i < 8 && rc == 0; i++) {
+        rc = fpx_index_create (client, NULL, PQ_D, PQ_FACTORY, 0, NULL);
+        if (rc == 0)
+            created++;
+    }
+    long after = s_rss_mb ();
+    CHECK_EQ (created, QUOTA_MB / PQ_MB);
+    CHECK_EQ (rc, FPX_EQUOTA);
+    if (rc == FPX_EQUOTA)
+        s_message_has (client, "max_memory_mb = 300");
+    //  Bound: the quota plus one index refused while it was being built
+    //  (FAISS allocates before the cap stops it) plus 100 MB of slack.
+    CHECK (after - before < QUOTA_MB + PQ_MB + 100, "RSS grew by %ld MB (quota %d MB)",
+           after - before, QUOTA_MB);
+    //  Reads still work, and closing the connection frees the quota.
+    CHECK_OK (client, fpx_ping (client, NULL));
+    fpx_client_destroy (&client);
+    client = fpx_test_client (&s_server, fpx_test_key_b);
+    REQUIRE (client, "client");
+    rc = -1;
+    for (int i = 0; i < 50 && rc != 0; i++) {
+        rc = fpx_index_create (client, NULL, PQ_D, PQ_FACTORY, 0, NULL);
+        if (rc)
+            fpx_sleep_ms (100);             //  the reap runs on a worker
+    }
+    CHECK_OK (client, rc);
+    fpx_client_destroy (&client);
+}
+
+/* ---- fairness ------------------------------------------------------------------------ */
+
+#define KM_D  32
+#define KM_K  256
+#define KM_N  40000
+#define FLAT_D  64
+#define FLAT_N  100000
+#define FLAT_NQ 300              //  76.8 KB of queries: never batched
+
+typedef struct {
+    int rc;
+    double seconds;
+    char message [256];
+} s_kmeans_t;
+
+static float *s_km_x;
+
+static void *
+s_kmeans_thread (void *arg)
+{
+    s_kmeans_t *self = arg;
+    fpx_client_t *client = fpx_test_client (&s_server, fpx_test_key_a);
+    if (!client) {
+        self->rc = -1000;
+        return NULL;
+    }
+    fpx_client_set_timeout (client, 120000);
+    fpx_kmeans_params_t params = { .niter = 10000, .nredo = 1, .seed = 1,
+                                   .max_points_per_centroid = 100000 };
+    float *centroids = malloc ((size_t) KM_K * KM_D * sizeof (float));
+    double start = fpx_now ();
+    self->rc = fpx_kmeans (client, KM_D, KM_K, KM_N, s_km_x, &params, centroids, NULL, 0, NULL);
+    self->seconds = fpx_now () - start;
+    snprintf (self->message, sizeof self->message, "%s", fpx_client_errmsg (client));
+    free (centroids);
+    fpx_client_destroy (&client);
+    return NULL;
+}
+
+static void
+test_fairness (void *arg)
+{
+    (void) arg;
+    fpx_client_t *alice = fpx_test_client (&s_server, fpx_test_key_a);
+    fpx_client_t *bob = fpx_test_client (&s_server, fpx_test_key_b);
+    fpx_raw_t *flood = fpx_raw_new (s_server.endpoint);
+    REQUIRE (alice && bob && flood, "clients");
+    float *base = fpx_data_uniform (7, FLAT_N, FLAT_D);
+    float *queries = fpx_data_uniform (8, FLAT_NQ, FLAT_D);
+    REQUIRE_OK (alice, fpx_index_create (alice, "big", FLAT_D, "Flat", 0, NULL));
+    for (int i = 0; i < FLAT_N; i += 10000)
+        REQUIRE_OK (alice, fpx_add (alice, "big", 10000, FLAT_D, base + (size_t) i * FLAT_D, NULL));
+    REQUIRE_OK (bob, fpx_index_create (bob, "small", SMALL_D, "Flat", 0, NULL));
+    REQUIRE_OK (bob, fpx_add (bob, "small", 100, SMALL_D, base, NULL));
+
+    //  Alice: two long k-means (stopped by her deadline), then a flood.
+    s_km_x = fpx_data_clustered (9, KM_N, KM_D, 64, 0.3f);
+    s_kmeans_t runs [2] = { { 0 } };
+    pthread_t threads [2];
+    for (int i = 0; i < 2; i++)
+        pthread_create (&threads [i], NULL, s_kmeans_thread, &runs [i]);
+    fpx_sleep_ms (300);
+    int sent = 0;
+    for (int i = 0; i < 200; i++)
+        if (s_raw_search_send (flood, fpx_test_key_a, "big", 10, queries, FLAT_NQ, FLAT_D) == 0)
+            sent++;
+    fpx_sleep_ms (200);
+
+    //  Bob meanwhile.
+    double worst = 0;
+    int bob_failures = 0;
+    float distances [5];
+    int64_t labels [5];
+    for (int i = 0; i < 5; i++) {
+        double start = fpx_now ();
+        int rc = fpx_ping (bob, NULL);
+        int rc2 = fpx_search (bob, "small", 1, SMALL_D, base, 5, NULL, distances, labels);
+        double took = fpx_now () - start;
+        if (took > worst)
+            worst = took;
+        if (rc || rc2) {
+            bob_failures++;
+            fprintf (stderr, "# bob: ping %d, search %d: %s\n", rc, rc2, fpx_client_errmsg (bob));
+        }
+    }
+    CHECK (bob_failures == 0, "%d of bob's ping+search pairs failed", bob_failures);
+    CHECK (worst < 2.0, "bob waited %.2f s for a ping and a search", worst);
+
+    //  Alice's flood: beyond max_inflight, FPX_EBUSY naming the limit.
+    int busy = 0, done = 0, expired = 0, other = 0;
+    for (int i = 0; i < sent; i++) {
+        fpx_raw_reply_t reply;
+        if (fpx_raw_recv (flood, &reply, 60000))
+            break;
+        int status = reply.header.status;
+        if (status == FPX_EBUSY && strstr (reply.error, "max_inflight = 16"))
+            busy++;
+        else if (status == 0)
+            done++;
+        else if (status == FPX_ETIMEDOUT && strstr (reply.error, "did not run"))
+            expired++;
+        else
+            other++;
+        fpx_raw_reply_free (&reply);
+    }
+    fprintf (stderr, "# alice's flood: %d sent, %d EBUSY, %d answered, %d expired, %d other\n",
+             sent, busy, done, expired, other);
+    CHECK (busy >= sent / 2, "only %d of %d flood requests got EBUSY", busy, sent);
+    CHECK (done + expired >= 1, "none of alice's flood was served");
+    CHECK_EQ (other, 0);
+
+    //  Her k-means stopped at her deadline (4 s), not after 10000 iterations.
+    for (int i = 0; i < 2; i++) {
+        pthread_join (threads [i], NULL);
+        CHECK (runs [i].rc == FPX_ETIMEDOUT && strstr (runs [i].message, "interrupted"),
+               "k-means %d: %d (%s) after %.1f s", i, runs [i].rc, runs [i].message, runs [i].seconds);
+        CHECK (runs [i].seconds < 30, "k-means %d ran %.1f s", i, runs [i].seconds);
+    }
+    CHECK_OK (bob, fpx_ping (bob, NULL));
+    fpx_index_drop (alice, "big");
+    fpx_index_drop (bob, "small");
+    free (s_km_x);
+    free (base);
+    free (queries);
+    fpx_raw_destroy (&flood);
+    fpx_client_destroy (&alice);
+    fpx_client_destroy (&bob);
+}
+
+/* ---- deadlines and connections ---------------------------------------------------------
+    One worker; alice's deadline is 1 s, bob has none.                                    */
+
+static int
+s_train_send (fpx_raw_t *raw, const char *key, const char *name, const float *x, int n, int d)
+{
+    uint8_t header [FPX_REQUEST_HEADER_SIZE];
+    fpx_raw_header (header, FPX_OP_TRAIN, ++raw->next_id, key);
+    fpx_mp_t mp;
+    fpx_mp_init (&mp);
+    msgpack_pack_map (&mp.pk, 1);
+    fpx_pack_kv_str (&mp.pk, "name", name);
+    const void *frames [] = { header, mp.buf.data, x };
+    size_t sizes [] = { sizeof header, mp.buf.size, (size_t) n * d * sizeof (float) };
+    int rc = fpx_raw_send (raw, 3, frames, sizes);
+    fpx_mp_free (&mp);
+    return rc;
+}
+
+//  A raw socket that has reached the server (sends before that fail).
+static fpx_raw_t *
+s_raw_connected (const char *key)
+{
+    fpx_raw_t *raw = fpx_raw_new (s_server.endpoint);
+    fpx_raw_reply_t reply;
+    if (raw && fpx_raw_call (raw, FPX_OP_PING, key, NULL, 0, 0, NULL, NULL, &reply) != 0)
+        fpx_raw_destroy (&raw);
+    else if (raw)
+        fpx_raw_reply_free (&reply);
+    return raw;
+}
+
+static void
+test_deadline_and_conn_inflight (void *arg)
+{
+    (void) arg;
+    fpx_client_t *alice = fpx_test_client (&s_server, fpx_test_key_a);
+    fpx_client_t *bob = fpx_test_client (&s_server, fpx_test_key_b);
+    fpx_raw_t *trainer = s_raw_connected (fpx_test_key_b);
+    fpx_raw_t *pipeline = s_raw_connected (fpx_test_key_a);
+    REQUIRE (alice && bob && trainer && pipeline, "clients");
+    fpx_client_set_timeout (alice, 120000);
+    const int d = 32, n = 100000;
+    float *x = fpx_data_clustered (11, n, d, 200, 0.2f);
+    REQUIRE_OK (bob, fpx_index_create (bob, "slow", d, "IVF2048,Flat", 0, NULL));
+    REQUIRE_OK (alice, fpx_index_create (alice, "ivf", d, "IVF2048,Flat", 0, NULL));
+    REQUIRE_OK (alice, fpx_index_create (alice, "flat", d, "Flat", 0, NULL));
+    REQUIRE_OK (alice, fpx_add (alice, "flat", 1000, d, x, NULL));
+
+    //  Bob's train (no deadline) takes the only worker; 20 searches of
+    //  alice on one connection behind it: 8 are admitted
+    //  (--max-conn-inflight 8) and pass their deadline in the queue, 12
+    //  are EBUSY.
+    double start = fpx_now ();
+    CHECK (s_train_send (trainer, fpx_test_key_b, "slow", x, n, d) == 0, "train sent");
+    fpx_sleep_ms (100);
+    for (int i = 0; i < 20; i++)
+        CHECK (s_raw_search_send (pipeline, fpx_test_key_a, "flat", 5, x, 1, d) == 0, "sent");
+    int busy = 0, expired = 0, other = 0;
+    for (int i = 0; i < 20; i++) {
+        fpx_raw_reply_t reply;
+        if (!CHECK (fpx_raw_recv (pipeline, &reply, 60000) == 0, "reply %d", i))
+            break;
+        if (reply.header.status == FPX_EBUSY && strstr (reply.error, "--max-conn-inflight 8"))
+            busy++;
+        else if (reply.header.status == FPX_ETIMEDOUT
+             &&  strstr (reply.error, "deadline of 1000 ms passed before the request started"))
+            expired++;
+        else {
+            other++;
+            fprintf (stderr, "# search after %.1f s: %d %s\n", fpx_now () - start,
+                     reply.header.status, reply.error);
+        }
+        fpx_raw_reply_free (&reply);
+    }
+    CHECK_EQ (busy, 12);
+    CHECK_EQ (expired, 8);
+    CHECK_EQ (other, 0);
+    fpx_raw_reply_t reply;
+    if (CHECK (fpx_raw_recv (trainer, &reply, 60000) == 0, "bob's train answered")) {
+        CHECK (reply.header.status == 0, "bob's train: %d %s", reply.header.status, reply.error);
+        fpx_raw_reply_free (&reply);
+    }
+    fprintf (stderr, "# bob's train took %.1f s\n", fpx_now () - start);
+
+    //  Alice's train is stopped at her deadline and leaves the index untrained.
+    start = fpx_now ();
+    int rc = fpx_train (alice, "ivf", n, d, x);
+    double took = fpx_now () - start;
+    CHECK_RC (alice, rc, FPX_ETIMEDOUT);
+    s_message_has (alice, "interrupted after 1000 ms");
+    CHECK (took < 20, "train answered after %.1f s", took);
+    fpx_index_info_t info;
+    if (CHECK_OK (alice, fpx_index_open (alice, "ivf", &info)))
+        CHECK_EQ (info.is_trained, 0);
+    //  Quick calls still run.
+    float distances [5];
+    int64_t labels [5];
+    CHECK_OK (alice, fpx_search (alice, "flat", 1, d, x, 5, NULL, distances, labels));
+    free (x);
+    fpx_raw_destroy (&trainer);
+    fpx_raw_destroy (&pipeline);
+    fpx_client_destroy (&alice);
+    fpx_client_destroy (&bob);
+}
+
+/* ---- server memory (--max-memory-mb 500, --max-conn-unread-mb 16) ---------------------- */
+
+static void
+test_max_memory_server (void *arg)
+{
+    (void) arg;
+    fpx_client_t *client = fpx_test_client (&s_server, fpx_test_key_a);
+    REQUIRE (client, "client");
+    REQUIRE_OK (client, fpx_index_create (client, "keep", SMALL_D, "Flat", 0, NULL));
+    float *x = fpx_data_uniform (5, 100, SMALL_D);
+    REQUIRE_OK (client, fpx_add (client, "keep", 100, SMALL_D, x, NULL));
+    int created = 0, rc = 0;
+    for (int i = 0; i < 12 && rc == 0; i++)
+        if ((rc = fpx_index_create (client, NULL, PQ_D, PQ_FACTORY, 0, NULL)) == 0)
+            created++;
+    long rss = s_rss_mb ();
+    fprintf (stderr, "# --max-memory-mb 500: %d PQ indexes of %d MB created, RSS %ld MB\n",
+             created, PQ_MB, rss);
+    CHECK_EQ (rc, FPX_ENOMEM);
+    if (rc == FPX_ENOMEM)
+        s_message_has (client, "server memory limit reached");
+    CHECK (created >= 1 && created <= 4, "%d PQ indexes of %d MB under a 500 MB limit",
+           created, PQ_MB);
+    CHECK (rss < 500 + PQ_MB + 100, "server RSS %ld MB with --max-memory-mb 500", rss);
+    CHECK_RC (client, fpx_index_create (client, NULL, PQ_D, PQ_FACTORY, 0, NULL), FPX_ENOMEM);
+    //  Adds (not capped) take the server over the limit; then they are
+    //  refused, and so are reads with big results, while small reads are
+    //  served. The resident size hovers at the limit (request buffers come
+    //  and go): up to three rounds of "add until refused, then read".
+    const int64_t rows = 125000;                    //  4 MB
+    float *many = calloc ((size_t) rows * SMALL_D, sizeof (float));
+    const int64_t nq = 2000, k = 100;               //  2.4 MB of results
+    float *queries = fpx_data_uniform (12, nq, SMALL_D);
+    float *big_d = malloc ((size_t) nq * k * sizeof (float));
+    int64_t *big_i = malloc ((size_t) nq * k * sizeof (int64_t));
+    REQUIRE (many && queries && big_d && big_i, "memory");
+    bool add_refused = false, big_refused = false;
+    for (int round = 0; round < 3 && !big_refused; round++) {
+        rc = 0;
+        for (int i = 0; i < 100 && rc == 0; i++)
+            rc = fpx_add (client, "keep", rows, SMALL_D, many, NULL);
+        if (rc == FPX_ENOMEM && strstr (fpx_client_errmsg (client), "server memory limit reached"))
+            add_refused = true;
+        rc = fpx_search (client, "keep", nq, SMALL_D, queries, k, NULL, big_d, big_i);
+        big_refused = rc == FPX_ENOMEM
+                   && strstr (fpx_client_errmsg (client), "only results under 1 MiB");
+    }
+    fprintf (stderr, "# adds refused at RSS %ld MB\n", s_rss_mb ());
+    CHECK (add_refused, "no add was refused for the server limit");
+    CHECK (big_refused, "no search with 2.4 MB of results was refused over the limit");
+    float distances [5];
+    int64_t labels [5];
+    CHECK_OK (client, fpx_search (client, "keep", 1, SMALL_D, x, 5, NULL, distances, labels));
+    CHECK_OK (client, fpx_ping (client, NULL));
+    free (many);
+    free (queries);
+    free (big_d);
+    free (big_i);
+    CHECK_TRUE (fpx_test_server_alive (&s_server));
+    free (x);
+    fpx_client_destroy (&client);        //  frees the anonymous indexes
+    fpx_sleep_ms (500);
+}
+
+//  A peer that never reads: its socket takes one message at a time and a
+//  small kernel buffer, so the replies stay with the server.
+static void
+test_unread_replies (void *arg)
+{
+    (void) arg;
+    fpx_client_t *client = fpx_test_client (&s_server, fpx_test_key_a);
+    REQUIRE (client, "client");
+    //  2100 queries of 67 KB: never batched; 2.5 MB per reply.
+    const int d = 8, n = 2000, k = 100, nq = 2100;
+    float *x = fpx_data_uniform (6, nq, d);
+    REQUIRE_OK (client, fpx_index_create (client, "wide", d, "Flat", 0, NULL));
+    REQUIRE_OK (client, fpx_add (client, "wide", n, d, x, NULL));
+    void *ctx = zmq_ctx_new ();
+    void *sock = zmq_socket (ctx, ZMQ_DEALER);
+    int one = 1, small = 65536, zero = 0;
+    zmq_setsockopt (sock, ZMQ_RCVHWM, &one, sizeof one);
+    zmq_setsockopt (sock, ZMQ_RCVBUF, &small, sizeof small);
+    zmq_setsockopt (sock, ZMQ_LINGER, &zero, sizeof zero);
+    REQUIRE (zmq_connect (sock, s_server.endpoint) == 0, "connect");
+    long before = s_rss_mb ();
+    fpx_raw_t raw = { .ctx = ctx, .sock = sock, .next_id = 0 };
+    const int count = 150;                              //  378 MB of replies
+    for (int i = 0; i < count; i++)
+        s_raw_search_send (&raw, fpx_test_key_a, "wide", k, x, nq, d);
+    fpx_sleep_ms (3000);
+    long peak = s_rss_mb ();
+    CHECK (peak - before < 150, "RSS grew by %ld MB for a peer that does not read", peak - before);
+    //  Now read: the first replies are results, later ones EBUSY.
+    int ok = 0, busy = 0;
+    for (int i = 0; i < count; i++) {
+        fpx_raw_reply_t reply;
+        if (fpx_raw_recv (&raw, &reply, 10000))
+            break;
+        if (reply.header.status == 0)
+            ok++;
+        else if (reply.header.status == FPX_EBUSY && strstr (reply.error, "not read"))
+            busy++;
+        fpx_raw_reply_free (&reply);
+    }
+    fprintf (stderr, "# never-reading peer: %ld MB before, %ld MB peak; %d results, %d EBUSY\n",
+             before, peak, ok, busy);
+    CHECK (ok >= 1 && busy >= 1, "%d results, %d EBUSY", ok, busy);
+    zmq_close (sock);
+    zmq_ctx_term (ctx);
+    CHECK_OK (client, fpx_index_drop (client, "wide"));
+    free (x);
+    fpx_client_destroy (&client);
+}
+
+//  One frame over the per-frame cap (twice --max-message-mb): ZeroMQ drops
+//  the connection once the frame's size is known; the server does not
+//  keep the frame.
+static void
+test_frame_cap (void *arg)
+{
+    (void) arg;
+    long before = s_rss_mb ();
+    size_t size = (size_t) 200 << 20;              //  200 MB > 2 × 64 MiB
+    uint8_t *big = calloc (1, size);
+    fpx_raw_t *raw = fpx_raw_new (s_server.endpoint);
+    REQUIRE (big && raw, "buffer");
+    uint8_t header [FPX_REQUEST_HEADER_SIZE];
+    fpx_raw_header (header, FPX_OP_ADD, 1, "no such key");
+    const void *frames [] = { header, big };
+    size_t sizes [] = { sizeof header, size };
+    fpx_raw_send (raw, 2, frames, sizes);
+    fpx_raw_reply_t reply;
+    int rc = fpx_raw_recv (raw, &reply, 3000);
+    if (rc == 0)
+        fpx_raw_reply_free (&reply);
+    long after = s_rss_mb ();
+    CHECK (rc != 0, "a reply came to a frame over the cap");
+    CHECK (after - before < 50, "RSS grew by %ld MB", after - before);
+    CHECK_EQ (fpx_test_fresh_ping (&s_server), 0);
+    fpx_raw_destroy (&raw);
+    free (big);
+}
+
+/* ---- main ---------------------------------------------------------------------------- */
+
+//  FPX_LIMITS_ONLY=WORD runs only the servers whose group name has WORD.
+static bool
+s_selected (const char *group)
+{
+    const char *only = getenv ("FPX_LIMITS_ONLY");
+    return !only || strstr (group, only);
+}
+
+static void
+s_with_server (const char *const *args, const char *name, fpx_test_fn_t *fn)
+{
+    if (!s_selected (name))
+        return;
+    if (fpx_test_server_start (&s_server, args, NULL) == 0) {
+        fpx_test_run (name, fn, NULL);
+        fpx_test_server_stop (&s_server, 30);
+    }
+    else
+        fpx_test_fail_whole (name, "faissproxyd did not start");
+}
+
+int
+main (void)
+{
+    fpx_test_watch (&s_server);
+    char limits_file [] = "/tmp/fpx-limits-XXXXXX";
+    int fd = mkstemp (limits_file);
+    const char *text = "# test limits\nalice max_indexes=5 max_vectors=1000\n"
+                       "bob max_memory_mb=300  # PQ\n";
+    if (fd < 0 || write (fd, text, strlen (text)) != (ssize_t) strlen (text)) {
+        fpx_test_fail_whole ("limits.setup", "cannot write the limits file");
+        return fpx_test_finish ();
+    }
+    close (fd);
+    const char *quota_args [] = { "--tenant-limits", limits_file, NULL };
+    if (!s_selected ("quotas"))
+        ;
+    else if (fpx_test_server_start (&s_server, quota_args, NULL) == 0) {
+        fpx_test_run ("limits.max_indexes", test_max_indexes, NULL);
+        fpx_test_run ("limits.max_vectors", test_max_vectors, NULL);
+        fpx_test_run ("limits.max_memory_mb", test_max_memory, NULL);
+        fpx_test_server_stop (&s_server, 30);
+    }
+    else
+        fpx_test_fail_whole ("limits.quota_server", "faissproxyd did not start");
+    unlink (limits_file);
+
+    const char *fair_args [] = { "--workers", "4", "--max-queue", "100",
+                                 "--default-tenant-limits", "max_inflight=16,deadline_ms=4000",
+                                 NULL };
+    s_with_server (fair_args, "limits.fairness", test_fairness);
+    char bob_file [] = "/tmp/fpx-limits-XXXXXX";
+    fd = mkstemp (bob_file);
+    if (fd >= 0) {
+        if (write (fd, "bob deadline_ms=0\n", 18) != 18)
+            fpx_test_fail_whole ("limits.setup", "cannot write the limits file");
+        close (fd);
+    }
+    const char *deadline_args [] = { "--workers", "1", "--max-conn-inflight", "8",
+                                     "--default-tenant-limits", "deadline_ms=1000",
+                                     "--tenant-limits", bob_file, NULL };
+    s_with_server (deadline_args, "limits.deadline_and_conn_inflight",
+                   test_deadline_and_conn_inflight);
+    unlink (bob_file);
+    const char *memory_args [] = { "--max-memory-mb", "500", "--max-message-mb", "64",
+                                   "--max-conn-unread-mb", "16", NULL };
+    if (!s_selected ("memory"))
+        ;
+    else if (fpx_test_server_start (&s_server, memory_args, NULL) == 0) {
+        fpx_test_run ("limits.max_memory_server", test_max_memory_server, NULL);
+        fpx_test_run ("limits.unread_replies", test_unread_replies, NULL);
+        fpx_test_run ("limits.frame_cap", test_frame_cap, NULL);
+        fpx_test_server_stop (&s_server, 30);
+    }
+    else
+        fpx_test_fail_whole ("limits.memory_server", "faissproxyd did not start");
+    return fpx_test_finish ();
+}
