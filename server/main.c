@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "faiss_shim.h"
@@ -267,6 +268,7 @@ int
 main (int argc, char **argv)
 {
     fpx_runtime_defaults (argv);
+    umask (077);            //  data files 0600, directories 0700, whatever the caller's umask
     fpx_server_t server;
     memset (&server, 0, sizeof server);
     fpx_config_t *config = &server.config;
