@@ -29,14 +29,15 @@
     X (ESHUTDOWN, -14, "server shutting down")                             \
     X (EIO,       -15, "I/O error")                                        \
     X (EINTERNAL, -16, "internal error")                                   \
-    X (EDAMAGED,  -17, "index damaged")
+    X (EDAMAGED,  -17, "index damaged")                                    \
+    X (EPERM,     -18, "permission denied")
 
 typedef enum {
     FPX_OK = 0,
 #define FPX_ERRORS_ENUM_(name, code, msg) FPX_##name = (code),
     FPX_ERRORS (FPX_ERRORS_ENUM_)
 #undef FPX_ERRORS_ENUM_
-    FPX_ERRNO_LAST_ = -18
+    FPX_ERRNO_LAST_ = -19
 } fpx_errno_t;
 
 #endif

@@ -10,6 +10,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+#include <stdbool.h>
+
+#include "auth.h"
 #include "faiss_shim.h"
 #include "runtime.h"
 #include "server.h"
@@ -38,8 +42,11 @@ s_usage (FILE *out)
 "  --bind ENDPOINT      listen on ENDPOINT (tcp://HOST:PORT or ipc://PATH);\n"
 "                       repeatable; default tcp://127.0.0.1:5555\n"
 "  --workers N          worker threads calling FAISS (default: number of cores)\n"
-"  --api-key TENANT:KEY accept KEY for TENANT; repeatable\n"
-"  --keys-file FILE     read 'TENANT KEY' lines ('#' starts a comment)\n"
+"  --api-key TENANT:KEY accept KEY for TENANT (role admin); repeatable; the key\n"
+"                       is visible to local users: prefer --keys-file\n"
+"  --keys-file FILE     'TENANT ROLE HASH' lines from 'faissproxy keygen TENANT ROLE'\n"
+"                       (ROLE read, write or admin; legacy 'TENANT KEY' lines: admin;\n"
+"                       '#' starts a comment)\n"
 "  --data-dir DIR       directory for durable data (default ./data)\n"
 "  --max-message-mb N   largest request in MiB, all frames together (default 256)\n"
 "  --max-queue N        requests waiting for a worker before FPX_EBUSY (default 10000)\n"
@@ -76,20 +83,16 @@ s_tenant_id (fpx_config_t *config, const char *tenant)
     return (uint32_t) config->ntenants++;
 }
 
+//  Adds a key by its hash (auth.h) with a role.
 static int
-s_add_key (fpx_config_t *config, const char *tenant, size_t tenant_len, const char *key)
+s_add_key_hash (fpx_config_t *config, const char *tenant, size_t tenant_len,
+                const uint8_t hash [FPX_KEY_HASH_SIZE], int role)
 {
-    size_t key_len = strlen (key);
-    if (!fpx_name_is_valid (tenant, tenant_len) || key_len == 0 || key_len > FPX_API_KEY_MAX) {
-        fprintf (stderr, "faissproxyd: invalid key entry for tenant '%.*s' (tenant: index-name "
-                 "rules; key: 1-%d bytes)\n", (int) tenant_len, tenant, FPX_API_KEY_MAX);
+    if (!fpx_name_is_valid (tenant, tenant_len)) {
+        fprintf (stderr, "faissproxyd: invalid tenant name '%.*s' (index-name rules)\n",
+                 (int) tenant_len, tenant);
         return -1;
     }
-    for (const char *c = key; *c; c++)
-        if (*c <= ' ' || *c > '~') {
-            fprintf (stderr, "faissproxyd: keys are printable ASCII without spaces\n");
-            return -1;
-        }
     fpx_key_t *keys = realloc (config->keys, (size_t) (config->nkeys + 1) * sizeof *keys);
     if (!keys)
         return -1;
@@ -97,11 +100,48 @@ s_add_key (fpx_config_t *config, const char *tenant, size_t tenant_len, const ch
     fpx_key_t *entry = &keys [config->nkeys++];
     memset (entry, 0, sizeof *entry);
     memcpy (entry->tenant, tenant, tenant_len);
-    memcpy (entry->key, key, key_len);
+    memcpy (entry->hash, hash, FPX_KEY_HASH_SIZE);
+    entry->role = role;
     entry->tenant_id = s_tenant_id (config, entry->tenant);
     return 0;
 }
 
+//  Adds a plaintext key: checked, hashed; only the hash is kept.
+static int
+s_add_key (fpx_config_t *config, const char *tenant, size_t tenant_len, const char *key, int role)
+{
+    size_t key_len = strlen (key);
+    if (key_len == 0 || key_len > FPX_API_KEY_MAX) {
+        fprintf (stderr, "faissproxyd: invalid key for tenant '%.*s' (1-%d bytes)\n",
+                 (int) tenant_len, tenant, FPX_API_KEY_MAX);
+        return -1;
+    }
+    for (const char *c = key; *c; c++)
+        if (*c <= ' ' || *c > '~') {
+            fprintf (stderr, "faissproxyd: keys are printable ASCII without spaces\n");
+            return -1;
+        }
+    uint8_t hash [FPX_KEY_HASH_SIZE];
+    fpx_auth_hash_key (key, key_len, hash);
+    return s_add_key_hash (config, tenant, tenant_len, hash, role);
+}
+
+//  Warns when a secret-holding file can be read by others; refuse: -1.
+static int
+s_check_private (const char *path, FILE *file, bool refuse)
+{
+    struct stat st;
+    if (fstat (fileno (file), &st) == 0 && (st.st_mode & 077)) {
+        fprintf (stderr, "faissproxyd: %s: %s %s is readable by group or others "
+                 "(mode %o); chmod 600 it\n", refuse ? "error" : "warning", path,
+                 refuse ? "holds a secret key and" : "", (unsigned) (st.st_mode & 0777));
+        return refuse ? -1 : 0;
+    }
+    return 0;
+}
+
+//  Lines 'TENANT ROLE b2:HASH' (faissproxy keygen), or legacy 'TENANT KEY'
+//  (role admin, with a warning). '#' starts a comment.
 static int
 s_read_keys_file (fpx_config_t *config, const char *path)
 {
@@ -110,25 +150,45 @@ s_read_keys_file (fpx_config_t *config, const char *path)
         fprintf (stderr, "faissproxyd: cannot open %s: %s\n", path, strerror (errno));
         return -1;
     }
+    s_check_private (path, file, false);
     char line [512];
-    int lineno = 0, rc = 0;
+    int lineno = 0, rc = 0, plain = 0;
     while (rc == 0 && fgets (line, sizeof line, file)) {
         lineno++;
         char *hash = strchr (line, '#');
         if (hash)
             *hash = 0;
         char *save, *tenant = strtok_r (line, " \t\r\n", &save);
-        char *key = tenant ? strtok_r (NULL, " \t\r\n", &save) : NULL;
+        char *second = tenant ? strtok_r (NULL, " \t\r\n", &save) : NULL;
+        char *third = second ? strtok_r (NULL, " \t\r\n", &save) : NULL;
         if (!tenant)
             continue;
-        if (!key || strtok_r (NULL, " \t\r\n", &save)) {
-            fprintf (stderr, "faissproxyd: %s:%d: expected 'TENANT KEY'\n", path, lineno);
+        uint8_t digest [FPX_KEY_HASH_SIZE];
+        if (!second || strtok_r (NULL, " \t\r\n", &save)) {
+            fprintf (stderr, "faissproxyd: %s:%d: expected 'TENANT ROLE HASH'\n", path, lineno);
             rc = -1;
         }
-        else
-            rc = s_add_key (config, tenant, strlen (tenant), key);
+        else if (third) {
+            int role = fpx_auth_parse_role (second);
+            if (role < 0 || fpx_auth_parse_hash (third, digest)) {
+                fprintf (stderr, "faissproxyd: %s:%d: expected 'TENANT ROLE HASH' with ROLE "
+                         "read, write or admin and HASH from faissproxy keygen\n", path, lineno);
+                rc = -1;
+            }
+            else
+                rc = s_add_key_hash (config, tenant, strlen (tenant), digest, role);
+        }
+        else {
+            plain++;
+            rc = s_add_key (config, tenant, strlen (tenant), second, FPX_ROLE_ADMIN);
+        }
+        sodium_memzero (line, sizeof line);
     }
     fclose (file);
+    if (plain)
+        fprintf (stderr, "faissproxyd: warning: %s holds %d plaintext key(s) (role admin); "
+                 "replace them with hashed lines from 'faissproxy keygen TENANT [ROLE]'\n",
+                 path, plain);
     return rc;
 }
 
@@ -152,7 +212,7 @@ s_generate_key (fpx_config_t *config)
     printf ("faissproxyd: no API key configured; generated one for tenant 'default':\n"
             "FAISS_PROXY_API_KEY=%s\n", key);
     fflush (stdout);
-    return s_add_key (config, "default", 7, key);
+    return s_add_key (config, "default", 7, key, FPX_ROLE_ADMIN);
 }
 
 static long
@@ -207,8 +267,14 @@ s_parse (fpx_config_t *config, int argc, char **argv)
                     fprintf (stderr, "faissproxyd: --api-key takes TENANT:KEY\n");
                     return -1;
                 }
-                if (s_add_key (config, optarg, (size_t) (colon - optarg), colon + 1))
+                if (s_add_key (config, optarg, (size_t) (colon - optarg), colon + 1, FPX_ROLE_ADMIN))
                     return -1;
+                //  Wiped from our argument area, but other users may have
+                //  read /proc/PID/cmdline before: prefer a keys file.
+                fprintf (stderr, "faissproxyd: warning: --api-key shows the key of tenant '%.*s' "
+                         "to every local user (ps, /proc/PID/cmdline); use --keys-file with "
+                         "hashed keys or FAISS_PROXY_API_KEY\n", (int) (colon - optarg), optarg);
+                sodium_memzero ((char *) colon + 1, strlen (colon + 1));
                 break;
             }
             case KEYS_FILE: if (s_read_keys_file (config, optarg)) return -1; break;
@@ -255,7 +321,7 @@ s_parse (fpx_config_t *config, int argc, char **argv)
         return -1;
     }
     const char *env_key = getenv ("FAISS_PROXY_API_KEY");
-    if (env_key && *env_key && s_add_key (config, "default", 7, env_key))
+    if (env_key && *env_key && s_add_key (config, "default", 7, env_key, FPX_ROLE_ADMIN))
         return -1;
     if (config->nkeys == 0 && s_generate_key (config))
         return -1;
@@ -283,6 +349,10 @@ main (int argc, char **argv)
     config->fsync = FPX_FSYNC_BATCH;
     config->snapshot_log_bytes = (uint64_t) 256 << 20;
     config->snapshot_interval_s = 300;
+    if (sodium_init () < 0) {
+        fprintf (stderr, "faissproxyd: cannot initialise libsodium\n");
+        return 1;
+    }
     if (s_parse (config, argc, argv))
         return 2;
     fpx_log_set_level (config->log_level);

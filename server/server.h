@@ -24,9 +24,11 @@
 #define FPX_BACKEND_ENDPOINT "inproc://fpx-workers"
 #define FPX_MONITOR_ENDPOINT "inproc://fpx-monitor"
 
+/*  A key as the server keeps it: its hash only (auth.h), and its role.  */
 typedef struct {
     char tenant [FPX_NAME_MAX + 1];
-    char key [FPX_API_KEY_MAX + 1];
+    uint8_t hash [32];             //  FPX_KEY_HASH_SIZE
+    int role;                      //  fpx_role_t
     uint32_t tenant_id;
 } fpx_key_t;
 

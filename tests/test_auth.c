@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,10 +210,193 @@ s_test_name_race (void *arg)
     s_remove_dir (dir);
 }
 
+// ---- keys and roles ------------------------------------------------------------------
+
+//  Path of the faissproxy CLI: FPX_CLI, else next to the daemon under test.
+static void
+s_cli_path (char *out, size_t size)
+{
+    if (getenv ("FPX_CLI")) {
+        snprintf (out, size, "%s", getenv ("FPX_CLI"));
+        return;
+    }
+    const char *daemon = getenv ("FPX_DAEMON");
+    snprintf (out, size, "%s", daemon ? daemon : "build/bin/faissproxyd");
+    char *slash = strrchr (out, '/');
+    snprintf (slash ? slash + 1 : out, size - (size_t) (slash ? slash + 1 - out : 0), "faissproxy");
+}
+
+//  Runs `faissproxy keygen TENANT ROLE`: key (line 1) and keys-file line.
+static int
+s_keygen (const char *tenant, const char *role, char *key, size_t key_size,
+          char *line, size_t line_size)
+{
+    char cli [512], command [700];
+    s_cli_path (cli, sizeof cli);
+    snprintf (command, sizeof command, "'%s' keygen %s %s 2>/dev/null", cli, tenant, role);
+    FILE *out = popen (command, "r");
+    if (!out)
+        return -1;
+    char first [256] = "";
+    int ok = fgets (first, sizeof first, out) && fgets (line, (int) line_size, out);
+    int status = pclose (out);
+    const char *prefix = "FAISS_PROXY_API_KEY=";
+    if (!ok || status != 0 || strncmp (first, prefix, strlen (prefix)))
+        return -1;
+    snprintf (key, key_size, "%s", first + strlen (prefix));
+    key [strcspn (key, "\n")] = 0;
+    return 0;
+}
+
+//  Whether the file holds needle.
+static bool
+s_file_has (const char *path, const char *needle, size_t needle_len)
+{
+    FILE *file = fopen (path, "rb");
+    if (!file)
+        return false;
+    static char data [1 << 20];
+    size_t size = fread (data, 1, sizeof data, file);
+    fclose (file);
+    for (size_t i = 0; i + needle_len <= size; i++)
+        if (memcmp (data + i, needle, needle_len) == 0)
+            return true;
+    return false;
+}
+
+static void
+s_test_keys_and_roles (void *arg)
+{
+    (void) arg;
+    char dir [256], keys_path [300];
+    s_temp_dir (dir, sizeof dir, "keys");
+    REQUIRE (dir [0], "mkdtemp failed");
+    char write_key [128], read_key [128], write_line [256], read_line [256];
+    REQUIRE (s_keygen ("carol", "write", write_key, sizeof write_key, write_line, sizeof write_line) == 0
+             && s_keygen ("carol", "read", read_key, sizeof read_key, read_line, sizeof read_line) == 0,
+             "faissproxy keygen failed");
+    CHECK (strstr (write_line, "carol write b2:") == write_line, "keys-file line '%s'", write_line);
+    CHECK (!strstr (write_line, write_key), "the keys-file line holds the key itself");
+    snprintf (keys_path, sizeof keys_path, "%s/keys", dir);
+    FILE *file = fopen (keys_path, "w");
+    REQUIRE (file, "cannot write %s", keys_path);
+    fprintf (file, "# tenants\n%s%s  erin   legacy-plain-key-0123456789  # old style\n",
+             write_line, read_line);
+    fclose (file);
+    chmod (keys_path, 0600);
+    const char *args [] = { "--keys-file", keys_path, NULL };
+    fpx_test_server_t server;
+    REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "start failed");
+    //  No key on the command line: not the keys file's, not --api-key's.
+    char cmdline [64];
+    snprintf (cmdline, sizeof cmdline, "/proc/%d/cmdline", (int) server.pid);
+    CHECK (!s_file_has (cmdline, write_key, strlen (write_key)), "carol's key in %s", cmdline);
+    CHECK (!s_file_has (cmdline, fpx_test_key_a, strlen (fpx_test_key_a)),
+           "--api-key's key is still in %s", cmdline);
+    CHECK (s_file_has (server.log_path, "plaintext", 9), "no warning about the plaintext line");
+    CHECK (s_file_has (server.log_path, "/proc/PID/cmdline", 17), "no warning about --api-key");
+
+    fpx_client_t *writer = fpx_test_client (&server, write_key);
+    fpx_client_t *reader = fpx_test_client (&server, read_key);
+    fpx_client_t *legacy = fpx_test_client (&server, "legacy-plain-key-0123456789");
+    fpx_client_t *wrong = fpx_test_client (&server, "carol-wrong-key");
+    float *x = fpx_data_uniform (2, 50, DIM);
+    CHECK_OK (writer, fpx_index_create (writer, "docs", DIM, "Flat", FPX_METRIC_L2, NULL));
+    CHECK_OK (writer, fpx_add (writer, "docs", 50, DIM, x, NULL));
+    float D [3];
+    int64_t I [3];
+    CHECK_OK (reader, fpx_search (reader, "docs", 1, DIM, x + 7 * DIM, 3, NULL, D, I));
+    CHECK_EQ (I [0], 7);
+    fpx_index_info_t info;
+    CHECK_OK (reader, fpx_index_describe (reader, "docs", 0, &info));
+    CHECK_EQ (info.ntotal, 50);
+    CHECK_RC (reader, fpx_add (reader, "docs", 1, DIM, x, NULL), FPX_EPERM);
+    CHECK (strstr (fpx_client_errmsg (reader), "role 'read'") != NULL, "message: %s",
+           fpx_client_errmsg (reader));
+    CHECK_RC (reader, fpx_index_create (reader, "mine", DIM, "Flat", FPX_METRIC_L2, NULL), FPX_EPERM);
+    CHECK_RC (reader, fpx_index_create (reader, NULL, DIM, "Flat", FPX_METRIC_L2, NULL), FPX_EPERM);
+    CHECK_RC (reader, fpx_index_save (reader, "docs"), FPX_EPERM);
+    CHECK_RC (reader, fpx_index_drop (reader, "docs"), FPX_EPERM);
+    CHECK_OK (writer, fpx_index_describe (writer, "docs", 0, &info));
+    CHECK_EQ (info.ntotal, 50);
+    CHECK_OK (legacy, fpx_index_create (legacy, "old", DIM, "Flat", FPX_METRIC_L2, NULL));
+    CHECK_RC (wrong, fpx_ping (wrong, NULL), FPX_EAUTH);
+    CHECK_OK (writer, fpx_index_drop (writer, "docs"));
+    fpx_client_destroy (&writer);
+    fpx_client_destroy (&reader);
+    fpx_client_destroy (&legacy);
+    fpx_client_destroy (&wrong);
+    free (x);
+    CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
+    s_remove_dir (dir);
+}
+
+// ---- failed authentications ----------------------------------------------------------
+
+//  A burst of wrong keys from one address (127.0.0.3) is answered a few
+//  per second, and logged with the address, while a client on 127.0.0.1
+//  is answered at once.
+static void
+s_test_failed_auth_slowdown (void *arg)
+{
+    (void) arg;
+    fpx_test_server_t server;
+    REQUIRE (fpx_test_server_start (&server, NULL, NULL) == 0, "start failed");
+    char endpoint [128];
+    snprintf (endpoint, sizeof endpoint, "tcp://127.0.0.3:0;127.0.0.1:%d", server.port);
+    fpx_raw_t *attacker = fpx_raw_new (endpoint);
+    REQUIRE (attacker, "cannot connect from 127.0.0.3");
+    enum { BURST = 200 };
+    for (int i = 0; i < BURST; i++) {
+        uint8_t header [FPX_REQUEST_HEADER_SIZE];
+        char key [32];
+        snprintf (key, sizeof key, "guess-%d", i);
+        fpx_raw_header (header, FPX_OP_PING, (uint64_t) i + 1, key);
+        const void *frames [2] = { header, "\x80" };
+        size_t sizes [2] = { sizeof header, 1 };
+        fpx_raw_send (attacker, 2, frames, sizes);
+    }
+    //  Meanwhile a good client from another address is answered at once.
+    fpx_client_t *good = fpx_test_client (&server, fpx_test_key_a);
+    double worst = 0;
+    for (int i = 0; i < 20; i++) {
+        double start = fpx_now ();
+        CHECK_OK (good, fpx_ping (good, NULL));
+        if (fpx_now () - start > worst)
+            worst = fpx_now () - start;
+        fpx_sleep_ms (50);
+    }
+    CHECK (worst < 0.25, "a good client's ping took %.3f s", worst);
+    //  In 1.5 s only a handful of the guesses were checked.
+    int checked = 0, busy = 0, other = 0;
+    double until = fpx_now () + 1.5;
+    while (fpx_now () < until) {
+        fpx_raw_reply_t reply;
+        if (fpx_raw_recv (attacker, &reply, 50) == 0) {
+            if (reply.header_rc == 0 && reply.header.status == FPX_EAUTH)
+                checked++;
+            else if (reply.header_rc == 0 && reply.header.status == FPX_EBUSY)
+                busy++;
+            else
+                other++;
+            fpx_raw_reply_free (&reply);
+        }
+    }
+    fprintf (stderr, "# in 1.5 s: %d guesses checked, %d refused as busy\n", checked, busy);
+    CHECK (checked >= 1 && checked <= 20, "%d of %d guesses checked", checked, BURST);
+    CHECK_EQ (other, 0);
+    CHECK (s_file_has (server.log_path, "127.0.0.3", 9), "no log line with the address");
+    fpx_client_destroy (&good);
+    fpx_raw_destroy (&attacker);
+    CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
+}
+
 int
 main (void)
 {
     fpx_test_run ("data_files_0600_dirs_0700", s_test_file_modes, NULL);
     fpx_test_run ("create_drop_save_race_one_name", s_test_name_race, NULL);
+    fpx_test_run ("hashed_keys_file_and_roles", s_test_keys_and_roles, NULL);
+    fpx_test_run ("failed_auth_logged_and_slowed_per_peer", s_test_failed_auth_slowdown, NULL);
     return fpx_test_finish ();
 }

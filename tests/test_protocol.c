@@ -764,15 +764,16 @@ test_tables (void *arg)
         { -8, "FPX_ETOOBIG" }, { -9, "FPX_EFAISS" }, { -10, "FPX_EBUSY" }, { -11, "FPX_ENOMEM" },
         { -12, "FPX_ETIMEDOUT" }, { -13, "FPX_ECONNECT" }, { -14, "FPX_ESHUTDOWN" },
         { -15, "FPX_EIO" }, { -16, "FPX_EINTERNAL" }, { -17, "FPX_EDAMAGED" },
+        { -18, "FPX_EPERM" },
     };
     for (size_t i = 0; i < sizeof codes / sizeof codes [0]; i++) {
         CHECK_STR (fpx_error_name (codes [i].code), codes [i].name);
         const char *text = fpx_strerror (codes [i].code);
         CHECK (text && *text && strcmp (text, "unknown error") != 0, "no message for %d", codes [i].code);
     }
-    CHECK_STR (fpx_error_name (-18), "FPX_E?");
+    CHECK_STR (fpx_error_name (-19), "FPX_E?");
     CHECK_STR (fpx_error_name (1), "FPX_E?");
-    CHECK_STR (fpx_strerror (-18), "unknown error");
+    CHECK_STR (fpx_strerror (-19), "unknown error");
     CHECK_STR (fpx_strerror (12345), "unknown error");
     CHECK_STR (fpx_strerror (0), "success");
 }
