@@ -26,7 +26,8 @@
 #define EXIT_USAGE 2
 
 static const char *s_usage =
-    "usage: faissproxy [--server ENDPOINT] [--api-key KEY] [--timeout MS] COMMAND [ARGS]\n"
+    "usage: faissproxy [--server ENDPOINT] [--api-key KEY] [--server-key KEY] [--timeout MS]\n"
+    "                  COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
     "  ping                              server, protocol and FAISS versions, and the\n"
@@ -52,6 +53,10 @@ static const char *s_usage =
     "                      else " FPX_DEFAULT_ENDPOINT "\n"
     "  --api-key KEY       default $FAISS_PROXY_API_KEY (prefer the variable: command\n"
     "                      lines are visible to other users)\n"
+    "  --server-key KEY    the server's CURVE public key (40 characters, from\n"
+    "                      'faissproxy keygen --curve'): encrypt the connection and\n"
+    "                      authenticate the server; default $FAISS_PROXY_SERVER_KEY,\n"
+    "                      else a plain connection\n"
     "  --timeout MS        per-call timeout; default $FAISS_PROXY_TIMEOUT_MS, else 30000;\n"
     "                      negative waits forever\n"
     "  -h, --help          this text\n"
@@ -62,6 +67,7 @@ typedef struct {
     const char *server;         //  NULL: the library's default
     const char *api_key;        //  NULL: the library's default
     const char *timeout;        //  NULL: the library's default
+    const char *server_key;     //  NULL: $FAISS_PROXY_SERVER_KEY, else plain
     int argc;                   //  command and its arguments
     char **argv;
 } s_options_t;
@@ -417,6 +423,9 @@ s_parse_options (int argc, char **argv, s_options_t *options)
         if ((value = s_option (argv, argc, &i, "--timeout", &missing)))
             options->timeout = value;
         else
+        if ((value = s_option (argv, argc, &i, "--server-key", &missing)))
+            options->server_key = value;
+        else
             return s_usage_error (missing ? "option %s needs a value" : "unknown option %s",
                                   argv [i]);
     }
@@ -432,11 +441,13 @@ s_run (const s_options_t *options, const s_command_t *command)
     int timeout = 0;
     if (options->timeout && !s_parse_int (options->timeout, &timeout))
         return s_usage_error ("--timeout must be an integer (ms), got '%s'", options->timeout);
-    fpx_client_t *client = fpx_client_new (options->server, options->api_key);
+    fpx_client_t *client = fpx_client_new_curve (options->server, options->api_key,
+                                                 options->server_key);
     if (!client) {
         const char *server = options->server ? options->server : getenv ("FAISS_PROXY_SERVER");
         fprintf (stderr, "faissproxy: cannot create a client for %s: invalid endpoint, "
-                 "API key longer than 64 bytes, or out of memory\n",
+                 "API key longer than 64 bytes, server key not 40 Z85 characters, "
+                 "or out of memory\n",
                  server && *server ? server : FPX_DEFAULT_ENDPOINT);
         return EXIT_FAILURE;
     }

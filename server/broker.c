@@ -661,6 +661,15 @@ s_setup (s_broker_t *self)
     zmq_setsockopt (self->frontend, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame);
     zmq_setsockopt (self->frontend, ZMQ_HEARTBEAT_IVL, &heartbeat, sizeof heartbeat);
     zmq_setsockopt (self->frontend, ZMQ_HEARTBEAT_TIMEOUT, &heartbeat_timeout, sizeof heartbeat_timeout);
+    if (config->curve) {
+        //  A CURVE server: every peer must know our public key; the ZAP
+        //  handler (zap.c) decides which client keys may connect.
+        int one = 1;
+        if (zmq_setsockopt (self->frontend, ZMQ_CURVE_SERVER, &one, sizeof one)
+        ||  zmq_setsockopt (self->frontend, ZMQ_CURVE_SECRETKEY, config->curve_secret, 32)
+        ||  zmq_setsockopt (self->frontend, ZMQ_ZAP_DOMAIN, "faissproxy", 10))
+            return -1;
+    }
     zmq_setsockopt (self->backend, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt (self->monitor, ZMQ_LINGER, &zero, sizeof zero);
     if (zmq_socket_monitor (self->frontend, FPX_MONITOR_ENDPOINT, ZMQ_EVENT_DISCONNECTED)

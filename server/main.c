@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,6 +48,11 @@ s_usage (FILE *out)
 "  --keys-file FILE     'TENANT ROLE HASH' lines from 'faissproxy keygen TENANT ROLE'\n"
 "                       (ROLE read, write or admin; legacy 'TENANT KEY' lines: admin;\n"
 "                       '#' starts a comment)\n"
+"  --curve-secret-file FILE  encrypt every connection with CurveZMQ using the\n"
+"                       server key pair in FILE (faissproxy keygen --curve FILE;\n"
+"                       refused unless only its owner may read it)\n"
+"  --curve-clients-file FILE  with CURVE, accept only the client public keys listed\n"
+"                       (one per line); default: any CURVE client\n"
 "  --data-dir DIR       directory for durable data (default ./data)\n"
 "  --max-message-mb N   largest request in MiB, all frames together (default 256)\n"
 "  --max-queue N        requests waiting for a worker before FPX_EBUSY (default 10000)\n"
@@ -192,6 +198,111 @@ s_read_keys_file (fpx_config_t *config, const char *path)
     return rc;
 }
 
+//  --curve-secret-file: 'public-key Z85' and 'secret-key Z85' lines, as
+//  faissproxy keygen --curve writes them. Refused when others may read it.
+static int
+s_read_curve_secret (fpx_config_t *config, const char *path)
+{
+    FILE *file = fopen (path, "r");
+    if (!file) {
+        fprintf (stderr, "faissproxyd: cannot open %s: %s\n", path, strerror (errno));
+        return -1;
+    }
+    if (s_check_private (path, file, true)) {
+        fclose (file);
+        return -1;
+    }
+    char line [256], secret [41] = "";
+    while (fgets (line, sizeof line, file)) {
+        char *save, *name = strtok_r (line, " \t\r\n", &save);
+        char *value = name ? strtok_r (NULL, " \t\r\n", &save) : NULL;
+        if (name && value && strlen (value) == 40 && !strcmp (name, "secret-key"))
+            memcpy (secret, value, 41);
+        sodium_memzero (line, sizeof line);
+    }
+    fclose (file);
+    uint8_t public_key [32];
+    if (!secret [0] || !zmq_z85_decode (config->curve_secret, secret)
+    ||  crypto_scalarmult_base (public_key, config->curve_secret)) {
+        fprintf (stderr, "faissproxyd: %s: no 'secret-key Z85' line (make one with "
+                 "faissproxy keygen --curve FILE)\n", path);
+        return -1;
+    }
+    sodium_memzero (secret, sizeof secret);
+    zmq_z85_encode (config->curve_public, public_key, 32);
+    config->curve = true;
+    return 0;
+}
+
+//  --curve-clients-file: one client public key (40 Z85 characters) a line;
+//  lines that start with '#' are comments.
+static int
+s_read_curve_clients (fpx_config_t *config, const char *path)
+{
+    FILE *file = fopen (path, "r");
+    if (!file) {
+        fprintf (stderr, "faissproxyd: cannot open %s: %s\n", path, strerror (errno));
+        return -1;
+    }
+    char line [256];
+    int lineno = 0, rc = 0;
+    while (rc == 0 && fgets (line, sizeof line, file)) {
+        lineno++;
+        char *save, *key = strtok_r (line, " \t\r\n", &save);
+        if (!key || key [0] == '#')         //  Z85 has '#': comments are whole lines
+            continue;
+        uint8_t (*grown) [32] = realloc (config->curve_clients,
+                                         (size_t) (config->ncurve_clients + 1) * sizeof *grown);
+        if (!grown)
+            rc = -1;
+        else if (strlen (key) != 40 || !zmq_z85_decode (grown [config->ncurve_clients], key)) {
+            fprintf (stderr, "faissproxyd: %s:%d: expected a CURVE public key "
+                     "(40 Z85 characters)\n", path, lineno);
+            rc = -1;
+        }
+        else
+            config->ncurve_clients++;
+        if (grown)
+            config->curve_clients = grown;
+    }
+    fclose (file);
+    if (rc == 0 && config->ncurve_clients == 0) {
+        fprintf (stderr, "faissproxyd: %s lists no client key\n", path);
+        rc = -1;
+    }
+    return rc;
+}
+
+//  Whether a tcp:// endpoint listens on loopback only.
+static bool
+s_loopback (const char *endpoint)
+{
+    if (strncmp (endpoint, "tcp://", 6))
+        return true;                    //  ipc://, inproc://: local
+    const char *host = endpoint + 6;
+    return !strncmp (host, "127.", 4) || !strncmp (host, "localhost:", 10)
+        || !strncmp (host, "[::1]:", 6) || !strncmp (host, "lo:", 3);
+}
+
+//  As many descriptors as the hard limit allows: each client connection
+//  holds one, and libzmq's listener spins when accept fails with EMFILE.
+static void
+s_raise_fd_limit (void)
+{
+    struct rlimit limit;
+    if (getrlimit (RLIMIT_NOFILE, &limit))
+        return;
+    rlim_t before = limit.rlim_cur;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        if (setrlimit (RLIMIT_NOFILE, &limit))
+            limit.rlim_cur = before;
+    }
+    fpx_log (FPX_LOG_INFO, "file descriptors: %llu (soft limit was %llu, hard limit %llu)",
+             (unsigned long long) limit.rlim_cur, (unsigned long long) before,
+             (unsigned long long) limit.rlim_max);
+}
+
 //  A fresh key for tenant "default" when none was configured: 32 hex
 //  characters from the kernel's random source.
 static int
@@ -232,7 +343,7 @@ static int
 s_parse (fpx_config_t *config, int argc, char **argv)
 {
     enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_LEVEL, HELP, VERSION,
-           FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US };
+           FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US, CURVE_SECRET, CURVE_CLIENTS };
     static const struct option options [] = {
         { "bind", required_argument, NULL, BIND },
         { "workers", required_argument, NULL, WORKERS },
@@ -248,6 +359,8 @@ s_parse (fpx_config_t *config, int argc, char **argv)
         { "snapshot-log-mb", required_argument, NULL, SNAPSHOT_MB },
         { "snapshot-interval-s", required_argument, NULL, SNAPSHOT_S },
         { "spin-us", required_argument, NULL, SPIN_US },
+        { "curve-secret-file", required_argument, NULL, CURVE_SECRET },
+        { "curve-clients-file", required_argument, NULL, CURVE_CLIENTS },
         { NULL, 0, NULL, 0 }
     };
     int option;
@@ -278,6 +391,8 @@ s_parse (fpx_config_t *config, int argc, char **argv)
                 break;
             }
             case KEYS_FILE: if (s_read_keys_file (config, optarg)) return -1; break;
+            case CURVE_SECRET: if (s_read_curve_secret (config, optarg)) return -1; break;
+            case CURVE_CLIENTS: if (s_read_curve_clients (config, optarg)) return -1; break;
             case DATA_DIR: config->data_dir = optarg; break;
             case MAX_MB:
                 config->max_message = (size_t) s_positive ("--max-message-mb", optarg, 1 << 20) << 20;
@@ -327,6 +442,10 @@ s_parse (fpx_config_t *config, int argc, char **argv)
         return -1;
     if (config->nbinds == 0)
         config->binds [config->nbinds++] = "tcp://127.0.0.1:5555";
+    if (config->ncurve_clients && !config->curve) {
+        fprintf (stderr, "faissproxyd: --curve-clients-file needs --curve-secret-file\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -356,6 +475,12 @@ main (int argc, char **argv)
     if (s_parse (config, argc, argv))
         return 2;
     fpx_log_set_level (config->log_level);
+    s_raise_fd_limit ();
+    for (int i = 0; i < config->nbinds; i++)
+        if (!config->curve && !s_loopback (config->binds [i]))
+            fpx_log (FPX_LOG_WARN, "%s is plain TCP beyond loopback: API keys and vectors cross "
+                     "the network in clear; use --curve-secret-file (README: Exposing a server "
+                     "beyond loopback)", config->binds [i]);
 
     //  Signals arrive through a pipe the broker polls. A handler, not a
     //  blocked mask + signalfd: threads started before main (OpenBLAS's
@@ -391,7 +516,8 @@ main (int argc, char **argv)
         .snapshot_interval_s = config->snapshot_interval_s,
     };
     if (fpx_storage_open (&storage, server.registry, config->tenants, config->ntenants)
-    ||  fpx_storage_start_snapshotter (server.registry) || fpx_workers_start (&server)) {
+    ||  fpx_storage_start_snapshotter (server.registry) || fpx_workers_start (&server)
+    ||  (config->curve && fpx_zap_start (&server))) {
         fprintf (stderr, "faissproxyd: cannot start\n");
         return 1;
     }
@@ -399,6 +525,9 @@ main (int argc, char **argv)
              "max message %zu MiB", FPX_SERVER_VERSION, FPX_PROTOCOL_VERSION,
              fpx_shim_faiss_version (), config->workers, config->ntenants,
              config->max_message >> 20);
+    if (config->curve)
+        fpx_log (FPX_LOG_INFO, "CURVE: server public key %s; %s", config->curve_public,
+                 config->ncurve_clients ? "only listed client keys" : "any client key");
     if (fpx_broker_run (&server, signal_fd)) {
         //  Workers wait on a broker that is gone: exit without joining.
         fpx_log (FPX_LOG_ERROR, "faissproxyd: stopped on error");
@@ -408,6 +537,9 @@ main (int argc, char **argv)
     fpx_storage_close (server.registry);        //  snapshots what the logs hold
     fpx_registry_destroy (&server.registry);
     zmq_ctx_term (server.zmq_ctx);
+    fpx_zap_join ();
+    sodium_memzero (config->curve_secret, sizeof config->curve_secret);
+    free (config->curve_clients);
     close (signal_pipe [0]);
     close (signal_pipe [1]);
     free (config->keys);

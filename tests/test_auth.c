@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fpx_test.h"
@@ -391,6 +392,188 @@ s_test_failed_auth_slowdown (void *arg)
     CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
 }
 
+// ---- CURVE ------------------------------------------------------------------------------
+
+//  `faissproxy keygen --curve FILE`: the public key it prints.
+static int
+s_keygen_curve (const char *path, char *public_key)
+{
+    char cli [512], command [900], line [128] = "";
+    s_cli_path (cli, sizeof cli);
+    snprintf (command, sizeof command, "'%s' keygen --curve '%s' 2>/dev/null", cli, path);
+    FILE *out = popen (command, "r");
+    if (!out)
+        return -1;
+    bool ok = fgets (line, sizeof line, out) != NULL;
+    if (pclose (out) != 0 || !ok || strncmp (line, "FAISS_PROXY_SERVER_KEY=", 23))
+        return -1;
+    snprintf (public_key, 41, "%s", line + 23);
+    return strlen (public_key) == 40 ? 0 : -1;
+}
+
+//  A raw DEALER with CURVE client keys (NULL keys: the NULL mechanism).
+static fpx_raw_t *
+s_raw_curve (const char *endpoint, const char *server_public, const char *client_secret)
+{
+    fpx_raw_t *raw = calloc (1, sizeof *raw);
+    raw->ctx = zmq_ctx_new ();
+    raw->sock = zmq_socket (raw->ctx, ZMQ_DEALER);
+    raw->next_id = 1;
+    int zero = 0;
+    zmq_setsockopt (raw->sock, ZMQ_LINGER, &zero, sizeof zero);
+    if (server_public) {
+        char client_public [41];
+        zmq_curve_public (client_public, client_secret);
+        zmq_setsockopt (raw->sock, ZMQ_CURVE_SERVERKEY, server_public, 40);
+        zmq_setsockopt (raw->sock, ZMQ_CURVE_PUBLICKEY, client_public, 40);
+        zmq_setsockopt (raw->sock, ZMQ_CURVE_SECRETKEY, client_secret, 40);
+    }
+    zmq_connect (raw->sock, endpoint);
+    return raw;
+}
+
+//  Whether a ping sent on raw is answered within timeout_ms.
+static bool
+s_raw_ping_answered (fpx_raw_t *raw, int timeout_ms)
+{
+    uint8_t header [FPX_REQUEST_HEADER_SIZE];
+    fpx_raw_header (header, FPX_OP_PING, 1, fpx_test_key_a);
+    const void *frames [2] = { header, "\x80" };
+    size_t sizes [2] = { sizeof header, 1 };
+    fpx_raw_send (raw, 2, frames, sizes);
+    fpx_raw_reply_t reply;
+    if (fpx_raw_recv (raw, &reply, timeout_ms))
+        return false;
+    fpx_raw_reply_free (&reply);
+    return true;
+}
+
+static void
+s_test_curve (void *arg)
+{
+    (void) arg;
+    char dir [256], secret_path [300], public_key [41];
+    s_temp_dir (dir, sizeof dir, "curve");
+    REQUIRE (dir [0], "mkdtemp failed");
+    snprintf (secret_path, sizeof secret_path, "%s/server.key", dir);
+    REQUIRE (s_keygen_curve (secret_path, public_key) == 0, "faissproxy keygen --curve failed");
+    struct stat st;
+    CHECK (stat (secret_path, &st) == 0 && (st.st_mode & 0777) == 0600, "key file mode %o",
+           st.st_mode & 0777);
+    //  The test's own clients (and the start-up ping) use the variable.
+    setenv ("FAISS_PROXY_SERVER_KEY", public_key, 1);
+    const char *args [] = { "--curve-secret-file", secret_path, NULL };
+    fpx_test_server_t server;
+    int started = fpx_test_server_start (&server, args, NULL);
+    unsetenv ("FAISS_PROXY_SERVER_KEY");
+    REQUIRE (started == 0, "start failed");
+
+    //  The right key: end to end, results equal FAISS in-process.
+    fpx_client_t *client = fpx_client_new_curve (server.endpoint, fpx_test_key_a, public_key);
+    REQUIRE (client, "fpx_client_new_curve failed");
+    enum { N = 500, NQ = 20, K = 5 };
+    float *x = fpx_data_clustered (3, N, DIM, 10, 0.1f);
+    float *q = fpx_data_clustered (4, NQ, DIM, 10, 0.1f);
+    char why [256];
+    FaissIndex *local = fpx_local_create (DIM, "Flat", FPX_METRIC_L2, why, sizeof why);
+    REQUIRE (local, "%s", why);
+    faiss_Index_add (local, N, x);
+    CHECK_OK (client, fpx_index_create (client, "sealed", DIM, "Flat", FPX_METRIC_L2, NULL));
+    CHECK_OK (client, fpx_add (client, "sealed", N, DIM, x, NULL));
+    fpx_knn_t ref, got;
+    CHECK_EQ (fpx_local_knn (local, NQ, q, K, 3, &ref), 0);
+    CHECK_OK (client, fpx_remote_knn (client, "sealed", NQ, DIM, q, K, NULL, &got));
+    CHECK_KNN (&ref, &got);
+    fpx_knn_free (&ref);
+    fpx_knn_free (&got);
+    faiss_Index_free (local);
+    fpx_client_destroy (&client);
+
+    //  A wrong server key: no reply, a quick clear failure.
+    char other_public [41], other_secret [41];
+    zmq_curve_keypair (other_public, other_secret);
+    fpx_client_t *wrong = fpx_client_new_curve (server.endpoint, fpx_test_key_a, other_public);
+    REQUIRE (wrong, "fpx_client_new_curve failed");
+    fpx_client_set_timeout (wrong, 1000);
+    double start = fpx_now ();
+    CHECK_RC (wrong, fpx_ping (wrong, NULL), FPX_ETIMEDOUT);
+    CHECK (fpx_now () - start < 3, "the wrong key took %.1f s to fail", fpx_now () - start);
+    CHECK (strstr (fpx_client_errmsg (wrong), "CURVE") != NULL, "message: %s",
+           fpx_client_errmsg (wrong));
+    fpx_client_destroy (&wrong);
+    CHECK (fpx_client_new_curve (server.endpoint, fpx_test_key_a, "not-a-key") == NULL,
+           "a malformed server key was accepted");
+
+    //  A plain (NULL mechanism) DEALER gets nothing back.
+    fpx_raw_t *plain = s_raw_curve (server.endpoint, NULL, NULL);
+    fpx_raw_reply_t reply;
+    CHECK (!s_raw_ping_answered (plain, 2000), "a plain client got a reply from a CURVE server");
+    fpx_raw_destroy (&plain);
+    //  … while a raw CURVE DEALER with any key of its own does.
+    char client_public [41], client_secret [41];
+    zmq_curve_keypair (client_public, client_secret);
+    fpx_raw_t *raw = s_raw_curve (server.endpoint, public_key, client_secret);
+    CHECK_EQ (fpx_raw_call (raw, FPX_OP_PING, fpx_test_key_a, "\x80", 1, 0, NULL, NULL, &reply), 0);
+    fpx_raw_reply_free (&reply);
+    fpx_raw_destroy (&raw);
+    CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
+
+    //  Group-readable secret key file: refused.
+    chmod (secret_path, 0640);
+    const char *daemon = getenv ("FPX_DAEMON");
+    char command [1200];
+    snprintf (command, sizeof command, "timeout 20 '%s' --curve-secret-file '%s' --api-key a:b "
+              "--bind tcp://127.0.0.1:0 --data-dir '%s/data' >/dev/null 2>&1",
+              daemon ? daemon : "build/bin/faissproxyd", secret_path, dir);
+    int status = system (command);
+    CHECK (WIFEXITED (status) && WEXITSTATUS (status) == 2, "a 0640 secret key file: status %d",
+           status);
+    chmod (secret_path, 0600);
+    free (x);
+    free (q);
+    s_remove_dir (dir);
+}
+
+//  --curve-clients-file: a listed client key is served (the C client with
+//  FAISS_PROXY_CLIENT_SECRET_KEY), another is refused and logged.
+static void
+s_test_curve_clients_file (void *arg)
+{
+    (void) arg;
+    char dir [256], secret_path [300], clients_path [300], public_key [41];
+    s_temp_dir (dir, sizeof dir, "curvecl");
+    REQUIRE (dir [0], "mkdtemp failed");
+    snprintf (secret_path, sizeof secret_path, "%s/server.key", dir);
+    snprintf (clients_path, sizeof clients_path, "%s/clients", dir);
+    REQUIRE (s_keygen_curve (secret_path, public_key) == 0, "faissproxy keygen --curve failed");
+    char listed_public [41], listed_secret [41], other_public [41], other_secret [41];
+    zmq_curve_keypair (listed_public, listed_secret);
+    zmq_curve_keypair (other_public, other_secret);
+    FILE *file = fopen (clients_path, "w");
+    REQUIRE (file, "cannot write %s", clients_path);
+    fprintf (file, "# the one client\n%s\n", listed_public);
+    fclose (file);
+    setenv ("FAISS_PROXY_SERVER_KEY", public_key, 1);
+    setenv ("FAISS_PROXY_CLIENT_SECRET_KEY", listed_secret, 1);
+    const char *args [] = { "--curve-secret-file", secret_path, "--curve-clients-file",
+                            clients_path, NULL };
+    fpx_test_server_t server;
+    int started = fpx_test_server_start (&server, args, NULL);
+    REQUIRE (started == 0, "start failed");
+    fpx_client_t *client = fpx_test_client (&server, fpx_test_key_a);
+    CHECK_OK (client, fpx_ping (client, NULL));
+    fpx_client_destroy (&client);
+    unsetenv ("FAISS_PROXY_SERVER_KEY");
+    unsetenv ("FAISS_PROXY_CLIENT_SECRET_KEY");
+    fpx_raw_t *raw = s_raw_curve (server.endpoint, public_key, other_secret);
+    CHECK (!s_raw_ping_answered (raw, 2000), "an unlisted client key got a reply");
+    fpx_raw_destroy (&raw);
+    CHECK (s_file_has (server.log_path, other_public, 40), "no log line with the refused key");
+    CHECK (s_file_has (server.log_path, "127.0.0.1", 9), "no log line with the address");
+    CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
+    s_remove_dir (dir);
+}
+
 int
 main (void)
 {
@@ -398,5 +581,7 @@ main (void)
     fpx_test_run ("create_drop_save_race_one_name", s_test_name_race, NULL);
     fpx_test_run ("hashed_keys_file_and_roles", s_test_keys_and_roles, NULL);
     fpx_test_run ("failed_auth_logged_and_slowed_per_peer", s_test_failed_auth_slowdown, NULL);
+    fpx_test_run ("curve_right_key_wrong_key_plain_client", s_test_curve, NULL);
+    fpx_test_run ("curve_clients_file", s_test_curve_clients_file, NULL);
     return fpx_test_finish ();
 }
