@@ -661,6 +661,10 @@ s_setup (s_broker_t *self)
     zmq_setsockopt (self->frontend, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame);
     zmq_setsockopt (self->frontend, ZMQ_HEARTBEAT_IVL, &heartbeat, sizeof heartbeat);
     zmq_setsockopt (self->frontend, ZMQ_HEARTBEAT_TIMEOUT, &heartbeat_timeout, sizeof heartbeat_timeout);
+    //  A connection that has not finished its handshake (greeting, CURVE)
+    //  in 10 s is closed: idle connects do not hold descriptors for long.
+    int handshake = 10000;
+    zmq_setsockopt (self->frontend, ZMQ_HANDSHAKE_IVL, &handshake, sizeof handshake);
     if (config->curve) {
         //  A CURVE server: every peer must know our public key; the ZAP
         //  handler (zap.c) decides which client keys may connect.

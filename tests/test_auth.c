@@ -25,6 +25,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -559,12 +563,12 @@ s_test_curve_clients_file (void *arg)
                             clients_path, NULL };
     fpx_test_server_t server;
     int started = fpx_test_server_start (&server, args, NULL);
-    REQUIRE (started == 0, "start failed");
-    fpx_client_t *client = fpx_test_client (&server, fpx_test_key_a);
-    CHECK_OK (client, fpx_ping (client, NULL));
-    fpx_client_destroy (&client);
+    fpx_client_t *client = started == 0 ? fpx_test_client (&server, fpx_test_key_a) : NULL;
     unsetenv ("FAISS_PROXY_SERVER_KEY");
     unsetenv ("FAISS_PROXY_CLIENT_SECRET_KEY");
+    REQUIRE (started == 0, "start failed");
+    CHECK_OK (client, fpx_ping (client, NULL));
+    fpx_client_destroy (&client);
     fpx_raw_t *raw = s_raw_curve (server.endpoint, public_key, other_secret);
     CHECK (!s_raw_ping_answered (raw, 2000), "an unlisted client key got a reply");
     fpx_raw_destroy (&raw);
@@ -572,6 +576,79 @@ s_test_curve_clients_file (void *arg)
     CHECK (s_file_has (server.log_path, "127.0.0.1", 9), "no log line with the address");
     CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
     s_remove_dir (dir);
+}
+
+// ---- idle connections -----------------------------------------------------------------
+
+//  utime + stime of a process, in clock ticks (-1 if unknown).
+static long
+s_cpu_ticks (pid_t pid)
+{
+    char path [64], text [1024];
+    snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+    FILE *file = fopen (path, "r");
+    if (!file)
+        return -1;
+    size_t size = fread (text, 1, sizeof text - 1, file);
+    fclose (file);
+    text [size] = 0;
+    const char *p = strrchr (text, ')');         //  after the command name
+    unsigned long utime, stime;
+    if (!p || sscanf (p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+                      &utime, &stime) != 2)
+        return -1;
+    return (long) (utime + stime);
+}
+
+//  1100 idle TCP connects (no ZMTP greeting) to a server started under the
+//  usual soft limit of 1024 descriptors: it stays idle and answers a new
+//  client (before, accept failed with EMFILE and libzmq's listener spun).
+static void
+s_test_idle_connects (void *arg)
+{
+    (void) arg;
+    struct rlimit saved, low;
+    getrlimit (RLIMIT_NOFILE, &saved);
+    if (!CHECK (saved.rlim_max >= 2048, "hard descriptor limit %llu: too low for this test",
+                (unsigned long long) saved.rlim_max))
+        return;
+    low = saved;
+    if (low.rlim_cur > 1024)
+        low.rlim_cur = 1024;
+    setrlimit (RLIMIT_NOFILE, &low);            //  the server inherits it
+    fpx_test_server_t server;
+    int started = fpx_test_server_start (&server, NULL, NULL);
+    setrlimit (RLIMIT_NOFILE, &saved);
+    REQUIRE (started == 0, "start failed");
+    enum { IDLE = 1100 };
+    int fds [IDLE], opened = 0;
+    struct sockaddr_in address = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) server.port) };
+    address.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    for (int i = 0; i < IDLE; i++) {
+        fds [i] = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fds [i] >= 0 && connect (fds [i], (struct sockaddr *) &address, sizeof address) == 0)
+            opened++;
+    }
+    CHECK_EQ (opened, IDLE);
+    fpx_sleep_ms (500);
+    long ticks_per_s = sysconf (_SC_CLK_TCK);
+    long before = s_cpu_ticks (server.pid);
+    fpx_sleep_ms (1000);
+    long used = s_cpu_ticks (server.pid) - before;
+    fprintf (stderr, "# server CPU with %d idle connections: %ld ticks of %ld in 1 s\n", IDLE,
+             used, ticks_per_s);
+    CHECK (before >= 0 && used * 5 < ticks_per_s, "the idle server used %ld of %ld ticks in 1 s",
+           used, ticks_per_s);
+    fpx_client_t *client = fpx_test_client (&server, fpx_test_key_a);
+    fpx_client_set_timeout (client, 3000);
+    double start = fpx_now ();
+    CHECK_OK (client, fpx_ping (client, NULL));
+    CHECK (fpx_now () - start < 1.0, "a new client's ping took %.2f s", fpx_now () - start);
+    fpx_client_destroy (&client);
+    for (int i = 0; i < IDLE; i++)
+        if (fds [i] >= 0)
+            close (fds [i]);
+    CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
 }
 
 int
@@ -583,5 +660,6 @@ main (void)
     fpx_test_run ("failed_auth_logged_and_slowed_per_peer", s_test_failed_auth_slowdown, NULL);
     fpx_test_run ("curve_right_key_wrong_key_plain_client", s_test_curve, NULL);
     fpx_test_run ("curve_clients_file", s_test_curve_clients_file, NULL);
+    fpx_test_run ("idle_tcp_connects_do_not_spin", s_test_idle_connects, NULL);
     return fpx_test_finish ();
 }
