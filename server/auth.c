@@ -85,6 +85,7 @@ fpx_auth_min_role (int opcode)
 #define S_PEERS        1024         //  peers tracked (a hash table)
 #define S_PROBES       16
 #define S_HELD_MAX     64           //  requests held per peer
+#define S_HELD_BYTES   65536        //  largest request held
 #define S_FREE_TRIES   3            //  failures before any delay
 #define S_DELAY_FIRST  0.05         //  s, doubled per failure …
 #define S_DELAY_MAX    2.0          //  … up to this
@@ -159,12 +160,12 @@ s_peer (fpx_guard_t *self, const char *addr, double now, bool create)
 }
 
 int
-fpx_guard_hold (fpx_guard_t *self, const char *addr, double now, void *item)
+fpx_guard_hold (fpx_guard_t *self, const char *addr, double now, void *item, size_t bytes)
 {
     s_peer_t *peer = s_peer (self, addr, now, false);
     if (!peer || (peer->count == 0 && now >= peer->not_before))
         return 0;
-    if (peer->count == S_HELD_MAX)
+    if (peer->count == S_HELD_MAX || bytes > S_HELD_BYTES)
         return -1;
     peer->held [(peer->head + peer->count) % S_HELD_MAX] = item;
     if (peer->count++ == 0)

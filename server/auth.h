@@ -51,11 +51,12 @@ fpx_guard_t *fpx_guard_new (void);
 /*  Frees the guard; calls release (item) for every request still held.  */
 void fpx_guard_destroy (fpx_guard_t **self_p, void (*release) (void *item));
 
-/*  Whether a request from peer must wait before it is authenticated: its
-    address failed authentication recently and its delay has not passed.
-    If so, holds item (returns 1), or returns -1 when the peer already has
-    too many held (the caller answers FPX_EBUSY). 0: go on now.          */
-int fpx_guard_hold (fpx_guard_t *self, const char *peer, double now, void *item);
+/*  Whether a request of bytes bytes from peer must wait before it is
+    authenticated: its address failed authentication recently and its
+    delay has not passed. If so, holds item (returns 1), or returns -1 when
+    the peer already has too many held or the request is over 64 KiB (a
+    guess needs no payload; the caller answers FPX_EBUSY). 0: go on now. */
+int fpx_guard_hold (fpx_guard_t *self, const char *peer, double now, void *item, size_t bytes);
 
 /*  Records a failed authentication from peer at now (and logs it, a line
     per peer every few seconds at most); its next requests wait.        */

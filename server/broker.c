@@ -435,13 +435,13 @@ s_key_lookup (s_broker_t *self, const char *key, int *role)
 //  guard keeps the job (its peer failed recently) until its delay is over.
 static int
 s_authenticate (s_broker_t *self, s_job_t *job, const fpx_header_t *header, bool guarded,
-                int *rc, const char **error, char *text, size_t text_size)
+                size_t total, int *rc, const char **error, char *text, size_t text_size)
 {
     char peer [64];
     s_peer_address (&job->frames [1], peer, sizeof peer);
     double now = fpx_monotonic_seconds ();
     if (guarded) {
-        int held = fpx_guard_hold (self->guard, peer, now, job);
+        int held = fpx_guard_hold (self->guard, peer, now, job, total);
         if (held > 0)
             return S_HELD;
         if (held < 0) {
@@ -496,7 +496,8 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total, bool guard
         error = text;
     }
     else {
-        int tenant = s_authenticate (self, job, &header, guarded, &rc, &error, text, sizeof text);
+        int tenant = s_authenticate (self, job, &header, guarded, total, &rc, &error, text,
+                                     sizeof text);
         if (tenant == S_HELD)
             return;
         if (tenant < 0)

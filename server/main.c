@@ -138,9 +138,9 @@ s_check_private (const char *path, FILE *file, bool refuse)
 {
     struct stat st;
     if (fstat (fileno (file), &st) == 0 && (st.st_mode & 077)) {
-        fprintf (stderr, "faissproxyd: %s: %s %s is readable by group or others "
-                 "(mode %o); chmod 600 it\n", refuse ? "error" : "warning", path,
-                 refuse ? "holds a secret key and" : "", (unsigned) (st.st_mode & 0777));
+        fprintf (stderr, "faissproxyd: %s: %s is readable by group or others (mode %o)%s; "
+                 "chmod 600 it\n", refuse ? "error" : "warning", path,
+                 (unsigned) (st.st_mode & 0777), refuse ? " and holds a secret key" : "");
         return refuse ? -1 : 0;
     }
     return 0;
