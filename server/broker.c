@@ -75,6 +75,8 @@ typedef struct {
     uint64_t next_conn_id;
     bool stopping;
     fpx_guard_t *guard;             //  slows down peers that fail authentication
+    uint64_t refused;               //  failed handshakes / accepts not yet logged
+    double refused_logged_at;
 } s_broker_t;
 
 static void
@@ -191,6 +193,30 @@ s_conn_forget (s_broker_t *self, s_conn_t *conn)
     free (conn);
 }
 
+//  A failed handshake (a plain client on a CURVE server, a wrong server
+//  key, a bad greeting) or a failed accept (out of descriptors): WARN, one
+//  line every 5 s at most, with the count since the last one.
+static void
+s_log_refused (s_broker_t *self, uint16_t kind, int32_t value, zmq_msg_t *address)
+{
+    self->refused++;
+    double now = fpx_monotonic_seconds ();
+    if (self->refused_logged_at && now - self->refused_logged_at < 5)
+        return;
+    if (kind == ZMQ_EVENT_ACCEPT_FAILED)
+        fpx_log (FPX_LOG_WARN, "cannot accept a connection on %.*s: %s (%llu event(s) since the "
+                 "last line)", (int) zmq_msg_size (address), (const char *) zmq_msg_data (address),
+                 strerror (value), (unsigned long long) self->refused);
+    else
+        fpx_log (FPX_LOG_WARN, "handshake failed on %.*s: %s (%llu event(s) since the last "
+                 "line)", (int) zmq_msg_size (address), (const char *) zmq_msg_data (address),
+                 kind == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? "refused by the ZAP handler"
+                 : self->server->config.curve ? "not a CURVE client with our server key"
+                 : "bad ZeroMQ greeting", (unsigned long long) self->refused);
+    self->refused_logged_at = now;
+    self->refused = 0;
+}
+
 static void
 s_monitor_drain (s_broker_t *self)
 {
@@ -213,6 +239,8 @@ s_monitor_drain (s_broker_t *self)
             if (kind == ZMQ_EVENT_DISCONNECTED && fd >= 0 && fd < self->fd_capacity
             &&  self->conn_by_fd [fd])
                 s_conn_forget (self, self->conn_by_fd [fd]);
+            else if (kind != ZMQ_EVENT_DISCONNECTED)
+                s_log_refused (self, kind, fd, &address);
         }
         zmq_msg_close (&event);
         zmq_msg_close (&address);
@@ -677,7 +705,10 @@ s_setup (s_broker_t *self)
     }
     zmq_setsockopt (self->backend, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt (self->monitor, ZMQ_LINGER, &zero, sizeof zero);
-    if (zmq_socket_monitor (self->frontend, FPX_MONITOR_ENDPOINT, ZMQ_EVENT_DISCONNECTED)
+    int events = ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPT_FAILED
+               | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+               | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+    if (zmq_socket_monitor (self->frontend, FPX_MONITOR_ENDPOINT, events)
     ||  zmq_connect (self->monitor, FPX_MONITOR_ENDPOINT)
     ||  zmq_bind (self->backend, FPX_BACKEND_ENDPOINT))
         return -1;

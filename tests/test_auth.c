@@ -512,6 +512,8 @@ s_test_curve (void *arg)
     fpx_raw_t *plain = s_raw_curve (server.endpoint, NULL, NULL);
     fpx_raw_reply_t reply;
     CHECK (!s_raw_ping_answered (plain, 2000), "a plain client got a reply from a CURVE server");
+    CHECK (s_file_has (server.log_path, "handshake failed on", 19),
+           "no log line about the failed handshakes");
     fpx_raw_destroy (&plain);
     //  … while a raw CURVE DEALER with any key of its own does.
     char client_public [41], client_secret [41];
