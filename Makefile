@@ -30,7 +30,7 @@ CXXFLAGS    += -std=c++17 $(OPT) -g -fPIC -pthread -Wall -Wextra $(WERROR) $(SAN
 LDFLAGS     += -pthread $(SANFLAGS)
 
 FAISS_LIBS  := $(FAISS_C_LIB) $(FAISS_LIBDIR) $(BLAS_LIBS) -fopenmp -lstdc++ -lm
-NET_LIBS    := -lzmq -lmsgpackc
+NET_LIBS    := -lzmq -lmsgpackc -lsodium
 
 PROTOCOL_SRC := $(wildcard protocol/*.c)
 SERVER_SRC   := $(wildcard server/*.c)

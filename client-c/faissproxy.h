@@ -55,9 +55,29 @@ const char *fpx_error_name (int code);
     endpoint: "tcp://host:port" or "ipc://path"; NULL means the environment
     variable FAISS_PROXY_SERVER, else FPX_DEFAULT_ENDPOINT.
     api_key: NULL means FAISS_PROXY_API_KEY, else the empty key.
+    The connection is CURVE-encrypted when FAISS_PROXY_SERVER_KEY is set
+    (see fpx_client_new_curve).
     Returns NULL if the endpoint is invalid, the key is longer than 64
-    bytes, or memory runs out. Caller owns the handle.                   */
+    bytes, FAISS_PROXY_SERVER_KEY is not a key, or memory runs out.
+    Caller owns the handle.                                              */
 fpx_client_t *fpx_client_new (const char *endpoint, const char *api_key);
+
+/*  As fpx_client_new, over CurveZMQ (RFC 26): requests and replies, API
+    key included, are encrypted and the server is authenticated.
+    server_key: the server's public key, 40 Z85 characters (printed by
+    `faissproxy keygen --curve FILE`); NULL means FAISS_PROXY_SERVER_KEY,
+    and "" (or an unset variable) a plain connection, as fpx_client_new.
+    The client makes a fresh key pair of its own for each handle, unless
+    FAISS_PROXY_CLIENT_SECRET_KEY holds a secret key (40 Z85 characters)
+    for it: needed when the server accepts only listed client keys
+    (faissproxyd --curve-clients-file; the public key to list is in the
+    file `faissproxy keygen --curve FILE` writes).
+    A server with another key never answers: calls fail with
+    FPX_ETIMEDOUT, whose message names CURVE. Returns NULL as
+    fpx_client_new does, or when server_key is not 40 Z85 characters.
+    Caller owns the handle.                                              */
+fpx_client_t *fpx_client_new_curve (const char *endpoint, const char *api_key,
+                                    const char *server_key);
 
 /*  Closes the connection (the server frees this connection's anonymous
     indexes) and frees the handle; sets *self_p to NULL. Accepts NULL.  */

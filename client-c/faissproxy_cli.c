@@ -2,7 +2,8 @@
     faissproxyd (as redis-cli is to redis).
 
     Built only on the public API (faissproxy.h): it must not include
-    protocol/ headers nor speak the wire format itself.
+    protocol/ headers nor speak the wire format itself. keygen is local:
+    libsodium and libzmq's key functions, no server.
     Output for people on stdout; errors on stderr as "faissproxy: <message>".
     Exit status: 0 success, 1 any error, 2 usage error.
 */
@@ -15,12 +16,18 @@
 #include <strings.h>
 #include <time.h>
 
+#include <fcntl.h>
+#include <sodium.h>
+#include <unistd.h>
+#include <zmq.h>
+
 #include "faissproxy.h"
 
 #define EXIT_USAGE 2
 
 static const char *s_usage =
-    "usage: faissproxy [--server ENDPOINT] [--api-key KEY] [--timeout MS] COMMAND [ARGS]\n"
+    "usage: faissproxy [--server ENDPOINT] [--api-key KEY] [--server-key KEY] [--timeout MS]\n"
+    "                  COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
     "  ping                              server, protocol and FAISS versions, and the\n"
@@ -34,6 +41,11 @@ static const char *s_usage =
     "                                    (FAISS's own format: faiss.read_index reads it)\n"
     "  restore NAME FILE                 create index NAME from FILE (a backup, or any\n"
     "                                    file faiss.write_index wrote); NAME must not exist\n"
+    "  keygen TENANT [ROLE]              print a new API key and the line for the server's\n"
+    "                                    --keys-file (ROLE read, write (default) or admin)\n"
+    "  keygen --curve FILE               write a new CURVE key pair for faissproxyd\n"
+    "                                    --curve-secret-file to FILE (0600); print the\n"
+    "                                    public key clients need\n"
     "  help                              this text\n"
     "\n"
     "options:\n"
@@ -41,6 +53,10 @@ static const char *s_usage =
     "                      else " FPX_DEFAULT_ENDPOINT "\n"
     "  --api-key KEY       default $FAISS_PROXY_API_KEY (prefer the variable: command\n"
     "                      lines are visible to other users)\n"
+    "  --server-key KEY    the server's CURVE public key (40 characters, from\n"
+    "                      'faissproxy keygen --curve'): encrypt the connection and\n"
+    "                      authenticate the server; default $FAISS_PROXY_SERVER_KEY,\n"
+    "                      else a plain connection\n"
     "  --timeout MS        per-call timeout; default $FAISS_PROXY_TIMEOUT_MS, else 30000;\n"
     "                      negative waits forever\n"
     "  -h, --help          this text\n"
@@ -51,6 +67,7 @@ typedef struct {
     const char *server;         //  NULL: the library's default
     const char *api_key;        //  NULL: the library's default
     const char *timeout;        //  NULL: the library's default
+    const char *server_key;     //  NULL: $FAISS_PROXY_SERVER_KEY, else plain
     int argc;                   //  command and its arguments
     char **argv;
 } s_options_t;
@@ -291,6 +308,75 @@ static const s_command_t s_commands [] = {
     { "restore",  2, 2, s_cmd_restore },
 };
 
+/* ---- keygen: local, no server ----------------------------------------- */
+
+//  keygen TENANT [ROLE]: a new random API key, and the keys-file line the
+//  server needs (its BLAKE2b-256 hash, "b2:" and hex; server/auth.h).
+static int
+s_keygen_api (const char *tenant, const char *role)
+{
+    if (strcmp (role, "read") && strcmp (role, "write") && strcmp (role, "admin"))
+        return s_usage_error ("ROLE is read, write or admin, not '%s'", role);
+    if (!*tenant || strlen (tenant) > FPX_INDEX_NAME_MAX || strpbrk (tenant, " \t\n#"))
+        return s_usage_error ("invalid tenant name '%s'", tenant);
+    unsigned char random [24], hash [32];
+    char key [2 * sizeof random + 1], hex [2 * sizeof hash + 1];
+    randombytes_buf (random, sizeof random);
+    sodium_bin2hex (key, sizeof key, random, sizeof random);
+    crypto_generichash (hash, sizeof hash, (const unsigned char *) key, strlen (key), NULL, 0);
+    sodium_bin2hex (hex, sizeof hex, hash, sizeof hash);
+    fprintf (stderr, "# line 1: the client's key; line 2: append to faissproxyd's --keys-file\n");
+    printf ("FAISS_PROXY_API_KEY=%s\n%s %s b2:%s\n", key, tenant, role, hex);
+    sodium_memzero (key, sizeof key);
+    return EXIT_SUCCESS;
+}
+
+//  keygen --curve FILE: a new CURVE key pair for faissproxyd
+//  --curve-secret-file, written to FILE (created, mode 0600); prints the
+//  public key that clients need.
+static int
+s_keygen_curve (const char *path)
+{
+    char public_key [41], secret_key [41];
+    if (zmq_curve_keypair (public_key, secret_key)) {
+        fprintf (stderr, "faissproxy: cannot make a CURVE key pair: %s\n", zmq_strerror (zmq_errno ()));
+        return EXIT_FAILURE;
+    }
+    int fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    FILE *file = fd >= 0 ? fdopen (fd, "w") : NULL;
+    if (!file) {
+        fprintf (stderr, "faissproxy: cannot create %s: %s\n", path, strerror (errno));
+        if (fd >= 0)
+            close (fd);
+        return EXIT_FAILURE;
+    }
+    fprintf (file, "# faissproxyd CURVE key pair (faissproxy keygen --curve): keep it secret\n"
+             "public-key %s\nsecret-key %s\n", public_key, secret_key);
+    sodium_memzero (secret_key, sizeof secret_key);
+    if (fclose (file)) {
+        fprintf (stderr, "faissproxy: cannot write %s: %s\n", path, strerror (errno));
+        return EXIT_FAILURE;
+    }
+    fprintf (stderr, "# the server's public key, for clients (--server-key or this variable):\n");
+    printf ("FAISS_PROXY_SERVER_KEY=%s\n", public_key);
+    return EXIT_SUCCESS;
+}
+
+static int
+s_cmd_keygen (int argc, char **argv)
+{
+    if (sodium_init () < 0) {
+        fprintf (stderr, "faissproxy: cannot initialise libsodium\n");
+        return EXIT_FAILURE;
+    }
+    if (argc >= 1 && strcmp (argv [0], "--curve") == 0)
+        return argc == 2 ? s_keygen_curve (argv [1])
+                         : s_usage_error ("usage: keygen --curve FILE%s", "");
+    if (argc < 1 || argc > 2)
+        return s_usage_error ("usage: keygen TENANT [ROLE] | keygen --curve FILE%s", "");
+    return s_keygen_api (argv [0], argc == 2 ? argv [1] : "write");
+}
+
 /* ---- main -------------------------------------------------------------- */
 
 //  Value of option `name` at argv[*i], as "--name VALUE" or "--name=VALUE";
@@ -337,6 +423,9 @@ s_parse_options (int argc, char **argv, s_options_t *options)
         if ((value = s_option (argv, argc, &i, "--timeout", &missing)))
             options->timeout = value;
         else
+        if ((value = s_option (argv, argc, &i, "--server-key", &missing)))
+            options->server_key = value;
+        else
             return s_usage_error (missing ? "option %s needs a value" : "unknown option %s",
                                   argv [i]);
     }
@@ -352,11 +441,13 @@ s_run (const s_options_t *options, const s_command_t *command)
     int timeout = 0;
     if (options->timeout && !s_parse_int (options->timeout, &timeout))
         return s_usage_error ("--timeout must be an integer (ms), got '%s'", options->timeout);
-    fpx_client_t *client = fpx_client_new (options->server, options->api_key);
+    fpx_client_t *client = fpx_client_new_curve (options->server, options->api_key,
+                                                 options->server_key);
     if (!client) {
         const char *server = options->server ? options->server : getenv ("FAISS_PROXY_SERVER");
         fprintf (stderr, "faissproxy: cannot create a client for %s: invalid endpoint, "
-                 "API key longer than 64 bytes, or out of memory\n",
+                 "API key longer than 64 bytes, server key not 40 Z85 characters, "
+                 "or out of memory\n",
                  server && *server ? server : FPX_DEFAULT_ENDPOINT);
         return EXIT_FAILURE;
     }
@@ -387,6 +478,8 @@ main (int argc, char **argv)
         fputs (s_usage, stdout);
         return EXIT_SUCCESS;
     }
+    if (strcmp (name, "keygen") == 0)
+        return s_cmd_keygen (options.argc - 1, options.argv + 1);
     for (size_t i = 0; i < sizeof s_commands / sizeof s_commands [0]; i++) {
         const s_command_t *command = &s_commands [i];
         if (strcmp (name, command->name) != 0)

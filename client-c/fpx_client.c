@@ -398,6 +398,14 @@ s_default_timeout (void)
 fpx_client_t *
 fpx_client_new (const char *endpoint, const char *api_key)
 {
+    return fpx_client_new_curve (endpoint, api_key, NULL);
+}
+
+fpx_client_t *
+fpx_client_new_curve (const char *endpoint, const char *api_key, const char *server_key)
+{
+    if (!server_key)
+        server_key = s_env ("FAISS_PROXY_SERVER_KEY", "");
     if (!endpoint)
         endpoint = s_env ("FAISS_PROXY_SERVER", FPX_DEFAULT_ENDPOINT);
     if (!api_key)
@@ -407,7 +415,8 @@ fpx_client_new (const char *endpoint, const char *api_key)
     fpx_client_t *self = calloc (1, sizeof *self);
     if (!self)
         return NULL;
-    self->conn = fpx_conn_new (endpoint, api_key, s_default_timeout ());
+    self->conn = fpx_conn_new (endpoint, api_key, server_key,
+                               s_env ("FAISS_PROXY_CLIENT_SECRET_KEY", ""), s_default_timeout ());
     if (!self->conn) {
         free (self);
         return NULL;

@@ -88,6 +88,10 @@ struct _fpx_conn_t {
     void *socket;               //  NULL after a failed reopen
     char *endpoint;
     char api_key [FPX_API_KEY_MAX + 1];
+    bool curve;                 //  CURVE to a server whose public key we know
+    uint8_t server_key [32];
+    uint8_t public_key [32];    //  this connection's ephemeral key pair
+    uint8_t secret_key [32];
     int timeout_ms;             //  < 0: forever
     uint64_t last_id;
     s_slot_t *slots;            //  S_SLOTS
@@ -291,6 +295,10 @@ s_socket_open (fpx_conn_t *self)
     ||  s_set_int (socket, ZMQ_IMMEDIATE, 1)
     ||  s_set_int (socket, ZMQ_HEARTBEAT_IVL, FPX_HEARTBEAT_IVL_MS)
     ||  s_set_int (socket, ZMQ_HEARTBEAT_TIMEOUT, FPX_HEARTBEAT_TIMEOUT_MS)
+    ||  (self->curve
+         && (zmq_setsockopt (socket, ZMQ_CURVE_SERVERKEY, self->server_key, 32)
+             || zmq_setsockopt (socket, ZMQ_CURVE_PUBLICKEY, self->public_key, 32)
+             || zmq_setsockopt (socket, ZMQ_CURVE_SECRETKEY, self->secret_key, 32)))
     ||  zmq_connect (socket, self->endpoint)) {
         int saved = errno;
         zmq_close (socket);
@@ -320,12 +328,29 @@ s_socket_reset (fpx_conn_t *self)
 /* ---- lifecycle --------------------------------------------------------- */
 
 fpx_conn_t *
-fpx_conn_new (const char *endpoint, const char *api_key, int timeout_ms)
+fpx_conn_new (const char *endpoint, const char *api_key, const char *server_key,
+              const char *client_secret, int timeout_ms)
 {
     assert (endpoint && api_key && strlen (api_key) <= FPX_API_KEY_MAX);
     fpx_conn_t *self = calloc (1, sizeof *self);
     if (!self)
         return NULL;
+    if (server_key && *server_key) {
+        char public_z85 [41], secret_z85 [41] = "";
+        if (client_secret && *client_secret && strlen (client_secret) == 40)
+            memcpy (secret_z85, client_secret, 41);
+        if (strlen (server_key) != 40 || !zmq_z85_decode (self->server_key, server_key)
+        ||  (client_secret && *client_secret && !secret_z85 [0])
+        ||  (secret_z85 [0] ? zmq_curve_public (public_z85, secret_z85)
+                            : zmq_curve_keypair (public_z85, secret_z85))
+        ||  !zmq_z85_decode (self->public_key, public_z85)
+        ||  !zmq_z85_decode (self->secret_key, secret_z85)) {
+            free (self);
+            return NULL;
+        }
+        memset (secret_z85, 0, sizeof secret_z85);
+        self->curve = true;
+    }
     pthread_condattr_t attr;
     pthread_condattr_init (&attr);
     pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
@@ -375,6 +400,7 @@ fpx_conn_destroy (fpx_conn_t **self_p)
     pthread_mutex_destroy (&self->mutex);
     free (self->slots);
     free (self->endpoint);
+    memset (self->secret_key, 0, sizeof self->secret_key);
     free (self);
     *self_p = NULL;
 }
@@ -464,8 +490,9 @@ s_send_header (fpx_conn_t *self, s_slot_t *slot, int64_t deadline, char *errmsg,
         rc = s_poll (self->socket, ZMQ_POLLOUT, deadline);
         if (rc == 0)
             return s_error (errmsg, size, FPX_ETIMEDOUT,
-                            "no reply from %s within %d ms (not connected)",
-                            self->endpoint, self->timeout_ms);
+                            "no reply from %s within %d ms (not connected%s)",
+                            self->endpoint, self->timeout_ms,
+                            self->curve ? "; CURVE: is the server key right?" : "");
         if (rc < 0 && errno != EINTR)
             break;
     }
@@ -690,8 +717,9 @@ s_wait_reply (fpx_conn_t *self, s_slot_t *slot, fpx_reply_t *reply, bool *answer
             continue;
         rc = s_poll (self->socket, ZMQ_POLLIN, slot->deadline);
         if (rc == 0)
-            return s_error (errmsg, size, FPX_ETIMEDOUT, "no reply from %s within %d ms",
-                            self->endpoint, self->timeout_ms);
+            return s_error (errmsg, size, FPX_ETIMEDOUT, "no reply from %s within %d ms%s",
+                            self->endpoint, self->timeout_ms,
+                            self->curve ? " (CURVE: is the server key right?)" : "");
         if (rc < 0)
             return s_error (errmsg, size, errno == ENOMEM ? FPX_ENOMEM : FPX_ECONNECT,
                             "cannot receive from %s: %s", self->endpoint, zmq_strerror (errno));

@@ -65,9 +65,14 @@ typedef struct {
 } fpx_reply_t;
 
 /*  Creates a connection to endpoint with api_key (≤ FPX_API_KEY_MAX
-    bytes, checked by the caller) and timeout_ms (< 0: forever). Returns
-    NULL if the endpoint is invalid or on ENOMEM. Caller owns it.        */
-FPX_PRIVATE fpx_conn_t *fpx_conn_new (const char *endpoint, const char *api_key, int timeout_ms);
+    bytes, checked by the caller) and timeout_ms (< 0: forever). With
+    server_key (the server's CURVE public key, 40 Z85 characters; NULL or
+    "": none) the connection is CURVE-encrypted with client_secret (Z85)
+    as its key, or (NULL or "") a fresh key pair of its own. Returns NULL
+    if the endpoint or a key is invalid or on ENOMEM. Caller owns it.    */
+FPX_PRIVATE fpx_conn_t *fpx_conn_new (const char *endpoint, const char *api_key,
+                                      const char *server_key, const char *client_secret,
+                                      int timeout_ms);
 
 /*  Closes the socket (linger 0) and context, abandoning asynchronous
     requests in flight; once it returns ZeroMQ holds none of their

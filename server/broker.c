@@ -32,6 +32,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
+#include "auth.h"
 #include "faiss_shim.h"
 #include "server.h"
 #include "tenant_limits.h"
@@ -112,6 +115,9 @@ typedef struct {
     int fd_capacity;
     uint64_t next_conn_id;
     bool stopping;
+    fpx_guard_t *guard;             //  slows down peers that fail authentication
+    uint64_t refused;               //  failed handshakes / accepts not yet logged
+    double refused_logged_at;
 } s_broker_t;
 
 static void
@@ -253,6 +259,30 @@ s_conn_forget (s_broker_t *self, s_conn_t *conn)
         s_conn_free (conn);
 }
 
+//  A failed handshake (a plain client on a CURVE server, a wrong server
+//  key, a bad greeting) or a failed accept (out of descriptors): WARN, one
+//  line every 5 s at most, with the count since the last one.
+static void
+s_log_refused (s_broker_t *self, uint16_t kind, int32_t value, zmq_msg_t *address)
+{
+    self->refused++;
+    double now = fpx_monotonic_seconds ();
+    if (self->refused_logged_at && now - self->refused_logged_at < 5)
+        return;
+    if (kind == ZMQ_EVENT_ACCEPT_FAILED)
+        fpx_log (FPX_LOG_WARN, "cannot accept a connection on %.*s: %s (%llu event(s) since the "
+                 "last line)", (int) zmq_msg_size (address), (const char *) zmq_msg_data (address),
+                 strerror (value), (unsigned long long) self->refused);
+    else
+        fpx_log (FPX_LOG_WARN, "handshake failed on %.*s: %s (%llu event(s) since the last "
+                 "line)", (int) zmq_msg_size (address), (const char *) zmq_msg_data (address),
+                 kind == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? "refused by the ZAP handler"
+                 : self->server->config.curve ? "not a CURVE client with our server key"
+                 : "bad ZeroMQ greeting", (unsigned long long) self->refused);
+    self->refused_logged_at = now;
+    self->refused = 0;
+}
+
 static void
 s_monitor_drain (s_broker_t *self)
 {
@@ -275,6 +305,8 @@ s_monitor_drain (s_broker_t *self)
             if (kind == ZMQ_EVENT_DISCONNECTED && fd >= 0 && fd < self->fd_capacity
             &&  self->conn_by_fd [fd])
                 s_conn_forget (self, self->conn_by_fd [fd]);
+            else if (kind != ZMQ_EVENT_DISCONNECTED)
+                s_log_refused (self, kind, fd, &address);
         }
         zmq_msg_close (&event);
         zmq_msg_close (&address);
@@ -568,20 +600,69 @@ s_dispatch_queued (s_broker_t *self)
 
 // ---- frontend --------------------------------------------------------------
 
-//  Tenant id of the key, or -1. Keys are NUL-padded to FPX_API_KEY_MAX and
-//  compared whole, so the time taken does not depend on where they differ.
+//  The address a request came from, for logs and the guard: "IP" for TCP
+//  (no port: one attacker opens many connections), "local" otherwise.
+static void
+s_peer_address (zmq_msg_t *frame, char *out, size_t size)
+{
+    const char *address = zmq_msg_gets (frame, "Peer-Address");
+    snprintf (out, size, "%s", address && *address ? address : "local");
+}
+
+//  Tenant id of the request's key and its role, or -1. Only hashes are
+//  kept: the key is hashed and compared with each in constant time
+//  (sodium_memcmp), every entry looked at, so the time taken does not
+//  depend on which key matched or where a wrong one differs.
 static int
-s_authenticate (s_broker_t *self, const char *key)
+s_key_lookup (s_broker_t *self, const char *key, int *role)
 {
     const fpx_config_t *config = &self->server->config;
+    uint8_t hash [FPX_KEY_HASH_SIZE];
+    fpx_auth_hash_key (key, strnlen (key, FPX_API_KEY_MAX), hash);
     int tenant = -1;
-    for (int i = 0; i < config->nkeys; i++) {
-        const char *candidate = config->keys [i].key;
-        unsigned char diff = 0;
-        for (size_t j = 0; j < FPX_API_KEY_MAX; j++)
-            diff |= (unsigned char) (key [j] ^ candidate [j]);
-        if (diff == 0 && key [0])
+    for (int i = 0; i < config->nkeys; i++)
+        if (sodium_memcmp (hash, config->keys [i].hash, FPX_KEY_HASH_SIZE) == 0 && key [0]) {
             tenant = (int) config->keys [i].tenant_id;
+            *role = config->keys [i].role;
+        }
+    return tenant;
+}
+
+#define S_HELD (-2)
+
+//  Authenticates a request and checks its key's role against its opcode.
+//  Returns the tenant id; -1 with *rc and *error set; or S_HELD when the
+//  guard keeps the job (its peer failed recently) until its delay is over.
+static int
+s_authenticate (s_broker_t *self, s_job_t *job, const fpx_header_t *header, bool guarded,
+                size_t total, int *rc, const char **error, char *text, size_t text_size)
+{
+    char peer [64];
+    s_peer_address (&job->frames [1], peer, sizeof peer);
+    double now = fpx_monotonic_seconds ();
+    if (guarded) {
+        int held = fpx_guard_hold (self->guard, peer, now, job, total);
+        if (held > 0)
+            return S_HELD;
+        if (held < 0) {
+            *rc = FPX_EBUSY;
+            *error = "too many failed authentications from this address; retry later";
+            return -1;
+        }
+    }
+    int role = 0, tenant = s_key_lookup (self, header->api_key, &role);
+    if (tenant < 0) {
+        fpx_guard_failed (self->guard, peer, now);
+        *rc = FPX_EAUTH, *error = "invalid API key";
+        return -1;
+    }
+    const char *opcode = fpx_opcode_name (header->opcode);
+    if (opcode && role < fpx_auth_min_role (header->opcode)) {
+        snprintf (text, text_size, "a key of role '%s' may not %s (it needs role '%s')",
+                  fpx_auth_role_name (role), opcode,
+                  fpx_auth_role_name (fpx_auth_min_role (header->opcode)));
+        *rc = FPX_EPERM, *error = text;
+        return -1;
     }
     return tenant;
 }
@@ -658,7 +739,7 @@ s_check_conn (s_broker_t *self, s_conn_t *conn, char *text, size_t size)
 //  Checks one request read into job->frames and forwards, answers or
 //  queues it. Takes ownership of job.
 static void
-s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total)
+s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total, bool guarded)
 {
     zmq_msg_t *rid = &job->frames [0];
     fpx_header_t header;
@@ -684,9 +765,12 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total)
         error = text;
     }
     else {
-        int tenant = s_authenticate (self, header.api_key);
+        int tenant = s_authenticate (self, job, &header, guarded, total, &rc, &error, text,
+                                     sizeof text);
+        if (tenant == S_HELD)
+            return;
         if (tenant < 0)
-            rc = FPX_EAUTH, error = "invalid API key";
+            ;
         else if (!fpx_opcode_name (header.opcode))
             rc = FPX_EOPCODE, error = "unknown opcode";
         else if (job->nframes < 3)
@@ -762,8 +846,26 @@ s_frontend_read_one (s_broker_t *self)
         else
             job->nframes++;
     }
-    s_admit (self, job, too_many, total);
+    s_admit (self, job, too_many, total, true);
     return true;
+}
+
+//  Admits the requests the guard held whose delay is over.
+static void
+s_guard_release (s_broker_t *self)
+{
+    s_job_t *job;
+    double now = fpx_monotonic_seconds ();
+    while ((job = fpx_guard_next_due (self->guard, now)))
+        s_admit (self, job, false, 0, false);
+}
+
+static void
+s_job_free (void *item)
+{
+    s_job_t *job = item;
+    s_close_frames (job->frames, job->nframes);
+    free (job);
 }
 
 // ---- backend ---------------------------------------------------------------
@@ -889,10 +991,12 @@ s_setup (s_broker_t *self)
     self->nconn_buckets = 4096;
     self->conns = calloc (self->nconn_buckets, sizeof *self->conns);
     self->next_conn_id = 1;
+    self->guard = fpx_guard_new ();
     if (!self->frontend || !self->backend || !self->monitor || !self->free_workers || !self->conns
+    ||  !self->guard
     ||  self->nspare < config->workers)
         return -1;
-    int zero = 0, heartbeat = 5000, heartbeat_timeout = 15000, handshake = 10000;
+    int zero = 0, heartbeat = 5000, heartbeat_timeout = 15000;
     //  Room for every reply in flight plus refusals (small) to a peer
     //  that does not read; beyond it the ROUTER drops them.
     int send_hwm = (int) config->max_conn_inflight + FPX_REFUSALS_HWM;
@@ -900,14 +1004,29 @@ s_setup (s_broker_t *self)
     int64_t max_frame = (int64_t) config->max_message * 2;
     zmq_setsockopt (self->frontend, ZMQ_SNDHWM, &send_hwm, sizeof send_hwm);
     zmq_setsockopt (self->frontend, ZMQ_RCVHWM, &receive_hwm, sizeof receive_hwm);
-    zmq_setsockopt (self->frontend, ZMQ_HANDSHAKE_IVL, &handshake, sizeof handshake);
     zmq_setsockopt (self->frontend, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt (self->frontend, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame);
     zmq_setsockopt (self->frontend, ZMQ_HEARTBEAT_IVL, &heartbeat, sizeof heartbeat);
     zmq_setsockopt (self->frontend, ZMQ_HEARTBEAT_TIMEOUT, &heartbeat_timeout, sizeof heartbeat_timeout);
+    //  A connection that has not finished its handshake (greeting, CURVE)
+    //  in 10 s is closed: idle connects do not hold descriptors for long.
+    int handshake = 10000;
+    zmq_setsockopt (self->frontend, ZMQ_HANDSHAKE_IVL, &handshake, sizeof handshake);
+    if (config->curve) {
+        //  A CURVE server: every peer must know our public key; the ZAP
+        //  handler (zap.c) decides which client keys may connect.
+        int one = 1;
+        if (zmq_setsockopt (self->frontend, ZMQ_CURVE_SERVER, &one, sizeof one)
+        ||  zmq_setsockopt (self->frontend, ZMQ_CURVE_SECRETKEY, config->curve_secret, 32)
+        ||  zmq_setsockopt (self->frontend, ZMQ_ZAP_DOMAIN, "faissproxy", 10))
+            return -1;
+    }
     zmq_setsockopt (self->backend, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt (self->monitor, ZMQ_LINGER, &zero, sizeof zero);
-    if (zmq_socket_monitor (self->frontend, FPX_MONITOR_ENDPOINT, ZMQ_EVENT_DISCONNECTED)
+    int events = ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPT_FAILED
+               | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+               | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+    if (zmq_socket_monitor (self->frontend, FPX_MONITOR_ENDPOINT, events)
     ||  zmq_connect (self->monitor, FPX_MONITOR_ENDPOINT)
     ||  zmq_bind (self->backend, FPX_BACKEND_ENDPOINT))
         return -1;
@@ -940,6 +1059,7 @@ s_teardown (s_broker_t *self)
             s_close_frames (job->frames, job->nframes);
             free (job);
         }
+    fpx_guard_destroy (&self->guard, s_job_free);
     for (size_t b = 0; self->conns && b < self->nconn_buckets; b++)
         while (self->conns [b]) {
             s_conn_t *conn = self->conns [b];
@@ -982,7 +1102,8 @@ fpx_broker_run (fpx_server_t *server, int signal_fd)
                 { self.monitor, 0, ZMQ_POLLIN, 0 },
                 { NULL, signal_fd, ZMQ_POLLIN, 0 },
             };
-            if (fpx_poll (items, 4, -1, server->config.spin_us) < 0) {
+            long timeout = fpx_guard_timeout_ms (self.guard, fpx_monotonic_seconds ());
+            if (fpx_poll (items, 4, timeout, server->config.spin_us) < 0) {
                 if (zmq_errno () == EINTR)
                     continue;
                 fpx_log (FPX_LOG_ERROR, "broker: poll failed: %s", zmq_strerror (zmq_errno ()));
@@ -998,6 +1119,7 @@ fpx_broker_run (fpx_server_t *server, int signal_fd)
                     ;
             if (items [2].revents & ZMQ_POLLIN)
                 s_monitor_drain (&self);
+            s_guard_release (&self);
             s_dispatch_queued (&self);
             if (items [3].revents & ZMQ_POLLIN) {
                 unsigned char signo;

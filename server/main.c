@@ -7,8 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+#include <stdbool.h>
+
+#include "auth.h"
 #include "faiss_shim.h"
 #include "interrupt.h"
 #include "tenant_limits.h"
@@ -39,8 +45,16 @@ s_usage (FILE *out)
 "  --bind ENDPOINT      listen on ENDPOINT (tcp://HOST:PORT or ipc://PATH);\n"
 "                       repeatable; default tcp://127.0.0.1:5555\n"
 "  --workers N          worker threads calling FAISS (default: number of cores)\n"
-"  --api-key TENANT:KEY accept KEY for TENANT; repeatable\n"
-"  --keys-file FILE     read 'TENANT KEY' lines ('#' starts a comment)\n"
+"  --api-key TENANT:KEY accept KEY for TENANT (role admin); repeatable; the key\n"
+"                       is visible to local users: prefer --keys-file\n"
+"  --keys-file FILE     'TENANT ROLE HASH' lines from 'faissproxy keygen TENANT ROLE'\n"
+"                       (ROLE read, write or admin; legacy 'TENANT KEY' lines: admin;\n"
+"                       '#' starts a comment)\n"
+"  --curve-secret-file FILE  encrypt every connection with CurveZMQ using the\n"
+"                       server key pair in FILE (faissproxy keygen --curve FILE;\n"
+"                       refused unless only its owner may read it)\n"
+"  --curve-clients-file FILE  with CURVE, accept only the client public keys listed\n"
+"                       (one per line); default: any CURVE client\n"
 "  --data-dir DIR       directory for durable data (default ./data)\n"
 "  --max-message-mb N   largest request in MiB, all frames together (default 256)\n"
 "  --max-queue N        requests waiting for a worker before FPX_EBUSY (default 10000)\n"
@@ -92,20 +106,16 @@ s_tenant_id (fpx_config_t *config, const char *tenant)
     return (uint32_t) config->ntenants++;
 }
 
+//  Adds a key by its hash (auth.h) with a role.
 static int
-s_add_key (fpx_config_t *config, const char *tenant, size_t tenant_len, const char *key)
+s_add_key_hash (fpx_config_t *config, const char *tenant, size_t tenant_len,
+                const uint8_t hash [FPX_KEY_HASH_SIZE], int role)
 {
-    size_t key_len = strlen (key);
-    if (!fpx_name_is_valid (tenant, tenant_len) || key_len == 0 || key_len > FPX_API_KEY_MAX) {
-        fprintf (stderr, "faissproxyd: invalid key entry for tenant '%.*s' (tenant: index-name "
-                 "rules; key: 1-%d bytes)\n", (int) tenant_len, tenant, FPX_API_KEY_MAX);
+    if (!fpx_name_is_valid (tenant, tenant_len)) {
+        fprintf (stderr, "faissproxyd: invalid tenant name '%.*s' (index-name rules)\n",
+                 (int) tenant_len, tenant);
         return -1;
     }
-    for (const char *c = key; *c; c++)
-        if (*c <= ' ' || *c > '~') {
-            fprintf (stderr, "faissproxyd: keys are printable ASCII without spaces\n");
-            return -1;
-        }
     fpx_key_t *keys = realloc (config->keys, (size_t) (config->nkeys + 1) * sizeof *keys);
     if (!keys)
         return -1;
@@ -113,11 +123,48 @@ s_add_key (fpx_config_t *config, const char *tenant, size_t tenant_len, const ch
     fpx_key_t *entry = &keys [config->nkeys++];
     memset (entry, 0, sizeof *entry);
     memcpy (entry->tenant, tenant, tenant_len);
-    memcpy (entry->key, key, key_len);
+    memcpy (entry->hash, hash, FPX_KEY_HASH_SIZE);
+    entry->role = role;
     entry->tenant_id = s_tenant_id (config, entry->tenant);
     return 0;
 }
 
+//  Adds a plaintext key: checked, hashed; only the hash is kept.
+static int
+s_add_key (fpx_config_t *config, const char *tenant, size_t tenant_len, const char *key, int role)
+{
+    size_t key_len = strlen (key);
+    if (key_len == 0 || key_len > FPX_API_KEY_MAX) {
+        fprintf (stderr, "faissproxyd: invalid key for tenant '%.*s' (1-%d bytes)\n",
+                 (int) tenant_len, tenant, FPX_API_KEY_MAX);
+        return -1;
+    }
+    for (const char *c = key; *c; c++)
+        if (*c <= ' ' || *c > '~') {
+            fprintf (stderr, "faissproxyd: keys are printable ASCII without spaces\n");
+            return -1;
+        }
+    uint8_t hash [FPX_KEY_HASH_SIZE];
+    fpx_auth_hash_key (key, key_len, hash);
+    return s_add_key_hash (config, tenant, tenant_len, hash, role);
+}
+
+//  Warns when a secret-holding file can be read by others; refuse: -1.
+static int
+s_check_private (const char *path, FILE *file, bool refuse)
+{
+    struct stat st;
+    if (fstat (fileno (file), &st) == 0 && (st.st_mode & 077)) {
+        fprintf (stderr, "faissproxyd: %s: %s is readable by group or others (mode %o)%s; "
+                 "chmod 600 it\n", refuse ? "error" : "warning", path,
+                 (unsigned) (st.st_mode & 0777), refuse ? " and holds a secret key" : "");
+        return refuse ? -1 : 0;
+    }
+    return 0;
+}
+
+//  Lines 'TENANT ROLE b2:HASH' (faissproxy keygen), or legacy 'TENANT KEY'
+//  (role admin, with a warning). '#' starts a comment.
 static int
 s_read_keys_file (fpx_config_t *config, const char *path)
 {
@@ -126,26 +173,151 @@ s_read_keys_file (fpx_config_t *config, const char *path)
         fprintf (stderr, "faissproxyd: cannot open %s: %s\n", path, strerror (errno));
         return -1;
     }
+    s_check_private (path, file, false);
     char line [512];
-    int lineno = 0, rc = 0;
+    int lineno = 0, rc = 0, plain = 0;
     while (rc == 0 && fgets (line, sizeof line, file)) {
         lineno++;
         char *hash = strchr (line, '#');
         if (hash)
             *hash = 0;
         char *save, *tenant = strtok_r (line, " \t\r\n", &save);
-        char *key = tenant ? strtok_r (NULL, " \t\r\n", &save) : NULL;
+        char *second = tenant ? strtok_r (NULL, " \t\r\n", &save) : NULL;
+        char *third = second ? strtok_r (NULL, " \t\r\n", &save) : NULL;
         if (!tenant)
             continue;
-        if (!key || strtok_r (NULL, " \t\r\n", &save)) {
-            fprintf (stderr, "faissproxyd: %s:%d: expected 'TENANT KEY'\n", path, lineno);
+        uint8_t digest [FPX_KEY_HASH_SIZE];
+        if (!second || strtok_r (NULL, " \t\r\n", &save)) {
+            fprintf (stderr, "faissproxyd: %s:%d: expected 'TENANT ROLE HASH'\n", path, lineno);
+            rc = -1;
+        }
+        else if (third) {
+            int role = fpx_auth_parse_role (second);
+            if (role < 0 || fpx_auth_parse_hash (third, digest)) {
+                fprintf (stderr, "faissproxyd: %s:%d: expected 'TENANT ROLE HASH' with ROLE "
+                         "read, write or admin and HASH from faissproxy keygen\n", path, lineno);
+                rc = -1;
+            }
+            else
+                rc = s_add_key_hash (config, tenant, strlen (tenant), digest, role);
+        }
+        else {
+            plain++;
+            rc = s_add_key (config, tenant, strlen (tenant), second, FPX_ROLE_ADMIN);
+        }
+        sodium_memzero (line, sizeof line);
+    }
+    fclose (file);
+    if (plain)
+        fprintf (stderr, "faissproxyd: warning: %s holds %d plaintext key(s) (role admin); "
+                 "replace them with hashed lines from 'faissproxy keygen TENANT [ROLE]'\n",
+                 path, plain);
+    return rc;
+}
+
+//  --curve-secret-file: 'public-key Z85' and 'secret-key Z85' lines, as
+//  faissproxy keygen --curve writes them. Refused when others may read it.
+static int
+s_read_curve_secret (fpx_config_t *config, const char *path)
+{
+    FILE *file = fopen (path, "r");
+    if (!file) {
+        fprintf (stderr, "faissproxyd: cannot open %s: %s\n", path, strerror (errno));
+        return -1;
+    }
+    if (s_check_private (path, file, true)) {
+        fclose (file);
+        return -1;
+    }
+    char line [256], secret [41] = "";
+    while (fgets (line, sizeof line, file)) {
+        char *save, *name = strtok_r (line, " \t\r\n", &save);
+        char *value = name ? strtok_r (NULL, " \t\r\n", &save) : NULL;
+        if (name && value && strlen (value) == 40 && !strcmp (name, "secret-key"))
+            memcpy (secret, value, 41);
+        sodium_memzero (line, sizeof line);
+    }
+    fclose (file);
+    uint8_t public_key [32];
+    if (!secret [0] || !zmq_z85_decode (config->curve_secret, secret)
+    ||  crypto_scalarmult_base (public_key, config->curve_secret)) {
+        fprintf (stderr, "faissproxyd: %s: no 'secret-key Z85' line (make one with "
+                 "faissproxy keygen --curve FILE)\n", path);
+        return -1;
+    }
+    sodium_memzero (secret, sizeof secret);
+    zmq_z85_encode (config->curve_public, public_key, 32);
+    config->curve = true;
+    return 0;
+}
+
+//  --curve-clients-file: one client public key (40 Z85 characters) a line;
+//  lines that start with '#' are comments.
+static int
+s_read_curve_clients (fpx_config_t *config, const char *path)
+{
+    FILE *file = fopen (path, "r");
+    if (!file) {
+        fprintf (stderr, "faissproxyd: cannot open %s: %s\n", path, strerror (errno));
+        return -1;
+    }
+    char line [256];
+    int lineno = 0, rc = 0;
+    while (rc == 0 && fgets (line, sizeof line, file)) {
+        lineno++;
+        char *save, *key = strtok_r (line, " \t\r\n", &save);
+        if (!key || key [0] == '#')         //  Z85 has '#': comments are whole lines
+            continue;
+        uint8_t (*grown) [32] = realloc (config->curve_clients,
+                                         (size_t) (config->ncurve_clients + 1) * sizeof *grown);
+        if (!grown)
+            rc = -1;
+        else if (strlen (key) != 40 || !zmq_z85_decode (grown [config->ncurve_clients], key)) {
+            fprintf (stderr, "faissproxyd: %s:%d: expected a CURVE public key "
+                     "(40 Z85 characters)\n", path, lineno);
             rc = -1;
         }
         else
-            rc = s_add_key (config, tenant, strlen (tenant), key);
+            config->ncurve_clients++;
+        if (grown)
+            config->curve_clients = grown;
     }
     fclose (file);
+    if (rc == 0 && config->ncurve_clients == 0) {
+        fprintf (stderr, "faissproxyd: %s lists no client key\n", path);
+        rc = -1;
+    }
     return rc;
+}
+
+//  Whether a tcp:// endpoint listens on loopback only.
+static bool
+s_loopback (const char *endpoint)
+{
+    if (strncmp (endpoint, "tcp://", 6))
+        return true;                    //  ipc://, inproc://: local
+    const char *host = endpoint + 6;
+    return !strncmp (host, "127.", 4) || !strncmp (host, "localhost:", 10)
+        || !strncmp (host, "[::1]:", 6) || !strncmp (host, "lo:", 3);
+}
+
+//  As many descriptors as the hard limit allows: each client connection
+//  holds one, and libzmq's listener spins when accept fails with EMFILE.
+static void
+s_raise_fd_limit (void)
+{
+    struct rlimit limit;
+    if (getrlimit (RLIMIT_NOFILE, &limit))
+        return;
+    rlim_t before = limit.rlim_cur;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        if (setrlimit (RLIMIT_NOFILE, &limit))
+            limit.rlim_cur = before;
+    }
+    fpx_log (FPX_LOG_INFO, "file descriptors: %llu (soft limit was %llu, hard limit %llu)",
+             (unsigned long long) limit.rlim_cur, (unsigned long long) before,
+             (unsigned long long) limit.rlim_max);
 }
 
 //  A fresh key for tenant "default" when none was configured: 32 hex
@@ -168,7 +340,7 @@ s_generate_key (fpx_config_t *config)
     printf ("faissproxyd: no API key configured; generated one for tenant 'default':\n"
             "FAISS_PROXY_API_KEY=%s\n", key);
     fflush (stdout);
-    return s_add_key (config, "default", 7, key);
+    return s_add_key (config, "default", 7, key, FPX_ROLE_ADMIN);
 }
 
 static long
@@ -191,7 +363,7 @@ static int
 s_parse (fpx_config_t *config, int argc, char **argv)
 {
     enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_LEVEL, HELP, VERSION,
-           FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US,
+           FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US, CURVE_SECRET, CURVE_CLIENTS,
            TENANT_LIMITS, DEFAULT_TENANT_LIMITS, MAX_MEMORY_MB, MAX_CONN_INFLIGHT, MAX_CONN_UNREAD };
     static const struct option options [] = {
         { "bind", required_argument, NULL, BIND },
@@ -213,6 +385,8 @@ s_parse (fpx_config_t *config, int argc, char **argv)
         { "max-memory-mb", required_argument, NULL, MAX_MEMORY_MB },
         { "max-conn-inflight", required_argument, NULL, MAX_CONN_INFLIGHT },
         { "max-conn-unread-mb", required_argument, NULL, MAX_CONN_UNREAD },
+        { "curve-secret-file", required_argument, NULL, CURVE_SECRET },
+        { "curve-clients-file", required_argument, NULL, CURVE_CLIENTS },
         { NULL, 0, NULL, 0 }
     };
     int option;
@@ -232,11 +406,19 @@ s_parse (fpx_config_t *config, int argc, char **argv)
                     fprintf (stderr, "faissproxyd: --api-key takes TENANT:KEY\n");
                     return -1;
                 }
-                if (s_add_key (config, optarg, (size_t) (colon - optarg), colon + 1))
+                if (s_add_key (config, optarg, (size_t) (colon - optarg), colon + 1, FPX_ROLE_ADMIN))
                     return -1;
+                //  Wiped from our argument area, but other users may have
+                //  read /proc/PID/cmdline before: prefer a keys file.
+                fprintf (stderr, "faissproxyd: warning: --api-key shows the key of tenant '%.*s' "
+                         "to every local user (ps, /proc/PID/cmdline); use --keys-file with "
+                         "hashed keys or FAISS_PROXY_API_KEY\n", (int) (colon - optarg), optarg);
+                sodium_memzero ((char *) colon + 1, strlen (colon + 1));
                 break;
             }
             case KEYS_FILE: if (s_read_keys_file (config, optarg)) return -1; break;
+            case CURVE_SECRET: if (s_read_curve_secret (config, optarg)) return -1; break;
+            case CURVE_CLIENTS: if (s_read_curve_clients (config, optarg)) return -1; break;
             case DATA_DIR: config->data_dir = optarg; break;
             case MAX_MB:
                 config->max_message = (size_t) s_positive ("--max-message-mb", optarg, 1 << 20) << 20;
@@ -292,12 +474,16 @@ s_parse (fpx_config_t *config, int argc, char **argv)
         return -1;
     }
     const char *env_key = getenv ("FAISS_PROXY_API_KEY");
-    if (env_key && *env_key && s_add_key (config, "default", 7, env_key))
+    if (env_key && *env_key && s_add_key (config, "default", 7, env_key, FPX_ROLE_ADMIN))
         return -1;
     if (config->nkeys == 0 && s_generate_key (config))
         return -1;
     if (config->nbinds == 0)
         config->binds [config->nbinds++] = "tcp://127.0.0.1:5555";
+    if (config->ncurve_clients && !config->curve) {
+        fprintf (stderr, "faissproxyd: --curve-clients-file needs --curve-secret-file\n");
+        return -1;
+    }
     return fpx_limits_load (config, s_default_tenant_limits, s_tenant_limits_file);
 }
 
@@ -305,6 +491,7 @@ int
 main (int argc, char **argv)
 {
     fpx_runtime_defaults (argv);
+    umask (077);            //  data files 0600, directories 0700, whatever the caller's umask
     fpx_server_t server;
     memset (&server, 0, sizeof server);
     fpx_config_t *config = &server.config;
@@ -321,9 +508,19 @@ main (int argc, char **argv)
     config->snapshot_interval_s = 300;
     config->max_conn_inflight = 1024;
     config->max_conn_unread = (size_t) 1024 << 20;
+    if (sodium_init () < 0) {
+        fprintf (stderr, "faissproxyd: cannot initialise libsodium\n");
+        return 1;
+    }
     if (s_parse (config, argc, argv))
         return 2;
     fpx_log_set_level (config->log_level);
+    s_raise_fd_limit ();
+    for (int i = 0; i < config->nbinds; i++)
+        if (!config->curve && !s_loopback (config->binds [i]))
+            fpx_log (FPX_LOG_WARN, "%s is plain TCP beyond loopback: API keys and vectors cross "
+                     "the network in clear; use --curve-secret-file (README: Exposing a server "
+                     "beyond loopback)", config->binds [i]);
 
     //  Signals arrive through a pipe the broker polls. A handler, not a
     //  blocked mask + signalfd: threads started before main (OpenBLAS's
@@ -359,7 +556,8 @@ main (int argc, char **argv)
         .snapshot_interval_s = config->snapshot_interval_s,
     };
     if (fpx_storage_open (&storage, server.registry, config->tenants, config->ntenants)
-    ||  fpx_storage_start_snapshotter (server.registry) || fpx_workers_start (&server)) {
+    ||  fpx_storage_start_snapshotter (server.registry) || fpx_workers_start (&server)
+    ||  (config->curve && fpx_zap_start (&server))) {
         fprintf (stderr, "faissproxyd: cannot start\n");
         return 1;
     }
@@ -369,6 +567,9 @@ main (int argc, char **argv)
              "max message %zu MiB", FPX_SERVER_VERSION, FPX_PROTOCOL_VERSION,
              fpx_shim_faiss_version (), config->workers, config->ntenants,
              config->max_message >> 20);
+    if (config->curve)
+        fpx_log (FPX_LOG_INFO, "CURVE: server public key %s; %s", config->curve_public,
+                 config->ncurve_clients ? "only listed client keys" : "any client key");
     if (fpx_broker_run (&server, signal_fd)) {
         //  Workers wait on a broker that is gone: exit without joining.
         fpx_log (FPX_LOG_ERROR, "faissproxyd: stopped on error");
@@ -378,6 +579,9 @@ main (int argc, char **argv)
     fpx_storage_close (server.registry);        //  snapshots what the logs hold
     fpx_registry_destroy (&server.registry);
     zmq_ctx_term (server.zmq_ctx);
+    fpx_zap_join ();
+    sodium_memzero (config->curve_secret, sizeof config->curve_secret);
+    free (config->curve_clients);
     close (signal_pipe [0]);
     close (signal_pipe [1]);
     free (config->keys);

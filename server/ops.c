@@ -351,8 +351,10 @@ fpx_op_register (fpx_call_t *call, const char *name, const fpx_object_t *object)
     }
     uint32_t tenant = call->envelope->tenant_id;
     fpx_entry_t *entry;
+    pthread_mutex_t *name_lock = fpx_storage_name_lock (tenant, name);
     int rc = fpx_storage_create (call->server->registry, tenant, call->server->config.tenants [tenant],
                                  name, object, &entry, call->reply->error, sizeof call->reply->error);
+    pthread_mutex_unlock (name_lock);
     if (rc)
         return call->reply->status = rc;
     pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
@@ -536,16 +538,24 @@ s_op_drop (fpx_call_t *call)
     if (rc)
         return rc;
     uint32_t tenant = call->envelope->tenant_id;
+    //  Under the name lock: a create, drop or save of the same name waits.
+    pthread_mutex_t *name_lock = fpx_storage_name_lock (tenant, name);
     fpx_entry_t *entry = fpx_registry_find (call->server->registry, tenant, name,
                                             call->envelope->conn_id);
-    if (!entry)
-        return fpx_reply_error (call->reply, FPX_ENOTFOUND, "no index named '%s'", name);
-    bool named = entry->owner_conn == 0;
-    fpx_entry_release (&entry);
+    bool named = entry && entry->owner_conn == 0;
+    if (entry)
+        fpx_entry_release (&entry);
+    else
+        rc = FPX_ENOTFOUND;
     //  Files first: once they are gone the drop survives a crash.
-    if (named && (rc = fpx_storage_drop (tenant, name, call->reply->error, sizeof call->reply->error)))
+    if (rc == 0 && named
+    &&  (rc = fpx_storage_drop (tenant, name, call->reply->error, sizeof call->reply->error))) {
+        pthread_mutex_unlock (name_lock);
         return call->reply->status = rc;
-    rc = fpx_registry_remove (call->server->registry, tenant, name, call->envelope->conn_id);
+    }
+    if (rc == 0)
+        rc = fpx_registry_remove (call->server->registry, tenant, name, call->envelope->conn_id);
+    pthread_mutex_unlock (name_lock);
     if (rc)
         return fpx_reply_error (call->reply, rc, "no index named '%s'", name);
     fpx_op_pack_empty (call);
@@ -799,13 +809,23 @@ s_op_save (fpx_call_t *call)
     int rc = fpx_op_lookup_index (call, &entry);
     if (rc)
         return rc;
-    if (!entry->wal)
+    if (!entry->wal) {
         rc = fpx_reply_error (call->reply, FPX_EINVAL, "only named indexes are saved "
                               "(anonymous ones live in memory only)");
+        fpx_entry_release (&entry);
+        return rc;
+    }
+    //  Under the name lock, and only if it was not dropped meanwhile.
+    pthread_mutex_t *name_lock = fpx_storage_name_lock (entry->tenant, entry->name);
+    fpx_entry_t *current = fpx_registry_find (call->server->registry, entry->tenant, entry->name, 0);
+    if (current != entry)
+        rc = fpx_reply_error (call->reply, FPX_ENOTFOUND, "no index named '%s'", entry->name);
     else if ((rc = fpx_storage_snapshot (entry, call->reply->error, sizeof call->reply->error)))
         call->reply->status = rc;
     else
         fpx_op_pack_empty (call);
+    pthread_mutex_unlock (name_lock);
+    fpx_entry_release (&current);
     fpx_entry_release (&entry);
     return rc;
 }

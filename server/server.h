@@ -24,9 +24,11 @@
 #define FPX_BACKEND_ENDPOINT "inproc://fpx-workers"
 #define FPX_MONITOR_ENDPOINT "inproc://fpx-monitor"
 
+/*  A key as the server keeps it: its hash only (auth.h), and its role.  */
 typedef struct {
     char tenant [FPX_NAME_MAX + 1];
-    char key [FPX_API_KEY_MAX + 1];
+    uint8_t hash [32];             //  FPX_KEY_HASH_SIZE
+    int role;                      //  fpx_role_t
     uint32_t tenant_id;
 } fpx_key_t;
 
@@ -60,6 +62,11 @@ typedef struct {
     size_t max_memory;             //  resident bytes (--max-memory-mb); 0: none
     size_t max_conn_inflight;      //  requests in flight per connection
     size_t max_conn_unread;        //  unread reply bytes per connection
+    bool curve;                    //  the frontend is a CURVE server
+    uint8_t curve_secret [32];     //  --curve-secret-file
+    char curve_public [41];        //  its public key, Z85
+    uint8_t (*curve_clients) [32]; //  --curve-clients-file, owned; none: any
+    int ncurve_clients;
 } fpx_config_t;
 
 /*  Per-tenant counters of batched searches (see fpx_batch_t).           */
@@ -152,6 +159,14 @@ int fpx_broker_run (fpx_server_t *server, int signal_fd);
 
 /*  Packs the ping/info result common part into pk (3 entries).          */
 void fpx_pack_server_info (msgpack_packer *pk);
+
+// ---- zap.c
+/*  Binds the ZAP handler (inproc://zeromq.zap.01) and starts its thread,
+    which accepts CURVE clients (those of --curve-clients-file only, when
+    given) and logs refusals. Before any CURVE socket binds. 0 or -1.
+    fpx_zap_join waits for it after zmq_ctx_term has begun.            */
+int fpx_zap_start (fpx_server_t *server);
+void fpx_zap_join (void);
 
 // ---- worker.c
 /*  Starts / joins the worker pool.                                      */

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -257,11 +258,50 @@ s_mkdir_p (const char *path)
     for (char *p = buf + 1; *p; p++)
         if (*p == '/') {
             *p = 0;
-            if (mkdir (buf, 0755) && errno != EEXIST)
+            if (mkdir (buf, 0700) && errno != EEXIST)
                 return -1;
             *p = '/';
         }
-    return mkdir (buf, 0755) && errno != EEXIST ? -1 : 0;
+    return mkdir (buf, 0700) && errno != EEXIST ? -1 : 0;
+}
+
+//  DIR/PREFIX-NAME-PID-COUNTER-RANDOM: a name no other request, thread or
+//  process picks, so that concurrent creates and drops never share one.
+static void
+s_unique_path (char *out, size_t size, const char *dir, const char *prefix, const char *name)
+{
+    static atomic_uint_fast64_t counter;
+    uint64_t random = 0;
+    if (getrandom (&random, sizeof random, GRND_NONBLOCK) != sizeof random)
+        random = (uint64_t) time (NULL);
+    snprintf (out, size, "%s/%s-%s-%d-%llu-%016llx", dir, prefix, name, (int) getpid (),
+              (unsigned long long) atomic_fetch_add (&counter, 1), (unsigned long long) random);
+}
+
+//  Name locks: striped by hash of (tenant, name). Creating, dropping and
+//  snapshotting one named index take its lock, so they run one at a time
+//  and in the order they were acknowledged (docs/SECURITY.md).
+#define S_NAME_LOCKS 64
+static pthread_mutex_t s_name_locks [S_NAME_LOCKS];
+static pthread_once_t s_name_locks_once = PTHREAD_ONCE_INIT;
+
+static void
+s_name_locks_init (void)
+{
+    for (int i = 0; i < S_NAME_LOCKS; i++)
+        pthread_mutex_init (&s_name_locks [i], NULL);
+}
+
+pthread_mutex_t *
+fpx_storage_name_lock (uint32_t tenant, const char *name)
+{
+    pthread_once (&s_name_locks_once, s_name_locks_init);
+    uint64_t h = 1469598103934665603ull ^ tenant;
+    for (const char *c = name; *c; c++)
+        h = (h ^ (uint8_t) *c) * 1099511628211ull;
+    pthread_mutex_t *lock = &s_name_locks [h % S_NAME_LOCKS];
+    pthread_mutex_lock (lock);
+    return lock;
 }
 
 static int
@@ -360,7 +400,7 @@ s_snapshot_write (const char *dir, const FaissIndex *index, const char *factory,
     char path [PATH_MAX];
     snprintf (path, sizeof path, "%s/snapshot.tmp", dir);
     size_t factory_len = strlen (factory);
-    s_snapshot_writer_t w = { .fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644),
+    s_snapshot_writer_t w = { .fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600),
                               .offset = FPX_SNAP_HEADER + (off_t) factory_len };
     w.buffer = malloc (FPX_SNAP_BUFFER);
     int rc = 0;
@@ -486,7 +526,7 @@ s_wal_open_segment (fpx_wal_t *wal, uint64_t first_lsn, uint64_t end)
 {
     char path [PATH_MAX];
     s_segment_path (path, sizeof path, wal->dir, first_lsn);
-    int fd = open (path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open (path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0 || s_fsync_dir (wal->dir)) {
         if (fd >= 0)
             close (fd);
@@ -983,7 +1023,7 @@ fpx_storage_open (const fpx_storage_config_t *config, fpx_registry_t *registry,
     }
     char path [PATH_MAX];
     snprintf (path, sizeof path, "%s/LOCK", s_store.root);
-    s_store.lock_fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    s_store.lock_fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (s_store.lock_fd < 0 || flock (s_store.lock_fd, LOCK_EX | LOCK_NB)) {
         fpx_log (FPX_LOG_ERROR, "data directory %s is in use by another faissproxyd (%s)",
                  s_store.root, strerror (errno));
@@ -1009,9 +1049,9 @@ fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *tenan
 {
     char tenant_dir [PATH_MAX], tmp [PATH_MAX], final [PATH_MAX];
     snprintf (tenant_dir, sizeof tenant_dir, "%s/tenants/%s", s_store.root, tenant_name);
-    snprintf (tmp, sizeof tmp, "%s/.tmp-%s-%d", tenant_dir, name, (int) getpid ());
+    s_unique_path (tmp, sizeof tmp, tenant_dir, ".tmp", name);
     snprintf (final, sizeof final, "%s/%s", tenant_dir, name);
-    if (s_mkdir_p (tenant_dir) || (mkdir (tmp, 0755) && errno != EEXIST)) {
+    if (s_mkdir_p (tenant_dir) || mkdir (tmp, 0700)) {
         snprintf (err, err_size, "cannot create %s: %s", tmp, strerror (errno));
         return FPX_EIO;
     }
@@ -1061,7 +1101,7 @@ fpx_storage_drop (uint32_t tenant, const char *name, char *err, size_t err_size)
     char tenant_dir [PATH_MAX], dir [PATH_MAX], trash [PATH_MAX];
     snprintf (tenant_dir, sizeof tenant_dir, "%s/tenants/%s", s_store.root, s_store.tenants [tenant]);
     snprintf (dir, sizeof dir, "%s/%s", tenant_dir, name);
-    snprintf (trash, sizeof trash, "%s/.trash-%s-%lld", tenant_dir, name, (long long) time (NULL));
+    s_unique_path (trash, sizeof trash, tenant_dir, ".trash", name);
     if (access (dir, F_OK))
         return 0;
     //  One atomic rename makes the drop durable; the tree goes after.
@@ -1133,9 +1173,16 @@ s_snapshot_due (bool all)
     for (long i = 0; i < count; i++) {
         fpx_wal_t *wal = entries [i]->wal;
         if (wal && (all ? s_wal_has_records (wal) : fpx_wal_wants_snapshot (wal))) {
+            //  Under the name lock, and only while the entry is still the
+            //  one registered: a dropped index's files are not rewritten.
+            pthread_mutex_t *lock = fpx_storage_name_lock (entries [i]->tenant, entries [i]->name);
+            fpx_entry_t *current = fpx_registry_find (s_store.registry, entries [i]->tenant,
+                                                      entries [i]->name, 0);
             char err [1024];
-            if (fpx_storage_snapshot (entries [i], err, sizeof err))
+            if (current == entries [i] && fpx_storage_snapshot (entries [i], err, sizeof err))
                 fpx_log (FPX_LOG_ERROR, "snapshot of %s failed: %s", wal->label, err);
+            fpx_entry_release (&current);
+            pthread_mutex_unlock (lock);
         }
         fpx_entry_release (&entries [i]);
     }

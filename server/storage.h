@@ -16,6 +16,7 @@
 #ifndef FPX_STORAGE_H_INCLUDED
 #define FPX_STORAGE_H_INCLUDED
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -69,6 +70,12 @@ int fpx_storage_open (const fpx_storage_config_t *config, fpx_registry_t *regist
 int fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *tenant_name,
                         const char *name, const fpx_object_t *object,
                         fpx_entry_t **entry_p, char *err, size_t err_size);
+
+/*  Locks and returns the name lock of (tenant, name); the caller unlocks
+    it. Held across create, drop and save of a named index (and the
+    background snapshot), so that they on one name run one at a time.
+    Never take an entry lock before it.                                  */
+pthread_mutex_t *fpx_storage_name_lock (uint32_t tenant, const char *name);
 
 /*  Removes a dropped named index's files (the entry is already unlinked;
     damaged indexes' files too).                                         */

@@ -22,7 +22,7 @@ import os as _os
 _mode = {"remote": False, "tenant_id": None, "server_version": None}
 
 
-def configure(server=None, api_key=None, tenant_id=None, *, timeout_ms=None):
+def configure(server=None, api_key=None, tenant_id=None, *, timeout_ms=None, server_key=None):
     """Switches to remote mode.
 
     server: "tcp://host:port" or "ipc://path" (None: $FAISS_PROXY_SERVER,
@@ -30,11 +30,15 @@ def configure(server=None, api_key=None, tenant_id=None, *, timeout_ms=None):
     $FAISS_PROXY_API_KEY). tenant_id: accepted as other FAISS-over-network
     clients take it; the tenant is the one the key belongs to. timeout_ms:
     per-call timeout (default 30000, or $FAISS_PROXY_TIMEOUT_MS).
+    server_key: the server's CURVE public key (40 characters, printed by
+    `faissproxy keygen --curve FILE`): the connection is encrypted and the
+    server authenticated (None: $FAISS_PROXY_SERVER_KEY, else a plain
+    connection; "": plain). A wrong key shows as a timeout.
     Objects made through an earlier configuration stop working (the
     connection they belonged to is closed).
     """
     from . import _client
-    _client.configure(server, api_key, timeout_ms)
+    _client.configure(server, api_key, timeout_ms, server_key)
     _mode["remote"] = True
     _mode["tenant_id"] = tenant_id
     _mode["server_version"] = None

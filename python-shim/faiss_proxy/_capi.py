@@ -84,6 +84,7 @@ _PROTOTYPES = {
     "fpx_strerror": (c_char_p, [c_int]),
     "fpx_error_name": (c_char_p, [c_int]),
     "fpx_client_new": (_H, [c_char_p, c_char_p]),
+    "fpx_client_new_curve": (_H, [c_char_p, c_char_p, c_char_p]),
     "fpx_client_destroy": (None, [POINTER(_H)]),
     "fpx_client_set_timeout": (None, [_H, c_int]),
     "fpx_client_errmsg": (c_char_p, [_H]),

@@ -69,6 +69,7 @@ class _State:
         self.pending = collections.deque()  # (generation, name) to drop
         self.endpoint = None        # None: FAISS_PROXY_SERVER / default
         self.api_key = None         # None: FAISS_PROXY_API_KEY
+        self.server_key = None      # None: FAISS_PROXY_SERVER_KEY, else plain
         self.timeout_ms = None
         self.closed = False
 
@@ -90,13 +91,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def configure(endpoint, api_key, timeout_ms):
+def configure(endpoint, api_key, timeout_ms, server_key=None):
     """Sets the server for the next connection; an open connection is
     closed (its objects are freed by the server)."""
     with _state.lock:
         _close_locked()
         _state.endpoint = endpoint
         _state.api_key = api_key
+        _state.server_key = server_key
         _state.timeout_ms = timeout_ms
         _state.closed = False
 
@@ -143,11 +145,13 @@ def _handle_locked():
             _state.generation += 1
             _state.pending.clear()
     if _state.handle is None:
-        handle = lib.fpx_client_new(_encode(_state.endpoint), _encode(_state.api_key))
+        handle = lib.fpx_client_new_curve(_encode(_state.endpoint), _encode(_state.api_key),
+                                          _encode(_state.server_key))
         if not handle:
             raise FaissProxyError(_capi.ERROR_CODES.get("FPX_EINVAL", -5),
                                   "faiss_proxy: cannot create a client for %r (invalid "
-                                  "endpoint or API key longer than 64 bytes)"
+                                  "endpoint, API key longer than 64 bytes, or server key "
+                                  "not 40 Z85 characters)"
                                   % (_state.endpoint or os.environ.get("FAISS_PROXY_SERVER")))
         if _state.timeout_ms is not None:
             lib.fpx_client_set_timeout(handle, int(_state.timeout_ms))

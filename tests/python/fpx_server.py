@@ -36,9 +36,11 @@ def _port_is_free(port):
 
 
 class Server:
-    def __init__(self, workers=2, tenant="pytest"):
+    def __init__(self, workers=2, tenant="pytest", extra_args=(), server_key=None):
         self.workers = workers
         self.tenant = tenant
+        self.extra_args = list(extra_args)
+        self.server_key = server_key    # CURVE public key of a --curve-secret-file server
         self.key = secrets.token_hex(16)
         self.proc = None
         self.endpoint = None
@@ -50,6 +52,8 @@ class Server:
         env = dict(os.environ)
         env["FAISS_PROXY_SERVER"] = self.endpoint
         env["FAISS_PROXY_API_KEY"] = self.key
+        if self.server_key:
+            env["FAISS_PROXY_SERVER_KEY"] = self.server_key
         env.update(extra)
         return env
 
@@ -73,7 +77,7 @@ class Server:
         self.proc = subprocess.Popen(
             [daemon, "--bind", self.endpoint, "--api-key", "%s:%s" % (self.tenant, self.key),
              "--data-dir", os.path.join(self.data_dir, "data"), "--workers", str(self.workers),
-             "--log-level", "warn"],
+             "--log-level", "warn"] + self.extra_args,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         if self._wait_ready():
@@ -88,7 +92,8 @@ class Server:
     def _wait_ready(self, timeout=30.0):
         from faiss_proxy import _capi
         lib = _capi.lib
-        handle = lib.fpx_client_new(self.endpoint.encode(), self.key.encode())
+        handle = lib.fpx_client_new_curve(self.endpoint.encode(), self.key.encode(),
+                                          (self.server_key or "").encode())
         lib.fpx_client_set_timeout(handle, 300)
         deadline = time.monotonic() + timeout
         try:
