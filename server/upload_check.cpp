@@ -142,7 +142,7 @@ struct Walker {
     {
         uint64_t n = get<uint64_t> (what);
         if (n > left () / elem_size)
-            reject ("%s declares %llu elements, more than the %zu bytes left hold", what,
+            reject ("truncated: %s declares %llu elements, more than the %zu bytes left hold", what,
                     (unsigned long long) n, left ());
         return n;
     }
