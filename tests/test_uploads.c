@@ -163,13 +163,51 @@ s_find_last (const s_buf_t *buf, const char *fourcc)
 
 #define S_HEADER 37         //  fourcc, d, ntotal, 2 × i64, is_trained, metric
 
-//  Checks that an upload is refused with FPX_EINVAL and the server lives.
+//  After a crash (only a server that trusts uploads crashes here): a
+//  fresh server, so that each crafted case is judged on its own.
 static void
-s_expect_refused (fpx_client_t *client, const s_buf_t *buf, const char *what, const char *reason)
+s_restart (void)
 {
-    int rc = fpx_deserialize (client, NULL, buf->data, buf->size, NULL);
+    fpx_client_destroy (&s_a);
+    fpx_client_destroy (&s_b);
+    fpx_test_server_stop (&s_server, 10);
+    if (fpx_test_server_start (&s_server, NULL, NULL) == 0) {
+        s_a = fpx_test_client (&s_server, fpx_test_key_a);
+        s_b = fpx_test_client (&s_server, fpx_test_key_b);
+    }
+}
+
+//  Checks that an upload (by tenant A) is refused with FPX_EINVAL and the
+//  server lives.
+static void
+s_expect_refused (const s_buf_t *buf, const char *what, const char *reason)
+{
+    if (!s_a)
+        return;
+    fpx_client_t *client = s_a;
+    fpx_index_info_t info;
+    int rc = fpx_deserialize (client, NULL, buf->data, buf->size, &info);
     CHECK (rc == FPX_EINVAL, "%s: upload answered %d (%s), expected FPX_EINVAL", what, rc,
            fpx_client_errmsg (client));
+    if (rc == 0) {
+        //  Accepted: what a tenant would do next (this is where a server
+        //  that trusts the upload reads out of bounds or crashes).
+        float D [NQ * K], out [4 * DIM];
+        int64_t I [NQ * K];
+        fpx_client_set_timeout (client, 5000);
+        if (info.d == DIM
+        &&  fpx_search (client, info.name, NQ, DIM, s_xq, K, NULL, D, I) != FPX_ETIMEDOUT
+        &&  fpx_reconstruct_n (client, info.name, 0, 4, DIM, out) != FPX_ETIMEDOUT
+        &&  fpx_add (client, info.name, NQ, DIM, s_xq, NULL) != FPX_ETIMEDOUT)
+            fpx_search (client, info.name, NQ, DIM, s_xq, K, NULL, D, I);
+        fpx_index_drop (client, info.name);
+        fpx_client_set_timeout (client, fpx_test_asan () ? 45000 : 30000);
+        if (!fpx_test_server_alive (&s_server)) {
+            FAIL ("%s: faissproxyd died using the accepted upload", what);
+            s_restart ();
+            return;
+        }
+    }
     if (rc == FPX_EINVAL && reason)
         CHECK (strstr (fpx_client_errmsg (client), reason) != NULL, "%s: reason '%s' lacks '%s'",
                what, fpx_client_errmsg (client), reason);
@@ -335,22 +373,22 @@ test_crafted_hnsw (void *arg)
         s_buf_t m;
         s_copy (&m, &base);
         s_put32 (&m, l.entry_point, values [i]);
-        s_expect_refused (s_a, &m, "HNSW entry point out of range", "entry point");
+        s_expect_refused (&m, "HNSW entry point out of range", "entry point");
         s_buf_free (&m);
         s_copy (&m, &base);
         s_put32 (&m, l.neighbors, values [i]);
-        s_expect_refused (s_a, &m, "HNSW link out of range", "links to");
+        s_expect_refused (&m, "HNSW link out of range", "links to");
         s_buf_free (&m);
     }
     //  A level above the graph's, an entry point on a lower level.
     s_buf_t m;
     s_copy (&m, &base);
     s_put32 (&m, l.levels + 8, 40);
-    s_expect_refused (s_a, &m, "HNSW level out of range", "level");
+    s_expect_refused (&m, "HNSW level out of range", "level");
     s_buf_free (&m);
     s_copy (&m, &base);
     s_put32 (&m, l.entry_point + 4, 30);         //  max_level
-    s_expect_refused (s_a, &m, "HNSW max level", "entry point");
+    s_expect_refused (&m, "HNSW max level", "entry point");
     s_buf_free (&m);
     s_buf_free (&base);
 }
@@ -367,13 +405,13 @@ test_crafted_quantizers (void *arg)
         s_buf_t m;
         s_copy (&m, &pq);
         s_put64 (&m, S_HEADER + 16, nbits [i]);
-        s_expect_refused (s_a, &m, "PQ nbits out of range", "nbits");
+        s_expect_refused (&m, "PQ nbits out of range", "nbits");
         s_buf_free (&m);
     }
     s_buf_t m;
     s_copy (&m, &pq);
     s_put64 (&m, S_HEADER + 8, 3);                //  M that does not divide d
-    s_expect_refused (s_a, &m, "PQ M", "PQ M");
+    s_expect_refused (&m, "PQ M", "PQ M");
     s_buf_free (&m);
     s_buf_free (&pq);
 
@@ -384,7 +422,7 @@ test_crafted_quantizers (void *arg)
     for (int i = 0; i < 3; i++) {
         s_copy (&m, &sq);
         s_put32 (&m, S_HEADER, qtypes [i]);
-        s_expect_refused (s_a, &m, "SQ type out of range", "scalar quantizer type");
+        s_expect_refused (&m, "SQ type out of range", "scalar quantizer type");
         s_buf_free (&m);
     }
     s_buf_free (&sq);
@@ -402,11 +440,11 @@ test_crafted_quantizers (void *arg)
     s_copy (&m, &l);
     s_put64 (&m, S_HEADER + 6, 2);                //  2 thresholds for 16 bits
     s_splice (&m, S_HEADER + 14 + 2 * 4, (DIM - 2) * 4, NULL, 0);
-    s_expect_refused (s_a, &m, "LSH thresholds short", "thresholds");
+    s_expect_refused (&m, "LSH thresholds short", "thresholds");
     s_buf_free (&m);
     s_copy (&m, &l);
     s_put32 (&m, S_HEADER, DIM + 8);               //  nbits, code size unchanged
-    s_expect_refused (s_a, &m, "LSH nbits", "LSH");
+    s_expect_refused (&m, "LSH nbits", "LSH");
     s_buf_free (&m);
     s_buf_free (&l);
 }
@@ -426,12 +464,12 @@ test_crafted_composites (void *arg)
     s_put64 (&m, refine + S_HEADER, (uint64_t) NB / 2 * DIM);
     s_splice (&m, refine + S_HEADER + 8 + (size_t) NB / 2 * DIM * 4, (size_t) NB / 2 * DIM * 4,
               NULL, 0);
-    s_expect_refused (s_a, &m, "RefineFlat of mismatched sizes", "RefineFlat");
+    s_expect_refused (&m, "RefineFlat of mismatched sizes", "RefineFlat");
     s_buf_free (&m);
     s_copy (&m, &rf);
     float k_factor = -3;
     s_put (&m, m.size - 4, &k_factor, 4);
-    s_expect_refused (s_a, &m, "RefineFlat k_factor", "k_factor");
+    s_expect_refused (&m, "RefineFlat k_factor", "k_factor");
     s_buf_free (&m);
     s_buf_free (&rf);
 
@@ -443,23 +481,23 @@ test_crafted_composites (void *arg)
     REQUIRE (ilar != SIZE_MAX && memcmp (ivf.data + ilar + 20, "full", 4) == 0, "IVF layout");
     s_copy (&m, &ivf);
     s_put64 (&m, 8, NB + 50);
-    s_expect_refused (s_a, &m, "IVF ntotal not the lists' total", "inverted lists hold");
+    s_expect_refused (&m, "IVF ntotal not the lists' total", "inverted lists hold");
     s_buf_free (&m);
     s_copy (&m, &ivf);
     s_put64 (&m, ilar + 32, s_get64 (&ivf, ilar + 32) + 1);
-    s_expect_refused (s_a, &m, "IVF list longer than its bytes", NULL);
+    s_expect_refused (&m, "IVF list longer than its bytes", NULL);
     s_buf_free (&m);
     s_copy (&m, &ivf);
     s_put64 (&m, ilar + 4, 5);                     //  invlists nlist != ivf nlist
-    s_expect_refused (s_a, &m, "IVF lists of another nlist", "inverted lists");
+    s_expect_refused (&m, "IVF lists of another nlist", "inverted lists");
     s_buf_free (&m);
     s_copy (&m, &ivf);
     memcpy (m.data + ilar, "ilbl", 4);
-    s_expect_refused (s_a, &m, "IVF block lists", "structure 'ilbl' is not accepted");
+    s_expect_refused (&m, "IVF block lists", "structure 'ilbl' is not accepted");
     s_buf_free (&m);
     s_copy (&m, &ivf);
     s_put64 (&m, 37, 0);                           //  nlist 0
-    s_expect_refused (s_a, &m, "IVF nlist 0", "nlist");
+    s_expect_refused (&m, "IVF nlist 0", "nlist");
     s_buf_free (&m);
     s_buf_free (&ivf);
 
@@ -470,26 +508,116 @@ test_crafted_composites (void *arg)
     s_copy (&m, &map);
     s_put64 (&m, m.size - 8 - 8 * NB, NB - 10);
     s_splice (&m, m.size - 80, 80, NULL, 0);
-    s_expect_refused (s_a, &m, "IDMap id map short", "IDMap ids");
+    s_expect_refused (&m, "IDMap id map short", "IDMap ids");
     s_buf_free (&m);
 
     //  Truncated, trailing bytes, an unknown top-level structure, an
     //  unprintable fourcc.
     s_copy (&m, &map);
     m.size /= 2;
-    s_expect_refused (s_a, &m, "truncated upload", "truncated");
+    s_expect_refused (&m, "truncated upload", "truncated");
     s_buf_free (&m);
     s_copy (&m, &map);
     s_splice (&m, m.size, 0, "xyz", 3);
-    s_expect_refused (s_a, &m, "trailing bytes", "follow the index");
+    s_expect_refused (&m, "trailing bytes", "follow the index");
     s_buf_free (&m);
     s_copy (&m, &map);
     memcpy (m.data, "INSf", 4);
-    s_expect_refused (s_a, &m, "NSG", "structure 'INSf' is not accepted");
+    s_expect_refused (&m, "NSG", "structure 'INSf' is not accepted");
     memcpy (m.data, "\x01\x02\n\x7f", 4);
-    s_expect_refused (s_a, &m, "unprintable fourcc", "structure 0x7f0a0201 is not accepted");
+    s_expect_refused (&m, "unprintable fourcc", "structure 0x7f0a0201 is not accepted");
     s_buf_free (&m);
     s_buf_free (&map);
+}
+
+/* ---- a tampered snapshot ----------------------------------------------------------- */
+
+//  CRC-32C (Castagnoli), as docs/STORAGE.md's snapshot header uses.
+static uint32_t
+s_crc32c (uint32_t crc, const uint8_t *data, size_t size)
+{
+    crc = ~crc;
+    for (size_t i = 0; i < size; i++) {
+        crc ^= data [i];
+        for (int bit = 0; bit < 8; bit++)
+            crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1)));
+    }
+    return ~crc;
+}
+
+static void
+s_write_file (const char *path, const s_buf_t *buf)
+{
+    FILE *f = fopen (path, "wb");
+    if (f) {
+        fwrite (buf->data, 1, buf->size, f);
+        fclose (f);
+    }
+}
+
+//  A snapshot whose checksums were recomputed after its HNSW entry point
+//  was set out of range (someone with write access to the data dir): at
+//  recovery the index is reported damaged, the others load, nothing
+//  crashes.
+static void
+test_tampered_snapshot (void *arg)
+{
+    (void) arg;
+    char dir [] = "/tmp/fpx-uploads-XXXXXX";
+    REQUIRE (mkdtemp (dir), "mkdtemp");
+    const char *args [] = { "--data-dir", dir, NULL };
+    fpx_test_server_t server;
+    REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "start");
+    fpx_client_t *client = fpx_test_client (&server, fpx_test_key_a);
+    bool built = client
+              && CHECK_OK (client, fpx_index_create (client, "graph", DIM, "HNSW8", FPX_METRIC_L2, NULL))
+              && CHECK_OK (client, fpx_add (client, "graph", NB, DIM, s_xb, NULL))
+              && CHECK_OK (client, fpx_index_save (client, "graph"))
+              && CHECK_OK (client, fpx_index_create (client, "good", DIM, "Flat", FPX_METRIC_L2, NULL))
+              && CHECK_OK (client, fpx_add (client, "good", NB, DIM, s_xb, NULL))
+              && CHECK_OK (client, fpx_index_save (client, "good"));
+    fpx_client_destroy (&client);
+    fpx_test_server_stop (&server, 30);
+    char path [400], command [500];
+    snprintf (path, sizeof path, "%s/tenants/%s/graph/snapshot", dir, FPX_TEST_TENANT_A);
+    s_buf_t snap = { NULL, 0 };
+    if (built && CHECK (s_read_file (path, &snap) == 0 && snap.size > 64, "no snapshot at %s", path)) {
+        uint32_t factory_len;
+        memcpy (&factory_len, snap.data + 36, 4);
+        size_t payload_at = 64 + factory_len;
+        s_buf_t payload = { snap.data + payload_at, snap.size - payload_at };
+        s_hnsw_layout_t l = s_hnsw_layout (&payload);
+        if (CHECK (memcmp (payload.data, "IHNf", 4) == 0 && l.entry_point + 4 < payload.size,
+                   "snapshot layout")) {
+            s_put32 (&payload, l.entry_point, 0x3fffffff);
+            uint32_t crc = s_crc32c (0, payload.data, payload.size);
+            memcpy (snap.data + 32, &crc, 4);
+            crc = s_crc32c (s_crc32c (0, snap.data + 16, 48), snap.data + 64, factory_len);
+            memcpy (snap.data + 12, &crc, 4);
+            s_write_file (path, &snap);
+
+            REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "restart");
+            client = fpx_test_client (&server, fpx_test_key_a);
+            fpx_index_info_t info;
+            float D [NQ * K];
+            int64_t I [NQ * K];
+            if (client && CHECK_OK (client, fpx_index_describe (client, "graph", 0, &info))) {
+                CHECK (strstr (info.damaged, "entry point") != NULL,
+                       "tampered snapshot not reported damaged: '%s'", info.damaged);
+                CHECK_RC (client, fpx_search (client, "graph", NQ, DIM, s_xq, K, NULL, D, I),
+                          FPX_EDAMAGED);
+                CHECK_OK (client, fpx_search (client, "good", NQ, DIM, s_xq, K, NULL, D, I));
+                CHECK_OK (client, fpx_ping (client, NULL));
+            }
+            fpx_client_destroy (&client);
+            int status = fpx_test_server_stop (&server, 30);
+            CHECK (status == 0, "faissproxyd exited with %d (%s)", status, server.diagnosis);
+        }
+    }
+    free (snap.data);
+    snprintf (command, sizeof command, "rm -rf '%s'", dir);
+    if (system (command) != 0)
+        fprintf (stderr, "# could not remove %s\n", dir);
 }
 
 /* ---- seeded mutations ----------------------------------------------------------- */
@@ -722,6 +850,7 @@ main (void)
             fpx_test_run ("uploads.crafted_quantizers", test_crafted_quantizers, NULL);
             fpx_test_run ("uploads.crafted_composites", test_crafted_composites, NULL);
             fpx_test_run ("uploads.round_trip", test_round_trip, NULL);
+            fpx_test_run ("uploads.tampered_snapshot", test_tampered_snapshot, NULL);
             fpx_test_run ("uploads.mutations", test_mutations, NULL);
         }
         else
