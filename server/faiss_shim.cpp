@@ -38,6 +38,7 @@
 #include <faiss/utils/distances.h>
 
 #include "faiss_shim.h"
+#include "upload_check.h"
 #include "fpx_errors.h"
 
 // ---- allocation cap ------------------------------------------------------
@@ -479,14 +480,26 @@ extern "C" int
 fpx_shim_deserialize (const uint8_t *bytes, size_t size, size_t alloc_cap,
                       FaissIndex **index_p, char *err, size_t err_size)
 {
+    //  The bytes are untrusted (upload_check.h): FAISS reads only what the
+    //  allow-list walk accepted, and the object it builds is checked
+    //  before anyone can use it.
+    int rc = fpx_upload_check_bytes (bytes, size, err, err_size);
+    if (rc)
+        return rc;
     return guarded (err, err_size, [&] () -> int {
         SpanReader reader (bytes, size);
-        faiss::Index *index;
+        std::unique_ptr<faiss::Index> index;
         {
             AllocCap cap (alloc_cap);
-            index = faiss::read_index (&reader, 0);
+            index.reset (faiss::read_index (&reader, 0));
         }
-        *index_p = reinterpret_cast<FaissIndex *> (index);
+        if (reader.pos != size)
+            bad ("uploaded index: FAISS read " + std::to_string (reader.pos) + " of its "
+                 + std::to_string (size) + " bytes");
+        char why [512];
+        if (fpx_upload_check_index (reinterpret_cast<FaissIndex *> (index.get ()), why, sizeof why))
+            bad (why);
+        *index_p = reinterpret_cast<FaissIndex *> (index.release ());
         return 0;
     });
 }

@@ -20,6 +20,7 @@
 #include <faiss/c_api/impl/AuxIndexStructures_c.h>
 
 #include "faiss_shim.h"
+#include "upload_check.h"
 #include "ops.h"
 #include "tenant_limits.h"
 #include "runtime.h"
@@ -507,6 +508,14 @@ s_op_create (fpx_call_t *call)
         return fpx_limits_cap_refused (call, cap);
     if (rc)
         return fpx_op_shim_result (call, rc, err);
+    //  A named index is read back from its snapshot at every start, through
+    //  the same checks as an upload (docs/SECURITY.md): refuse now a kind
+    //  that could not be read back then.
+    if (name [0] && fpx_upload_check_index (index, err, sizeof err)) {
+        faiss_Index_free (index);
+        return fpx_reply_error (call->reply, FPX_EINVAL, "factory '%s' builds an index that a "
+                                "named index cannot hold (%s)", factory, err);
+    }
     fpx_object_t object = { .index = index, .factory = factory };
     return fpx_op_register (call, name [0] ? name : NULL, &object);
 }

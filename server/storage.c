@@ -477,8 +477,8 @@ s_snapshot_read (const char *path, FaissIndex **index_p, uint64_t *lsn_p,
             char faiss_err [FPX_ERROR_TEXT_MAX];
             if (fpx_shim_deserialize (map + FPX_SNAP_HEADER + factory_len, payload, cap,
                                       index_p, faiss_err, sizeof faiss_err))
-                snprintf (err, err_size, "snapshot passes its checksums but FAISS cannot read "
-                          "it: %s", faiss_err);
+                snprintf (err, err_size, "snapshot passes its checksums but cannot be loaded: "
+                          "%s", faiss_err);
             else
                 rc = 0;
         }

@@ -1119,6 +1119,9 @@ def read_index(f, io_flags=0):
             # FAISS's FileIOReader names the file; the server read a buffer
             raise FaissProxyError(e.code, str(e).replace(
                 "read error in : ", "read error in %s: " % os.fsdecode(f))) from None
+        if isinstance(f, (str, bytes, os.PathLike)) and str(e).startswith("uploaded index: "):
+            # refused before FAISS read it (docs/SECURITY.md): name the file too
+            raise FaissProxyError(e.code, "%s: %s" % (os.fsdecode(f), e)) from None
         raise
 
 
