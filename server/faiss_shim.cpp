@@ -534,6 +534,18 @@ fpx_shim_keys_are_positions (const FaissIndex *index_c)
     }
 }
 
+extern "C" int
+fpx_shim_idmap_over_ivf (const FaissIndex *index_c)
+{
+    auto map = dynamic_cast<const faiss::IndexIDMap *> (as_index (index_c));
+    if (!map)
+        return 0;
+    const faiss::Index *inner = map->index;
+    while (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (inner))
+        inner = pt->index;
+    return dynamic_cast<const faiss::IndexIVF *> (inner) != nullptr;
+}
+
 //  Indexes whose reconstruct_n needs no OpenMP loop over reconstruct:
 //  flat codes and IVF scan their storage, a PreTransform passes it on.
 static bool

@@ -154,6 +154,14 @@ int fpx_shim_kmeans (int d, int k, int64_t n, const float *x,
     storage) reads them without a check.                                 */
 int fpx_shim_keys_are_positions (const FaissIndex *index);
 
+/*  1 if index is an IndexIDMap / IndexIDMap2 whose wrapped index (through
+    PreTransforms) is an IVF. FAISS 1.7.3's IDMap::remove_ids compacts its
+    id map but IVF lists keep their old positions, so the index is left
+    holding positions past its id map: later searches and removals read
+    id_map out of bounds, and its snapshot no longer passes the upload
+    checks. remove_ids is refused on such an index.                      */
+int fpx_shim_idmap_over_ivf (const FaissIndex *index);
+
 /*  FAISS's version, "major.minor.patch", from the headers built against. */
 const char *fpx_shim_faiss_version (void);
 

@@ -648,6 +648,77 @@ test_tampered_snapshot (void *arg)
         fprintf (stderr, "# could not remove %s\n", dir);
 }
 
+/* ---- remove_ids on an IDMap over an IVF ------------------------------------------ */
+
+//  FAISS 1.7.3's IDMap::remove_ids compacts the id map while the IVF lists
+//  keep their old positions: the index then holds positions past its id
+//  map (searches and later removals read id_map out of bounds) and its
+//  snapshot fails the checks at the next start. The server refuses the
+//  removal and the index stays whole, before and after a restart, with
+//  the results of the same index in-process.
+static void
+test_idmap_ivf_remove (void *arg)
+{
+    (void) arg;
+    char dir [] = "/tmp/fpx-uploads-XXXXXX";
+    REQUIRE (mkdtemp (dir), "mkdtemp");
+    const char *args [] = { "--data-dir", dir, NULL };
+    fpx_test_server_t server;
+    REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "start");
+    fpx_client_t *client = fpx_test_client (&server, fpx_test_key_a);
+    int64_t ids [NB], removed = -1;
+    for (int i = 0; i < NB; i++)
+        ids [i] = 1000 + i;
+    char why [256];
+    FaissIndex *local = fpx_local_create (DIM, "IDMap,IVF4,Flat", METRIC_L2, why, sizeof why);
+    bool built = client && local
+              && CHECK_OK (client, fpx_index_create (client, "mapped", DIM, "IDMap,IVF4,Flat",
+                                                     FPX_METRIC_L2, NULL))
+              && CHECK_OK (client, fpx_train (client, "mapped", NB, DIM, s_xb))
+              && CHECK_OK (client, fpx_add_with_ids (client, "mapped", NB, DIM, s_xb, ids, NULL))
+              && CHECK (faiss_Index_train (local, NB, s_xb) == 0
+                        && faiss_Index_add_with_ids (local, NB, s_xb, ids) == 0, "local build");
+    if (built) {
+        CHECK_RC (client, fpx_remove_ids (client, "mapped", NB / 4, ids, &removed), FPX_EINVAL);
+        CHECK (strstr (fpx_client_errmsg (client), "IDMap over an IVF") != NULL, "reason '%s'",
+               fpx_client_errmsg (client));
+        fpx_knn_t ref, got;
+        if (CHECK (fpx_local_knn (local, NQ, s_xq, K, 2, &ref) == 0, "local search")) {
+            if (CHECK_OK (client, fpx_remote_knn (client, "mapped", NQ, DIM, s_xq, K, NULL, &got)))
+                CHECK_KNN (&ref, &got);
+            fpx_knn_free (&got);
+            //  An IDMap over a Flat index renumbers on removal: allowed.
+            if (CHECK_OK (client, fpx_index_create (client, "flatmap", DIM, "IDMap,Flat",
+                                                    FPX_METRIC_L2, NULL))
+            &&  CHECK_OK (client, fpx_add_with_ids (client, "flatmap", NB, DIM, s_xb, ids, NULL))
+            &&  CHECK_OK (client, fpx_remove_ids (client, "flatmap", NB / 4, ids, &removed)))
+                CHECK (removed == NB / 4, "removed %lld", (long long) removed);
+            CHECK_OK (client, fpx_index_save (client, "mapped"));
+            fpx_client_destroy (&client);
+            fpx_test_server_stop (&server, 30);
+            REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "restart");
+            client = fpx_test_client (&server, fpx_test_key_a);
+            fpx_index_info_t info;
+            if (client && CHECK_OK (client, fpx_index_describe (client, "mapped", 0, &info))) {
+                CHECK (info.damaged [0] == 0, "damaged after restart: '%s'", info.damaged);
+                if (CHECK_OK (client, fpx_remote_knn (client, "mapped", NQ, DIM, s_xq, K, NULL, &got)))
+                    CHECK_KNN (&ref, &got);
+                fpx_knn_free (&got);
+            }
+            fpx_knn_free (&ref);
+        }
+    }
+    if (local)
+        faiss_Index_free (local);
+    fpx_client_destroy (&client);
+    int status = fpx_test_server_stop (&server, 30);
+    CHECK (status == 0, "faissproxyd exited with %d (%s)", status, server.diagnosis);
+    char command [200];
+    snprintf (command, sizeof command, "rm -rf '%s'", dir);
+    if (system (command) != 0)
+        fprintf (stderr, "# could not remove %s\n", dir);
+}
+
 /* ---- seeded mutations ----------------------------------------------------------- */
 
 typedef struct {
@@ -880,6 +951,7 @@ main (void)
             fpx_test_run ("uploads.round_trip", test_round_trip, NULL);
             fpx_test_run ("uploads.named_create_kinds", test_named_create_kinds, NULL);
             fpx_test_run ("uploads.tampered_snapshot", test_tampered_snapshot, NULL);
+            fpx_test_run ("uploads.idmap_ivf_remove", test_idmap_ivf_remove, NULL);
             fpx_test_run ("uploads.mutations", test_mutations, NULL);
         }
         else
