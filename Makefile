@@ -102,6 +102,35 @@ $(BUILD)/tests/%: $(call obj,tests/%.c $(TEST_COMMON)) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
 
+#  Fuzz targets (tests/fuzz/, docs/FUZZING.md). Built without a fuzzing
+#  engine they are test programs that replay a generated seed corpus and
+#  deterministic mutants of it; `make fuzz` builds them with libFuzzer.
+FUZZ_SERVER_OBJ := $(call obj,$(filter-out server/main.c,$(SERVER_SRC)) $(SERVER_CXX) $(PROTOCOL_SRC))
+FUZZ_CORPUS  := $(BUILD)/fuzz/corpus/.stamp
+FUZZ_GEN     := $(BUILD)/bin/fpx-fuzz-corpus
+FUZZ_LIVE    := $(BUILD)/bin/fpx-fuzz-live
+FUZZ_TESTS   := $(BUILD)/tests/test_fuzz_decoder $(BUILD)/tests/test_fuzz_server
+$(call obj,$(wildcard tests/fuzz/*.c)): CPPFLAGS += -Iserver -Itests/fuzz
+
+$(FUZZ_GEN): $(call obj,tests/fuzz/fpx_fuzz_corpus.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_common.c $(PROTOCOL_SRC))
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+
+$(FUZZ_LIVE): $(call obj,tests/fuzz/fpx_fuzz_live.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_client.c $(PROTOCOL_SRC))
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+
+$(FUZZ_CORPUS): $(FUZZ_GEN)
+	rm -rf $(dir $@) && mkdir -p $(dir $@) && $(FUZZ_GEN) $(dir $@) && touch $@
+
+$(BUILD)/tests/test_fuzz_decoder: $(call obj,tests/fuzz/fuzz_decoder.c tests/fuzz/fuzz_replay.c tests/fuzz/fuzz_common.c $(PROTOCOL_SRC)) | $(FUZZ_CORPUS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ -lmsgpackc -lm
+
+$(BUILD)/tests/test_fuzz_server: $(call obj,tests/fuzz/fuzz_server.c tests/fuzz/fuzz_replay.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_client.c) $(FUZZ_SERVER_OBJ) | $(FUZZ_CORPUS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+
 #  make run: the server in the foreground, tenant "default" (key from
 #  FAISS_PROXY_API_KEY, else generated and printed).
 run: deps
@@ -114,7 +143,7 @@ test: deps
 	@$(MAKE) --no-print-directory test-python
 	@$(MAKE) --no-print-directory test-asan
 
-test-c: all $(TESTS)
+test-c: all $(TESTS) $(FUZZ_TESTS) $(FUZZ_LIVE)
 	@tests/run.sh $(BUILD)
 	@tests/test_loadtest_smoke.sh $(BUILD)
 
