@@ -86,6 +86,21 @@ s_rss_kib (int pid)
     return zombie ? -1 : rss;
 }
 
+//  Waits for a reply in slices, watching the daemon: 0 when one is
+//  there, 1 on timeout, -1 when the daemon is gone.
+static int
+s_wait (void *socket, long timeout_ms, int pid)
+{
+    for (long waited = 0; waited < timeout_ms; waited += 250) {
+        zmq_pollitem_t item = { socket, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll (&item, 1, 250) > 0)
+            return 0;
+        if (pid && s_rss_kib (pid) < 0)
+            return -1;
+    }
+    return 1;
+}
+
 static struct {
     fpx_fuzz_buf_t history [S_HISTORY];
     long sent;
@@ -186,7 +201,9 @@ main (int argc, char **argv)
     }
 
     s_seeds_t seeds = { 0 };
+    double g0 = s_now ();
     fpx_fuzz_seed_requests (s_collect, &seeds);
+    printf ("fpx-fuzz-live: %d seed requests made in %.1f s\n", seeds.nseeds, s_now () - g0);
     //  The key the daemon knows, in every seed.
     for (int i = 0; i < seeds.nseeds; i++) {
         memset (seeds.seeds [i].data + 2 + FPX_REPLY_HEADER_SIZE, 0, FPX_API_KEY_MAX);
@@ -255,7 +272,16 @@ main (int argc, char **argv)
         }
         //  A reply.
         fpx_fuzz_reply_t reply;
-        int rc = fpx_fuzz_recv (socket, (int) timeout_ms, &reply, why, sizeof why);
+        int rc = s_wait (socket, timeout_ms, pid);
+        if (rc) {
+            if (rc < 0)
+                snprintf (why, sizeof why, "the daemon (pid %d) is gone", pid);
+            else
+                snprintf (why, sizeof why, "no reply within %ld ms", timeout_ms);
+            failed = 1;
+            break;
+        }
+        rc = fpx_fuzz_recv (socket, 1000, &reply, why, sizeof why);
         if (rc) {
             failed = 1;
             break;

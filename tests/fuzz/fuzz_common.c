@@ -10,6 +10,8 @@
 
 #include "fuzz_common.h"
 
+bool fpx_fuzz_mutating = false;
+
 void
 fpx_fuzz_assert_failed_ (const char *file, int line, const char *text)
 {

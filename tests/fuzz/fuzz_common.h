@@ -71,6 +71,9 @@ extern const char fpx_fuzz_target_name [];
 extern const long fpx_fuzz_replay_mutations;
 extern const long fpx_fuzz_replay_seed;
 
+/*  True while the replay main runs mutants (not corpus inputs).         */
+extern bool fpx_fuzz_mutating;
+
 /*  Called once by the replay main after the last input (the server
     target stops its server there, so that LeakSanitizer sees a clean
     exit); the libFuzzer build registers it with atexit.                 */

@@ -201,6 +201,7 @@ main (int argc, char **argv)
     fpx_fuzz_buf_t mutant = { 0 };
     long done = 0;
     t0 = s_now ();
+    fpx_fuzz_mutating = true;
     for (; done < mutations; done++) {
         if ((done & 63) == 0 && s_now () - t0 > seconds)
             break;
@@ -212,6 +213,7 @@ main (int argc, char **argv)
         s_run (&mutant);
     }
     s_current = NULL;
+    fpx_fuzz_mutating = false;
     fpx_fuzz_buf_free (&mutant);
     printf ("ok replay %s mutations: %ld inputs, %.2f s\n", fpx_fuzz_target_name, done, s_now () - t0);
     passed++;
