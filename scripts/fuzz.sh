@@ -54,8 +54,8 @@ run_engine () {
         > "$work/$name.log" 2>&1
     local rc=$? t1=$(date +%s.%N)
     grep -E '^(#[0-9]+ +(pulse|DONE))|^stat::|^Done|ERROR|SUMMARY|^==[0-9]+==|Test unit written' "$work/$name.log" | tail -n 25
-    local execs=$(grep -oE '^stat::number_of_executed_units: [0-9]+' "$work/$name.log" | grep -oE '[0-9]+$')
-    local rss=$(grep -oE '^stat::peak_rss_mb: [0-9]+' "$work/$name.log" | grep -oE '[0-9]+$')
+    local execs=$(grep -oE '^stat::number_of_executed_units:[[:space:]]+[0-9]+' "$work/$name.log" | grep -oE '[0-9]+$')
+    local rss=$(grep -oE '^stat::peak_rss_mb:[[:space:]]+[0-9]+' "$work/$name.log" | grep -oE '[0-9]+$')
     local secs=$(awk "BEGIN { printf \"%.0f\", $t1 - $t0 }")
     local rate=$(awk "BEGIN { printf \"%.0f\", ${execs:-0} / ($t1 - $t0) }")
     if [ "$rc" -ne 0 ] || [ "${execs:-0}" -lt "$runs" ]; then

@@ -204,6 +204,7 @@ main (int argc, char **argv)
     double g0 = s_now ();
     fpx_fuzz_seed_requests (s_collect, &seeds);
     printf ("fpx-fuzz-live: %d seed requests made in %.1f s\n", seeds.nseeds, s_now () - g0);
+    fflush (stdout);
     //  The key the daemon knows, in every seed.
     for (int i = 0; i < seeds.nseeds; i++) {
         memset (seeds.seeds [i].data + 2 + FPX_REPLY_HEADER_SIZE, 0, FPX_API_KEY_MAX);

@@ -139,7 +139,7 @@ s_env_long (const char *name, long fallback)
     generated corpus BUILD/fuzz/corpus/NAME, found from the program's
     path, and tests/fuzz/regressions/NAME), then FPX_FUZZ_MUTATIONS
     (default fpx_fuzz_replay_mutations) mutants of them from seed
-    FPX_FUZZ_SEED (default fpx_fuzz_replay_seed), stopping early after FPX_FUZZ_SECONDS (default 10).   */
+    FPX_FUZZ_SEED (default fpx_fuzz_replay_seed), stopping early after FPX_FUZZ_SECONDS (default 5).   */
 int
 main (int argc, char **argv)
 {
@@ -196,7 +196,7 @@ main (int argc, char **argv)
     passed++;
 
     long mutations = s_env_long ("FPX_FUZZ_MUTATIONS", fpx_fuzz_replay_mutations);
-    double seconds = (double) s_env_long ("FPX_FUZZ_SECONDS", 10);
+    double seconds = (double) s_env_long ("FPX_FUZZ_SECONDS", 5);
     uint64_t state = (uint64_t) s_env_long ("FPX_FUZZ_SEED", fpx_fuzz_replay_seed);
     fpx_fuzz_buf_t mutant = { 0 };
     long done = 0;
