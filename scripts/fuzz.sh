@@ -10,8 +10,9 @@
 #     data directory, whose VmRSS must stay under FUZZ_RSS_MAX_MB (default
 #     4096); the daemon is then stopped with SIGTERM and must exit 0 with
 #     no sanitizer report (leaks included).
-#  FUZZ_PARTS (default "decoder server live") picks parts; FUZZ_LIVE_SKIP
-#  (opcode names, comma-separated) fuzzes around a known crash; FUZZ_SEED.
+#  FUZZ_PARTS (default "decoder server live") picks parts; FUZZ_SERVER_SKIP
+#  and FUZZ_LIVE_SKIP (opcode names, comma-separated) fuzz around a known
+#  crash; FUZZ_SEED.
 #  Crashing inputs go to build/fuzz/findings/. Prints the figures; exits
 #  non-zero if any part failed.
 set -u
@@ -49,6 +50,7 @@ run_engine () {
     echo "# fuzz: $name, $runs executions"
     local t0=$(date +%s.%N)
     ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
+    FPX_FUZZ_SKIP=${FUZZ_SERVER_SKIP:-} \
     "$root/$engine/fuzz_$name" -runs="$runs" -seed="$seed" -max_len="$3" -rss_limit_mb=4096 \
         -timeout=60 -print_final_stats=1 -artifact_prefix="$findings/$name-" "$corpus" \
         > "$work/$name.log" 2>&1
@@ -84,7 +86,7 @@ case " $parts " in *" live "*)
     "$root/$asan/bin/fpx-fuzz-live" --endpoint "$endpoint" --key "$key" --pid "$daemon_pid" \
         --requests "$live_requests" --seed "$seed" --rss-max-mb "$rss_max_mb" \
         ${FUZZ_LIVE_SKIP:+--skip "$FUZZ_LIVE_SKIP"} --artifacts "$findings/live" \
-        2>&1 | grep -v '^WARNING clustering' | tee "$work/live.log"
+        2>&1 | grep --line-buffered -v '^WARNING clustering' | tee "$work/live.log"
     live_rc=${PIPESTATUS[0]}
     kill -TERM "$daemon_pid" 2>/dev/null
     wait "$daemon_pid"

@@ -10,6 +10,7 @@
 #include "fuzz_seeds.h"
 
 #define S_REPLY_FRAMES_MAX 5     //  header, result, at most 3 arrays
+#define S_RESTORE_ID UINT64_C(0x46505846555a5a31)  //  ids of the list and drops of a restore
 
 void *
 fpx_fuzz_connect (void *ctx, const char *endpoint)
@@ -157,32 +158,42 @@ fpx_fuzz_call (void *socket, const fpx_fuzz_buf_t *request, int timeout_ms,
 {
     fpx_fuzz_frames_t frames;
     fpx_fuzz_split (&frames, request->data, request->size);
+    uint64_t id = 0;
+    fpx_fuzz_request_id (&frames, &id);
     if (fpx_fuzz_send (socket, &frames))
         return 1;
-    zmq_pollitem_t item = { socket, 0, ZMQ_POLLIN, 0 };
-    if (zmq_poll (&item, 1, timeout_ms) <= 0)
-        return 1;
-    zmq_msg_t header, result;
-    zmq_msg_init (&header);
-    zmq_msg_init (&result);
+    //  Replies to earlier requests that timed out are read and dropped.
     int status = 1;
-    if (zmq_msg_recv (&header, socket, 0) >= 0 && zmq_msg_more (&header)
-    &&  zmq_msg_recv (&result, socket, 0) >= 0) {
-        fpx_header_t decoded;
-        if (fpx_header_decode_reply (&decoded, zmq_msg_data (&header), zmq_msg_size (&header)) == 0) {
-            status = decoded.status;
-            if (status == 0 && names_fn)
-                s_names (zmq_msg_data (&result), zmq_msg_size (&result), names_fn, arg);
+    bool done = false;
+    while (!done) {
+        zmq_pollitem_t item = { socket, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll (&item, 1, timeout_ms) <= 0)
+            return 1;
+        zmq_msg_t header, result;
+        zmq_msg_init (&header);
+        zmq_msg_init (&result);
+        if (zmq_msg_recv (&header, socket, 0) >= 0 && zmq_msg_more (&header)
+        &&  zmq_msg_recv (&result, socket, 0) >= 0) {
+            fpx_header_t decoded;
+            if (fpx_header_decode_reply (&decoded, zmq_msg_data (&header), zmq_msg_size (&header)) == 0
+            &&  decoded.request_id == id) {
+                done = true;
+                status = decoded.status;
+                if (status == 0 && names_fn)
+                    s_names (zmq_msg_data (&result), zmq_msg_size (&result), names_fn, arg);
+            }
+            while (zmq_msg_more (&result)) {    //  arrays, unread
+                zmq_msg_close (&result);
+                zmq_msg_init (&result);
+                if (zmq_msg_recv (&result, socket, 0) < 0)
+                    break;
+            }
         }
-        while (zmq_msg_more (&result)) {    //  arrays, unread
-            zmq_msg_close (&result);
-            zmq_msg_init (&result);
-            if (zmq_msg_recv (&result, socket, 0) < 0)
-                break;
-        }
+        else
+            done = true;
+        zmq_msg_close (&header);
+        zmq_msg_close (&result);
     }
-    zmq_msg_close (&header);
-    zmq_msg_close (&result);
     return status;
 }
 
@@ -207,7 +218,8 @@ s_drop (void *arg, const char *name, size_t len)
     msgpack_packer_init (&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, 1);
     fpx_pack_kv_str (&pk, "name", text);
-    fpx_header_t header = { .version = FPX_PROTOCOL_VERSION, .opcode = FPX_OP_DROP, .request_id = 1 };
+    fpx_header_t header = { .version = FPX_PROTOCOL_VERSION, .opcode = FPX_OP_DROP,
+                           .request_id = S_RESTORE_ID };
     snprintf (header.api_key, sizeof header.api_key, "%s", FPX_FUZZ_KEY);
     uint8_t head [FPX_REQUEST_HEADER_SIZE];
     fpx_header_encode_request (&header, head);
@@ -238,7 +250,8 @@ int
 fpx_fuzz_restore (void *socket, int timeout_ms)
 {
     s_restore_t self = { .socket = socket, .timeout_ms = timeout_ms };
-    fpx_header_t header = { .version = FPX_PROTOCOL_VERSION, .opcode = FPX_OP_LIST, .request_id = 1 };
+    fpx_header_t header = { .version = FPX_PROTOCOL_VERSION, .opcode = FPX_OP_LIST,
+                           .request_id = S_RESTORE_ID };
     snprintf (header.api_key, sizeof header.api_key, "%s", FPX_FUZZ_KEY);
     uint8_t head [FPX_REQUEST_HEADER_SIZE];
     fpx_header_encode_request (&header, head);
