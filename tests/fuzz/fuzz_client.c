@@ -1,7 +1,9 @@
 /*  fuzz_client.c — see fuzz_client.h.                                   */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "fpx_params.h"
@@ -11,6 +13,37 @@
 
 #define S_REPLY_FRAMES_MAX 5     //  header, result, at most 3 arrays
 #define S_RESTORE_ID UINT64_C(0x46505846555a5a31)  //  ids of the list and drops of a restore
+
+//  Waits until socket has a message: true, or false after timeout_ms.
+//  A signal (libFuzzer's timer) does not cut the wait short.
+static bool
+s_wait_in (void *socket, int timeout_ms)
+{
+    struct timespec start, now;
+    clock_gettime (CLOCK_MONOTONIC, &start);
+    long left = timeout_ms;
+    while (left >= 0) {
+        zmq_pollitem_t item = { socket, 0, ZMQ_POLLIN, 0 };
+        int rc = zmq_poll (&item, 1, left);
+        if (rc > 0)
+            return true;
+        if (rc == 0 || zmq_errno () != EINTR)
+            return false;
+        clock_gettime (CLOCK_MONOTONIC, &now);
+        left = timeout_ms - ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000);
+    }
+    return false;
+}
+
+//  zmq_msg_recv, again when a signal interrupts it.
+static int
+s_recv (zmq_msg_t *msg, void *socket)
+{
+    int rc;
+    while ((rc = zmq_msg_recv (msg, socket, 0)) < 0 && zmq_errno () == EINTR)
+        ;
+    return rc;
+}
 
 void *
 fpx_fuzz_connect (void *ctx, const char *endpoint)
@@ -27,14 +60,23 @@ fpx_fuzz_connect (void *ctx, const char *endpoint)
     return socket;
 }
 
+static int
+s_send (void *socket, const void *data, size_t size, int flags)
+{
+    int rc;
+    while ((rc = zmq_send (socket, data, size, flags)) < 0 && zmq_errno () == EINTR)
+        ;
+    return rc < 0 ? -1 : 0;
+}
+
 int
 fpx_fuzz_send (void *socket, const fpx_fuzz_frames_t *frames)
 {
     if (frames->count == 0)
-        return zmq_send (socket, "", 0, 0) < 0 ? -1 : 0;
+        return s_send (socket, "", 0, 0);
     for (int i = 0; i < frames->count; i++) {
         int flags = i + 1 < frames->count ? ZMQ_SNDMORE : 0;
-        if (zmq_send (socket, frames->data [i], frames->size [i], flags) < 0)
+        if (s_send (socket, frames->data [i], frames->size [i], flags))
             return -1;
     }
     return 0;
@@ -56,8 +98,7 @@ fpx_fuzz_request_id (const fpx_fuzz_frames_t *frames, uint64_t *id)
 int
 fpx_fuzz_recv (void *socket, int timeout_ms, fpx_fuzz_reply_t *reply, char *why, size_t why_size)
 {
-    zmq_pollitem_t item = { socket, 0, ZMQ_POLLIN, 0 };
-    if (zmq_poll (&item, 1, timeout_ms) <= 0) {
+    if (!s_wait_in (socket, timeout_ms)) {
         snprintf (why, why_size, "no reply within %d ms", timeout_ms);
         return 1;
     }
@@ -67,7 +108,7 @@ fpx_fuzz_recv (void *socket, int timeout_ms, fpx_fuzz_reply_t *reply, char *why,
     while (more) {
         zmq_msg_t *frame = &frames [count < S_REPLY_FRAMES_MAX ? count : S_REPLY_FRAMES_MAX];
         zmq_msg_init (frame);
-        if (zmq_msg_recv (frame, socket, 0) < 0) {
+        if (s_recv (frame, socket) < 0) {
             zmq_msg_close (frame);
             snprintf (why, why_size, "receive failed: %s", zmq_strerror (zmq_errno ()));
             rc = -1;
@@ -166,14 +207,13 @@ fpx_fuzz_call (void *socket, const fpx_fuzz_buf_t *request, int timeout_ms,
     int status = 1;
     bool done = false;
     while (!done) {
-        zmq_pollitem_t item = { socket, 0, ZMQ_POLLIN, 0 };
-        if (zmq_poll (&item, 1, timeout_ms) <= 0)
+        if (!s_wait_in (socket, timeout_ms))
             return 1;
         zmq_msg_t header, result;
         zmq_msg_init (&header);
         zmq_msg_init (&result);
-        if (zmq_msg_recv (&header, socket, 0) >= 0 && zmq_msg_more (&header)
-        &&  zmq_msg_recv (&result, socket, 0) >= 0) {
+        if (s_recv (&header, socket) >= 0 && zmq_msg_more (&header)
+        &&  s_recv (&result, socket) >= 0) {
             fpx_header_t decoded;
             if (fpx_header_decode_reply (&decoded, zmq_msg_data (&header), zmq_msg_size (&header)) == 0
             &&  decoded.request_id == id) {
@@ -185,7 +225,7 @@ fpx_fuzz_call (void *socket, const fpx_fuzz_buf_t *request, int timeout_ms,
             while (zmq_msg_more (&result)) {    //  arrays, unread
                 zmq_msg_close (&result);
                 zmq_msg_init (&result);
-                if (zmq_msg_recv (&result, socket, 0) < 0)
+                if (s_recv (&result, socket) < 0)
                     break;
             }
         }
