@@ -1,5 +1,5 @@
 #  faissproxy — build, test, run, install.
-#  make run | make test | make deps | make install PREFIX=… DESTDIR=…
+#  make run | make test | make fuzz | make deps | make install PREFIX=… DESTDIR=…
 #  Variants: make test-asan (ASan+UBSan), make test-tsan (TSan);
 #  SANITIZE=address,undefined BUILD=build/asan builds any target that way.
 
@@ -51,7 +51,7 @@ LOADTEST := $(BUILD)/bin/fpx-loadtest
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .SECONDARY:
-.PHONY: all deps run test test-c test-python test-asan test-tsan bench install clean distclean
+.PHONY: all deps run test test-c test-python test-asan test-tsan bench fuzz install clean distclean
 all: $(DAEMON) $(CLI) $(LIB_A) $(LIB_SO) $(PC_FILE) $(if $(LOADTEST_SRC),$(LOADTEST))
 
 deps:
@@ -102,6 +102,68 @@ $(BUILD)/tests/%: $(call obj,tests/%.c $(TEST_COMMON)) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
 
+#  Fuzz targets (tests/fuzz/, docs/FUZZING.md). Built without a fuzzing
+#  engine they are test programs that replay a generated seed corpus and
+#  deterministic mutants of it; `make fuzz` builds them with libFuzzer.
+FUZZ_SERVER_OBJ := $(call obj,$(filter-out server/main.c,$(SERVER_SRC)) $(SERVER_CXX) $(PROTOCOL_SRC))
+FUZZ_CORPUS  := $(BUILD)/fuzz/corpus/.stamp
+FUZZ_GEN     := $(BUILD)/bin/fpx-fuzz-corpus
+FUZZ_LIVE    := $(BUILD)/bin/fpx-fuzz-live
+FUZZ_TESTS   := $(BUILD)/tests/test_fuzz_decoder $(BUILD)/tests/test_fuzz_server
+$(call obj,$(wildcard tests/fuzz/*.c)): CPPFLAGS += -Iserver -Itests/fuzz
+
+$(FUZZ_GEN): $(call obj,tests/fuzz/fpx_fuzz_corpus.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_common.c $(PROTOCOL_SRC))
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+
+$(FUZZ_LIVE): $(call obj,tests/fuzz/fpx_fuzz_live.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_client.c $(PROTOCOL_SRC))
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+
+$(FUZZ_CORPUS): $(FUZZ_GEN)
+	rm -rf $(dir $@) && mkdir -p $(dir $@) && $(FUZZ_GEN) $(dir $@) && touch $@
+
+$(BUILD)/tests/test_fuzz_decoder: $(call obj,tests/fuzz/fuzz_decoder.c tests/fuzz/fuzz_replay.c tests/fuzz/fuzz_common.c $(PROTOCOL_SRC)) | $(FUZZ_CORPUS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ -lmsgpackc -lm
+
+$(BUILD)/tests/test_fuzz_server: $(call obj,tests/fuzz/fuzz_server.c tests/fuzz/fuzz_replay.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_client.c) $(FUZZ_SERVER_OBJ) | $(FUZZ_CORPUS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+
+#  make fuzz: the targets with libFuzzer (clang, ASan + UBSan) for
+#  FUZZ_DECODER_RUNS / FUZZ_SERVER_RUNS executions, then fpx-fuzz-live
+#  for FUZZ_LIVE_REQUESTS requests against an ASan faissproxyd whose RSS
+#  must stay under FUZZ_RSS_MAX_MB (scripts/fuzz.sh, docs/FUZZING.md).
+FUZZ_ENGINE   := build/fuzz-engine
+FUZZ_CLANG    ?= clang
+FUZZ_CLANGXX  ?= clang++
+FUZZ_ENGINE_FLAGS := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+    -fno-sanitize-recover=undefined -DFPX_FUZZ_ENGINE -D_GNU_SOURCE -Iprotocol -Iserver -Itests/fuzz \
+    -I$(FAISS_PREFIX)/include -pthread
+FUZZ_ENGINE_LINK  := -fsanitize=fuzzer,address,undefined -pthread
+FUZZ_SERVER_C := tests/fuzz/fuzz_server.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_seeds.c \
+    tests/fuzz/fuzz_client.c $(filter-out server/main.c,$(SERVER_SRC)) $(PROTOCOL_SRC)
+
+$(FUZZ_ENGINE)/fuzz_decoder: tests/fuzz/fuzz_decoder.c tests/fuzz/fuzz_common.c $(PROTOCOL_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CLANG) -std=c11 $(FUZZ_ENGINE_FLAGS) $(FUZZ_ENGINE_LINK) $^ -o $@ -lmsgpackc -lm
+
+#  FAISS (built with gcc) links with libstdc++ and libgomp, as in gcc builds.
+$(FUZZ_ENGINE)/fuzz_server: $(FUZZ_SERVER_C) $(SERVER_CXX) $(wildcard tests/fuzz/*.h server/*.h protocol/*.h)
+	@mkdir -p $(FUZZ_ENGINE)/obj
+	for f in $(FUZZ_SERVER_C); do \
+	    $(FUZZ_CLANG) -std=c11 $(FUZZ_ENGINE_FLAGS) -c $$f -o $(FUZZ_ENGINE)/obj/$$(echo $$f | tr / _).o || exit 1; done
+	$(FUZZ_CLANGXX) -std=c++17 $(FUZZ_ENGINE_FLAGS) -c $(SERVER_CXX) -o $(FUZZ_ENGINE)/obj/faiss_shim.o
+	$(FUZZ_CLANGXX) $(FUZZ_ENGINE_LINK) $(FUZZ_ENGINE)/obj/*.o -o $@ $(FAISS_C_LIB) $(FAISS_LIBDIR) \
+	    $(BLAS_LIBS) -lgomp -lstdc++ -lm $(NET_LIBS)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined OPT=-O1 \
+	    build/asan/bin/faissproxyd build/asan/bin/fpx-fuzz-live build/asan/fuzz/corpus/.stamp
+	@$(MAKE) --no-print-directory $(FUZZ_ENGINE)/fuzz_decoder $(FUZZ_ENGINE)/fuzz_server
+	@scripts/fuzz.sh $(FUZZ_ENGINE) build/asan
+
 #  make run: the server in the foreground, tenant "default" (key from
 #  FAISS_PROXY_API_KEY, else generated and printed).
 run: deps
@@ -114,7 +176,7 @@ test: deps
 	@$(MAKE) --no-print-directory test-python
 	@$(MAKE) --no-print-directory test-asan
 
-test-c: all $(TESTS)
+test-c: all $(TESTS) $(FUZZ_TESTS) $(FUZZ_LIVE)
 	@tests/run.sh $(BUILD)
 	@tests/test_loadtest_smoke.sh $(BUILD)
 
@@ -150,7 +212,7 @@ install: all
 	    install -m 644 python-shim/faiss_proxy/*.py $(DESTDIR)$(PYTHON_SITE)/faiss_proxy/; fi
 
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/bin $(BUILD)/lib $(BUILD)/tests build/asan build/tsan
+	rm -rf $(BUILD)/obj $(BUILD)/bin $(BUILD)/lib $(BUILD)/tests $(BUILD)/fuzz build/asan build/tsan build/fuzz-engine
 
 distclean:
 	rm -rf build

@@ -12,6 +12,8 @@ packages=(g++ make pkg-config dpkg-dev
           libzmq3-dev libczmq-dev libmsgpack-dev libsodium-dev
           libfaiss-dev libopenblas-dev
           python3 python3-numpy python3-faiss python3-pytest python3-setuptools)
+#  make fuzz: clang with libFuzzer and its sanitizer runtimes.
+packages+=(clang libclang-rt-14-dev)
 
 die () { echo "deps: $*" >&2; exit 1; }
 
