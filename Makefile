@@ -11,6 +11,8 @@ FAISS_PREFIX ?= /usr
 MULTIARCH   := $(shell gcc -print-multiarch 2>/dev/null)
 FAISS_LIBDIR ?= $(firstword $(wildcard $(FAISS_PREFIX)/lib/$(MULTIARCH)/libfaiss.a $(FAISS_PREFIX)/lib/libfaiss.a $(FAISS_PREFIX)/lib/libfaiss.so))
 FAISS_C_LIB ?= $(firstword $(wildcard $(FAISS_PREFIX)/lib/libfaiss_c.so $(FAISS_PREFIX)/lib/$(MULTIARCH)/libfaiss_c.so) $(DEPS_DIR)/faiss-c/libfaiss_c.a)
+#  A C API built here (scripts/build-faiss-c.sh): binaries relink when it is rebuilt.
+FAISS_C_DEP := $(filter $(DEPS_DIR)/%,$(wildcard $(FAISS_C_LIB)))
 BLAS_LIBS   ?= -lopenblas
 PYTHON      ?= /usr/bin/python3
 PYTHON_SITE ?= $(PREFIX)/lib/python$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)/dist-packages
@@ -68,9 +70,9 @@ $(BUILD)/obj/%.o: %.cpp
 #  The server also needs OpenMP for omp_set_num_threads.
 $(BUILD)/obj/server/%.o: CFLAGS += -fopenmp
 
-$(DAEMON): $(call obj,$(SERVER_SRC) $(SERVER_CXX) $(PROTOCOL_SRC))
+$(DAEMON): $(call obj,$(SERVER_SRC) $(SERVER_CXX) $(PROTOCOL_SRC)) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+	$(CXX) $(LDFLAGS) $(filter-out $(FAISS_C_DEP),$^) -o $@ $(FAISS_LIBS) $(NET_LIBS)
 
 $(LIB_A): $(call obj,$(CLIENT_SRC) $(PROTOCOL_SRC))
 	@mkdir -p $(dir $@)
@@ -93,14 +95,14 @@ $(CLI): $(call obj,client-c/faissproxy_cli.c) $(LIB_A)
 #  The load harness links FAISS too, for its --inprocess baseline, run
 #  with faissproxyd's runtime settings (server/runtime.c).
 $(call obj,$(LOADTEST_SRC)): CPPFLAGS += -Iserver
-$(LOADTEST): $(call obj,$(LOADTEST_SRC) server/runtime.c) $(LIB_A)
+$(LOADTEST): $(call obj,$(LOADTEST_SRC) server/runtime.c) $(LIB_A) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+	$(CXX) $(LDFLAGS) $(filter-out $(FAISS_C_DEP),$^) -o $@ $(FAISS_LIBS) $(NET_LIBS)
 
 #  Tests link the client library and FAISS in-process, to compare the two.
-$(BUILD)/tests/%: $(call obj,tests/%.c $(TEST_COMMON)) $(LIB_A)
+$(BUILD)/tests/%: $(call obj,tests/%.c $(TEST_COMMON)) $(LIB_A) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+	$(CXX) $(LDFLAGS) $(filter-out $(FAISS_C_DEP),$^) -o $@ $(FAISS_LIBS) $(NET_LIBS)
 
 #  Fuzz targets (tests/fuzz/, docs/FUZZING.md). Built without a fuzzing
 #  engine they are test programs that replay a generated seed corpus and
@@ -112,13 +114,13 @@ FUZZ_LIVE    := $(BUILD)/bin/fpx-fuzz-live
 FUZZ_TESTS   := $(BUILD)/tests/test_fuzz_decoder $(BUILD)/tests/test_fuzz_server
 $(call obj,$(wildcard tests/fuzz/*.c)): CPPFLAGS += -Iserver -Itests/fuzz
 
-$(FUZZ_GEN): $(call obj,tests/fuzz/fpx_fuzz_corpus.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_common.c $(PROTOCOL_SRC))
+$(FUZZ_GEN): $(call obj,tests/fuzz/fpx_fuzz_corpus.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_common.c $(PROTOCOL_SRC)) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+	$(CXX) $(LDFLAGS) $(filter-out $(FAISS_C_DEP),$^) -o $@ $(FAISS_LIBS) $(NET_LIBS)
 
-$(FUZZ_LIVE): $(call obj,tests/fuzz/fpx_fuzz_live.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_client.c $(PROTOCOL_SRC))
+$(FUZZ_LIVE): $(call obj,tests/fuzz/fpx_fuzz_live.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_client.c $(PROTOCOL_SRC)) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+	$(CXX) $(LDFLAGS) $(filter-out $(FAISS_C_DEP),$^) -o $@ $(FAISS_LIBS) $(NET_LIBS)
 
 $(FUZZ_CORPUS): $(FUZZ_GEN)
 	rm -rf $(dir $@) && mkdir -p $(dir $@) && $(FUZZ_GEN) $(dir $@) && touch $@
@@ -127,9 +129,9 @@ $(BUILD)/tests/test_fuzz_decoder: $(call obj,tests/fuzz/fuzz_decoder.c tests/fuz
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ -lmsgpackc -lm
 
-$(BUILD)/tests/test_fuzz_server: $(call obj,tests/fuzz/fuzz_server.c tests/fuzz/fuzz_replay.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_client.c) $(FUZZ_SERVER_OBJ) | $(FUZZ_CORPUS)
+$(BUILD)/tests/test_fuzz_server: $(call obj,tests/fuzz/fuzz_server.c tests/fuzz/fuzz_replay.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_client.c) $(FUZZ_SERVER_OBJ) $(FAISS_C_DEP) | $(FUZZ_CORPUS)
 	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $^ -o $@ $(FAISS_LIBS) $(NET_LIBS)
+	$(CXX) $(LDFLAGS) $(filter-out $(FAISS_C_DEP),$^) -o $@ $(FAISS_LIBS) $(NET_LIBS)
 
 #  make fuzz: the targets with libFuzzer (clang, ASan + UBSan) for
 #  FUZZ_DECODER_RUNS / FUZZ_SERVER_RUNS executions, then fpx-fuzz-live
@@ -154,7 +156,8 @@ $(FUZZ_ENGINE)/fuzz_server: $(FUZZ_SERVER_C) $(SERVER_CXX) $(wildcard tests/fuzz
 	@mkdir -p $(FUZZ_ENGINE)/obj
 	for f in $(FUZZ_SERVER_C); do \
 	    $(FUZZ_CLANG) -std=c11 $(FUZZ_ENGINE_FLAGS) -c $$f -o $(FUZZ_ENGINE)/obj/$$(echo $$f | tr / _).o || exit 1; done
-	$(FUZZ_CLANGXX) -std=c++17 $(FUZZ_ENGINE_FLAGS) -c $(SERVER_CXX) -o $(FUZZ_ENGINE)/obj/faiss_shim.o
+	for f in $(SERVER_CXX); do \
+	    $(FUZZ_CLANGXX) -std=c++17 $(FUZZ_ENGINE_FLAGS) -c $$f -o $(FUZZ_ENGINE)/obj/$$(echo $$f | tr / _).o || exit 1; done
 	$(FUZZ_CLANGXX) $(FUZZ_ENGINE_LINK) $(FUZZ_ENGINE)/obj/*.o -o $@ $(FAISS_C_LIB) $(FAISS_LIBDIR) \
 	    $(BLAS_LIBS) -lgomp -lstdc++ -lm $(NET_LIBS)
 

@@ -25,7 +25,11 @@ as_root () {
 for d in "$faiss_prefix/lib" "$faiss_prefix/lib/$(gcc -print-multiarch 2>/dev/null)"; do
     if [ -e "$d/libfaiss_c.so" ] || [ -e "$d/libfaiss_c.a" ]; then exit 0; fi
 done
-[ -f "$lib" ] && exit 0
+#  NDEBUG: without it the C API prints every exception's message on
+#  stderr, client bytes included (the server logs FAISS's messages itself).
+#  A library built with other flags is rebuilt.
+flags="-O2 -DNDEBUG -fPIC -fopenmp"
+[ -f "$lib" ] && [ "$(cat "$out/flags" 2>/dev/null)" = "$flags" ] && exit 0
 [ "$faiss_prefix" = /usr ] \
     || die "$faiss_prefix has no libfaiss_c; build FAISS with -DFAISS_ENABLE_C_API=ON"
 
@@ -52,12 +56,14 @@ trap 'rm -rf "$work"' EXIT
     || die "apt-get source faiss=$src_version failed"
 dpkg-source -x "$work"/faiss_*.dsc "$work/src" >/dev/null 2>&1 || die "dpkg-source failed"
 
+rm -rf "$out/obj"
 mkdir -p "$out/obj"
-export CXX=${CXX:-g++} FAISS_INCLUDE="$faiss_prefix/include" OBJ="$out/obj"
+export CXX=${CXX:-g++} FAISS_INCLUDE="$faiss_prefix/include" OBJ="$out/obj" FLAGS="$flags"
 cd "$work/src/c_api"
 ls *.cpp impl/*.cpp utils/*.cpp | xargs -P "$(nproc)" -I{} sh -c \
-    '"$CXX" -O2 -fPIC -fopenmp -I"$FAISS_INCLUDE" -I. -c "$1" -o "$OBJ/$(basename "${1%.cpp}").o"' _ {} \
+    '"$CXX" $FLAGS -I"$FAISS_INCLUDE" -I. -c "$1" -o "$OBJ/$(basename "${1%.cpp}").o"' _ {} \
     || die "compiling the C API failed"
 ar rcs "$lib.tmp" "$out"/obj/*.o
 mv "$lib.tmp" "$lib"
+echo "$flags" > "$out/flags"
 echo "build-faiss-c: built $lib from faiss $src_version"

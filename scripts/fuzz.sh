@@ -79,7 +79,8 @@ case " $parts " in *" live "*)
     echo "# fuzz: live, $live_requests requests against an ASan faissproxyd on $endpoint"
     ASAN_OPTIONS=detect_leaks=1:log_path=$work/daemon-asan \
     "$root/$asan/bin/faissproxyd" --bind "$endpoint" --data-dir "$work/data" --api-key "fuzz:$key" \
-        --workers 2 --fsync never --log-level error > "$work/daemon.log" 2>&1 &
+        --workers 2 --fsync never --log-level error --default-tenant-limits deadline_ms=5000 \
+        --auth-delay-max-ms 5 > "$work/daemon.log" 2>&1 &
     daemon_pid=$!
     sleep 2
     t0=$(date +%s.%N)

@@ -87,8 +87,7 @@ fpx_auth_min_role (int opcode)
 #define S_HELD_MAX     64           //  requests held per peer
 #define S_HELD_BYTES   65536        //  largest request held
 #define S_FREE_TRIES   3            //  failures before any delay
-#define S_DELAY_FIRST  0.05         //  s, doubled per failure …
-#define S_DELAY_MAX    2.0          //  … up to this
+#define S_DELAY_FIRST  0.05         //  s, doubled per failure up to delay_max
 #define S_FORGET_S     60.0         //  failures are forgotten after this quiet
 #define S_LOG_EVERY_S  5.0          //  one log line per peer at most this often
 
@@ -105,14 +104,18 @@ typedef struct {
 } s_peer_t;
 
 struct fpx_guard_t {
+    double delay_max;               //  s
     s_peer_t peers [S_PEERS];
     int holding;                    //  peers with held requests
 };
 
 fpx_guard_t *
-fpx_guard_new (void)
+fpx_guard_new (double delay_max)
 {
-    return calloc (1, sizeof (fpx_guard_t));
+    fpx_guard_t *self = calloc (1, sizeof (fpx_guard_t));
+    if (self)
+        self->delay_max = delay_max > 0 ? delay_max : 0;
+    return self;
 }
 
 void
@@ -184,11 +187,11 @@ fpx_guard_failed (fpx_guard_t *self, const char *addr, double now)
     peer->failures++;
     peer->last_failure = now;
     peer->unlogged++;
-    if (peer->failures >= S_FREE_TRIES) {
+    if (peer->failures >= S_FREE_TRIES && self->delay_max > 0) {
         double delay = S_DELAY_FIRST;
-        for (int i = S_FREE_TRIES; i < peer->failures && delay < S_DELAY_MAX; i++)
+        for (int i = S_FREE_TRIES; i < peer->failures && delay < self->delay_max; i++)
             delay *= 2;
-        peer->delay = delay < S_DELAY_MAX ? delay : S_DELAY_MAX;
+        peer->delay = delay < self->delay_max ? delay : self->delay_max;
         peer->not_before = now + peer->delay;
     }
     if (peer->last_log == 0 || now - peer->last_log >= S_LOG_EVERY_S) {

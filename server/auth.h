@@ -45,8 +45,9 @@ int fpx_auth_min_role (int opcode);
 
 typedef struct fpx_guard_t fpx_guard_t;
 
-/*  Caller owns; NULL when out of memory.                                */
-fpx_guard_t *fpx_guard_new (void);
+/*  Caller owns; NULL when out of memory. delay_max: the longest wait in
+    seconds (0: failures are logged, nobody waits).                      */
+fpx_guard_t *fpx_guard_new (double delay_max);
 
 /*  Frees the guard; calls release (item) for every request still held.  */
 void fpx_guard_destroy (fpx_guard_t **self_p, void (*release) (void *item));

@@ -991,7 +991,7 @@ s_setup (s_broker_t *self)
     self->nconn_buckets = 4096;
     self->conns = calloc (self->nconn_buckets, sizeof *self->conns);
     self->next_conn_id = 1;
-    self->guard = fpx_guard_new ();
+    self->guard = fpx_guard_new (server->config.auth_delay_max);
     if (!self->frontend || !self->backend || !self->monitor || !self->free_workers || !self->conns
     ||  !self->guard
     ||  self->nspare < config->workers)

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cmath>
 #include <cstring>
+#include <iostream>
 #include <memory>
 #include <new>
 #include <vector>
@@ -38,6 +39,7 @@
 #include <faiss/utils/distances.h>
 
 #include "faiss_shim.h"
+#include "log.h"
 #include "upload_check.h"
 #include "fpx_errors.h"
 
@@ -1189,4 +1191,43 @@ fpx_shim_check_parameters (const char *text, char *out, size_t out_size,
         std::memcpy (out, rebuilt.c_str (), rebuilt.size () + 1);
         return 0;
     });
+}
+
+namespace {
+
+//  std::cerr's buffer in the server: each thread gathers its own line and
+//  hands it to fpx_log (which sanitizes) at a newline or when it is long.
+struct LogLineBuf : std::streambuf {
+    static constexpr size_t S_LINE_MAX = 900;
+    void put (char c)
+    {
+        thread_local std::string line;
+        if (c != '\n')
+            line += c;
+        if ((c == '\n' || line.size () >= S_LINE_MAX) && !line.empty ()) {
+            fpx_log (FPX_LOG_WARN, "FAISS: %.*s", (int) line.size (), line.data ());
+            line.clear ();
+        }
+    }
+    int overflow (int c) override
+    {
+        if (c != traits_type::eof ())
+            put ((char) c);
+        return traits_type::not_eof (c);
+    }
+    std::streamsize xsputn (const char *s, std::streamsize n) override
+    {
+        for (std::streamsize i = 0; i < n; i++)
+            put (s [i]);
+        return n;
+    }
+};
+
+}
+
+extern "C" void
+fpx_shim_log_cerr (void)
+{
+    static LogLineBuf buffer;
+    std::cerr.rdbuf (&buffer);
 }

@@ -162,6 +162,13 @@ int fpx_shim_keys_are_positions (const FaissIndex *index);
     checks. remove_ids is refused on such an index.                      */
 int fpx_shim_idmap_over_ivf (const FaissIndex *index);
 
+/*  Sends what FAISS writes to std::cerr through the server's log, a line
+    at a time, sanitized: FAISS's C API (when built without NDEBUG) prints
+    every exception's message there, and messages quote client bytes
+    (parameter names, factory strings) that must not forge log lines.
+    Call once, before the workers start.                                 */
+void fpx_shim_log_cerr (void);
+
 /*  FAISS's version, "major.minor.patch", from the headers built against. */
 const char *fpx_shim_faiss_version (void);
 

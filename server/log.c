@@ -1,4 +1,4 @@
-/*  log.c — leveled log lines on stderr, one fprintf per line so that
+/*  log.c — leveled log lines on stderr (log.h), one fprintf per line so that
     threads never interleave within a line; clocks and polling.         */
 #include <sched.h>
 #include <stdarg.h>

@@ -78,6 +78,8 @@ s_usage (FILE *out)
 "  --max-conn-inflight N  requests in flight per connection (default 1024)\n"
 "  --max-conn-unread-mb N  reply bytes a connection has not read yet before\n"
 "                       its requests get FPX_EBUSY (default 1024)\n"
+"  --auth-delay-max-ms N  after failed authentications, an address's requests\n"
+"                       wait up to N ms (default 2000; 0: no wait, still logged)\n"
 "  --help, --version\n"
 "\n"
 "FAISS_PROXY_API_KEY in the environment adds a key for tenant 'default'.\n"
@@ -364,7 +366,7 @@ s_parse (fpx_config_t *config, int argc, char **argv)
 {
     enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_LEVEL, HELP, VERSION,
            FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US, CURVE_SECRET, CURVE_CLIENTS,
-           TENANT_LIMITS, DEFAULT_TENANT_LIMITS, MAX_MEMORY_MB, MAX_CONN_INFLIGHT, MAX_CONN_UNREAD };
+           TENANT_LIMITS, DEFAULT_TENANT_LIMITS, MAX_MEMORY_MB, MAX_CONN_INFLIGHT, MAX_CONN_UNREAD, AUTH_DELAY_MAX };
     static const struct option options [] = {
         { "bind", required_argument, NULL, BIND },
         { "workers", required_argument, NULL, WORKERS },
@@ -385,6 +387,7 @@ s_parse (fpx_config_t *config, int argc, char **argv)
         { "max-memory-mb", required_argument, NULL, MAX_MEMORY_MB },
         { "max-conn-inflight", required_argument, NULL, MAX_CONN_INFLIGHT },
         { "max-conn-unread-mb", required_argument, NULL, MAX_CONN_UNREAD },
+        { "auth-delay-max-ms", required_argument, NULL, AUTH_DELAY_MAX },
         { "curve-secret-file", required_argument, NULL, CURVE_SECRET },
         { "curve-clients-file", required_argument, NULL, CURVE_CLIENTS },
         { NULL, 0, NULL, 0 }
@@ -461,6 +464,10 @@ s_parse (fpx_config_t *config, int argc, char **argv)
             case MAX_CONN_UNREAD:
                 config->max_conn_unread = (size_t) s_positive ("--max-conn-unread-mb", optarg, 1 << 30) << 20;
                 break;
+            case AUTH_DELAY_MAX:
+                config->auth_delay_max = strcmp (optarg, "0")
+                    ? (double) s_positive ("--auth-delay-max-ms", optarg, 600000) / 1000 : 0;
+                break;
             case HELP: s_usage (stdout); exit (0);
             case VERSION:
                 printf ("faissproxyd %s (protocol %d, FAISS %s)\n", FPX_SERVER_VERSION,
@@ -508,6 +515,7 @@ main (int argc, char **argv)
     config->snapshot_interval_s = 300;
     config->max_conn_inflight = 1024;
     config->max_conn_unread = (size_t) 1024 << 20;
+    config->auth_delay_max = 2.0;
     if (sodium_init () < 0) {
         fprintf (stderr, "faissproxyd: cannot initialise libsodium\n");
         return 1;
@@ -563,6 +571,7 @@ main (int argc, char **argv)
     }
     fpx_limits_measure_all (server.registry);
     fpx_interrupt_install ();
+    fpx_shim_log_cerr ();
     fpx_log (FPX_LOG_INFO, "faissproxyd %s (protocol %d, FAISS %s): %d worker(s), %d tenant(s), "
              "max message %zu MiB", FPX_SERVER_VERSION, FPX_PROTOCOL_VERSION,
              fpx_shim_faiss_version (), config->workers, config->ntenants,

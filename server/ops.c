@@ -27,6 +27,7 @@
 
 #define FPX_FACTORY_NUMBER_MAX (1 << 20)     //  any integer in a factory string
 #define FPX_HNSW_M_MAX         512
+#define FPX_FACTORY_NBITS_MAX  16            //  bits per code in a factory string
 #define FPX_CREATE_ALLOC_CAP   ((size_t) 1 << 30)
 #define FPX_SEARCH_PARAM_MAX   (1 << 20)     //  nprobe, efSearch
 
@@ -429,8 +430,12 @@ fpx_op_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
 
 // ---- lifecycle -------------------------------------------------------------------
 
-//  Factory strings are checked beyond FAISS's own parser: every number is
-//  bounded, and HNSW's M (memory per vector) more tightly.
+//  Factory strings are checked beyond FAISS's own parser, which divides by,
+//  shifts by and loops on the numbers it reads without bounding them (a
+//  "PQ0" is a SIGFPE, "HNSW1" an endless loop, "PQ4x65" an abort): every
+//  number is 1 to FPX_FACTORY_NUMBER_MAX, HNSW's M is 2 to FPX_HNSW_M_MAX,
+//  and a code size in bits ("x" then a number: PQ16x8, RQ4x8, IMI2x8) is
+//  1 to FPX_FACTORY_NBITS_MAX.
 static int
 s_check_factory (fpx_call_t *call, const char *factory)
 {
@@ -443,12 +448,17 @@ s_check_factory (fpx_call_t *call, const char *factory)
         long long value = 0;
         while (isdigit ((unsigned char) *p) && value <= FPX_FACTORY_NUMBER_MAX)
             value = value * 10 + (*p++ - '0');
-        bool hnsw_m = start - factory >= 4 && strncmp (start - 4, "HNSW", 4) == 0;
-        if (value > FPX_FACTORY_NUMBER_MAX || (hnsw_m && value > FPX_HNSW_M_MAX))
-            return fpx_reply_error (call->reply, FPX_EINVAL, "factory string: number at "
-                                    "offset %d is too large", (int) (start - factory));
         while (isdigit ((unsigned char) *p))
             p++;
+        int offset = (int) (start - factory);
+        bool hnsw_m = offset >= 4 && strncmp (start - 4, "HNSW", 4) == 0;
+        bool nbits = offset >= 1 && start [-1] == 'x';
+        long long lo = hnsw_m ? 2 : 1;
+        long long hi = hnsw_m ? FPX_HNSW_M_MAX : nbits ? FPX_FACTORY_NBITS_MAX : FPX_FACTORY_NUMBER_MAX;
+        if (value < lo || value > hi)
+            return fpx_reply_error (call->reply, FPX_EINVAL, "factory string: %s at offset %d "
+                                    "must be %lld to %lld", hnsw_m ? "HNSW's M" : nbits
+                                    ? "the number of bits" : "the number", offset, lo, hi);
     }
     return 0;
 }

@@ -375,8 +375,8 @@ s_op_get_id_map (fpx_call_t *call)
     rc = fpx_shim_id_map (entry->index, &ids, &n, err, sizeof err);
     if (!rc && n * sizeof (int64_t) > call->server->config.max_message)
         rc = fpx_reply_error (call->reply, FPX_ETOOBIG, "id map exceeds the message limit");
-    else if (!rc && (copy = malloc (n ? n * sizeof (int64_t) : 1)))
-        memcpy (copy, ids, n * sizeof (int64_t));
+    else if (!rc && (copy = malloc (n ? n * sizeof (int64_t) : 1)) && n)
+        memcpy (copy, ids, n * sizeof (int64_t));     //  an empty map's data may be NULL
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
     if (rc)

@@ -16,6 +16,7 @@
 #include <zmq.h>
 
 #include "fpx_params.h"
+#include "log.h"
 #include "fpx_protocol.h"
 #include "registry.h"
 
@@ -62,6 +63,7 @@ typedef struct {
     size_t max_memory;             //  resident bytes (--max-memory-mb); 0: none
     size_t max_conn_inflight;      //  requests in flight per connection
     size_t max_conn_unread;        //  unread reply bytes per connection
+    double auth_delay_max;         //  s a failing peer waits at most (--auth-delay-max-ms)
     bool curve;                    //  the frontend is a CURVE server
     uint8_t curve_secret [32];     //  --curve-secret-file
     char curve_public [41];        //  its public key, Z85
@@ -186,13 +188,6 @@ void fpx_ops_search_batch (fpx_call_t *calls, int n);
 /*  Sets the reply to an error with a printf-style message. Returns code. */
 int fpx_reply_error (fpx_reply_t *reply, int code, const char *format, ...)
     __attribute__ ((format (printf, 3, 4)));
-
-// ---- log.c
-enum { FPX_LOG_ERROR, FPX_LOG_WARN, FPX_LOG_INFO, FPX_LOG_DEBUG };
-void fpx_log_set_level (int level);
-int fpx_log_parse_level (const char *text);    //  -1 if unknown
-void fpx_log (int level, const char *format, ...)
-    __attribute__ ((format (printf, 2, 3)));
 
 double fpx_monotonic_seconds (void);
 

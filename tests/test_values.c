@@ -15,8 +15,9 @@
       an IndexFlat with k > ntotal).
     - empty_flat_batched: the same through the batched path (searches
       queued behind a plug, merged and padded to FAISS's BLAS path).
-    - empty_idmap: search and range_search on an empty IDMap,Flat: -1
-      labels, nothing found, server alive.
+    - empty_idmap: search, range_search and get_id_map on an empty
+      IDMap,Flat: -1 labels, nothing found, no ids, server alive (under
+      UBSan too).
     - huge_vectors: vectors of 1e30 refused by add, add_with_ids, search,
       train and k-means with FPX_EINVAL; vectors just under the limit are
       accepted and an IDMap,Flat search (k = 1, nq = 32) of them answers
@@ -30,7 +31,13 @@
       nprobe=nan, quantizer_efSearch=0 → FPX_EINVAL, the stored value kept.
     - text_sanitized: factory and set_parameters strings with a newline,
       a tab and invalid UTF-8 → error replies whose text is valid UTF-8
-      without control bytes.
+      without control bytes; the server's log (FAISS's own messages
+      included) holds only clean lines, none forged by a client.
+    - factory_numbers: factory strings with a zero, HNSW's M of 1 or a
+      code size over 16 bits (PQ0, IVF0,Flat, HNSW1, PQ4x65, …: SIGFPE,
+      SIGSEGV, abort or an endless loop in FAISS) → FPX_EINVAL, named or
+      anonymous; the same kinds with sound numbers train, add and search
+      as FAISS in-process; server alive.
 */
 #include <float.h>
 #include <math.h>
@@ -334,6 +341,14 @@ test_empty_idmap (void *arg)
     fpx_range_result_destroy (&range);
     free (xq);
     s_alive ("a range search of an empty IDMap,Flat");
+    //  Its id map is empty, as in-process (the server used to copy from a
+    //  null pointer: undefined behaviour, an abort under UBSan).
+    int64_t *ids = NULL;
+    size_t n = 99;
+    if (CHECK_OK (s_a, fpx_get_id_map (s_a, "empty_idmap", &ids, &n)))
+        CHECK (n == 0, "empty IDMap,Flat has an id map of %zu", n);
+    free (ids);
+    s_alive ("get_id_map of an empty IDMap,Flat");
 }
 
 static void
@@ -487,7 +502,85 @@ test_text_sanitized (void *arg)
     CHECK (rc == FPX_EINVAL, "nprobe with bytes: %d", rc);
     CHECK (s_text_is_clean (fpx_client_errmsg (s_a)), "nprobe error text not clean: %s",
            fpx_client_errmsg (s_a));
+    //  A parameter name FAISS itself refuses: its message quotes the name.
+    rc = fpx_set_parameters (s_a, "text_flat", "nprobe\n2026-01-01T00:00:00.000Z error forged\x01=1");
+    CHECK (rc < 0, "set_parameters with a forged line accepted");
     s_alive ("strings with control bytes");
+    //  Whatever reached the server's log (its own lines and anything FAISS
+    //  printed) is lines of clean text, none of them forged by a client.
+    FILE *log = fopen (s_server.log_path, "r");
+    if (CHECK (log != NULL, "cannot read %s", s_server.log_path)) {
+        char line [4096];
+        int lines = 0;
+        while (fgets (line, sizeof line, log)) {
+            line [strcspn (line, "\n")] = 0;
+            lines++;
+            CHECK (s_text_is_clean (line), "log line %d is not clean text: %s", lines, line);
+            CHECK (strncmp (line, "2026-01-01T", 11) != 0, "forged log line %d: %s", lines, line);
+        }
+        fclose (log);
+    }
+}
+
+//  Factory strings whose numbers FAISS divides by, shifts by or loops on
+//  without a check: each one killed or hung the server (in-process FAISS
+//  dies the same way: SIGFPE, SIGSEGV, abort, an endless HNSW level draw).
+static void
+test_factory_numbers (void *arg)
+{
+    (void) arg;
+    static const char *const killers [] = {
+        "PQ0", "PQ0np", "IVF4,PQ0", "PQ0x4", "PQ4x0", "PQ16x0", "PQ4x32", "PQ4x65",
+        "OPQ0,PQ4", "OPQ4_0,PQ4", "PCAR0,Flat", "IVF0,Flat", "HNSW0", "HNSW1", "HNSW1,Flat",
+        "IVF4_HNSW1,Flat", "HNSW4_PQ0", "L2norm,PQ0", "IDMap2,PQ0", "Refine(PQ0)",
+        "RQ4x0", "LSQ0x4", "IVF4,RQ0x4",
+    };
+    for (size_t i = 0; i < sizeof killers / sizeof killers [0]; i++) {
+        fpx_index_info_t info;
+        int rc = fpx_index_create (s_a, NULL, DIM, killers [i], FPX_METRIC_L2, &info);
+        CHECK (rc == FPX_EINVAL, "anonymous create \"%s\": %d (%s)", killers [i], rc,
+               fpx_client_errmsg (s_a));
+        rc = fpx_index_create (s_a, "factory_killer", DIM, killers [i], FPX_METRIC_L2, NULL);
+        CHECK (rc == FPX_EINVAL, "create \"%s\": %d (%s)", killers [i], rc, fpx_client_errmsg (s_a));
+        if (!CHECK (fpx_test_server_alive (&s_server), "server died on factory \"%s\"", killers [i]))
+            return;
+    }
+    //  The same grammar with sound numbers builds, trains and searches as
+    //  FAISS does in-process.
+    static const char *const sound [] = {
+        "PQ4x4", "PQ2x6", "IVF4,PQ4x4", "OPQ4_16,PQ4x4", "HNSW2", "HNSW8,Flat", "IVF1,Flat",
+    };
+    enum { N = 512, Q = 4, K = 3 };
+    float *x = malloc ((size_t) N * DIM * sizeof (float));
+    for (int i = 0; i < N * DIM; i++)
+        x [i] = (float) ((i * 7919) % 1000) / 1000.0f;
+    for (size_t i = 0; i < sizeof sound / sizeof sound [0]; i++) {
+        char name [32];
+        snprintf (name, sizeof name, "factory_sound_%zu", i);
+        REQUIRE_OK (s_a, fpx_index_create (s_a, name, DIM, sound [i], FPX_METRIC_L2, NULL));
+        FaissIndex *local = NULL;
+        REQUIRE (faiss_index_factory (&local, DIM, sound [i], METRIC_L2) == 0, "local %s", sound [i]);
+        float D [Q * K], Dl [Q * K];
+        int64_t I [Q * K], Il [Q * K];
+        CHECK_OK (s_a, fpx_train (s_a, name, N, DIM, x));
+        CHECK_OK (s_a, fpx_add (s_a, name, N, DIM, x, NULL));
+        CHECK_OK (s_a, fpx_search (s_a, name, Q, DIM, x, K, NULL, D, I));
+        faiss_Index_train (local, N, x);
+        faiss_Index_add (local, N, x);
+        faiss_Index_search (local, Q, x, K, Dl, Il);
+        //  HNSW's graph depends on the order of parallel adds: its answers
+        //  are checked for sense, the others against FAISS's.
+        bool hnsw = strncmp (sound [i], "HNSW", 4) == 0;
+        for (int j = 0; j < Q * K; j++)
+            CHECK (hnsw ? I [j] >= 0 && I [j] < N && isfinite (D [j])
+                        : I [j] == Il [j] || fabsf (D [j] - Dl [j]) <= 1e-4f * (1 + fabsf (Dl [j])),
+                   "%s result %d: (%lld, %g), in-process (%lld, %g)", sound [i], j,
+                   (long long) I [j], D [j], (long long) Il [j], Dl [j]);
+        faiss_Index_free (local);
+        CHECK_OK (s_a, fpx_index_drop (s_a, name));
+    }
+    free (x);
+    s_alive ("factory strings with zero and out-of-range numbers");
 }
 
 static void
@@ -538,6 +631,7 @@ main (void)
         s_run ("values.ivf_train_huge", test_ivf_train_huge);
         s_run ("values.set_parameters_bounds", test_set_parameters_bounds);
         s_run ("values.text_sanitized", test_text_sanitized);
+        s_run ("values.factory_numbers", test_factory_numbers);
         fpx_test_run ("values.server_exit", test_server_exit, NULL);
     }
     else

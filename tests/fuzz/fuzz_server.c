@@ -23,12 +23,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sodium.h>
 
+#include "auth.h"
+#include "faiss_shim.h"
 #include "fuzz_client.h"
 #include "fuzz_common.h"
 #include "fuzz_seeds.h"
+#include "interrupt.h"
 #include "server.h"
 #include "storage.h"
+#include "tenant_limits.h"
 
 #define FPX_FUZZ_TIMEOUT_MS    30000
 //  The restore waits longer: a slow call an input started (an HNSW add
@@ -40,12 +45,12 @@ const char fpx_fuzz_target_name [] = "server";
 const long fpx_fuzz_replay_mutations = 1500;
 const long fpx_fuzz_replay_seed = 20261205;
 
-//  Mutants of these opcodes crash today's server within a few hundred
-//  inputs (tests/fuzz/regressions/server-pending holds one input of each
-//  crash): the replay in `make test` does not send them, until the
-//  fixes land (FPX_FUZZ_SKIP overrides the list). Under libFuzzer every
-//  request is sent, unless FPX_FUZZ_SKIP names opcodes to leave out.
-static const char s_replay_skip [] = "kmeans,train,deserialize";
+//  Opcodes whose mutants the replay in `make test` leaves out: none. A
+//  crash the fuzzers find is fixed, and one input of it kept in
+//  tests/fuzz/regressions/server/; while a fix is pending, its input waits
+//  in regressions/server-pending/ (replayed with FPX_FUZZ_PENDING=1) and
+//  its opcode may be named here. FPX_FUZZ_SKIP overrides the list.
+static const char s_replay_skip [] = "";
 
 static struct {
     bool started;
@@ -107,11 +112,22 @@ s_start (void)
     FPX_FUZZ_ASSERT (config->keys && config->tenants && config->data_dir);
     for (int i = 0; i < 2; i++) {
         snprintf (config->keys [i].tenant, sizeof config->keys [i].tenant, "%s", tenants [i]);
-        snprintf (config->keys [i].key, sizeof config->keys [i].key, "%s", keys [i]);
+        fpx_auth_hash_key (keys [i], strlen (keys [i]), config->keys [i].hash);
+        config->keys [i].role = FPX_ROLE_ADMIN;
         config->keys [i].tenant_id = (uint32_t) i;
         snprintf (config->tenants [i], sizeof config->tenants [i], "%s", tenants [i]);
     }
     config->nkeys = config->ntenants = 2;
+    config->max_conn_inflight = 1024;
+    config->max_conn_unread = (size_t) 64 << 20;
+    config->max_memory = (size_t) 4096 << 20;
+    //  Mutated keys fail authentication: a short wait keeps the guard in
+    //  the path without making every later input wait 2 s.
+    config->auth_delay_max = 0.005;
+    FPX_FUZZ_ASSERT (sodium_init () >= 0);
+    //  The daemon's default quotas, with a short deadline: a fuzzed train
+    //  must not hold a worker for minutes.
+    FPX_FUZZ_ASSERT (fpx_limits_load (config, "deadline_ms=5000", NULL) == 0);
     fpx_log_set_level (config->log_level);
     signal (SIGPIPE, SIG_IGN);
 
@@ -121,6 +137,7 @@ s_start (void)
     server->started_at = fpx_monotonic_seconds ();
     server->batch_stats = calloc ((size_t) config->ntenants, sizeof *server->batch_stats);
     FPX_FUZZ_ASSERT (server->zmq_ctx && server->registry && server->batch_stats);
+    FPX_FUZZ_ASSERT (fpx_limits_start (config) == 0);
     fpx_storage_config_t storage = {
         .root = config->data_dir, .fsync = config->fsync,
         .snapshot_log_bytes = config->snapshot_log_bytes,
@@ -129,6 +146,9 @@ s_start (void)
     FPX_FUZZ_ASSERT (fpx_storage_open (&storage, server->registry, config->tenants, config->ntenants) == 0);
     FPX_FUZZ_ASSERT (fpx_storage_start_snapshotter (server->registry) == 0);
     FPX_FUZZ_ASSERT (fpx_workers_start (server) == 0);
+    fpx_limits_measure_all (server->registry);
+    fpx_interrupt_install ();
+    fpx_shim_log_cerr ();
     FPX_FUZZ_ASSERT (pthread_create (&s_self.broker, NULL, s_broker_main, NULL) == 0);
 
     s_self.client_ctx = zmq_ctx_new ();
@@ -210,6 +230,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     fpx_fuzz_split (&frames, data, size);
     if ((fpx_fuzz_mutating || getenv ("FPX_FUZZ_SKIP")) && s_skipped (&frames))
         return 0;
+    double sent_at = fpx_monotonic_seconds ();
     FPX_FUZZ_ASSERT (fpx_fuzz_send (s_self.socket, &frames) == 0);
     fpx_fuzz_reply_t reply;
     char why [256];
@@ -223,6 +244,16 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         fprintf (stderr, "fuzz_server: reply id %llu for request %llu\n",
                  (unsigned long long) reply.request_id, (unsigned long long) id);
         FPX_FUZZ_ASSERT (reply.request_id == id);
+    }
+    //  FPX_FUZZ_SLOW_MS: name the inputs that take longer than that.
+    double ms = (fpx_monotonic_seconds () - sent_at) * 1e3;
+    if (getenv ("FPX_FUZZ_SLOW_MS") && ms > atof (getenv ("FPX_FUZZ_SLOW_MS"))) {
+        fpx_header_t header;
+        bool decoded = frames.count
+                    && fpx_header_decode_request (&header, frames.data [0], frames.size [0]) == 0;
+        const char *name = decoded ? fpx_opcode_name (header.opcode) : NULL;
+        fprintf (stderr, "fuzz_server: %.0f ms for %s (reply status %d)\n", ms,
+                 name ? name : "an undecodable request", (int) reply.status);
     }
     return 0;
 }
