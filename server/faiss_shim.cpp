@@ -1228,6 +1228,7 @@ struct LogLineBuf : std::streambuf {
 extern "C" void
 fpx_shim_log_cerr (void)
 {
-    static LogLineBuf buffer;
-    std::cerr.rdbuf (&buffer);
+    //  Never freed: std::cerr is flushed after static objects are gone.
+    static LogLineBuf *buffer = new LogLineBuf ();
+    std::cerr.rdbuf (buffer);
 }
