@@ -11,8 +11,10 @@ FAISS_PREFIX ?= /usr
 MULTIARCH   := $(shell gcc -print-multiarch 2>/dev/null)
 FAISS_LIBDIR ?= $(firstword $(wildcard $(FAISS_PREFIX)/lib/$(MULTIARCH)/libfaiss.a $(FAISS_PREFIX)/lib/libfaiss.a $(FAISS_PREFIX)/lib/libfaiss.so))
 FAISS_C_LIB ?= $(firstword $(wildcard $(FAISS_PREFIX)/lib/libfaiss_c.so $(FAISS_PREFIX)/lib/$(MULTIARCH)/libfaiss_c.so) $(DEPS_DIR)/faiss-c/libfaiss_c.a)
-#  A C API built here (scripts/build-faiss-c.sh): binaries relink when it is rebuilt.
+#  A C API built here (scripts/build-faiss-c.sh) is a prerequisite of what
+#  links FAISS, so that they relink when it is rebuilt; LINK_FAISS links.
 FAISS_C_DEP := $(filter $(DEPS_DIR)/%,$(wildcard $(FAISS_C_LIB)))
+LINK_FAISS   = $(CXX) $(LDFLAGS) $(filter-out $(FAISS_C_DEP),$^) -o $@ $(FAISS_LIBS) $(NET_LIBS)
 BLAS_LIBS   ?= -lopenblas
 PYTHON      ?= /usr/bin/python3
 PYTHON_SITE ?= $(PREFIX)/lib/python$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)/dist-packages
@@ -72,7 +74,7 @@ $(BUILD)/obj/server/%.o: CFLAGS += -fopenmp
 
 $(DAEMON): $(call obj,$(SERVER_SRC) $(SERVER_CXX) $(PROTOCOL_SRC)) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $(filter-out $(FAISS_C_DEP),$^) -o $@ $(FAISS_LIBS) $(NET_LIBS)
+	$(LINK_FAISS)
 
 $(LIB_A): $(call obj,$(CLIENT_SRC) $(PROTOCOL_SRC))
 	@mkdir -p $(dir $@)
@@ -97,12 +99,12 @@ $(CLI): $(call obj,client-c/faissproxy_cli.c) $(LIB_A)
 $(call obj,$(LOADTEST_SRC)): CPPFLAGS += -Iserver
 $(LOADTEST): $(call obj,$(LOADTEST_SRC) server/runtime.c) $(LIB_A) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $(filter-out $(FAISS_C_DEP),$^) -o $@ $(FAISS_LIBS) $(NET_LIBS)
+	$(LINK_FAISS)
 
 #  Tests link the client library and FAISS in-process, to compare the two.
 $(BUILD)/tests/%: $(call obj,tests/%.c $(TEST_COMMON)) $(LIB_A) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $(filter-out $(FAISS_C_DEP),$^) -o $@ $(FAISS_LIBS) $(NET_LIBS)
+	$(LINK_FAISS)
 
 #  Fuzz targets (tests/fuzz/, docs/FUZZING.md). Built without a fuzzing
 #  engine they are test programs that replay a generated seed corpus and
@@ -116,11 +118,11 @@ $(call obj,$(wildcard tests/fuzz/*.c)): CPPFLAGS += -Iserver -Itests/fuzz
 
 $(FUZZ_GEN): $(call obj,tests/fuzz/fpx_fuzz_corpus.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_common.c $(PROTOCOL_SRC)) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $(filter-out $(FAISS_C_DEP),$^) -o $@ $(FAISS_LIBS) $(NET_LIBS)
+	$(LINK_FAISS)
 
 $(FUZZ_LIVE): $(call obj,tests/fuzz/fpx_fuzz_live.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_client.c $(PROTOCOL_SRC)) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $(filter-out $(FAISS_C_DEP),$^) -o $@ $(FAISS_LIBS) $(NET_LIBS)
+	$(LINK_FAISS)
 
 $(FUZZ_CORPUS): $(FUZZ_GEN)
 	rm -rf $(dir $@) && mkdir -p $(dir $@) && $(FUZZ_GEN) $(dir $@) && touch $@
@@ -131,7 +133,7 @@ $(BUILD)/tests/test_fuzz_decoder: $(call obj,tests/fuzz/fuzz_decoder.c tests/fuz
 
 $(BUILD)/tests/test_fuzz_server: $(call obj,tests/fuzz/fuzz_server.c tests/fuzz/fuzz_replay.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_client.c) $(FUZZ_SERVER_OBJ) $(FAISS_C_DEP) | $(FUZZ_CORPUS)
 	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $(filter-out $(FAISS_C_DEP),$^) -o $@ $(FAISS_LIBS) $(NET_LIBS)
+	$(LINK_FAISS)
 
 #  make fuzz: the targets with libFuzzer (clang, ASan + UBSan) for
 #  FUZZ_DECODER_RUNS / FUZZ_SERVER_RUNS executions, then fpx-fuzz-live

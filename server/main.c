@@ -523,6 +523,7 @@ main (int argc, char **argv)
     if (s_parse (config, argc, argv))
         return 2;
     fpx_log_set_level (config->log_level);
+    fpx_shim_log_cerr ();           //  before recovery reads indexes and workers start
     s_raise_fd_limit ();
     for (int i = 0; i < config->nbinds; i++)
         if (!config->curve && !s_loopback (config->binds [i]))
@@ -571,7 +572,6 @@ main (int argc, char **argv)
     }
     fpx_limits_measure_all (server.registry);
     fpx_interrupt_install ();
-    fpx_shim_log_cerr ();
     fpx_log (FPX_LOG_INFO, "faissproxyd %s (protocol %d, FAISS %s): %d worker(s), %d tenant(s), "
              "max message %zu MiB", FPX_SERVER_VERSION, FPX_PROTOCOL_VERSION,
              fpx_shim_faiss_version (), config->workers, config->ntenants,

@@ -16,8 +16,8 @@
 #include <zmq.h>
 
 #include "fpx_params.h"
-#include "log.h"
 #include "fpx_protocol.h"
+#include "log.h"
 #include "registry.h"
 
 #define FPX_SERVER_VERSION   "0.1.0"

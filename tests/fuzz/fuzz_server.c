@@ -129,6 +129,7 @@ s_start (void)
     //  must not hold a worker for minutes.
     FPX_FUZZ_ASSERT (fpx_limits_load (config, "deadline_ms=5000", NULL) == 0);
     fpx_log_set_level (config->log_level);
+    fpx_shim_log_cerr ();
     signal (SIGPIPE, SIG_IGN);
 
     FPX_FUZZ_ASSERT (pipe2 (s_self.signal_pipe, O_CLOEXEC | O_NONBLOCK) == 0);
@@ -148,7 +149,6 @@ s_start (void)
     FPX_FUZZ_ASSERT (fpx_workers_start (server) == 0);
     fpx_limits_measure_all (server->registry);
     fpx_interrupt_install ();
-    fpx_shim_log_cerr ();
     FPX_FUZZ_ASSERT (pthread_create (&s_self.broker, NULL, s_broker_main, NULL) == 0);
 
     s_self.client_ctx = zmq_ctx_new ();
@@ -186,17 +186,25 @@ fpx_fuzz_target_cleanup (void)
     printf ("fuzz_server: %ld inputs sent to the in-process server\n", s_self.inputs);
 }
 
+//  The name of the request's opcode; NULL when it has none.
+static const char *
+s_opcode (const fpx_fuzz_frames_t *frames)
+{
+    fpx_header_t header;
+    if (frames->count == 0
+    ||  fpx_header_decode_request (&header, frames->data [0], frames->size [0]) != 0)
+        return NULL;
+    return fpx_opcode_name (header.opcode);
+}
+
 //  True when the request's opcode is one the replay leaves out.
 static bool
 s_skipped (const fpx_fuzz_frames_t *frames)
 {
-    fpx_header_t header;
-    if (frames->count == 0
-    ||  fpx_header_decode_request (&header, frames->data [0], frames->size [0]) != 0
-    ||  !fpx_opcode_name (header.opcode))
+    const char *name = s_opcode (frames);
+    if (!name)
         return false;
     const char *list = getenv ("FPX_FUZZ_SKIP") ? getenv ("FPX_FUZZ_SKIP") : s_replay_skip;
-    const char *name = fpx_opcode_name (header.opcode);
     size_t len = strlen (name);
     for (const char *at = strstr (list, name); at; at = strstr (at + 1, name))
         if ((at == list || at [-1] == ',') && (at [len] == ',' || at [len] == 0))
@@ -247,13 +255,9 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     }
     //  FPX_FUZZ_SLOW_MS: name the inputs that take longer than that.
     double ms = (fpx_monotonic_seconds () - sent_at) * 1e3;
-    if (getenv ("FPX_FUZZ_SLOW_MS") && ms > atof (getenv ("FPX_FUZZ_SLOW_MS"))) {
-        fpx_header_t header;
-        bool decoded = frames.count
-                    && fpx_header_decode_request (&header, frames.data [0], frames.size [0]) == 0;
-        const char *name = decoded ? fpx_opcode_name (header.opcode) : NULL;
+    if (getenv ("FPX_FUZZ_SLOW_MS") && ms > atof (getenv ("FPX_FUZZ_SLOW_MS")))
         fprintf (stderr, "fuzz_server: %.0f ms for %s (reply status %d)\n", ms,
-                 name ? name : "an undecodable request", (int) reply.status);
-    }
+                 s_opcode (&frames) ? s_opcode (&frames) : "an undecodable request",
+                 (int) reply.status);
     return 0;
 }
