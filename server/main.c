@@ -70,6 +70,7 @@ s_usage (FILE *out)
 "  --default-tenant-limits \"KEY=N,…\"  quotas of every tenant; keys:\n"
 "                       max_indexes (default %d), max_vectors (%d),\n"
 "                       max_memory_mb (%d, serialized size of its indexes),\n"
+"                       max_disk_mb (%d, snapshots + logs of its named indexes),\n"
 "                       max_inflight (%d requests queued + running),\n"
 "                       deadline_ms (%d, from arrival; 0 = none); 0 = unlimited\n"
 "  --tenant-limits FILE lines 'TENANT KEY=N …' overriding the defaults\n"
@@ -89,7 +90,8 @@ s_usage (FILE *out)
 "Keys are 1-%d bytes; tenant names follow index-name rules.\n"
 "SIGINT/SIGTERM: stop accepting, finish the requests in flight, exit 0.\n",
              FPX_PROTOCOL_VERSION, FPX_DEFAULT_MAX_INDEXES, FPX_DEFAULT_MAX_VECTORS,
-             FPX_DEFAULT_MAX_MEMORY_MB, FPX_DEFAULT_MAX_INFLIGHT, FPX_DEFAULT_DEADLINE_MS,
+             FPX_DEFAULT_MAX_MEMORY_MB, FPX_DEFAULT_MAX_DISK_MB, FPX_DEFAULT_MAX_INFLIGHT,
+             FPX_DEFAULT_DEADLINE_MS,
              FPX_API_KEY_MAX);
 }
 

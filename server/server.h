@@ -38,6 +38,7 @@ typedef struct {
     int64_t max_indexes;           //  named + anonymous entries
     int64_t max_vectors;           //  ntotal over its indexes
     int64_t max_memory_mb;         //  serialized size of its indexes
+    int64_t max_disk_mb;           //  snapshots + logs of its named indexes
     int64_t max_inflight;          //  requests queued + running
     int64_t deadline_ms;           //  from arrival to answer
 } fpx_tenant_limits_t;

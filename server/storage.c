@@ -29,6 +29,7 @@
 #include "faiss_shim.h"
 #include "server.h"
 #include "storage.h"
+#include "tenant_limits.h"
 
 #define FPX_REC_MAGIC       0x52585046u       //  "FPXR"
 #define FPX_REC_HEADER      32
@@ -53,6 +54,9 @@ struct fpx_wal_t {
     uint64_t snapshot_lsn;
     uint64_t log_bytes;                      //  records since the snapshot
     double dirty_since;                      //  0 when nothing unsnapshotted
+    uint32_t tenant;
+    uint64_t snapshot_bytes;                 //  size of the snapshot file
+    long long charged;                       //  disk bytes counted to the tenant
 };
 
 static struct {
@@ -395,7 +399,7 @@ s_snapshot_sink (void *arg, const void *data, size_t size)
 //  caller renames it. The caller holds at least a shared lock on it.
 static int
 s_snapshot_write (const char *dir, const FaissIndex *index, const char *factory,
-                  uint64_t lsn, char *err, size_t err_size)
+                  uint64_t lsn, uint64_t *size_p, char *err, size_t err_size)
 {
     char path [PATH_MAX];
     snprintf (path, sizeof path, "%s/snapshot.tmp", dir);
@@ -424,6 +428,7 @@ s_snapshot_write (const char *dir, const FaissIndex *index, const char *factory,
         ||  s_write_all (w.fd, factory, factory_len, FPX_SNAP_HEADER)
         ||  fdatasync (w.fd))
             rc = FPX_EIO;
+        *size_p = FPX_SNAP_HEADER + factory_len + w.length;
     }
     if (rc == FPX_EIO)
         snprintf (err, err_size, "cannot write %s: %s", path, strerror (errno));
@@ -490,11 +495,12 @@ s_snapshot_read (const char *path, FaissIndex **index_p, uint64_t *lsn_p,
 // ---- the log -----------------------------------------------------------------------
 
 static fpx_wal_t *
-s_wal_new (const char *dir, const char *tenant, const char *name)
+s_wal_new (const char *dir, uint32_t tenant_id, const char *tenant, const char *name)
 {
     fpx_wal_t *wal = calloc (1, sizeof *wal);
     if (!wal)
         return NULL;
+    wal->tenant = tenant_id;
     snprintf (wal->dir, sizeof wal->dir, "%s", dir);
     snprintf (wal->label, sizeof wal->label, "%s/%s", tenant, name);
     pthread_mutex_init (&wal->mu, NULL);
@@ -510,6 +516,7 @@ fpx_wal_destroy (fpx_wal_t **self_p)
     fpx_wal_t *wal = *self_p;
     if (!wal)
         return;
+    fpx_limits_disk_move (wal->tenant, -wal->charged);
     if (wal->fd >= 0)
         close (wal->fd);
     pthread_mutex_destroy (&wal->mu);
@@ -517,6 +524,25 @@ fpx_wal_destroy (fpx_wal_t **self_p)
     pthread_cond_destroy (&wal->synced_cv);
     free (wal);
     *self_p = NULL;
+}
+
+//  Counts the index's snapshot and log to its tenant's disk use (under
+//  wal->mu, or before the wal is shared).
+static void
+s_wal_recharge (fpx_wal_t *wal)
+{
+    long long now = (long long) (wal->snapshot_bytes + wal->log_bytes);
+    fpx_limits_disk_move (wal->tenant, now - wal->charged);
+    wal->charged = now;
+}
+
+//  Records that add data count against max_disk_mb; removals, resets
+//  and settings are always written, so that a tenant at its quota can
+//  free space and keep tuning.
+static bool
+s_record_grows (fpx_record_kind_t kind)
+{
+    return kind == FPX_REC_TRAIN || kind == FPX_REC_ADD || kind == FPX_REC_ADD_WITH_IDS;
 }
 
 //  Opens (creating if needed) the segment starting at first_lsn for
@@ -563,6 +589,10 @@ fpx_wal_append (fpx_wal_t *wal, const fpx_record_t *record, fpx_ticket_t *ticket
     for (int i = 0; i < record->nparts; i++)
         crc = fpx_crc32c (crc, record->parts [i], record->sizes [i]);
     s_put32 (header + 4, crc);
+    int rc = s_record_grows (record->kind)
+           ? fpx_limits_disk_check (wal->tenant, FPX_REC_HEADER + length, err, err_size) : 0;
+    if (rc)
+        return rc;
 
     struct iovec iov [4] = { { header, FPX_REC_HEADER } };
     for (int i = 0; i < record->nparts; i++)
@@ -605,6 +635,7 @@ fpx_wal_append (fpx_wal_t *wal, const fpx_record_t *record, fpx_ticket_t *ticket
     if (wal->log_bytes == 0)
         wal->dirty_since = fpx_monotonic_seconds ();
     wal->log_bytes += total;
+    s_wal_recharge (wal);
     bool wants_snapshot = wal->log_bytes >= s_store.config.snapshot_log_bytes;
     pthread_mutex_unlock (&wal->mu);
     if (wants_snapshot) {
@@ -625,6 +656,7 @@ fpx_wal_undo (fpx_wal_t *wal, const fpx_ticket_t *ticket)
             fpx_log (FPX_LOG_ERROR, "%s: cannot take back a refused record: %s", wal->label,
                      strerror (errno));
         wal->log_bytes -= wal->written - start;
+        s_wal_recharge (wal);
         wal->written = start;
         if (wal->synced > start)
             wal->synced = start;
@@ -897,7 +929,8 @@ s_replay_segment (FaissIndex *index, const char *path, bool newest, uint64_t *ne
 //  Loads one index directory. On success *object is whole; on damage
 //  object->damaged holds the reason and the bad file is moved aside.
 static void
-s_recover_index (const char *dir, const char *tenant, const char *name, fpx_object_t *object,
+s_recover_index (const char *dir, uint32_t tenant_id, const char *tenant, const char *name,
+                 fpx_object_t *object,
                  char *factory, size_t factory_size, char *reason, size_t reason_size,
                  uint64_t *vectors)
 {
@@ -941,7 +974,7 @@ s_recover_index (const char *dir, const char *tenant, const char *name, fpx_obje
     }
     bool have_segment = segments && count > 0;
     free (segments);
-    fpx_wal_t *wal = s_wal_new (dir, tenant, name);
+    fpx_wal_t *wal = s_wal_new (dir, tenant_id, tenant, name);
     if (!wal || s_wal_open_segment (wal, have_segment ? last_first : next_lsn,
                                     have_segment ? valid_end : 0)
     ||  (have_segment && ftruncate (wal->fd, (off_t) valid_end))) {
@@ -956,6 +989,10 @@ s_recover_index (const char *dir, const char *tenant, const char *name, fpx_obje
     wal->snapshot_lsn = snapshot_lsn;
     wal->log_bytes = valid_end;
     wal->dirty_since = valid_end ? fpx_monotonic_seconds () : 0;
+    struct stat st;
+    snprintf (path, sizeof path, "%s/snapshot", dir);
+    wal->snapshot_bytes = stat (path, &st) == 0 ? (uint64_t) st.st_size : 0;
+    s_wal_recharge (wal);
     object->wal = wal;
     *vectors += (uint64_t) faiss_Index_ntotal (object->index);
 }
@@ -983,7 +1020,7 @@ s_recover_tenant (uint32_t tenant_id, const char *tenant, size_t *loaded, size_t
             continue;
         fpx_object_t object;
         char factory [FPX_FACTORY_MAX], reason [2048];
-        s_recover_index (dir, tenant, item->d_name, &object, factory, sizeof factory,
+        s_recover_index (dir, tenant_id, tenant, item->d_name, &object, factory, sizeof factory,
                          reason, sizeof reason, vectors);
         fpx_entry_t *entry;
         if (fpx_registry_insert (s_store.registry, tenant_id, item->d_name, 0, &object, &entry)) {
@@ -1055,10 +1092,13 @@ fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *tenan
         snprintf (err, err_size, "cannot create %s: %s", tmp, strerror (errno));
         return FPX_EIO;
     }
-    fpx_wal_t *wal = s_wal_new (final, tenant_name, name);
+    fpx_wal_t *wal = s_wal_new (final, tenant, tenant_name, name);
+    uint64_t snapshot_bytes = 0;
     int rc = wal ? s_snapshot_write (tmp, object_in->index, object_in->factory ? object_in->factory : "",
-                                     0, err, err_size)
+                                     0, &snapshot_bytes, err, err_size)
                  : FPX_ENOMEM;
+    if (rc == 0)
+        rc = fpx_limits_disk_check (tenant, snapshot_bytes, err, err_size);
     char path [PATH_MAX], snapshot [PATH_MAX];
     snprintf (path, sizeof path, "%s/snapshot.tmp", tmp);
     snprintf (snapshot, sizeof snapshot, "%s/snapshot", tmp);
@@ -1070,6 +1110,8 @@ fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *tenan
         }
         snprintf (wal->dir, sizeof wal->dir, "%s", final);
         wal->next_lsn = 1;
+        wal->snapshot_bytes = snapshot_bytes;
+        s_wal_recharge (wal);
     }
     fpx_object_t object = *object_in;
     object.wal = wal;
@@ -1123,8 +1165,10 @@ fpx_storage_snapshot (fpx_entry_t *entry, char *err, size_t err_size)
     pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
     uint64_t lsn = wal->next_lsn - 1;
     int rc = 0;
+    uint64_t snapshot_bytes = 0;
     if (lsn != wal->snapshot_lsn) {
-        rc = s_snapshot_write (wal->dir, entry->index, entry->factory, lsn, err, err_size);
+        rc = s_snapshot_write (wal->dir, entry->index, entry->factory, lsn, &snapshot_bytes,
+                               err, err_size);
         //  New records go to a fresh segment from here on.
         if (rc == 0 && s_wal_open_segment (wal, lsn + 1, 0)) {
             snprintf (err, err_size, "cannot start a new log segment: %s", strerror (errno));
@@ -1134,6 +1178,8 @@ fpx_storage_snapshot (fpx_entry_t *entry, char *err, size_t err_size)
             pthread_mutex_lock (&wal->mu);
             wal->log_bytes = 0;
             wal->dirty_since = 0;
+            wal->snapshot_bytes = snapshot_bytes;
+            s_wal_recharge (wal);
             pthread_mutex_unlock (&wal->mu);
         }
     }

@@ -21,6 +21,7 @@ typedef struct {
     atomic_llong indexes;
     atomic_llong vectors;
     atomic_llong bytes;
+    atomic_llong disk;             //  snapshot + log bytes of named indexes
 } s_usage_t;
 
 #define FPX_SMALL_RESULT  ((int64_t) 1 << 20)   //  served over --max-memory-mb
@@ -41,6 +42,7 @@ fpx_limits_parse (fpx_tenant_limits_t *limits, const char *text, char *err, size
         { "max_indexes",   offsetof (fpx_tenant_limits_t, max_indexes) },
         { "max_vectors",   offsetof (fpx_tenant_limits_t, max_vectors) },
         { "max_memory_mb", offsetof (fpx_tenant_limits_t, max_memory_mb) },
+        { "max_disk_mb",   offsetof (fpx_tenant_limits_t, max_disk_mb) },
         { "max_inflight",  offsetof (fpx_tenant_limits_t, max_inflight) },
         { "deadline_ms",   offsetof (fpx_tenant_limits_t, deadline_ms) },
     };
@@ -73,7 +75,7 @@ fpx_limits_parse (fpx_tenant_limits_t *limits, const char *text, char *err, size
             i++;
         if (i == sizeof keys / sizeof keys [0]) {
             snprintf (err, err_size, "unknown limit '%.*s' (max_indexes, max_vectors, "
-                      "max_memory_mb, max_inflight, deadline_ms)", (int) key_len, key);
+                      "max_memory_mb, max_disk_mb, max_inflight, deadline_ms)", (int) key_len, key);
             return -1;
         }
         *(int64_t *) ((char *) limits + keys [i].offset) = value;
@@ -128,7 +130,8 @@ fpx_limits_load (fpx_config_t *config, const char *defaults_text, const char *fi
 {
     fpx_tenant_limits_t defaults = {
         .max_indexes = FPX_DEFAULT_MAX_INDEXES, .max_vectors = FPX_DEFAULT_MAX_VECTORS,
-        .max_memory_mb = FPX_DEFAULT_MAX_MEMORY_MB, .max_inflight = FPX_DEFAULT_MAX_INFLIGHT,
+        .max_memory_mb = FPX_DEFAULT_MAX_MEMORY_MB, .max_disk_mb = FPX_DEFAULT_MAX_DISK_MB,
+        .max_inflight = FPX_DEFAULT_MAX_INFLIGHT,
         .deadline_ms = FPX_DEFAULT_DEADLINE_MS,
     };
     char err [200];
@@ -292,6 +295,32 @@ fpx_limits_measure_all (fpx_registry_t *registry)
     }
     if (count >= 0)
         free (entries);
+}
+
+void
+fpx_limits_disk_move (uint32_t tenant, long long delta)
+{
+    s_usage_t *usage = s_usage_of (tenant);
+    if (usage)
+        atomic_fetch_add (&usage->disk, delta);
+}
+
+int
+fpx_limits_disk_check (uint32_t tenant, uint64_t bytes, char *err, size_t err_size)
+{
+    s_usage_t *usage = s_usage_of (tenant);
+    if (!usage || !s_config->tenant_limits || !s_config->tenant_limits [tenant].max_disk_mb)
+        return 0;
+    long long limit = (long long) s_config->tenant_limits [tenant].max_disk_mb << 20;
+    long long disk = atomic_load (&usage->disk);
+    if (disk + (long long) bytes <= limit)
+        return 0;
+    snprintf (err, err_size, "tenant '%s' indexes use %.1f MiB on disk, this write needs "
+              "%.1f MiB more: max_disk_mb = %lld (--tenant-limits / --default-tenant-limits); "
+              "remove vectors or drop an index", s_config->tenants [tenant], disk / 1048576.0,
+              bytes / 1048576.0,
+              (long long) s_config->tenant_limits [tenant].max_disk_mb);
+    return FPX_EQUOTA;
 }
 
 // ---- checks --------------------------------------------------------------------

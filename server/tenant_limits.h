@@ -1,8 +1,8 @@
 /*  tenant_limits.h — per-tenant quotas and the server's memory limit.
 
     Quotas (--tenant-limits FILE, --default-tenant-limits "k=v,…"):
-    max_indexes, max_vectors, max_memory_mb, max_inflight, deadline_ms; 0
-    means unlimited. Usage is counted here: the registry reports each entry
+    max_indexes, max_vectors, max_memory_mb, max_disk_mb, max_inflight,
+    deadline_ms; 0 means unlimited. Usage is counted here: the registry reports each entry
     it creates and frees, and the ops re-measure an index (its serialized
     size, FAISS's own count of what the index holds) after every call that
     changes it. Workers check a request that would grow memory before it
@@ -24,6 +24,7 @@
 #define FPX_DEFAULT_MAX_INDEXES     1000
 #define FPX_DEFAULT_MAX_VECTORS     100000000       //  1e8
 #define FPX_DEFAULT_MAX_MEMORY_MB   4096
+#define FPX_DEFAULT_MAX_DISK_MB     16384
 #define FPX_DEFAULT_MAX_INFLIGHT    4096
 #define FPX_DEFAULT_DEADLINE_MS     600000          //  10 minutes
 
@@ -52,6 +53,12 @@ void fpx_limits_entry_freed (fpx_entry_t *entry);
 /*  entry's object now lives in another entry's: what it was charged goes
     (the owner is measured with it inside).                             */
 void fpx_limits_entry_adopted (fpx_entry_t *entry);
+
+/*  Storage's calls: the tenant's bytes on disk (snapshots and logs of
+    its named indexes) moved by delta; whether `bytes` more fit its
+    max_disk_mb (0, or FPX_EQUOTA with err set).                         */
+void fpx_limits_disk_move (uint32_t tenant, long long delta);
+int fpx_limits_disk_check (uint32_t tenant, uint64_t bytes, char *err, size_t err_size);
 
 /*  Re-measures the object of entry's owner (vectors and serialized
     bytes) and moves the tenant's usage by the difference. The caller

@@ -1,11 +1,13 @@
 /*  test_limits.c — quotas per tenant, fairness between tenants, deadlines,
     limits per connection and the server's memory limit.
 
-    Four servers, each started with the limits its tests need:
+    Five servers, each started with the limits its tests need:
     - quotas: max_indexes, max_vectors and max_memory_mb refuse with
       FPX_EQUOTA and a message naming the limit; a drop frees a slot; the
       memory quota stops anonymous PQ indexes before the server's resident
       size passes the quota plus a stated slack;
+    - disk (its own data directory, restarted): max_disk_mb counts the
+      snapshots and logs of named indexes, from the files after a restart;
     - fairness: alice holds two workers with long k-means and floods her
       queue with slow searches; she gets FPX_EBUSY past max_inflight, while
       bob's ping and small searches are answered promptly and never EBUSY;
@@ -168,6 +170,82 @@ test_max_memory (void *arg)
     }
     CHECK_OK (client, rc);
     fpx_client_destroy (&client);
+}
+
+//  max_disk_mb = 1 on a data directory of its own: adds to a named index
+//  stop at 1 MiB of snapshot + log, anonymous indexes and the other
+//  tenant are not charged, removals still go through, a snapshot that
+//  compacts the log gives room back, the count survives a restart and a
+//  drop frees it.
+#define DISK_D 64                                   //  256 bytes a vector
+static void
+test_max_disk (void *arg)
+{
+    (void) arg;
+    char dir [] = "/tmp/fpx-limits-disk-XXXXXX";
+    REQUIRE (mkdtemp (dir), "mkdtemp");
+    const char *args [] = { "--data-dir", dir, "--default-tenant-limits", "max_disk_mb=1", NULL };
+    fpx_test_server_t server;
+    float *x = fpx_data_uniform (11, 4000, DISK_D);
+    fpx_index_info_t info;
+    int64_t removed = 0;
+    REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "start");
+    fpx_client_t *alice = fpx_test_client (&server, fpx_test_key_a);
+    fpx_client_t *bob = fpx_test_client (&server, fpx_test_key_b);
+    if (CHECK (alice && bob, "clients")
+    &&  CHECK_OK (alice, fpx_index_create (alice, "d", DISK_D, "Flat", FPX_METRIC_L2, NULL))) {
+        CHECK_OK (alice, fpx_add (alice, "d", 3000, DISK_D, x, NULL));           //  750 KiB
+        CHECK_RC (alice, fpx_add (alice, "d", 2000, DISK_D, x, NULL), FPX_EQUOTA);
+        s_message_has (alice, "max_disk_mb = 1");
+        if (CHECK_OK (alice, fpx_index_open (alice, "d", &info)))
+            CHECK_EQ (info.ntotal, 3000);
+        //  Not on disk: an anonymous index; another tenant has its own.
+        fpx_index_info_t anonymous;
+        uint8_t *blob = NULL;
+        size_t blob_size = 0;
+        if (CHECK_OK (alice, fpx_index_create (alice, NULL, DISK_D, "Flat", FPX_METRIC_L2,
+                                               &anonymous))
+        &&  CHECK_OK (alice, fpx_add (alice, anonymous.name, 4000, DISK_D, x, NULL))
+        &&  CHECK_OK (alice, fpx_serialize (alice, anonymous.name, &blob, &blob_size))) {
+            //  Uploaded under a name, its first snapshot (1 MB) would pass
+            //  the quota: refused, and no name is left behind.
+            CHECK_RC (alice, fpx_deserialize (alice, "big", blob, blob_size, NULL), FPX_EQUOTA);
+            s_message_has (alice, "max_disk_mb = 1");
+            CHECK_RC (alice, fpx_index_open (alice, "big", &info), FPX_ENOTFOUND);
+        }
+        free (blob);
+        if (CHECK_OK (bob, fpx_index_create (bob, "d", DISK_D, "Flat", FPX_METRIC_L2, NULL)))
+            CHECK_OK (bob, fpx_add (bob, "d", 3000, DISK_D, x, NULL));
+        //  At the quota a removal is still logged; the snapshot it allows
+        //  (1000 vectors, no log) leaves room for 2000 more.
+        CHECK_OK (alice, fpx_remove_range (alice, "d", 0, 2000, &removed));
+        CHECK_EQ (removed, 2000);
+        CHECK_OK (alice, fpx_index_save (alice, "d"));
+        CHECK_OK (alice, fpx_add (alice, "d", 2000, DISK_D, x, NULL));
+    }
+    fpx_client_destroy (&alice);
+    fpx_client_destroy (&bob);
+    fpx_test_server_stop (&server, 30);
+
+    //  After a restart the usage is counted from the files: 3000 vectors
+    //  (750 KiB) leave room for 500 more, not 1500.
+    REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "restart");
+    alice = fpx_test_client (&server, fpx_test_key_a);
+    if (CHECK (alice != NULL, "client") && CHECK_OK (alice, fpx_index_open (alice, "d", &info))) {
+        CHECK_EQ (info.ntotal, 3000);
+        CHECK_RC (alice, fpx_add (alice, "d", 1500, DISK_D, x, NULL), FPX_EQUOTA);
+        CHECK_OK (alice, fpx_add (alice, "d", 500, DISK_D, x, NULL));
+        //  A drop gives its bytes back.
+        CHECK_OK (alice, fpx_index_drop (alice, "d"));
+        CHECK_OK (alice, fpx_index_create (alice, "e", DISK_D, "Flat", FPX_METRIC_L2, NULL));
+        CHECK_OK (alice, fpx_add (alice, "e", 3500, DISK_D, x, NULL));
+    }
+    fpx_client_destroy (&alice);
+    fpx_test_server_stop (&server, 30);
+    free (x);
+    char command [300];
+    snprintf (command, sizeof command, "rm -rf '%s'", dir);
+    CHECK_EQ (system (command), 0);
 }
 
 /* ---- fairness ------------------------------------------------------------------------ */
@@ -596,6 +674,8 @@ main (void)
     else
         fpx_test_fail_whole ("limits.quota_server", "faissproxyd did not start");
     unlink (limits_file);
+    if (s_selected ("quotas"))
+        fpx_test_run ("limits.max_disk_mb", test_max_disk, NULL);
 
     const char *fair_args [] = { "--workers", "4", "--max-queue", "100",
                                  "--default-tenant-limits", "max_inflight=16,deadline_ms=4000",
