@@ -24,7 +24,9 @@
     that descriptor means the client is gone: its anonymous indexes are
     reaped by a worker. Events are drained before a new peer is registered,
     so an event for an old connection is never applied to a new one that
-    reuses its descriptor.
+    reuses its descriptor. The same events and the bytes of every message
+    read feed the intake (intake.h), which closes connections whose
+    unfinished message grows past its cap.
 */
 #include <errno.h>
 #include <signal.h>
@@ -36,6 +38,7 @@
 
 #include "auth.h"
 #include "faiss_shim.h"
+#include "intake.h"
 #include "server.h"
 #include "tenant_limits.h"
 
@@ -116,6 +119,7 @@ typedef struct {
     uint64_t next_conn_id;
     bool stopping;
     fpx_guard_t *guard;             //  slows down peers that fail authentication
+    fpx_intake_t *intake;           //  bounds what peers' unfinished messages hold
     uint64_t refused;               //  failed handshakes / accepts not yet logged
     double refused_logged_at;
 } s_broker_t;
@@ -302,10 +306,14 @@ s_monitor_drain (s_broker_t *self)
             int32_t fd;
             memcpy (&kind, data, 2);
             memcpy (&fd, data + 2, 4);
-            if (kind == ZMQ_EVENT_DISCONNECTED && fd >= 0 && fd < self->fd_capacity
-            &&  self->conn_by_fd [fd])
-                s_conn_forget (self, self->conn_by_fd [fd]);
-            else if (kind != ZMQ_EVENT_DISCONNECTED)
+            if (kind == ZMQ_EVENT_ACCEPTED)
+                fpx_intake_accepted (self->intake, fd, fpx_monotonic_seconds ());
+            else if (kind == ZMQ_EVENT_DISCONNECTED) {
+                fpx_intake_closed (self->intake, fd);
+                if (fd >= 0 && fd < self->fd_capacity && self->conn_by_fd [fd])
+                    s_conn_forget (self, self->conn_by_fd [fd]);
+            }
+            else
                 s_log_refused (self, kind, fd, &address);
         }
         zmq_msg_close (&event);
@@ -769,6 +777,9 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total, bool guard
                                      sizeof text);
         if (tenant == S_HELD)
             return;
+        if (tenant >= 0)           //  its connection may now hold a whole message
+            fpx_intake_received (self->intake, zmq_msg_get (&job->frames [1], ZMQ_SRCFD),
+                                 0, 0, true);
         if (tenant < 0)
             ;
         else if (!fpx_opcode_name (header.opcode))
@@ -823,7 +834,7 @@ s_frontend_read_one (s_broker_t *self)
         return false;
     bool too_many = false;
     size_t total = 0;
-    int more = 1;
+    int more = 1, frames = 0, fd = -1;
     while (more) {
         zmq_msg_t *frame = &job->frames [job->nframes];
         zmq_msg_t spill;
@@ -839,13 +850,18 @@ s_frontend_read_one (s_broker_t *self)
             return false;
         }
         more = zmq_msg_more (frame);
-        if (job->nframes > 0)
+        if (job->nframes > 0) {
             total += zmq_msg_size (frame);
+            frames++;
+        }
+        if (job->nframes == 1)
+            fd = zmq_msg_get (frame, ZMQ_SRCFD);
         if (frame == &spill)
             zmq_msg_close (&spill);
         else
             job->nframes++;
     }
+    fpx_intake_received (self->intake, fd, total, frames, false);
     s_admit (self, job, too_many, total, true);
     return true;
 }
@@ -992,8 +1008,11 @@ s_setup (s_broker_t *self)
     self->conns = calloc (self->nconn_buckets, sizeof *self->conns);
     self->next_conn_id = 1;
     self->guard = fpx_guard_new (server->config.auth_delay_max);
+    size_t intake_cap = config->max_message * 2 + FPX_INTAKE_SLACK;
+    self->intake = fpx_intake_new (intake_cap, config->max_unauthenticated
+                                               ? config->max_unauthenticated : intake_cap);
     if (!self->frontend || !self->backend || !self->monitor || !self->free_workers || !self->conns
-    ||  !self->guard
+    ||  !self->guard || !self->intake
     ||  self->nspare < config->workers)
         return -1;
     int zero = 0, heartbeat = 5000, heartbeat_timeout = 15000;
@@ -1023,7 +1042,7 @@ s_setup (s_broker_t *self)
     }
     zmq_setsockopt (self->backend, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt (self->monitor, ZMQ_LINGER, &zero, sizeof zero);
-    int events = ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPT_FAILED
+    int events = ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPT_FAILED
                | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
                | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
     if (zmq_socket_monitor (self->frontend, FPX_MONITOR_ENDPOINT, events)
@@ -1060,6 +1079,7 @@ s_teardown (s_broker_t *self)
             free (job);
         }
     fpx_guard_destroy (&self->guard, s_job_free);
+    fpx_intake_destroy (&self->intake);
     for (size_t b = 0; self->conns && b < self->nconn_buckets; b++)
         while (self->conns [b]) {
             s_conn_t *conn = self->conns [b];
@@ -1102,7 +1122,11 @@ fpx_broker_run (fpx_server_t *server, int signal_fd)
                 { self.monitor, 0, ZMQ_POLLIN, 0 },
                 { NULL, signal_fd, ZMQ_POLLIN, 0 },
             };
-            long timeout = fpx_guard_timeout_ms (self.guard, fpx_monotonic_seconds ());
+            double now = fpx_monotonic_seconds ();
+            long timeout = fpx_guard_timeout_ms (self.guard, now);
+            long intake_timeout = fpx_intake_timeout_ms (self.intake, now);
+            if (intake_timeout >= 0 && (timeout < 0 || intake_timeout < timeout))
+                timeout = intake_timeout;
             if (fpx_poll (items, 4, timeout, server->config.spin_us) < 0) {
                 if (zmq_errno () == EINTR)
                     continue;
@@ -1114,11 +1138,17 @@ fpx_broker_run (fpx_server_t *server, int signal_fd)
             if (items [1].revents & ZMQ_POLLIN)
                 for (int i = 0; i < FPX_READS_PER_WAKE && s_backend_read_one (&self); i++)
                     ;
+            //  Events first: a connection's ACCEPTED is queued before its
+            //  first message can be read.
+            if (items [2].revents & ZMQ_POLLIN || items [0].revents & ZMQ_POLLIN)
+                s_monitor_drain (&self);
             if (items [0].revents & ZMQ_POLLIN)
                 for (int i = 0; i < FPX_READS_PER_WAKE && s_frontend_read_one (&self); i++)
                     ;
-            if (items [2].revents & ZMQ_POLLIN)
-                s_monitor_drain (&self);
+            if (fpx_intake_timeout_ms (self.intake, self.now) == 0) {
+                s_monitor_drain (&self);   //  no check on a descriptor already closed
+                fpx_intake_check (self.intake, self.now);
+            }
             s_guard_release (&self);
             s_dispatch_queued (&self);
             if (items [3].revents & ZMQ_POLLIN) {

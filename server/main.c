@@ -79,6 +79,9 @@ s_usage (FILE *out)
 "  --max-conn-inflight N  requests in flight per connection (default 1024)\n"
 "  --max-conn-unread-mb N  reply bytes a connection has not read yet before\n"
 "                       its requests get FPX_EBUSY (default 1024)\n"
+"  --max-unauthenticated-mb N  what the unfinished messages of connections that\n"
+"                       have sent no valid key yet may hold together; past it\n"
+"                       the largest are cut (default: 2 x --max-message-mb + 16)\n"
 "  --auth-delay-max-ms N  after failed authentications, an address's requests\n"
 "                       wait up to N ms (default 2000; 0: no wait, still logged)\n"
 "  --help, --version\n"
@@ -368,7 +371,8 @@ s_parse (fpx_config_t *config, int argc, char **argv)
 {
     enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_LEVEL, HELP, VERSION,
            FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US, CURVE_SECRET, CURVE_CLIENTS,
-           TENANT_LIMITS, DEFAULT_TENANT_LIMITS, MAX_MEMORY_MB, MAX_CONN_INFLIGHT, MAX_CONN_UNREAD, AUTH_DELAY_MAX };
+           TENANT_LIMITS, DEFAULT_TENANT_LIMITS, MAX_MEMORY_MB, MAX_CONN_INFLIGHT, MAX_CONN_UNREAD, AUTH_DELAY_MAX,
+           MAX_UNAUTHENTICATED };
     static const struct option options [] = {
         { "bind", required_argument, NULL, BIND },
         { "workers", required_argument, NULL, WORKERS },
@@ -389,6 +393,7 @@ s_parse (fpx_config_t *config, int argc, char **argv)
         { "max-memory-mb", required_argument, NULL, MAX_MEMORY_MB },
         { "max-conn-inflight", required_argument, NULL, MAX_CONN_INFLIGHT },
         { "max-conn-unread-mb", required_argument, NULL, MAX_CONN_UNREAD },
+        { "max-unauthenticated-mb", required_argument, NULL, MAX_UNAUTHENTICATED },
         { "auth-delay-max-ms", required_argument, NULL, AUTH_DELAY_MAX },
         { "curve-secret-file", required_argument, NULL, CURVE_SECRET },
         { "curve-clients-file", required_argument, NULL, CURVE_CLIENTS },
@@ -465,6 +470,10 @@ s_parse (fpx_config_t *config, int argc, char **argv)
                 break;
             case MAX_CONN_UNREAD:
                 config->max_conn_unread = (size_t) s_positive ("--max-conn-unread-mb", optarg, 1 << 30) << 20;
+                break;
+            case MAX_UNAUTHENTICATED:
+                config->max_unauthenticated =
+                    (size_t) s_positive ("--max-unauthenticated-mb", optarg, 1 << 30) << 20;
                 break;
             case AUTH_DELAY_MAX:
                 config->auth_delay_max = strcmp (optarg, "0")

@@ -64,6 +64,8 @@ typedef struct {
     size_t max_memory;             //  resident bytes (--max-memory-mb); 0: none
     size_t max_conn_inflight;      //  requests in flight per connection
     size_t max_conn_unread;        //  unread reply bytes per connection
+    size_t max_unauthenticated;    //  bytes unauthenticated peers' unfinished
+                                   //  messages may hold together; 0: as one connection
     double auth_delay_max;         //  s a failing peer waits at most (--auth-delay-max-ms)
     bool curve;                    //  the frontend is a CURVE server
     uint8_t curve_secret [32];     //  --curve-secret-file

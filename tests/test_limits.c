@@ -1,7 +1,7 @@
 /*  test_limits.c — quotas per tenant, fairness between tenants, deadlines,
     limits per connection and the server's memory limit.
 
-    Five servers, each started with the limits its tests need:
+    Six servers, each started with the limits its tests need:
     - quotas: max_indexes, max_vectors and max_memory_mb refuse with
       FPX_EQUOTA and a message naming the limit; a drop frees a slot; the
       memory quota stops anonymous PQ indexes before the server's resident
@@ -18,12 +18,20 @@
     - memory: --max-memory-mb refuses growth with FPX_ENOMEM while reads
       go on; a peer that never reads its replies stops being served once
       --max-conn-unread-mb of them wait, and the server's RSS stays
-      bounded; a frame over the per-frame cap costs the server nothing.
+      bounded; a frame over the per-frame cap costs the server nothing;
+      a raw ZMTP peer's endless message is cut near 2 x --max-message-mb;
+    - unauthenticated budget: peers without a valid key share
+      --max-unauthenticated-mb for their unfinished messages.
 */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "fpx_test.h"
@@ -626,6 +634,139 @@ test_frame_cap (void *arg)
     free (big);
 }
 
+/* ---- unfinished messages -------------------------------------------------------- */
+
+//  A peer speaking ZMTP 3.0 itself (NULL mechanism, a DEALER): it can send
+//  a message whose last frame never comes, as no ZeroMQ library would.
+static int
+s_zmtp_connect (int port)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port) };
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    uint8_t greeting [64] = { 0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0, 'N', 'U', 'L', 'L' };
+    uint8_t ready [] = { 0x04, 28, 5, 'R', 'E', 'A', 'D', 'Y', 11, 'S', 'o', 'c', 'k', 'e', 't',
+                         '-', 'T', 'y', 'p', 'e', 0, 0, 0, 6, 'D', 'E', 'A', 'L', 'E', 'R' };
+    //  Frames may only follow the server's READY (sent once its ZAP
+    //  handler agreed): libzmq drops a peer whose message comes before.
+    struct timeval timeout = { .tv_sec = 10 };
+    uint8_t reply [64 + 2 + 255];
+    if (fd < 0 || connect (fd, (struct sockaddr *) &addr, sizeof addr)
+    ||  setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout)
+    ||  send (fd, greeting, sizeof greeting, MSG_NOSIGNAL) != sizeof greeting
+    ||  send (fd, ready, sizeof ready, MSG_NOSIGNAL) != sizeof ready
+    ||  recv (fd, reply, 66, MSG_WAITALL) != 66 || reply [64] != 0x04
+    ||  recv (fd, reply + 66, reply [65], MSG_WAITALL) != reply [65]) {
+        if (fd >= 0)
+            close (fd);
+        return -1;
+    }
+    return fd;
+}
+
+//  One frame (MORE when more follows): a short one (1-byte size) up to
+//  255 bytes, as ZMTP requires. 0, or -1 once the server cut us.
+static int
+s_zmtp_frame (int fd, const void *data, size_t size, bool more)
+{
+    uint8_t head [9] = { (uint8_t) ((more ? 1 : 0) | (size > 255 ? 2 : 0)) };
+    size_t head_size = size > 255 ? 9 : 2;
+    for (size_t i = 1; i < head_size; i++)
+        head [i] = (uint8_t) ((uint64_t) size >> (8 * (head_size - 1 - i)));
+    if (send (fd, head, head_size, MSG_NOSIGNAL) != (ssize_t) head_size)
+        return -1;
+    for (size_t done = 0; done < size; ) {
+        ssize_t n = send (fd, (const uint8_t *) data + done, size - done, MSG_NOSIGNAL);
+        if (n <= 0)
+            return -1;
+        done += (size_t) n;
+    }
+    return 0;
+}
+
+//  A request's header frame with key, then `mib` MiB of frames of a
+//  message that does not end. Returns the MiB sent before a refusal.
+static int
+s_zmtp_unfinished (int fd, const char *key, int mib)
+{
+    static uint8_t chunk [1 << 20];
+    uint8_t header [FPX_REQUEST_HEADER_SIZE];
+    fpx_raw_header (header, FPX_OP_ADD, 1, key);
+    if (s_zmtp_frame (fd, header, sizeof header, true))
+        return 0;
+    int sent = 0;
+    while (sent < mib && s_zmtp_frame (fd, chunk, sizeof chunk, true) == 0)
+        sent++;
+    return sent;
+}
+
+//  Whether the server still holds the connection: reads what it sent
+//  (its greeting, replies) until there is nothing more.
+static bool
+s_zmtp_alive (int fd)
+{
+    uint8_t buffer [4096];
+    while (true) {
+        ssize_t n = recv (fd, buffer, sizeof buffer, MSG_DONTWAIT);
+        if (n > 0)
+            continue;
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+}
+
+//  A message that never ends (memory server: --max-message-mb 64, so a
+//  connection may hold 2 x 64 + 16 MiB): cut near that, the RSS does not
+//  follow it, the server serves on.
+static void
+test_endless_multipart (void *arg)
+{
+    (void) arg;
+    long before = s_rss_mb ();
+    int fd = s_zmtp_connect (s_server.port);
+    REQUIRE (fd >= 0, "connect");
+    int sent = s_zmtp_unfinished (fd, "no such key", 600);
+    fpx_sleep_ms (300);
+    long after = s_rss_mb ();
+    CHECK (sent < 600, "600 MiB of one message were taken");
+    CHECK (sent >= 128, "cut after %d MiB, under the largest legal message", sent);
+    CHECK (after - before < 144 + 100, "RSS grew by %ld MB", after - before);
+    CHECK (!s_zmtp_alive (fd), "still connected");
+    close (fd);
+    CHECK_EQ (fpx_test_fresh_ping (&s_server), 0);
+}
+
+//  --max-unauthenticated-mb 32: connections that have not sent a valid
+//  key share 32 MiB for their unfinished messages (the largest is cut
+//  past it); one that has may hold a whole message.
+static void
+test_unauthenticated_budget (void *arg)
+{
+    (void) arg;
+    int first = s_zmtp_connect (s_server.port);
+    int known = s_zmtp_connect (s_server.port);
+    int second = s_zmtp_connect (s_server.port);
+    REQUIRE (first >= 0 && known >= 0 && second >= 0, "connect");
+    uint8_t header [FPX_REQUEST_HEADER_SIZE], params = 0x80;      //  an empty map
+    fpx_raw_header (header, FPX_OP_PING, 1, fpx_test_key_a);
+    CHECK (s_zmtp_frame (known, header, sizeof header, true) == 0
+        && s_zmtp_frame (known, &params, 1, false) == 0, "ping sent");
+    fpx_sleep_ms (300);
+    CHECK_EQ (s_zmtp_unfinished (first, "no such key", 20), 20);
+    CHECK_EQ (s_zmtp_unfinished (known, fpx_test_key_a, 48), 48);
+    fpx_sleep_ms (500);
+    CHECK (s_zmtp_alive (first), "20 MiB unauthenticated, alone: cut");
+    CHECK (s_zmtp_alive (known), "48 MiB after a valid key: cut");
+    s_zmtp_unfinished (second, "no such key", 24);
+    fpx_sleep_ms (500);
+    CHECK (!s_zmtp_alive (second), "20 + 24 MiB unauthenticated: the largest is not cut");
+    CHECK (s_zmtp_alive (first), "the smaller one was cut");
+    CHECK (s_zmtp_alive (known), "the authenticated one was cut");
+    close (first);
+    close (known);
+    close (second);
+    CHECK_EQ (fpx_test_fresh_ping (&s_server), 0);
+}
+
 /* ---- main ---------------------------------------------------------------------------- */
 
 //  FPX_LIMITS_ONLY=WORD runs only the servers whose group name has WORD.
@@ -702,9 +843,13 @@ main (void)
         fpx_test_run ("limits.max_memory_server", test_max_memory_server, NULL);
         fpx_test_run ("limits.unread_replies", test_unread_replies, NULL);
         fpx_test_run ("limits.frame_cap", test_frame_cap, NULL);
+        fpx_test_run ("limits.endless_multipart", test_endless_multipart, NULL);
         fpx_test_server_stop (&s_server, 30);
     }
     else
         fpx_test_fail_whole ("limits.memory_server", "faissproxyd did not start");
+    const char *intake_args [] = { "--max-message-mb", "64", "--max-unauthenticated-mb", "32",
+                                   NULL };
+    s_with_server (intake_args, "limits.unauthenticated_budget", test_unauthenticated_budget);
     return fpx_test_finish ();
 }
