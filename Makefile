@@ -199,6 +199,8 @@ test: deps
 test-c: all $(TESTS) $(FUZZ_TESTS) $(FUZZ_LIVE)
 	@tests/run.sh $(BUILD)
 	@tests/test_loadtest_smoke.sh $(BUILD)
+	@tests/test_config.sh $(BUILD)
+	@$(if $(SANITIZE),echo "# tests/test_install.sh: plain build only (a sanitized libfaissproxy loads only into sanitized programs)",DEPS_DIR=$(DEPS_DIR) tests/test_install.sh $(BUILD))
 
 #  The Python drop-in against a real server, compared with Debian's FAISS.
 test-python: all
