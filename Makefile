@@ -60,7 +60,7 @@ LOADTEST := $(BUILD)/bin/fpx-loadtest
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .SECONDARY:
-.PHONY: all deps run test test-c test-python test-asan test-tsan bench fuzz install clean distclean
+.PHONY: all deps run test test-c test-python test-asan test-tsan test-docker bench fuzz install clean distclean
 all: $(DAEMON) $(CLI) $(LIB_A) $(LIB_SO) $(PC_FILE) $(if $(LOADTEST_SRC),$(LOADTEST))
 
 deps:
@@ -214,6 +214,10 @@ bench: deps
 
 test-asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined OPT=-O1 test-c
+
+#  The container image (docker/), where an engine works; skipped otherwise.
+test-docker: all
+	@tests/test_docker.sh
 
 test-tsan:
 	@$(MAKE) --no-print-directory BUILD=build/tsan SANITIZE=thread OPT=-O1 test-c

@@ -90,7 +90,7 @@ refuse () {
     if [ "$rc" -eq 2 ] && [[ "$err" == *"$3"* ]] && [ ! -e "$work/never" ]; then
         ok "config.$1"
     else
-        fail "config.$1" "exit $rc, stderr '$err' (expected exit 2 and '$3')"
+        fail "config.$1" "exit $rc, stderr '$(echo "$err" | head -n 2)' (expected exit 2 and '$3')"
     fi
 }
 refuse unknown_key '# comment\nbind = tcp://127.0.0.1:1\nnonsense = 3\n' \
@@ -104,7 +104,7 @@ err=$("$daemon" --config "$work/none.conf" 2>&1)
 if [ $? -eq 2 ] && [[ "$err" == *"cannot open config file $work/none.conf"* ]]; then
     ok "config.missing_file"
 else
-    fail "config.missing_file" "'$err'"
+    fail "config.missing_file" "'$(echo "$err" | head -n 2)'"
 fi
 
 #  Every option of --help but --config/--help/--version is a key: followed
