@@ -230,7 +230,8 @@ test-tsan:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
 	    $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man8 \
-	    $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/faissproxy
+	    $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/faissproxy \
+	    $(DESTDIR)$(PREFIX)/share/doc/faissproxy
 	install -m 755 $(DAEMON) $(CLI) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIB_SO).$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/
@@ -242,9 +243,10 @@ install: all
 	$(if $(LOADTEST_SRC),install -m 755 $(LOADTEST) $(DESTDIR)$(PREFIX)/bin/)
 	install -m 644 man/faissproxy.1 man/fpx-loadtest.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 644 man/faissproxyd.8 $(DESTDIR)$(PREFIX)/share/man/man8/
-	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' packaging/faissproxyd.service \
+	sed -e 's|/usr/local/|$(PREFIX)/|g' packaging/faissproxyd.service \
 	    > $(DESTDIR)$(PREFIX)/lib/systemd/system/faissproxyd.service
 	install -m 644 packaging/faissproxyd.conf $(DESTDIR)$(PREFIX)/share/faissproxy/
+	install -m 644 README.md docs/OPERATIONS.md docs/SECURITY.md $(DESTDIR)$(PREFIX)/share/doc/faissproxy/
 	if ls python-shim/faiss_proxy/*.py >/dev/null 2>&1; then \
 	    install -d $(DESTDIR)$(PYTHON_SITE)/faiss_proxy && \
 	    install -m 644 python-shim/faiss_proxy/*.py $(DESTDIR)$(PYTHON_SITE)/faiss_proxy/ && \

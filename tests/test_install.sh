@@ -46,7 +46,7 @@ for f in bin/faissproxyd bin/faissproxy bin/fpx-loadtest lib/libfaissproxy.so.0 
          lib/libfaissproxy.a include/faissproxy.h include/fpx_errors.h include/fpx_version.h \
          lib/pkgconfig/faissproxy.pc share/man/man8/faissproxyd.8 share/man/man1/faissproxy.1 \
          share/man/man1/fpx-loadtest.1 lib/systemd/system/faissproxyd.service \
-         share/faissproxy/faissproxyd.conf; do
+         share/faissproxy/faissproxyd.conf share/doc/faissproxy/OPERATIONS.md; do
     [ -e "$prefix/$f" ] || missing="$missing $f"
 done
 [ -n "$site" ] && [ -f "$site/faiss_proxy/__init__.py" ] && [ -f "$site/faiss_proxy/_install.py" ] \
