@@ -36,6 +36,8 @@ if [ -z "$engine" ]; then
     done
 fi
 e () { "$engine" "${extra[@]}" "$@"; }
+#  et SECONDS ARGS…: e, killed after SECONDS.
+et () { local limit=$1; shift; timeout "$limit" "$engine" "${extra[@]}" "$@"; }
 cleanup () {
     if [ -n "$engine" ]; then
         e rm -f "$name" >/dev/null 2>&1
@@ -52,12 +54,12 @@ if [ -z "$engine" ]; then
     exit 0
 fi
 if ! e image exists "$base" >/dev/null 2>&1 && ! e image inspect "$base" >/dev/null 2>&1 \
-   && ! timeout 120 e pull -q "$base" >/dev/null 2>&1; then
+   && ! et 120 pull -q "$base" >/dev/null 2>&1; then
     skip "docker" "no base image $base and none can be pulled (see this script's comment)"
     summary
     exit 0
 fi
-if ! out=$(timeout 120 e run --rm --network=host "$base" true 2>&1); then
+if ! out=$(et 120 run --rm --network=host "$base" true 2>&1); then
     skip "docker" "$engine cannot run a container here: $out"
     summary
     exit 0
@@ -66,7 +68,7 @@ fi
 
 format=()
 [ "$engine" = podman ] && format=(--format docker)     #  OCI images drop HEALTHCHECK
-if timeout 3600 e build "${format[@]}" --network=host --build-arg BASE="$base" \
+if et 3600 build "${format[@]}" --network=host --build-arg BASE="$base" \
      -f "$root/docker/Dockerfile" -t "$image" "$root" >"$work/build.log" 2>&1; then
     ok "docker.build"
 else
