@@ -19,8 +19,12 @@ BLAS_LIBS   ?= -lopenblas
 PYTHON      ?= /usr/bin/python3
 PYTHON_SITE ?= $(PREFIX)/lib/python$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)/dist-packages
 
+#  The version is written once, in protocol/fpx_version.h.
+VERSION     := $(shell sed -n 's/^\#define FPX_VERSION_STRING "\(.*\)"/\1/p' protocol/fpx_version.h)
 SO_MAJOR    := 0
-SO_VERSION  := 0.1.0
+SO_VERSION  := $(VERSION)
+FAISS_VERSION := $(shell sed -n 's/^\#define FAISS_VERSION_\(MAJOR\|MINOR\|PATCH\) *//p' \
+                   $(FAISS_PREFIX)/include/faiss/Index.h 2>/dev/null | paste -sd.)
 
 CC          ?= gcc
 CXX         ?= g++
@@ -51,11 +55,12 @@ CLI      := $(BUILD)/bin/faissproxy
 LIB_A    := $(BUILD)/lib/libfaissproxy.a
 LIB_SO   := $(BUILD)/lib/libfaissproxy.so
 PC_FILE  := $(BUILD)/lib/pkgconfig/faissproxy.pc
+MAN_PAGES := man/faissproxyd.8 man/faissproxy.1 man/fpx-loadtest.1
 LOADTEST := $(BUILD)/bin/fpx-loadtest
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .SECONDARY:
-.PHONY: all deps run test test-c test-python test-asan test-tsan bench fuzz install clean distclean
+.PHONY: all deps run test test-c test-python test-asan test-tsan test-docker bench fuzz install clean distclean
 all: $(DAEMON) $(CLI) $(LIB_A) $(LIB_SO) $(PC_FILE) $(if $(LOADTEST_SRC),$(LOADTEST))
 
 deps:
@@ -72,6 +77,10 @@ $(BUILD)/obj/%.o: %.cpp
 #  The server also needs OpenMP for omp_set_num_threads.
 $(BUILD)/obj/server/%.o: CFLAGS += -fopenmp
 
+#  Installed binaries find a library next to them (PREFIX/lib) first.
+RPATH_ORIGIN := -Wl,-rpath,'$$ORIGIN/../lib'
+$(DAEMON) $(CLI) $(LOADTEST): LDFLAGS += $(RPATH_ORIGIN)
+
 $(DAEMON): $(call obj,$(SERVER_SRC) $(SERVER_CXX) $(PROTOCOL_SRC)) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
 	$(LINK_FAISS)
@@ -86,9 +95,15 @@ $(LIB_SO): $(call obj,$(CLIENT_SRC) $(PROTOCOL_SRC))
 	ln -sf libfaissproxy.so.$(SO_VERSION) $@.$(SO_MAJOR)
 	ln -sf libfaissproxy.so.$(SO_VERSION) $@
 
-$(PC_FILE): client-c/faissproxy.pc.in
+#  Outside /usr the loader does not look in PREFIX/lib (and /usr/local/lib
+#  only after ldconfig): programs built with `pkg-config --libs` get an
+#  rpath to it, so that they run without LD_LIBRARY_PATH.
+PC_RPATH := $(if $(filter /usr /usr/,$(PREFIX)),,-Wl,-rpath,$${libdir} )
+PC_SED    = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(SO_VERSION)|' -e 's|@RPATH@|$(PC_RPATH)|'
+
+$(PC_FILE): client-c/faissproxy.pc.in Makefile
 	@mkdir -p $(dir $@)
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(SO_VERSION)|' $< > $@
+	$(PC_SED) $< > $@
 
 $(CLI): $(call obj,client-c/faissproxy_cli.c) $(LIB_A)
 	@mkdir -p $(dir $@)
@@ -96,7 +111,7 @@ $(CLI): $(call obj,client-c/faissproxy_cli.c) $(LIB_A)
 
 #  The load harness links FAISS too, for its --inprocess baseline, run
 #  with faissproxyd's runtime settings (server/runtime.c).
-$(call obj,$(LOADTEST_SRC)): CPPFLAGS += -Iserver
+$(call obj,$(LOADTEST_SRC)): CPPFLAGS += -Iserver -DFPX_FAISS_VERSION='"$(FAISS_VERSION)"'
 $(LOADTEST): $(call obj,$(LOADTEST_SRC) server/runtime.c) $(LIB_A) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
 	$(LINK_FAISS)
@@ -184,6 +199,8 @@ test: deps
 test-c: all $(TESTS) $(FUZZ_TESTS) $(FUZZ_LIVE)
 	@tests/run.sh $(BUILD)
 	@tests/test_loadtest_smoke.sh $(BUILD)
+	@tests/test_config.sh $(BUILD)
+	@$(if $(SANITIZE),echo "# tests/test_install.sh: plain build only (a sanitized libfaissproxy loads only into sanitized programs)",DEPS_DIR=$(DEPS_DIR) tests/test_install.sh $(BUILD))
 
 #  The Python drop-in against a real server, compared with Debian's FAISS.
 test-python: all
@@ -198,23 +215,43 @@ bench: deps
 test-asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined OPT=-O1 test-c
 
+#  The container image (docker/), where an engine works; skipped otherwise.
+test-docker: all
+	@tests/test_docker.sh
+
 test-tsan:
 	@$(MAKE) --no-print-directory BUILD=build/tsan SANITIZE=thread OPT=-O1 test-c
 
+#  PREFIX is where the files will live, DESTDIR a staging root above it
+#  (packagers): paths written into installed files use PREFIX alone.
+#  The systemd unit goes where systemd looks for PREFIX=/usr and /usr/local;
+#  faissproxyd.conf is a sample (share/faissproxy): /etc is the operator's
+#  (docs/OPERATIONS.md).
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
+	    $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man8 \
+	    $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/faissproxy \
+	    $(DESTDIR)$(PREFIX)/share/doc/faissproxy
 	install -m 755 $(DAEMON) $(CLI) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIB_SO).$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libfaissproxy.so.$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/libfaissproxy.so.$(SO_MAJOR)
 	ln -sf libfaissproxy.so.$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/libfaissproxy.so
-	install -m 644 client-c/faissproxy.h protocol/fpx_errors.h $(DESTDIR)$(PREFIX)/include/
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(SO_VERSION)|' client-c/faissproxy.pc.in \
-	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/faissproxy.pc
+	install -m 644 client-c/faissproxy.h protocol/fpx_errors.h protocol/fpx_version.h \
+	    $(DESTDIR)$(PREFIX)/include/
+	$(PC_SED) client-c/faissproxy.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/faissproxy.pc
 	$(if $(LOADTEST_SRC),install -m 755 $(LOADTEST) $(DESTDIR)$(PREFIX)/bin/)
+	install -m 644 man/faissproxy.1 man/fpx-loadtest.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 644 man/faissproxyd.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	sed -e 's|/usr/local/|$(PREFIX)/|g' packaging/faissproxyd.service \
+	    > $(DESTDIR)$(PREFIX)/lib/systemd/system/faissproxyd.service
+	install -m 644 packaging/faissproxyd.conf $(DESTDIR)$(PREFIX)/share/faissproxy/
+	install -m 644 README.md docs/OPERATIONS.md docs/SECURITY.md $(DESTDIR)$(PREFIX)/share/doc/faissproxy/
 	if ls python-shim/faiss_proxy/*.py >/dev/null 2>&1; then \
 	    install -d $(DESTDIR)$(PYTHON_SITE)/faiss_proxy && \
-	    install -m 644 python-shim/faiss_proxy/*.py $(DESTDIR)$(PYTHON_SITE)/faiss_proxy/; fi
+	    install -m 644 python-shim/faiss_proxy/*.py $(DESTDIR)$(PYTHON_SITE)/faiss_proxy/ && \
+	    printf '#  Written by make install: where libfaissproxy was installed.\nLIBDIR = %s\n' \
+	        "'$(PREFIX)/lib'" > $(DESTDIR)$(PYTHON_SITE)/faiss_proxy/_install.py; fi
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/bin $(BUILD)/lib $(BUILD)/tests $(BUILD)/fuzz build/asan build/tsan build/fuzz-engine

@@ -27,15 +27,11 @@
 #include <stdint.h>
 
 #include "fpx_errors.h"
+#include "fpx_version.h"   /* FPX_VERSION_MAJOR, _MINOR, _PATCH, _STRING */
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define FPX_VERSION_MAJOR 0
-#define FPX_VERSION_MINOR 1
-#define FPX_VERSION_PATCH 0
-#define FPX_VERSION_STRING "0.1.0"
 
 #define FPX_DEFAULT_ENDPOINT   "tcp://127.0.0.1:5555"
 #define FPX_DEFAULT_TIMEOUT_MS 30000

@@ -60,6 +60,7 @@ static const char *s_usage =
     "  --timeout MS        per-call timeout; default $FAISS_PROXY_TIMEOUT_MS, else 30000;\n"
     "                      negative waits forever\n"
     "  -h, --help          this text\n"
+    "  --version           faissproxy's version and its libzmq's and libsodium's\n"
     "\n"
     "exit status: 0 success, 1 error, 2 usage error\n";
 
@@ -412,6 +413,14 @@ s_parse_options (int argc, char **argv, s_options_t *options)
         }
         if (strcmp (argv [i], "-h") == 0 || strcmp (argv [i], "--help") == 0) {
             fputs (s_usage, stdout);
+            return EXIT_SUCCESS;
+        }
+        if (strcmp (argv [i], "--version") == 0) {
+            int major, minor, patch;
+            zmq_version (&major, &minor, &patch);
+            printf ("faissproxy %s (libzmq %d.%d.%d, libsodium %s; the server's FAISS: "
+                    "faissproxy ping)\n", FPX_VERSION_STRING, major, minor, patch,
+                    sodium_version_string ());
             return EXIT_SUCCESS;
         }
         if ((value = s_option (argv, argc, &i, "--server", &missing)))

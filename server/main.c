@@ -42,6 +42,12 @@ s_usage (FILE *out)
 "Usage: faissproxyd [OPTIONS]\n"
 "Serves FAISS indexes to many tenants over ZeroMQ (protocol version %d).\n"
 "\n"
+"  --config FILE        read options from FILE first, one 'OPTION = VALUE' (or\n"
+"                       'OPTION VALUE') a line, OPTION any option below without\n"
+"                       '--'; '#' starts a comment; an unknown option stops the\n"
+"                       start; options on the command line override the file's\n"
+"                       (--bind and --curve-clients-file replace its list; keys\n"
+"                       from both are accepted)\n"
 "  --bind ENDPOINT      listen on ENDPOINT (tcp://HOST:PORT or ipc://PATH);\n"
 "                       repeatable; default tcp://127.0.0.1:5555\n"
 "  --workers N          worker threads calling FAISS (default: number of cores)\n"
@@ -350,6 +356,50 @@ s_generate_key (fpx_config_t *config)
     return s_add_key (config, "default", 7, key, FPX_ROLE_ADMIN);
 }
 
+//  Every option, for the command line and the config file alike: a file's
+//  keys are these names, so the two cannot drift apart.
+enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_LEVEL, HELP, VERSION,
+       FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US, CURVE_SECRET, CURVE_CLIENTS,
+       TENANT_LIMITS, DEFAULT_TENANT_LIMITS, MAX_MEMORY_MB, MAX_CONN_INFLIGHT, MAX_CONN_UNREAD,
+       AUTH_DELAY_MAX, CONFIG, MAX_UNAUTHENTICATED };
+static const struct option s_options [] = {
+    { "config", required_argument, NULL, CONFIG },
+    { "bind", required_argument, NULL, BIND },
+    { "workers", required_argument, NULL, WORKERS },
+    { "api-key", required_argument, NULL, API_KEY },
+    { "keys-file", required_argument, NULL, KEYS_FILE },
+    { "data-dir", required_argument, NULL, DATA_DIR },
+    { "max-message-mb", required_argument, NULL, MAX_MB },
+    { "max-queue", required_argument, NULL, MAX_QUEUE },
+    { "log-level", required_argument, NULL, LOG_LEVEL },
+    { "help", no_argument, NULL, HELP },
+    { "version", no_argument, NULL, VERSION },
+    { "fsync", required_argument, NULL, FSYNC },
+    { "snapshot-log-mb", required_argument, NULL, SNAPSHOT_MB },
+    { "snapshot-interval-s", required_argument, NULL, SNAPSHOT_S },
+    { "spin-us", required_argument, NULL, SPIN_US },
+    { "tenant-limits", required_argument, NULL, TENANT_LIMITS },
+    { "default-tenant-limits", required_argument, NULL, DEFAULT_TENANT_LIMITS },
+    { "max-memory-mb", required_argument, NULL, MAX_MEMORY_MB },
+    { "max-conn-inflight", required_argument, NULL, MAX_CONN_INFLIGHT },
+    { "max-conn-unread-mb", required_argument, NULL, MAX_CONN_UNREAD },
+    { "max-unauthenticated-mb", required_argument, NULL, MAX_UNAUTHENTICATED },
+    { "auth-delay-max-ms", required_argument, NULL, AUTH_DELAY_MAX },
+    { "curve-secret-file", required_argument, NULL, CURVE_SECRET },
+    { "curve-clients-file", required_argument, NULL, CURVE_CLIENTS },
+    { NULL, 0, NULL, 0 }
+};
+
+static const char *s_tenant_limits_file;
+static const char *s_default_tenant_limits;
+//  "FILE:LINE: " while a config file's line is applied, for messages.
+static char s_origin [512];
+//  The config file's text: its values point into it until exit.
+static char *s_config_text;
+//  Lists a config file filled, which the command line's first value of
+//  the same option replaces rather than extends.
+static bool s_binds_from_file, s_curve_clients_from_file;
+
 static long
 s_positive (const char *flag, const char *text, long max)
 {
@@ -357,140 +407,254 @@ s_positive (const char *flag, const char *text, long max)
     errno = 0;
     long value = strtol (text, &end, 10);
     if (errno || *end || value < 1 || value > max) {
-        fprintf (stderr, "faissproxyd: %s must be an integer in [1, %ld]\n", flag, max);
+        fprintf (stderr, "faissproxyd: %s%s must be an integer in [1, %ld]\n", s_origin, flag, max);
         exit (2);
     }
     return value;
 }
 
-static const char *s_tenant_limits_file;
-static const char *s_default_tenant_limits;
+static void
+s_print_version (void)
+{
+    int major, minor, patch;
+    zmq_version (&major, &minor, &patch);
+    printf ("faissproxyd %s (protocol %d, FAISS %s, libzmq %d.%d.%d, libsodium %s)\n",
+            FPX_SERVER_VERSION, FPX_PROTOCOL_VERSION, fpx_shim_faiss_version (),
+            major, minor, patch, sodium_version_string ());
+}
+
+//  Applies one option's value, from the command line or a config file.
+static int
+s_apply (fpx_config_t *config, int option, char *value, bool from_file)
+{
+    switch (option) {
+        case BIND:
+            if (s_binds_from_file && !from_file) {
+                config->nbinds = 0;
+                s_binds_from_file = false;
+            }
+            s_binds_from_file |= from_file;
+            if (config->nbinds == FPX_MAX_BINDS) {
+                fprintf (stderr, "faissproxyd: %sat most %d --bind\n", s_origin, FPX_MAX_BINDS);
+                return -1;
+            }
+            config->binds [config->nbinds++] = value;
+            break;
+        case WORKERS: config->workers = (int) s_positive ("--workers", value, 1024); break;
+        case API_KEY: {
+            const char *colon = strchr (value, ':');
+            if (!colon) {
+                fprintf (stderr, "faissproxyd: %s--api-key takes TENANT:KEY\n", s_origin);
+                return -1;
+            }
+            if (s_add_key (config, value, (size_t) (colon - value), colon + 1, FPX_ROLE_ADMIN))
+                return -1;
+            //  Wiped from our argument area, but other users may have
+            //  read /proc/PID/cmdline before: prefer a keys file.
+            if (!from_file)
+                fprintf (stderr, "faissproxyd: warning: --api-key shows the key of tenant '%.*s' "
+                         "to every local user (ps, /proc/PID/cmdline); use --keys-file with "
+                         "hashed keys or FAISS_PROXY_API_KEY\n", (int) (colon - value), value);
+            sodium_memzero ((char *) colon + 1, strlen (colon + 1));
+            break;
+        }
+        case KEYS_FILE: if (s_read_keys_file (config, value)) return -1; break;
+        case CURVE_SECRET: if (s_read_curve_secret (config, value)) return -1; break;
+        case CURVE_CLIENTS:
+            if (s_curve_clients_from_file && !from_file) {
+                config->ncurve_clients = 0;
+                s_curve_clients_from_file = false;
+            }
+            s_curve_clients_from_file |= from_file;
+            if (s_read_curve_clients (config, value))
+                return -1;
+            break;
+        case DATA_DIR: config->data_dir = value; break;
+        case MAX_MB:
+            config->max_message = (size_t) s_positive ("--max-message-mb", value, 1 << 20) << 20;
+            break;
+        case MAX_QUEUE: config->max_queue = (size_t) s_positive ("--max-queue", value, 1 << 24); break;
+        case LOG_LEVEL:
+            config->log_level = fpx_log_parse_level (value);
+            if (config->log_level < 0) {
+                fprintf (stderr, "faissproxyd: %s--log-level is error, warn, info or debug\n",
+                         s_origin);
+                return -1;
+            }
+            break;
+        case FSYNC:
+            if (!strcmp (value, "always")) config->fsync = FPX_FSYNC_ALWAYS;
+            else if (!strcmp (value, "batch")) config->fsync = FPX_FSYNC_BATCH;
+            else if (!strcmp (value, "never")) config->fsync = FPX_FSYNC_NEVER;
+            else {
+                fprintf (stderr, "faissproxyd: %s--fsync is always, batch or never\n", s_origin);
+                return -1;
+            }
+            break;
+        case SNAPSHOT_MB:
+            config->snapshot_log_bytes = (uint64_t) s_positive ("--snapshot-log-mb", value, 1 << 20) << 20;
+            break;
+        case SNAPSHOT_S:
+            config->snapshot_interval_s = (double) s_positive ("--snapshot-interval-s", value, 1 << 24);
+            break;
+        case SPIN_US:
+            config->spin_us = strcmp (value, "0") ? (int) s_positive ("--spin-us", value, 100000) : 0;
+            break;
+        case TENANT_LIMITS: s_tenant_limits_file = value; break;
+        case DEFAULT_TENANT_LIMITS: s_default_tenant_limits = value; break;
+        case MAX_MEMORY_MB:
+            config->max_memory = strcmp (value, "0")
+                ? (size_t) s_positive ("--max-memory-mb", value, 1 << 30) << 20 : 0;
+            break;
+        case MAX_CONN_INFLIGHT:
+            config->max_conn_inflight = (size_t) s_positive ("--max-conn-inflight", value, 1 << 24);
+            break;
+        case MAX_CONN_UNREAD:
+            config->max_conn_unread = (size_t) s_positive ("--max-conn-unread-mb", value, 1 << 30) << 20;
+            break;
+        case MAX_UNAUTHENTICATED:
+            config->max_unauthenticated =
+                (size_t) s_positive ("--max-unauthenticated-mb", value, 1 << 30) << 20;
+            break;
+        case AUTH_DELAY_MAX:
+            config->auth_delay_max = strcmp (value, "0")
+                ? (double) s_positive ("--auth-delay-max-ms", value, 600000) / 1000 : 0;
+            break;
+        default:
+            return -1;
+    }
+    return 0;
+}
+
+//  One config file line: 'KEY = VALUE' or 'KEY VALUE' (KEY a long option's
+//  name, '--' optional; VALUE to the end of the line, without a comment
+//  that starts with whitespace and '#', without surrounding double quotes).
+//  Blank lines and lines starting with '#' are skipped.
+static int
+s_apply_config_line (fpx_config_t *config, char *line, bool *secret)
+{
+    line += strspn (line, " \t\r");
+    if (*line == 0 || *line == '#')
+        return 0;
+    if (!strncmp (line, "--", 2))
+        line += 2;
+    char *key = line;
+    line += strcspn (line, " \t\r=");
+    char *key_end = line;
+    line += strspn (line, " \t\r");
+    if (*line == '=')
+        line += 1 + strspn (line + 1, " \t\r");
+    *key_end = 0;
+    char *value = line;
+    for (char *c = value; *c; c++)
+        if (*c == '#' && c > value && (c [-1] == ' ' || c [-1] == '\t')) {
+            *c = 0;
+            break;
+        }
+    size_t len = strlen (value);
+    while (len && strchr (" \t\r", value [len - 1]))
+        value [--len] = 0;
+    if (len >= 2 && value [0] == '"' && value [len - 1] == '"') {
+        value [len - 1] = 0;
+        value++;
+    }
+    const struct option *option = s_options;
+    while (option->name && strcmp (option->name, key))
+        option++;
+    if (!option->name) {
+        fprintf (stderr, "faissproxyd: %sunknown option '%s' (faissproxyd --help lists them)\n",
+                 s_origin, key);
+        return -1;
+    }
+    if (option->has_arg != required_argument || option->val == CONFIG) {
+        fprintf (stderr, "faissproxyd: %s'%s' is for the command line only\n", s_origin, key);
+        return -1;
+    }
+    if (*value == 0) {
+        fprintf (stderr, "faissproxyd: %s'%s' needs a value\n", s_origin, key);
+        return -1;
+    }
+    *secret |= option->val == API_KEY;
+    if (s_apply (config, option->val, value, true)) {
+        fprintf (stderr, "faissproxyd: %s'%s' rejected\n", s_origin, key);
+        return -1;
+    }
+    return 0;
+}
+
+#define S_CONFIG_MAX  (1 << 20)     //  a config file is a few lines
+
+//  --config FILE: every option, one a line (s_apply_config_line).
+static int
+s_read_config (fpx_config_t *config, const char *path)
+{
+    FILE *file = fopen (path, "r");
+    if (!file) {
+        fprintf (stderr, "faissproxyd: cannot open config file %s: %s\n", path, strerror (errno));
+        return -1;
+    }
+    s_config_text = calloc (1, S_CONFIG_MAX + 1);
+    size_t size = s_config_text ? fread (s_config_text, 1, S_CONFIG_MAX + 1, file) : 0;
+    if (!s_config_text || ferror (file) || size > S_CONFIG_MAX) {
+        fprintf (stderr, "faissproxyd: cannot read config file %s (at most %d bytes)\n",
+                 path, S_CONFIG_MAX);
+        fclose (file);
+        return -1;
+    }
+    s_config_text [size] = 0;
+    bool secret = false;
+    int rc = 0, lineno = 0;
+    for (char *line = s_config_text, *next; rc == 0 && line; line = next) {
+        next = strchr (line, '\n');
+        if (next)
+            *next++ = 0;
+        snprintf (s_origin, sizeof s_origin, "%s:%d: ", path, ++lineno);
+        rc = s_apply_config_line (config, line, &secret);
+    }
+    s_origin [0] = 0;
+    if (rc == 0 && secret)
+        s_check_private (path, file, false);        //  it holds a plaintext key
+    fclose (file);
+    return rc;
+}
 
 static int
 s_parse (fpx_config_t *config, int argc, char **argv)
 {
-    enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_LEVEL, HELP, VERSION,
-           FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US, CURVE_SECRET, CURVE_CLIENTS,
-           TENANT_LIMITS, DEFAULT_TENANT_LIMITS, MAX_MEMORY_MB, MAX_CONN_INFLIGHT, MAX_CONN_UNREAD, AUTH_DELAY_MAX,
-           MAX_UNAUTHENTICATED };
-    static const struct option options [] = {
-        { "bind", required_argument, NULL, BIND },
-        { "workers", required_argument, NULL, WORKERS },
-        { "api-key", required_argument, NULL, API_KEY },
-        { "keys-file", required_argument, NULL, KEYS_FILE },
-        { "data-dir", required_argument, NULL, DATA_DIR },
-        { "max-message-mb", required_argument, NULL, MAX_MB },
-        { "max-queue", required_argument, NULL, MAX_QUEUE },
-        { "log-level", required_argument, NULL, LOG_LEVEL },
-        { "help", no_argument, NULL, HELP },
-        { "version", no_argument, NULL, VERSION },
-        { "fsync", required_argument, NULL, FSYNC },
-        { "snapshot-log-mb", required_argument, NULL, SNAPSHOT_MB },
-        { "snapshot-interval-s", required_argument, NULL, SNAPSHOT_S },
-        { "spin-us", required_argument, NULL, SPIN_US },
-        { "tenant-limits", required_argument, NULL, TENANT_LIMITS },
-        { "default-tenant-limits", required_argument, NULL, DEFAULT_TENANT_LIMITS },
-        { "max-memory-mb", required_argument, NULL, MAX_MEMORY_MB },
-        { "max-conn-inflight", required_argument, NULL, MAX_CONN_INFLIGHT },
-        { "max-conn-unread-mb", required_argument, NULL, MAX_CONN_UNREAD },
-        { "max-unauthenticated-mb", required_argument, NULL, MAX_UNAUTHENTICATED },
-        { "auth-delay-max-ms", required_argument, NULL, AUTH_DELAY_MAX },
-        { "curve-secret-file", required_argument, NULL, CURVE_SECRET },
-        { "curve-clients-file", required_argument, NULL, CURVE_CLIENTS },
-        { NULL, 0, NULL, 0 }
-    };
+    //  First pass: --help, --version, usage errors and --config, so that
+    //  the file is applied first and the command line then overrides it.
+    const char *config_file = NULL;
     int option;
-    while ((option = getopt_long (argc, argv, "", options, NULL)) != -1) {
-        switch (option) {
-            case BIND:
-                if (config->nbinds == FPX_MAX_BINDS) {
-                    fprintf (stderr, "faissproxyd: at most %d --bind\n", FPX_MAX_BINDS);
-                    return -1;
-                }
-                config->binds [config->nbinds++] = optarg;
-                break;
-            case WORKERS: config->workers = (int) s_positive ("--workers", optarg, 1024); break;
-            case API_KEY: {
-                const char *colon = strchr (optarg, ':');
-                if (!colon) {
-                    fprintf (stderr, "faissproxyd: --api-key takes TENANT:KEY\n");
-                    return -1;
-                }
-                if (s_add_key (config, optarg, (size_t) (colon - optarg), colon + 1, FPX_ROLE_ADMIN))
-                    return -1;
-                //  Wiped from our argument area, but other users may have
-                //  read /proc/PID/cmdline before: prefer a keys file.
-                fprintf (stderr, "faissproxyd: warning: --api-key shows the key of tenant '%.*s' "
-                         "to every local user (ps, /proc/PID/cmdline); use --keys-file with "
-                         "hashed keys or FAISS_PROXY_API_KEY\n", (int) (colon - optarg), optarg);
-                sodium_memzero ((char *) colon + 1, strlen (colon + 1));
-                break;
-            }
-            case KEYS_FILE: if (s_read_keys_file (config, optarg)) return -1; break;
-            case CURVE_SECRET: if (s_read_curve_secret (config, optarg)) return -1; break;
-            case CURVE_CLIENTS: if (s_read_curve_clients (config, optarg)) return -1; break;
-            case DATA_DIR: config->data_dir = optarg; break;
-            case MAX_MB:
-                config->max_message = (size_t) s_positive ("--max-message-mb", optarg, 1 << 20) << 20;
-                break;
-            case MAX_QUEUE: config->max_queue = (size_t) s_positive ("--max-queue", optarg, 1 << 24); break;
-            case LOG_LEVEL:
-                config->log_level = fpx_log_parse_level (optarg);
-                if (config->log_level < 0) {
-                    fprintf (stderr, "faissproxyd: --log-level is error, warn, info or debug\n");
-                    return -1;
-                }
-                break;
-            case FSYNC:
-                if (!strcmp (optarg, "always")) config->fsync = FPX_FSYNC_ALWAYS;
-                else if (!strcmp (optarg, "batch")) config->fsync = FPX_FSYNC_BATCH;
-                else if (!strcmp (optarg, "never")) config->fsync = FPX_FSYNC_NEVER;
-                else {
-                    fprintf (stderr, "faissproxyd: --fsync is always, batch or never\n");
-                    return -1;
-                }
-                break;
-            case SNAPSHOT_MB:
-                config->snapshot_log_bytes = (uint64_t) s_positive ("--snapshot-log-mb", optarg, 1 << 20) << 20;
-                break;
-            case SNAPSHOT_S:
-                config->snapshot_interval_s = (double) s_positive ("--snapshot-interval-s", optarg, 1 << 24);
-                break;
-            case SPIN_US:
-                config->spin_us = strcmp (optarg, "0") ? (int) s_positive ("--spin-us", optarg, 100000) : 0;
-                break;
-            case TENANT_LIMITS: s_tenant_limits_file = optarg; break;
-            case DEFAULT_TENANT_LIMITS: s_default_tenant_limits = optarg; break;
-            case MAX_MEMORY_MB:
-                config->max_memory = strcmp (optarg, "0")
-                    ? (size_t) s_positive ("--max-memory-mb", optarg, 1 << 30) << 20 : 0;
-                break;
-            case MAX_CONN_INFLIGHT:
-                config->max_conn_inflight = (size_t) s_positive ("--max-conn-inflight", optarg, 1 << 24);
-                break;
-            case MAX_CONN_UNREAD:
-                config->max_conn_unread = (size_t) s_positive ("--max-conn-unread-mb", optarg, 1 << 30) << 20;
-                break;
-            case MAX_UNAUTHENTICATED:
-                config->max_unauthenticated =
-                    (size_t) s_positive ("--max-unauthenticated-mb", optarg, 1 << 30) << 20;
-                break;
-            case AUTH_DELAY_MAX:
-                config->auth_delay_max = strcmp (optarg, "0")
-                    ? (double) s_positive ("--auth-delay-max-ms", optarg, 600000) / 1000 : 0;
-                break;
-            case HELP: s_usage (stdout); exit (0);
-            case VERSION:
-                printf ("faissproxyd %s (protocol %d, FAISS %s)\n", FPX_SERVER_VERSION,
-                        FPX_PROTOCOL_VERSION, fpx_shim_faiss_version ());
-                exit (0);
-            default: s_usage (stderr); exit (2);
+    while ((option = getopt_long (argc, argv, "", s_options, NULL)) != -1) {
+        if (option == HELP) {
+            s_usage (stdout);
+            exit (0);
         }
+        if (option == VERSION) {
+            s_print_version ();
+            exit (0);
+        }
+        if (option == '?') {
+            s_usage (stderr);
+            exit (2);
+        }
+        if (option == CONFIG && config_file) {
+            fprintf (stderr, "faissproxyd: at most one --config\n");
+            return -1;
+        }
+        if (option == CONFIG)
+            config_file = optarg;
     }
     if (optind < argc) {
         fprintf (stderr, "faissproxyd: unexpected argument '%s'\n", argv [optind]);
         return -1;
     }
+    if (config_file && s_read_config (config, config_file))
+        return -1;
+    optind = 0;                         //  glibc: scan argv again from the start
+    while ((option = getopt_long (argc, argv, "", s_options, NULL)) != -1)
+        if (option != CONFIG && s_apply (config, option, optarg, false))
+            return -1;
     const char *env_key = getenv ("FAISS_PROXY_API_KEY");
     if (env_key && *env_key && s_add_key (config, "default", 7, env_key, FPX_ROLE_ADMIN))
         return -1;
@@ -609,6 +773,7 @@ main (int argc, char **argv)
     free (server.batch_stats);
     fpx_limits_stop ();
     free (config->tenant_limits);
+    free (s_config_text);
     fpx_log (FPX_LOG_INFO, "faissproxyd: stopped");
     return 0;
 }

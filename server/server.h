@@ -17,10 +17,11 @@
 
 #include "fpx_params.h"
 #include "fpx_protocol.h"
+#include "fpx_version.h"
 #include "log.h"
 #include "registry.h"
 
-#define FPX_SERVER_VERSION   "0.1.0"
+#define FPX_SERVER_VERSION   FPX_VERSION_STRING
 #define FPX_MAX_BINDS        16
 #define FPX_BACKEND_ENDPOINT "inproc://fpx-workers"
 #define FPX_MONITOR_ENDPOINT "inproc://fpx-monitor"

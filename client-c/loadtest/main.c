@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include "loadtest.h"
 #include "runtime.h"
@@ -109,7 +110,7 @@ s_usage (FILE *out)
 "                     server thread on a free loopback port)\n"
 "  --payload BYTES    echo: request payload (512)\n"
 "  --reply-payload B  echo: reply payload; -1 echoes the request (-1)\n"
-"  --help\n"
+"  --help, --version\n"
 "\n"
 "JSON fields: qps, p50_us, p90_us, p99_us, p999_us, max_us, mean_us, errors,\n"
 "requests, seconds, mb_s (request vector bytes per second, 10^6 B), ntotal\n"
@@ -189,7 +190,7 @@ enum {
     O_SERVER = 256, O_KEY, O_WORKLOAD, O_FACTORY, O_INDEX, O_DIM, O_NB, O_NQ, O_K, O_CLIENTS,
     O_PIPELINE, O_REQUESTS, O_DURATION, O_RATE, O_TENANTS, O_INPROCESS, O_JSON, O_DATA,
     O_SEED, O_KEEP, O_ECHO, O_PAYLOAD, O_REPLY_PAYLOAD, O_ANONYMOUS, O_AFTER_REMOTE, O_WARM_MB,
-    O_ROUNDS, O_KEEP_AWAKE, O_HELP
+    O_ROUNDS, O_KEEP_AWAKE, O_HELP, O_VERSION
 };
 
 static int
@@ -322,6 +323,7 @@ s_parse (lt_options_t *o, int argc, char **argv)
         { "rounds", required_argument, NULL, O_ROUNDS },
         { "keep-awake", no_argument, NULL, O_KEEP_AWAKE },
         { "help", no_argument, NULL, O_HELP },
+        { "version", no_argument, NULL, O_VERSION },
         { NULL, 0, NULL, 0 }
     };
     *o = (lt_options_t) {
@@ -334,6 +336,15 @@ s_parse (lt_options_t *o, int argc, char **argv)
     while ((code = getopt_long (argc, argv, "", longs, NULL)) != -1) {
         if (code == O_HELP) {
             s_usage (stdout);
+            exit (0);
+        }
+        if (code == O_VERSION) {
+            int major, minor, patch;
+            zmq_version (&major, &minor, &patch);
+            //  FAISS as linked here, for --inprocess (the Makefile reads
+            //  the version from FAISS's headers).
+            printf ("fpx-loadtest %s (FAISS %s, libzmq %d.%d.%d)\n", FPX_VERSION_STRING,
+                    FPX_FAISS_VERSION, major, minor, patch);
             exit (0);
         }
         if (code == '?') {

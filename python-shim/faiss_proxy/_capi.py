@@ -10,7 +10,10 @@ beyond the loaded library (the connection lives in _client.py).
 
 Library search order: $FAISS_PROXY_LIB, then the source tree's
 build/lib/libfaissproxy.so (when the package is imported from the tree),
-then the system loader (libfaissproxy.so.0, as `make install` puts it).
+then a libfaissproxy.so.0 inside the package (a bundle), then PREFIX/lib
+as `make install PREFIX=...` recorded it in _install.py, then the system
+loader (libfaissproxy.so.0). So an installed package needs neither
+LD_LIBRARY_PATH nor FAISS_PROXY_LIB, whatever its prefix.
 """
 import ctypes
 import ctypes.util
@@ -138,6 +141,15 @@ def _candidates():
                         "libfaissproxy.so")
     if os.path.exists(tree):
         yield tree
+    bundled = os.path.join(here, "libfaissproxy.so.0")
+    if os.path.exists(bundled):
+        yield bundled
+    try:
+        from ._install import LIBDIR        # absent in the tree and from pip
+    except ImportError:
+        LIBDIR = None
+    if LIBDIR and os.path.exists(os.path.join(LIBDIR, "libfaissproxy.so.0")):
+        yield os.path.join(LIBDIR, "libfaissproxy.so.0")
     yield "libfaissproxy.so.0"
     found = ctypes.util.find_library("faissproxy")
     if found:

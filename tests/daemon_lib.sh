@@ -1,0 +1,67 @@
+#  daemon_lib.sh — sourced by the shell tests: a faissproxyd of their own on
+#  a free loopback port, and the "ok"/"FAIL" bookkeeping of tests/run.sh's
+#  programs. The caller sets $work (a temporary directory it removes) and
+#  $cli (a faissproxy binary).
+
+passed=0
+failed=0
+skipped=0
+daemon_pid=""
+
+ok () { echo "ok $1"; passed=$((passed + 1)); }
+fail () { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+#  A skip is reported with its reason and counts as neither.
+skip () { echo "skip $1: $2"; skipped=$((skipped + 1)); }
+
+summary () {
+    [ "$skipped" -eq 0 ] || echo "# $skipped skipped"
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+}
+
+stop_daemon () {
+    if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
+        kill -TERM "$daemon_pid" 2>/dev/null
+        for _ in $(seq 100); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$daemon_pid" 2>/dev/null
+    fi
+    [ -z "$daemon_pid" ] || wait "$daemon_pid" 2>/dev/null
+    daemon_pid=""
+}
+
+#  ping ENDPOINT KEY [TIMEOUT_MS]: whether a server answers there with KEY.
+ping_server () {
+    "$cli" --server "$1" --api-key "$2" --timeout "${3:-300}" ping >/dev/null 2>&1
+}
+
+#  start_daemon KEY COMMAND… — runs COMMAND (a faissproxyd command line) in
+#  the background with every @PORT@ in it, and in "$work"/*.in files
+#  (copied without .in), replaced by a random port in 7000-7999, until a
+#  server answers a ping with KEY there; sets $port and $endpoint. Its
+#  output goes to "$work/daemon.log". Returns 1 if 20 ports fail.
+start_daemon () {
+    local key=$1
+    shift
+    for _ in $(seq 20); do
+        port=$((7000 + RANDOM % 1000))
+        endpoint="tcp://127.0.0.1:$port"
+        local in args=()
+        for in in "$work"/*.in; do
+            [ -f "$in" ] && sed "s/@PORT@/$port/g" "$in" > "${in%.in}"
+        done
+        for arg in "$@"; do args+=("${arg//@PORT@/$port}"); done
+        "${args[@]}" >"$work/daemon.log" 2>&1 &
+        daemon_pid=$!
+        for _ in $(seq 100); do
+            kill -0 "$daemon_pid" 2>/dev/null || break
+            if ping_server "$endpoint" "$key" 200; then
+                return 0
+            fi
+            sleep 0.1
+        done
+        stop_daemon
+        #  Exited at once for another reason than the port: do not retry.
+        grep -q "Address already in use" "$work/daemon.log" || return 1
+    done
+    return 1
+}
