@@ -11,7 +11,7 @@ faiss_prefix=${2:-/usr}
 packages=(g++ make pkg-config dpkg-dev
           libzmq3-dev libczmq-dev libmsgpack-dev libsodium-dev
           libfaiss-dev libopenblas-dev
-          python3 python3-numpy python3-faiss python3-pytest python3-setuptools)
+          python3 python3-numpy python3-faiss python3-pytest python3-setuptools python3-pip)
 #  make fuzz: clang with libFuzzer and its sanitizer runtimes.
 packages+=(clang libclang-rt-14-dev)
 
