@@ -20,18 +20,25 @@
 #include <string>
 
 #include <faiss/Clustering.h>
+#include <faiss/Index2Layer.h>
+#include <faiss/IndexAdditiveQuantizer.h>
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexIVFPQR.h>
 #include <faiss/IndexLSH.h>
+#include <faiss/IndexLattice.h>
+#include <faiss/IndexNNDescent.h>
+#include <faiss/IndexNSG.h>
 #include <faiss/IndexPQ.h>
 #include <faiss/IndexPreTransform.h>
 #include <faiss/IndexRefine.h>
 #include <faiss/IndexScalarQuantizer.h>
 #include <faiss/VectorTransform.h>
+#include <faiss/clone_index.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
@@ -1025,6 +1032,64 @@ fpx_shim_class_name (const FaissIndex *index_c, const FaissVectorTransform *tran
     FPX_CLASS (vt, LinearTransform)
     return "VectorTransform";
 #undef FPX_CLASS
+}
+
+/*  The part of index FAISS 1.7.3's Cloner cannot copy, or nullptr. The
+    Cloner allocates a parent (IDMap, PreTransform, IVF, HNSW) before it
+    copies the child, and throws on a type it does not know without freeing
+    the parent: the same walk, done first, refuses those clones before
+    anything is allocated. Mirrors faiss/clone_index.cpp.                */
+static const char *
+s_unclonable (const faiss::Index *index)
+{
+    using namespace faiss;
+#define FPX_LEAF(name) if (dynamic_cast<const name *> (index)) return nullptr;
+    FPX_LEAF (IndexPQ) FPX_LEAF (IndexLSH) FPX_LEAF (IndexFlat) FPX_LEAF (IndexLattice)
+    FPX_LEAF (IndexResidualQuantizer) FPX_LEAF (IndexScalarQuantizer)
+    FPX_LEAF (MultiIndexQuantizer) FPX_LEAF (ResidualCoarseQuantizer)
+#undef FPX_LEAF
+    if (auto *ivf = dynamic_cast<const IndexIVF *> (index)) {
+        if (!dynamic_cast<const IndexIVFPQ *> (ivf) && !dynamic_cast<const IndexIVFFlat *> (ivf)
+        &&  !dynamic_cast<const IndexIVFScalarQuantizer *> (ivf))
+            return "this kind of IVF index";
+        if (ivf->invlists && !dynamic_cast<const ArrayInvertedLists *> (ivf->invlists))
+            return "these inverted lists";
+        return s_unclonable (ivf->quantizer);
+    }
+    if (auto *pt = dynamic_cast<const IndexPreTransform *> (index)) {
+        for (const VectorTransform *vt : pt->chain)
+            if (!dynamic_cast<const RemapDimensionsTransform *> (vt)
+            &&  !dynamic_cast<const LinearTransform *> (vt))
+                return "a vector transform that is neither linear nor a dimension remap";
+        return s_unclonable (pt->index);
+    }
+    if (auto *idmap = dynamic_cast<const IndexIDMap *> (index))
+        return s_unclonable (idmap->index);
+    if (auto *hnsw = dynamic_cast<const IndexHNSW *> (index))
+        return s_unclonable (hnsw->storage);
+    if (auto *nsg = dynamic_cast<const IndexNSG *> (index))
+        return nsg->nsg.final_graph ? s_unclonable (nsg->storage) : "an NSG graph not built yet";
+    if (auto *nnd = dynamic_cast<const IndexNNDescent *> (index))
+        return s_unclonable (nnd->storage);
+    if (auto *two = dynamic_cast<const Index2Layer *> (index))
+        return s_unclonable (two->q1.quantizer);
+    return "this kind of index";
+}
+
+extern "C" int
+fpx_shim_clone (const FaissIndex *index_c, FaissIndex **clone_p, char *err, size_t err_size)
+{
+    const faiss::Index *index = as_index (index_c);
+    const char *part = index ? s_unclonable (index) : "not an index";
+    if (part) {
+        snprintf (err, err_size, "FAISS cannot clone this %s: it holds %s",
+                  fpx_shim_class_name (index_c, nullptr), part);
+        return FPX_EINVAL;
+    }
+    return guarded (err, err_size, [&] () -> int {
+        *clone_p = reinterpret_cast<FaissIndex *> (faiss::clone_index (index));
+        return 0;
+    });
 }
 
 extern "C" int

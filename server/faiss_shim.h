@@ -172,6 +172,11 @@ void fpx_shim_log_cerr (void);
 /*  FAISS's version, "major.minor.patch", from the headers built against. */
 const char *fpx_shim_faiss_version (void);
 
+/*  A copy of index (faiss::clone_index), or FPX_EINVAL naming the part
+    FAISS cannot clone (checked before anything is allocated: FAISS leaks
+    the parents it built when a child fails), FPX_ENOMEM, FPX_EFAISS.     */
+int fpx_shim_clone (const FaissIndex *index, FaissIndex **clone_p, char *err, size_t err_size);
+
 /*  Checks a set_parameters string before FAISS's ParameterSpace sees it:
     tokens split on spaces and commas as FAISS splits them; every name
     ParameterSpace knows (after "quantizer_" prefixes) needs a finite

@@ -15,7 +15,6 @@
 #include <string.h>
 
 #include <faiss/c_api/IndexIVF_c.h>
-#include <faiss/c_api/clone_index_c.h>
 
 #include "faiss_shim.h"
 #include "ops.h"
@@ -279,8 +278,9 @@ s_op_clone (fpx_call_t *call)
         return rc;
     fpx_object_t object = { .factory = entry->factory };
     pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
-    if (faiss_clone_index (entry->index, &object.index))
-        rc = fpx_op_faiss_error (call, "clone failed");
+    char err [FPX_ERROR_TEXT_MAX];
+    rc = fpx_op_shim_result (call, fpx_shim_clone (entry->index, &object.index, err, sizeof err),
+                             err);
     pthread_rwlock_unlock (lock);
     if (!rc)
         rc = fpx_op_register (call, NULL, &object);
