@@ -731,11 +731,14 @@ s_send_frame (fpx_conn_t *self, s_slot_t *slot, const void *data, size_t size, i
     return 0;
 }
 
-//  Sends the header frame once a connection is up (ZMQ_IMMEDIATE makes
-//  the socket writable only then), waiting up to bound. A connection
-//  attempt that fails meanwhile fails the request at once, unless ride
-//  is set and it was only refused (a server restarting). The first try
-//  needs no poll.
+//  Sends the header frame once a connection is up, waiting up to bound.
+//  A connection attempt that fails meanwhile fails the request at once,
+//  unless ride is set and it was only refused (a server restarting).
+//  "Up" is the monitor's word, not the socket's: ZeroMQ reports a lost
+//  connection before it detaches its pipe, so a socket that is still
+//  writable then would take the request into a pipe about to be dropped.
+//  The handshake of the next connection is reported after its pipe is
+//  attached, so once the monitor says so the request goes there.
 static int
 s_send_header (fpx_conn_t *self, s_slot_t *slot, int64_t bound, bool ride,
                char *errmsg, size_t size)
@@ -755,14 +758,17 @@ s_send_header (fpx_conn_t *self, s_slot_t *slot, int64_t bound, bool ride,
         //  loss of the connection the request goes out on.
         s_monitor_read (self);
         slot->losses = self->losses;
-        if ((rc & S_READY)
+        if (self->connected
         &&  s_send_frame (self, slot, frame, sizeof frame, ZMQ_SNDMORE | ZMQ_DONTWAIT) == 0)
             return 0;
-        if ((rc & S_READY) && errno != EAGAIN && errno != EINTR)
+        if (self->connected && errno != EAGAIN && errno != EINTR)
             break;
-        if (self->failures != failures && (!ride || self->cause != S_CAUSE_REFUSED))
+        //  An attempt failed during this wait, and none succeeded since.
+        if (!self->connected && self->failures != failures && self->cause != S_CAUSE_NONE
+        &&  (!ride || self->cause != S_CAUSE_REFUSED))
             return s_connect_error (self, errmsg, size);
-        rc = s_poll (self, ZMQ_POLLOUT, bound);
+        //  Not connected: only news from the monitor can change that.
+        rc = s_poll (self, self->connected ? ZMQ_POLLOUT : 0, bound);
         if (rc == 0) {
             long waited = (long) (s_now_ms () - start);
             if (self->failures != failures)
