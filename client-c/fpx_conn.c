@@ -75,9 +75,12 @@
 //  request that crashes the server must not crash it forever.
 #define FPX_CONN_RETRIES 1
 
-//  The monitor's events: all the ones that say how a connection fares.
-#define S_MONITOR_EVENTS (ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_DELAYED             \
-                          | ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_CLOSED              \
+//  Reconnection attempts back off from ZeroMQ's 100 ms to this: an idle
+//  handle whose server is gone queues one monitor event per attempt.
+#define FPX_RECONNECT_IVL_MAX_MS 2000
+
+//  The monitor's events: those that say how a connection fares.
+#define S_MONITOR_EVENTS (ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED               \
                           | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED    \
                           | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL                      \
                           | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL                       \
@@ -334,6 +337,10 @@ s_set_int (void *socket, int option, int value)
 //  Opens self->monitor: a PAIR that receives socket's events. Returns
 //  0, or -1 (errno set). Each monitor gets a name of its own: a closed
 //  socket's monitor endpoint is released only later, by the reaper.
+//  No receive high-water mark: ZeroMQ's I/O thread sends events with a
+//  blocking send, so a full pipe would stall it (heartbeats, reconnects)
+//  until the handle's next call; unread events cost a few dozen bytes
+//  per reconnection attempt instead.
 static int
 s_monitor_open (fpx_conn_t *self, void *socket)
 {
@@ -345,7 +352,8 @@ s_monitor_open (fpx_conn_t *self, void *socket)
     self->monitor = zmq_socket (self->context, ZMQ_PAIR);
     if (!self->monitor)
         return -1;
-    if (s_set_int (self->monitor, ZMQ_LINGER, 0) || zmq_connect (self->monitor, address)) {
+    if (s_set_int (self->monitor, ZMQ_LINGER, 0) || s_set_int (self->monitor, ZMQ_RCVHWM, 0)
+    ||  zmq_connect (self->monitor, address)) {
         int saved = errno;
         zmq_close (self->monitor);
         self->monitor = NULL;
@@ -368,6 +376,7 @@ s_socket_open (fpx_conn_t *self)
     ||  s_set_int (socket, ZMQ_SNDHWM, FPX_CONN_HWM)
     ||  s_set_int (socket, ZMQ_RCVHWM, FPX_CONN_HWM)
     ||  s_set_int (socket, ZMQ_IMMEDIATE, 1)
+    ||  s_set_int (socket, ZMQ_RECONNECT_IVL_MAX, FPX_RECONNECT_IVL_MAX_MS)
     ||  s_set_int (socket, ZMQ_HEARTBEAT_IVL, FPX_HEARTBEAT_IVL_MS)
     ||  s_set_int (socket, ZMQ_HEARTBEAT_TIMEOUT, FPX_HEARTBEAT_TIMEOUT_MS)
     ||  (self->curve
@@ -389,9 +398,13 @@ s_socket_open (fpx_conn_t *self)
     return socket;
 }
 
+//  Stops the monitor before closing its PAIR: an event sent to a closed
+//  PAIR would block ZeroMQ's I/O thread for good (libzmq issue 3575).
 static void
 s_socket_close (fpx_conn_t *self)
 {
+    if (self->socket && self->monitor)
+        zmq_socket_monitor (self->socket, NULL, 0);
     if (self->monitor)
         zmq_close (self->monitor);
     if (self->socket)
