@@ -76,8 +76,12 @@
 #define FPX_CONN_RETRIES 1
 
 //  Reconnection attempts back off from ZeroMQ's 100 ms to this: an idle
-//  handle whose server is gone queues one monitor event per attempt.
-#define FPX_RECONNECT_IVL_MAX_MS 2000
+//  handle whose server is gone queues one monitor event per attempt, and
+//  a full monitor pipe stalls ZeroMQ's I/O thread (it sends events with a
+//  blocking send) until the handle's next call reads them: at this pace
+//  that takes over half an hour of idleness, and costs nothing then, since
+//  there is no connection to serve.
+#define FPX_RECONNECT_IVL_MAX_MS 1000
 
 //  The monitor's events: those that say how a connection fares.
 #define S_MONITOR_EVENTS (ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED               \
@@ -337,10 +341,6 @@ s_set_int (void *socket, int option, int value)
 //  Opens self->monitor: a PAIR that receives socket's events. Returns
 //  0, or -1 (errno set). Each monitor gets a name of its own: a closed
 //  socket's monitor endpoint is released only later, by the reaper.
-//  No receive high-water mark: ZeroMQ's I/O thread sends events with a
-//  blocking send, so a full pipe would stall it (heartbeats, reconnects)
-//  until the handle's next call; unread events cost a few dozen bytes
-//  per reconnection attempt instead.
 static int
 s_monitor_open (fpx_conn_t *self, void *socket)
 {
@@ -352,8 +352,7 @@ s_monitor_open (fpx_conn_t *self, void *socket)
     self->monitor = zmq_socket (self->context, ZMQ_PAIR);
     if (!self->monitor)
         return -1;
-    if (s_set_int (self->monitor, ZMQ_LINGER, 0) || s_set_int (self->monitor, ZMQ_RCVHWM, 0)
-    ||  zmq_connect (self->monitor, address)) {
+    if (s_set_int (self->monitor, ZMQ_LINGER, 0) || zmq_connect (self->monitor, address)) {
         int saved = errno;
         zmq_close (self->monitor);
         self->monitor = NULL;
@@ -398,13 +397,19 @@ s_socket_open (fpx_conn_t *self)
     return socket;
 }
 
+static void s_monitor_read (fpx_conn_t *self);
+
 //  Stops the monitor before closing its PAIR: an event sent to a closed
 //  PAIR would block ZeroMQ's I/O thread for good (libzmq issue 3575).
+//  Reads the events first: stopping waits for an I/O thread stalled on a
+//  full monitor pipe.
 static void
 s_socket_close (fpx_conn_t *self)
 {
-    if (self->socket && self->monitor)
+    if (self->socket && self->monitor) {
+        s_monitor_read (self);
         zmq_socket_monitor (self->socket, NULL, 0);
+    }
     if (self->monitor)
         zmq_close (self->monitor);
     if (self->socket)
