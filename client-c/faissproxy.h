@@ -117,8 +117,8 @@ fpx_client_t *fpx_client_new (const char *endpoint, const char *api_key);
     for it: needed when the server accepts only listed client keys
     (faissproxyd --curve-clients-file; the public key to list is in the
     file `faissproxy keygen --curve FILE` writes).
-    A server with another key never answers: calls fail with
-    FPX_ETIMEDOUT, whose message names CURVE. Returns NULL as
+    A server with another key never answers: the handshake fails and
+    calls fail at once with FPX_EAUTH, whose message names CURVE. Returns NULL as
     fpx_client_new does, or when server_key is not 40 Z85 characters.
     Caller owns the handle.                                              */
 fpx_client_t *fpx_client_new_curve (const char *endpoint, const char *api_key,
