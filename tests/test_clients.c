@@ -18,6 +18,8 @@
       unknown", and the add was not applied twice. An anonymous index of
       the old connection is reported as gone with its connection, and an
       unknown "@…" name gets the server's explanation.
+    - A long call on a server that stops answering (SIGSTOP) ends with an
+      unknown outcome once the heartbeats time out.
 
     The time bounds here are functional (did it wait for the 30 s timeout
     or not), with wide margins; no speed is asserted.
@@ -331,6 +333,36 @@ test_timeout_message (void *arg)
     fpx_client_destroy (&job.client);
 }
 
+//  A long call has no timeout, but a server that stops answering (here:
+//  SIGSTOP, as a host that vanished) is found by the ZMTP heartbeats, and
+//  the call ends with an unknown outcome instead of waiting forever.
+static void
+test_long_call_dead_server (void *arg)
+{
+    (void) arg;
+    fpx_test_server_t server;
+    const char *workers [] = { "--workers", "1", NULL };
+    REQUIRE (fpx_test_server_start (&server, workers, NULL) == 0, "faissproxyd did not start");
+    s_job_t job = { .client = s_client (server.endpoint), .niter = 2000 };
+    REQUIRE (job.client, "fpx_client_new failed");
+    pthread_t thread;
+    REQUIRE (pthread_create (&thread, NULL, s_kmeans_job, &job) == 0, "pthread_create");
+    fpx_sleep_ms (500);
+    kill (server.pid, SIGSTOP);
+    pthread_join (thread, NULL);
+    kill (server.pid, SIGKILL);
+    int status;
+    waitpid (server.pid, &status, 0);
+    server.pid = 0;
+    fpx_test_server_stop (&server, 5);
+    CHECK (job.rc == FPX_ECONNECT && strstr (job.message, "outcome is unknown"),
+           "k-means on a stopped server: %s %s", fpx_error_name (job.rc), job.message);
+    //  Heartbeats every 5 s, 15 s without an answer: not the 30 s timeout,
+    //  which a long call does not have anyway.
+    CHECK (job.took < 60, "the stopped server was noticed after %.1f s", job.took);
+    fpx_client_destroy (&job.client);
+}
+
 /* ---- restart ------------------------------------------------------------- */
 
 static int s_fixed_port;
@@ -501,6 +533,7 @@ main (void)
     }
     else
         fpx_test_fail_whole ("clients.restart", "no free port or temporary directory");
+    fpx_test_run ("clients.long_call_dead_server", test_long_call_dead_server, NULL);
     free (s_km_x);
     free (s_xb);
     free (s_xq);
