@@ -35,6 +35,7 @@ extern "C" {
 
 #define FPX_DEFAULT_ENDPOINT   "tcp://127.0.0.1:5555"
 #define FPX_DEFAULT_TIMEOUT_MS 30000
+#define FPX_DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define FPX_INDEX_NAME_MAX     128  /* a name buffer needs this + 1 bytes */
 
 #define FPX_METRIC_INNER_PRODUCT 0
@@ -46,10 +47,54 @@ typedef struct _fpx_client_t fpx_client_t;
 const char *fpx_strerror (int code);
 const char *fpx_error_name (int code);
 
-/*  Creates a client and connects it (ZeroMQ connects in the background: an
-    unreachable server shows as FPX_ETIMEDOUT on the first call).
-    endpoint: "tcp://host:port" or "ipc://path"; NULL means the environment
-    variable FAISS_PROXY_SERVER, else FPX_DEFAULT_ENDPOINT.
+/*  Connections (docs/CLIENTS.md). A client connects in the background; a
+    call waits for the connection up to the connect timeout, but fails at
+    once with FPX_ECONNECT ("connection refused: no server at …", "cannot
+    resolve host …") or FPX_EAUTH (CURVE handshake refused) when an
+    attempt fails, unless the handle had a connection before (a server
+    restarting: it then waits out the connect timeout). No answer at all
+    (a host down or filtered) is FPX_ETIMEDOUT after the connect timeout.
+    Reads (ping, list, open, describe, search, range_search, reconstruct,
+    get_attr, serialize, …) whose connection is lost before their reply
+    are sent once more on the next connection, within their timeout; a
+    write is never sent again: it fails with FPX_ECONNECT, whose message
+    says its outcome is unknown. A call that times out may still be
+    running on the server (its message says so).
+    Timeouts: the connect timeout; the request timeout, for every call but
+    the long ones; the long timeout, for train, add, add_with_ids,
+    remove_ids, k-means, serialize, deserialize, clone, save and
+    set_direct_map, by default none: they wait as long as the connection
+    lives (ZMTP heartbeats find a dead server within about 15 s).       */
+
+/*  Options of fpx_client_open; zero fields (or a NULL options) take the
+    defaults.                                                            */
+typedef struct {
+    const char *endpoint;       /* "tcp://host:port", "host:port" or
+                                   "ipc://path"; NULL: $FAISS_PROXY_SERVER,
+                                   else FPX_DEFAULT_ENDPOINT                */
+    const char *api_key;        /* NULL: $FAISS_PROXY_API_KEY, else ""      */
+    const char *server_key;     /* CURVE (see fpx_client_new_curve); NULL:
+                                   $FAISS_PROXY_SERVER_KEY; "": plain       */
+    int connect_timeout_ms;     /* 0: $FAISS_PROXY_CONNECT_TIMEOUT_MS, else
+                                   FPX_DEFAULT_CONNECT_TIMEOUT_MS; < 0: none */
+    int timeout_ms;             /* 0: $FAISS_PROXY_TIMEOUT_MS, else
+                                   FPX_DEFAULT_TIMEOUT_MS; < 0: none        */
+    int long_timeout_ms;        /* 0: $FAISS_PROXY_LONG_TIMEOUT_MS, else
+                                   none (< 0)                               */
+} fpx_client_options_t;
+
+/*  Creates a client as options say. Returns 0 with *client_p (caller
+    owns it), or a negative code with the reason in errmsg[errmsg_size]
+    (may be NULL): FPX_EINVAL for a bad endpoint (its syntax), an API key
+    longer than 64 bytes or a server key that is not one; FPX_ENOMEM.
+    Nothing is sent yet: the first call connects.                        */
+int fpx_client_open (const fpx_client_options_t *options, fpx_client_t **client_p /* OUT */,
+                     char *errmsg, size_t errmsg_size);
+
+/*  Creates a client and connects it in the background (as fpx_client_open
+    with defaults).
+    endpoint: "tcp://host:port", "host:port" or "ipc://path"; NULL means
+    the environment variable FAISS_PROXY_SERVER, else FPX_DEFAULT_ENDPOINT.
     api_key: NULL means FAISS_PROXY_API_KEY, else the empty key.
     The connection is CURVE-encrypted when FAISS_PROXY_SERVER_KEY is set
     (see fpx_client_new_curve).
@@ -68,8 +113,8 @@ fpx_client_t *fpx_client_new (const char *endpoint, const char *api_key);
     for it: needed when the server accepts only listed client keys
     (faissproxyd --curve-clients-file; the public key to list is in the
     file `faissproxy keygen --curve FILE` writes).
-    A server with another key never answers: calls fail with
-    FPX_ETIMEDOUT, whose message names CURVE. Returns NULL as
+    A server with another key never answers: the handshake fails and
+    calls fail at once with FPX_EAUTH, whose message names CURVE. Returns NULL as
     fpx_client_new does, or when server_key is not 40 Z85 characters.
     Caller owns the handle.                                              */
 fpx_client_t *fpx_client_new_curve (const char *endpoint, const char *api_key,
@@ -79,11 +124,21 @@ fpx_client_t *fpx_client_new_curve (const char *endpoint, const char *api_key,
     indexes) and frees the handle; sets *self_p to NULL. Accepts NULL.  */
 void fpx_client_destroy (fpx_client_t **self_p);
 
-/*  Per-call timeout in milliseconds (default FPX_DEFAULT_TIMEOUT_MS; the
-    environment variable FAISS_PROXY_TIMEOUT_MS overrides the default). A call
-    that times out returns FPX_ETIMEDOUT; its late reply is discarded.
+/*  Request timeout in milliseconds (default FPX_DEFAULT_TIMEOUT_MS; the
+    environment variable FAISS_PROXY_TIMEOUT_MS overrides the default) of
+    every call but the long ones (see "Connections" above), and of every
+    asynchronous request. A call that times out returns FPX_ETIMEDOUT; it
+    may still run on the server; its late reply is discarded.
     timeout_ms < 0 waits forever.                                        */
 void fpx_client_set_timeout (fpx_client_t *self, int timeout_ms);
+
+/*  How long a call waits for a connection (default 5000 ms, or
+    FAISS_PROXY_CONNECT_TIMEOUT_MS), within its own timeout. < 0: forever. */
+void fpx_client_set_connect_timeout (fpx_client_t *self, int timeout_ms);
+
+/*  Timeout of the long calls (default: none, or
+    FAISS_PROXY_LONG_TIMEOUT_MS). < 0: as long as the connection lives.  */
+void fpx_client_set_long_timeout (fpx_client_t *self, int timeout_ms);
 
 /*  Message and code of the last failed call on this handle ("" / 0 if
     none). The string is owned by the handle, valid until the next call. */

@@ -27,7 +27,7 @@
 
 static const char *s_usage =
     "usage: faissproxy [--server ENDPOINT] [--api-key KEY] [--server-key KEY] [--timeout MS]\n"
-    "                  COMMAND [ARGS]\n"
+    "                  [--connect-timeout MS] COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
     "  ping                              server, protocol and FAISS versions, and the\n"
@@ -49,8 +49,8 @@ static const char *s_usage =
     "  help                              this text\n"
     "\n"
     "options:\n"
-    "  --server ENDPOINT   tcp://host:port or ipc://path; default $FAISS_PROXY_SERVER,\n"
-    "                      else " FPX_DEFAULT_ENDPOINT "\n"
+    "  --server ENDPOINT   tcp://host:port, host:port or ipc://path; default\n"
+    "                      $FAISS_PROXY_SERVER, else " FPX_DEFAULT_ENDPOINT "\n"
     "  --api-key KEY       default $FAISS_PROXY_API_KEY (prefer the variable: command\n"
     "                      lines are visible to other users)\n"
     "  --server-key KEY    the server's CURVE public key (40 characters, from\n"
@@ -58,7 +58,11 @@ static const char *s_usage =
     "                      authenticate the server; default $FAISS_PROXY_SERVER_KEY,\n"
     "                      else a plain connection\n"
     "  --timeout MS        per-call timeout; default $FAISS_PROXY_TIMEOUT_MS, else 30000;\n"
-    "                      negative waits forever\n"
+    "                      negative waits forever. restore and backup are not cut by\n"
+    "                      it: they wait as long as the connection lives\n"
+    "  --connect-timeout MS  how long to wait for a connection; default\n"
+    "                      $FAISS_PROXY_CONNECT_TIMEOUT_MS, else 5000 (a refused\n"
+    "                      connection fails at once)\n"
     "  -h, --help          this text\n"
     "  --version           faissproxy's version and its libzmq's and libsodium's\n"
     "\n"
@@ -68,6 +72,7 @@ typedef struct {
     const char *server;         //  NULL: the library's default
     const char *api_key;        //  NULL: the library's default
     const char *timeout;        //  NULL: the library's default
+    const char *connect_timeout;   //  NULL: the library's default
     const char *server_key;     //  NULL: $FAISS_PROXY_SERVER_KEY, else plain
     int argc;                   //  command and its arguments
     char **argv;
@@ -432,6 +437,9 @@ s_parse_options (int argc, char **argv, s_options_t *options)
         if ((value = s_option (argv, argc, &i, "--timeout", &missing)))
             options->timeout = value;
         else
+        if ((value = s_option (argv, argc, &i, "--connect-timeout", &missing)))
+            options->connect_timeout = value;
+        else
         if ((value = s_option (argv, argc, &i, "--server-key", &missing)))
             options->server_key = value;
         else
@@ -447,21 +455,26 @@ s_parse_options (int argc, char **argv, s_options_t *options)
 static int
 s_run (const s_options_t *options, const s_command_t *command)
 {
-    int timeout = 0;
+    int timeout = 0, connect_timeout = 0;
     if (options->timeout && !s_parse_int (options->timeout, &timeout))
         return s_usage_error ("--timeout must be an integer (ms), got '%s'", options->timeout);
-    fpx_client_t *client = fpx_client_new_curve (options->server, options->api_key,
-                                                 options->server_key);
-    if (!client) {
-        const char *server = options->server ? options->server : getenv ("FAISS_PROXY_SERVER");
-        fprintf (stderr, "faissproxy: cannot create a client for %s: invalid endpoint, "
-                 "API key longer than 64 bytes, server key not 40 Z85 characters, "
-                 "or out of memory\n",
-                 server && *server ? server : FPX_DEFAULT_ENDPOINT);
+    if (options->connect_timeout && !s_parse_int (options->connect_timeout, &connect_timeout))
+        return s_usage_error ("--connect-timeout must be an integer (ms), got '%s'",
+                              options->connect_timeout);
+    fpx_client_options_t client_options = {
+        .endpoint = options->server, .api_key = options->api_key,
+        .server_key = options->server_key
+    };
+    fpx_client_t *client;
+    char errmsg [512];
+    if (fpx_client_open (&client_options, &client, errmsg, sizeof errmsg)) {
+        fprintf (stderr, "faissproxy: %s\n", errmsg);
         return EXIT_FAILURE;
     }
     if (options->timeout)
         fpx_client_set_timeout (client, timeout);
+    if (options->connect_timeout)
+        fpx_client_set_connect_timeout (client, connect_timeout);
     //  Commands read args [0 .. max_args - 1]; missing ones are NULL.
     char *args [4] = { NULL };
     for (int i = 1; i < options->argc; i++)

@@ -22,6 +22,13 @@
     anonymous indexes of the old one. Any other timeout keeps the
     connection, and the late reply is discarded by its request id.
 
+    Timeouts and retries (docs/CLIENTS.md): each opcode is a read (sent
+    again once if its connection is lost before the reply) or a write
+    (never sent again: the caller learns that its outcome is unknown), and
+    short (the request timeout) or long (train, add, k-means, …: the long
+    timeout, by default none while the connection lives). s_opcode_flags
+    is the one place that says which.
+
     This file must not touch sockets (fpx_conn.c does).
 */
 #include <errno.h>
@@ -43,6 +50,7 @@ typedef struct s_pending_t s_pending_t;
 struct _fpx_client_t {
     fpx_conn_t *conn;
     int opcode;                 //  of the call in progress, for messages
+    const char *name;           //  its index name once checked (borrowed), or NULL
     int errcode;
     char errmsg [FPX_ERRMSG_MAX];
     s_pending_t *pending;       //  FPX_MAX_IN_FLIGHT records of async
@@ -76,6 +84,7 @@ s_begin (fpx_client_t *self, int opcode)
     if (!self)
         return FPX_EINVAL;
     self->opcode = opcode;
+    self->name = NULL;
     return 0;
 }
 
@@ -94,6 +103,7 @@ s_check_name (fpx_client_t *self, const char *name, bool user_only)
         return s_fail (self, FPX_EINVAL, "invalid index name \"%.*s\": 1 to %d bytes of "
                        "[A-Za-z0-9_.-], not starting with '.' or '-'",
                        FPX_NAME_MAX, name, FPX_NAME_MAX);
+    self->name = name;
     return 0;
 }
 
@@ -199,12 +209,51 @@ s_add_array (fpx_request_t *request, const void *data, size_t size)
     request->array_count++;
 }
 
+//  How fpx_conn treats an opcode: reads may be sent again on a fresh
+//  connection; long ones may run for minutes on the server. An opcode not
+//  listed is a short write.
+static unsigned
+s_opcode_flags (int opcode)
+{
+    switch (opcode) {
+        case FPX_OP_PING: case FPX_OP_INFO: case FPX_OP_OPEN: case FPX_OP_LIST:
+        case FPX_OP_DESCRIBE: case FPX_OP_SEARCH: case FPX_OP_RANGE_SEARCH:
+        case FPX_OP_RECONSTRUCT: case FPX_OP_RECONSTRUCT_N: case FPX_OP_GET_ATTR:
+        case FPX_OP_GET_ID_MAP: case FPX_OP_APPLY:
+            return FPX_REQUEST_IDEMPOTENT;
+        case FPX_OP_SERIALIZE:
+            return FPX_REQUEST_IDEMPOTENT | FPX_REQUEST_LONG;
+        case FPX_OP_TRAIN: case FPX_OP_ADD: case FPX_OP_ADD_WITH_IDS: case FPX_OP_KMEANS:
+        case FPX_OP_DESERIALIZE: case FPX_OP_CLONE: case FPX_OP_REMOVE_IDS:
+        case FPX_OP_SAVE: case FPX_OP_SET_DIRECT_MAP:
+            return FPX_REQUEST_LONG;
+        default:
+            return 0;
+    }
+}
+
+//  An anonymous index not found after the connection was made again: the
+//  server freed it with the old connection. Say so, rather than "no
+//  index named '@…'", which reads like a typo.
+static void
+s_explain_lost_anonymous (fpx_client_t *self)
+{
+    int reconnects = fpx_conn_reconnects (self->conn);
+    if (self->name && self->name [0] == '@' && reconnects > 0)
+        s_fail (self, FPX_ENOTFOUND, "anonymous index '%s' is gone: anonymous indexes live "
+                "only as long as the connection that created them, and this client's "
+                "connection to %s was lost and made again since (%d time%s; a server "
+                "restart?)", self->name, fpx_conn_endpoint (self->conn), reconnects,
+                reconnects == 1 ? "" : "s");
+}
+
 //  Runs one exchange with params (may be NULL: an empty map), which it
 //  frees. On success the caller closes *reply.
 static int
 s_call (fpx_client_t *self, fpx_request_t *request, s_params_t *params, fpx_reply_t *reply)
 {
     request->opcode = self->opcode;
+    request->flags = s_opcode_flags (self->opcode);
     if (params) {
         if (!params->buffer.data) {
             msgpack_sbuffer_destroy (&params->buffer);
@@ -218,6 +267,8 @@ s_call (fpx_client_t *self, fpx_request_t *request, s_params_t *params, fpx_repl
         msgpack_sbuffer_destroy (&params->buffer);
     if (rc)
         self->errcode = rc;
+    if (rc == FPX_ENOTFOUND)
+        s_explain_lost_anonymous (self);
     return rc;
 }
 
@@ -379,20 +430,122 @@ s_env (const char *name, const char *fallback)
     return value && *value ? value : fallback;
 }
 
-//  FPX_DEFAULT_TIMEOUT_MS, or FAISS_PROXY_TIMEOUT_MS when that is a whole
-//  number within int (an unparsable value is ignored).
+//  fallback, or the environment variable name when that is a whole number
+//  within int (an unparsable value is ignored).
 static int
-s_default_timeout (void)
+s_env_ms (const char *name, int fallback)
 {
-    const char *text = getenv ("FAISS_PROXY_TIMEOUT_MS");
+    const char *text = getenv (name);
     if (!text || !*text)
-        return FPX_DEFAULT_TIMEOUT_MS;
+        return fallback;
     char *end;
     errno = 0;
     long value = strtol (text, &end, 10);
     if (errno || *end || value < INT_MIN || value > INT_MAX)
-        return FPX_DEFAULT_TIMEOUT_MS;
+        return fallback;
     return (int) value;
+}
+
+static int
+s_bad_endpoint (char *errmsg, size_t size, const char *text, const char *why)
+{
+    snprintf (errmsg, size, "invalid endpoint '%.200s': %s (expected tcp://HOST:PORT, "
+              "HOST:PORT or ipc://PATH)", text, why);
+    return FPX_EINVAL;
+}
+
+//  The ZeroMQ endpoint of text: "tcp://HOST:PORT" and "ipc://PATH" as
+//  they are, "HOST:PORT" as tcp. Checked here, since ZeroMQ says only
+//  EINVAL, and a bad port would otherwise show as a refused connection.
+static int
+s_endpoint_parse (const char *text, char *out, size_t out_size, char *errmsg, size_t size)
+{
+    const char *scheme = strstr (text, "://");
+    const char *rest = scheme ? scheme + 3 : text;
+    if (scheme && strncmp (text, "ipc://", 6) == 0) {
+        if (!*rest)
+            return s_bad_endpoint (errmsg, size, text, "no path");
+    }
+    else {
+        if (scheme && strncmp (text, "tcp://", 6) != 0)
+            return s_bad_endpoint (errmsg, size, text, "unknown transport");
+        const char *colon = strrchr (rest, ':');
+        if (!colon)
+            return s_bad_endpoint (errmsg, size, text, "no port");
+        if (colon == rest)
+            return s_bad_endpoint (errmsg, size, text, "no host");
+        const char *port = colon + 1;
+        size_t digits = strspn (port, "0123456789");
+        if (digits == 0 || port [digits] || digits > 5 || atoi (port) < 1 || atoi (port) > 65535)
+            return s_bad_endpoint (errmsg, size, text, "the port must be 1 to 65535");
+        for (const char *c = rest; c < colon; c++)
+            if (*c <= ' ' || *c == '/' || *c == '*')
+                return s_bad_endpoint (errmsg, size, text, "bad character in the host");
+    }
+    int len = snprintf (out, out_size, "%s%s", scheme ? "" : "tcp://", text);
+    if (len < 0 || (size_t) len >= out_size)
+        return s_bad_endpoint (errmsg, size, text, "too long");
+    return 0;
+}
+
+int
+fpx_client_open (const fpx_client_options_t *options, fpx_client_t **client_p,
+                 char *errmsg, size_t errmsg_size)
+{
+    char spare [FPX_ERRMSG_MAX];
+    if (!errmsg || errmsg_size == 0) {
+        errmsg = spare;
+        errmsg_size = sizeof spare;
+    }
+    errmsg [0] = 0;
+    if (!client_p)
+        return FPX_EINVAL;
+    *client_p = NULL;
+    fpx_client_options_t given = { 0 };
+    if (options)
+        given = *options;
+    const char *server_key = given.server_key ? given.server_key
+                                              : s_env ("FAISS_PROXY_SERVER_KEY", "");
+    const char *endpoint = given.endpoint ? given.endpoint
+                                          : s_env ("FAISS_PROXY_SERVER", FPX_DEFAULT_ENDPOINT);
+    const char *api_key = given.api_key ? given.api_key : s_env ("FAISS_PROXY_API_KEY", "");
+    if (strnlen (api_key, FPX_API_KEY_MAX + 1) > FPX_API_KEY_MAX) {
+        snprintf (errmsg, errmsg_size, "the API key is longer than %d bytes", FPX_API_KEY_MAX);
+        return FPX_EINVAL;
+    }
+    char zmq_endpoint [1024];
+    int rc = s_endpoint_parse (endpoint, zmq_endpoint, sizeof zmq_endpoint, errmsg, errmsg_size);
+    if (rc)
+        return rc;
+    if (*server_key && (strlen (server_key) != 40 || !zmq_z85_decode ((uint8_t [32]) { 0 },
+                                                                      server_key))) {
+        snprintf (errmsg, errmsg_size, "the server key is not 40 Z85 characters");
+        return FPX_EINVAL;
+    }
+    const char *client_secret = s_env ("FAISS_PROXY_CLIENT_SECRET_KEY", "");
+    if (*client_secret && *server_key && (strlen (client_secret) != 40
+                                          || !zmq_z85_decode ((uint8_t [32]) { 0 }, client_secret))) {
+        snprintf (errmsg, errmsg_size, "FAISS_PROXY_CLIENT_SECRET_KEY is not 40 Z85 characters");
+        return FPX_EINVAL;
+    }
+    fpx_client_t *self = calloc (1, sizeof *self);
+    if (self)
+        self->conn = fpx_conn_new (zmq_endpoint, api_key, server_key, client_secret,
+                                   given.timeout_ms ? given.timeout_ms
+                                   : s_env_ms ("FAISS_PROXY_TIMEOUT_MS", FPX_DEFAULT_TIMEOUT_MS));
+    if (!self || !self->conn) {
+        free (self);
+        snprintf (errmsg, errmsg_size, "cannot create a client for %s: %s", zmq_endpoint,
+                  errno == ENOMEM ? "out of memory" : "ZeroMQ refused the endpoint or a key");
+        return errno == ENOMEM ? FPX_ENOMEM : FPX_EINVAL;
+    }
+    fpx_conn_set_connect_timeout (self->conn, given.connect_timeout_ms
+        ? given.connect_timeout_ms
+        : s_env_ms ("FAISS_PROXY_CONNECT_TIMEOUT_MS", FPX_DEFAULT_CONNECT_TIMEOUT_MS));
+    fpx_conn_set_long_timeout (self->conn, given.long_timeout_ms
+        ? given.long_timeout_ms : s_env_ms ("FAISS_PROXY_LONG_TIMEOUT_MS", -1));
+    *client_p = self;
+    return 0;
 }
 
 fpx_client_t *
@@ -404,23 +557,11 @@ fpx_client_new (const char *endpoint, const char *api_key)
 fpx_client_t *
 fpx_client_new_curve (const char *endpoint, const char *api_key, const char *server_key)
 {
-    if (!server_key)
-        server_key = s_env ("FAISS_PROXY_SERVER_KEY", "");
-    if (!endpoint)
-        endpoint = s_env ("FAISS_PROXY_SERVER", FPX_DEFAULT_ENDPOINT);
-    if (!api_key)
-        api_key = s_env ("FAISS_PROXY_API_KEY", "");
-    if (strnlen (api_key, FPX_API_KEY_MAX + 1) > FPX_API_KEY_MAX)
-        return NULL;
-    fpx_client_t *self = calloc (1, sizeof *self);
-    if (!self)
-        return NULL;
-    self->conn = fpx_conn_new (endpoint, api_key, server_key,
-                               s_env ("FAISS_PROXY_CLIENT_SECRET_KEY", ""), s_default_timeout ());
-    if (!self->conn) {
-        free (self);
-        return NULL;
-    }
+    fpx_client_options_t options = {
+        .endpoint = endpoint, .api_key = api_key, .server_key = server_key
+    };
+    fpx_client_t *self = NULL;
+    fpx_client_open (&options, &self, NULL, 0);
     return self;
 }
 
@@ -440,6 +581,20 @@ fpx_client_set_timeout (fpx_client_t *self, int timeout_ms)
 {
     if (self)
         fpx_conn_set_timeout (self->conn, timeout_ms);
+}
+
+void
+fpx_client_set_connect_timeout (fpx_client_t *self, int timeout_ms)
+{
+    if (self)
+        fpx_conn_set_connect_timeout (self->conn, timeout_ms);
+}
+
+void
+fpx_client_set_long_timeout (fpx_client_t *self, int timeout_ms)
+{
+    if (self)
+        fpx_conn_set_long_timeout (self->conn, timeout_ms);
 }
 
 const char *

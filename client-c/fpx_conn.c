@@ -28,11 +28,21 @@
       A request is never reported while ZeroMQ holds its buffers: if they
       are not released in time, the socket is reset, which releases them
       all and fails every request in flight with FPX_ECONNECT.
+    - A socket monitor (an inproc PAIR per DEALER) reports the connection's
+      life: attempts refused, handshakes done or refused, connections lost.
+      ZeroMQ connects in the background and never says why a request
+      cannot go out; the monitor lets a request fail at once with the one
+      real cause instead of waiting out its timeout, and tells a request
+      in flight that the connection it went out on is gone (a server
+      restart, or a dead peer found by the ZMTP heartbeats), so that a
+      read is sent again and a write reports that its outcome is unknown.
 
     This file must not interpret any opcode's parameters or results.
 */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -58,6 +68,36 @@
 //  for it before resorting to a socket reset.
 #define FPX_RELEASE_GRACE_MS 1000
 
+//  The default connect timeout, until fpx_conn_set_connect_timeout.
+#define FPX_CONNECT_TIMEOUT_MS 5000
+
+//  A read whose connection is lost is sent again this many times: a
+//  request that crashes the server must not crash it forever.
+#define FPX_CONN_RETRIES 1
+
+//  Reconnection attempts back off from ZeroMQ's 100 ms to this: an idle
+//  handle whose server is gone queues one monitor event per attempt, and
+//  a full monitor pipe stalls ZeroMQ's I/O thread (it sends events with a
+//  blocking send) until the handle's next call reads them: at this pace
+//  that takes over half an hour of idleness, and costs nothing then, since
+//  there is no connection to serve.
+#define FPX_RECONNECT_IVL_MAX_MS 1000
+
+//  The monitor's events: those that say how a connection fares.
+#define S_MONITOR_EVENTS (ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED               \
+                          | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED    \
+                          | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL                      \
+                          | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL                       \
+                          | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+
+//  Why the latest connection attempt failed.
+typedef enum {
+    S_CAUSE_NONE = 0,
+    S_CAUSE_REFUSED,            //  no TCP/IPC connection (nobody listening)
+    S_CAUSE_HANDSHAKE,          //  connected, then closed before the handshake
+    S_CAUSE_AUTH                //  the server's ZAP handler refused us
+} s_cause_t;
+
 //  The request table: a power of two above FPX_CONN_MAX_ASYNC + 1.
 #define S_SLOTS 512
 #define S_NONE  (-1)
@@ -75,6 +115,8 @@ typedef struct {
     int opcode;
     int reply_arrays;
     int64_t deadline;           //  monotonic ms, -1: none
+    int timeout_ms;             //  that deadline's timeout, for messages
+    uint64_t losses;            //  conn->losses when it was sent
     int held;                   //  zero-copy frames ZeroMQ holds; under conn->mutex
     void *tag;
     int status;                 //  S_DONE without a reply: why
@@ -93,6 +135,19 @@ struct _fpx_conn_t {
     uint8_t public_key [32];    //  this connection's ephemeral key pair
     uint8_t secret_key [32];
     int timeout_ms;             //  < 0: forever
+    int connect_timeout_ms;     //  < 0: forever
+    int long_timeout_ms;        //  < 0: as long as the connection lives
+    void *monitor;              //  PAIR with socket's events; NULL with it
+    unsigned monitor_seq;       //  makes each monitor's inproc name unique
+    int handshakes;             //  connections made (handshake completed)
+    bool connected;             //  one is up, as far as the monitor told
+    bool tcp_up;                //  the attempt in progress reached the peer
+    int last_event;
+    s_cause_t cause;            //  why the latest attempt failed
+    int auth_status;            //  its ZAP status code, for S_CAUSE_AUTH
+    uint64_t failures;          //  attempts failed so far
+    uint64_t losses;            //  connections lost so far (resets too)
+    uint64_t losses_handled;    //  up to which s_fail_lost has run
     uint64_t last_id;
     s_slot_t *slots;            //  S_SLOTS
     int head, tail;             //  async requests in flight, oldest first
@@ -200,7 +255,7 @@ s_wait_released (fpx_conn_t *self, s_slot_t *slot, int64_t deadline)
 //  most FPX_CONN_MAX_ASYNC + 1 of S_SLOTS are ever in use.
 static s_slot_t *
 s_slot_acquire (fpx_conn_t *self, const fpx_request_t *request, bool async, void *tag,
-                int64_t deadline)
+                int timeout_ms)
 {
     s_slot_t *slot;
     do {
@@ -211,7 +266,8 @@ s_slot_acquire (fpx_conn_t *self, const fpx_request_t *request, bool async, void
     *slot = (s_slot_t) {
         .conn = self, .id = self->last_id, .state = S_SENT, .async = async,
         .opcode = request->opcode, .reply_arrays = request->reply_arrays,
-        .deadline = deadline, .tag = tag, .prev = S_NONE, .next = S_NONE
+        .deadline = timeout_ms < 0 ? -1 : s_now_ms () + timeout_ms,
+        .timeout_ms = timeout_ms, .tag = tag, .prev = S_NONE, .next = S_NONE
     };
     if (async) {
         int index = (int) (slot - self->slots);
@@ -282,7 +338,33 @@ s_set_int (void *socket, int option, int value)
     return zmq_setsockopt (socket, option, &value, sizeof value);
 }
 
-//  A DEALER connected to the endpoint, or NULL (errno set).
+//  Opens self->monitor: a PAIR that receives socket's events. Returns
+//  0, or -1 (errno set). Each monitor gets a name of its own: a closed
+//  socket's monitor endpoint is released only later, by the reaper.
+static int
+s_monitor_open (fpx_conn_t *self, void *socket)
+{
+    char address [80];
+    snprintf (address, sizeof address, "inproc://fpx-monitor-%p-%u",
+              (void *) self, ++self->monitor_seq);
+    if (zmq_socket_monitor (socket, address, S_MONITOR_EVENTS))
+        return -1;
+    self->monitor = zmq_socket (self->context, ZMQ_PAIR);
+    if (!self->monitor)
+        return -1;
+    if (s_set_int (self->monitor, ZMQ_LINGER, 0) || zmq_connect (self->monitor, address)) {
+        int saved = errno;
+        zmq_close (self->monitor);
+        self->monitor = NULL;
+        errno = saved;
+        return -1;
+    }
+    return 0;
+}
+
+//  A DEALER connected to the endpoint, with its monitor, or NULL (errno
+//  set). The monitor is connected before the DEALER so that it sees the
+//  very first attempt.
 static void *
 s_socket_open (fpx_conn_t *self)
 {
@@ -293,19 +375,46 @@ s_socket_open (fpx_conn_t *self)
     ||  s_set_int (socket, ZMQ_SNDHWM, FPX_CONN_HWM)
     ||  s_set_int (socket, ZMQ_RCVHWM, FPX_CONN_HWM)
     ||  s_set_int (socket, ZMQ_IMMEDIATE, 1)
+    ||  s_set_int (socket, ZMQ_RECONNECT_IVL_MAX, FPX_RECONNECT_IVL_MAX_MS)
     ||  s_set_int (socket, ZMQ_HEARTBEAT_IVL, FPX_HEARTBEAT_IVL_MS)
     ||  s_set_int (socket, ZMQ_HEARTBEAT_TIMEOUT, FPX_HEARTBEAT_TIMEOUT_MS)
     ||  (self->curve
          && (zmq_setsockopt (socket, ZMQ_CURVE_SERVERKEY, self->server_key, 32)
              || zmq_setsockopt (socket, ZMQ_CURVE_PUBLICKEY, self->public_key, 32)
              || zmq_setsockopt (socket, ZMQ_CURVE_SECRETKEY, self->secret_key, 32)))
+    ||  s_monitor_open (self, socket)
     ||  zmq_connect (socket, self->endpoint)) {
         int saved = errno;
+        if (self->monitor)
+            zmq_close (self->monitor);
+        self->monitor = NULL;
         zmq_close (socket);
         errno = saved;
         return NULL;
     }
+    self->connected = self->tcp_up = false;
+    self->last_event = 0;
     return socket;
+}
+
+static void s_monitor_read (fpx_conn_t *self);
+
+//  Stops the monitor before closing its PAIR: an event sent to a closed
+//  PAIR would block ZeroMQ's I/O thread for good (libzmq issue 3575).
+//  Reads the events first: stopping waits for an I/O thread stalled on a
+//  full monitor pipe.
+static void
+s_socket_close (fpx_conn_t *self)
+{
+    if (self->socket && self->monitor) {
+        s_monitor_read (self);
+        zmq_socket_monitor (self->socket, NULL, 0);
+    }
+    if (self->monitor)
+        zmq_close (self->monitor);
+    if (self->socket)
+        zmq_close (self->socket);
+    self->monitor = self->socket = NULL;
 }
 
 //  Drops the connection, and with it every frame ZeroMQ still holds, then
@@ -315,14 +424,155 @@ s_socket_open (fpx_conn_t *self)
 static void
 s_socket_reset (fpx_conn_t *self)
 {
-    if (self->socket)
-        zmq_close (self->socket);
-    self->socket = NULL;
+    s_socket_close (self);
+    self->losses++;
     s_wait_released (self, NULL, -1);
     self->socket = s_socket_open (self);
     for (int i = self->head; i != S_NONE; i = self->slots [i].next)
         if (self->slots [i].state == S_SENT)
             s_slot_complete (self, &self->slots [i], FPX_ECONNECT, NULL, false);
+}
+
+/* ---- the monitor ------------------------------------------------------- */
+
+//  Folds one event into the connection's state. A refused attempt ends
+//  with CONNECT_RETRIED not preceded by DISCONNECTED (that one follows a
+//  connection lost, or one closed during its handshake).
+static void
+s_monitor_event (fpx_conn_t *self, int event, uint32_t value)
+{
+    switch (event) {
+        case ZMQ_EVENT_CONNECTED:
+            self->tcp_up = true;
+            break;
+        case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+            self->connected = true;
+            self->tcp_up = false;
+            self->handshakes++;
+            self->cause = S_CAUSE_NONE;
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+            self->cause = S_CAUSE_AUTH;
+            self->auth_status = (int) value;
+            self->failures++;
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            self->cause = S_CAUSE_HANDSHAKE;
+            self->failures++;
+            break;
+        case ZMQ_EVENT_DISCONNECTED:
+            if (self->connected)
+                self->losses++;
+            else
+            if (self->tcp_up && self->last_event != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                             && self->last_event != ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                             && self->last_event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+                self->cause = S_CAUSE_HANDSHAKE;
+                self->failures++;
+            }
+            self->connected = self->tcp_up = false;
+            break;
+        case ZMQ_EVENT_CONNECT_RETRIED:
+            if (self->last_event != ZMQ_EVENT_DISCONNECTED) {
+                self->cause = S_CAUSE_REFUSED;
+                self->failures++;
+            }
+            break;
+        default:
+            return;             //  DELAYED, CLOSED: no news; keep last_event
+    }
+    self->last_event = event;
+}
+
+//  Reads every event the monitor holds, without blocking.
+static void
+s_monitor_read (fpx_conn_t *self)
+{
+    while (self->monitor) {
+        zmq_msg_t frame;
+        zmq_msg_init (&frame);
+        if (zmq_msg_recv (&frame, self->monitor, ZMQ_DONTWAIT) == -1) {
+            zmq_msg_close (&frame);
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        //  [event:u16 value:u32][address]: ZeroMQ's own, in host order.
+        uint16_t event = 0;
+        uint32_t value = 0;
+        bool whole = zmq_msg_size (&frame) == 6;
+        if (whole) {
+            memcpy (&event, zmq_msg_data (&frame), 2);
+            memcpy (&value, (uint8_t *) zmq_msg_data (&frame) + 2, 4);
+        }
+        while (zmq_msg_more (&frame)) {
+            zmq_msg_close (&frame);
+            zmq_msg_init (&frame);
+            if (zmq_msg_recv (&frame, self->monitor, 0) == -1 && errno != EINTR)
+                break;
+        }
+        zmq_msg_close (&frame);
+        if (whole)
+            s_monitor_event (self, event, value);
+    }
+}
+
+//  Fails the asynchronous requests that went out on a connection since
+//  lost: their replies will never come. Read what the socket holds first.
+static void
+s_fail_lost (fpx_conn_t *self)
+{
+    if (self->losses_handled == self->losses)
+        return;
+    self->losses_handled = self->losses;
+    for (int i = self->head; i != S_NONE; i = self->slots [i].next)
+        if (self->slots [i].state == S_SENT && self->slots [i].losses != self->losses)
+            s_slot_complete (self, &self->slots [i], FPX_ECONNECT, NULL, false);
+}
+
+//  True if host is an IPv4/IPv6 literal.
+static bool
+s_numeric_host (const char *host)
+{
+    uint8_t address [16];
+    return inet_pton (AF_INET, host, address) == 1 || inet_pton (AF_INET6, host, address) == 1;
+}
+
+//  The message of a failed connection attempt, by its cause.
+static int
+s_connect_error (fpx_conn_t *self, char *errmsg, size_t size)
+{
+    if (self->cause == S_CAUSE_AUTH)
+        return s_error (errmsg, size, FPX_EAUTH, "the server at %s refused this client's "
+                        "CURVE key (ZAP status %d)", self->endpoint, self->auth_status);
+    if (self->cause == S_CAUSE_HANDSHAKE)
+        return self->curve
+             ? s_error (errmsg, size, FPX_EAUTH, "CURVE handshake with %s failed: is the "
+                        "server key right?", self->endpoint)
+             : s_error (errmsg, size, FPX_ECONNECT, "handshake with %s failed: not a "
+                        "faissproxyd, or one that requires CURVE (a server key)?",
+                        self->endpoint);
+    //  Refused. A host name that does not resolve is refused the same way
+    //  by ZeroMQ: tell it apart, since its fix differs.
+    if (strncmp (self->endpoint, "tcp://", 6) == 0) {
+        const char *host = self->endpoint + 6;
+        const char *colon = strrchr (host, ':');
+        char name [256];
+        if (colon && colon - host < (ptrdiff_t) sizeof name && host [0] != '[') {
+            memcpy (name, host, (size_t) (colon - host));
+            name [colon - host] = 0;
+            struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *found = NULL;
+            int rc = s_numeric_host (name) ? 0 : getaddrinfo (name, NULL, &hints, &found);
+            if (found)
+                freeaddrinfo (found);
+            if (rc)
+                return s_error (errmsg, size, FPX_ECONNECT, "cannot resolve host '%s' of %s: %s",
+                                name, self->endpoint, gai_strerror (rc));
+        }
+    }
+    return s_error (errmsg, size, FPX_ECONNECT, "connection refused: no server at %s",
+                    self->endpoint);
 }
 
 /* ---- lifecycle --------------------------------------------------------- */
@@ -364,6 +614,8 @@ fpx_conn_new (const char *endpoint, const char *api_key, const char *server_key,
     }
     strcpy (self->api_key, api_key);
     self->timeout_ms = timeout_ms;
+    self->connect_timeout_ms = FPX_CONNECT_TIMEOUT_MS;
+    self->long_timeout_ms = -1;
     self->head = self->tail = S_NONE;
     self->slots = calloc (S_SLOTS, sizeof *self->slots);
     self->endpoint = strdup (endpoint);
@@ -386,8 +638,7 @@ fpx_conn_destroy (fpx_conn_t **self_p)
     //  Closing the socket drops every frame it holds; the context's
     //  termination waits for that, so no caller buffer is referenced
     //  once it returns.
-    if (self->socket)
-        zmq_close (self->socket);
+    s_socket_close (self);
     for (int i = 0; self->slots && i < S_SLOTS; i++)
         if (self->slots [i].stored) {
             fpx_reply_close (self->slots [i].stored);
@@ -411,6 +662,25 @@ fpx_conn_set_timeout (fpx_conn_t *self, int timeout_ms)
     self->timeout_ms = timeout_ms;
 }
 
+void
+fpx_conn_set_connect_timeout (fpx_conn_t *self, int timeout_ms)
+{
+    self->connect_timeout_ms = timeout_ms;
+}
+
+void
+fpx_conn_set_long_timeout (fpx_conn_t *self, int timeout_ms)
+{
+    self->long_timeout_ms = timeout_ms;
+}
+
+int
+fpx_conn_reconnects (fpx_conn_t *self)
+{
+    s_monitor_read (self);
+    return self->handshakes > 1 ? self->handshakes - 1 : 0;
+}
+
 const char *
 fpx_conn_endpoint (fpx_conn_t *self)
 {
@@ -425,16 +695,25 @@ fpx_conn_in_flight (fpx_conn_t *self)
 
 /* ---- sending ----------------------------------------------------------- */
 
-//  Polls the socket until an event or the deadline. Returns 1 ready,
-//  0 timed out, -1 error (errno set).
+//  Polls the socket for events, and the monitor for news, until either
+//  or the deadline. Returns S_READY and/or S_NEWS, 0 timed out, -1 error
+//  (errno set).
+#define S_READY 1
+#define S_NEWS  2
+
 static int
-s_poll (void *socket, short events, int64_t deadline)
+s_poll (fpx_conn_t *self, short events, int64_t deadline)
 {
     for (;;) {
-        zmq_pollitem_t item = { socket, 0, events, 0 };
-        int rc = zmq_poll (&item, 1, s_remaining (deadline));
-        if (rc >= 0)
-            return rc > 0;
+        zmq_pollitem_t items [2] = {
+            { self->socket, 0, events, 0 }, { self->monitor, 0, ZMQ_POLLIN, 0 }
+        };
+        int rc = zmq_poll (items, self->monitor ? 2 : 1, s_remaining (deadline));
+        if (rc > 0)
+            return ((items [0].revents & events) ? S_READY : 0)
+                 | ((items [1].revents & ZMQ_POLLIN) ? S_NEWS : 0);
+        if (rc == 0)
+            return 0;
         if (errno != EINTR)
             return -1;
     }
@@ -470,10 +749,17 @@ s_send_frame (fpx_conn_t *self, s_slot_t *slot, const void *data, size_t size, i
     return 0;
 }
 
-//  Sends the header frame once a connection is up (ZMQ_IMMEDIATE makes
-//  the socket writable only then). The first try needs no poll.
+//  Sends the header frame once a connection is up, waiting up to bound.
+//  A connection attempt that fails meanwhile fails the request at once,
+//  unless ride is set and it was only refused (a server restarting).
+//  "Up" is the monitor's word, not the socket's: ZeroMQ reports a lost
+//  connection before it detaches its pipe, so a socket that is still
+//  writable then would take the request into a pipe about to be dropped.
+//  The handshake of the next connection is reported after its pipe is
+//  attached, so once the monitor says so the request goes there.
 static int
-s_send_header (fpx_conn_t *self, s_slot_t *slot, int64_t deadline, char *errmsg, size_t size)
+s_send_header (fpx_conn_t *self, s_slot_t *slot, int64_t bound, bool ride,
+               char *errmsg, size_t size)
 {
     fpx_header_t header = {
         .version = FPX_PROTOCOL_VERSION, .opcode = (uint16_t) slot->opcode,
@@ -482,17 +768,37 @@ s_send_header (fpx_conn_t *self, s_slot_t *slot, int64_t deadline, char *errmsg,
     memcpy (header.api_key, self->api_key, sizeof header.api_key);
     uint8_t frame [FPX_REQUEST_HEADER_SIZE];
     fpx_header_encode_request (&header, frame);
-    for (int rc = 1; ; ) {
-        if (rc == 1 && s_send_frame (self, slot, frame, sizeof frame, ZMQ_SNDMORE | ZMQ_DONTWAIT) == 0)
+    int64_t start = s_now_ms ();
+    s_monitor_read (self);
+    uint64_t failures = self->failures;
+    for (int rc = S_READY; ; ) {
+        //  Read the news right before sending: a loss after this is the
+        //  loss of the connection the request goes out on.
+        s_monitor_read (self);
+        slot->losses = self->losses;
+        if (self->connected
+        &&  s_send_frame (self, slot, frame, sizeof frame, ZMQ_SNDMORE | ZMQ_DONTWAIT) == 0)
             return 0;
-        if (rc == 1 && errno != EAGAIN && errno != EINTR)
+        if (self->connected && errno != EAGAIN && errno != EINTR)
             break;
-        rc = s_poll (self->socket, ZMQ_POLLOUT, deadline);
-        if (rc == 0)
+        //  An attempt failed during this wait, and none succeeded since.
+        if (!self->connected && self->failures != failures && self->cause != S_CAUSE_NONE
+        &&  (!ride || self->cause != S_CAUSE_REFUSED))
+            return s_connect_error (self, errmsg, size);
+        //  Not connected: only news from the monitor can change that.
+        rc = s_poll (self, self->connected ? ZMQ_POLLOUT : 0, bound);
+        if (rc == 0) {
+            long waited = (long) (s_now_ms () - start);
+            if (self->failures != failures)
+                return s_error (errmsg, size, FPX_ECONNECT,
+                                "connection to %s lost and not made again within %ld ms: "
+                                "connection refused (server down or restarting?)",
+                                self->endpoint, waited);
             return s_error (errmsg, size, FPX_ETIMEDOUT,
-                            "no reply from %s within %d ms (not connected%s)",
-                            self->endpoint, self->timeout_ms,
-                            self->curve ? "; CURVE: is the server key right?" : "");
+                            "cannot connect to %s within %ld ms: no answer (host down, "
+                            "unreachable or filtered?%s)", self->endpoint, waited,
+                            self->curve ? " or CURVE: is the server key right?" : "");
+        }
         if (rc < 0 && errno != EINTR)
             break;
     }
@@ -504,10 +810,10 @@ s_send_header (fpx_conn_t *self, s_slot_t *slot, int64_t deadline, char *errmsg,
 //  not at all; a failure after the first frame leaves the socket mid-
 //  message, so it is reset.
 static int
-s_send (fpx_conn_t *self, const fpx_request_t *request, s_slot_t *slot,
-        char *errmsg, size_t size)
+s_send (fpx_conn_t *self, const fpx_request_t *request, s_slot_t *slot, int64_t bound,
+        bool ride, char *errmsg, size_t size)
 {
-    int rc = s_send_header (self, slot, slot->deadline, errmsg, size);
+    int rc = s_send_header (self, slot, bound, ride, errmsg, size);
     if (rc)
         return rc;
     int flags = ZMQ_DONTWAIT | (request->array_count ? ZMQ_SNDMORE : 0);
@@ -695,10 +1001,12 @@ s_settle (fpx_conn_t *self, s_slot_t *slot, bool answered)
 
 /* ---- call -------------------------------------------------------------- */
 
-//  Waits for the reply to slot's request.
+//  Waits for the reply to slot's request. *lost: the connection it went
+//  out on is gone and no reply came before (nothing else is reported
+//  then: the caller decides between a retry and an error).
 static int
 s_wait_reply (fpx_conn_t *self, s_slot_t *slot, fpx_reply_t *reply, bool *answered,
-              char *errmsg, size_t size)
+              bool *lost, char *errmsg, size_t size)
 {
     for (;;) {
         bool overflow = false;
@@ -715,11 +1023,22 @@ s_wait_reply (fpx_conn_t *self, s_slot_t *slot, fpx_reply_t *reply, bool *answer
         }
         if (rc == 1)
             continue;
-        rc = s_poll (self->socket, ZMQ_POLLIN, slot->deadline);
-        if (rc == 0)
-            return s_error (errmsg, size, FPX_ETIMEDOUT, "no reply from %s within %d ms%s",
-                            self->endpoint, self->timeout_ms,
-                            self->curve ? " (CURVE: is the server key right?)" : "");
+        //  Nothing left to read: what came before the loss has been read.
+        if (slot->losses != self->losses) {
+            s_fail_lost (self);
+            *lost = true;
+            return FPX_ECONNECT;
+        }
+        rc = s_poll (self, ZMQ_POLLIN, slot->deadline);
+        if (rc & S_NEWS)
+            s_monitor_read (self);
+        if (rc == 0) {
+            const char *op = fpx_opcode_name (slot->opcode);
+            return s_error (errmsg, size, FPX_ETIMEDOUT,
+                            "no reply from %s within %d ms: the %s may still be running on "
+                            "the server%s", self->endpoint, slot->timeout_ms, op ? op : "request",
+                            slot->async ? "" : " (a late reply is discarded)");
+        }
         if (rc < 0)
             return s_error (errmsg, size, errno == ENOMEM ? FPX_ENOMEM : FPX_ECONNECT,
                             "cannot receive from %s: %s", self->endpoint, zmq_strerror (errno));
@@ -735,6 +1054,14 @@ s_socket_check (fpx_conn_t *self, char *errmsg, size_t size)
     return 0;
 }
 
+//  The bound of the wait for a connection to send on.
+static int64_t
+s_connect_bound (fpx_conn_t *self, int64_t deadline)
+{
+    int64_t bound = self->connect_timeout_ms < 0 ? -1 : s_now_ms () + self->connect_timeout_ms;
+    return s_earlier (bound, deadline);
+}
+
 int
 fpx_conn_call (fpx_conn_t *self, const fpx_request_t *request, fpx_reply_t *reply,
                char *errmsg, size_t errmsg_size)
@@ -745,12 +1072,41 @@ fpx_conn_call (fpx_conn_t *self, const fpx_request_t *request, fpx_reply_t *repl
     int rc = s_socket_check (self, errmsg, errmsg_size);
     if (rc)
         return rc;
-    int64_t deadline = self->timeout_ms < 0 ? -1 : s_now_ms () + self->timeout_ms;
-    s_slot_t *slot = s_slot_acquire (self, request, false, NULL, deadline);
+    bool is_long = request->flags & FPX_REQUEST_LONG;
+    s_slot_t *slot = s_slot_acquire (self, request, false, NULL,
+                                     is_long ? self->long_timeout_ms : self->timeout_ms);
     bool answered = false;
-    rc = s_send (self, request, slot, errmsg, errmsg_size);
-    if (rc == 0)
-        rc = s_wait_reply (self, slot, reply, &answered, errmsg, errmsg_size);
+    //  A restarting server refuses for a moment: a handle that had a
+    //  connection rides that out, up to its bound; a new one fails fast.
+    s_monitor_read (self);
+    int64_t bound = s_connect_bound (self, slot->deadline);
+    bool ride = self->handshakes > 0;
+    for (int attempt = 0; ; attempt++) {
+        bool lost = false;
+        rc = s_send (self, request, slot, bound, ride, errmsg, errmsg_size);
+        if (rc == 0)
+            rc = s_wait_reply (self, slot, reply, &answered, &lost, errmsg, errmsg_size);
+        if (!lost)
+            break;
+        const char *op = fpx_opcode_name (request->opcode);
+        if (!(request->flags & FPX_REQUEST_IDEMPOTENT)) {
+            rc = s_error (errmsg, errmsg_size, FPX_ECONNECT,
+                          "connection to %s lost while the %s was in flight: its outcome is "
+                          "unknown (it may or may not have been applied; check before "
+                          "retrying)", self->endpoint, op ? op : "request");
+            break;
+        }
+        if (attempt == FPX_CONN_RETRIES) {
+            rc = s_error (errmsg, errmsg_size, FPX_ECONNECT,
+                          "connection to %s lost while the %s was in flight, and again "
+                          "when it was sent anew", self->endpoint, op ? op : "request");
+            break;
+        }
+        //  A read: send it again on the next connection, within its own
+        //  timeout (without one, within the connect timeout).
+        bound = slot->deadline >= 0 ? slot->deadline : s_connect_bound (self, -1);
+        ride = true;
+    }
     //  The caller's buffers must be free of ZeroMQ before we return.
     s_settle (self, slot, answered);
     s_slot_free (self, slot);
@@ -772,9 +1128,12 @@ fpx_conn_send (fpx_conn_t *self, const fpx_request_t *request, void *tag, uint64
     int rc = s_socket_check (self, errmsg, errmsg_size);
     if (rc)
         return rc;
-    int64_t deadline = self->timeout_ms < 0 ? -1 : s_now_ms () + self->timeout_ms;
-    s_slot_t *slot = s_slot_acquire (self, request, true, tag, deadline);
-    rc = s_send (self, request, slot, errmsg, errmsg_size);
+    //  Asynchronous requests keep the request timeout, long or not: the
+    //  oldest must expire first (see above).
+    s_slot_t *slot = s_slot_acquire (self, request, true, tag, self->timeout_ms);
+    s_monitor_read (self);
+    rc = s_send (self, request, slot, s_connect_bound (self, slot->deadline),
+                 self->handshakes > 0, errmsg, errmsg_size);
     if (rc) {
         //  Nothing went out, so nothing can be held but by a socket
         //  reset's victims, which s_send has already waited for.
@@ -843,13 +1202,16 @@ s_report (fpx_conn_t *self, s_slot_t *slot, fpx_reply_t *reply, bool overflow, b
     else {
         reply->frame_count = 0;
         rc = slot->status;
+        const char *op = fpx_opcode_name (slot->opcode);
         if (rc == FPX_ETIMEDOUT)
-            s_error (errmsg, size, rc, "no reply from %s within %d ms",
-                     self->endpoint, self->timeout_ms);
+            s_error (errmsg, size, rc, "no reply from %s within %d ms: the %s may still be "
+                     "running on the server", self->endpoint, slot->timeout_ms,
+                     op ? op : "request");
         else
         if (rc == FPX_ECONNECT)
-            s_error (errmsg, size, rc, "connection to %s was reset with the request in flight",
-                     self->endpoint);
+            s_error (errmsg, size, rc, "connection to %s lost or reset while the %s was in "
+                     "flight: not sent again%s", self->endpoint, op ? op : "request",
+                     slot->opcode == FPX_OP_SEARCH ? "" : "; its outcome is unknown");
         else
             s_error (errmsg, size, rc, "%s", fpx_strerror (rc));
     }
@@ -887,11 +1249,17 @@ fpx_conn_recv (fpx_conn_t *self, int timeout_ms, uint64_t *id, void **tag, int *
         }
         if (rc == 1)
             continue;
+        //  All read that came before a loss: fail what it took along.
+        s_fail_lost (self);
+        if (self->done > 0)
+            continue;
         if (until >= 0 && s_now_ms () >= until)
             return 0;
         int64_t deadline = s_earlier (until, self->slots [self->head].deadline);
-        rc = s_poll (self->socket, ZMQ_POLLIN, deadline);
+        rc = s_poll (self, ZMQ_POLLIN, deadline);
         quiet = rc == 0;
+        if (rc & S_NEWS)
+            s_monitor_read (self);
         if (rc < 0)
             s_socket_reset (self);
     }

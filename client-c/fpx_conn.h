@@ -54,7 +54,17 @@ typedef struct {
         size_t size;
     } arrays [FPX_MAX_FRAMES - 2];
     int reply_arrays;           //  array frames a successful reply must have
+    unsigned flags;             //  FPX_REQUEST_… below
 } fpx_request_t;
+
+/*  Request flags, chosen per opcode by fpx_client.c:
+    IDEMPOTENT: a read; sent again, once, on a fresh connection when the
+    one it went out on is lost before its reply (a server restart).
+    LONG: may run for minutes on the server (train, add, k-means, …):
+    waits up to the long timeout (default: as long as the connection
+    lives) instead of the request timeout. Synchronous calls only.      */
+#define FPX_REQUEST_IDEMPOTENT 1u
+#define FPX_REQUEST_LONG       2u
 
 /*  A successful reply: exactly 2 + reply_arrays frames, result decoded.
     result holds views into frames [1]; close with fpx_reply_close.      */
@@ -79,8 +89,18 @@ FPX_PRIVATE fpx_conn_t *fpx_conn_new (const char *endpoint, const char *api_key,
     buffers. Sets *self_p to NULL.                                       */
 FPX_PRIVATE void fpx_conn_destroy (fpx_conn_t **self_p);
 
-/*  The timeout applies to requests sent from now on.                    */
+/*  The timeouts apply to requests sent from now on (< 0: none). The
+    request timeout bounds each request; the long one (default < 0: none
+    while the connection lives) the synchronous FPX_REQUEST_LONG ones;
+    the connect one how long a request waits for a connection.           */
 FPX_PRIVATE void fpx_conn_set_timeout (fpx_conn_t *self, int timeout_ms);
+FPX_PRIVATE void fpx_conn_set_connect_timeout (fpx_conn_t *self, int timeout_ms);
+FPX_PRIVATE void fpx_conn_set_long_timeout (fpx_conn_t *self, int timeout_ms);
+
+/*  How many times the connection was made again after the first one (a
+    lost connection ZeroMQ re-established, or a socket reset): the server
+    frees a connection's anonymous indexes when it goes.                 */
+FPX_PRIVATE int fpx_conn_reconnects (fpx_conn_t *self);
 FPX_PRIVATE const char *fpx_conn_endpoint (fpx_conn_t *self);
 
 /*  Sends request and waits for the reply with its request id; replies to
@@ -90,7 +110,12 @@ FPX_PRIVATE const char *fpx_conn_endpoint (fpx_conn_t *self);
     negative FPX_E… code with a message in errmsg[errmsg_size] and
     nothing in *reply to close: the server's status and error text, or
     FPX_ETIMEDOUT, FPX_EPROTO (malformed reply), FPX_EVERSION, FPX_ENOMEM,
-    FPX_ECONNECT (socket failure).
+    FPX_ECONNECT (socket failure, no server, connection lost with the
+    request in flight), FPX_EAUTH (CURVE handshake refused).
+    No connection: waits up to the connect timeout, but fails at once
+    when a connection attempt fails (refused, handshake refused) while
+    this handle never had a connection; one that had waits out the
+    bound, since a restarting server refuses for a moment.
     If the call ends while a zero-copy frame is still held by ZeroMQ (a
     timeout during a large upload), the socket is closed and a fresh one
     opened: the connection is then new, the server frees the anonymous

@@ -117,6 +117,20 @@ fpx_op_name_param (fpx_call_t *call, char *name, bool allow_anonymous)
     return 0;
 }
 
+//  The FPX_ENOTFOUND reply for name. An anonymous handle ('@…') is never
+//  a typo: it was valid once, and is gone with its connection, its
+//  drop, or a server restart; say so, since "no index named" misleads.
+static int
+s_not_found (fpx_call_t *call, const char *name)
+{
+    if (name [0] == '@')
+        return fpx_reply_error (call->reply, FPX_ENOTFOUND, "no index named '%s': anonymous "
+                                "indexes live only as long as the connection that created "
+                                "them (and the server process): it was dropped, its "
+                                "connection closed, or the server restarted", name);
+    return fpx_reply_error (call->reply, FPX_ENOTFOUND, "no index named '%s'", name);
+}
+
 //  Counted reference to the request's index, or an FPX_ENOTFOUND reply.
 int
 fpx_op_lookup (fpx_call_t *call, fpx_entry_t **entry_p)
@@ -128,7 +142,7 @@ fpx_op_lookup (fpx_call_t *call, fpx_entry_t **entry_p)
     *entry_p = fpx_registry_find (call->server->registry, call->envelope->tenant_id,
                                   name, call->envelope->conn_id);
     if (!*entry_p)
-        return fpx_reply_error (call->reply, FPX_ENOTFOUND, "no index named '%s'", name);
+        return s_not_found (call, name);
     int opcode = call->header.opcode;
     if ((*entry_p)->damaged [0] && opcode != FPX_OP_DESCRIBE && opcode != FPX_OP_OPEN) {
         rc = fpx_reply_error (call->reply, FPX_EDAMAGED, "index '%s' is damaged: %s", name,
@@ -575,6 +589,8 @@ s_op_drop (fpx_call_t *call)
     if (rc == 0)
         rc = fpx_registry_remove (call->server->registry, tenant, name, call->envelope->conn_id);
     pthread_mutex_unlock (name_lock);
+    if (rc == FPX_ENOTFOUND)
+        return s_not_found (call, name);
     if (rc)
         return fpx_reply_error (call->reply, rc, "no index named '%s'", name);
     fpx_op_pack_empty (call);

@@ -22,23 +22,34 @@ import os as _os
 _mode = {"remote": False, "tenant_id": None, "server_version": None}
 
 
-def configure(server=None, api_key=None, tenant_id=None, *, timeout_ms=None, server_key=None):
+def configure(server=None, api_key=None, tenant_id=None, *, timeout_ms=None, server_key=None,
+              connect_timeout_ms=None, long_timeout_ms=None):
     """Switches to remote mode.
 
-    server: "tcp://host:port" or "ipc://path" (None: $FAISS_PROXY_SERVER,
-    else tcp://127.0.0.1:5555). api_key: the tenant's key (None:
-    $FAISS_PROXY_API_KEY). tenant_id: accepted as other FAISS-over-network
-    clients take it; the tenant is the one the key belongs to. timeout_ms:
-    per-call timeout (default 30000, or $FAISS_PROXY_TIMEOUT_MS).
+    server: "tcp://host:port", "host:port" or "ipc://path" (None:
+    $FAISS_PROXY_SERVER, else tcp://127.0.0.1:5555). api_key: the tenant's
+    key (None: $FAISS_PROXY_API_KEY). tenant_id: accepted as other
+    FAISS-over-network clients take it; the tenant is the one the key
+    belongs to. timeout_ms: per-call timeout (default 30000, or
+    $FAISS_PROXY_TIMEOUT_MS), except for long calls (train, add, k-means,
+    serialize, read_index/deserialize, clone, …), which wait up to
+    long_timeout_ms (default: as long as the connection lives, or
+    $FAISS_PROXY_LONG_TIMEOUT_MS). connect_timeout_ms: how long a call
+    waits for a connection (default 5000, or
+    $FAISS_PROXY_CONNECT_TIMEOUT_MS); no server listening fails at once
+    ("connection refused"). Reads are sent again once after a server
+    restart; a write cut by one raises an error saying its outcome is
+    unknown. docs/CLIENTS.md has the details.
     server_key: the server's CURVE public key (40 characters, printed by
     `faissproxy keygen --curve FILE`): the connection is encrypted and the
     server authenticated (None: $FAISS_PROXY_SERVER_KEY, else a plain
-    connection; "": plain). A wrong key shows as a timeout.
+    connection; "": plain). A wrong key fails at once, naming CURVE.
     Objects made through an earlier configuration stop working (the
     connection they belonged to is closed).
     """
     from . import _client
-    _client.configure(server, api_key, timeout_ms, server_key)
+    _client.configure(server, api_key, timeout_ms, server_key, connect_timeout_ms,
+                      long_timeout_ms)
     _mode["remote"] = True
     _mode["tenant_id"] = tenant_id
     _mode["server_version"] = None

@@ -78,6 +78,18 @@ class ServerInfo(Structure):
     ]
 
 
+class ClientOptions(Structure):
+    """fpx_client_options_t: None / 0 fields take the defaults."""
+    _fields_ = [
+        ("endpoint", c_char_p),
+        ("api_key", c_char_p),
+        ("server_key", c_char_p),
+        ("connect_timeout_ms", c_int),
+        ("timeout_ms", c_int),
+        ("long_timeout_ms", c_int),
+    ]
+
+
 _H = c_void_p               # fpx_client_t *
 _NAME = c_char_p
 _PTR = c_void_p             # array buffers: numpy's .ctypes.data
@@ -88,8 +100,11 @@ _PROTOTYPES = {
     "fpx_error_name": (c_char_p, [c_int]),
     "fpx_client_new": (_H, [c_char_p, c_char_p]),
     "fpx_client_new_curve": (_H, [c_char_p, c_char_p, c_char_p]),
+    "fpx_client_open": (c_int, [POINTER(ClientOptions), POINTER(_H), c_char_p, c_size_t]),
     "fpx_client_destroy": (None, [POINTER(_H)]),
     "fpx_client_set_timeout": (None, [_H, c_int]),
+    "fpx_client_set_connect_timeout": (None, [_H, c_int]),
+    "fpx_client_set_long_timeout": (None, [_H, c_int]),
     "fpx_client_errmsg": (c_char_p, [_H]),
     "fpx_client_errcode": (c_int, [_H]),
     "fpx_ping": (c_int, [_H, POINTER(ServerInfo)]),

@@ -70,7 +70,9 @@ class _State:
         self.endpoint = None        # None: FAISS_PROXY_SERVER / default
         self.api_key = None         # None: FAISS_PROXY_API_KEY
         self.server_key = None      # None: FAISS_PROXY_SERVER_KEY, else plain
-        self.timeout_ms = None
+        self.timeout_ms = None      # None: FAISS_PROXY_TIMEOUT_MS, else 30000
+        self.connect_timeout_ms = None  # None: FAISS_PROXY_CONNECT_TIMEOUT_MS, else 5000
+        self.long_timeout_ms = None     # None: FAISS_PROXY_LONG_TIMEOUT_MS, else none
         self.closed = False
 
 
@@ -91,15 +93,20 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def configure(endpoint, api_key, timeout_ms, server_key=None):
+def configure(endpoint, api_key, timeout_ms, server_key=None, connect_timeout_ms=None,
+              long_timeout_ms=None):
     """Sets the server for the next connection; an open connection is
-    closed (its objects are freed by the server)."""
+    closed (its objects are freed by the server). The timeouts are
+    libfaissproxy's (faissproxy.h, docs/CLIENTS.md); None keeps the
+    library's default (its environment variables included)."""
     with _state.lock:
         _close_locked()
         _state.endpoint = endpoint
         _state.api_key = api_key
         _state.server_key = server_key
         _state.timeout_ms = timeout_ms
+        _state.connect_timeout_ms = connect_timeout_ms
+        _state.long_timeout_ms = long_timeout_ms
         _state.closed = False
 
 
@@ -145,16 +152,21 @@ def _handle_locked():
             _state.generation += 1
             _state.pending.clear()
     if _state.handle is None:
-        handle = lib.fpx_client_new_curve(_encode(_state.endpoint), _encode(_state.api_key),
-                                          _encode(_state.server_key))
-        if not handle:
-            raise FaissProxyError(_capi.ERROR_CODES.get("FPX_EINVAL", -5),
-                                  "faiss_proxy: cannot create a client for %r (invalid "
-                                  "endpoint, API key longer than 64 bytes, or server key "
-                                  "not 40 Z85 characters)"
-                                  % (_state.endpoint or os.environ.get("FAISS_PROXY_SERVER")))
-        if _state.timeout_ms is not None:
-            lib.fpx_client_set_timeout(handle, int(_state.timeout_ms))
+        options = _capi.ClientOptions(_encode(_state.endpoint), _encode(_state.api_key),
+                                      _encode(_state.server_key))
+        handle = ctypes.c_void_p()
+        errmsg = ctypes.create_string_buffer(512)
+        rc = lib.fpx_client_open(ctypes.byref(options), ctypes.byref(handle), errmsg,
+                                 len(errmsg))
+        if rc < 0:
+            raise _error(rc, "faiss_proxy: " + errmsg.value.decode("utf-8", "replace"))
+        handle = handle.value
+        #  Set exactly as given (0 in the options struct means "default").
+        for setter, value in ((lib.fpx_client_set_timeout, _state.timeout_ms),
+                              (lib.fpx_client_set_connect_timeout, _state.connect_timeout_ms),
+                              (lib.fpx_client_set_long_timeout, _state.long_timeout_ms)):
+            if value is not None:
+                setter(handle, int(value))
         _state.handle = handle
         _state.pid = os.getpid()
     _flush_locked(_state.handle)

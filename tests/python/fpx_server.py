@@ -111,6 +111,31 @@ class Server:
             h = ctypes.c_void_p(handle)
             lib.fpx_client_destroy(ctypes.byref(h))
 
+    def start_on(self, port, data_dir):
+        """Starts on this port with this data directory (kept by cleanup()
+        only if the caller removes it): for restarts on the same ones."""
+        self.endpoint = "tcp://127.0.0.1:%d" % port
+        self.data_dir = data_dir
+        self.log_path = os.path.join(data_dir, "daemon.log")
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [daemon_path(), "--bind", self.endpoint,
+             "--api-key", "%s:%s" % (self.tenant, self.key),
+             "--data-dir", os.path.join(data_dir, "data"), "--workers", str(self.workers),
+             "--fsync", "always", "--log-level", "warn"] + self.extra_args,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        if not self._wait_ready():
+            raise RuntimeError("faissproxyd did not start on port %d" % port)
+        return self
+
+    def kill(self):
+        """SIGKILL, as a crash."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
     def log(self):
         try:
             with open(self.log_path, errors="replace") as f:

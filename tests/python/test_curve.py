@@ -4,7 +4,7 @@ Each client runs in a child process (remote mode through the environment),
 so this file leaves the session's own connection alone:
 - with the server's public key (FAISS_PROXY_SERVER_KEY, or configure(
   server_key=…)) an IndexFlatL2 searches exactly as local FAISS;
-- with another key, calls fail quickly with a timeout naming CURVE.
+- with another key, calls fail at once with an error naming CURVE.
 """
 import json
 import os
