@@ -481,6 +481,7 @@ s_batch_take (fpx_batch_t *batch, int i, s_job_t *job)
 {
     fpx_batch_item_t *item = &batch->items [i];
     item->conn_id = job->envelope.conn_id;
+    item->arrived = job->arrived;
     for (int j = 0; j < 4; j++) {
         zmq_msg_init (&item->request [j]);
         zmq_msg_move (&item->request [j], &job->frames [j]);
@@ -819,6 +820,7 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total, bool guard
     job->envelope.conn_id = conn->conn_id;
     job->envelope.deadline_ms = deadline_ms;
     job->envelope.deadline = deadline_ms ? self->now + (double) deadline_ms * 1e-3 : 0;
+    job->envelope.arrived = self->now;
     job->opcode = header.opcode;
     job->conn = conn;
     job->arrived = self->now;

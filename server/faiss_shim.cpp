@@ -1270,7 +1270,7 @@ struct LogLineBuf : std::streambuf {
         if (c != '\n')
             line += c;
         if ((c == '\n' || line.size () >= S_LINE_MAX) && !line.empty ()) {
-            fpx_log (FPX_LOG_WARN, "FAISS: %.*s", (int) line.size (), line.data ());
+            fpx_log_faiss (FPX_LOG_WARN, line.data (), line.size ());
             line.clear ();
         }
     }

@@ -70,7 +70,8 @@ s_usage (FILE *out)
 "  --snapshot-interval-s N  … or when it has had writes for N s (default 300)\n"
 "  --spin-us N          after each message, look for the next one for N µs\n"
 "                       before sleeping (0 - 100000, default 0: sleep at once)\n"
-"  --log-level LEVEL    error, warn, info (default) or debug\n"
+"  --log-level LEVEL    error, warn, info (default) or debug (a line per request)\n"
+"  --log-format FORMAT  text (default) or json (one object a line)\n"
 "\n"
 "Limits (docs/SECURITY.md, 'Limits, quotas and fairness'):\n"
 "  --default-tenant-limits \"KEY=N,…\"  quotas of every tenant; keys:\n"
@@ -361,7 +362,7 @@ s_generate_key (fpx_config_t *config)
 enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_LEVEL, HELP, VERSION,
        FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US, CURVE_SECRET, CURVE_CLIENTS,
        TENANT_LIMITS, DEFAULT_TENANT_LIMITS, MAX_MEMORY_MB, MAX_CONN_INFLIGHT, MAX_CONN_UNREAD,
-       AUTH_DELAY_MAX, CONFIG, MAX_UNAUTHENTICATED };
+       AUTH_DELAY_MAX, CONFIG, MAX_UNAUTHENTICATED, LOG_FORMAT };
 static const struct option s_options [] = {
     { "config", required_argument, NULL, CONFIG },
     { "bind", required_argument, NULL, BIND },
@@ -372,6 +373,7 @@ static const struct option s_options [] = {
     { "max-message-mb", required_argument, NULL, MAX_MB },
     { "max-queue", required_argument, NULL, MAX_QUEUE },
     { "log-level", required_argument, NULL, LOG_LEVEL },
+    { "log-format", required_argument, NULL, LOG_FORMAT },
     { "help", no_argument, NULL, HELP },
     { "version", no_argument, NULL, VERSION },
     { "fsync", required_argument, NULL, FSYNC },
@@ -474,6 +476,12 @@ s_apply (fpx_config_t *config, int option, char *value, bool from_file)
             config->max_message = (size_t) s_positive ("--max-message-mb", value, 1 << 20) << 20;
             break;
         case MAX_QUEUE: config->max_queue = (size_t) s_positive ("--max-queue", value, 1 << 24); break;
+        case LOG_FORMAT:
+            if (fpx_log_set_format (value)) {
+                fprintf (stderr, "faissproxyd: %s--log-format is text or json\n", s_origin);
+                return -1;
+            }
+            break;
         case LOG_LEVEL:
             config->log_level = fpx_log_parse_level (value);
             if (config->log_level < 0) {
@@ -699,6 +707,8 @@ main (int argc, char **argv)
         return 2;
     fpx_log_set_level (config->log_level);
     fpx_shim_log_cerr ();           //  before recovery reads indexes and workers start
+    if (fpx_log_capture_stdio ())
+        fpx_log (FPX_LOG_WARN, "FAISS's own messages stay outside the log: %s", strerror (errno));
     s_raise_fd_limit ();
     for (int i = 0; i < config->nbinds; i++)
         if (!config->curve && !s_loopback (config->binds [i]))

@@ -1315,5 +1315,4 @@ fpx_ops_execute (fpx_call_t *call)
         rc = op (call);
     if (rc && !call->reply->status)
         fpx_reply_error (call->reply, rc, "%s", fpx_strerror (rc));
-    fpx_log (FPX_LOG_DEBUG, "%s -> %d", fpx_opcode_name (call->header.opcode), call->reply->status);
 }

@@ -102,6 +102,7 @@ typedef struct {
     struct fpx_batch_s *batch;     //  FPX_JOB_BATCH only
     double deadline;               //  monotonic seconds; 0: none
     int64_t deadline_ms;           //  the tenant's deadline_ms, for messages
+    double arrived;                //  monotonic seconds the broker read it
 } fpx_envelope_t;
 
 /*  A batch: small searches that waited in the broker's queue for the same
@@ -118,6 +119,7 @@ typedef struct {
 #define FPX_REPLY_ARRAYS_MAX 3
 typedef struct {
     uint64_t conn_id;
+    double arrived;                                 //  monotonic seconds
     zmq_msg_t request [4];                          //  routing id, header, params, queries
     zmq_msg_t reply [3 + FPX_REPLY_ARRAYS_MAX];     //  routing id, header, result, arrays
     int nreply;

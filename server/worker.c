@@ -114,6 +114,39 @@ s_execute (fpx_call_t *call)
                          "before training again" : "nothing was created");
 }
 
+//  Who asks what of which index, for the request line and for what FAISS
+//  prints while it runs. index has room for a name.
+static void
+s_log_begin (const fpx_call_t *call, fpx_log_request_t *r, char *index, size_t size)
+{
+    const fpx_config_t *config = &call->server->config;
+    if (fpx_params_copy_str (&call->params, "name", index, size))
+        index [0] = 0;
+    const char *opcode = fpx_opcode_name (call->header.opcode);
+    uint32_t tenant = call->envelope->tenant_id;
+    *r = (fpx_log_request_t) {
+        .tenant = tenant < (uint32_t) config->ntenants ? config->tenants [tenant] : "?",
+        .index = index, .opcode = opcode ? opcode : "?",
+        .request_id = call->header.request_id, .conn = call->envelope->conn_id,
+        .batch = 1, .error = "",
+    };
+}
+
+//  The request line at debug: how it ended, how long it queued and ran.
+static void
+s_log_end (const fpx_call_t *call, fpx_log_request_t *r, int batch, double started)
+{
+    if (!fpx_log_enabled (FPX_LOG_DEBUG))
+        return;
+    double arrived = call->envelope->arrived;
+    r->status = call->reply->status;
+    r->error = call->reply->status ? call->reply->error : "";
+    r->batch = batch;
+    r->wait_s = arrived > 0 && arrived < started ? started - arrived : 0;
+    r->run_s = fpx_monotonic_seconds () - started;
+    fpx_log_request (r);
+}
+
 static void
 s_serve_request (s_worker_t *self, void *socket, zmq_msg_t *frames, int count, fpx_reply_t *reply)
 {
@@ -125,12 +158,20 @@ s_serve_request (s_worker_t *self, void *socket, zmq_msg_t *frames, int count, f
         .reply = reply,
     };
     s_reply_reset (reply);
+    double started = fpx_monotonic_seconds ();
     //  The broker checked the header; decode it again for our own copy.
     fpx_header_decode_request (&call.header, zmq_msg_data (&frames [2]), zmq_msg_size (&frames [2]));
+    fpx_log_request_t log;
+    char index [FPX_NAME_MAX + 1];
     if (fpx_params_decode (&call.params, zmq_msg_data (&frames [3]), zmq_msg_size (&frames [3])))
         fpx_reply_error (reply, FPX_EPROTO, "malformed parameters (not a bounded msgpack map)");
-    else
+    s_log_begin (&call, &log, index, sizeof index);
+    if (!reply->status) {
+        fpx_log_set_context (&log);
         s_execute (&call);
+        fpx_log_set_context (NULL);
+    }
+    s_log_end (&call, &log, 1, started);
     for (int i = 0; i < call.nscratch; i++)
         free (call.scratch [i]);
     s_send_reply (socket, &frames [0], &call.header, reply);
@@ -144,13 +185,15 @@ s_serve_batch (s_worker_t *self, void *socket, fpx_batch_t *batch)
     (void) atomic_load_explicit (&batch->at_worker, memory_order_acquire);
     int n = batch->count;
     fpx_call_t *calls = self->calls;
+    double started = fpx_monotonic_seconds ();
     for (int i = 0; i < n; i++) {
         fpx_batch_item_t *item = &batch->items [i];
         fpx_reply_t *reply = &self->replies [i];
         s_reply_reset (reply);
         self->envelopes [i] = (fpx_envelope_t) { .kind = FPX_JOB_REQUEST,
                                                  .tenant_id = batch->tenant_id,
-                                                 .conn_id = item->conn_id };
+                                                 .conn_id = item->conn_id,
+                                                 .arrived = item->arrived };
         calls [i] = (fpx_call_t) {
             .server = self->server, .envelope = &self->envelopes [i],
             .arrays = &item->request [3], .narrays = 1, .reply = reply,
@@ -170,6 +213,12 @@ s_serve_batch (s_worker_t *self, void *socket, fpx_batch_t *batch)
         for (int i = 0; i < n; i++)
             calls [i].params = params;
         fpx_ops_search_batch (calls, n);
+    }
+    for (int i = 0; fpx_log_enabled (FPX_LOG_DEBUG) && i < n; i++) {
+        fpx_log_request_t log;
+        char index [FPX_NAME_MAX + 1];
+        s_log_begin (&calls [i], &log, index, sizeof index);
+        s_log_end (&calls [i], &log, n, started);
     }
     for (int i = 0; i < n; i++) {
         fpx_batch_item_t *item = &batch->items [i];
