@@ -54,6 +54,7 @@ struct fpx_wal_t {
     uint64_t snapshot_lsn;
     uint64_t log_bytes;                      //  records since the snapshot
     double dirty_since;                      //  0 when nothing unsnapshotted
+    bool snapshot_soon;                      //  a train record is in the log
     uint32_t tenant;
     uint64_t snapshot_bytes;                 //  size of the snapshot file
     long long charged;                       //  disk bytes counted to the tenant
@@ -636,7 +637,12 @@ fpx_wal_append (fpx_wal_t *wal, const fpx_record_t *record, fpx_ticket_t *ticket
         wal->dirty_since = fpx_monotonic_seconds ();
     wal->log_bytes += total;
     s_wal_recharge (wal);
-    bool wants_snapshot = wal->log_bytes >= s_store.config.snapshot_log_bytes;
+    //  Training vectors are usually far larger than what they train: the
+    //  snapshot that follows drops them from the log (and from restarts).
+    if (record->kind == FPX_REC_TRAIN)
+        wal->snapshot_soon = true;
+    bool wants_snapshot = wal->snapshot_soon
+                       || wal->log_bytes >= s_store.config.snapshot_log_bytes;
     pthread_mutex_unlock (&wal->mu);
     if (wants_snapshot) {
         pthread_mutex_lock (&s_store.mu);
@@ -716,7 +722,7 @@ fpx_wal_wants_snapshot (fpx_wal_t *wal)
 {
     pthread_mutex_lock (&wal->mu);
     bool wants = wal->log_bytes > 0
-              && (wal->log_bytes >= s_store.config.snapshot_log_bytes
+              && (wal->snapshot_soon || wal->log_bytes >= s_store.config.snapshot_log_bytes
                   || fpx_monotonic_seconds () - wal->dirty_since >= s_store.config.snapshot_interval_s);
     pthread_mutex_unlock (&wal->mu);
     return wants;
@@ -1178,6 +1184,7 @@ fpx_storage_snapshot (fpx_entry_t *entry, char *err, size_t err_size)
             pthread_mutex_lock (&wal->mu);
             wal->log_bytes = 0;
             wal->dirty_since = 0;
+            wal->snapshot_soon = false;
             wal->snapshot_bytes = snapshot_bytes;
             s_wal_recharge (wal);
             pthread_mutex_unlock (&wal->mu);

@@ -96,7 +96,8 @@ void fpx_wal_undo (fpx_wal_t *wal, const fpx_ticket_t *ticket);
     lock. 0 or FPX_EIO.                                                 */
 int fpx_wal_commit (fpx_wal_t *wal, const fpx_ticket_t *ticket, char *err, size_t err_size);
 
-/*  True when the log is past its size or age threshold.                 */
+/*  True when the log is past its size or age threshold, or holds a
+    train record (its vectors need not be replayed at every restart).    */
 bool fpx_wal_wants_snapshot (fpx_wal_t *wal);
 
 /*  Writes a snapshot of entry (taking its shared lock: searches go on,

@@ -13,7 +13,8 @@
     - a file-size limit on the server: writes fail with FPX_EIO and change
       nothing, reads go on, writes succeed again once the limit is lifted;
     - IVF training, parameters, removals and drops survive restarts, and
-      search results after recovery equal FAISS in-process.
+      search results after recovery equal FAISS in-process;
+    - training vectors leave the log with the snapshot that follows.
 */
 #include <dirent.h>
 #include <errno.h>
@@ -552,6 +553,84 @@ s_test_restart_state (void *arg)
     s_remove_dir (dir);
 }
 
+//  Bytes of the log segments in an index's directory.
+static long long
+s_log_bytes (const char *index_dir)
+{
+    DIR *dir = opendir (index_dir);
+    long long total = 0;
+    struct dirent *item;
+    while (dir && (item = readdir (dir))) {
+        char path [700];
+        struct stat st;
+        snprintf (path, sizeof path, "%s/%s", index_dir, item->d_name);
+        if (strncmp (item->d_name, "wal-", 4) == 0 && stat (path, &st) == 0)
+            total += (long long) st.st_size;
+    }
+    if (dir)
+        closedir (dir);
+    return total;
+}
+
+//  Training vectors (2.5 MB here, far under --snapshot-log-mb) leave the
+//  log with the snapshot that follows the train: a restart does not train
+//  again, and still answers as FAISS in-process.
+static void
+s_test_train_compacted (void *arg)
+{
+    (void) arg;
+    char dir [256], index_dir [400], why [256];
+    s_temp_dir (dir, sizeof dir, "train");
+    REQUIRE (dir [0], "mkdtemp failed");
+    snprintf (index_dir, sizeof index_dir, "%s/tenants/%s/trained", dir, FPX_TEST_TENANT_A);
+    int64_t nt = 40000, nb = 500, nq = 10;
+    float *xt = fpx_data_clustered (4, nt, DIM, 20, 0.05f);
+    float *xb = fpx_data_clustered (5, nb, DIM, 20, 0.05f);
+    FaissIndex *local = fpx_local_create (DIM, "IVF16,Flat", FPX_METRIC_L2, why, sizeof why);
+    REQUIRE (local, "local create: %s", why);
+    faiss_Index_train (local, nt, xt);
+    faiss_Index_add (local, nb, xb);
+
+    fpx_test_server_t server;
+    REQUIRE (s_start (&server, dir, "always") == 0, "start failed");
+    fpx_client_t *client = fpx_test_client (&server, fpx_test_key_a);
+    REQUIRE_OK (client, fpx_index_create (client, "trained", DIM, "IVF16,Flat", FPX_METRIC_L2, NULL));
+    REQUIRE_OK (client, fpx_train (client, "trained", nt, DIM, xt));
+    long long train_bytes = (long long) nt * DIM * (long long) sizeof (float), log_bytes = -1;
+    for (int i = 0; i < 200; i++) {
+        log_bytes = s_log_bytes (index_dir);
+        if (log_bytes < train_bytes / 10)
+            break;
+        fpx_sleep_ms (100);
+    }
+    CHECK (log_bytes >= 0 && log_bytes < train_bytes / 10,
+           "the log still holds %lld bytes after training on %lld", log_bytes, train_bytes);
+    CHECK_OK (client, fpx_add (client, "trained", nb, DIM, xb, NULL));
+    fpx_client_destroy (&client);
+    s_kill9 (&server);
+    fpx_test_server_stop (&server, 5);
+
+    fpx_knn_t ref, got;
+    REQUIRE (fpx_local_knn (local, nq, xb, 5, 0, &ref) == 0, "local search failed");
+    REQUIRE (s_start (&server, dir, "always") == 0, "restart failed");
+    client = fpx_test_client (&server, fpx_test_key_a);
+    fpx_index_info_t info;
+    if (CHECK_OK (client, fpx_index_describe (client, "trained", 0, &info))) {
+        CHECK_TRUE (info.is_trained);
+        CHECK_EQ (info.ntotal, nb);
+    }
+    if (CHECK_OK (client, fpx_remote_knn (client, "trained", nq, DIM, xb, 5, NULL, &got)))
+        CHECK_KNN (&ref, &got);
+    fpx_knn_free (&got);
+    fpx_knn_free (&ref);
+    fpx_client_destroy (&client);
+    CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
+    faiss_Index_free (local);
+    free (xt);
+    free (xb);
+    s_remove_dir (dir);
+}
+
 int
 main (void)
 {
@@ -562,5 +641,6 @@ main (void)
     fpx_test_run ("flipped_log_record_is_damage", s_test_flipped_log_record, NULL);
     fpx_test_run ("disk_full_refuses_writes_keeps_reads", s_test_disk_full, NULL);
     fpx_test_run ("state_survives_restarts", s_test_restart_state, NULL);
+    fpx_test_run ("train_leaves_the_log", s_test_train_compacted, NULL);
     return fpx_test_finish ();
 }
