@@ -877,8 +877,8 @@ s_torn_tail (const uint8_t *rec, uint64_t left)
 //  off when it is a torn tail of the newest segment (*valid_end tells
 //  where), otherwise damage (-1 with err).
 static int
-s_replay_segment (FaissIndex *index, const char *path, bool newest, uint64_t *next_lsn,
-                  uint64_t *valid_end, char *err, size_t err_size)
+s_replay_segment (FaissIndex *index, const char *label, const char *path, bool newest,
+                  uint64_t *next_lsn, uint64_t *valid_end, char *err, size_t err_size)
 {
     int fd = open (path, O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -895,9 +895,18 @@ s_replay_segment (FaissIndex *index, const char *path, bool newest, uint64_t *ne
         snprintf (err, err_size, "cannot map %s: %s", path, strerror (errno));
         return -1;
     }
-    uint64_t at = 0;
+    uint64_t at = 0, replayed = 0;
     int rc = 0;
+    double started = fpx_monotonic_seconds (), reported = started;
     while (rc == 0 && at < size) {
+        //  A long replay says how far it is, every 5 s.
+        double now = fpx_monotonic_seconds ();
+        if (now - reported >= 5) {
+            fpx_log (FPX_LOG_INFO, "recovering %s: %.0f of %.0f MiB of a log segment replayed "
+                     "(%llu records, %.0f s)", label, at / 1048576.0, size / 1048576.0,
+                     (unsigned long long) replayed, now - started);
+            reported = now;
+        }
         const uint8_t *rec = map + at;
         uint64_t left = size - at, length = left >= FPX_REC_HEADER ? s_get64 (rec + 8) : 0;
         bool whole = left >= FPX_REC_HEADER && s_get32 (rec) == FPX_REC_MAGIC
@@ -921,6 +930,7 @@ s_replay_segment (FaissIndex *index, const char *path, bool newest, uint64_t *ne
             if (rc == 0) {
                 at += FPX_REC_HEADER + length;
                 ++*next_lsn;
+                replayed++;
             }
         }
     }
@@ -940,7 +950,9 @@ s_recover_index (const char *dir, uint32_t tenant_id, const char *tenant, const 
                  char *factory, size_t factory_size, char *reason, size_t reason_size,
                  uint64_t *vectors)
 {
-    char path [PATH_MAX], aside [PATH_MAX + 64], why [1024];
+    char path [PATH_MAX], aside [PATH_MAX + 64], why [1024], label [2 * FPX_NAME_MAX + 2];
+    snprintf (label, sizeof label, "%s/%s", tenant, name);
+    double started = fpx_monotonic_seconds ();
     uint64_t snapshot_lsn = 0;
     memset (object, 0, sizeof *object);
     object->factory = factory;
@@ -967,7 +979,8 @@ s_recover_index (const char *dir, uint32_t tenant_id, const char *tenant, const 
             unlink (path);           //  wholly covered by the snapshot
             continue;
         }
-        if (s_replay_segment (object->index, path, newest, &next_lsn, &valid_end, why, sizeof why)) {
+        if (s_replay_segment (object->index, label, path, newest, &next_lsn, &valid_end, why,
+                              sizeof why)) {
             s_move_aside (path, aside, sizeof aside);
             snprintf (reason, reason_size, "%s; log moved aside to %s", why, aside);
             object->damaged = reason;
@@ -1001,6 +1014,12 @@ s_recover_index (const char *dir, uint32_t tenant_id, const char *tenant, const 
     s_wal_recharge (wal);
     object->wal = wal;
     *vectors += (uint64_t) faiss_Index_ntotal (object->index);
+    //  At info when it took long enough to be worth knowing.
+    double took = fpx_monotonic_seconds () - started;
+    fpx_log (took >= 1 ? FPX_LOG_INFO : FPX_LOG_DEBUG, "recovered %s in %.1f s: %lld vectors, "
+             "snapshot %.1f MiB, %llu log records replayed", label, took,
+             (long long) faiss_Index_ntotal (object->index), wal->snapshot_bytes / 1048576.0,
+             (unsigned long long) (next_lsn - snapshot_lsn - 1));
 }
 
 static void

@@ -612,7 +612,20 @@ s_test_train_compacted (void *arg)
 
     fpx_knn_t ref, got;
     REQUIRE (fpx_local_knn (local, nq, xb, 5, 0, &ref) == 0, "local search failed");
-    REQUIRE (s_start (&server, dir, "always") == 0, "restart failed");
+    //  Recovery says what it loaded: the add, not the training, replayed.
+    const char *args [] = { "--data-dir", dir, "--log-level", "debug", NULL };
+    REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "restart failed");
+    char expected [200], line [1024];
+    snprintf (expected, sizeof expected, "recovered %s/trained in ", FPX_TEST_TENANT_A);
+    bool found = false;
+    FILE *log = fopen (server.log_path, "r");
+    while (log && !found && fgets (line, sizeof line, log))
+        found = strstr (line, expected) && strstr (line, ": 500 vectors, snapshot ")
+             && strstr (line, ", 1 log records replayed");
+    if (log)
+        fclose (log);
+    CHECK (found, "no line '%s…: 500 vectors, …, 1 log records replayed' in %s", expected,
+           server.log_path);
     client = fpx_test_client (&server, fpx_test_key_a);
     fpx_index_info_t info;
     if (CHECK_OK (client, fpx_index_describe (client, "trained", 0, &info))) {
