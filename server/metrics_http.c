@@ -124,12 +124,11 @@ static enum MHD_Result
 s_handle (void *cls, struct MHD_Connection *connection, const char *url, const char *method,
           const char *version, const char *upload_data, size_t *upload_data_size, void **state)
 {
-    (void) version, (void) upload_data, (void) state;
+    //  Answered on the first call, before any body: a body is never read.
+    (void) version, (void) upload_data, (void) upload_data_size, (void) state;
     fpx_server_t *server = cls;
     if (strcmp (method, MHD_HTTP_METHOD_GET) && strcmp (method, MHD_HTTP_METHOD_HEAD))
         return s_text (connection, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET\n");
-    if (*upload_data_size)              //  a GET with a body: refused, unread
-        return s_text (connection, MHD_HTTP_BAD_REQUEST, "no body\n");
     if (!strcmp (url, "/"))
         return s_respond (connection, MHD_HTTP_OK, "text/html; charset=utf-8", (void *) s_dashboard,
                           sizeof s_dashboard - 1, MHD_RESPMEM_PERSISTENT);
