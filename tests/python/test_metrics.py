@@ -188,8 +188,7 @@ def test_prometheus_metrics(served):
     assert gauges[("faissproxy_uptime_seconds", ())] > 0
     assert gauges[("faissproxy_queue_depth", ())] == 0
     assert gauges[("faissproxy_requests_in_flight", ())] == 0
-    #  The session's readiness ping has closed; the children have exited.
-    assert gauges[("faissproxy_connections", ())] >= 0
+    assert ("faissproxy_connections", ()) in gauges
 
 
 def test_json_matches_text(served):
