@@ -282,7 +282,7 @@ static void
 s_text_batches (s_out_t *out, fpx_metrics_t *self)
 {
     s_text_header (out, "faissproxy_batch_size", "histogram",
-                   "Searches answered together by one FAISS call (a batch of 1: alone).");
+                   "Searches answered by one batch job, sharing FAISS calls.");
     uint64_t cumulative = 0;
     for (int b = 0; b < S_BATCH_BUCKETS; b++) {
         cumulative += atomic_load_explicit (&self->batch_sizes [b], memory_order_relaxed);
