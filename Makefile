@@ -39,6 +39,8 @@ LDFLAGS     += -pthread $(SANFLAGS)
 
 FAISS_LIBS  := $(FAISS_C_LIB) $(FAISS_LIBDIR) $(BLAS_LIBS) -fopenmp -lstdc++ -lm
 NET_LIBS    := -lzmq -lmsgpackc -lsodium
+#  The daemon's --metrics-bind HTTP server (server/metrics_http.c only).
+HTTP_LIBS   := -lmicrohttpd
 
 PROTOCOL_SRC := $(wildcard protocol/*.c)
 SERVER_SRC   := $(wildcard server/*.c)
@@ -83,7 +85,7 @@ $(DAEMON) $(CLI) $(LOADTEST): LDFLAGS += $(RPATH_ORIGIN)
 
 $(DAEMON): $(call obj,$(SERVER_SRC) $(SERVER_CXX) $(PROTOCOL_SRC)) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
-	$(LINK_FAISS)
+	$(LINK_FAISS) $(HTTP_LIBS)
 
 $(LIB_A): $(call obj,$(CLIENT_SRC) $(PROTOCOL_SRC))
 	@mkdir -p $(dir $@)
@@ -124,7 +126,7 @@ $(BUILD)/tests/%: $(call obj,tests/%.c $(TEST_COMMON)) $(LIB_A) $(FAISS_C_DEP)
 #  Fuzz targets (tests/fuzz/, docs/FUZZING.md). Built without a fuzzing
 #  engine they are test programs that replay a generated seed corpus and
 #  deterministic mutants of it; `make fuzz` builds them with libFuzzer.
-FUZZ_SERVER_OBJ := $(call obj,$(filter-out server/main.c,$(SERVER_SRC)) $(SERVER_CXX) $(PROTOCOL_SRC))
+FUZZ_SERVER_OBJ := $(call obj,$(filter-out server/main.c server/metrics_http.c,$(SERVER_SRC)) $(SERVER_CXX) $(PROTOCOL_SRC))
 FUZZ_CORPUS  := $(BUILD)/fuzz/corpus/.stamp
 FUZZ_GEN     := $(BUILD)/bin/fpx-fuzz-corpus
 FUZZ_LIVE    := $(BUILD)/bin/fpx-fuzz-live
@@ -162,7 +164,7 @@ FUZZ_ENGINE_FLAGS := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,ad
     -I$(FAISS_PREFIX)/include -pthread
 FUZZ_ENGINE_LINK  := -fsanitize=fuzzer,address,undefined -pthread
 FUZZ_SERVER_C := tests/fuzz/fuzz_server.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_seeds.c \
-    tests/fuzz/fuzz_client.c $(filter-out server/main.c,$(SERVER_SRC)) $(PROTOCOL_SRC)
+    tests/fuzz/fuzz_client.c $(filter-out server/main.c server/metrics_http.c,$(SERVER_SRC)) $(PROTOCOL_SRC)
 
 $(FUZZ_ENGINE)/fuzz_decoder: tests/fuzz/fuzz_decoder.c tests/fuzz/fuzz_common.c $(PROTOCOL_SRC)
 	@mkdir -p $(dir $@)

@@ -9,11 +9,13 @@ deps_dir=${1:?usage: deps.sh BUILD_DEPS_DIR [FAISS_PREFIX]}
 faiss_prefix=${2:-/usr}
 
 packages=(g++ make pkg-config dpkg-dev
-          libzmq3-dev libczmq-dev libmsgpack-dev libsodium-dev
+          libzmq3-dev libczmq-dev libmsgpack-dev libsodium-dev libmicrohttpd-dev
           libfaiss-dev libopenblas-dev
           python3 python3-numpy python3-faiss python3-pytest python3-setuptools python3-pip)
 #  make fuzz: clang with libFuzzer and its sanitizer runtimes.
 packages+=(clang libclang-rt-14-dev)
+#  tests/python/test_metrics.py: the dashboard in a headless browser.
+packages+=(chromium)
 
 die () { echo "deps: $*" >&2; exit 1; }
 

@@ -109,6 +109,8 @@ typedef struct {
     size_t ring_head, ring_count, nqueues;
     s_running_t *running;           //  one per worker
     size_t queued;
+    size_t inflight;                //  requests admitted, not yet answered
+    size_t connections;             //  accepted, not yet disconnected
     double now;                     //  monotonic seconds, read once a wake
     double rss_at;                  //  when rss was read
     size_t rss;
@@ -162,11 +164,13 @@ fpx_pack_server_info (msgpack_packer *pk)
     fpx_pack_kv_str (pk, "faiss_version", fpx_shim_faiss_version ());
 }
 
-//  Replies from the broker itself: an error, or the ping result.
+//  Replies from the broker itself: an error, or the ping result; counted
+//  for tenant (-1: none known) as answered at once.
 static void
-s_reply (s_broker_t *self, zmq_msg_t *rid, const fpx_header_t *request,
+s_reply (s_broker_t *self, zmq_msg_t *rid, const fpx_header_t *request, int tenant,
          int status, const char *error)
 {
+    fpx_metrics_request (self->server->metrics, tenant, request->opcode, status, 0);
     fpx_header_t header = { .version = FPX_PROTOCOL_VERSION, .opcode = request->opcode,
                             .status = status, .request_id = request->request_id };
     uint8_t head [FPX_REPLY_HEADER_SIZE];
@@ -306,9 +310,13 @@ s_monitor_drain (s_broker_t *self)
             int32_t fd;
             memcpy (&kind, data, 2);
             memcpy (&fd, data + 2, 4);
-            if (kind == ZMQ_EVENT_ACCEPTED)
+            if (kind == ZMQ_EVENT_ACCEPTED) {
                 fpx_intake_accepted (self->intake, fd, fpx_monotonic_seconds ());
+                self->connections++;
+            }
             else if (kind == ZMQ_EVENT_DISCONNECTED) {
+                if (self->connections)
+                    self->connections--;
                 fpx_intake_closed (self->intake, fd);
                 if (fd >= 0 && fd < self->fd_capacity && self->conn_by_fd [fd])
                     s_conn_forget (self, self->conn_by_fd [fd]);
@@ -400,8 +408,10 @@ s_ring_pop (s_broker_t *self)
 static void
 s_request_done (s_broker_t *self, uint32_t tenant, s_conn_t *conn)
 {
-    if (tenant < self->nqueues - 1 && self->queues [tenant].inflight)
+    if (tenant < self->nqueues - 1 && self->queues [tenant].inflight) {
         self->queues [tenant].inflight--;
+        self->inflight--;
+    }
     s_conn_done (conn);
 }
 
@@ -449,6 +459,7 @@ s_enqueue (s_broker_t *self, s_job_t *job)
         s_ring_push (self, (uint32_t) index);
     if (job->envelope.kind == FPX_JOB_REQUEST) {
         queue->inflight++;
+        self->inflight++;
         if (job->conn)
             job->conn->inflight++;
     }
@@ -682,7 +693,7 @@ s_refuse (s_broker_t *self, s_job_t *job, int status, const char *error)
     fpx_header_t header;
     fpx_header_decode_request (&header, zmq_msg_data (&job->frames [1]),
                                zmq_msg_size (&job->frames [1]));
-    s_reply (self, &job->frames [0], &header, status, error);
+    s_reply (self, &job->frames [0], &header, (int) job->envelope.tenant_id, status, error);
     if (job->envelope.kind == FPX_JOB_REQUEST)
         s_request_done (self, job->envelope.tenant_id, job->conn);
     s_close_frames (job->frames, job->nframes);
@@ -751,7 +762,8 @@ static void
 s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total, bool guarded)
 {
     zmq_msg_t *rid = &job->frames [0];
-    fpx_header_t header;
+    fpx_header_t header = { 0 };
+    int tenant = -1;
     int rc = job->nframes >= 2
            ? fpx_header_decode_request (&header, zmq_msg_data (&job->frames [1]),
                                         zmq_msg_size (&job->frames [1]))
@@ -774,8 +786,8 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total, bool guard
         error = text;
     }
     else {
-        int tenant = s_authenticate (self, job, &header, guarded, total, &rc, &error, text,
-                                     sizeof text);
+        tenant = s_authenticate (self, job, &header, guarded, total, &rc, &error, text,
+                                 sizeof text);
         if (tenant == S_HELD)
             return;
         if (tenant >= 0)           //  its connection may now hold a whole message
@@ -795,20 +807,20 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total, bool guard
         job->envelope.tenant_id = (uint32_t) (tenant < 0 ? 0 : tenant);
     }
     if (rc || header.opcode == FPX_OP_PING) {
-        s_reply (self, rid, &header, rc, error);
+        s_reply (self, rid, &header, tenant < 0 ? -1 : tenant, rc, error);
         s_close_frames (job->frames, job->nframes);
         free (job);
         return;
     }
     s_conn_t *conn = s_conn_get (self, rid, &job->frames [1]);
     if (!conn) {
-        s_reply (self, rid, &header, FPX_ENOMEM, "out of memory");
+        s_reply (self, rid, &header, tenant, FPX_ENOMEM, "out of memory");
         s_close_frames (job->frames, job->nframes);
         free (job);
         return;
     }
     if ((rc = s_check_conn (self, conn, text, sizeof text))) {
-        s_reply (self, rid, &header, rc, text);
+        s_reply (self, rid, &header, tenant, rc, text);
         s_close_frames (job->frames, job->nframes);
         free (job);
         return;
@@ -1153,6 +1165,7 @@ fpx_broker_run (fpx_server_t *server, int signal_fd)
             }
             s_guard_release (&self);
             s_dispatch_queued (&self);
+            fpx_metrics_broker (server->metrics, self.queued, self.inflight, self.connections);
             if (items [3].revents & ZMQ_POLLIN) {
                 unsigned char signo;
                 if (read (signal_fd, &signo, 1) == 1 && !self.stopping) {

@@ -72,6 +72,9 @@ s_usage (FILE *out)
 "                       before sleeping (0 - 100000, default 0: sleep at once)\n"
 "  --log-level LEVEL    error, warn, info (default) or debug (a line per request)\n"
 "  --log-format FORMAT  text (default) or json (one object a line)\n"
+"  --metrics-bind HOST:PORT  serve HTTP GET /metrics (Prometheus), /metrics.json\n"
+"                       and / (a dashboard) on HOST:PORT; no authentication:\n"
+"                       keep it on loopback (default: off; docs/OPERATIONS.md)\n"
 "\n"
 "Limits (docs/SECURITY.md, 'Limits, quotas and fairness'):\n"
 "  --default-tenant-limits \"KEY=N,…\"  quotas of every tenant; keys:\n"
@@ -362,7 +365,8 @@ s_generate_key (fpx_config_t *config)
 enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_LEVEL, HELP, VERSION,
        FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US, CURVE_SECRET, CURVE_CLIENTS,
        TENANT_LIMITS, DEFAULT_TENANT_LIMITS, MAX_MEMORY_MB, MAX_CONN_INFLIGHT, MAX_CONN_UNREAD,
-       AUTH_DELAY_MAX, CONFIG, MAX_UNAUTHENTICATED, LOG_FORMAT };
+       AUTH_DELAY_MAX, CONFIG, MAX_UNAUTHENTICATED, LOG_FORMAT,
+       METRICS_BIND };
 static const struct option s_options [] = {
     { "config", required_argument, NULL, CONFIG },
     { "bind", required_argument, NULL, BIND },
@@ -374,6 +378,7 @@ static const struct option s_options [] = {
     { "max-queue", required_argument, NULL, MAX_QUEUE },
     { "log-level", required_argument, NULL, LOG_LEVEL },
     { "log-format", required_argument, NULL, LOG_FORMAT },
+    { "metrics-bind", required_argument, NULL, METRICS_BIND },
     { "help", no_argument, NULL, HELP },
     { "version", no_argument, NULL, VERSION },
     { "fsync", required_argument, NULL, FSYNC },
@@ -508,6 +513,7 @@ s_apply (fpx_config_t *config, int option, char *value, bool from_file)
         case SPIN_US:
             config->spin_us = strcmp (value, "0") ? (int) s_positive ("--spin-us", value, 100000) : 0;
             break;
+        case METRICS_BIND: config->metrics_bind = value; break;
         case TENANT_LIMITS: s_tenant_limits_file = value; break;
         case DEFAULT_TENANT_LIMITS: s_default_tenant_limits = value; break;
         case MAX_MEMORY_MB:
@@ -740,7 +746,9 @@ main (int argc, char **argv)
     server.registry = fpx_registry_new ();
     server.started_at = fpx_monotonic_seconds ();
     server.batch_stats = calloc ((size_t) config->ntenants, sizeof *server.batch_stats);
-    if (!server.zmq_ctx || !server.registry || !server.batch_stats || fpx_limits_start (config)) {
+    server.metrics = fpx_metrics_new (config->ntenants);
+    if (!server.zmq_ctx || !server.registry || !server.batch_stats || !server.metrics
+    ||  fpx_limits_start (config)) {
         fprintf (stderr, "faissproxyd: cannot start: %s\n", strerror (errno));
         return 1;
     }
@@ -756,6 +764,8 @@ main (int argc, char **argv)
         return 1;
     }
     fpx_limits_measure_all (server.registry);
+    if (config->metrics_bind && fpx_metrics_http_start (&server, config->metrics_bind))
+        return 1;
     fpx_interrupt_install ();
     fpx_log (FPX_LOG_INFO, "faissproxyd %s (protocol %d, FAISS %s): %d worker(s), %d tenant(s), "
              "max message %zu MiB", FPX_SERVER_VERSION, FPX_PROTOCOL_VERSION,
@@ -770,6 +780,7 @@ main (int argc, char **argv)
         _exit (1);
     }
     fpx_workers_join (&server);
+    fpx_metrics_http_stop ();           //  it reads the registry
     fpx_storage_close (server.registry);        //  snapshots what the logs hold
     fpx_registry_destroy (&server.registry);
     zmq_ctx_term (server.zmq_ctx);
@@ -781,6 +792,7 @@ main (int argc, char **argv)
     free (config->keys);
     free (config->tenants);
     free (server.batch_stats);
+    fpx_metrics_destroy (&server.metrics);
     fpx_limits_stop ();
     free (config->tenant_limits);
     free (s_config_text);

@@ -19,6 +19,7 @@
 #include "fpx_protocol.h"
 #include "fpx_version.h"
 #include "log.h"
+#include "metrics.h"
 #include "registry.h"
 
 #define FPX_SERVER_VERSION   FPX_VERSION_STRING
@@ -73,6 +74,7 @@ typedef struct {
     char curve_public [41];        //  its public key, Z85
     uint8_t (*curve_clients) [32]; //  --curve-clients-file, owned; none: any
     int ncurve_clients;
+    const char *metrics_bind;      //  --metrics-bind HOST:PORT; NULL: off
 } fpx_config_t;
 
 /*  Per-tenant counters of batched searches (see fpx_batch_t).           */
@@ -88,6 +90,7 @@ typedef struct {
     atomic_int active_calls;       //  FAISS calls running now (OMP budget)
     double started_at;             //  monotonic seconds
     fpx_batch_stats_t *batch_stats;    //  one per tenant, owned
+    fpx_metrics_t *metrics;        //  owned; NULL: not counted
 } fpx_server_t;
 
 //  The broker → worker envelope, frame 1 of every job.
@@ -175,6 +178,22 @@ void fpx_pack_server_info (msgpack_packer *pk);
     fpx_zap_join waits for it after zmq_ctx_term has begun.            */
 int fpx_zap_start (fpx_server_t *server);
 void fpx_zap_join (void);
+
+// ---- metrics.c
+/*  Renders server's metrics (metrics.h), the tenants' usage and the named
+    indexes as the Prometheus text format (json false) or JSON. Returns a
+    malloc'd text (caller owns) with its size in *size_p (OUT), or NULL
+    when out of memory or past FPX_METRICS_OUTPUT_MAX. Bounded work: the
+    counters, the tenants and at most FPX_METRICS_INDEXES_MAX named
+    indexes; reads only atomics and the registry. Any thread.            */
+char *fpx_metrics_render (fpx_server_t *server, bool json, size_t *size_p);
+
+/*  Starts the HTTP server of --metrics-bind HOST:PORT on its own thread
+    (metrics_http.c): GET /metrics, /metrics.json and / (the dashboard).
+    Returns 0, or -1 with a message logged. fpx_metrics_http_stop stops
+    it (no-op when not started); before the registry goes.               */
+int fpx_metrics_http_start (fpx_server_t *server, const char *bind);
+void fpx_metrics_http_stop (void);
 
 // ---- worker.c
 /*  Starts / joins the worker pool.                                      */

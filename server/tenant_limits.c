@@ -306,6 +306,20 @@ fpx_limits_disk_move (uint32_t tenant, long long delta)
 }
 
 int
+fpx_limits_usage (uint32_t tenant, fpx_limits_usage_t *usage)
+{
+    s_usage_t *counted = s_usage_of (tenant);
+    *usage = (fpx_limits_usage_t) { 0 };
+    if (!counted)
+        return -1;
+    usage->indexes = atomic_load (&counted->indexes);
+    usage->vectors = atomic_load (&counted->vectors);
+    usage->bytes = atomic_load (&counted->bytes);
+    usage->disk = atomic_load (&counted->disk);
+    return 0;
+}
+
+int
 fpx_limits_disk_check (uint32_t tenant, uint64_t bytes, char *err, size_t err_size)
 {
     s_usage_t *usage = s_usage_of (tenant);

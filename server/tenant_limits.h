@@ -60,6 +60,19 @@ void fpx_limits_entry_adopted (fpx_entry_t *entry);
 void fpx_limits_disk_move (uint32_t tenant, long long delta);
 int fpx_limits_disk_check (uint32_t tenant, uint64_t bytes, char *err, size_t err_size);
 
+/*  One tenant's usage as counted here, for the metrics (metrics.h).     */
+typedef struct {
+    long long indexes;             //  named + anonymous entries
+    long long vectors;             //  ntotal over its indexes
+    long long bytes;               //  serialized size of its indexes
+    long long disk;                //  snapshots + logs of its named indexes
+} fpx_limits_usage_t;
+
+/*  Reads tenant's usage into *usage (OUT). Returns 0, or -1 for a tenant
+    not counted (usage zeroed). Thread-safe: atomic loads, each figure
+    exact but not taken at the same instant as the others.              */
+int fpx_limits_usage (uint32_t tenant, fpx_limits_usage_t *usage);
+
 /*  Re-measures the object of entry's owner (vectors and serialized
     bytes) and moves the tenant's usage by the difference. The caller
     holds the owner's lock (shared or exclusive).                        */

@@ -132,18 +132,24 @@ s_log_begin (const fpx_call_t *call, fpx_log_request_t *r, char *index, size_t s
     };
 }
 
-//  The request line at debug: how it ended, how long it queued and ran.
+//  A request ended: counted in the metrics (metrics.h) and, at debug, the
+//  request line (r from s_log_begin; NULL when not logging): how it
+//  ended, how long it queued and ran.
 static void
 s_log_end (const fpx_call_t *call, fpx_log_request_t *r, int batch, double started)
 {
-    if (!fpx_log_enabled (FPX_LOG_DEBUG))
-        return;
     double arrived = call->envelope->arrived;
+    double wait_s = arrived > 0 && arrived < started ? started - arrived : 0;
+    double run_s = fpx_monotonic_seconds () - started;
+    fpx_metrics_request (call->server->metrics, (int) call->envelope->tenant_id,
+                         call->header.opcode, call->reply->status, wait_s + run_s);
+    if (!r || !fpx_log_enabled (FPX_LOG_DEBUG))
+        return;
     r->status = call->reply->status;
     r->error = call->reply->status ? call->reply->error : "";
     r->batch = batch;
-    r->wait_s = arrived > 0 && arrived < started ? started - arrived : 0;
-    r->run_s = fpx_monotonic_seconds () - started;
+    r->wait_s = wait_s;
+    r->run_s = run_s;
     fpx_log_request (r);
 }
 
@@ -214,12 +220,15 @@ s_serve_batch (s_worker_t *self, void *socket, fpx_batch_t *batch)
             calls [i].params = params;
         fpx_ops_search_batch (calls, n);
     }
-    for (int i = 0; fpx_log_enabled (FPX_LOG_DEBUG) && i < n; i++) {
+    bool debug = fpx_log_enabled (FPX_LOG_DEBUG);
+    for (int i = 0; i < n; i++) {
         fpx_log_request_t log;
         char index [FPX_NAME_MAX + 1];
-        s_log_begin (&calls [i], &log, index, sizeof index);
-        s_log_end (&calls [i], &log, n, started);
+        if (debug)
+            s_log_begin (&calls [i], &log, index, sizeof index);
+        s_log_end (&calls [i], debug ? &log : NULL, n, started);
     }
+    fpx_metrics_batch (self->server->metrics, n);
     for (int i = 0; i < n; i++) {
         fpx_batch_item_t *item = &batch->items [i];
         for (int j = 0; j < calls [i].nscratch; j++)
