@@ -268,14 +268,37 @@ int fpx_reset (fpx_client_t *self, const char *name);
 int fpx_set_parameters (fpx_client_t *self, const char *name, const char *params);
 
 /*  Downloads the index serialized in FAISS's own format. *bytes_p
-    receives a buffer the caller frees with fpx_free.                    */
+    receives a buffer the caller frees with fpx_free. An index larger
+    than one message comes in chunks of one consistent serialization
+    (docs/PROTOCOL.md, "Transfers"), whatever --max-message-mb is.      */
 int fpx_serialize (fpx_client_t *self, const char *name,
                    uint8_t **bytes_p /* OUT */, size_t *size_p /* OUT */);
 
 /*  Uploads an index in FAISS's format as a new index; name NULL makes it
-    anonymous. info (may be NULL) receives its description.              */
+    anonymous. info (may be NULL) receives its description. Above
+    FPX_UPLOAD_INLINE_MAX bytes it travels in chunks, so any size passes
+    the server's message limit (the tenant's max_memory_mb and the
+    server's --max-memory-mb still apply). The description's factory is
+    the one the server recovers from the structure ("" when none).     */
+#define FPX_UPLOAD_INLINE_MAX (512 << 10)
 int fpx_deserialize (fpx_client_t *self, const char *name, const uint8_t *bytes,
                      size_t size, fpx_index_info_t *info /* OUT */);
+
+/*  Streaming versions, for indexes that should not be held in memory
+    whole. A write callback receives consecutive pieces of the
+    serialization (at most the server's chunk size each); a read callback
+    must fill exactly `size` bytes. Either returns 0, or non-zero to stop:
+    the call then fails with FPX_EIO and the server frees its copy.
+    fpx_serialize_to: *size_p (may be NULL) receives the total.
+    fpx_deserialize_from: size bytes in all; factory (NULL or "": let the
+    server recover it) is kept as the index's factory string.            */
+typedef int (*fpx_write_fn) (void *arg, const uint8_t *data, size_t size);
+typedef int (*fpx_read_fn) (void *arg, uint8_t *data, size_t size);
+int fpx_serialize_to (fpx_client_t *self, const char *name, fpx_write_fn write,
+                      void *arg, size_t *size_p /* OUT */);
+int fpx_deserialize_from (fpx_client_t *self, const char *name, const char *factory,
+                          size_t size, fpx_read_fn read, void *arg,
+                          fpx_index_info_t *info /* OUT */);
 
 /* ---- objects: composition, views, attributes, transforms ---------------
     FAISS's object model, for bindings that mirror FAISS's classes (the

@@ -38,9 +38,12 @@ static const char *s_usage =
     "  drop NAME                         drop an index\n"
     "  save NAME                         snapshot a named index now (its log is truncated)\n"
     "  backup NAME FILE                  write a consistent copy of an index to FILE\n"
-    "                                    (FAISS's own format: faiss.read_index reads it)\n"
-    "  restore NAME FILE                 create index NAME from FILE (a backup, or any\n"
-    "                                    file faiss.write_index wrote); NAME must not exist\n"
+    "                                    (FAISS's own format: faiss.read_index reads it);\n"
+    "                                    any size: it comes in chunks, streamed to FILE\n"
+    "  restore NAME FILE [FACTORY]       create index NAME from FILE (a backup, or any\n"
+    "                                    file faiss.write_index wrote); NAME must not exist;\n"
+    "                                    FACTORY is kept as its factory string (default:\n"
+    "                                    the one the server recovers from the structure)\n"
     "  keygen TENANT [ROLE]              print a new API key and the line for the server's\n"
     "                                    --keys-file (ROLE read, write (default) or admin)\n"
     "  keygen --curve FILE               write a new CURVE key pair for faissproxyd\n"
@@ -217,79 +220,83 @@ s_cmd_save (fpx_client_t *client, char **args)
     return EXIT_SUCCESS;
 }
 
-//  Writes size bytes to path through a temporary file renamed into place,
-//  so that a failed backup never leaves a truncated file under its name.
 static int
-s_write_file (const char *path, const uint8_t *bytes, size_t size)
+s_file_write (void *arg, const uint8_t *data, size_t size)
 {
-    char tmp [PATH_MAX];
-    if (snprintf (tmp, sizeof tmp, "%s.tmp", path) >= (int) sizeof tmp)
-        return -1;
-    FILE *file = fopen (tmp, "wb");
-    if (!file)
-        return -1;
-    bool ok = fwrite (bytes, 1, size, file) == size;
-    ok = fclose (file) == 0 && ok;
-    if (!ok || rename (tmp, path)) {
-        int saved = errno;
-        remove (tmp);
-        errno = saved;
-        return -1;
-    }
-    return 0;
+    return fwrite (data, 1, size, (FILE *) arg) == size ? 0 : -1;
 }
 
+static int
+s_file_read (void *arg, uint8_t *data, size_t size)
+{
+    return fread (data, 1, size, (FILE *) arg) == size ? 0 : -1;
+}
+
+//  Streams the index into a temporary file renamed into place, so that a
+//  failed backup never leaves a truncated file under its name; the index
+//  is never held whole in this process (it comes in chunks).
 static int
 s_cmd_backup (fpx_client_t *client, char **args)
 {
-    uint8_t *bytes;
-    size_t size;
-    if (fpx_serialize (client, args [0], &bytes, &size))
-        return s_fail (client);
-    int rc = s_write_file (args [1], bytes, size);
-    fpx_free (bytes);
-    if (rc) {
-        fprintf (stderr, "faissproxy: cannot write %s: %s\n", args [1], strerror (errno));
+    char tmp [PATH_MAX];
+    if (snprintf (tmp, sizeof tmp, "%s.tmp", args [1]) >= (int) sizeof tmp) {
+        fprintf (stderr, "faissproxy: path too long: %s\n", args [1]);
         return EXIT_FAILURE;
     }
-    printf ("backed up %s to %s (%zu bytes)\n", args [0], args [1], size);
-    return EXIT_SUCCESS;
-}
-
-//  Reads a whole file into a malloc'd buffer; NULL with errno on failure.
-static uint8_t *
-s_read_file (const char *path, size_t *size_p)
-{
-    FILE *file = fopen (path, "rb");
-    if (!file)
-        return NULL;
-    uint8_t *bytes = NULL;
-    long size = -1;
-    if (fseek (file, 0, SEEK_END) == 0 && (size = ftell (file)) > 0 && fseek (file, 0, SEEK_SET) == 0
-    &&  (bytes = malloc ((size_t) size)) && fread (bytes, 1, (size_t) size, file) != (size_t) size) {
-        free (bytes);
-        bytes = NULL;
-        errno = EIO;
+    FILE *file = fopen (tmp, "wb");
+    if (!file) {
+        fprintf (stderr, "faissproxy: cannot write %s: %s\n", tmp, strerror (errno));
+        return EXIT_FAILURE;
     }
-    if (size == 0)
-        errno = EINVAL;
-    fclose (file);
-    *size_p = (size_t) size;
-    return bytes;
+    size_t size = 0;
+    errno = 0;
+    int rc = fpx_serialize_to (client, args [0], s_file_write, file, &size);
+    int saved = errno;
+    bool written = fclose (file) == 0 && rc != FPX_EIO;
+    if (written && !rc && rename (tmp, args [1]) == 0) {
+        printf ("backed up %s to %s (%zu bytes)\n", args [0], args [1], size);
+        return EXIT_SUCCESS;
+    }
+    saved = rc == FPX_EIO ? saved : errno;
+    remove (tmp);
+    if (rc && rc != FPX_EIO)
+        return s_fail (client);
+    fprintf (stderr, "faissproxy: cannot write %s: %s\n", args [1], strerror (saved));
+    return EXIT_FAILURE;
 }
 
+//  Streams FILE to the server in chunks. FACTORY, when given, is kept as
+//  the index's factory string; without it the server recovers one from
+//  the index's structure when FAISS's index_factory has one.
 static int
 s_cmd_restore (fpx_client_t *client, char **args)
 {
-    size_t size;
-    uint8_t *bytes = s_read_file (args [1], &size);
-    if (!bytes) {
+    FILE *file = fopen (args [1], "rb");
+    long size = -1;
+    if (file && fseek (file, 0, SEEK_END) == 0)
+        size = ftell (file);
+    if (!file || size < 0 || fseek (file, 0, SEEK_SET) != 0) {
         fprintf (stderr, "faissproxy: cannot read %s: %s\n", args [1], strerror (errno));
+        if (file)
+            fclose (file);
+        return EXIT_FAILURE;
+    }
+    if (size == 0) {
+        fprintf (stderr, "faissproxy: %s is empty\n", args [1]);
+        fclose (file);
         return EXIT_FAILURE;
     }
     fpx_index_info_t info;
-    int rc = fpx_deserialize (client, args [0], bytes, size, &info);
-    free (bytes);
+    errno = 0;
+    int rc = fpx_deserialize_from (client, args [0], args [2], (size_t) size, s_file_read, file,
+                                   &info);
+    int saved = errno;
+    fclose (file);
+    if (rc == FPX_EIO) {
+        fprintf (stderr, "faissproxy: cannot read %s: %s\n", args [1],
+                 saved ? strerror (saved) : "shorter than it was");
+        return EXIT_FAILURE;
+    }
     if (rc)
         return s_fail (client);
     printf ("restored %s from %s\n", args [0], args [1]);
@@ -311,7 +318,7 @@ static const s_command_t s_commands [] = {
     { "drop",     1, 1, s_cmd_drop },
     { "save",     1, 1, s_cmd_save },
     { "backup",   2, 2, s_cmd_backup },
-    { "restore",  2, 2, s_cmd_restore },
+    { "restore",  2, 3, s_cmd_restore },
 };
 
 /* ---- keygen: local, no server ----------------------------------------- */

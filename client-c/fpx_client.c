@@ -1278,11 +1278,310 @@ s_call_download (fpx_client_t *self, int opcode, const char *name, const char *c
     return rc;
 }
 
+/* ---- transfers: serialize / deserialize of any size ------------------- */
+
+//  Ends a transfer the caller gives up on, so that the server frees its
+//  buffer now; the failure being reported stays on the handle.
+static void
+s_transfer_abort (fpx_client_t *self, int64_t transfer)
+{
+    int opcode = self->opcode, errcode = self->errcode;
+    char errmsg [FPX_ERRMSG_MAX];
+    memcpy (errmsg, self->errmsg, sizeof errmsg);
+    self->opcode = FPX_OP_TRANSFER_ABORT;
+    s_params_t params;
+    fpx_pack_kv_int (s_params_start (&params, 1), "transfer", transfer);
+    fpx_request_t request = { 0 };
+    fpx_reply_t reply;
+    if (s_call (self, &request, &params, &reply) == 0)
+        fpx_reply_close (&reply);
+    self->opcode = opcode;
+    self->errcode = errcode;
+    memcpy (self->errmsg, errmsg, sizeof errmsg);
+}
+
+//  Passes the reply's array 0 of `length` bytes to write.
+static int
+s_download_piece (fpx_client_t *self, fpx_reply_t *reply, size_t length,
+                  fpx_write_fn write, void *arg)
+{
+    const void *data;
+    int rc = s_result_array (self, reply, 0, "bytes", length, &data);
+    if (!rc && write (arg, data, length))
+        rc = s_fail (self, FPX_EIO, "the writer of the downloaded bytes failed");
+    return rc;
+}
+
+//  An old server without download_begin: one serialize.
+static int
+s_download_whole (fpx_client_t *self, const char *name, int (*start) (void *, size_t),
+                  fpx_write_fn write, void *arg, size_t *size_p)
+{
+    self->opcode = FPX_OP_SERIALIZE;
+    fpx_request_t request = { .reply_arrays = 1 };
+    fpx_reply_t reply;
+    int rc = s_call_name (self, name, &request, &reply);
+    if (rc)
+        return rc;
+    int64_t size = 0;
+    rc = s_result_int (self, &reply, "size", 0, (int64_t) (SIZE_MAX / 2), &size);
+    if (!rc && start && start (arg, (size_t) size))
+        rc = s_fail (self, FPX_ENOMEM, "out of memory for %lld bytes", (long long) size);
+    if (!rc)
+        rc = s_download_piece (self, &reply, (size_t) size, write, arg);
+    fpx_reply_close (&reply);
+    if (!rc)
+        *size_p = (size_t) size;
+    return rc;
+}
+
+//  download_begin, then download_chunk in order until the last byte;
+//  start (may be NULL) learns the total before the first write.
+static int
+s_download (fpx_client_t *self, const char *name, int (*start) (void *, size_t),
+            fpx_write_fn write, void *arg, size_t *size_p)
+{
+    fpx_request_t request = { .reply_arrays = 1 };
+    fpx_reply_t reply;
+    int rc = s_call_name (self, name, &request, &reply);
+    if (rc == FPX_EOPCODE)
+        return s_download_whole (self, name, start, write, arg, size_p);
+    if (rc)
+        return rc;
+    int64_t transfer = 0, size = 0, chunk = 0;
+    rc = s_result_int (self, &reply, "transfer", 0, INT64_MAX, &transfer);
+    if (!rc)
+        rc = s_result_int (self, &reply, "size", 0, (int64_t) (SIZE_MAX / 2), &size);
+    if (!rc)
+        rc = s_result_int (self, &reply, "chunk", 1, INT32_MAX, &chunk);
+    if (!rc && ((transfer == 0) != (size <= chunk)))
+        rc = s_bad_result (self, "transfer");
+    if (!rc && start && start (arg, (size_t) size))
+        rc = s_fail (self, FPX_ENOMEM, "out of memory for %lld bytes", (long long) size);
+    int64_t offset = size < chunk ? size : chunk;
+    if (!rc)
+        rc = s_download_piece (self, &reply, (size_t) offset, write, arg);
+    fpx_reply_close (&reply);
+    self->opcode = FPX_OP_DOWNLOAD_CHUNK;
+    while (!rc && offset < size) {
+        int64_t length = size - offset < chunk ? size - offset : chunk;
+        s_params_t params;
+        msgpack_packer *pk = s_params_start (&params, 3);
+        fpx_pack_kv_int (pk, "transfer", transfer);
+        fpx_pack_kv_int (pk, "offset", offset);
+        fpx_pack_kv_int (pk, "length", length);
+        request = (fpx_request_t) { .reply_arrays = 1 };
+        if ((rc = s_call (self, &request, &params, &reply)))
+            break;
+        int64_t at = -1, got = -1;
+        rc = s_result_int (self, &reply, "offset", offset, offset, &at);
+        if (!rc)
+            rc = s_result_int (self, &reply, "length", length, length, &got);
+        if (!rc)
+            rc = s_download_piece (self, &reply, (size_t) length, write, arg);
+        fpx_reply_close (&reply);
+        offset += length;
+    }
+    if (rc && transfer && offset < size)
+        s_transfer_abort (self, transfer);
+    if (!rc && size_p)
+        *size_p = (size_t) size;
+    return rc;
+}
+
+int
+fpx_serialize_to (fpx_client_t *self, const char *name, fpx_write_fn write,
+                  void *arg, size_t *size_p /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_DOWNLOAD_BEGIN);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_out (self, (const void *) write, "write");
+    if (rc)
+        return rc;
+    size_t size = 0;
+    rc = s_download (self, name, NULL, write, arg, &size);
+    if (!rc && size_p)
+        *size_p = size;
+    return rc;
+}
+
+//  fpx_serialize's sink: one buffer of the announced size.
+typedef struct {
+    uint8_t *data;
+    size_t size, used;
+} s_sink_t;
+
+static int
+s_sink_start (void *arg, size_t size)
+{
+    s_sink_t *sink = arg;
+    sink->data = malloc (size + 1);
+    sink->size = size;
+    return sink->data ? 0 : -1;
+}
+
+static int
+s_sink_write (void *arg, const uint8_t *data, size_t size)
+{
+    s_sink_t *sink = arg;
+    if (size > sink->size - sink->used)
+        return -1;
+    memcpy (sink->data + sink->used, data, size);
+    sink->used += size;
+    return 0;
+}
+
 int
 fpx_serialize (fpx_client_t *self, const char *name,
                uint8_t **bytes_p /* OUT */, size_t *size_p /* OUT */)
 {
-    return s_call_download (self, FPX_OP_SERIALIZE, name, "size", 1, (void **) bytes_p, size_p);
+    int rc = s_begin (self, FPX_OP_DOWNLOAD_BEGIN);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_out (self, bytes_p, "bytes_p");
+    if (!rc)
+        rc = s_check_out (self, size_p, "size_p");
+    if (rc)
+        return rc;
+    s_sink_t sink = { 0 };
+    size_t size = 0;
+    rc = s_download (self, name, s_sink_start, s_sink_write, &sink, &size);
+    if (!rc && sink.used != size)
+        rc = s_fail (self, FPX_EPROTO, "malformed reply: %zu of %zu bytes", sink.used, size);
+    if (rc) {
+        free (sink.data);
+        return rc;
+    }
+    *bytes_p = sink.data;
+    *size_p = size;
+    return 0;
+}
+
+//  One deserialize message: the small case, and old servers.
+static int
+s_upload_whole (fpx_client_t *self, const char *name, const char *factory,
+                const uint8_t *bytes, size_t size, fpx_index_info_t *info)
+{
+    self->opcode = FPX_OP_DESERIALIZE;
+    bool with_factory = factory && factory [0];
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, (name ? 1 : 0) + (with_factory ? 1 : 0));
+    if (name)
+        fpx_pack_kv_str (pk, "name", name);
+    if (with_factory)
+        fpx_pack_kv_str (pk, "factory", factory);
+    fpx_request_t request = { 0 };
+    s_add_array (&request, bytes, size);
+    return s_call_description (self, &request, &params, info);
+}
+
+//  A read callback over a buffer.
+typedef struct {
+    const uint8_t *data;
+    size_t size, used;
+} s_source_t;
+
+static int
+s_source_read (void *arg, uint8_t *data, size_t size)
+{
+    s_source_t *source = arg;
+    if (size > source->size - source->used)
+        return -1;
+    memcpy (data, source->data + source->used, size);
+    source->used += size;
+    return 0;
+}
+
+//  upload_begin {size, name, factory}; chunks in order; upload_commit.
+//  bytes: the whole index when the caller has it (no copies), else NULL
+//  and read.
+static int
+s_upload (fpx_client_t *self, const char *name, const char *factory, size_t size,
+          const uint8_t *bytes, fpx_read_fn read, void *arg, fpx_index_info_t *info)
+{
+    uint8_t *buffer = NULL;
+    int rc = 0;
+    if (size <= FPX_UPLOAD_INLINE_MAX) {
+        if (!bytes) {
+            if (!(buffer = malloc (size)))
+                return s_fail (self, FPX_ENOMEM, "out of memory for %zu bytes", size);
+            if (read (arg, buffer, size))
+                rc = s_fail (self, FPX_EIO, "the reader of the bytes to upload failed");
+        }
+        if (!rc)
+            rc = s_upload_whole (self, name, factory, bytes ? bytes : buffer, size, info);
+        free (buffer);
+        return rc;
+    }
+    self->opcode = FPX_OP_UPLOAD_BEGIN;
+    bool with_factory = factory && factory [0];
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 1 + (name ? 1 : 0) + (with_factory ? 1 : 0));
+    fpx_pack_kv_int (pk, "size", (int64_t) size);
+    if (name)
+        fpx_pack_kv_str (pk, "name", name);
+    if (with_factory)
+        fpx_pack_kv_str (pk, "factory", factory);
+    fpx_request_t request = { 0 };
+    fpx_reply_t reply;
+    rc = s_call (self, &request, &params, &reply);
+    if (rc == FPX_EOPCODE && bytes)
+        return s_upload_whole (self, name, factory, bytes, size, info);
+    if (rc)
+        return rc;
+    int64_t transfer = 0, chunk = 0;
+    rc = s_result_int (self, &reply, "transfer", 1, INT64_MAX, &transfer);
+    if (!rc)
+        rc = s_result_int (self, &reply, "chunk", 1, INT32_MAX, &chunk);
+    fpx_reply_close (&reply);
+    if (rc)
+        return rc;
+    if (!bytes && !(buffer = malloc ((size_t) chunk < size ? (size_t) chunk : size)))
+        rc = s_fail (self, FPX_ENOMEM, "out of memory for a chunk of %lld bytes", (long long) chunk);
+    self->opcode = FPX_OP_UPLOAD_CHUNK;
+    for (size_t offset = 0; !rc && offset < size; ) {
+        size_t length = size - offset < (size_t) chunk ? size - offset : (size_t) chunk;
+        if (!bytes && read (arg, buffer, length)) {
+            rc = s_fail (self, FPX_EIO, "the reader of the bytes to upload failed");
+            break;
+        }
+        pk = s_params_start (&params, 2);
+        fpx_pack_kv_int (pk, "transfer", transfer);
+        fpx_pack_kv_int (pk, "offset", (int64_t) offset);
+        request = (fpx_request_t) { 0 };
+        s_add_array (&request, bytes ? bytes + offset : buffer, length);
+        if ((rc = s_call (self, &request, &params, &reply)))
+            break;
+        offset += length;
+        int64_t received;
+        rc = s_result_int (self, &reply, "received", (int64_t) offset, (int64_t) offset, &received);
+        fpx_reply_close (&reply);
+    }
+    free (buffer);
+    if (!rc) {
+        self->opcode = FPX_OP_UPLOAD_COMMIT;
+        fpx_pack_kv_int (s_params_start (&params, 1), "transfer", transfer);
+        request = (fpx_request_t) { 0 };
+        return s_call_description (self, &request, &params, info);
+    }
+    s_transfer_abort (self, transfer);
+    return rc;
+}
+
+static int
+s_check_upload (fpx_client_t *self, const char *name, const char *factory, size_t size)
+{
+    int rc = 0;
+    if (name)
+        rc = s_check_name (self, name, true);
+    if (!rc && factory && factory [0])
+        rc = s_check_string (self, "factory", factory, FPX_FACTORY_MAX - 1);
+    if (!rc && size == 0)
+        rc = s_fail (self, FPX_EINVAL, "size must be at least 1");
+    return rc;
 }
 
 int
@@ -1290,21 +1589,29 @@ fpx_deserialize (fpx_client_t *self, const char *name, const uint8_t *bytes,
                  size_t size, fpx_index_info_t *info /* OUT */)
 {
     int rc = s_begin (self, FPX_OP_DESERIALIZE);
-    if (!rc && name)
-        rc = s_check_name (self, name, true);
+    if (!rc)
+        rc = s_check_upload (self, name, NULL, size);
     if (!rc)
         rc = s_check_out (self, bytes, "bytes");
-    if (!rc && size == 0)
-        rc = s_fail (self, FPX_EINVAL, "size must be at least 1");
     if (rc)
         return rc;
-    s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, name ? 1 : 0);
-    if (name)
-        fpx_pack_kv_str (pk, "name", name);
-    fpx_request_t request = { 0 };
-    s_add_array (&request, bytes, size);
-    return s_call_description (self, &request, &params, info);
+    s_source_t source = { .data = bytes, .size = size };
+    return s_upload (self, name, NULL, size, bytes, s_source_read, &source, info);
+}
+
+int
+fpx_deserialize_from (fpx_client_t *self, const char *name, const char *factory,
+                      size_t size, fpx_read_fn read, void *arg,
+                      fpx_index_info_t *info /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_DESERIALIZE);
+    if (!rc)
+        rc = s_check_upload (self, name, factory, size);
+    if (!rc)
+        rc = s_check_out (self, (const void *) read, "read");
+    if (rc)
+        return rc;
+    return s_upload (self, name, factory, size, NULL, read, arg, info);
 }
 
 /* ---- objects: composition, views, attributes, transforms -------------- */

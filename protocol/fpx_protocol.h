@@ -54,6 +54,15 @@
 #define FPX_CONSTRUCT_REFS_MAX  4           /* object references of construct */
 #define FPX_TYPE_NAME_MAX       64          /* bytes in a class or attribute name */
 
+/*  Chunked transfers of serialized indexes (download_*, upload_*): the
+    server chooses the chunk size, min(message limit / 2, this), and says
+    it in every begin reply; a client sends an index in one deserialize
+    only up to FPX_TRANSFER_INLINE_MAX bytes (within any server's limit).  */
+#define FPX_TRANSFER_CHUNK_MAX  (16 << 20)
+#define FPX_TRANSFER_INLINE_MAX (512 << 10)
+#define FPX_TRANSFERS_PER_CONN  4           /* open transfers per connection */
+#define FPX_TRANSFER_IDLE_S     600         /* an untouched transfer is freed */
+
 /*  Opcodes: X(NAME, code, "wire name"). Codes are stable; append only.   */
 #define FPX_OPCODES(X)                                                       \
     X (PING,            1, "ping")                                           \
@@ -84,7 +93,13 @@
     X (APPLY,          26, "apply")                                          \
     X (SET_DIRECT_MAP, 27, "set_direct_map")                                 \
     X (GET_ID_MAP,     28, "get_id_map")                                     \
-    X (SAVE,           29, "save")
+    X (SAVE,           29, "save")                                          \
+    X (DOWNLOAD_BEGIN, 30, "download_begin")                                \
+    X (DOWNLOAD_CHUNK, 31, "download_chunk")                                \
+    X (UPLOAD_BEGIN,   32, "upload_begin")                                  \
+    X (UPLOAD_CHUNK,   33, "upload_chunk")                                  \
+    X (UPLOAD_COMMIT,  34, "upload_commit")                                 \
+    X (TRANSFER_ABORT, 35, "transfer_abort")
 
 typedef enum {
 #define FPX_OPCODES_ENUM_(name, code, text) FPX_OP_##name = (code),

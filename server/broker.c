@@ -64,7 +64,7 @@ typedef struct s_conn_t {
     size_t rid_len;
     uint64_t conn_id;
     int fd;
-    bool may_own;                   //  sent a create or deserialize
+    bool may_own;                   //  sent a create, deserialize or *_begin
     bool gone;                      //  forgotten; freed with its last request
     size_t inflight;                //  admitted, not yet answered
     s_unread_t *unread;
@@ -781,8 +781,9 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total, bool guard
         rc = FPX_EPROTO, error = "too many frames";
     else if (total > self->server->config.max_message) {
         rc = FPX_ETOOBIG;
-        snprintf (text, sizeof text, "message of %zu bytes is over the limit of %zu bytes",
-                  total, self->server->config.max_message);
+        snprintf (text, sizeof text, "message of %zu bytes is over the limit of %zu bytes "
+                  "(--max-message-mb %zu)", total, self->server->config.max_message,
+                  self->server->config.max_message >> 20);
         error = text;
     }
     else {
@@ -825,7 +826,8 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total, bool guard
         free (job);
         return;
     }
-    if (header.opcode == FPX_OP_CREATE || header.opcode == FPX_OP_DESERIALIZE)
+    if (header.opcode == FPX_OP_CREATE || header.opcode == FPX_OP_DESERIALIZE
+    ||  header.opcode == FPX_OP_DOWNLOAD_BEGIN || header.opcode == FPX_OP_UPLOAD_BEGIN)
         conn->may_own = true;
     int64_t deadline_ms = self->server->config.tenant_limits [job->envelope.tenant_id].deadline_ms;
     job->envelope.kind = FPX_JOB_REQUEST;

@@ -15,6 +15,7 @@
 #include <iostream>
 #include <memory>
 #include <new>
+#include <typeinfo>
 #include <vector>
 
 #include <string>
@@ -1296,4 +1297,130 @@ fpx_shim_log_cerr (void)
     //  Never freed: std::cerr is flushed after static objects are gone.
     static LogLineBuf *buffer = new LogLineBuf ();
     std::cerr.rdbuf (buffer);
+}
+
+// ---- factory strings ---------------------------------------------------------------
+
+namespace {
+
+//  The scalar quantizer types index_factory names (FAISS 1.7.3).
+const char *sq_name (faiss::ScalarQuantizer::QuantizerType qtype)
+{
+    switch (qtype) {
+        case faiss::ScalarQuantizer::QT_8bit: return "SQ8";
+        case faiss::ScalarQuantizer::QT_4bit: return "SQ4";
+        case faiss::ScalarQuantizer::QT_6bit: return "SQ6";
+        case faiss::ScalarQuantizer::QT_fp16: return "SQfp16";
+        default: return nullptr;
+    }
+}
+
+std::string pq_name (const faiss::ProductQuantizer &pq)
+{
+    std::string text = "PQ" + std::to_string (pq.M);
+    if (pq.nbits != 8)
+        text += "x" + std::to_string (pq.nbits);
+    return text;
+}
+
+//  The factory string index_factory builds this structure from, or ""
+//  when it builds none (or not exactly this one): the same classes with
+//  the parameters factory strings set, and nothing else. (An OPQ
+//  transform comes back from FAISS's format as a plain LinearTransform,
+//  so "OPQ…" is never recovered.)
+std::string factory_of (const faiss::Index *index)
+{
+    using namespace faiss;
+    if (dynamic_cast<const IndexFlat *> (index) && (typeid (*index) == typeid (IndexFlat)
+        || typeid (*index) == typeid (IndexFlatL2) || typeid (*index) == typeid (IndexFlatIP)))
+        return "Flat";
+    if (auto map = dynamic_cast<const IndexIDMap *> (index)) {
+        std::string inner = factory_of (map->index);
+        bool two = dynamic_cast<const IndexIDMap2 *> (index) != nullptr;
+        return inner.empty () ? "" : (two ? "IDMap2," : "IDMap,") + inner;
+    }
+    if (auto pt = dynamic_cast<const IndexPreTransform *> (index)) {
+        std::string text;
+        for (const VectorTransform *vt : pt->chain) {
+            if (auto pca = dynamic_cast<const PCAMatrix *> (vt)) {
+                if (pca->eigen_power != 0 && pca->eigen_power != -0.5f)
+                    return "";
+                text += std::string ("PCA") + (pca->eigen_power ? "W" : "")
+                      + (pca->random_rotation ? "R" : "") + std::to_string (pca->d_out) + ",";
+            }
+            else if (auto rr = dynamic_cast<const RandomRotationMatrix *> (vt))
+                text += "RR" + std::to_string (rr->d_out) + ",";
+            else if (auto norm = dynamic_cast<const NormalizationTransform *> (vt)) {
+                if (norm->norm != 2)
+                    return "";
+                text += "L2norm,";
+            }
+            else
+                return "";
+        }
+        std::string inner = factory_of (pt->index);
+        return inner.empty () ? "" : text + inner;
+    }
+    if (auto ivf = dynamic_cast<const IndexIVF *> (index)) {
+        std::string text = "IVF" + std::to_string (ivf->nlist);
+        const Index *q = ivf->quantizer;
+        if (auto hnsw = dynamic_cast<const IndexHNSWFlat *> (q))
+            text += "_HNSW" + std::to_string (hnsw->hnsw.nb_neighbors (1));
+        else if (factory_of (q) != "Flat")
+            return "";
+        if (typeid (*index) == typeid (IndexIVFFlat))
+            return text + ",Flat";
+        if (typeid (*index) == typeid (IndexIVFPQ)) {
+            auto pq = static_cast<const IndexIVFPQ *> (index);
+            return pq->by_residual ? text + "," + pq_name (pq->pq) : "";
+        }
+        if (typeid (*index) == typeid (IndexIVFScalarQuantizer)) {
+            auto sq = static_cast<const IndexIVFScalarQuantizer *> (index);
+            const char *name = sq_name (sq->sq.qtype);
+            return name && sq->by_residual ? text + "," + name : "";
+        }
+        return "";
+    }
+    if (auto hnsw = dynamic_cast<const IndexHNSW *> (index)) {
+        std::string text = "HNSW" + std::to_string (hnsw->hnsw.nb_neighbors (1));
+        if (typeid (*index) == typeid (IndexHNSWFlat))
+            return text;
+        if (typeid (*index) == typeid (IndexHNSWSQ)) {
+            auto sq = dynamic_cast<const IndexScalarQuantizer *> (hnsw->storage);
+            const char *name = sq ? sq_name (sq->sq.qtype) : nullptr;
+            return name ? text + "_" + name : "";
+        }
+        if (typeid (*index) == typeid (IndexHNSWPQ)) {
+            auto pq = dynamic_cast<const IndexPQ *> (hnsw->storage);
+            return pq && pq->pq.nbits == 8 ? text + "_PQ" + std::to_string (pq->pq.M) : "";
+        }
+        return "";
+    }
+    if (typeid (*index) == typeid (IndexPQ))
+        return pq_name (static_cast<const IndexPQ *> (index)->pq);
+    if (typeid (*index) == typeid (IndexScalarQuantizer)) {
+        const char *name = sq_name (static_cast<const IndexScalarQuantizer *> (index)->sq.qtype);
+        return name ? name : "";
+    }
+    if (auto lsh = dynamic_cast<const IndexLSH *> (index))
+        return lsh->nbits == lsh->d && !lsh->rotate_data && !lsh->train_thresholds ? "LSH" : "";
+    return "";
+}
+
+}  // namespace
+
+extern "C" size_t
+fpx_shim_factory_of (const FaissIndex *index, char *out, size_t out_size)
+{
+    out [0] = 0;
+    try {
+        std::string text = factory_of (as_index (index));
+        if (text.size () >= out_size)
+            return 0;
+        memcpy (out, text.c_str (), text.size () + 1);
+        return text.size ();
+    }
+    catch (...) {
+        return 0;
+    }
 }

@@ -65,6 +65,11 @@ int fpx_shim_serialize_to (const FaissIndex *index,
 int fpx_shim_deserialize (const uint8_t *bytes, size_t size, size_t alloc_cap,
                           FaissIndex **index_p, char *err, size_t err_size);
 
+/*  The factory string FAISS's index_factory builds exactly this index's
+    structure from (e.g. "IVF64,PQ8", "IDMap,HNSW32"), into out: ""
+    when there is none. Returns its length (0 when it does not fit).    */
+size_t fpx_shim_factory_of (const FaissIndex *index, char *out, size_t out_size);
+
 /*  index_factory with the same allocation cap.                          */
 int fpx_shim_factory (int d, const char *factory, int metric, size_t alloc_cap,
                       FaissIndex **index_p, char *err, size_t err_size);

@@ -24,6 +24,7 @@
 #include "ops.h"
 #include "tenant_limits.h"
 #include "runtime.h"
+#include "transfers.h"
 
 #define FPX_FACTORY_NUMBER_MAX (1 << 20)     //  any integer in a factory string
 #define FPX_HNSW_M_MAX         512
@@ -633,13 +634,17 @@ s_op_info (fpx_call_t *call)
     fpx_registry_names_free (names, count);
     msgpack_packer *pk = &call->reply->pk;
     fpx_batch_stats_t *batched = &call->server->batch_stats [call->envelope->tenant_id];
-    msgpack_pack_map (pk, 9);
+    int64_t transfers, transfer_bytes;
+    fpx_transfers_usage (call->envelope->tenant_id, &transfers, &transfer_bytes);
+    msgpack_pack_map (pk, 11);
     fpx_pack_server_info (pk);
     fpx_pack_kv_str (pk, "tenant", config->tenants [call->envelope->tenant_id]);
     fpx_pack_kv_int (pk, "batched_searches", (int64_t) atomic_load (&batched->requests));
     fpx_pack_kv_int (pk, "batched_calls", (int64_t) atomic_load (&batched->calls));
     fpx_pack_kv_int (pk, "workers", config->workers);
     fpx_pack_kv_int (pk, "indexes", count);
+    fpx_pack_kv_int (pk, "transfers", transfers);
+    fpx_pack_kv_int (pk, "transfer_bytes", transfer_bytes);
     fpx_pack_kv_double (pk, "uptime_s", fpx_monotonic_seconds () - call->server->started_at);
     return 0;
 }
@@ -1224,11 +1229,45 @@ s_op_serialize (fpx_call_t *call)
     if (size > call->server->config.max_message) {
         free (bytes);
         return fpx_reply_error (call->reply, FPX_ETOOBIG, "serialized index of %zu bytes "
-                                "exceeds the message limit", size);
+                                "exceeds the message limit (--max-message-mb %zu): download it "
+                                "in chunks (download_begin)", size,
+                                call->server->config.max_message >> 20);
     }
     fpx_op_pack_int (call, "size", (int64_t) size);
     fpx_op_reply_array (call, bytes, size);
     return 0;
+}
+
+int
+fpx_op_deserialize_bytes (fpx_call_t *call, const char *name, const char *factory,
+                          const uint8_t *bytes, size_t size)
+{
+    if (size == 0)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "empty index bytes");
+    //  A legitimate index needs little beyond its own bytes; a forged one
+    //  declaring huge arrays hits the cap instead of exhausting memory.
+    size_t wanted = 4 * size + ((size_t) 256 << 20);
+    size_t cap = fpx_limits_alloc_cap (call->envelope->tenant_id, wanted);
+    FaissIndex *index;
+    char err [FPX_ERROR_TEXT_MAX];
+    int rc = fpx_shim_deserialize (bytes, size, cap, &index, err, sizeof err);
+    if (rc == FPX_ENOMEM && cap < wanted)
+        return fpx_limits_cap_refused (call, cap);
+    if (rc)
+        return fpx_op_shim_result (call, rc, err);
+    if (faiss_Index_d (index) < 1 || faiss_Index_d (index) > FPX_DIM_MAX) {
+        faiss_Index_free (index);
+        return fpx_reply_error (call->reply, FPX_EINVAL, "uploaded index has dimension out of "
+                                "[1, %d]", FPX_DIM_MAX);
+    }
+    //  Without a factory from the client, the one FAISS would build this
+    //  structure from, when there is one (docs/PROTOCOL.md, deserialize).
+    char recovered [FPX_FACTORY_MAX] = "";
+    if (!factory || !factory [0])
+        fpx_shim_factory_of (index, recovered, sizeof recovered);
+    fpx_object_t object = { .index = index,
+                            .factory = factory && factory [0] ? factory : recovered };
+    return fpx_op_register (call, name && name [0] ? name : NULL, &object);
 }
 
 static int
@@ -1246,26 +1285,7 @@ s_op_deserialize (fpx_call_t *call)
     const uint8_t *bytes = fpx_op_array (call, 0, 1, &size, "index bytes");
     if (!bytes)
         return call->reply->status;
-    if (size == 0)
-        return fpx_reply_error (call->reply, FPX_EINVAL, "empty index bytes");
-    //  A legitimate index needs little beyond its own bytes; a forged one
-    //  declaring huge arrays hits the cap instead of exhausting memory.
-    size_t wanted = 4 * size + ((size_t) 256 << 20);
-    size_t cap = fpx_limits_alloc_cap (call->envelope->tenant_id, wanted);
-    FaissIndex *index;
-    char err [FPX_ERROR_TEXT_MAX];
-    rc = fpx_shim_deserialize (bytes, size, cap, &index, err, sizeof err);
-    if (rc == FPX_ENOMEM && cap < wanted)
-        return fpx_limits_cap_refused (call, cap);
-    if (rc)
-        return fpx_op_shim_result (call, rc, err);
-    if (faiss_Index_d (index) < 1 || faiss_Index_d (index) > FPX_DIM_MAX) {
-        faiss_Index_free (index);
-        return fpx_reply_error (call->reply, FPX_EINVAL, "uploaded index has dimension out of "
-                                "[1, %d]", FPX_DIM_MAX);
-    }
-    fpx_object_t object = { .index = index, .factory = factory };
-    return fpx_op_register (call, name [0] ? name : NULL, &object);
+    return fpx_op_deserialize_bytes (call, name, factory, bytes, size);
 }
 
 // ---- dispatch --------------------------------------------------------------------------
@@ -1306,6 +1326,8 @@ fpx_ops_execute (fpx_call_t *call)
     s_op_fn op = s_op_for (call->header.opcode);
     if (!op)
         op = fpx_ops_objects_handler (call->header.opcode);
+    if (!op)
+        op = fpx_ops_transfers_handler (call->header.opcode);
     if (!op) {
         fpx_reply_error (call->reply, FPX_EOPCODE, "unknown opcode %u", call->header.opcode);
         return;

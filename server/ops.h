@@ -70,8 +70,18 @@ typedef int (*fpx_op_apply_fn) (fpx_call_t *call, fpx_entry_t *entry, void *arg)
 int fpx_op_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
                    fpx_op_apply_fn apply, void *arg);
 
+/*  Uploaded bytes (deserialize, upload_commit) → a registered index,
+    through the upload checks (docs/SECURITY.md); name NULL or "" for an
+    anonymous one. factory "" or NULL: recovered from the structure when
+    FAISS's index_factory has a string for it. Replies the description. */
+int fpx_op_deserialize_bytes (fpx_call_t *call, const char *name, const char *factory,
+                              const uint8_t *bytes, size_t size);
+
 /*  ops_objects.c: the opcode handlers it defines, or NULL.              */
 typedef int (*fpx_op_fn) (fpx_call_t *call);
 fpx_op_fn fpx_ops_objects_handler (int opcode);
+
+/*  transfers.c: the chunked transfer opcodes' handlers, or NULL.        */
+fpx_op_fn fpx_ops_transfers_handler (int opcode);
 
 #endif

@@ -346,6 +346,7 @@ fpx_limits_grows (int opcode)
         case FPX_OP_CREATE: case FPX_OP_TRAIN: case FPX_OP_ADD: case FPX_OP_ADD_WITH_IDS:
         case FPX_OP_DESERIALIZE: case FPX_OP_CONSTRUCT: case FPX_OP_CLONE:
         case FPX_OP_KMEANS: case FPX_OP_SUBOBJECT: case FPX_OP_SET_DIRECT_MAP:
+        case FPX_OP_DOWNLOAD_BEGIN: case FPX_OP_UPLOAD_BEGIN:
             return true;
     }
     return false;
@@ -355,7 +356,7 @@ static bool
 s_makes_entry (int opcode)
 {
     return opcode == FPX_OP_CREATE || opcode == FPX_OP_DESERIALIZE || opcode == FPX_OP_CONSTRUCT
-        || opcode == FPX_OP_CLONE || opcode == FPX_OP_SUBOBJECT;
+        || opcode == FPX_OP_CLONE || opcode == FPX_OP_SUBOBJECT || opcode == FPX_OP_UPLOAD_BEGIN;
 }
 
 int
@@ -457,4 +458,43 @@ fpx_limits_cap_refused (fpx_call_t *call, size_t cap)
                             "%zu MiB left of max_memory_mb = %lld (--tenant-limits / "
                             "--default-tenant-limits)", config->tenants [tenant], cap >> 20,
                             (long long) config->tenant_limits [tenant].max_memory_mb);
+}
+
+//  A transfer's buffer is charged to max_memory_mb as an index's bytes
+//  are, and must fit what --max-memory-mb leaves.
+int
+fpx_limits_transfer_reserve (fpx_call_t *call, size_t bytes)
+{
+    const fpx_config_t *config = &call->server->config;
+    uint32_t tenant = call->envelope->tenant_id;
+    if (config->max_memory) {
+        size_t rss = fpx_limits_rss ();
+        if (rss + bytes > config->max_memory)
+            return fpx_reply_error (call->reply, FPX_ENOMEM, "server memory limit reached: a "
+                                    "transfer of %zu MiB does not fit the %zu MiB left under "
+                                    "--max-memory-mb %zu", bytes >> 20,
+                                    rss < config->max_memory ? (config->max_memory - rss) >> 20 : 0,
+                                    config->max_memory >> 20);
+    }
+    s_usage_t *usage = s_usage_of (tenant);
+    if (!usage)
+        return 0;
+    long long held = atomic_fetch_add (&usage->bytes, (long long) bytes);
+    long long limit = config->tenant_limits ? config->tenant_limits [tenant].max_memory_mb : 0;
+    if (limit && held + (long long) bytes > limit << 20) {
+        atomic_fetch_sub (&usage->bytes, (long long) bytes);
+        return fpx_reply_error (call->reply, FPX_EQUOTA, "tenant '%s' holds %lld MiB, a transfer "
+                                "of %zu MiB would pass max_memory_mb = %lld (--tenant-limits / "
+                                "--default-tenant-limits)", config->tenants [tenant], held >> 20,
+                                bytes >> 20, limit);
+    }
+    return 0;
+}
+
+void
+fpx_limits_transfer_release (uint32_t tenant, size_t bytes)
+{
+    s_usage_t *usage = s_usage_of (tenant);
+    if (usage)
+        atomic_fetch_sub (&usage->bytes, (long long) bytes);
 }

@@ -97,6 +97,13 @@ size_t fpx_limits_alloc_cap (uint32_t tenant, size_t cap);
     lowered: which limit, and its flag. Returns the error.               */
 int fpx_limits_cap_refused (fpx_call_t *call, size_t cap);
 
+/*  A chunked transfer's buffer of `bytes` (transfers.c): charged to the
+    tenant's max_memory_mb and checked against what --max-memory-mb
+    leaves (FPX_EQUOTA / FPX_ENOMEM, reply filled, nothing charged), and
+    given back when the buffer goes.                                    */
+int fpx_limits_transfer_reserve (fpx_call_t *call, size_t bytes);
+void fpx_limits_transfer_release (uint32_t tenant, size_t bytes);
+
 /*  Whether a request with this opcode may grow the server's memory.     */
 bool fpx_limits_grows (int opcode);
 

@@ -323,6 +323,20 @@ s_test_keys_and_roles (void *arg)
     CHECK_RC (reader, fpx_index_create (reader, NULL, DIM, "Flat", FPX_METRIC_L2, NULL), FPX_EPERM);
     CHECK_RC (reader, fpx_index_save (reader, "docs"), FPX_EPERM);
     CHECK_RC (reader, fpx_index_drop (reader, "docs"), FPX_EPERM);
+    //  Downloads are reads; uploads, in one message or in chunks, writes.
+    uint8_t *bytes = NULL;
+    size_t size = 0;
+    CHECK_OK (reader, fpx_serialize (reader, "docs", &bytes, &size));
+    if (bytes)
+        CHECK_RC (reader, fpx_deserialize (reader, NULL, bytes, size, NULL), FPX_EPERM);
+    fpx_free (bytes);
+    uint8_t *big = calloc (1, FPX_UPLOAD_INLINE_MAX + 1);
+    if (CHECK_TRUE (big != NULL))
+        CHECK_RC (reader, fpx_deserialize (reader, "up", big, FPX_UPLOAD_INLINE_MAX + 1, NULL),
+                  FPX_EPERM);
+    CHECK (strstr (fpx_client_errmsg (reader), "upload_begin") != NULL, "message: %s",
+           fpx_client_errmsg (reader));
+    free (big);
     CHECK_OK (writer, fpx_index_describe (writer, "docs", 0, &info));
     CHECK_EQ (info.ntotal, 50);
     CHECK_OK (legacy, fpx_index_create (legacy, "old", DIM, "Flat", FPX_METRIC_L2, NULL));

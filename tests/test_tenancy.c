@@ -87,6 +87,26 @@ s_ntotal (fpx_client_t *client, const char *name)
     return rc < 0 ? rc : info.ntotal;
 }
 
+//  A raw request {name} with tenant key's key, through a fresh connection
+//  (for opcodes the C client no longer sends: one-message serialize).
+static int
+s_raw_named (const char *key, int opcode, const char *name)
+{
+    fpx_raw_t *raw = fpx_raw_new (s_server.endpoint);
+    if (!raw)
+        return -1000;
+    fpx_mp_t mp;
+    fpx_mp_init (&mp);
+    msgpack_pack_map (&mp.pk, 1);
+    fpx_pack_kv_str (&mp.pk, "name", name);
+    fpx_raw_reply_t reply;
+    int status = fpx_raw_call (raw, opcode, key, mp.buf.data, mp.buf.size, 0, NULL, NULL, &reply);
+    fpx_raw_reply_free (&reply);
+    fpx_mp_free (&mp);
+    fpx_raw_destroy (&raw);
+    return status;
+}
+
 /*  Every opcode that takes an index name, on `name`, from `client`; each
     must answer `expected` (FPX_ENOTFOUND here). Opcodes that would modify
     the index are included: they must not reach another tenant's index.  */
@@ -120,8 +140,10 @@ s_every_opcode (fpx_client_t *client, const char *name, int expected, const char
     S_OP ("reconstruct", fpx_reconstruct (client, name, 0, DIM, x));
     S_OP ("reconstruct_n", fpx_reconstruct_n (client, name, 0, 4, DIM, x));
     S_OP ("set_parameters", fpx_set_parameters (client, name, "nprobe=2"));
-    S_OP ("serialize", fpx_serialize (client, name, &bytes, &size));
+    S_OP ("serialize", fpx_serialize (client, name, &bytes, &size));   //  download_begin
     fpx_free (bytes);
+    S_OP ("serialize (one message)", s_raw_named (client == s_b1 ? fpx_test_key_b
+                                                  : fpx_test_key_a, FPX_OP_SERIALIZE, name));
     S_OP ("reset", fpx_reset (client, name));
     //  The object-model opcodes that take an index name.
     fpx_index_info_t view;

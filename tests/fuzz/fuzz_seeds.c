@@ -378,5 +378,43 @@ fpx_fuzz_seed_requests (fpx_fuzz_seed_fn fn, void *arg)
     }
     s_named (&ctx, "get_id_map", FPX_OP_GET_ID_MAP, "fz_idmap");
     s_named (&ctx, "save", FPX_OP_SAVE, "fz_flat");
+    //  Chunked transfers: an upload of a small index in two chunks, a
+    //  download of a range, an abort (ids as a fresh server numbers them).
+    {
+        size_t size = 0;
+        uint8_t *bytes = s_serialized ("Flat", &size);
+        if (bytes && size > 1) {
+            s_map_t map;
+            s_map (&map, 3);
+            fpx_pack_kv_int (&map.pk, "size", (int64_t) size);
+            fpx_pack_kv_str (&map.pk, "name", "fz_chunked");
+            fpx_pack_kv_str (&map.pk, "factory", "Flat");
+            s_emit (&ctx, "upload_begin", FPX_OP_UPLOAD_BEGIN, &map, NULL, 0, NULL, 0);
+            size_t half = size / 2;
+            s_map (&map, 2);
+            fpx_pack_kv_int (&map.pk, "transfer", 1);
+            fpx_pack_kv_int (&map.pk, "offset", 0);
+            s_emit (&ctx, "upload_chunk", FPX_OP_UPLOAD_CHUNK, &map, bytes, half, NULL, 0);
+            s_map (&map, 2);
+            fpx_pack_kv_int (&map.pk, "transfer", 1);
+            fpx_pack_kv_int (&map.pk, "offset", (int64_t) half);
+            s_emit (&ctx, "upload_chunk", FPX_OP_UPLOAD_CHUNK, &map, bytes + half, size - half,
+                    NULL, 0);
+            s_map (&map, 1);
+            fpx_pack_kv_int (&map.pk, "transfer", 1);
+            s_emit (&ctx, "upload_commit", FPX_OP_UPLOAD_COMMIT, &map, NULL, 0, NULL, 0);
+        }
+        free (bytes);
+        s_named (&ctx, "download_begin", FPX_OP_DOWNLOAD_BEGIN, "fz_flat");
+        s_map_t map;
+        s_map (&map, 3);
+        fpx_pack_kv_int (&map.pk, "transfer", 2);
+        fpx_pack_kv_int (&map.pk, "offset", 8);
+        fpx_pack_kv_int (&map.pk, "length", 64);
+        s_emit (&ctx, "download_chunk", FPX_OP_DOWNLOAD_CHUNK, &map, NULL, 0, NULL, 0);
+        s_map (&map, 1);
+        fpx_pack_kv_int (&map.pk, "transfer", 2);
+        s_emit (&ctx, "transfer_abort", FPX_OP_TRANSFER_ABORT, &map, NULL, 0, NULL, 0);
+    }
     return ctx.count;
 }

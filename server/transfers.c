@@ -1,0 +1,460 @@
+/*  transfers.c — chunked transfers of serialized indexes (transfers.h):
+    the table of open transfers and the opcodes download_begin,
+    download_chunk, upload_begin, upload_chunk, upload_commit and
+    transfer_abort.
+
+    Every offset, length and size from the client is bounded before it is
+    used: chunks of at most the server's chunk size, an upload written in
+    order only (an offset other than the bytes received so far is
+    refused), never past its declared size. The buffer is never read by
+    FAISS directly: upload_commit goes through fpx_op_deserialize_bytes,
+    so the allow-list walk and the checks of deserialize apply unchanged.
+    This file must not call FAISS but through those helpers.
+*/
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "faiss_shim.h"
+#include "ops.h"
+#include "tenant_limits.h"
+#include "transfers.h"
+
+typedef struct s_transfer_s {
+    struct s_transfer_s *next;
+    uint64_t id;
+    uint64_t conn_id;
+    uint32_t tenant;
+    bool upload;
+    uint8_t *data;                 //  size bytes (upload: received first)
+    size_t size;
+    size_t received;               //  upload: bytes written so far
+    size_t charged;                //  held against the tenant's max_memory_mb
+    double touched;                //  monotonic seconds of its last use
+    char name [FPX_NAME_MAX + 1];  //  upload: "" for anonymous
+    char factory [FPX_FACTORY_MAX];
+} s_transfer_t;
+
+static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
+static s_transfer_t *s_transfers;  //  guarded by s_lock
+static uint64_t s_next_id = 1;     //  guarded by s_lock
+
+static void
+s_transfer_free (s_transfer_t *transfer)
+{
+    while (transfer) {
+        s_transfer_t *next = transfer->next;
+        fpx_limits_transfer_release (transfer->tenant, transfer->charged);
+        free (transfer->data);
+        free (transfer);
+        transfer = next;
+    }
+}
+
+//  Under s_lock: unlinks onto *freed the transfers of conn_id (when
+//  by_conn), every one (all), and those idle past the timeout.
+static size_t
+s_unlink_where (uint64_t conn_id, bool by_conn, bool all, s_transfer_t **freed)
+{
+    double now = fpx_monotonic_seconds ();
+    size_t count = 0;
+    s_transfer_t **slot = &s_transfers;
+    while (*slot) {
+        s_transfer_t *transfer = *slot;
+        if (all || (by_conn && transfer->conn_id == conn_id)
+        ||  now - transfer->touched > FPX_TRANSFER_IDLE_S) {
+            *slot = transfer->next;
+            transfer->next = *freed;
+            *freed = transfer;
+            count++;
+        }
+        else
+            slot = &transfer->next;
+    }
+    return count;
+}
+
+static size_t
+s_reap (uint64_t conn_id, bool by_conn)
+{
+    s_transfer_t *freed = NULL;
+    pthread_mutex_lock (&s_lock);
+    size_t count = s_unlink_where (conn_id, by_conn, false, &freed);
+    pthread_mutex_unlock (&s_lock);
+    s_transfer_free (freed);
+    return count;
+}
+
+size_t
+fpx_transfers_reap (uint64_t conn_id)
+{
+    return s_reap (conn_id, true);
+}
+
+void
+fpx_transfers_stop (void)
+{
+    s_transfer_t *freed = NULL;
+    pthread_mutex_lock (&s_lock);
+    s_unlink_where (0, false, true, &freed);
+    pthread_mutex_unlock (&s_lock);
+    s_transfer_free (freed);
+}
+
+void
+fpx_transfers_usage (uint32_t tenant, int64_t *count_p, int64_t *bytes_p)
+{
+    int64_t count = 0, bytes = 0;
+    pthread_mutex_lock (&s_lock);
+    for (s_transfer_t *transfer = s_transfers; transfer; transfer = transfer->next)
+        if (transfer->tenant == tenant) {
+            count++;
+            bytes += (int64_t) transfer->size;
+        }
+    pthread_mutex_unlock (&s_lock);
+    *count_p = count;
+    *bytes_p = bytes;
+}
+
+//  The chunk size this server serves and accepts: half the message
+//  limit (room for the header and parameters), at most
+//  FPX_TRANSFER_CHUNK_MAX so that one chunk's copy stays small.
+static size_t
+s_chunk_size (fpx_call_t *call)
+{
+    size_t chunk = call->server->config.max_message / 2;
+    return chunk > FPX_TRANSFER_CHUNK_MAX ? FPX_TRANSFER_CHUNK_MAX : chunk;
+}
+
+//  Under s_lock: the caller's transfer named by the "transfer" param, of
+//  the kind wanted; NULL with the reply filled.
+static s_transfer_t *
+s_find (fpx_call_t *call, bool upload, s_transfer_t ***slot_p)
+{
+    int64_t id;
+    if (fpx_op_int_param (call, "transfer", true, 0, 1, INT64_MAX, &id))
+        return NULL;
+    for (s_transfer_t **slot = &s_transfers; *slot; slot = &(*slot)->next) {
+        s_transfer_t *transfer = *slot;
+        if (transfer->id != (uint64_t) id || transfer->conn_id != call->envelope->conn_id
+        ||  transfer->tenant != call->envelope->tenant_id)
+            continue;
+        if (transfer->upload != upload && call->header.opcode != FPX_OP_TRANSFER_ABORT)
+            break;
+        transfer->touched = fpx_monotonic_seconds ();
+        if (slot_p)
+            *slot_p = slot;
+        return transfer;
+    }
+    fpx_reply_error (call->reply, FPX_ENOTFOUND, "no %s transfer %lld on this connection (a "
+                     "transfer ends with its last chunk, its commit, an abort, its connection, "
+                     "or %d s unused)", call->header.opcode == FPX_OP_TRANSFER_ABORT ? "open"
+                     : upload ? "upload" : "download", (long long) id, FPX_TRANSFER_IDLE_S);
+    return NULL;
+}
+
+//  Under s_lock: whether the connection may open one more transfer.
+static int
+s_check_room (fpx_call_t *call)
+{
+    int open = 0;
+    for (s_transfer_t *transfer = s_transfers; transfer; transfer = transfer->next)
+        open += transfer->conn_id == call->envelope->conn_id;
+    if (open < FPX_TRANSFERS_PER_CONN)
+        return 0;
+    return fpx_reply_error (call->reply, FPX_EBUSY, "this connection has %d transfers open, the "
+                            "most it may (finish or abort one first)", open);
+}
+
+//  Under s_lock: adds a transfer and gives it its id.
+static void
+s_insert (s_transfer_t *transfer)
+{
+    transfer->id = s_next_id++;
+    transfer->touched = fpx_monotonic_seconds ();
+    transfer->next = s_transfers;
+    s_transfers = transfer;
+}
+
+//  Replies with a malloc'd copy of bytes [offset, offset + length).
+static int
+s_reply_copy (fpx_call_t *call, const uint8_t *data, size_t offset, size_t length)
+{
+    uint8_t *copy = malloc (length ? length : 1);
+    if (!copy)
+        return fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory for a chunk of %zu bytes",
+                                length);
+    memcpy (copy, data + offset, length);
+    fpx_op_reply_array (call, copy, length);
+    return 0;
+}
+
+// ---- download ---------------------------------------------------------------------
+
+//  name → {transfer, size, chunk} and the first chunk. An index that fits
+//  one chunk comes whole with transfer 0: nothing is kept.
+static int
+s_op_download_begin (fpx_call_t *call)
+{
+    s_reap (0, false);             //  the idle ones
+    fpx_entry_t *entry;
+    int rc = fpx_op_lookup_index (call, &entry);
+    if (rc)
+        return rc;
+    uint8_t *bytes = NULL;
+    size_t size = 0;
+    char err [FPX_ERROR_TEXT_MAX];
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    rc = fpx_shim_serialize (entry->index, 0, &bytes, &size, err, sizeof err);
+    pthread_rwlock_unlock (lock);
+    fpx_entry_release (&entry);
+    if (rc)
+        return fpx_op_shim_result (call, rc, err);
+    size_t chunk = s_chunk_size (call);
+    if (size <= chunk) {
+        msgpack_pack_map (&call->reply->pk, 3);
+        fpx_pack_kv_int (&call->reply->pk, "transfer", 0);
+        fpx_pack_kv_int (&call->reply->pk, "size", (int64_t) size);
+        fpx_pack_kv_int (&call->reply->pk, "chunk", (int64_t) chunk);
+        fpx_op_reply_array (call, bytes, size);
+        return 0;
+    }
+    s_transfer_t *transfer = calloc (1, sizeof *transfer);
+    if (!transfer) {
+        free (bytes);
+        return fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
+    }
+    if ((rc = fpx_limits_transfer_reserve (call, size))) {
+        free (bytes);
+        free (transfer);
+        return rc;
+    }
+    *transfer = (s_transfer_t) { .conn_id = call->envelope->conn_id,
+                                 .tenant = call->envelope->tenant_id,
+                                 .data = bytes, .size = size, .charged = size };
+    pthread_mutex_lock (&s_lock);
+    rc = s_check_room (call);
+    if (!rc)
+        rc = s_reply_copy (call, bytes, 0, chunk);
+    if (!rc)
+        s_insert (transfer);
+    pthread_mutex_unlock (&s_lock);
+    if (rc) {
+        s_transfer_free (transfer);
+        return rc;
+    }
+    msgpack_pack_map (&call->reply->pk, 3);
+    fpx_pack_kv_int (&call->reply->pk, "transfer", (int64_t) transfer->id);
+    fpx_pack_kv_int (&call->reply->pk, "size", (int64_t) size);
+    fpx_pack_kv_int (&call->reply->pk, "chunk", (int64_t) chunk);
+    return 0;
+}
+
+//  transfer, offset, optional length (default and at most the chunk
+//  size) → {offset, length} and those bytes. The read that reaches the
+//  end frees the transfer.
+static int
+s_op_download_chunk (fpx_call_t *call)
+{
+    size_t chunk = s_chunk_size (call);
+    int64_t offset, length;
+    if (fpx_op_int_param (call, "offset", true, 0, 0, INT64_MAX, &offset)
+    ||  fpx_op_int_param (call, "length", false, (int64_t) chunk, 1, (int64_t) chunk, &length))
+        return call->reply->status;
+    s_transfer_t **slot, *finished = NULL;
+    int rc;
+    pthread_mutex_lock (&s_lock);
+    s_transfer_t *transfer = s_find (call, false, &slot);
+    if (!transfer)
+        rc = call->reply->status;
+    else if ((uint64_t) offset >= transfer->size)
+        rc = fpx_reply_error (call->reply, FPX_EINVAL, "offset %lld is not within the %zu bytes "
+                              "of transfer %llu", (long long) offset, transfer->size,
+                              (unsigned long long) transfer->id);
+    else {
+        size_t left = transfer->size - (size_t) offset;
+        if ((size_t) length > left)
+            length = (int64_t) left;
+        rc = s_reply_copy (call, transfer->data, (size_t) offset, (size_t) length);
+        if (!rc && (size_t) length == left) {
+            *slot = transfer->next;
+            finished = transfer;
+            finished->next = NULL;
+        }
+    }
+    pthread_mutex_unlock (&s_lock);
+    s_transfer_free (finished);
+    if (rc)
+        return rc;
+    msgpack_pack_map (&call->reply->pk, 2);
+    fpx_pack_kv_int (&call->reply->pk, "offset", offset);
+    fpx_pack_kv_int (&call->reply->pk, "length", length);
+    return 0;
+}
+
+// ---- upload -----------------------------------------------------------------------
+
+//  size, optional name and factory → {transfer, chunk}. The name is
+//  checked now so that a taken one fails before the bytes travel.
+static int
+s_op_upload_begin (fpx_call_t *call)
+{
+    s_reap (0, false);             //  the idle ones
+    char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX] = "";
+    int rc = fpx_op_optional_name (call, name);
+    if (rc)
+        return rc;
+    if (fpx_params_copy_str (&call->params, "factory", factory, sizeof factory) < 0)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'factory' must be a string of at most "
+                                "%d bytes", FPX_FACTORY_MAX - 1);
+    int64_t size;
+    if (fpx_op_int_param (call, "size", true, 0, 1, (int64_t) 1 << 50, &size))
+        return call->reply->status;
+    if (name [0]) {
+        fpx_entry_t *entry = fpx_registry_find (call->server->registry, call->envelope->tenant_id,
+                                                name, call->envelope->conn_id);
+        if (entry) {
+            fpx_entry_release (&entry);
+            return fpx_reply_error (call->reply, FPX_EEXIST, "an index named '%s' already exists",
+                                    name);
+        }
+    }
+    s_transfer_t *transfer = calloc (1, sizeof *transfer);
+    if (!transfer)
+        return fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
+    if ((rc = fpx_limits_transfer_reserve (call, (size_t) size))) {
+        free (transfer);
+        return rc;
+    }
+    //  Pages are touched only as chunks arrive; the reservation above
+    //  already counts all of them.
+    *transfer = (s_transfer_t) { .conn_id = call->envelope->conn_id,
+                                 .tenant = call->envelope->tenant_id, .upload = true,
+                                 .data = malloc ((size_t) size), .size = (size_t) size,
+                                 .charged = (size_t) size };
+    memcpy (transfer->name, name, sizeof name);
+    memcpy (transfer->factory, factory, sizeof factory);
+    if (!transfer->data) {
+        s_transfer_free (transfer);
+        return fpx_reply_error (call->reply, FPX_ENOMEM, "cannot allocate an upload buffer of "
+                                "%lld bytes", (long long) size);
+    }
+    pthread_mutex_lock (&s_lock);
+    rc = s_check_room (call);
+    if (!rc)
+        s_insert (transfer);
+    pthread_mutex_unlock (&s_lock);
+    if (rc) {
+        s_transfer_free (transfer);
+        return rc;
+    }
+    msgpack_pack_map (&call->reply->pk, 2);
+    fpx_pack_kv_int (&call->reply->pk, "transfer", (int64_t) transfer->id);
+    fpx_pack_kv_int (&call->reply->pk, "chunk", (int64_t) s_chunk_size (call));
+    return 0;
+}
+
+//  transfer, offset (= the bytes received so far) and one frame of at
+//  most the chunk size → {received}.
+static int
+s_op_upload_chunk (fpx_call_t *call)
+{
+    int64_t offset;
+    if (fpx_op_int_param (call, "offset", true, 0, 0, INT64_MAX, &offset))
+        return call->reply->status;
+    size_t length;
+    const uint8_t *bytes = fpx_op_array (call, 0, 1, &length, "chunk bytes");
+    if (!bytes)
+        return call->reply->status;
+    size_t chunk = s_chunk_size (call);
+    if (length == 0 || length > chunk)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "a chunk holds 1 to %zu bytes, not %zu",
+                                chunk, length);
+    int rc = 0;
+    size_t received = 0;
+    pthread_mutex_lock (&s_lock);
+    s_transfer_t *transfer = s_find (call, true, NULL);
+    if (!transfer)
+        rc = call->reply->status;
+    else if ((uint64_t) offset != transfer->received)
+        rc = fpx_reply_error (call->reply, FPX_EINVAL, "chunk at offset %lld, but transfer %llu "
+                              "has %zu bytes: chunks go in order", (long long) offset,
+                              (unsigned long long) transfer->id, transfer->received);
+    else if (length > transfer->size - transfer->received)
+        rc = fpx_reply_error (call->reply, FPX_EINVAL, "chunk of %zu bytes at offset %lld passes "
+                              "the %zu bytes declared for transfer %llu", length,
+                              (long long) offset, transfer->size,
+                              (unsigned long long) transfer->id);
+    else {
+        memcpy (transfer->data + transfer->received, bytes, length);
+        received = transfer->received += length;
+    }
+    pthread_mutex_unlock (&s_lock);
+    if (rc)
+        return rc;
+    fpx_op_pack_int (call, "received", (int64_t) received);
+    return 0;
+}
+
+//  transfer → the description of the new index, as deserialize.
+static int
+s_op_upload_commit (fpx_call_t *call)
+{
+    s_transfer_t **slot;
+    int rc = 0;
+    pthread_mutex_lock (&s_lock);
+    s_transfer_t *transfer = s_find (call, true, &slot);
+    if (!transfer)
+        rc = call->reply->status;
+    else if (transfer->received != transfer->size)
+        rc = fpx_reply_error (call->reply, FPX_EINVAL, "transfer %llu has %zu of its %zu bytes",
+                              (unsigned long long) transfer->id, transfer->received,
+                              transfer->size);
+    else {
+        *slot = transfer->next;
+        transfer->next = NULL;
+    }
+    pthread_mutex_unlock (&s_lock);
+    if (rc)
+        return rc;
+    //  As for a deserialize, whose message is not charged either: the
+    //  bytes stop counting as FAISS starts building the index from them.
+    fpx_limits_transfer_release (transfer->tenant, transfer->charged);
+    transfer->charged = 0;
+    rc = fpx_op_deserialize_bytes (call, transfer->name, transfer->factory, transfer->data,
+                                   transfer->size);
+    s_transfer_free (transfer);
+    return rc;
+}
+
+static int
+s_op_transfer_abort (fpx_call_t *call)
+{
+    s_transfer_t **slot;
+    pthread_mutex_lock (&s_lock);
+    s_transfer_t *transfer = s_find (call, false, &slot);
+    if (transfer) {
+        *slot = transfer->next;
+        transfer->next = NULL;
+    }
+    pthread_mutex_unlock (&s_lock);
+    if (!transfer)
+        return call->reply->status;
+    s_transfer_free (transfer);
+    fpx_op_pack_empty (call);
+    return 0;
+}
+
+fpx_op_fn
+fpx_ops_transfers_handler (int opcode)
+{
+    switch (opcode) {
+        case FPX_OP_DOWNLOAD_BEGIN: return s_op_download_begin;
+        case FPX_OP_DOWNLOAD_CHUNK: return s_op_download_chunk;
+        case FPX_OP_UPLOAD_BEGIN:   return s_op_upload_begin;
+        case FPX_OP_UPLOAD_CHUNK:   return s_op_upload_chunk;
+        case FPX_OP_UPLOAD_COMMIT:  return s_op_upload_commit;
+        case FPX_OP_TRANSFER_ABORT: return s_op_transfer_abort;
+    }
+    return NULL;
+}

@@ -1,0 +1,35 @@
+/*  transfers.h — chunked transfers of serialized indexes, so that an index
+    of any size goes in and out without raising --max-message-mb.
+
+    A download (download_begin, download_chunk) serializes the index once,
+    under its shared lock, into a buffer the server keeps for the
+    connection, and serves byte ranges of that one consistent copy. An
+    upload (upload_begin, upload_chunk, upload_commit) gathers the bytes
+    in order into a buffer of the declared size, then hands them to the
+    same checks and reader as deserialize. transfer_abort drops either.
+
+    A transfer belongs to the connection and tenant that began it; every
+    other request naming it gets FPX_ENOTFOUND. Its buffer is charged to
+    the tenant's max_memory_mb (and checked against --max-memory-mb) while
+    it lives, and freed: after the last byte of a download is read, at the
+    commit of an upload, at transfer_abort, when its connection closes,
+    or after FPX_TRANSFER_IDLE_S untouched. See docs/PROTOCOL.md.
+
+    Thread-safe: one mutex guards the table; the copies of a chunk (at most
+    FPX_TRANSFER_CHUNK_MAX bytes) are made under it.                     */
+#ifndef FPX_TRANSFERS_H_INCLUDED
+#define FPX_TRANSFERS_H_INCLUDED
+
+#include "server.h"
+
+/*  Frees the transfers of a closed connection (the worker's reap job),
+    and those idle past FPX_TRANSFER_IDLE_S. Returns how many.          */
+size_t fpx_transfers_reap (uint64_t conn_id);
+
+/*  The tenant's open transfers and their buffers' bytes (info).         */
+void fpx_transfers_usage (uint32_t tenant, int64_t *count_p, int64_t *bytes_p);
+
+/*  Frees every transfer (at shutdown, after the workers stopped).       */
+void fpx_transfers_stop (void);
+
+#endif
