@@ -374,8 +374,14 @@ export class FaissProxyClient {
                     this.socket.sendTimeout = this.timeoutMs;
                     await this.socket.send(frames);
                 } catch (error) {
-                    this.settle(id, null, new FaissProxyError(Status.FPX_ECONNECT,
-                        `cannot send to ${this.endpoint}: ${(error as Error).message}`, name));
+                    //  EAGAIN: no connection completed (server down, or a
+                    //  CURVE handshake refused) within the timeout.
+                    const timedOut = (error as { code?: string }).code === "EAGAIN";
+                    this.settle(id, null, timedOut
+                        ? new FaissProxyError(Status.FPX_ETIMEDOUT,
+                            `no connection to ${this.endpoint} within ${this.timeoutMs} ms`, name)
+                        : new FaissProxyError(Status.FPX_ECONNECT,
+                            `cannot send to ${this.endpoint}: ${(error as Error).message}`, name));
                 }
             });
         });
