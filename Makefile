@@ -62,7 +62,7 @@ LOADTEST := $(BUILD)/bin/fpx-loadtest
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .SECONDARY:
-.PHONY: all deps run test test-c test-python test-asan test-tsan test-docker bench fuzz install clean distclean
+.PHONY: all deps run test test-c test-python test-typescript test-asan test-tsan test-docker bench fuzz install clean distclean
 all: $(DAEMON) $(CLI) $(LIB_A) $(LIB_SO) $(PC_FILE) $(if $(LOADTEST_SRC),$(LOADTEST))
 
 deps:
@@ -196,6 +196,7 @@ run: deps
 test: deps
 	@$(MAKE) --no-print-directory test-c
 	@$(MAKE) --no-print-directory test-python
+	@$(MAKE) --no-print-directory test-typescript
 	@$(MAKE) --no-print-directory test-asan
 
 test-c: all $(TESTS) $(FUZZ_TESTS) $(FUZZ_LIVE)
@@ -208,6 +209,12 @@ test-c: all $(TESTS) $(FUZZ_TESTS) $(FUZZ_LIVE)
 test-python: all
 	@FPX_DAEMON=$(abspath $(DAEMON)) FAISS_PROXY_LIB=$(abspath $(LIB_SO)) \
 	    PYTHONPATH=$(abspath python-shim) $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
+
+#  The TypeScript client (clients/typescript): npm ci, tsc, node --test
+#  against a real server, compared with Debian's FAISS. Fails when npm
+#  cannot install its dependencies.
+test-typescript: all
+	@clients/typescript/scripts/make-test.sh $(BUILD)
 
 #  The benchmark suite: build/bench/results.json and docs/BENCHMARKS.md.
 bench: deps

@@ -17,6 +17,13 @@ packages+=(clang libclang-rt-14-dev)
 #  tests/python/test_metrics.py: the dashboard in a headless browser.
 packages+=(chromium)
 
+missing=()
+#  make test-typescript: node and npm. A node already on PATH (Debian's, or
+#  NodeSource's, which carries its own npm) is kept; Debian's packages fill in
+#  what is missing.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+
 die () { echo "deps: $*" >&2; exit 1; }
 
 as_root () {
@@ -26,7 +33,6 @@ as_root () {
     fi
 }
 
-missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
         || missing+=("$p")
