@@ -790,6 +790,37 @@ step_serialize (void *arg)
     fpx_free (bytes);
 }
 
+//  The factory string the server recovers from an uploaded structure (the
+//  client sent bytes, no string) builds, in FAISS in-process, an index of the
+//  same structure as the fixture's own factory: both serialize, empty, to the
+//  same bytes.
+static void
+s_check_recovered_factory (const fixture_t *fx, const char *recovered)
+{
+    CHECK (recovered [0], "%s: no factory recovered", fx->type->label);
+    char why [256] = "";
+    FaissIndex *mine = fpx_local_create (DIM, fx->type->factory, fx->type->metric, NULL, 0);
+    FaissIndex *theirs = fpx_local_create (DIM, recovered, fx->type->metric, why, sizeof why);
+    CHECK (theirs, "%s: recovered factory \"%s\" refused by FAISS: %s",
+           fx->type->label, recovered, why);
+    if (mine && theirs) {
+        size_t mine_size = 0, theirs_size = 0;
+        uint8_t *mine_bytes = fpx_local_serialize (mine, &mine_size);
+        uint8_t *theirs_bytes = fpx_local_serialize (theirs, &theirs_size);
+        CHECK (mine_bytes && theirs_bytes
+               && mine_size == theirs_size
+               && memcmp (mine_bytes, theirs_bytes, mine_size) == 0,
+               "%s: \"%s\" and the recovered \"%s\" build different structures",
+               fx->type->label, fx->type->factory, recovered);
+        free (mine_bytes);
+        free (theirs_bytes);
+    }
+    if (mine)
+        faiss_Index_free (mine);
+    if (theirs)
+        faiss_Index_free (theirs);
+}
+
 static void
 step_deserialize (void *arg)
 {
@@ -804,7 +835,8 @@ step_deserialize (void *arg)
     memset (&info, 0, sizeof info);
     if (CHECK_OK (s_client, fpx_deserialize (s_client, name, bytes, size, &info))) {
         s_check_info (&info, name, DIM, faiss_Index_ntotal (fx->local), 1,
-                      faiss_Index_metric_type (fx->local), "", 0);
+                      faiss_Index_metric_type (fx->local), NULL, 0);
+        s_check_recovered_factory (fx, info.factory);
         s_compare_search (fx, name, NULL, NQ, s_xq, K, "search of the uploaded index");
         CHECK_RC (s_client, fpx_deserialize (s_client, name, bytes, size, NULL), FPX_EEXIST);
         CHECK_OK (s_client, fpx_index_drop (s_client, name));
@@ -815,6 +847,7 @@ step_deserialize (void *arg)
         CHECK (info.name [0] == '@', "anonymous upload named \"%s\"", info.name);
         CHECK_EQ (!!info.anonymous, 1);
         CHECK_EQ (info.ntotal, faiss_Index_ntotal (fx->local));
+        s_check_recovered_factory (fx, info.factory);
         s_compare_search (fx, info.name, NULL, NQ, s_xq, K, "search of the anonymous upload");
         CHECK_OK (s_client, fpx_index_drop (s_client, info.name));
     }
