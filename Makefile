@@ -197,6 +197,7 @@ test: deps
 	@$(MAKE) --no-print-directory test-c
 	@$(MAKE) --no-print-directory test-python
 	@$(MAKE) --no-print-directory test-typescript
+	@$(MAKE) --no-print-directory test-docker
 	@$(MAKE) --no-print-directory test-asan
 
 test-c: all $(TESTS) $(FUZZ_TESTS) $(FUZZ_LIVE)
@@ -224,7 +225,8 @@ bench: deps
 test-asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined OPT=-O1 test-c
 
-#  The container image (docker/), where an engine works; skipped otherwise.
+#  The container image (docker/), where an engine can run a container;
+#  skipped, saying why, otherwise. Part of make test.
 test-docker: all
 	@tests/test_docker.sh
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 #  test_docker.sh — builds docker/Dockerfile and runs the image, where a
-#  container engine works (make test-docker; not part of make test: the
-#  image compiles FAISS's C API and faissproxy, many minutes on 2 cores).
+#  container engine can run a container (make test-docker, part of make
+#  test; there the image compiles FAISS's C API and faissproxy: many
+#  minutes on 2 cores).
 #
 #  Skips, saying why (a skip is not a pass), when no engine (docker or
 #  podman) can run a container here, or when the base image is missing:
-#  FPX_DOCKER_BASE (default debian:bookworm) must be present or pullable.
+#  FPX_DOCKER_BASE (default debian:bookworm, else a local
+#  debian:bookworm-local) must be present or pullable.
 #  Without a registry, make one from Debian's mirror:
 #      debootstrap --variant=minbase bookworm DIR http://deb.debian.org/debian
 #      tar -C DIR -c . | docker import - debian:bookworm-local
@@ -53,7 +55,11 @@ if [ -z "$engine" ]; then
     summary
     exit 0
 fi
-if ! e image exists "$base" >/dev/null 2>&1 && ! e image inspect "$base" >/dev/null 2>&1 \
+has_image () { e image exists "$1" >/dev/null 2>&1 || e image inspect "$1" >/dev/null 2>&1; }
+if [ -z "${FPX_DOCKER_BASE:-}" ] && ! has_image "$base" && has_image debian:bookworm-local; then
+    base=debian:bookworm-local
+fi
+if ! has_image "$base" \
    && ! et 120 pull -q "$base" >/dev/null 2>&1; then
     skip "docker" "no base image $base and none can be pulled (see this script's comment)"
     summary
