@@ -32,6 +32,16 @@ static const char *s_usage =
     "commands:\n"
     "  ping                              server, protocol and FAISS versions, and the\n"
     "                                    round-trip time of a connected ping in µs\n"
+    "  info [--json] [--all] [--indexes N]\n"
+    "                                    the server's and this tenant's figures as\n"
+    "                                    key:value lines in sections (# Server, # Requests,\n"
+    "                                    # Latency, # Memory, # Indexes): uptime, requests\n"
+    "                                    by opcode and status, latency percentiles, queue,\n"
+    "                                    memory and disk per index; --json: one JSON\n"
+    "                                    object; --all (admin key): also the server's\n"
+    "                                    totals and every tenant's usage (# All tenants);\n"
+    "                                    --indexes N: list up to N indexes (default 100,\n"
+    "                                    at most 1000)\n"
     "  list                              this tenant's named indexes, one per line\n"
     "  create NAME DIM FACTORY [l2|ip]   create a named index (metric default: l2)\n"
     "  describe NAME                     an index's description, memory bytes included\n"
@@ -304,6 +314,131 @@ s_cmd_restore (fpx_client_t *client, char **args)
     return EXIT_SUCCESS;
 }
 
+/* ---- info ---------------------------------------------------------------- */
+
+//  Sections of `faissproxy info`, by a figure's first key. A figure no
+//  section names (from a newer server) goes to "# Other": nothing is lost.
+typedef struct {
+    const char *title;
+    const char *keys [16];     //  first keys of its figures
+    bool strip;                //  print paths without their first key
+} s_section_t;
+
+static const s_section_t s_sections [] = {
+    { "Server", { "server_version", "protocol_version", "faiss_version", "tenant", "role",
+                  "uptime_s", "workers", "queue_depth", "in_flight", "connections",
+                  "batched_searches", "batched_calls", "transfers", "transfer_bytes" }, false },
+    { "Requests", { "requests" }, true },
+    { "Latency", { "latency" }, true },
+    { "Memory", { "rss_bytes", "memory_bytes", "disk_bytes", "vectors", "objects", "quotas" }, false },
+    { "Indexes", { "indexes", "index_list_truncated", "index_list" }, false },
+    { "All tenants", { "server" }, true },
+};
+#define S_SECTIONS ((int) (sizeof s_sections / sizeof s_sections [0]))
+
+//  The section of a figure's path (S_SECTIONS: "Other").
+static int
+s_section_of (const char *path)
+{
+    size_t top = strcspn (path, ".");
+    for (int s = 0; s < S_SECTIONS; s++)
+        for (int k = 0; k < 16 && s_sections [s].keys [k]; k++)
+            if (strlen (s_sections [s].keys [k]) == top
+            &&  strncmp (s_sections [s].keys [k], path, top) == 0)
+                return s;
+    return S_SECTIONS;
+}
+
+//  Whether path is in the array at prefix ("index_list."), printed as rows.
+static bool
+s_in_rows (const char *path)
+{
+    return strncmp (path, "index_list.", 11) == 0 || strncmp (path, "server.tenants.", 15) == 0;
+}
+
+//  One line per element of the array `array` ("index_list"): its `label`
+//  field, then its other fields as key=value (like redis's # Keyspace).
+static void
+s_print_rows (const fpx_info_t *info, const char *array, const char *label)
+{
+    for (int row = 0; ; row++) {
+        char prefix [64], path [96];
+        int len = snprintf (prefix, sizeof prefix, "%s.%d.", array, row);
+        snprintf (path, sizeof path, "%s%s", prefix, label);
+        const char *name = fpx_info_str (info, path);
+        if (!name)
+            break;
+        printf ("%s:", name);
+        const char *comma = "";
+        for (size_t i = 0; i < fpx_info_count (info); i++) {
+            const char *key = fpx_info_key (info, i);
+            if (strncmp (key, prefix, (size_t) len) == 0 && strcmp (key + len, label) != 0) {
+                printf ("%s%s=%s", comma, key + len, fpx_info_text_at (info, i));
+                comma = ",";
+            }
+        }
+        printf ("\n");
+    }
+}
+
+static void
+s_print_info_sections (const fpx_info_t *info)
+{
+    for (int s = 0; s <= S_SECTIONS; s++) {
+        bool titled = false;
+        for (size_t i = 0; i < fpx_info_count (info); i++) {
+            const char *key = fpx_info_key (info, i);
+            if (s_section_of (key) != s || s_in_rows (key))
+                continue;
+            if (!titled)
+                printf ("%s# %s\n", s ? "\n" : "", s < S_SECTIONS ? s_sections [s].title : "Other");
+            titled = true;
+            const char *dot = strchr (key, '.');
+            bool strip = s < S_SECTIONS && s_sections [s].strip && dot;
+            printf ("%s:%s\n", strip ? dot + 1 : key, fpx_info_text_at (info, i));
+        }
+        if (s < S_SECTIONS && strcmp (s_sections [s].title, "Indexes") == 0)
+            s_print_rows (info, "index_list", "name");
+        if (s < S_SECTIONS && strcmp (s_sections [s].title, "All tenants") == 0)
+            s_print_rows (info, "server.tenants", "tenant");
+    }
+}
+
+//  info [--json] [--all] [--indexes N]
+static int
+s_cmd_info (fpx_client_t *client, char **args)
+{
+    bool json = false;
+    int flags = 0, max_indexes = 0;
+    for (int i = 0; i < 4 && args [i]; i++) {
+        if (strcmp (args [i], "--json") == 0)
+            json = true;
+        else
+        if (strcmp (args [i], "--all") == 0)
+            flags |= FPX_INFO_ALL;
+        else
+        if (strcmp (args [i], "--indexes") == 0 && i + 1 < 4 && args [i + 1]) {
+            i++;
+            if (!s_parse_int (args [i], &max_indexes) || max_indexes < 0
+            ||  max_indexes > FPX_INFO_INDEXES_MAX)
+                return s_usage_error ("--indexes takes 0 to 1000, got '%s'", args [i]);
+            if (max_indexes == 0)
+                max_indexes = -1;           //  none (0 asks for the default)
+        }
+        else
+            return s_usage_error ("info: unknown or incomplete argument '%s'", args [i]);
+    }
+    fpx_info_t *info;
+    if (fpx_info (client, max_indexes, flags, &info))
+        return s_fail (client);
+    if (json)
+        printf ("%s\n", fpx_info_json (info));
+    else
+        s_print_info_sections (info);
+    fpx_info_free (&info);
+    return EXIT_SUCCESS;
+}
+
 typedef struct {
     const char *name;
     int min_args, max_args;
@@ -312,6 +447,7 @@ typedef struct {
 
 static const s_command_t s_commands [] = {
     { "ping",     0, 0, s_cmd_ping },
+    { "info",     0, 4, s_cmd_info },
     { "list",     0, 0, s_cmd_list },
     { "create",   3, 4, s_cmd_create },
     { "describe", 1, 1, s_cmd_describe },
