@@ -19,6 +19,7 @@
       figures, --json the same object, and bob's output no alice index.
 */
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@
 
 #include <sodium.h>
 
+#include "fpx_info.h"
 #include "fpx_test.h"
 
 #define DIM      16
@@ -390,6 +392,104 @@ test_bounds (void *arg)
     fpx_client_destroy (&bob);
 }
 
+/* ---- the decoder: a reply is a peer's bytes ------------------------------------- */
+
+//  Decodes the map in mp as a reply result, then as info.
+static int
+s_decode (fpx_mp_t *mp, fpx_info_t **info_p)
+{
+    fpx_params_t result;
+    *info_p = NULL;
+    int rc = fpx_params_decode_bounded (&result, mp->buf.data, mp->buf.size, FPX_RESULT_MAX);
+    char errmsg [256] = "";
+    if (rc == 0)
+        rc = fpx_info_decode (&result, info_p, errmsg, sizeof errmsg);
+    CHECK (rc == 0 || errmsg [0], "a failure says why");
+    return rc;
+}
+
+static void
+test_decoder (void *arg)
+{
+    (void) arg;
+    fpx_info_t *info;
+    fpx_mp_t mp;
+    //  Every kind of scalar, escaped and typed as documented.
+    fpx_mp_init (&mp);
+    msgpack_pack_map (&mp.pk, 9);
+    fpx_pack_str (&mp.pk, "s");
+    msgpack_pack_str (&mp.pk, 7);
+    msgpack_pack_str_body (&mp.pk, "a\"b\\c\001\377", 7);
+    fpx_pack_kv_double (&mp.pk, "nan", NAN);
+    fpx_pack_str (&mp.pk, "big");
+    msgpack_pack_uint64 (&mp.pk, UINT64_MAX);
+    fpx_pack_kv_int (&mp.pk, "neg", -5);
+    fpx_pack_kv_bool (&mp.pk, "t", true);
+    fpx_pack_str (&mp.pk, "nil");
+    msgpack_pack_nil (&mp.pk);
+    fpx_pack_str (&mp.pk, "list");
+    msgpack_pack_array (&mp.pk, 2);
+    msgpack_pack_int (&mp.pk, 1);
+    msgpack_pack_double (&mp.pk, 2.5);
+    fpx_pack_str (&mp.pk, "e");
+    msgpack_pack_map (&mp.pk, 0);
+    fpx_pack_kv_double (&mp.pk, "tenth", 0.1);
+    if (CHECK_EQ (s_decode (&mp, &info), 0)) {
+        CHECK_STR (fpx_info_json (info), "{\"s\":\"a\\\"b\\\\c\\u0001\\u00ff\",\"nan\":null,"
+                   "\"big\":18446744073709551615,\"neg\":-5,\"t\":true,\"nil\":null,"
+                   "\"list\":[1,2.5],\"e\":{},\"tenth\":0.1}");
+        CHECK_EQ (fpx_info_count (info), 9);
+        CHECK_STR (fpx_info_str (info, "s"), "a\"b\\c??");
+        CHECK_EQ (fpx_info_type (info, "big"), FPX_INFO_DOUBLE);
+        CHECK_EQ (fpx_info_type (info, "nil"), FPX_INFO_NIL);
+        CHECK_EQ (fpx_info_type (info, "e"), FPX_INFO_NONE);
+        CHECK_EQ (s_int (info, "neg"), -5);
+        CHECK_EQ (s_int (info, "t"), 1);
+        CHECK (s_double (info, "list.1") == 2.5, "list.1");
+        CHECK_STR (fpx_info_key (info, 8), "tenth");
+        CHECK_STR (fpx_info_text_at (info, 6), "1");
+        CHECK (fpx_info_key (info, 9) == NULL && fpx_info_type_at (info, 9) == FPX_INFO_NONE,
+               "past the end");
+        fpx_info_free (&info);
+    }
+    fpx_mp_free (&mp);
+
+    //  A path past 256 bytes, a key that is not a string, too many figures.
+    char long_key [200];
+    memset (long_key, 'k', sizeof long_key);
+    fpx_mp_init (&mp);
+    msgpack_pack_map (&mp.pk, 1);
+    fpx_pack_str (&mp.pk, "a");
+    msgpack_pack_map (&mp.pk, 1);
+    msgpack_pack_str (&mp.pk, sizeof long_key);
+    msgpack_pack_str_body (&mp.pk, long_key, sizeof long_key);
+    msgpack_pack_map (&mp.pk, 1);
+    msgpack_pack_str (&mp.pk, sizeof long_key);
+    msgpack_pack_str_body (&mp.pk, long_key, sizeof long_key);
+    msgpack_pack_int (&mp.pk, 1);
+    CHECK_EQ (s_decode (&mp, &info), FPX_EPROTO);
+    CHECK (info == NULL, "no handle");
+    fpx_mp_free (&mp);
+
+    fpx_mp_init (&mp);
+    msgpack_pack_map (&mp.pk, 1);
+    fpx_pack_str (&mp.pk, "m");
+    msgpack_pack_map (&mp.pk, 1);
+    msgpack_pack_int (&mp.pk, 1);
+    msgpack_pack_int (&mp.pk, 2);
+    CHECK_EQ (s_decode (&mp, &info), FPX_EPROTO);
+    fpx_mp_free (&mp);
+
+    fpx_mp_init (&mp);
+    msgpack_pack_map (&mp.pk, 1);
+    fpx_pack_str (&mp.pk, "many");
+    msgpack_pack_array (&mp.pk, 70000);
+    for (int i = 0; i < 70000; i++)
+        msgpack_pack_int (&mp.pk, 0);
+    CHECK_EQ (s_decode (&mp, &info), FPX_EPROTO);
+    fpx_mp_free (&mp);
+}
+
 /* ---- the CLI ---------------------------------------------------------------------- */
 
 static void
@@ -541,6 +641,7 @@ main (void)
     fpx_test_run ("info.sealing", test_sealing, NULL);
     fpx_test_run ("info.bounds", test_bounds, NULL);
     fpx_test_run ("info.cli", test_cli, NULL);
+    fpx_test_run ("info.decoder", test_decoder, NULL);
     fpx_test_watch (NULL);
     int rc = fpx_test_server_stop (&s_server, 30);
     if (rc != 0)
