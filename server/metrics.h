@@ -6,8 +6,9 @@
     Prometheus text format or as JSON for the dashboard.
 
     Counters: requests by tenant × opcode × status; a latency histogram per
-    opcode (time from arrival to answer, FPX_METRICS_BUCKETS log-scale
-    bounds); batches and their sizes. Gauges the broker sets: queue depth,
+    tenant and opcode (time from arrival to answer, FPX_METRICS_BUCKETS
+    log-scale bounds; the scrape sums the tenants, info shows a tenant its
+    own); batches and their sizes. Gauges the broker sets: queue depth,
     requests in flight, connections open.
 
     Thread-safe: every figure is a relaxed atomic; a feed costs a few
