@@ -33,29 +33,50 @@ command -v patchelf >/dev/null || die "patchelf is not installed (apt-get instal
 command -v dpkg-query >/dev/null || die "dpkg-query is missing: make dist runs on Debian"
 [ -d "$stage/bin" ] || die "$stage is not a make install tree"
 
-declare -A in_minbase=() shipped_from=() packages=()
+declare -A in_minbase=() packages=()
 while read -r pkg _; do
     [ -n "$pkg" ] && [ "${pkg:0:1}" != "#" ] && in_minbase[$pkg]=1
 done < "$minbase_list"
-
-#  owner PATH…: the Debian package that owns the first PATH dpkg knows.
-#  With the merged /usr, dpkg may know /lib/… but not /usr/lib/… or the
-#  reverse: both are tried.
-owner () {
-    local p alt out
-    for p in "$@"; do
-        for alt in "$p" "${p#/usr}" "/usr$p"; do
-            out=$(dpkg-query -S "$alt" 2>/dev/null | grep -v '^diversion' | head -n 1) || continue
-            [ -n "$out" ] && { echo "${out%%:*}"; return 0; }
-        done
-    done
-    return 1
-}
 
 elves=("$stage"/bin/faissproxyd "$stage"/bin/faissproxy "$stage"/bin/fpx-loadtest)
 for so in "$stage"/lib/libfaissproxy.so.*; do
     [ -L "$so" ] || elves+=("$so")
 done
+
+#  The libraries they load: soname (ldd's left column) -> path.
+declare -A needed=()
+for elf in "${elves[@]}"; do
+    out=$(ldd "$elf") || die "ldd $elf failed"
+    if grep -q 'not found' <<< "$out"; then
+        die "$elf: $(grep 'not found' <<< "$out" | xargs)"
+    fi
+    while read -r name arrow path _; do
+        [ "$arrow" = "=>" ] && [ "${path:0:1}" = / ] || continue
+        case "$name" in libfaissproxy.so*) continue ;; esac
+        needed[$name]=$path
+    done <<< "$out"
+done
+
+#  Which package owns each, asked of dpkg once (each query reads its whole
+#  database). With the merged /usr, dpkg may know /lib/… but not /usr/lib/…
+#  or the reverse: both are asked. STATIC_FILEs too.
+declare -A owner_of=()
+variants () { local p; for p in "$@"; do echo "$p"; echo "${p#/usr}"; echo "/usr$p"; done; }
+mapfile -t candidates < <(for name in "${!needed[@]}"; do
+                              variants "$(readlink -f "${needed[$name]}")" "${needed[$name]}"; done
+                          for f in "$@"; do variants "$(readlink -f "$f")" "$f"; done)
+while IFS= read -r line; do
+    case "$line" in diversion*) continue ;; esac
+    owner_of[${line#*: }]=${line%%:*}
+done < <(dpkg-query -S "${candidates[@]}" 2>/dev/null)
+#  owner PATH…: the package that owns the first PATH dpkg knows.
+owner () {
+    local p
+    for p in $(variants "$(readlink -f "$1")" "$1"); do
+        [ -n "${owner_of[$p]:-}" ] && { echo "${owner_of[$p]}"; return 0; }
+    done
+    return 1
+}
 
 lib="$stage/lib"
 manifest="$stage/share/doc/faissproxy/LIBRARIES"
@@ -67,34 +88,25 @@ mkdir -p "$(dirname "$manifest")"
     echo "#  holds the licence of each package named here."
 } > "$manifest"
 declare -A copied=()        #  real path -> the soname it was first copied as
-for elf in "${elves[@]}"; do
-    out=$(ldd "$elf") || die "ldd $elf failed"
-    if grep -q 'not found' <<< "$out"; then
-        die "$elf: $(grep 'not found' <<< "$out" | xargs)"
+for name in $(printf '%s\n' "${!needed[@]}" | sort); do
+    path=${needed[$name]}
+    real=$(readlink -f "$path")
+    pkg=$(owner "$path") || pkg=""
+    [ -n "$pkg" ] && [ -n "${in_minbase[$pkg]:-}" ] && continue
+    if [ -n "${copied[$real]:-}" ]; then
+        ln -sf "${copied[$real]}" "$lib/$name"
+    else
+        install -m 644 "$real" "$lib/$name"
+        patchelf --set-rpath '$ORIGIN' "$lib/$name"
+        copied[$real]=$name
     fi
-    while read -r name arrow path _; do
-        [ "$arrow" = "=>" ] && [ -n "$path" ] && [ "${path:0:1}" = / ] || continue
-        case "$name" in libfaissproxy.so*) continue ;; esac
-        [ -n "${shipped_from[$name]:-}" ] && continue
-        real=$(readlink -f "$path")
-        pkg=$(owner "$real" "$path") || pkg=""
-        [ -n "$pkg" ] && [ -n "${in_minbase[$pkg]:-}" ] && continue
-        if [ -n "${copied[$real]:-}" ]; then
-            ln -sf "${copied[$real]}" "$lib/$name"
-        else
-            install -m 644 "$real" "$lib/$name"
-            patchelf --set-rpath '$ORIGIN' "$lib/$name"
-            copied[$real]=$name
-        fi
-        shipped_from[$name]=${pkg:-unpackaged}
-        if [ -n "$pkg" ]; then
-            packages[$pkg]=1
-            echo "$name $pkg $(dpkg-query -W -f '${Version}' "$pkg" 2>/dev/null | head -n 1)" >> "$manifest"
-        else
-            echo "dist: warning: $real belongs to no Debian package: copied without a licence file" >&2
-            echo "$name unpackaged $real" >> "$manifest"
-        fi
-    done <<< "$out"
+    if [ -n "$pkg" ]; then
+        packages[$pkg]=1
+        echo "$name $pkg $(dpkg-query -W -f '${Version}' "$pkg" 2>/dev/null | head -n 1)" >> "$manifest"
+    else
+        echo "dist: warning: $real belongs to no Debian package: copied without a licence file" >&2
+        echo "$name unpackaged $real" >> "$manifest"
+    fi
 done
 #  A program linked with libfaissproxy finds libzmq beside it.
 for so in "${elves[@]:3}"; do
@@ -102,7 +114,7 @@ for so in "${elves[@]:3}"; do
 done
 
 for f in "$@"; do
-    pkg=$(owner "$(readlink -f "$f")" "$f") || die "$f belongs to no Debian package: no licence file to ship"
+    pkg=$(owner "$f") || die "$f belongs to no Debian package: no licence file to ship"
     packages[$pkg]=1
     echo "#  linked in statically: $(basename "$f") from $pkg $(dpkg-query -W -f '${Version}' "$pkg" | head -n 1)" >> "$manifest"
 done
@@ -119,6 +131,6 @@ install -m 644 "$root/packaging/README.dist" "$stage/README"
 mtime=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)}
 mkdir -p "$(dirname "$tarball")"
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$mtime" \
-    -C "$(dirname "$stage")" -cf - "$(basename "$stage")" | gzip -n -9 > "$tarball.tmp"
+    -C "$(dirname "$stage")" -cf - "$(basename "$stage")" | gzip -n > "$tarball.tmp"
 mv "$tarball.tmp" "$tarball"
 echo "dist: $tarball ($(du -h "$tarball" | cut -f1)), $(ls "$lib" | grep -cv '^libfaissproxy\|^pkgconfig\|^python\|^systemd') libraries shipped"

@@ -27,7 +27,8 @@ mkdir -p "$(dirname "$dir")"
 log="$(dirname "$dir")/minbase-root.log"
 echo "minbase-root: debootstrap --variant=minbase bookworm $dir $mirror (a few minutes, once; log in $log)"
 if ! debootstrap --variant=minbase bookworm "$tmp" "$mirror" >"$log" 2>&1; then
-    die "debootstrap failed: $(grep -E '^[EW]:' "$log" | tail -n 3 | tr '\n' ' ')$(tail -n 2 "$log" | tr '\n' ' ')"
+    reason=$(grep '^E:' "$log" | sort -u | tail -n 2 | xargs)
+    die "debootstrap failed: ${reason:-$(tail -n 2 "$log" | xargs)} (log: $log)"
 fi
 #  apt's package lists are not needed to run programs: 100 MB less.
 rm -rf "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/*
