@@ -16,7 +16,7 @@
 #    copied from, or that is linked in statically (STATIC_FILE: libfaiss.a,
 #    msgpack's headers), and share/doc/faissproxy/LIBRARIES, which says
 #    which library came from where;
-#  - README (packaging/README.dist) at the top.
+#  - README (packaging/README.dist, with this tarball's name) at the top.
 #
 #  Then TARBALL: STAGE's directory, owned by root, sorted, with fixed times.
 #  Needs dpkg (which package owns a library) and patchelf.
@@ -125,7 +125,8 @@ for pkg in "${!packages[@]}"; do
     install -m 644 "$copyright" "$stage/share/doc/$pkg/copyright"
 done
 
-install -m 644 "$root/packaging/README.dist" "$stage/README"
+sed "s/faissproxy-VERSION-linux-amd64/$(basename "$stage")/g" "$root/packaging/README.dist" > "$stage/README"
+chmod 644 "$stage/README"
 
 #  Reproducible: the same build gives the same tarball.
 mtime=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)}

@@ -95,12 +95,18 @@ absent=$(grep -v '^#' "$root/packaging/debian12-minbase.txt" | grep -vxF -f <(ec
 [ -z "$absent" ] && ok "dist.minbase_list" \
     || fail "dist.minbase_list" "packaging/debian12-minbase.txt names packages the root lacks: $absent"
 
-# ---- unpacked as its README says -----------------------------------------------------
-if tar -C "$mb/opt" -xzf "$tarball" && [ -d "$mb/opt/$name" ] && ln -sfn "$name" "$opt" \
-   && [ -f "$opt/README" ]; then
+# ---- unpacked as its README says, in the root -----------------------------------------
+#  The README's own 'tar -C /opt' and 'ln -sfn' lines, run in the root's /tmp.
+steps=$(tar -xzOf "$tarball" "$name/README" 2>/dev/null | sed -n 's/^ *\(tar -C \/opt .*\|ln -sfn .*\)$/\1/p')
+cp "$tarball" "$mb/tmp/"
+out=$(in_root sh -ec "cd /tmp; $(echo "$steps" | paste -sd';')" 2>&1)
+rc=$?
+rm -f "$mb/tmp/$name.tar.gz"
+if [ "$(echo "$steps" | grep -c .)" -eq 2 ] && [ "$rc" -eq 0 ] && [ -d "$mb/opt/$name" ] \
+   && [ "$(readlink "$opt")" = "$name" ]; then
     ok "dist.unpack"
 else
-    fail "dist.unpack" "$tarball does not unpack into $name/ with a README"
+    fail "dist.unpack" "the README's steps '$(echo "$steps" | xargs)' in the root: exit $rc, $out"
     summary
     exit 1
 fi
@@ -164,7 +170,6 @@ key=$(echo "$keygen" | sed -n 's/^FAISS_PROXY_API_KEY=//p')
 mkdir -p "$mb/etc/faissproxy"
 install -m 600 /dev/null "$mb/etc/faissproxy/keys"
 echo "$keygen" | grep '^dist write ' >> "$mb/etc/faissproxy/keys"
-mkdir -p "$mb/var/lib/fpx-dist-test"
 if [ -z "$key" ] || ! [ -s "$mb/etc/faissproxy/keys" ]; then
     fail "dist.keygen" "'$keygen'"
     summary
