@@ -134,4 +134,4 @@ mkdir -p "$(dirname "$tarball")"
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$mtime" \
     -C "$(dirname "$stage")" -cf - "$(basename "$stage")" | gzip -n > "$tarball.tmp"
 mv "$tarball.tmp" "$tarball"
-echo "dist: $tarball ($(du -h "$tarball" | cut -f1)), $(ls "$lib" | grep -cv '^libfaissproxy\|^pkgconfig\|^python\|^systemd') libraries shipped"
+echo "dist: $tarball ($(du -h "$tarball" | cut -f1)), $(grep -vc '^#' "$manifest") libraries shipped"
