@@ -65,7 +65,7 @@ typedef struct s_conn_t {
     size_t rid_len;
     uint64_t conn_id;
     int fd;
-    bool may_own;                   //  sent a create, deserialize or *_begin
+    bool may_own;                   //  sent a request that may leave it owning an object
     bool gone;                      //  forgotten; freed with its last request
     size_t inflight;                //  admitted, not yet answered
     s_unread_t *unread;
@@ -843,7 +843,10 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total, bool guard
         free (job);
         return;
     }
+    //  Whatever can leave an object or a transfer owned by the connection.
     if (header.opcode == FPX_OP_CREATE || header.opcode == FPX_OP_DESERIALIZE
+    ||  header.opcode == FPX_OP_CONSTRUCT || header.opcode == FPX_OP_CLONE
+    ||  header.opcode == FPX_OP_SUBOBJECT
     ||  header.opcode == FPX_OP_DOWNLOAD_BEGIN || header.opcode == FPX_OP_UPLOAD_BEGIN)
         conn->may_own = true;
     int64_t deadline_ms = self->server->config.tenant_limits [job->envelope.tenant_id].deadline_ms;
