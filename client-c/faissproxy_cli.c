@@ -318,15 +318,16 @@ s_cmd_restore (fpx_client_t *client, char **args)
 
 //  Sections of `faissproxy info`, by a figure's first key. A figure no
 //  section names (from a newer server) goes to "# Other": nothing is lost.
+#define S_SECTION_KEYS 24
 typedef struct {
     const char *title;
-    const char *keys [16];     //  first keys of its figures
+    const char *keys [S_SECTION_KEYS];  //  first keys of its figures
     bool strip;                //  print paths without their first key
 } s_section_t;
 
 static const s_section_t s_sections [] = {
-    { "Server", { "server_version", "protocol_version", "faiss_version", "tenant", "role",
-                  "uptime_s", "workers", "queue_depth", "in_flight", "connections",
+    { "Server", { "server_version", "protocol_version", "faiss_version", "recovering", "tenant",
+                  "role", "uptime_s", "workers", "queue_depth", "in_flight", "connections",
                   "batched_searches", "batched_calls", "transfers", "transfer_bytes" }, false },
     { "Requests", { "requests" }, true },
     { "Latency", { "latency" }, true },
@@ -342,7 +343,7 @@ s_section_of (const char *path)
 {
     size_t top = strcspn (path, ".");
     for (int s = 0; s < S_SECTIONS; s++)
-        for (int k = 0; k < 16 && s_sections [s].keys [k]; k++)
+        for (int k = 0; k < S_SECTION_KEYS && s_sections [s].keys [k]; k++)
             if (strlen (s_sections [s].keys [k]) == top
             &&  strncmp (s_sections [s].keys [k], path, top) == 0)
                 return s;

@@ -125,7 +125,7 @@ fpx_op_info (fpx_call_t *call)
     fpx_metrics_gauges (call->server->metrics, &gauges);
 
     msgpack_packer *pk = &call->reply->pk;
-    msgpack_pack_map (pk, 25 + (all ? 1 : 0));
+    msgpack_pack_map (pk, FPX_SERVER_INFO_KEYS + 22 + (all ? 1 : 0));
     fpx_pack_server_info (pk);
     fpx_pack_kv_str (pk, "tenant", config->tenants [tenant]);
     fpx_pack_kv_str (pk, "role", fpx_auth_role_name (role));

@@ -618,7 +618,7 @@ s_op_list (fpx_call_t *call)
 static int
 s_op_ping (fpx_call_t *call)
 {
-    msgpack_pack_map (&call->reply->pk, 3);
+    msgpack_pack_map (&call->reply->pk, FPX_SERVER_INFO_KEYS);
     fpx_pack_server_info (&call->reply->pk);
     return 0;
 }
