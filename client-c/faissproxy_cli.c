@@ -1,8 +1,9 @@
 /*  faissproxy_cli.c — `faissproxy`, the admin and debug command line of
     faissproxyd (as redis-cli is to redis).
 
-    Built only on the public API (faissproxy.h): it must not include
-    protocol/ headers nor speak the wire format itself. keygen is local:
+    Built only on the public API (faissproxy.h) and its own vector-file
+    module (fpx_vecfile.h, for import, export, add and search): it must
+    not include protocol/ headers nor speak the wire format itself. keygen is local:
     libsodium and libzmq's key functions, no server.
     Output for people on stdout; errors on stderr as "faissproxy: <message>".
     Exit status: 0 success, 1 any error, 2 usage error.
@@ -45,6 +46,25 @@ static const char *s_usage =
     "                                    file faiss.write_index wrote); NAME must not exist;\n"
     "                                    FACTORY is kept as its factory string (default:\n"
     "                                    the one the server recovers from the structure)\n"
+    "  import NAME FILE [OPTIONS]        add FILE's vectors (.npy float32 (rows, d), .fvecs,\n"
+    "                                    .bvecs) to index NAME in batches, in file order;\n"
+    "                                    run again, it resumes after the rows NAME holds\n"
+    "      --ids IDS.npy                 add_with_ids, ids from a .npy of int64 (rows)\n"
+    "      --batch N                     vectors per request (default: about 8 MiB)\n"
+    "      --train N                     train an untrained index on FILE's first N rows\n"
+    "      --offset N                    FILE's first row is NAME's vector N (default 0)\n"
+    "      --no-verify                   resume without reading rows back to check them\n"
+    "  export NAME FILE [--batch N]      write NAME's vectors 0 … ntotal − 1 to FILE\n"
+    "                                    (.npy or .fvecs)\n"
+    "  add NAME [FILE|-] [--batch N]     add vectors from FILE (.npy, .fvecs, .bvecs, .txt,\n"
+    "                                    .csv) or from standard input: one vector a line,\n"
+    "                                    numbers separated by spaces or commas\n"
+    "  search NAME [FILE|-] [OPTIONS]    the k nearest neighbours of each query vector\n"
+    "                                    (read as add reads them): \"QUERY: ID (DISTANCE), …\"\n"
+    "      -k K                          neighbours per query (default 10)\n"
+    "      --json                        one JSON object a query: query, ids, distances\n"
+    "      --nprobe N, --ef-search N     search parameters of this search only\n"
+    "      --batch N                     queries per request\n"
     "  keygen TENANT [ROLE]              print a new API key and the line for the server's\n"
     "                                    --keys-file (ROLE read, write (default) or admin)\n"
     "  keygen --curve FILE               write a new CURVE key pair for faissproxyd\n"
