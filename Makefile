@@ -125,6 +125,9 @@ $(BUILD)/tests/%: $(call obj,tests/%.c $(TEST_COMMON)) $(LIB_A) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
 	$(LINK_FAISS)
 
+#  The command line's vector files, tested as a module.
+$(BUILD)/tests/test_vecfile: $(call obj,client-c/fpx_vecfile.c)
+
 #  Fuzz targets (tests/fuzz/, docs/FUZZING.md). Built without a fuzzing
 #  engine they are test programs that replay a generated seed corpus and
 #  deterministic mutants of it; `make fuzz` builds them with libFuzzer.
