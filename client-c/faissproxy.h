@@ -151,9 +151,13 @@ typedef struct {
     char server_version [32];
     int protocol_version;
     char faiss_version [32];
+    int recovering;             //  1 while the server still loads its indexes
 } fpx_server_info_t;
 
-/*  Round trip to the server. info may be NULL.                          */
+/*  Round trip to the server. info may be NULL. Answered at once, also
+    while the server recovers its indexes from disk (info->recovering);
+    meanwhile other requests are sent again until recovery ends or their
+    timeout passes (then FPX_ERECOVERING).                               */
 int fpx_ping (fpx_client_t *self, fpx_server_info_t *info /* OUT */);
 
 /* ---- index lifecycle --------------------------------------------------- */

@@ -637,6 +637,11 @@ fpx_ping (fpx_client_t *self, fpx_server_info_t *info /* OUT */)
     if (!rc)
         rc = s_result_str (self, &reply, "faiss_version", parsed.faiss_version,
                            sizeof parsed.faiss_version, true);
+    //  Servers before recovery in the background do not say.
+    parsed.recovering = 0;
+    bool recovering;
+    if (!rc && fpx_params_get_bool (&reply.result, "recovering", &recovering) == 0)
+        parsed.recovering = recovering;
     fpx_reply_close (&reply);
     parsed.protocol_version = (int) version;
     if (!rc && info)

@@ -618,7 +618,7 @@ s_op_list (fpx_call_t *call)
 static int
 s_op_ping (fpx_call_t *call)
 {
-    msgpack_pack_map (&call->reply->pk, 3);
+    msgpack_pack_map (&call->reply->pk, FPX_SERVER_INFO_KEYS);
     fpx_pack_server_info (&call->reply->pk);
     return 0;
 }
@@ -636,7 +636,7 @@ s_op_info (fpx_call_t *call)
     fpx_batch_stats_t *batched = &call->server->batch_stats [call->envelope->tenant_id];
     int64_t transfers, transfer_bytes;
     fpx_transfers_usage (call->envelope->tenant_id, &transfers, &transfer_bytes);
-    msgpack_pack_map (pk, 11);
+    msgpack_pack_map (pk, FPX_SERVER_INFO_KEYS + 8);
     fpx_pack_server_info (pk);
     fpx_pack_kv_str (pk, "tenant", config->tenants [call->envelope->tenant_id]);
     fpx_pack_kv_int (pk, "batched_searches", (int64_t) atomic_load (&batched->requests));

@@ -168,7 +168,9 @@ typedef struct {
     been answered. Returns 0, or -1 if an endpoint cannot be bound.      */
 int fpx_broker_run (fpx_server_t *server, int signal_fd);
 
-/*  Packs the ping/info result common part into pk (3 entries).          */
+/*  Packs the ping/info result common part into pk (FPX_SERVER_INFO_KEYS
+    entries): versions, and whether the server is still recovering.     */
+#define FPX_SERVER_INFO_KEYS 4
 void fpx_pack_server_info (msgpack_packer *pk);
 
 // ---- zap.c

@@ -75,6 +75,7 @@ class ServerInfo(Structure):
         ("server_version", c_char * 32),
         ("protocol_version", c_int),
         ("faiss_version", c_char * 32),
+        ("recovering", c_int),
     ]
 
 

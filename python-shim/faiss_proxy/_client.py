@@ -222,4 +222,5 @@ def server_info():
     call(lib.fpx_ping, ctypes.byref(info))
     return {"server_version": info.server_version.decode(),
             "protocol_version": info.protocol_version,
-            "faiss_version": info.faiss_version.decode()}
+            "faiss_version": info.faiss_version.decode(),
+            "recovering": bool(info.recovering)}
