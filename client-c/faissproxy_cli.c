@@ -429,6 +429,11 @@ s_rate (int64_t rows, double seconds)
 static int64_t
 s_batch_rows (const s_flags_t *flags, size_t row_bytes)
 {
+    if (row_bytes > (size_t) S_BATCH_BYTES_MAX) {
+        fprintf (stderr, "faissproxy: %zu bytes a vector (with its results) is more than "
+                 "%lld MiB\n", row_bytes, S_BATCH_BYTES_MAX >> 20);
+        return -1;
+    }
     if (flags->batch > 0) {
         if (flags->batch > S_BATCH_BYTES_MAX / (int64_t) row_bytes) {
             fprintf (stderr, "faissproxy: --batch %lld: %zu bytes a row is more than %lld MiB "
