@@ -676,12 +676,15 @@ s_cmd_import (fpx_client_t *client, char **args, const s_flags_t *flags)
         if (start == rows)
             printf ("%s already holds the %lld rows of %s: nothing to import (ntotal %lld)\n",
                     info.name, (long long) rows, args [1], (long long) ntotal);
-        else
+        else {
+            char resumed [64] = "";
+            if (start > 0)
+                snprintf (resumed, sizeof resumed, " (resumed at row %lld)", (long long) start);
             printf ("imported rows %lld..%lld of %s into %s%s in %.2f s (%.0f vectors/s); "
                     "ntotal %lld\n", (long long) start, (long long) rows - 1, args [1],
-                    info.name, start > 0 ? " (resumed: the index held the rows before)" : "",
-                    seconds,
-                    s_rate (rows - start, seconds), (long long) ntotal);
+                    info.name, resumed, seconds, s_rate (rows - start, seconds),
+                    (long long) ntotal);
+        }
         status = EXIT_SUCCESS;
     }
     fpx_vecfile_close (&ids, false, NULL, 0);

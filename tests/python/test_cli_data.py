@@ -149,7 +149,7 @@ def test_import_resumes_after_an_interruption(rfaiss, lfaiss, server, tmp_path, 
     np.save(tmp_path / "prefix.npy", xb[:500])     # as if cut after 500 rows
     cli(server, "import", name, tmp_path / "prefix.npy", "--batch", 100)
     out = cli(server, "import", name, tmp_path / "all.npy", "--batch", 128)
-    assert "imported rows 500..1199" in out.stdout and "resumed" in out.stdout
+    assert "imported rows 500..1199" in out.stdout and "(resumed at row 500)" in out.stdout
     assert_same_search(local_flat(lfaiss, xb).search(xq, 5), rfaiss.open_index(name).search(xq, 5))
     # complete: a re-run adds nothing
     out = cli(server, "import", name, tmp_path / "all.npy")
