@@ -46,7 +46,9 @@ HTTP_LIBS   := -lmicrohttpd
 PROTOCOL_SRC := $(wildcard protocol/*.c)
 SERVER_SRC   := $(wildcard server/*.c)
 SERVER_CXX   := $(wildcard server/*.cpp)
-CLIENT_SRC   := $(filter-out client-c/faissproxy_cli.c,$(wildcard client-c/*.c))
+#  The command line's own sources (not part of libfaissproxy).
+CLI_SRC      := client-c/faissproxy_cli.c client-c/fpx_vecfile.c
+CLIENT_SRC   := $(filter-out $(CLI_SRC),$(wildcard client-c/*.c))
 LOADTEST_SRC := $(wildcard client-c/loadtest/*.c)
 TEST_SRC     := $(wildcard tests/test_*.c)
 TEST_COMMON  := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
@@ -108,7 +110,7 @@ $(PC_FILE): client-c/faissproxy.pc.in Makefile
 	@mkdir -p $(dir $@)
 	$(PC_SED) $< > $@
 
-$(CLI): $(call obj,client-c/faissproxy_cli.c) $(LIB_A)
+$(CLI): $(call obj,$(CLI_SRC)) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(NET_LIBS)
 
@@ -123,6 +125,9 @@ $(LOADTEST): $(call obj,$(LOADTEST_SRC) server/runtime.c) $(LIB_A) $(FAISS_C_DEP
 $(BUILD)/tests/%: $(call obj,tests/%.c $(TEST_COMMON)) $(LIB_A) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
 	$(LINK_FAISS)
+
+#  The command line's vector files, tested as a module.
+$(BUILD)/tests/test_vecfile: $(call obj,client-c/fpx_vecfile.c)
 
 #  Fuzz targets (tests/fuzz/, docs/FUZZING.md). Built without a fuzzing
 #  engine they are test programs that replay a generated seed corpus and
@@ -210,7 +215,7 @@ test-c: all $(TESTS) $(FUZZ_TESTS) $(FUZZ_LIVE)
 
 #  The Python drop-in against a real server, compared with Debian's FAISS.
 test-python: all
-	@FPX_DAEMON=$(abspath $(DAEMON)) FAISS_PROXY_LIB=$(abspath $(LIB_SO)) \
+	@FPX_DAEMON=$(abspath $(DAEMON)) FPX_CLI=$(abspath $(CLI)) FAISS_PROXY_LIB=$(abspath $(LIB_SO)) \
 	    PYTHONPATH=$(abspath python-shim) $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
 
 #  The TypeScript client (clients/typescript): npm ci, tsc, node --test
