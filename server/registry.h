@@ -48,6 +48,15 @@ struct fpx_entry_t {
     atomic_llong charged_vectors;  //  what tenant_limits.c counts for the object
     atomic_llong charged_bytes;    //  (owners only; see tenant_limits.h)
     fpx_entry_t *next;             //  hash chain, under the registry lock
+    atomic_bool linked;            //  still in the table (not dropped)
+    atomic_ullong used_at;         //  last lookup, for the budget's LRU order
+    //  Memory budget (budget.h): a named index whose object was freed, its
+    //  snapshot current. index is NULL; what describe needs is kept here.
+    //  Written under the exclusive lock, read under the lock.
+    bool evicted;
+    int64_t evicted_ntotal;
+    bool evicted_trained;
+    char evicted_class [64];
 };
 
 typedef struct fpx_registry_t fpx_registry_t;
@@ -65,7 +74,17 @@ typedef struct {
     const char *factory;           //  description kept for describe; may be NULL
     struct fpx_wal_t *wal;         //  durable named index: its log (owned)
     const char *damaged;           //  no object: why it could not be loaded
+    const struct fpx_evicted_meta_t *evicted;   //  no object: on disk only
 } fpx_object_t;
+
+/*  What an evicted index's entry keeps in place of its object.          */
+typedef struct fpx_evicted_meta_t {
+    int d;
+    int metric;
+    int64_t ntotal;
+    bool is_trained;
+    char class_name [64];
+} fpx_evicted_meta_t;
 
 /*  Creates an entry for object, taking ownership on success only (on
     failure the caller still owns it; fpx_object_free frees a plain one).
@@ -113,6 +132,9 @@ void fpx_registry_names_free (char **names, long count);
 /*  Counted references to every named entry of every tenant; *entries_p
     is malloc'd (free it after releasing each). Returns count or -1.     */
 long fpx_registry_named (fpx_registry_t *self, fpx_entry_t ***entries_p);
+
+/*  Marks entry as used now (the memory budget's LRU order).             */
+void fpx_entry_touch (fpx_entry_t *entry);
 
 /*  Drops a counted reference; the last one frees the entry and index.   */
 void fpx_entry_release (fpx_entry_t **entry_p);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "budget.h"
 #include "interrupt.h"
 #include "server.h"
 #include "transfers.h"
@@ -103,6 +104,8 @@ s_execute (fpx_call_t *call)
     if (armed)
         fpx_interrupt_arm (deadline);
     fpx_ops_execute (call);
+    //  What the call added may pass the memory budget: evict (budget.h).
+    fpx_budget_enforce (0);
     if (!armed)
         return;
     fpx_interrupt_arm (0);
@@ -220,6 +223,7 @@ s_serve_batch (s_worker_t *self, void *socket, fpx_batch_t *batch)
         for (int i = 0; i < n; i++)
             calls [i].params = params;
         fpx_ops_search_batch (calls, n);
+        fpx_budget_enforce (0);
     }
     bool debug = fpx_log_enabled (FPX_LOG_DEBUG);
     for (int i = 0; i < n; i++) {
