@@ -42,16 +42,16 @@ fpx_budget_enabled (void)
     return s_budget.bytes > 0;
 }
 
-bool
-fpx_budget_full (void)
-{
-    return s_budget.bytes && fpx_limits_loaded_bytes () >= (long long) s_budget.bytes;
-}
-
 static bool
 s_fits (size_t need)
 {
     return fpx_limits_loaded_bytes () + (long long) need <= (long long) s_budget.bytes;
+}
+
+bool
+fpx_budget_fits (size_t need)
+{
+    return !s_budget.bytes || s_fits (need);
 }
 
 typedef struct {

@@ -33,8 +33,9 @@ void fpx_budget_start (fpx_registry_t *registry, size_t bytes);
 
 bool fpx_budget_enabled (void);
 
-/*  Whether the indexes in memory fill the budget (false without one).   */
-bool fpx_budget_full (void);
+/*  Whether `need` more bytes fit beside the indexes in memory (true
+    without a budget).                                                   */
+bool fpx_budget_fits (size_t need);
 
 /*  Evicts least recently used named indexes until those in memory plus
     `need` bytes fit the budget, or nothing more can go. Call it holding

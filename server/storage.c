@@ -1162,10 +1162,11 @@ s_recover_index (const char *dir, uint32_t tenant_id, const char *tenant, const 
              (unsigned long long) (next_lsn - snapshot_lsn - 1));
 }
 
-//  With the memory budget full: registers the index at dir as evicted,
-//  from its snapshot's header and its meta file, without reading the
-//  index. Only when the two agree and no log record follows the
-//  snapshot; else -1 and the index is read as usual.
+//  When the index at dir does not fit the memory budget beside those
+//  loaded already: registers it as evicted, from its snapshot's header
+//  and its meta file, without reading the index. Only when the two agree
+//  and no log record follows the snapshot; else -1 and the index is read
+//  as usual (and evicted after, if the budget needs the room).
 static int
 s_recover_evicted (const char *dir, uint32_t tenant_id, const char *tenant, const char *name,
                    uint64_t *vectors)
@@ -1177,6 +1178,8 @@ s_recover_evicted (const char *dir, uint32_t tenant_id, const char *tenant, cons
     if (s_snapshot_header (dir, &lsn, &payload, &crc, factory, sizeof factory, &file_size)
     ||  s_meta_read (dir, &meta) || meta.lsn != lsn || meta.payload != payload
     ||  meta.payload_crc != crc)
+        return -1;
+    if (fpx_budget_fits ((size_t) payload))
         return -1;
     size_t count = 0;
     s_segment_t *segments = s_list_segments (dir, &count);
@@ -1215,7 +1218,7 @@ s_recover_evicted (const char *dir, uint32_t tenant_id, const char *tenant, cons
     fpx_limits_entry_charge (entry, meta.describe.ntotal, (long long) payload);
     fpx_entry_release (&entry);
     *vectors += (uint64_t) meta.describe.ntotal;
-    fpx_log (FPX_LOG_DEBUG, "registered %s/%s evicted (memory budget full): %lld vectors",
+    fpx_log (FPX_LOG_DEBUG, "registered %s/%s evicted (memory budget full): %lld vectors, not read",
              tenant, name, (long long) meta.describe.ntotal);
     return 0;
 }
@@ -1241,7 +1244,7 @@ s_recover_tenant (uint32_t tenant_id, const char *tenant, size_t *loaded, size_t
         }
         if (!fpx_name_is_valid (item->d_name, strlen (item->d_name)))
             continue;
-        if (fpx_budget_full () && s_recover_evicted (dir, tenant_id, tenant, item->d_name,
+        if (fpx_budget_enabled () && s_recover_evicted (dir, tenant_id, tenant, item->d_name,
                                                      vectors) == 0) {
             ++*loaded;
             atomic_fetch_add (&s_store.recovered, 1);

@@ -12,7 +12,9 @@
       after the restart the indexes past the budget are registered
       evicted without being read, and still answer exactly;
     - searches from several threads, racing with evictions and loads,
-      answer exactly.
+      answer exactly;
+    - a snapshot damaged while its index is evicted makes the load fail
+      with FPX_EDAMAGED, and the server goes on.
 */
 #include <pthread.h>
 #include <signal.h>
@@ -46,7 +48,8 @@ static int
 s_start (fpx_test_server_t *server)
 {
     const char *args [] = { "--data-dir", s_dir, "--memory-budget-mb", "64",
-                            "--snapshot-interval-s", "3600", "--workers", "4", NULL };
+                            "--snapshot-interval-s", "3600", "--workers", "4",
+                            "--log-level", "debug", NULL };
     //  Under ASan, freed blocks wait in a quarantine (256 MiB by default)
     //  before going back: keep it small, or RSS says nothing.
     const char *env [] = { "ASAN_OPTIONS=abort_on_error=0:detect_leaks=1:quarantine_size_mb=8",
@@ -61,6 +64,21 @@ s_kill9 (fpx_test_server_t *server)
     int status;
     waitpid (server->pid, &status, 0);
     server->pid = 0;
+}
+
+//  Lines of the server's log that contain text.
+static int
+s_log_count (const fpx_test_server_t *server, const char *text)
+{
+    FILE *log = fopen (server->log_path, "r");
+    char line [4096];
+    int count = 0;
+    while (log && fgets (line, sizeof line, log))
+        if (strstr (line, text))
+            count++;
+    if (log)
+        fclose (log);
+    return count;
 }
 
 //  Searches index i remotely and locally with the same queries.
@@ -241,6 +259,9 @@ s_test_budget (void *arg)
            "RSS %ld KiB: more than %ld KiB at start + the %d MiB budget + %ld KiB",
            rss_kb, base_kb, BUDGET_MB, margin_kb);
 
+    CHECK (s_log_count (&server, "evicted flat") >= FLATS, "fewer evictions than expected");
+    CHECK (s_log_count (&server, "back (memory budget)") >= FLATS, "fewer loads than expected");
+
     //  A write to an evicted index loads it and survives kill -9.
     REQUIRE (!s_loaded (client, 1), "flat1 should be evicted by now");
     float *x = fpx_data_uniform (77, 100, DIM);
@@ -262,6 +283,12 @@ s_test_budget (void *arg)
         fpx_sleep_ms (50);
     bytes = s_loaded_bytes (client, &nloaded);
     CHECK (nloaded < NINDEXES, "every index was loaded at start despite the budget");
+    //  Past the budget, the indexes whose logs are empty were not read.
+    CHECK (s_log_count (&server, "evicted (memory budget full)") >= FLATS - 5,
+           "only %d indexes registered evicted at start",
+           s_log_count (&server, "evicted (memory budget full)"));
+    CHECK (s_log_count (&server, "recovered alice/flat1 ") == 1, "flat1, with a logged write, "
+           "was not read and replayed at start");
     CHECK (bytes <= ((int64_t) BUDGET_MB << 20) + ((int64_t) 17 << 20),
            "after restart: %lld bytes loaded", (long long) bytes);
     for (int i = 0; i < NINDEXES; i++)
@@ -281,6 +308,48 @@ s_test_budget (void *arg)
     bytes = s_loaded_bytes (client, &nloaded);
     CHECK (bytes <= ((int64_t) BUDGET_MB << 20), "after the race: %lld bytes loaded",
            (long long) bytes);
+
+    //  A snapshot damaged while its index is evicted: the load fails
+    //  with FPX_EDAMAGED, the server goes on, describe still answers.
+    int victim = -1;
+    for (int i = 0; i < FLATS && victim < 0; i++)
+        if (!s_loaded (client, i))
+            victim = i;
+    if (CHECK (victim >= 0, "no Flat index is evicted after the race")) {
+        char path [400];
+        snprintf (path, sizeof path, "%s/tenants/%s/%s/snapshot", s_dir, FPX_TEST_TENANT_A,
+                  s_indexes [victim].name);
+        FILE *file = fopen (path, "r+b");
+        int byte = EOF;
+        if (CHECK (file != NULL, "cannot open %s", path)) {
+            fseek (file, 4096, SEEK_SET);
+            byte = fgetc (file);
+            fseek (file, 4096, SEEK_SET);
+            fputc (byte ^ 0x40, file);
+            fclose (file);
+        }
+        float *xq = fpx_data_uniform (4242, NQ, DIM);
+        float distances [NQ * K];
+        int64_t labels [NQ * K];
+        CHECK_RC (client, fpx_search (client, s_indexes [victim].name, NQ, DIM, xq, K, NULL,
+                                      distances, labels), FPX_EDAMAGED);
+        CHECK (strstr (fpx_client_errmsg (client), "checksum") != NULL, "error: %s",
+               fpx_client_errmsg (client));
+        free (xq);
+        fpx_index_info_t info;
+        if (CHECK_OK (client, fpx_index_describe (client, s_indexes [victim].name, 0, &info)))
+            CHECK_EQ (info.loaded, 0);
+        CHECK_TRUE (s_search_matches (client, (victim + 1) % NINDEXES, 4343));
+        //  Put the byte back: the next request loads it whole.
+        file = fopen (path, "r+b");
+        if (file && byte != EOF) {
+            fseek (file, 4096, SEEK_SET);
+            fputc (byte, file);
+        }
+        if (file)
+            fclose (file);
+        CHECK_TRUE (s_search_matches (client, victim, 4444));
+    }
 
     fpx_client_destroy (&client);
     fpx_test_watch (NULL);
