@@ -53,7 +53,9 @@ struct fpx_wal_t {
     bool syncing;
     uint64_t last_start;                     //  offset of the last record
     uint64_t next_lsn;                       //  under the entry's exclusive lock
-    uint64_t snapshot_lsn;
+    _Atomic uint64_t snapshot_lsn;           //  written under snapshot_mu; atomic for
+                                             //  eviction and load (storage.h), which
+                                             //  hold the entry lock, not snapshot_mu
     uint64_t log_bytes;                      //  records since the snapshot
     double dirty_since;                      //  0 when nothing unsnapshotted
     bool snapshot_soon;                      //  a train record is in the log
@@ -1514,9 +1516,7 @@ fpx_storage_evict (fpx_entry_t *entry, char *err, size_t err_size)
     //  Under the exclusive lock: a request that took a reference after the
     //  check above waits for this lock before it looks at the object
     //  (budget.c), so the count seen here cannot grow unseen.
-    pthread_mutex_lock (&wal->snapshot_mu);
-    uint64_t snapshot_lsn = wal->snapshot_lsn;
-    pthread_mutex_unlock (&wal->snapshot_mu);
+    uint64_t snapshot_lsn = atomic_load (&wal->snapshot_lsn);
     rc = 1;
     if (entry->index && !entry->evicted && atomic_load (&entry->linked)
     &&  atomic_load (&entry->refcount) == 2 && wal->next_lsn - 1 == snapshot_lsn) {
@@ -1553,9 +1553,7 @@ fpx_storage_load (fpx_entry_t *entry, char *err, size_t err_size)
     FaissIndex *index = NULL;
     uint64_t lsn = 0;
     int rc = s_snapshot_read (path, &index, &lsn, factory, sizeof factory, err, err_size);
-    pthread_mutex_lock (&wal->snapshot_mu);
-    uint64_t snapshot_lsn = wal->snapshot_lsn;
-    pthread_mutex_unlock (&wal->snapshot_mu);
+    uint64_t snapshot_lsn = atomic_load (&wal->snapshot_lsn);
     if (rc == 0 && (lsn != snapshot_lsn || wal->next_lsn != lsn + 1
                     || (int) faiss_Index_d (index) != entry->d)) {
         snprintf (err, err_size, "its snapshot (record %llu, d = %d) is not the one it was "

@@ -254,7 +254,11 @@ s_test_budget (void *arg)
     //  Resident size: what the budget allows plus the server's own, with a
     //  generous margin (one index in flight, allocator slack, ASan).
     long rss_kb = fpx_test_server_rss_kb (&server);
+#ifdef __SANITIZE_THREAD__
+    long margin_kb = 1024 << 10;    //  ThreadSanitizer's shadow memory
+#else
     long margin_kb = (fpx_test_asan () ? 160 : 64) << 10;
+#endif
     CHECK (rss_kb > 0 && rss_kb <= base_kb + (BUDGET_MB << 10) + margin_kb,
            "RSS %ld KiB: more than %ld KiB at start + the %d MiB budget + %ld KiB",
            rss_kb, base_kb, BUDGET_MB, margin_kb);
