@@ -76,10 +76,11 @@ fpx_budget_enforce (size_t need)
     long count = fpx_registry_named (s_budget.registry, &entries);
     s_candidate_t *candidates = count > 0 ? malloc ((size_t) count * sizeof *candidates) : NULL;
     long ncandidates = 0;
-    for (long i = 0; candidates && i < count; i++)
-        if (entries [i]->wal)
-            candidates [ncandidates++] = (s_candidate_t) {
-                atomic_load (&entries [i]->used_at), entries [i] };
+    for (long i = 0; candidates && i < count; i++) {
+        fpx_entry_t *entry = entries [i];
+        if (entry->wal && !atomic_load (&entry->evicted) && !entry->damaged [0])
+            candidates [ncandidates++] = (s_candidate_t) { atomic_load (&entry->used_at), entry };
+    }
     if (candidates)
         qsort (candidates, (size_t) ncandidates, sizeof *candidates, s_compare_use);
     size_t freed = 0;

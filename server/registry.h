@@ -52,8 +52,9 @@ struct fpx_entry_t {
     atomic_ullong used_at;         //  last lookup, for the budget's LRU order
     //  Memory budget (budget.h): a named index whose object was freed, its
     //  snapshot current. index is NULL; what describe needs is kept here.
-    //  Written under the exclusive lock, read under the lock.
-    bool evicted;
+    //  Written under the exclusive lock, read under the lock (evicted is
+    //  atomic so that the budget can skip evicted entries without it).
+    atomic_bool evicted;
     int64_t evicted_ntotal;
     bool evicted_trained;
     char evicted_class [64];

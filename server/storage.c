@@ -1496,7 +1496,7 @@ int
 fpx_storage_evict (fpx_entry_t *entry, char *err, size_t err_size)
 {
     fpx_wal_t *wal = entry->wal;
-    if (!wal || entry->owner_conn || atomic_load (&entry->root)
+    if (!wal || entry->owner_conn || entry->damaged [0] || atomic_load (&entry->root)
     ||  !atomic_load (&entry->linked) || atomic_load (&entry->refcount) != 2)
         return 1;
     //  Never wait for a name lock here: the caller may be making room
