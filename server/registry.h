@@ -14,6 +14,11 @@
     alias when a composite index adopts its object (fpx_registry_adopt), or
     is created as one (a view of a sub-object).
 
+    A named, durable entry may be evicted under the memory budget
+    (budget.h): its index is then NULL, the entry and its log stay, and
+    whoever holds a counted reference obtained through fpx_budget_acquire
+    keeps it loaded.
+
     Nothing here calls FAISS except the free of the last release.
     Thread-safe: the map is under one rwlock held only for the lookup itself.
 */
