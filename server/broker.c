@@ -665,8 +665,9 @@ s_key_lookup (s_broker_t *self, const char *key, int *role)
 #define S_HELD (-2)
 
 //  Authenticates a request and checks its key's role against its opcode.
-//  Returns the tenant id; -1 with *rc and *error set; or S_HELD when the
-//  guard keeps the job (its peer failed recently) until its delay is over.
+//  Returns the tenant id (the role goes into the job's envelope); -1 with
+//  *rc and *error set; or S_HELD when the guard keeps the job (its peer
+//  failed recently) until its delay is over.
 static int
 s_authenticate (s_broker_t *self, s_job_t *job, const fpx_header_t *header, bool guarded,
                 size_t total, int *rc, const char **error, char *text, size_t text_size)
@@ -698,6 +699,7 @@ s_authenticate (s_broker_t *self, s_job_t *job, const fpx_header_t *header, bool
         *rc = FPX_EPERM, *error = text;
         return -1;
     }
+    job->envelope.role = role;
     return tenant;
 }
 

@@ -139,6 +139,10 @@ void fpx_registry_names_free (char **names, long count);
     is malloc'd (free it after releasing each). Returns count or -1.     */
 long fpx_registry_named (fpx_registry_t *self, fpx_entry_t ***entries_p);
 
+/*  Counted references to the named entries of one tenant, sorted by
+    name; as fpx_registry_named otherwise.                               */
+long fpx_registry_named_of (fpx_registry_t *self, uint32_t tenant, fpx_entry_t ***entries_p);
+
 /*  Marks entry as used now (the memory budget's LRU order).             */
 void fpx_entry_touch (fpx_entry_t *entry);
 

@@ -103,6 +103,7 @@ struct fpx_batch_s;
 typedef struct {
     uint32_t kind;
     uint32_t tenant_id;
+    int32_t role;                  //  the key's fpx_role_t (requests only)
     uint64_t conn_id;
     struct fpx_batch_s *batch;     //  FPX_JOB_BATCH only
     double deadline;               //  monotonic seconds; 0: none

@@ -669,6 +669,15 @@ fpx_wal_destroy (fpx_wal_t **self_p)
     *self_p = NULL;
 }
 
+long long
+fpx_wal_disk_bytes (fpx_wal_t *wal)
+{
+    pthread_mutex_lock (&wal->mu);
+    long long bytes = wal->charged;
+    pthread_mutex_unlock (&wal->mu);
+    return bytes;
+}
+
 //  Counts the index's snapshot and log to its tenant's disk use (under
 //  wal->mu, or before the wal is shared).
 static void

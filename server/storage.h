@@ -151,6 +151,10 @@ int fpx_storage_start_snapshotter (fpx_registry_t *registry);
 
 void fpx_wal_destroy (fpx_wal_t **self_p);
 
+/*  Bytes the index's files hold on disk, as counted to its tenant's
+    max_disk_mb: its snapshot and the log written since. Any thread.     */
+long long fpx_wal_disk_bytes (fpx_wal_t *wal);
+
 /*  CRC-32C (Castagnoli) of size bytes, continuing from crc (0 to start). */
 uint32_t fpx_crc32c (uint32_t crc, const void *data, size_t size);
 
