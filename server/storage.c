@@ -61,6 +61,7 @@ struct fpx_wal_t {
     bool snapshot_soon;                      //  a train record is in the log
     uint32_t tenant;
     uint64_t snapshot_bytes;                 //  size of the snapshot file
+    uint64_t meta_bytes;                     //  … and of the meta file (under mu)
     long long charged;                       //  disk bytes counted to the tenant
 };
 
@@ -403,8 +404,9 @@ s_meta_of (const FaissIndex *index, s_meta_t *meta)
 
 //  Writes DIR/meta (through meta.tmp and a rename). Not synced: a meta
 //  file that a crash cut or left stale fails its checks against the
-//  snapshot, and the index is then read whole.
-static void
+//  snapshot, and the index is then read whole. Returns the bytes DIR/meta
+//  now holds (0 when it could not be written: it is removed).
+static uint64_t
 s_meta_install (const char *dir, const s_meta_t *meta)
 {
     uint8_t bytes [FPX_META_SIZE] = { 0 };
@@ -430,8 +432,14 @@ s_meta_install (const char *dir, const s_meta_t *meta)
     if (!ok || rename (tmp, path)) {
         unlink (tmp);
         unlink (path);             //  a stale one would only be refused later
+        return 0;
     }
+    return FPX_META_SIZE;
 }
+
+//  Counts a new meta file's bytes to the tenant's disk use.
+static void
+s_wal_meta_charge (fpx_wal_t *wal, uint64_t bytes);
 
 //  Reads DIR/meta; 0 when whole, -1 otherwise.
 static int
@@ -683,9 +691,18 @@ fpx_wal_disk_bytes (fpx_wal_t *wal)
 static void
 s_wal_recharge (fpx_wal_t *wal)
 {
-    long long now = (long long) (wal->snapshot_bytes + wal->log_bytes);
+    long long now = (long long) (wal->snapshot_bytes + wal->log_bytes + wal->meta_bytes);
     fpx_limits_disk_move (wal->tenant, now - wal->charged);
     wal->charged = now;
+}
+
+static void
+s_wal_meta_charge (fpx_wal_t *wal, uint64_t bytes)
+{
+    pthread_mutex_lock (&wal->mu);
+    wal->meta_bytes = bytes;
+    s_wal_recharge (wal);
+    pthread_mutex_unlock (&wal->mu);
 }
 
 //  Records that add data count against max_disk_mb; removals, resets
@@ -1162,6 +1179,8 @@ s_recover_index (const char *dir, uint32_t tenant_id, const char *tenant, const 
     struct stat st;
     snprintf (path, sizeof path, "%s/snapshot", dir);
     wal->snapshot_bytes = stat (path, &st) == 0 ? (uint64_t) st.st_size : 0;
+    snprintf (path, sizeof path, "%s/meta", dir);
+    wal->meta_bytes = stat (path, &st) == 0 ? (uint64_t) st.st_size : 0;
     s_wal_recharge (wal);
     object->wal = wal;
     *vectors += (uint64_t) faiss_Index_ntotal (object->index);
@@ -1219,6 +1238,7 @@ s_recover_evicted (const char *dir, uint32_t tenant_id, const char *tenant, cons
     wal->next_lsn = lsn + 1;
     wal->snapshot_lsn = lsn;
     wal->snapshot_bytes = file_size;
+    wal->meta_bytes = FPX_META_SIZE;
     s_wal_recharge (wal);
     fpx_object_t object = { .factory = factory, .wal = wal, .evicted = &meta.describe };
     fpx_entry_t *entry;
@@ -1392,7 +1412,7 @@ fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *tenan
             rc = FPX_EIO;
         }
         else
-            s_meta_install (tmp, &meta);
+            wal->meta_bytes = s_meta_install (tmp, &meta);
         snprintf (wal->dir, sizeof wal->dir, "%s", final);
         wal->next_lsn = 1;
         wal->snapshot_bytes = snapshot_bytes;
@@ -1483,7 +1503,7 @@ fpx_storage_snapshot (fpx_entry_t *entry, char *err, size_t err_size)
         }
         else {
             wal->snapshot_lsn = lsn;
-            s_meta_install (wal->dir, &meta);
+            s_wal_meta_charge (wal, s_meta_install (wal->dir, &meta));
             size_t count = 0;
             s_segment_t *segments = s_list_segments (wal->dir, &count);
             for (size_t i = 0; segments && i < count; i++)
@@ -1535,7 +1555,7 @@ fpx_storage_evict (fpx_entry_t *entry, char *err, size_t err_size)
         s_meta_of (entry->index, &meta);
         if (s_snapshot_header (wal->dir, &meta.lsn, &meta.payload, &meta.payload_crc, factory,
                                sizeof factory, &file_size) == 0 && meta.lsn == snapshot_lsn)
-            s_meta_install (wal->dir, &meta);
+            s_wal_meta_charge (wal, s_meta_install (wal->dir, &meta));
         entry->evicted_ntotal = meta.describe.ntotal;
         entry->evicted_trained = meta.describe.is_trained;
         snprintf (entry->evicted_class, sizeof entry->evicted_class, "%s",
