@@ -11,6 +11,7 @@
     - a write to an evicted index loads it, lands, and survives kill -9;
       after the restart the indexes past the budget are registered
       evicted without being read, and still answer exactly;
+    - an index with a view into it is not evicted until the view goes;
     - searches from several threads, racing with evictions and loads,
       answer exactly;
     - a snapshot damaged while its index is evicted makes the load fail
@@ -263,6 +264,19 @@ s_test_budget (void *arg)
            "RSS %ld KiB: more than %ld KiB at start + the %d MiB budget + %ld KiB",
            rss_kb, base_kb, BUDGET_MB, margin_kb);
 
+    //  A view into an index keeps it loaded; dropped, the index may go.
+    const int ivf = FLATS;
+    fpx_index_info_t view;
+    if (CHECK_OK (client, fpx_subobject (client, "ivf", "quantizer", &view))) {
+        for (int i = 0; i < FLATS; i++)
+            s_search_matches (client, i, (uint64_t) (500 + i));
+        CHECK (s_loaded (client, ivf), "ivf was evicted while a view into it exists");
+        CHECK_OK (client, fpx_index_drop (client, view.name));
+        for (int i = 0; i < FLATS; i++)
+            s_search_matches (client, i, (uint64_t) (600 + i));
+        CHECK (!s_loaded (client, ivf), "ivf still loaded after its view went and %d Flat "
+               "searches", FLATS);
+    }
     CHECK (s_log_count (&server, "evicted flat") >= FLATS, "fewer evictions than expected");
     CHECK (s_log_count (&server, "back (memory budget)") >= FLATS, "fewer loads than expected");
 
