@@ -71,7 +71,15 @@ fpx_budget_enforce (size_t need)
 {
     if (!s_budget.bytes || !s_budget.registry || s_fits (need))
         return;
-    pthread_mutex_lock (&s_budget.mu);
+    //  After a request (need 0), when another thread is evicting already,
+    //  leave it to that one: over a budget that nothing more can be
+    //  evicted from, requests would otherwise queue here one by one.
+    if (need == 0) {
+        if (pthread_mutex_trylock (&s_budget.mu))
+            return;
+    }
+    else
+        pthread_mutex_lock (&s_budget.mu);
     fpx_entry_t **entries;
     long count = fpx_registry_named (s_budget.registry, &entries);
     s_candidate_t *candidates = count > 0 ? malloc ((size_t) count * sizeof *candidates) : NULL;
