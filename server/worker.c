@@ -104,8 +104,6 @@ s_execute (fpx_call_t *call)
     if (armed)
         fpx_interrupt_arm (deadline);
     fpx_ops_execute (call);
-    //  What the call added may pass the memory budget: evict (budget.h).
-    fpx_budget_enforce (0);
     if (!armed)
         return;
     fpx_interrupt_arm (0);
@@ -185,6 +183,9 @@ s_serve_request (s_worker_t *self, void *socket, zmq_msg_t *frames, int count, f
     for (int i = 0; i < call.nscratch; i++)
         free (call.scratch [i]);
     s_send_reply (socket, &frames [0], &call.header, reply);
+    //  What the call added may pass the memory budget: evict (budget.h),
+    //  after the reply, which need not wait for another index's snapshot.
+    fpx_budget_enforce (0);
 }
 
 //  Serves a batch (see fpx_batch_t in server.h) and hands it back to the
@@ -223,7 +224,6 @@ s_serve_batch (s_worker_t *self, void *socket, fpx_batch_t *batch)
         for (int i = 0; i < n; i++)
             calls [i].params = params;
         fpx_ops_search_batch (calls, n);
-        fpx_budget_enforce (0);
     }
     bool debug = fpx_log_enabled (FPX_LOG_DEBUG);
     for (int i = 0; i < n; i++) {
@@ -245,6 +245,7 @@ s_serve_batch (s_worker_t *self, void *socket, fpx_batch_t *batch)
     }
     atomic_store_explicit (&batch->at_worker, 0, memory_order_release);
     zmq_send (socket, &batch, sizeof batch, 0);
+    fpx_budget_enforce (0);
 }
 
 static void *

@@ -123,6 +123,20 @@ s_loaded_bytes (fpx_client_t *client, int *nloaded)
     return bytes;
 }
 
+//  As s_loaded_bytes, once within the budget or after 10 s: the server
+//  evicts after the reply of the request that passed it.
+static int64_t
+s_settled_bytes (fpx_client_t *client, int *nloaded)
+{
+    int64_t bytes = s_loaded_bytes (client, nloaded);
+    double until = fpx_now () + 10;
+    while (bytes > ((int64_t) BUDGET_MB << 20) && fpx_now () < until) {
+        fpx_sleep_ms (20);
+        bytes = s_loaded_bytes (client, nloaded);
+    }
+    return bytes;
+}
+
 static bool
 s_loaded (fpx_client_t *client, int i)
 {
@@ -220,7 +234,7 @@ s_test_budget (void *arg)
 
     //  Within the budget, the oldest evicted, every description whole.
     int nloaded;
-    int64_t bytes = s_loaded_bytes (client, &nloaded);
+    int64_t bytes = s_settled_bytes (client, &nloaded);
     CHECK (bytes <= ((int64_t) BUDGET_MB << 20), "%lld bytes of indexes loaded, budget %d MiB",
            (long long) bytes, BUDGET_MB);
     CHECK (nloaded >= 2 && nloaded < NINDEXES, "%d of %d indexes loaded", nloaded, NINDEXES);
@@ -247,7 +261,7 @@ s_test_budget (void *arg)
                        "classes %s (loaded), %s (evicted)", before.class_name,
                        evicted.class_name);
         }
-    bytes = s_loaded_bytes (client, &nloaded);
+    bytes = s_settled_bytes (client, &nloaded);
     CHECK (bytes <= ((int64_t) BUDGET_MB << 20), "after the passes: %lld bytes loaded",
            (long long) bytes);
     CHECK (!s_loaded (client, 0), "flat0 still loaded after a pass over the others");
@@ -323,7 +337,7 @@ s_test_budget (void *arg)
     }
     for (int t = 0; t < RACERS; t++)
         pthread_join (threads [t], NULL);
-    bytes = s_loaded_bytes (client, &nloaded);
+    bytes = s_settled_bytes (client, &nloaded);
     CHECK (bytes <= ((int64_t) BUDGET_MB << 20), "after the race: %lld bytes loaded",
            (long long) bytes);
 
