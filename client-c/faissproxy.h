@@ -245,6 +245,9 @@ typedef struct {
                                   could not be loaded (every call but
                                   describe, open and drop then fails with
                                   FPX_EDAMAGED)                             */
+    int loaded;                /* 0: evicted under the server's memory budget
+                                  (--memory-budget-mb; it is loaded back on
+                                  its next use) or damaged; else 1          */
 } fpx_index_info_t;
 
 /*  Creates an index with FAISS's index_factory (d, factory, metric).

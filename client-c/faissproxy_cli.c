@@ -214,6 +214,8 @@ s_print_info (const fpx_index_info_t *info)
     printf ("anonymous: %s\n", info->anonymous ? "true" : "false");
     if (info->damaged [0])
         printf ("damaged: %s\n", info->damaged);
+    else if (!info->loaded)
+        printf ("loaded: false (evicted under the server's memory budget)\n");
     if (info->memory_bytes >= 0)
         printf ("memory_bytes: %lld\n", (long long) info->memory_bytes);
 }

@@ -376,6 +376,11 @@ s_result_description (fpx_client_t *self, fpx_reply_t *reply, fpx_index_info_t *
         rc = s_result_int_opt (self, reply, "d_out", 1, FPX_DIM_MAX, &d_out);
     if (!rc)
         rc = s_result_int_opt (self, reply, "memory_bytes", 0, INT64_MAX, &parsed.memory_bytes);
+    //  "loaded" is absent from older servers, whose indexes always are.
+    fpx_mp_value_t loaded;
+    parsed.loaded = !is_damaged;
+    if (!rc && fpx_params_get_value (&reply->result, "loaded", &loaded) == 0)
+        rc = s_result_bool (self, reply, "loaded", &parsed.loaded);
     if (rc)
         return rc;
     parsed.d = (int) d;

@@ -14,6 +14,7 @@
 #include <sodium.h>
 #include <stdbool.h>
 
+#include "budget.h"
 #include "auth.h"
 #include "faiss_shim.h"
 #include "interrupt.h"
@@ -86,6 +87,10 @@ s_usage (FILE *out)
 "  --tenant-limits FILE lines 'TENANT KEY=N …' overriding the defaults\n"
 "  --max-memory-mb N    above N MiB resident, refuse requests that would grow\n"
 "                       memory with FPX_ENOMEM (default 0: no limit)\n"
+"  --memory-budget-mb N  keep named indexes within N MiB (serialized size) in\n"
+"                       memory: the least recently used are evicted to their\n"
+"                       snapshot and loaded back on use (default 0: all loaded;\n"
+"                       docs/OPERATIONS.md)\n"
 "  --max-conn-inflight N  requests in flight per connection (default 1024)\n"
 "  --max-conn-unread-mb N  reply bytes a connection has not read yet before\n"
 "                       its requests get FPX_EBUSY (default 1024)\n"
@@ -367,7 +372,7 @@ enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_L
        FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US, CURVE_SECRET, CURVE_CLIENTS,
        TENANT_LIMITS, DEFAULT_TENANT_LIMITS, MAX_MEMORY_MB, MAX_CONN_INFLIGHT, MAX_CONN_UNREAD,
        AUTH_DELAY_MAX, CONFIG, MAX_UNAUTHENTICATED, LOG_FORMAT,
-       METRICS_BIND };
+       METRICS_BIND, MEMORY_BUDGET };
 static const struct option s_options [] = {
     { "config", required_argument, NULL, CONFIG },
     { "bind", required_argument, NULL, BIND },
@@ -389,6 +394,7 @@ static const struct option s_options [] = {
     { "tenant-limits", required_argument, NULL, TENANT_LIMITS },
     { "default-tenant-limits", required_argument, NULL, DEFAULT_TENANT_LIMITS },
     { "max-memory-mb", required_argument, NULL, MAX_MEMORY_MB },
+    { "memory-budget-mb", required_argument, NULL, MEMORY_BUDGET },
     { "max-conn-inflight", required_argument, NULL, MAX_CONN_INFLIGHT },
     { "max-conn-unread-mb", required_argument, NULL, MAX_CONN_UNREAD },
     { "max-unauthenticated-mb", required_argument, NULL, MAX_UNAUTHENTICATED },
@@ -520,6 +526,10 @@ s_apply (fpx_config_t *config, int option, char *value, bool from_file)
         case MAX_MEMORY_MB:
             config->max_memory = strcmp (value, "0")
                 ? (size_t) s_positive ("--max-memory-mb", value, 1 << 30) << 20 : 0;
+            break;
+        case MEMORY_BUDGET:
+            config->memory_budget = strcmp (value, "0")
+                ? (size_t) s_positive ("--memory-budget-mb", value, 1 << 30) << 20 : 0;
             break;
         case MAX_CONN_INFLIGHT:
             config->max_conn_inflight = (size_t) s_positive ("--max-conn-inflight", value, 1 << 24);
@@ -772,6 +782,7 @@ main (int argc, char **argv)
         .snapshot_interval_s = config->snapshot_interval_s,
     };
     pthread_t recovery;
+    fpx_budget_start (server.registry, config->memory_budget);
     if (fpx_storage_open (&storage, server.registry, config->tenants, config->ntenants)
     ||  fpx_storage_start_snapshotter (server.registry) || fpx_workers_start (&server)
     ||  (config->curve && fpx_zap_start (&server))

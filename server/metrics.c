@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "budget.h"
 #include "server.h"
 #include "tenant_limits.h"
 
@@ -481,6 +482,36 @@ s_text_indexes (s_out_t *out, fpx_server_t *server)
     s_indexes_release (entries, count);
 }
 
+//  The memory budget (budget.h): only with --memory-budget-mb.
+static void
+s_text_budget (s_out_t *out)
+{
+    fpx_budget_stats_t stats;
+    fpx_budget_stats (&stats);
+    if (!stats.budget)
+        return;
+    s_text_gauge (out, "faissproxy_memory_budget_bytes", "--memory-budget-mb, in bytes.",
+                  (double) stats.budget);
+    s_text_gauge (out, "faissproxy_loaded_index_bytes", "Serialized size of the indexes in "
+                  "memory (what the budget counts).", (double) stats.loaded_bytes);
+    static const char *names [] = { "faissproxy_index_evictions_total",
+                                    "faissproxy_index_loads_total",
+                                    "faissproxy_index_load_failures_total",
+                                    "faissproxy_index_eviction_seconds_total",
+                                    "faissproxy_index_load_seconds_total" };
+    static const char *helps [] = { "Named indexes evicted under the memory budget.",
+                                    "Evicted indexes loaded back for a request.",
+                                    "Loads of evicted indexes that failed (FPX_EIO, FPX_EDAMAGED).",
+                                    "Time spent evicting (snapshot and free).",
+                                    "Time spent loading evicted indexes back." };
+    double values [] = { (double) stats.evictions, (double) stats.loads,
+                         (double) stats.load_failures, stats.evict_seconds, stats.load_seconds };
+    for (int i = 0; i < 5; i++) {
+        s_text_header (out, names [i], "counter", helps [i]);
+        s_put (out, "%s %.17g\n", names [i], values [i]);
+    }
+}
+
 static void
 s_render_text (s_out_t *out, fpx_server_t *server)
 {
@@ -499,6 +530,7 @@ s_render_text (s_out_t *out, fpx_server_t *server)
                   (double) fpx_limits_rss ());
     s_text_tenants (out, server);
     s_text_indexes (out, server);
+    s_text_budget (out);
 }
 
 // ---- JSON --------------------------------------------------------------------
@@ -590,6 +622,13 @@ s_render_json (s_out_t *out, fpx_server_t *server)
            (unsigned long long) atomic_load (&self->batched));
     s_json_requests (out, server);
     s_json_usage (out, server);
+    fpx_budget_stats_t stats;
+    fpx_budget_stats (&stats);
+    s_put (out, ",\"memory_budget_bytes\":%zu,\"loaded_index_bytes\":%lld,\"index_evictions\":%llu,"
+           "\"index_loads\":%llu,\"index_load_failures\":%llu,\"index_eviction_seconds\":%.6f,"
+           "\"index_load_seconds\":%.6f", stats.budget, stats.loaded_bytes,
+           (unsigned long long) stats.evictions, (unsigned long long) stats.loads,
+           (unsigned long long) stats.load_failures, stats.evict_seconds, stats.load_seconds);
     s_put (out, "}\n");
 }
 

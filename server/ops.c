@@ -19,6 +19,7 @@
 #include <faiss/c_api/error_c.h>
 #include <faiss/c_api/impl/AuxIndexStructures_c.h>
 
+#include "budget.h"
 #include "faiss_shim.h"
 #include "upload_check.h"
 #include "ops.h"
@@ -145,9 +146,19 @@ fpx_op_lookup (fpx_call_t *call, fpx_entry_t **entry_p)
     if (!*entry_p)
         return s_not_found (call, name);
     int opcode = call->header.opcode;
-    if ((*entry_p)->damaged [0] && opcode != FPX_OP_DESCRIBE && opcode != FPX_OP_OPEN) {
+    bool describes = opcode == FPX_OP_DESCRIBE || opcode == FPX_OP_OPEN;
+    if ((*entry_p)->damaged [0] && !describes) {
         rc = fpx_reply_error (call->reply, FPX_EDAMAGED, "index '%s' is damaged: %s", name,
                               (*entry_p)->damaged);
+        fpx_entry_release (entry_p);
+        return rc;
+    }
+    //  An index evicted under the memory budget is loaded back for every
+    //  call but describe, and stays loaded while this reference is held.
+    char err [FPX_ERROR_TEXT_MAX];
+    if (!describes && (rc = fpx_budget_acquire (*entry_p, err, sizeof err))) {
+        rc = fpx_reply_error (call->reply, rc, "index '%s' was evicted under the memory budget "
+                              "and cannot be loaded back: %s", name, err);
         fpx_entry_release (entry_p);
         return rc;
     }
@@ -303,6 +314,7 @@ int
 fpx_op_pack_description (fpx_call_t *call, fpx_entry_t *entry, bool with_memory)
 {
     size_t memory = 0;
+    bool evicted_memory = with_memory && entry->evicted;
     with_memory = with_memory && entry->index;
     if (with_memory) {
         char err [FPX_ERROR_TEXT_MAX];
@@ -312,7 +324,7 @@ fpx_op_pack_description (fpx_call_t *call, fpx_entry_t *entry, bool with_memory)
     }
     msgpack_packer *pk = &call->reply->pk;
     if (entry->damaged [0]) {
-        msgpack_pack_map (pk, 9);
+        msgpack_pack_map (pk, 10);
         fpx_pack_kv_str (pk, "name", entry->name);
         fpx_pack_kv_str (pk, "class", "");
         fpx_pack_kv_int (pk, "d", entry->d);
@@ -321,11 +333,28 @@ fpx_op_pack_description (fpx_call_t *call, fpx_entry_t *entry, bool with_memory)
         fpx_pack_kv_int (pk, "metric", entry->metric);
         fpx_pack_kv_str (pk, "factory", entry->factory);
         fpx_pack_kv_bool (pk, "anonymous", false);
+        fpx_pack_kv_bool (pk, "loaded", false);
         fpx_pack_kv_str (pk, "damaged", entry->damaged);
         return 0;
     }
+    if (entry->evicted) {
+        //  What it was when evicted; memory_bytes is what it would take.
+        msgpack_pack_map (pk, 9 + (evicted_memory ? 1 : 0));
+        fpx_pack_kv_str (pk, "name", entry->name);
+        fpx_pack_kv_str (pk, "class", entry->evicted_class);
+        fpx_pack_kv_int (pk, "d", entry->d);
+        fpx_pack_kv_int (pk, "ntotal", entry->evicted_ntotal);
+        fpx_pack_kv_bool (pk, "is_trained", entry->evicted_trained);
+        fpx_pack_kv_int (pk, "metric", entry->metric);
+        fpx_pack_kv_str (pk, "factory", entry->factory);
+        fpx_pack_kv_bool (pk, "anonymous", false);
+        fpx_pack_kv_bool (pk, "loaded", false);
+        if (evicted_memory)
+            fpx_pack_kv_int (pk, "memory_bytes", atomic_load (&entry->charged_bytes));
+        return 0;
+    }
     FaissVectorTransform *transform = entry->transform;
-    msgpack_pack_map (pk, 8 + (with_memory ? 1 : 0) + (transform ? 1 : 0));
+    msgpack_pack_map (pk, 9 + (with_memory ? 1 : 0) + (transform ? 1 : 0));
     fpx_pack_kv_str (pk, "name", entry->name);
     fpx_pack_kv_str (pk, "class", fpx_shim_class_name (entry->index, transform));
     fpx_pack_kv_int (pk, "d", entry->d);
@@ -335,6 +364,7 @@ fpx_op_pack_description (fpx_call_t *call, fpx_entry_t *entry, bool with_memory)
     fpx_pack_kv_int (pk, "metric", entry->metric);
     fpx_pack_kv_str (pk, "factory", entry->factory);
     fpx_pack_kv_bool (pk, "anonymous", entry->owner_conn != 0);
+    fpx_pack_kv_bool (pk, "loaded", true);
     if (transform)
         fpx_pack_kv_int (pk, "d_out", faiss_VectorTransform_d_out (transform));
     if (with_memory)

@@ -112,6 +112,13 @@ fpx_registry_adopt (fpx_entry_t *child, fpx_entry_t *root)
 }
 
 void
+fpx_entry_touch (fpx_entry_t *entry)
+{
+    static atomic_ullong clock;
+    atomic_store (&entry->used_at, atomic_fetch_add (&clock, 1) + 1);
+}
+
+void
 fpx_entry_release (fpx_entry_t **entry_p)
 {
     fpx_entry_t *entry = *entry_p;
@@ -213,8 +220,18 @@ fpx_registry_insert (fpx_registry_t *self, uint32_t tenant, const char *name,
         entry->d = faiss_VectorTransform_d_in (entry->transform);
         entry->metric = FPX_METRIC_L2;      //  as documented; meaningless here
     }
+    else if (object->evicted) {
+        entry->d = object->evicted->d;
+        entry->metric = object->evicted->metric;
+        entry->evicted = true;
+        entry->evicted_ntotal = object->evicted->ntotal;
+        entry->evicted_trained = object->evicted->is_trained;
+        snprintf (entry->evicted_class, sizeof entry->evicted_class, "%s",
+                  object->evicted->class_name);
+    }
     pthread_rwlock_init (&entry->lock, NULL);
     atomic_init (&entry->refcount, 2);        //  the table's and the caller's
+    fpx_entry_touch (entry);
 
     pthread_rwlock_wrlock (&self->lock);
     fpx_entry_t **slot = s_slot (self, tenant, entry->name);
@@ -225,6 +242,7 @@ fpx_registry_insert (fpx_registry_t *self, uint32_t tenant, const char *name,
         return FPX_EEXIST;
     }
     *slot = entry;
+    atomic_store (&entry->linked, true);
     if (++self->count > self->nbuckets)
         s_grow (self);
     pthread_rwlock_unlock (&self->lock);
@@ -257,6 +275,7 @@ fpx_registry_remove (fpx_registry_t *self, uint32_t tenant, const char *name, ui
         return FPX_ENOTFOUND;
     }
     *slot = entry->next;
+    atomic_store (&entry->linked, false);
     self->count--;
     pthread_rwlock_unlock (&self->lock);
     fpx_entry_release (&entry);
@@ -275,6 +294,7 @@ fpx_registry_reap (fpx_registry_t *self, uint64_t conn)
             fpx_entry_t *entry = *slot;
             if (entry->owner_conn == conn) {
                 *slot = entry->next;
+                atomic_store (&entry->linked, false);
                 entry->next = reaped;
                 reaped = entry;
                 self->count--;

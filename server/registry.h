@@ -14,6 +14,11 @@
     alias when a composite index adopts its object (fpx_registry_adopt), or
     is created as one (a view of a sub-object).
 
+    A named, durable entry may be evicted under the memory budget
+    (budget.h): its index is then NULL, the entry and its log stay, and
+    whoever holds a counted reference obtained through fpx_budget_acquire
+    keeps it loaded.
+
     Nothing here calls FAISS except the free of the last release.
     Thread-safe: the map is under one rwlock held only for the lookup itself.
 */
@@ -48,6 +53,16 @@ struct fpx_entry_t {
     atomic_llong charged_vectors;  //  what tenant_limits.c counts for the object
     atomic_llong charged_bytes;    //  (owners only; see tenant_limits.h)
     fpx_entry_t *next;             //  hash chain, under the registry lock
+    atomic_bool linked;            //  still in the table (not dropped)
+    atomic_ullong used_at;         //  last lookup, for the budget's LRU order
+    //  Memory budget (budget.h): a named index whose object was freed, its
+    //  snapshot current. index is NULL; what describe needs is kept here.
+    //  Written under the exclusive lock, read under the lock (evicted is
+    //  atomic so that the budget can skip evicted entries without it).
+    atomic_bool evicted;
+    int64_t evicted_ntotal;
+    bool evicted_trained;
+    char evicted_class [64];
 };
 
 typedef struct fpx_registry_t fpx_registry_t;
@@ -65,7 +80,17 @@ typedef struct {
     const char *factory;           //  description kept for describe; may be NULL
     struct fpx_wal_t *wal;         //  durable named index: its log (owned)
     const char *damaged;           //  no object: why it could not be loaded
+    const struct fpx_evicted_meta_t *evicted;   //  no object: on disk only
 } fpx_object_t;
+
+/*  What an evicted index's entry keeps in place of its object.          */
+typedef struct fpx_evicted_meta_t {
+    int d;
+    int metric;
+    int64_t ntotal;
+    bool is_trained;
+    char class_name [64];
+} fpx_evicted_meta_t;
 
 /*  Creates an entry for object, taking ownership on success only (on
     failure the caller still owns it; fpx_object_free frees a plain one).
@@ -117,6 +142,9 @@ long fpx_registry_named (fpx_registry_t *self, fpx_entry_t ***entries_p);
 /*  Counted references to the named entries of one tenant, sorted by
     name; as fpx_registry_named otherwise.                               */
 long fpx_registry_named_of (fpx_registry_t *self, uint32_t tenant, fpx_entry_t ***entries_p);
+
+/*  Marks entry as used now (the memory budget's LRU order).             */
+void fpx_entry_touch (fpx_entry_t *entry);
 
 /*  Drops a counted reference; the last one frees the entry and index.   */
 void fpx_entry_release (fpx_entry_t **entry_p);

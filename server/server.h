@@ -64,6 +64,8 @@ typedef struct {
     int spin_us;                   //  busy-poll before sleeping (--spin-us)
     fpx_tenant_limits_t *tenant_limits;  //  one per tenant, owned
     size_t max_memory;             //  resident bytes (--max-memory-mb); 0: none
+    size_t memory_budget;          //  bytes of named indexes in memory
+                                   //  (--memory-budget-mb); 0: none (budget.h)
     size_t max_conn_inflight;      //  requests in flight per connection
     size_t max_conn_unread;        //  unread reply bytes per connection
     size_t max_unauthenticated;    //  bytes unauthenticated peers' unfinished

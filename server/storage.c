@@ -31,6 +31,7 @@
 #include "server.h"
 #include "storage.h"
 #include "tenant_limits.h"
+#include "budget.h"
 
 #define FPX_REC_MAGIC       0x52585046u       //  "FPXR"
 #define FPX_REC_HEADER      32
@@ -52,12 +53,15 @@ struct fpx_wal_t {
     bool syncing;
     uint64_t last_start;                     //  offset of the last record
     uint64_t next_lsn;                       //  under the entry's exclusive lock
-    uint64_t snapshot_lsn;
+    _Atomic uint64_t snapshot_lsn;           //  written under snapshot_mu; atomic for
+                                             //  eviction and load (storage.h), which
+                                             //  hold the entry lock, not snapshot_mu
     uint64_t log_bytes;                      //  records since the snapshot
     double dirty_since;                      //  0 when nothing unsnapshotted
     bool snapshot_soon;                      //  a train record is in the log
     uint32_t tenant;
     uint64_t snapshot_bytes;                 //  size of the snapshot file
+    uint64_t meta_bytes;                     //  … and of the meta file (under mu)
     long long charged;                       //  disk bytes counted to the tenant
 };
 
@@ -313,6 +317,17 @@ fpx_storage_name_lock (uint32_t tenant, const char *name)
     return lock;
 }
 
+pthread_mutex_t *
+fpx_storage_name_lock_try (uint32_t tenant, const char *name)
+{
+    pthread_once (&s_name_locks_once, s_name_locks_init);
+    uint64_t h = 1469598103934665603ull ^ tenant;
+    for (const char *c = name; *c; c++)
+        h = (h ^ (uint8_t) *c) * 1099511628211ull;
+    pthread_mutex_t *lock = &s_name_locks [h % S_NAME_LOCKS];
+    return pthread_mutex_trylock (lock) == 0 ? lock : NULL;
+}
+
 static int
 s_remove_tree (const char *path)
 {
@@ -362,6 +377,100 @@ s_move_aside (const char *path, char *aside, size_t size)
 
 // ---- snapshots -------------------------------------------------------------------
 
+//  DIR/meta: what describe shows of an index, for the snapshot it names,
+//  so that a server with a memory budget can register an index at start
+//  without loading it (docs/STORAGE.md, "Metadata file").
+#define FPX_META_MAGIC      "FPXMETA1"
+#define FPX_META_VERSION    1
+#define FPX_META_SIZE       128
+
+typedef struct {
+    uint64_t lsn;                  //  the snapshot's
+    uint64_t payload;              //  its payload length = serialized size
+    uint32_t payload_crc;
+    fpx_evicted_meta_t describe;
+} s_meta_t;
+
+static void
+s_meta_of (const FaissIndex *index, s_meta_t *meta)
+{
+    meta->describe.d = (int) faiss_Index_d (index);
+    meta->describe.metric = (int) faiss_Index_metric_type (index);
+    meta->describe.ntotal = faiss_Index_ntotal (index);
+    meta->describe.is_trained = faiss_Index_is_trained (index);
+    snprintf (meta->describe.class_name, sizeof meta->describe.class_name, "%s",
+              fpx_shim_class_name (index, NULL));
+}
+
+//  Writes DIR/meta (through meta.tmp and a rename). Not synced: a meta
+//  file that a crash cut or left stale fails its checks against the
+//  snapshot, and the index is then read whole. Returns the bytes DIR/meta
+//  now holds (0 when it could not be written: it is removed).
+static uint64_t
+s_meta_install (const char *dir, const s_meta_t *meta)
+{
+    uint8_t bytes [FPX_META_SIZE] = { 0 };
+    memcpy (bytes, FPX_META_MAGIC, 8);
+    memcpy (bytes + 12, &(uint32_t) { FPX_META_VERSION }, 4);
+    memcpy (bytes + 16, &meta->lsn, 8);
+    memcpy (bytes + 24, &meta->payload, 8);
+    memcpy (bytes + 32, &meta->payload_crc, 4);
+    memcpy (bytes + 36, &meta->describe.d, 4);
+    memcpy (bytes + 40, &meta->describe.metric, 4);
+    memcpy (bytes + 44, &(uint32_t) { meta->describe.is_trained }, 4);
+    memcpy (bytes + 48, &meta->describe.ntotal, 8);
+    memcpy (bytes + 64, meta->describe.class_name, strnlen (meta->describe.class_name, 63));
+    uint32_t crc = fpx_crc32c (0, bytes + 12, FPX_META_SIZE - 12);
+    memcpy (bytes + 8, &crc, 4);
+    char tmp [PATH_MAX], path [PATH_MAX];
+    snprintf (tmp, sizeof tmp, "%s/meta.tmp", dir);
+    snprintf (path, sizeof path, "%s/meta", dir);
+    int fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && s_write_all (fd, bytes, sizeof bytes, 0) == 0;
+    if (fd >= 0)
+        close (fd);
+    if (!ok || rename (tmp, path)) {
+        unlink (tmp);
+        unlink (path);             //  a stale one would only be refused later
+        return 0;
+    }
+    return FPX_META_SIZE;
+}
+
+//  Counts a new meta file's bytes to the tenant's disk use.
+static void
+s_wal_meta_charge (fpx_wal_t *wal, uint64_t bytes);
+
+//  Reads DIR/meta; 0 when whole, -1 otherwise.
+static int
+s_meta_read (const char *dir, s_meta_t *meta)
+{
+    char path [PATH_MAX];
+    snprintf (path, sizeof path, "%s/meta", dir);
+    uint8_t bytes [FPX_META_SIZE];
+    int fd = open (path, O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? pread (fd, bytes, sizeof bytes, 0) : -1;
+    if (fd >= 0)
+        close (fd);
+    if (got != FPX_META_SIZE || memcmp (bytes, FPX_META_MAGIC, 8)
+    ||  s_get32 (bytes + 12) != FPX_META_VERSION
+    ||  fpx_crc32c (0, bytes + 12, FPX_META_SIZE - 12) != s_get32 (bytes + 8)
+    ||  bytes [FPX_META_SIZE - 1] != 0)
+        return -1;
+    meta->lsn = s_get64 (bytes + 16);
+    meta->payload = s_get64 (bytes + 24);
+    meta->payload_crc = s_get32 (bytes + 32);
+    memcpy (&meta->describe.d, bytes + 36, 4);
+    memcpy (&meta->describe.metric, bytes + 40, 4);
+    meta->describe.is_trained = s_get32 (bytes + 44) != 0;
+    memcpy (&meta->describe.ntotal, bytes + 48, 8);
+    memcpy (meta->describe.class_name, bytes + 64, 64);
+    if (meta->describe.d < 1 || meta->describe.d > FPX_DIM_MAX || meta->describe.ntotal < 0
+    ||  (meta->describe.metric != FPX_METRIC_L2 && meta->describe.metric != FPX_METRIC_INNER_PRODUCT))
+        return -1;
+    return 0;
+}
+
 typedef struct {
     int fd;
     uint8_t *buffer;
@@ -404,7 +513,7 @@ s_snapshot_sink (void *arg, const void *data, size_t size)
 //  caller renames it. The caller holds at least a shared lock on it.
 static int
 s_snapshot_write (const char *dir, const FaissIndex *index, const char *factory,
-                  uint64_t lsn, uint64_t *size_p, char *err, size_t err_size)
+                  uint64_t lsn, uint64_t *size_p, s_meta_t *meta, char *err, size_t err_size)
 {
     char path [PATH_MAX];
     snprintf (path, sizeof path, "%s/snapshot.tmp", dir);
@@ -434,6 +543,8 @@ s_snapshot_write (const char *dir, const FaissIndex *index, const char *factory,
         ||  fdatasync (w.fd))
             rc = FPX_EIO;
         *size_p = FPX_SNAP_HEADER + factory_len + w.length;
+        *meta = (s_meta_t) { .lsn = lsn, .payload = w.length, .payload_crc = w.crc };
+        s_meta_of (index, meta);
     }
     if (rc == FPX_EIO)
         snprintf (err, err_size, "cannot write %s: %s", path, strerror (errno));
@@ -497,6 +608,41 @@ s_snapshot_read (const char *path, FaissIndex **index_p, uint64_t *lsn_p,
     return rc;
 }
 
+//  Reads and checks DIR/snapshot's header only (magic, version, header
+//  checksum, lengths against the file's size). 0, or -1.
+static int
+s_snapshot_header (const char *dir, uint64_t *lsn_p, uint64_t *payload_p, uint32_t *crc_p,
+                   char *factory, size_t factory_size, uint64_t *file_size_p)
+{
+    char path [PATH_MAX];
+    snprintf (path, sizeof path, "%s/snapshot", dir);
+    int fd = open (path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    uint8_t header [FPX_SNAP_HEADER + FPX_FACTORY_MAX];
+    ssize_t got = fd >= 0 && fstat (fd, &st) == 0 ? pread (fd, header, sizeof header, 0) : -1;
+    if (fd >= 0)
+        close (fd);
+    if (got < FPX_SNAP_HEADER || memcmp (header, FPX_SNAP_MAGIC, 8)
+    ||  s_get32 (header + 8) != FPX_SNAP_VERSION)
+        return -1;
+    uint32_t factory_len = s_get32 (header + 36);
+    uint64_t payload = s_get64 (header + 24);
+    if (factory_len >= factory_size || FPX_SNAP_HEADER + factory_len > (size_t) got
+    ||  payload > (uint64_t) st.st_size
+    ||  FPX_SNAP_HEADER + factory_len + payload != (uint64_t) st.st_size)
+        return -1;
+    uint32_t crc = fpx_crc32c (0, header + 16, FPX_SNAP_HEADER - 16);
+    if (fpx_crc32c (crc, header + FPX_SNAP_HEADER, factory_len) != s_get32 (header + 12))
+        return -1;
+    memcpy (factory, header + FPX_SNAP_HEADER, factory_len);
+    factory [factory_len] = 0;
+    *lsn_p = s_get64 (header + 16);
+    *payload_p = payload;
+    *crc_p = s_get32 (header + 32);
+    *file_size_p = (uint64_t) st.st_size;
+    return 0;
+}
+
 // ---- the log -----------------------------------------------------------------------
 
 static fpx_wal_t *
@@ -545,9 +691,18 @@ fpx_wal_disk_bytes (fpx_wal_t *wal)
 static void
 s_wal_recharge (fpx_wal_t *wal)
 {
-    long long now = (long long) (wal->snapshot_bytes + wal->log_bytes);
+    long long now = (long long) (wal->snapshot_bytes + wal->log_bytes + wal->meta_bytes);
     fpx_limits_disk_move (wal->tenant, now - wal->charged);
     wal->charged = now;
+}
+
+static void
+s_wal_meta_charge (fpx_wal_t *wal, uint64_t bytes)
+{
+    pthread_mutex_lock (&wal->mu);
+    wal->meta_bytes = bytes;
+    s_wal_recharge (wal);
+    pthread_mutex_unlock (&wal->mu);
 }
 
 //  Records that add data count against max_disk_mb; removals, resets
@@ -1024,6 +1179,8 @@ s_recover_index (const char *dir, uint32_t tenant_id, const char *tenant, const 
     struct stat st;
     snprintf (path, sizeof path, "%s/snapshot", dir);
     wal->snapshot_bytes = stat (path, &st) == 0 ? (uint64_t) st.st_size : 0;
+    snprintf (path, sizeof path, "%s/meta", dir);
+    wal->meta_bytes = stat (path, &st) == 0 ? (uint64_t) st.st_size : 0;
     s_wal_recharge (wal);
     object->wal = wal;
     *vectors += (uint64_t) faiss_Index_ntotal (object->index);
@@ -1033,6 +1190,68 @@ s_recover_index (const char *dir, uint32_t tenant_id, const char *tenant, const 
              "snapshot %.1f MiB, %llu log records replayed", label, took,
              (long long) faiss_Index_ntotal (object->index), wal->snapshot_bytes / 1048576.0,
              (unsigned long long) (next_lsn - snapshot_lsn - 1));
+}
+
+//  When the index at dir does not fit the memory budget beside those
+//  loaded already: registers it as evicted, from its snapshot's header
+//  and its meta file, without reading the index. Only when the two agree
+//  and no log record follows the snapshot; else -1 and the index is read
+//  as usual (and evicted after, if the budget needs the room).
+static int
+s_recover_evicted (const char *dir, uint32_t tenant_id, const char *tenant, const char *name,
+                   uint64_t *vectors)
+{
+    s_meta_t meta;
+    char factory [FPX_FACTORY_MAX];
+    uint64_t lsn, payload, file_size;
+    uint32_t crc;
+    if (s_snapshot_header (dir, &lsn, &payload, &crc, factory, sizeof factory, &file_size)
+    ||  s_meta_read (dir, &meta) || meta.lsn != lsn || meta.payload != payload
+    ||  meta.payload_crc != crc)
+        return -1;
+    if (fpx_budget_fits ((size_t) payload))
+        return -1;
+    size_t count = 0;
+    s_segment_t *segments = s_list_segments (dir, &count);
+    if (!segments)
+        return -1;
+    char path [PATH_MAX];
+    for (size_t i = 0; i < count; i++) {
+        struct stat st;
+        snprintf (path, sizeof path, "%s/%s", dir, segments [i].name);
+        if (stat (path, &st) || st.st_size != 0) {
+            free (segments);
+            return -1;
+        }
+    }
+    //  Every segment is empty: a fresh one continues the snapshot.
+    for (size_t i = 0; i < count; i++) {
+        snprintf (path, sizeof path, "%s/%s", dir, segments [i].name);
+        unlink (path);
+    }
+    free (segments);
+    fpx_wal_t *wal = s_wal_new (dir, tenant_id, tenant, name);
+    if (!wal || s_wal_open_segment (wal, lsn + 1, 0)) {
+        fpx_wal_destroy (&wal);
+        return -1;
+    }
+    wal->next_lsn = lsn + 1;
+    wal->snapshot_lsn = lsn;
+    wal->snapshot_bytes = file_size;
+    wal->meta_bytes = FPX_META_SIZE;
+    s_wal_recharge (wal);
+    fpx_object_t object = { .factory = factory, .wal = wal, .evicted = &meta.describe };
+    fpx_entry_t *entry;
+    if (fpx_registry_insert (s_store.registry, tenant_id, name, 0, &object, &entry)) {
+        fpx_object_free (&object);
+        return 0;                  //  a duplicate name: as s_recover_tenant does
+    }
+    fpx_limits_entry_charge (entry, meta.describe.ntotal, (long long) payload);
+    fpx_entry_release (&entry);
+    *vectors += (uint64_t) meta.describe.ntotal;
+    fpx_log (FPX_LOG_DEBUG, "registered %s/%s evicted (memory budget full): %lld vectors, not read",
+             tenant, name, (long long) meta.describe.ntotal);
+    return 0;
 }
 
 static void
@@ -1056,6 +1275,12 @@ s_recover_tenant (uint32_t tenant_id, const char *tenant, size_t *loaded, size_t
         }
         if (!fpx_name_is_valid (item->d_name, strlen (item->d_name)))
             continue;
+        if (fpx_budget_enabled () && s_recover_evicted (dir, tenant_id, tenant, item->d_name,
+                                                     vectors) == 0) {
+            ++*loaded;
+            atomic_fetch_add (&s_store.recovered, 1);
+            continue;
+        }
         fpx_object_t object;
         char factory [FPX_FACTORY_MAX], reason [2048];
         s_recover_index (dir, tenant_id, tenant, item->d_name, &object, factory, sizeof factory,
@@ -1065,7 +1290,14 @@ s_recover_tenant (uint32_t tenant_id, const char *tenant, size_t *loaded, size_t
             fpx_object_free (&object);
             continue;
         }
+        if (fpx_budget_enabled () && !object.damaged) {
+            //  Counted now, so that the budget knows when it is full.
+            pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+            fpx_limits_measure (entry);
+            pthread_rwlock_unlock (lock);
+        }
         fpx_entry_release (&entry);
+        fpx_budget_enforce (0);
         if (object.damaged) {
             ++*damaged;
             fpx_log (FPX_LOG_ERROR, "index %s/%s is DAMAGED: %s", tenant, item->d_name, reason);
@@ -1164,8 +1396,9 @@ fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *tenan
     }
     fpx_wal_t *wal = s_wal_new (final, tenant, tenant_name, name);
     uint64_t snapshot_bytes = 0;
+    s_meta_t meta;
     int rc = wal ? s_snapshot_write (tmp, object_in->index, object_in->factory ? object_in->factory : "",
-                                     0, &snapshot_bytes, err, err_size)
+                                     0, &snapshot_bytes, &meta, err, err_size)
                  : FPX_ENOMEM;
     if (rc == 0)
         rc = fpx_limits_disk_check (tenant, snapshot_bytes, err, err_size);
@@ -1178,6 +1411,8 @@ fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *tenan
             snprintf (err, err_size, "cannot set up %s: %s", tmp, strerror (errno));
             rc = FPX_EIO;
         }
+        else
+            wal->meta_bytes = s_meta_install (tmp, &meta);
         snprintf (wal->dir, sizeof wal->dir, "%s", final);
         wal->next_lsn = 1;
         wal->snapshot_bytes = snapshot_bytes;
@@ -1236,9 +1471,11 @@ fpx_storage_snapshot (fpx_entry_t *entry, char *err, size_t err_size)
     uint64_t lsn = wal->next_lsn - 1;
     int rc = 0;
     uint64_t snapshot_bytes = 0;
-    if (lsn != wal->snapshot_lsn) {
+    s_meta_t meta;
+    //  An evicted index's snapshot is current already (budget.h).
+    if (lsn != wal->snapshot_lsn && entry->index) {
         rc = s_snapshot_write (wal->dir, entry->index, entry->factory, lsn, &snapshot_bytes,
-                               err, err_size);
+                               &meta, err, err_size);
         //  New records go to a fresh segment from here on.
         if (rc == 0 && s_wal_open_segment (wal, lsn + 1, 0)) {
             snprintf (err, err_size, "cannot start a new log segment: %s", strerror (errno));
@@ -1254,8 +1491,9 @@ fpx_storage_snapshot (fpx_entry_t *entry, char *err, size_t err_size)
             pthread_mutex_unlock (&wal->mu);
         }
     }
+    bool written = rc == 0 && lsn != wal->snapshot_lsn && snapshot_bytes;
     pthread_rwlock_unlock (lock);
-    if (rc == 0 && lsn != wal->snapshot_lsn) {
+    if (written) {
         char from [PATH_MAX], to [PATH_MAX];
         snprintf (from, sizeof from, "%s/snapshot.tmp", wal->dir);
         snprintf (to, sizeof to, "%s/snapshot", wal->dir);
@@ -1265,6 +1503,7 @@ fpx_storage_snapshot (fpx_entry_t *entry, char *err, size_t err_size)
         }
         else {
             wal->snapshot_lsn = lsn;
+            s_wal_meta_charge (wal, s_meta_install (wal->dir, &meta));
             size_t count = 0;
             s_segment_t *segments = s_list_segments (wal->dir, &count);
             for (size_t i = 0; segments && i < count; i++)
@@ -1278,6 +1517,88 @@ fpx_storage_snapshot (fpx_entry_t *entry, char *err, size_t err_size)
     }
     pthread_mutex_unlock (&wal->snapshot_mu);
     return rc;
+}
+
+// ---- eviction and loading (budget.h) ----------------------------------------------------
+
+int
+fpx_storage_evict (fpx_entry_t *entry, char *err, size_t err_size)
+{
+    fpx_wal_t *wal = entry->wal;
+    if (!wal || entry->owner_conn || entry->damaged [0] || atomic_load (&entry->root)
+    ||  !atomic_load (&entry->linked) || atomic_load (&entry->refcount) != 2)
+        return 1;
+    //  Never wait for a name lock here: the caller may be making room
+    //  for a load, and whoever holds it may wait for that entry's lock.
+    pthread_mutex_t *name_lock = fpx_storage_name_lock_try (entry->tenant, entry->name);
+    if (!name_lock)
+        return 1;
+    int rc = fpx_storage_snapshot (entry, err, err_size);
+    if (rc) {
+        pthread_mutex_unlock (name_lock);
+        return rc;
+    }
+    if (pthread_rwlock_trywrlock (&entry->lock)) {
+        pthread_mutex_unlock (name_lock);
+        return 1;
+    }
+    //  Under the exclusive lock: a request that took a reference after the
+    //  check above waits for this lock before it looks at the object
+    //  (budget.c), so the count seen here cannot grow unseen.
+    uint64_t snapshot_lsn = atomic_load (&wal->snapshot_lsn);
+    rc = 1;
+    if (entry->index && !entry->evicted && atomic_load (&entry->linked)
+    &&  atomic_load (&entry->refcount) == 2 && wal->next_lsn - 1 == snapshot_lsn) {
+        s_meta_t meta;
+        char factory [FPX_FACTORY_MAX];
+        uint64_t file_size;
+        s_meta_of (entry->index, &meta);
+        if (s_snapshot_header (wal->dir, &meta.lsn, &meta.payload, &meta.payload_crc, factory,
+                               sizeof factory, &file_size) == 0 && meta.lsn == snapshot_lsn)
+            s_wal_meta_charge (wal, s_meta_install (wal->dir, &meta));
+        entry->evicted_ntotal = meta.describe.ntotal;
+        entry->evicted_trained = meta.describe.is_trained;
+        snprintf (entry->evicted_class, sizeof entry->evicted_class, "%s",
+                  meta.describe.class_name);
+        faiss_Index_free (entry->index);
+        entry->index = NULL;
+        entry->evicted = true;
+        fpx_limits_entry_evicted (entry);
+        rc = 0;
+    }
+    pthread_rwlock_unlock (&entry->lock);
+    pthread_mutex_unlock (name_lock);
+    return rc;
+}
+
+int
+fpx_storage_load (fpx_entry_t *entry, char *err, size_t err_size)
+{
+    fpx_wal_t *wal = entry->wal;
+    if (!wal)
+        return 0;
+    char path [PATH_MAX], factory [FPX_FACTORY_MAX];
+    snprintf (path, sizeof path, "%s/snapshot", wal->dir);
+    FaissIndex *index = NULL;
+    uint64_t lsn = 0;
+    int rc = s_snapshot_read (path, &index, &lsn, factory, sizeof factory, err, err_size);
+    uint64_t snapshot_lsn = atomic_load (&wal->snapshot_lsn);
+    if (rc == 0 && (lsn != snapshot_lsn || wal->next_lsn != lsn + 1
+                    || (int) faiss_Index_d (index) != entry->d)) {
+        snprintf (err, err_size, "its snapshot (record %llu, d = %d) is not the one it was "
+                  "evicted to (record %llu, d = %d)", (unsigned long long) lsn,
+                  (int) faiss_Index_d (index), (unsigned long long) snapshot_lsn, entry->d);
+        faiss_Index_free (index);
+        rc = FPX_EDAMAGED;
+    }
+    if (rc) {
+        fpx_log (FPX_LOG_ERROR, "cannot load evicted index %s: %s", wal->label, err);
+        return rc;
+    }
+    entry->index = index;
+    entry->evicted = false;
+    fpx_limits_entry_loaded (entry);
+    return 0;
 }
 
 // ---- background snapshots and shutdown -------------------------------------------------

@@ -95,6 +95,25 @@ int fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *t
     Never take an entry lock before it.                                  */
 pthread_mutex_t *fpx_storage_name_lock (uint32_t tenant, const char *name);
 
+/*  As fpx_storage_name_lock, but NULL at once when it is taken.         */
+pthread_mutex_t *fpx_storage_name_lock_try (uint32_t tenant, const char *name);
+
+/*  Evicts a named index (budget.h): makes its snapshot current (the log
+    empty), then, under its exclusive lock, frees its object and keeps
+    what describe shows. The caller holds one counted reference and no
+    lock; only an entry nobody else holds (the registry's link and the
+    caller's reference) is evicted. Returns 0 when evicted, 1 when left
+    alone (in use, busy, an alias or a view's root, already evicted), or
+    an error from the snapshot (FPX_EIO, err set).                       */
+int fpx_storage_evict (fpx_entry_t *entry, char *err, size_t err_size);
+
+/*  Loads an evicted index back from its snapshot, through the checks of
+    recovery (header and payload checksums, FAISS's reader with its
+    allocation cap). The caller holds its exclusive lock and a counted
+    reference. 0, or FPX_EDAMAGED / FPX_EIO with err set (it stays
+    evicted, and the next request tries again).                          */
+int fpx_storage_load (fpx_entry_t *entry, char *err, size_t err_size);
+
 /*  Removes a dropped named index's files (the entry is already unlinked;
     damaged indexes' files too).                                         */
 int fpx_storage_drop (uint32_t tenant, const char *name, char *err, size_t err_size);

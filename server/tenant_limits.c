@@ -28,6 +28,7 @@ typedef struct {
 #define FPX_RSS_PERIOD_US 5000                  //  workers' cached RSS
 
 static const fpx_config_t *s_config;
+static atomic_llong s_loaded_bytes;             //  charged bytes of loaded objects
 static atomic_llong s_rss_cached, s_rss_at_us;
 static s_usage_t *s_usage;
 static int s_statm_fd = -1;
@@ -216,9 +217,11 @@ s_read_result_bytes (fpx_call_t *call)
                ? (int64_t) (zmq_msg_size (&call->arrays [0]) / ((size_t) entry->d * sizeof (float))) : 0;
     if (opcode == FPX_OP_SEARCH && fpx_params_get_int (&call->params, "k", &value) == 0 && value > 0)
         bytes = nq * value * 12;
-    else if (opcode == FPX_OP_RANGE_SEARCH && entry->index) {
+    else if (opcode == FPX_OP_RANGE_SEARCH) {
+        //  Under the lock: an evicted index's object is NULL (budget.h).
         pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
-        bytes = nq * faiss_Index_ntotal (entry->index) * 12;
+        if (entry->index)
+            bytes = nq * faiss_Index_ntotal (entry->index) * 12;
         pthread_rwlock_unlock (lock);
     }
     else if (opcode == FPX_OP_RECONSTRUCT_N && fpx_params_get_int (&call->params, "n", &value) == 0
@@ -252,7 +255,10 @@ fpx_limits_entry_freed (fpx_entry_t *entry)
         return;
     atomic_fetch_sub (&usage->indexes, 1);
     atomic_fetch_sub (&usage->vectors, atomic_exchange (&entry->charged_vectors, 0));
-    atomic_fetch_sub (&usage->bytes, atomic_exchange (&entry->charged_bytes, 0));
+    long long bytes = atomic_exchange (&entry->charged_bytes, 0);
+    atomic_fetch_sub (&usage->bytes, bytes);
+    if (!entry->evicted)
+        atomic_fetch_sub (&s_loaded_bytes, bytes);
 }
 
 void
@@ -262,7 +268,40 @@ fpx_limits_entry_adopted (fpx_entry_t *entry)
     if (!usage)
         return;
     atomic_fetch_sub (&usage->vectors, atomic_exchange (&entry->charged_vectors, 0));
-    atomic_fetch_sub (&usage->bytes, atomic_exchange (&entry->charged_bytes, 0));
+    long long bytes = atomic_exchange (&entry->charged_bytes, 0);
+    atomic_fetch_sub (&usage->bytes, bytes);
+    atomic_fetch_sub (&s_loaded_bytes, bytes);
+}
+
+void
+fpx_limits_entry_evicted (fpx_entry_t *entry)
+{
+    if (s_usage_of (entry->tenant))
+        atomic_fetch_sub (&s_loaded_bytes, atomic_load (&entry->charged_bytes));
+}
+
+void
+fpx_limits_entry_loaded (fpx_entry_t *entry)
+{
+    if (s_usage_of (entry->tenant))
+        atomic_fetch_add (&s_loaded_bytes, atomic_load (&entry->charged_bytes));
+    fpx_limits_measure (entry);
+}
+
+void
+fpx_limits_entry_charge (fpx_entry_t *entry, long long vectors, long long bytes)
+{
+    s_usage_t *usage = s_usage_of (entry->tenant);
+    if (!usage)
+        return;
+    atomic_fetch_add (&usage->vectors, vectors - atomic_exchange (&entry->charged_vectors, vectors));
+    atomic_fetch_add (&usage->bytes, bytes - atomic_exchange (&entry->charged_bytes, bytes));
+}
+
+long long
+fpx_limits_loaded_bytes (void)
+{
+    return atomic_load (&s_loaded_bytes);
 }
 
 void
@@ -278,8 +317,9 @@ fpx_limits_measure (fpx_entry_t *entry)
         bytes = 0;
     long long vectors = (long long) faiss_Index_ntotal (owner->index);
     atomic_fetch_add (&usage->vectors, vectors - atomic_exchange (&owner->charged_vectors, vectors));
-    atomic_fetch_add (&usage->bytes,
-                      (long long) bytes - atomic_exchange (&owner->charged_bytes, (long long) bytes));
+    long long delta = (long long) bytes - atomic_exchange (&owner->charged_bytes, (long long) bytes);
+    atomic_fetch_add (&usage->bytes, delta);
+    atomic_fetch_add (&s_loaded_bytes, delta);
 }
 
 void

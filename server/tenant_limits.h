@@ -54,6 +54,18 @@ void fpx_limits_entry_freed (fpx_entry_t *entry);
     (the owner is measured with it inside).                             */
 void fpx_limits_entry_adopted (fpx_entry_t *entry);
 
+/*  The memory budget's calls (budget.h). An evicted entry keeps what it
+    was charged (its tenant's quotas count it, loaded or not); only the
+    server's total of loaded bytes moves. entry_loaded also re-measures
+    (caller holds the lock); entry_charge sets an entry's charges without
+    its object (an index registered evicted at start).                  */
+void fpx_limits_entry_evicted (fpx_entry_t *entry);
+void fpx_limits_entry_loaded (fpx_entry_t *entry);
+void fpx_limits_entry_charge (fpx_entry_t *entry, long long vectors, long long bytes);
+
+/*  Serialized bytes of every object in memory (the budget's measure).    */
+long long fpx_limits_loaded_bytes (void);
+
 /*  Storage's calls: the tenant's bytes on disk (snapshots and logs of
     its named indexes) moved by delta; whether `bytes` more fit its
     max_disk_mb (0, or FPX_EQUOTA with err set).                         */

@@ -41,9 +41,10 @@ class IndexInfo(Structure):
         ("class_name", c_char * _CLASS_BUF),
         ("d_out", c_int),
         ("damaged", c_char * 256),
+        ("loaded", c_int),
         #  Room for fields a newer libfaissproxy may append: the library
         #  writes the whole struct, so this buffer must never be smaller.
-        ("_reserved", c_char * 3840),
+        ("_reserved", c_char * 3836),
     ]
 
 

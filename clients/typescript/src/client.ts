@@ -59,6 +59,9 @@ export interface IndexDescription {
     memoryBytes?: number;
     /** Why a damaged index failed its checks at server start. */
     damaged?: string;
+    /** False while evicted under the server's --memory-budget-mb (loaded
+     *  back on its next use) or damaged; absent from older servers. */
+    loaded?: boolean;
 }
 
 export interface SearchOptions {
@@ -139,6 +142,8 @@ function description(result: Record<string, unknown>, opcode: string): IndexDesc
         out.memoryBytes = resultCount(result, "memory_bytes", opcode);
     if (result.damaged !== undefined)
         out.damaged = resultString(result, "damaged", opcode);
+    if (result.loaded !== undefined)
+        out.loaded = resultBool(result, "loaded", opcode);
     return out;
 }
 
