@@ -167,6 +167,24 @@ int fpx_shim_keys_are_positions (const FaissIndex *index);
     checks. remove_ids is refused on such an index.                      */
 int fpx_shim_idmap_over_ivf (const FaissIndex *index);
 
+/*  remove_ids, also on the indexes FAISS 1.7.3 refuses it on: an
+    IndexHNSW (flat-code storage: Flat, SQ, PQ, …), bare, under
+    PreTransforms, or under an IndexIDMap / IndexIDMap2 (selector keys
+    are ids there, storage positions otherwise). Those are rebuilt from
+    the vectors kept, in storage order (later ones move down, as in an
+    IndexFlat): the codes are copied, and a new graph is built on one
+    thread, deterministically, with the index's own parameters, which is
+    the graph FAISS builds for a new index given those vectors (their
+    decodings, for SQ/PQ storage) in one add on one thread. The rebuild
+    needs memory beside the index (*need, OUT, about): more than cap is
+    refused with FPX_ENOMEM before anything is allocated. The index is
+    unchanged on any error. *removed: how many went; *rebuilt: 1 when a
+    graph was rebuilt. Every other index: FAISS's own remove_ids.
+    Caller holds the index's exclusive lock.                              */
+int fpx_shim_remove_ids (FaissIndex *index, const FaissIDSelector *selector, size_t cap,
+                         size_t *removed, size_t *need, int *rebuilt,
+                         char *err, size_t err_size);
+
 /*  Sends what FAISS writes to std::cerr through the server's log, a line
     at a time, sanitized: FAISS's C API (when built without NDEBUG) prints
     every exception's message there, and messages quote client bytes

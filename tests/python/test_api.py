@@ -130,7 +130,7 @@ def test_faiss_errors_are_runtime_errors_with_faiss_message(lfaiss, rfaiss, data
         idmap = f.IndexIDMap(f.IndexFlatL2(d))
         messages.append([
             faiss_error(lambda: untrained.add(xb[:10])),
-            faiss_error(lambda: hnsw.remove_ids(np.arange(3))),
+            faiss_error(lambda: hnsw.add_with_ids(xb[:3], np.arange(3))),
             faiss_error(lambda: idmap.add(xb[:3])),
             faiss_error(lambda: f.index_factory(d, "IVF16,Nonsense")),
             faiss_error(lambda: f.ParameterSpace().set_index_parameter(ivf, "nosuch", 3)),
