@@ -1627,6 +1627,11 @@ fpx_shim_remove_ids (FaissIndex *index_c, const FaissIDSelector *selector, size_
         faiss::Index *index = as_mutable (index_c);
         const faiss::IDSelector &sel = *reinterpret_cast<const faiss::IDSelector *> (selector);
         auto map = dynamic_cast<faiss::IndexIDMap *> (index);
+        //  The wrapped index changed behind the map (through a view of an
+        //  anonymous index): FAISS's IDMap::remove_ids would assert.
+        if (map && map->id_map.size () != (size_t) map->index->ntotal)
+            bad ("remove_ids: the IDMap's id map holds " + std::to_string (map->id_map.size ())
+                 + " ids but its index " + std::to_string (map->index->ntotal) + " vectors");
         faiss::IndexHNSW *hnsw = stored_in_hnsw (map ? map->index : index);
         if (!hnsw) {
             *removed = index->remove_ids (sel);

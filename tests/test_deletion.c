@@ -19,6 +19,8 @@
       restart; the answers stay FAISS's throughout;
     - hostile ids frames: a million random ids, the whole int64 range, an
       empty range, a ragged frame;
+    - an IDMap whose wrapped index lost vectors through a view: refused
+      (FAISS would assert), the server stays up;
     - a rebuild that does not fit the tenant's max_memory_mb is refused
       with FPX_EQUOTA and leaves the index as it was.
 */
@@ -493,6 +495,41 @@ s_test_hostile_ids (void *arg)
     s_remove_dir (dir);
 }
 
+/* ---- an IDMap whose index changed behind it --------------------------------- */
+
+//  Removing through a view of an anonymous IDMap's wrapped index leaves
+//  the id map longer than the index; FAISS's IDMap::remove_ids would then
+//  assert (an abort in-process). The server refuses, and stays up.
+static void
+s_test_idmap_view (void *arg)
+{
+    (void) arg;
+    fpx_test_server_t server;
+    REQUIRE (fpx_test_server_start (&server, NULL, NULL) == 0, "start failed");
+    fpx_client_t *client = fpx_test_client (&server, fpx_test_key_a);
+    const char *factories [2] = { "IDMap,Flat", "IDMap2,HNSW16" };
+    int64_t ids [100];
+    for (int i = 0; i < 100; i++)
+        ids [i] = 1000 + i;
+    for (int f = 0; f < 2; f++) {
+        fpx_index_info_t map, inner;
+        REQUIRE_OK (client, fpx_index_create (client, NULL, DIM, factories [f], FPX_METRIC_L2, &map));
+        REQUIRE_OK (client, fpx_add_with_ids (client, map.name, 100, DIM, s_xb, ids, NULL));
+        REQUIRE_OK (client, fpx_subobject (client, map.name, "index", &inner));
+        int64_t removed = -1;
+        CHECK_OK (client, fpx_remove_range (client, inner.name, 0, 10, &removed));
+        CHECK_EQ (removed, 10);
+        CHECK_RC (client, fpx_remove_ids (client, map.name, 2, ids + 50, &removed), FPX_EINVAL);
+        CHECK (strstr (fpx_client_errmsg (client), "id map"), "message: %s",
+               fpx_client_errmsg (client));
+        CHECK_OK (client, fpx_ping (client, NULL));
+        CHECK_OK (client, fpx_index_drop (client, inner.name));
+        CHECK_OK (client, fpx_index_drop (client, map.name));
+    }
+    fpx_client_destroy (&client);
+    CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
+}
+
 /* ---- memory ----------------------------------------------------------------------- */
 
 static void
@@ -548,6 +585,7 @@ main (void)
         fpx_test_run (name, s_test_structure, (void *) &s_cases [i]);
     }
     fpx_test_run ("deletion.hostile_ids", s_test_hostile_ids, NULL);
+    fpx_test_run ("deletion.idmap_view", s_test_idmap_view, NULL);
     fpx_test_run ("deletion.memory_cap", s_test_memory_cap, NULL);
     free (s_xt);
     free (s_xb);
