@@ -1614,6 +1614,75 @@ struct Rebuild {
     }
 };
 
+//  Selects, checks the memory against cap, builds and swaps in. 0 (with
+//  *rebuilt = 0 when nothing was selected), or FPX_ENOMEM with *need set
+//  and the index untouched.
+int
+run_rebuild (Rebuild &rebuild, const faiss::IDSelector &sel, size_t cap, size_t *removed,
+             size_t *need, int *rebuilt, char *err, size_t err_size)
+{
+    rebuild.select (sel);
+    if (rebuild.nkeep == rebuild.keep.size ())
+        return 0;                   //  nothing to remove: nothing to build
+    *need = rebuild.need ();
+    if (*need > cap) {
+        snprintf (err, err_size, "remove_ids rebuilds the HNSW graph of the %zu vectors "
+                  "kept, which needs about %zu MiB, more than the %zu MiB allowed",
+                  rebuild.nkeep, *need >> 20, cap >> 20);
+        return FPX_ENOMEM;
+    }
+    rebuild.prepare ();
+    rebuild.commit ();
+    *removed = rebuild.keep.size () - rebuild.nkeep;
+    *rebuilt = 1;
+    return 0;
+}
+
+//  The positions keep[] drops, as a selector for FAISS's own compaction.
+struct Dropped : faiss::IDSelector {
+    const std::vector<uint8_t> &keep;
+    explicit Dropped (const std::vector<uint8_t> &keep) : keep (keep) {}
+    bool is_member (faiss::Index::idx_t i) const override
+    {
+        return i >= 0 && (size_t) i < keep.size () && !keep [(size_t) i];
+    }
+};
+
+//  An IndexRefine, which FAISS 1.7.3 cannot remove from at all: its base
+//  index and its refine index both keep vectors by position, and both
+//  lose the same ones (the base rebuilt when it is an HNSW index). A base
+//  that numbers vectors itself (IVF) would keep its old numbers while the
+//  refine index renumbers: FAISS's refusal stands there.
+int
+remove_refined (faiss::IndexRefine *refine, const faiss::IDSelector &sel, size_t cap,
+                size_t *removed, size_t *need, int *rebuilt, char *err, size_t err_size)
+{
+    auto exact = dynamic_cast<faiss::IndexFlatCodes *> (refine->refine_index);
+    faiss::Index *base = refine->base_index, *inner = base;
+    while (auto pt = dynamic_cast<faiss::IndexPreTransform *> (inner))
+        inner = pt->index;
+    faiss::IndexHNSW *hnsw = dynamic_cast<faiss::IndexHNSW *> (inner);
+    if (!exact || (!hnsw && !dynamic_cast<faiss::IndexFlatCodes *> (inner))) {
+        *removed = refine->remove_ids (sel);
+        return 0;
+    }
+    if (base->ntotal != refine->ntotal || exact->ntotal != refine->ntotal)
+        bad ("remove_ids: the refine index and its base disagree on how many vectors they hold");
+    if (!hnsw) {                    //  flat codes all the way: FAISS compacts both
+        *removed = base->remove_ids (sel);
+        exact->remove_ids (sel);
+        refine->ntotal = base->ntotal;
+        return 0;
+    }
+    Rebuild rebuild (base, hnsw);
+    int rc = run_rebuild (rebuild, sel, cap, removed, need, rebuilt, err, err_size);
+    if (rc || !*rebuilt)
+        return rc;
+    exact->remove_ids (Dropped (rebuild.keep));     //  compaction in place: no allocation
+    refine->ntotal = base->ntotal;
+    return 0;
+}
+
 }  // namespace
 
 extern "C" int
@@ -1626,6 +1695,8 @@ fpx_shim_remove_ids (FaissIndex *index_c, const FaissIDSelector *selector, size_
     return guarded (err, err_size, [&] () -> int {
         faiss::Index *index = as_mutable (index_c);
         const faiss::IDSelector &sel = *reinterpret_cast<const faiss::IDSelector *> (selector);
+        if (auto refine = dynamic_cast<faiss::IndexRefine *> (index))
+            return remove_refined (refine, sel, cap, removed, need, rebuilt, err, err_size);
         auto map = dynamic_cast<faiss::IndexIDMap *> (index);
         //  The wrapped index changed behind the map (through a view of an
         //  anonymous index): FAISS's IDMap::remove_ids would assert.
@@ -1639,20 +1710,6 @@ fpx_shim_remove_ids (FaissIndex *index_c, const FaissIDSelector *selector, size_
         }
         Rebuild rebuild (index, hnsw);
         rebuild.map = map;
-        rebuild.select (sel);
-        if (rebuild.nkeep == rebuild.keep.size ())
-            return 0;                   //  nothing to remove: nothing to build
-        *need = rebuild.need ();
-        if (*need > cap) {
-            snprintf (err, err_size, "remove_ids rebuilds the HNSW graph of the %zu vectors "
-                      "kept, which needs about %zu MiB, more than the %zu MiB allowed",
-                      rebuild.nkeep, *need >> 20, cap >> 20);
-            return FPX_ENOMEM;
-        }
-        rebuild.prepare ();
-        rebuild.commit ();
-        *removed = rebuild.keep.size () - rebuild.nkeep;
-        *rebuilt = 1;
-        return 0;
+        return run_rebuild (rebuild, sel, cap, removed, need, rebuilt, err, err_size);
     });
 }

@@ -179,7 +179,11 @@ int fpx_shim_idmap_over_ivf (const FaissIndex *index);
     needs memory beside the index (*need, OUT, about): more than cap is
     refused with FPX_ENOMEM before anything is allocated. The index is
     unchanged on any error. *removed: how many went; *rebuilt: 1 when a
-    graph was rebuilt. Every other index: FAISS's own remove_ids.
+    graph was rebuilt. An IndexRefine (FAISS has no remove_ids for it)
+    over an HNSW or flat-code base and a flat-code refine index loses the
+    same positions from both. An IDMap whose id map and wrapped index
+    disagree in size (changed through a view) is FPX_EINVAL, where FAISS
+    would assert. Every other index: FAISS's own remove_ids.
     Caller holds the index's exclusive lock.                              */
 int fpx_shim_remove_ids (FaissIndex *index, const FaissIDSelector *selector, size_t cap,
                          size_t *removed, size_t *need, int *rebuilt,

@@ -147,3 +147,31 @@ def test_pretransform_over_hnsw_remove_ids(lfaiss, rfaiss, data):
     assert remote.ntotal == len(kept)
     one_thread_add(lfaiss, local, kept)
     assert_same_search(local.search(xq, K), remote.search(xq, K))
+
+
+@pytest.mark.parametrize("base", ["hnsw", "pq"])
+def test_refine_remove_ids(lfaiss, rfaiss, data, base):
+    """IndexRefineFlat, which FAISS 1.7.3 cannot remove from: its base and
+    its refine index lose the same positions (an HNSW base rebuilt)."""
+    xt, xb, xq = data
+    d = xb.shape[1]
+
+    def make(f):
+        inner = hnsw_flat(f, d) if base == "hnsw" else f.IndexPQ(d, 8, 4)
+        index = f.IndexRefineFlat(inner)
+        index.k_factor = 4
+        index.train(xt)
+        return index
+
+    remote = make(rfaiss)
+    remote.add(xb)
+    with pytest.raises(RuntimeError):
+        make(lfaiss).remove_ids(np.arange(3))
+    sel = lambda f: f.IDSelectorBatch(np.r_[np.arange(0, 2000, 5), [-3, 5, 10 ** 9]])
+    kept, _, removed = kept_after(lfaiss, xb, np.arange(len(xb), dtype="int64"), sel(lfaiss))
+    assert remote.remove_ids(sel(rfaiss)) == removed
+    assert remote.ntotal == len(kept)
+    reference = make(lfaiss)
+    one_thread_add(lfaiss, reference, kept)
+    assert_same_search(reference.search(xq, K), remote.search(xq, K))
+    np.testing.assert_array_equal(remote.reconstruct_n(0, remote.ntotal), kept)
