@@ -22,7 +22,9 @@
     - an IDMap whose wrapped index lost vectors through a view: refused
       (FAISS would assert), the server stays up;
     - a rebuild that does not fit the tenant's max_memory_mb is refused
-      with FPX_EQUOTA and leaves the index as it was.
+      with FPX_EQUOTA and leaves the index as it was;
+    - a rebuild still running at the tenant's deadline_ms is stopped:
+      FPX_ETIMEDOUT, nothing removed, before and after a restart.
 */
 #include <dirent.h>
 #include <errno.h>
@@ -575,6 +577,62 @@ s_test_memory_cap (void *arg)
     CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
 }
 
+/* ---- deadline -------------------------------------------------------------------- */
+
+//  A rebuild still running at the tenant's deadline is stopped: nothing
+//  removed, nothing logged (a restart shows the same index).
+static void
+s_test_deadline (void *arg)
+{
+    (void) arg;
+    char dir [256];
+    s_temp_dir (dir, sizeof dir);
+    REQUIRE (dir [0], "mkdtemp failed");
+    fpx_test_server_t server;
+    const char *args [] = { "--data-dir", dir, "--default-tenant-limits", "deadline_ms=100", NULL };
+    REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "start failed");
+    fpx_client_t *client = fpx_test_client (&server, fpx_test_key_a);
+    //  20,000 vectors: a one-thread rebuild takes most of a second or more,
+    //  past 100 ms.
+    int64_t n = 20000;
+    float *x = fpx_data_uniform (9, n, DIM);
+    REQUIRE (x, "out of memory");
+    const char *name = "slow";
+    REQUIRE_OK (client, fpx_index_create (client, name, DIM, "HNSW16", FPX_METRIC_L2, NULL));
+    int64_t ntotal = 0;
+    for (int64_t i = 0; i < n; i += 2000)       //  each add quick, within the deadline
+        REQUIRE_OK (client, fpx_add (client, name, 2000, DIM, x + i * DIM, &ntotal));
+    CHECK_EQ (ntotal, n);
+    fpx_knn_t before, after;
+    REQUIRE_OK (client, fpx_remote_knn (client, name, NQ, DIM, s_xq, K, NULL, &before));
+    int64_t ids [3] = { 1, 2, 3 }, removed = -1;
+    double t0 = fpx_now ();
+    CHECK_RC (client, fpx_remove_ids (client, name, 3, ids, &removed), FPX_ETIMEDOUT);
+    CHECK (strstr (fpx_client_errmsg (client), "nothing was removed"), "message: %s",
+           fpx_client_errmsg (client));
+    fprintf (stderr, "# rebuild of %lld vectors stopped after %.2f s\n", (long long) n - 3,
+             fpx_now () - t0);
+    fpx_index_info_t info;
+    for (int round = 0; round < 2; round++) {
+        if (CHECK_OK (client, fpx_index_describe (client, name, 0, &info)))
+            CHECK_EQ (info.ntotal, n);
+        if (CHECK_OK (client, fpx_remote_knn (client, name, NQ, DIM, s_xq, K, NULL, &after)))
+            CHECK_KNN (&before, &after);
+        fpx_knn_free (&after);
+        if (round == 0) {       //  and after a restart: the log holds no removal
+            fpx_client_destroy (&client);
+            CHECK_EQ (fpx_test_server_stop (&server, 60), 0);
+            REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "restart failed");
+            client = fpx_test_client (&server, fpx_test_key_a);
+        }
+    }
+    fpx_knn_free (&before);
+    free (x);
+    fpx_client_destroy (&client);
+    CHECK_EQ (fpx_test_server_stop (&server, 60), 0);
+    s_remove_dir (dir);
+}
+
 int
 main (void)
 {
@@ -590,6 +648,7 @@ main (void)
     fpx_test_run ("deletion.hostile_ids", s_test_hostile_ids, NULL);
     fpx_test_run ("deletion.idmap_view", s_test_idmap_view, NULL);
     fpx_test_run ("deletion.memory_cap", s_test_memory_cap, NULL);
+    fpx_test_run ("deletion.deadline", s_test_deadline, NULL);
     free (s_xt);
     free (s_xb);
     free (s_xq);
