@@ -549,18 +549,6 @@ fpx_shim_keys_are_positions (const FaissIndex *index_c)
     }
 }
 
-extern "C" int
-fpx_shim_idmap_over_ivf (const FaissIndex *index_c)
-{
-    auto map = dynamic_cast<const faiss::IndexIDMap *> (as_index (index_c));
-    if (!map)
-        return 0;
-    const faiss::Index *inner = map->index;
-    while (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (inner))
-        inner = pt->index;
-    return dynamic_cast<const faiss::IndexIVF *> (inner) != nullptr;
-}
-
 //  Indexes whose reconstruct_n needs no OpenMP loop over reconstruct:
 //  flat codes and IVF scan their storage, a PreTransform passes it on.
 static bool
@@ -1683,6 +1671,85 @@ remove_refined (faiss::IndexRefine *refine, const faiss::IDSelector &sel, size_t
     return 0;
 }
 
+//  An IDMap over an IVF index (through PreTransforms). The IVF lists
+//  number their vectors by position in the id map; FAISS 1.7.3's
+//  IDMap::remove_ids compacts the id map but leaves the survivors' numbers
+//  as they were, which then point past it. Here the lists are compacted
+//  and renumbered in one pass, the positions moving down as the id map's
+//  do. Everything that can fail (checks, allocations) comes first.
+int
+remove_mapped_ivf (faiss::IndexIDMap *map, faiss::IndexIVF *ivf, const faiss::IDSelector &sel,
+                   size_t *removed)
+{
+    using idx_t = faiss::Index::idx_t;
+    auto lists = dynamic_cast<faiss::ArrayInvertedLists *> (ivf->invlists);
+    if (!lists)
+        bad ("remove_ids on an IDMap over an IVF index needs its inverted lists in memory");
+    if (ivf->direct_map.type != faiss::DirectMap::NoMap)
+        bad ("remove_ids on an IDMap over an IVF index with a direct map: set_direct_map "
+             "type 0 first");
+    if (dynamic_cast<faiss::IndexIVFPQR *> (ivf) || dynamic_cast<faiss::IndexIVFFlatDedup *> (ivf))
+        bad ("remove_ids on an IDMap over this IVF index is not supported: it keeps data "
+             "by vector number outside its lists");
+    size_t ntotal = map->id_map.size ();
+    if ((size_t) ivf->ntotal != ntotal)
+        bad ("remove_ids: the index's parts disagree on how many vectors it holds");
+    for (size_t l = 0; l < lists->nlist; l++) {
+        if (lists->codes [l].size () != lists->ids [l].size () * lists->code_size)
+            bad ("remove_ids: an inverted list's codes and ids disagree");
+        for (idx_t id : lists->ids [l])
+            if (id < 0 || (size_t) id >= ntotal)
+                bad ("remove_ids: an inverted list holds a vector number past the id map");
+    }
+    std::vector<idx_t> renumber (ntotal);
+    std::vector<idx_t> id_map;
+    size_t nkeep = 0;
+    for (size_t i = 0; i < ntotal; i++)
+        renumber [i] = sel.is_member (map->id_map [i]) ? -1 : (idx_t) nkeep++;
+    if (nkeep == ntotal)
+        return 0;
+    id_map.reserve (nkeep);
+    for (size_t i = 0; i < ntotal; i++)
+        if (renumber [i] >= 0)
+            id_map.push_back (map->id_map [i]);
+    auto map2 = dynamic_cast<faiss::IndexIDMap2 *> (map);
+    std::unordered_map<idx_t, idx_t> rev_map;
+    if (map2) {
+        rev_map.reserve (nkeep);
+        for (size_t j = 0; j < nkeep; j++)
+            rev_map [id_map [j]] = (idx_t) j;
+    }
+    size_t code_size = lists->code_size;
+    for (size_t l = 0; l < lists->nlist; l++) {
+        std::vector<idx_t> &ids = lists->ids [l];
+        std::vector<uint8_t> &codes = lists->codes [l];
+        size_t kept = 0;
+        for (size_t k = 0; k < ids.size (); k++) {
+            idx_t moved = renumber [(size_t) ids [k]];
+            if (moved < 0)
+                continue;
+            ids [kept] = moved;
+            if (kept != k)
+                memmove (&codes [kept * code_size], &codes [k * code_size], code_size);
+            kept++;
+        }
+        ids.resize (kept);                  //  shrinking: no allocation
+        codes.resize (kept * code_size);
+    }
+    ivf->ntotal = (idx_t) nkeep;
+    faiss::Index *index = map->index;
+    while (auto pt = dynamic_cast<faiss::IndexPreTransform *> (index)) {
+        pt->ntotal = (idx_t) nkeep;
+        index = pt->index;
+    }
+    map->id_map.swap (id_map);
+    map->ntotal = (idx_t) nkeep;
+    if (map2)
+        map2->rev_map.swap (rev_map);
+    *removed = ntotal - nkeep;
+    return 0;
+}
+
 }  // namespace
 
 extern "C" int
@@ -1703,6 +1770,13 @@ fpx_shim_remove_ids (FaissIndex *index_c, const FaissIDSelector *selector, size_
         if (map && map->id_map.size () != (size_t) map->index->ntotal)
             bad ("remove_ids: the IDMap's id map holds " + std::to_string (map->id_map.size ())
                  + " ids but its index " + std::to_string (map->index->ntotal) + " vectors");
+        if (map) {
+            faiss::Index *inner = map->index;
+            while (auto pt = dynamic_cast<faiss::IndexPreTransform *> (inner))
+                inner = pt->index;
+            if (auto ivf = dynamic_cast<faiss::IndexIVF *> (inner))
+                return remove_mapped_ivf (map, ivf, sel, removed);
+        }
         faiss::IndexHNSW *hnsw = stored_in_hnsw (map ? map->index : index);
         if (!hnsw) {
             *removed = index->remove_ids (sel);

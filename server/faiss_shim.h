@@ -159,14 +159,6 @@ int fpx_shim_kmeans (int d, int k, int64_t n, const float *x,
     storage) reads them without a check.                                 */
 int fpx_shim_keys_are_positions (const FaissIndex *index);
 
-/*  1 if index is an IndexIDMap / IndexIDMap2 whose wrapped index (through
-    PreTransforms) is an IVF. FAISS 1.7.3's IDMap::remove_ids compacts its
-    id map but IVF lists keep their old positions, so the index is left
-    holding positions past its id map: later searches and removals read
-    id_map out of bounds, and its snapshot no longer passes the upload
-    checks. remove_ids is refused on such an index.                      */
-int fpx_shim_idmap_over_ivf (const FaissIndex *index);
-
 /*  remove_ids, also on the indexes FAISS 1.7.3 refuses it on: an
     IndexHNSW (flat-code storage: Flat, SQ, PQ, …), bare, under
     PreTransforms, or under an IndexIDMap / IndexIDMap2 (selector keys
@@ -179,7 +171,10 @@ int fpx_shim_idmap_over_ivf (const FaissIndex *index);
     needs memory beside the index (*need, OUT, about): more than cap is
     refused with FPX_ENOMEM before anything is allocated. The index is
     unchanged on any error. *removed: how many went; *rebuilt: 1 when a
-    graph was rebuilt. An IndexRefine (FAISS has no remove_ids for it)
+    graph was rebuilt. An IDMap / IDMap2 over an IVF index (through
+    PreTransforms; in-memory lists, no direct map), where FAISS leaves the
+    lists numbering vectors by their old positions, has its lists
+    compacted and renumbered. An IndexRefine (FAISS has no remove_ids for it)
     over an HNSW or flat-code base and a flat-code refine index loses the
     same positions from both. An IDMap whose id map and wrapped index
     disagree in size (changed through a view) is FPX_EINVAL, where FAISS

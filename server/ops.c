@@ -786,14 +786,6 @@ s_op_remove_ids (fpx_call_t *call)
     int rc = fpx_op_lookup_index (call, &entry);
     if (rc)
         return rc;
-    //  The object's class never changes, so no lock is needed to ask.
-    if (fpx_shim_idmap_over_ivf (entry->index)) {
-        fpx_entry_release (&entry);
-        return fpx_reply_error (call->reply, FPX_EINVAL, "remove_ids on an IDMap over an IVF "
-                                "index would leave its lists holding stale positions (FAISS "
-                                "1.7.3); IVF indexes keep ids themselves: use add_with_ids and "
-                                "remove_ids on the IVF index without the IDMap");
-    }
     FaissIDSelector *selector = NULL;
     int64_t header [2] = { 0, 0 };          //  n and 0, or lo and hi
     fpx_record_t record = { .kind = FPX_REC_REMOVE_RANGE, .parts = { header },

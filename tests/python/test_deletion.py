@@ -1,5 +1,7 @@
-"""remove_ids on HNSW indexes, which FAISS 1.7.3 refuses in-process and
-faissproxyd answers by rebuilding the graph from the vectors kept.
+"""remove_ids where FAISS 1.7.3 refuses it in-process (HNSW indexes, bare
+or wrapped; IndexRefineFlat) or leaves the index inconsistent (an IDMap
+over an IVF index), and faissproxyd removes: by rebuilding the graph
+from the vectors kept, or renumbering the IVF lists.
 
 The reference for each case is built here with local FAISS: a new index
 of the same structure (trained alike), given in one add on one OpenMP
@@ -175,3 +177,31 @@ def test_refine_remove_ids(lfaiss, rfaiss, data, base):
     one_thread_add(lfaiss, reference, kept)
     assert_same_search(reference.search(xq, K), remote.search(xq, K))
     np.testing.assert_array_equal(remote.reconstruct_n(0, remote.ntotal), kept)
+
+
+def test_idmap_over_ivf_remove_ids(lfaiss, rfaiss, data):
+    """FAISS 1.7.3 leaves the IVF lists of an IDMap numbering vectors by
+    their old positions; faissproxyd renumbers them: the index answers as
+    a new one given the vectors kept."""
+    xt, xb, xq = data
+    d = xb.shape[1]
+
+    def make(f):
+        ivf = f.IndexIVFFlat(f.IndexFlatL2(d), d, 16)
+        ivf.nprobe = 4
+        index = f.IndexIDMap2(ivf)
+        index.train(xt)
+        return index
+
+    ids = np.arange(len(xb), dtype="int64") * 3 + 17
+    remote = make(rfaiss)
+    remote.add_with_ids(xb, ids)
+    xb_kept, kept_ids = xb, ids
+    for sel in (ids[::4], ids[100:400], np.array([-1, ids[5], ids[5], 2], dtype="int64")):
+        xb_kept, kept_ids, removed = kept_after(lfaiss, xb_kept, kept_ids, sel)
+        assert remote.remove_ids(sel) == removed
+        assert remote.ntotal == len(kept_ids)
+        np.testing.assert_array_equal(rfaiss.vector_to_array(remote.id_map), kept_ids)
+        reference = make(lfaiss)
+        reference.add_with_ids(xb_kept, kept_ids)
+        assert_same_search(reference.search(xq, K), remote.search(xq, K))
