@@ -1671,6 +1671,28 @@ remove_refined (faiss::IndexRefine *refine, const faiss::IDSelector &sel, size_t
     return 0;
 }
 
+//  The ids of a remove_ids request, sorted and deduplicated: 8 bytes an
+//  id, where FAISS's IDSelectorBatch hashes them at several times that
+//  (a 256 MiB frame of ids asked it for gigabytes).
+struct SortedIds : faiss::IDSelector {
+    std::vector<faiss::Index::idx_t> ids;
+    bool is_member (faiss::Index::idx_t id) const override
+    {
+        return std::binary_search (ids.begin (), ids.end (), id);
+    }
+};
+
+//  Whether index removes through an IVF hashtable direct map, which takes
+//  only an IDSelectorArray (and reads its ids, never is_member).
+bool
+removes_by_hashtable (const faiss::Index *index)
+{
+    while (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (index))
+        index = pt->index;
+    auto ivf = dynamic_cast<const faiss::IndexIVF *> (index);
+    return ivf && ivf->direct_map.type == faiss::DirectMap::Hashtable;
+}
+
 //  An IDMap over an IVF index (through PreTransforms). The IVF lists
 //  number their vectors by position in the id map; FAISS 1.7.3's
 //  IDMap::remove_ids compacts the id map but leaves the survivors' numbers
@@ -1753,6 +1775,23 @@ remove_mapped_ivf (faiss::IndexIDMap *map, faiss::IndexIVF *ivf, const faiss::ID
 }  // namespace
 
 extern "C" int
+fpx_shim_id_selector (int64_t n, const int64_t *ids, FaissIDSelector **selector_p,
+                      char *err, size_t err_size)
+{
+    *selector_p = nullptr;
+    return guarded (err, err_size, [&] () -> int {
+        std::unique_ptr<SortedIds> sorted (new SortedIds ());
+        sorted->ids.assign (ids, ids + n);
+        std::sort (sorted->ids.begin (), sorted->ids.end ());
+        sorted->ids.erase (std::unique (sorted->ids.begin (), sorted->ids.end ()),
+                           sorted->ids.end ());
+        *selector_p = reinterpret_cast<FaissIDSelector *> (
+            static_cast<faiss::IDSelector *> (sorted.release ()));
+        return 0;
+    });
+}
+
+extern "C" int
 fpx_shim_remove_ids (FaissIndex *index_c, const FaissIDSelector *selector, size_t cap,
                      size_t *removed, size_t *need, int *rebuilt, char *err, size_t err_size)
 {
@@ -1779,7 +1818,13 @@ fpx_shim_remove_ids (FaissIndex *index_c, const FaissIDSelector *selector, size_
         }
         faiss::IndexHNSW *hnsw = stored_in_hnsw (map ? map->index : index);
         if (!hnsw) {
-            *removed = index->remove_ids (sel);
+            auto sorted = dynamic_cast<const SortedIds *> (&sel);
+            if (sorted && removes_by_hashtable (index)) {
+                faiss::IDSelectorArray array (sorted->ids.size (), sorted->ids.data ());
+                *removed = index->remove_ids (array);
+            }
+            else
+                *removed = index->remove_ids (sel);
             return 0;
         }
         Rebuild rebuild (index, hnsw);

@@ -159,6 +159,15 @@ int fpx_shim_kmeans (int d, int k, int64_t n, const float *x,
     storage) reads them without a check.                                 */
 int fpx_shim_keys_are_positions (const FaissIndex *index);
 
+/*  A selector of n ids (any values, duplicates allowed) for
+    fpx_shim_remove_ids: a sorted, deduplicated copy, 8 bytes an id
+    (FAISS's IDSelectorBatch hashes them at several times that), looked
+    up by binary search; an IVF index with a hashtable direct map gets
+    them as the IDSelectorArray FAISS needs there. Free it with
+    faiss_IDSelector_free. FPX_ENOMEM.                                   */
+int fpx_shim_id_selector (int64_t n, const int64_t *ids, FaissIDSelector **selector_p,
+                          char *err, size_t err_size);
+
 /*  remove_ids, also on the indexes FAISS 1.7.3 refuses it on: an
     IndexHNSW (flat-code storage: Flat, SQ, PQ, …), bare, under
     PreTransforms, or under an IndexIDMap / IndexIDMap2 (selector keys

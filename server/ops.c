@@ -796,8 +796,10 @@ s_op_remove_ids (fpx_call_t *call)
         const int64_t *ids = size % sizeof (int64_t) == 0 ? fpx_op_ids (call, 0, n) : NULL;
         if (!ids && !call->reply->status)
             fpx_reply_error (call->reply, FPX_EPROTO, "id frame size is not a multiple of 8");
-        if (ids && faiss_IDSelectorBatch_new ((FaissIDSelectorBatch **) &selector, (size_t) n, ids))
-            fpx_op_faiss_error (call, "cannot build the id selector");
+        char err [FPX_ERROR_TEXT_MAX];
+        if (ids)
+            fpx_op_shim_result (call, fpx_shim_id_selector (n, ids, &selector, err, sizeof err),
+                                err);
         header [0] = n;
         record = (fpx_record_t) { .kind = FPX_REC_REMOVE_IDS, .parts = { header, ids },
                                   .sizes = { sizeof header, size }, .nparts = 2 };

@@ -771,8 +771,8 @@ s_replay_record (FaissIndex *index, int kind, const uint8_t *p, uint64_t length,
         if (length < 16 || (kind == FPX_REC_REMOVE_IDS && (length - 16) != n * 8))
             goto malformed;
         if (kind == FPX_REC_REMOVE_IDS)
-            rc = faiss_IDSelectorBatch_new ((FaissIDSelectorBatch **) &selector, n,
-                                            (const int64_t *) (p + 16));
+            rc = fpx_shim_id_selector ((int64_t) n, (const int64_t *) (p + 16), &selector,
+                                       faiss_err, sizeof faiss_err);
         else
             rc = faiss_IDSelectorRange_new ((FaissIDSelectorRange **) &selector,
                                             (int64_t) s_get64 (p), (int64_t) s_get64 (p + 8));

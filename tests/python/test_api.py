@@ -272,8 +272,6 @@ def test_ivf_reconstruct_needs_a_direct_map_as_in_faiss(lfaiss, rfaiss, data):
     assert faiss_error(lambda: remote.reconstruct(42)) == faiss_error(lambda: local.reconstruct(42))
 
 
-@pytest.mark.xfail(strict=True, reason="faissproxyd's remove_ids always builds an IDSelectorBatch;"
-                   " FAISS needs an IDSelectorArray with a hashtable direct map")
 def test_remove_ids_with_hashtable_direct_map(lfaiss, rfaiss, data):
     local, remote = both(lfaiss, rfaiss, lambda f: filled(f, data, "ivf"))
     for index in (local, remote):
