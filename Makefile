@@ -1,5 +1,6 @@
 #  faissproxy — build, test, run, install.
 #  make run | make test | make fuzz | make deps | make install PREFIX=… DESTDIR=…
+#  make dist: a release tarball that runs on a bare Debian 12 (build/dist/).
 #  Variants: make test-asan (ASan+UBSan), make test-tsan (TSan);
 #  SANITIZE=address,undefined BUILD=build/asan builds any target that way.
 
@@ -45,7 +46,9 @@ HTTP_LIBS   := -lmicrohttpd
 PROTOCOL_SRC := $(wildcard protocol/*.c)
 SERVER_SRC   := $(wildcard server/*.c)
 SERVER_CXX   := $(wildcard server/*.cpp)
-CLIENT_SRC   := $(filter-out client-c/faissproxy_cli.c,$(wildcard client-c/*.c))
+#  The command line's own sources (not part of libfaissproxy).
+CLI_SRC      := client-c/faissproxy_cli.c client-c/fpx_vecfile.c
+CLIENT_SRC   := $(filter-out $(CLI_SRC),$(wildcard client-c/*.c))
 LOADTEST_SRC := $(wildcard client-c/loadtest/*.c)
 TEST_SRC     := $(wildcard tests/test_*.c)
 TEST_COMMON  := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
@@ -62,7 +65,7 @@ LOADTEST := $(BUILD)/bin/fpx-loadtest
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .SECONDARY:
-.PHONY: all deps run test test-c test-python test-typescript test-asan test-tsan test-docker bench fuzz install clean distclean
+.PHONY: all deps run test test-c test-python test-typescript test-asan test-tsan test-docker test-dist bench fuzz install dist clean distclean
 all: $(DAEMON) $(CLI) $(LIB_A) $(LIB_SO) $(PC_FILE) $(if $(LOADTEST_SRC),$(LOADTEST))
 
 deps:
@@ -107,7 +110,7 @@ $(PC_FILE): client-c/faissproxy.pc.in Makefile
 	@mkdir -p $(dir $@)
 	$(PC_SED) $< > $@
 
-$(CLI): $(call obj,client-c/faissproxy_cli.c) $(LIB_A)
+$(CLI): $(call obj,$(CLI_SRC)) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(NET_LIBS)
 
@@ -122,6 +125,9 @@ $(LOADTEST): $(call obj,$(LOADTEST_SRC) server/runtime.c) $(LIB_A) $(FAISS_C_DEP
 $(BUILD)/tests/%: $(call obj,tests/%.c $(TEST_COMMON)) $(LIB_A) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
 	$(LINK_FAISS)
+
+#  The command line's vector files, tested as a module.
+$(BUILD)/tests/test_vecfile: $(call obj,client-c/fpx_vecfile.c)
 
 #  Fuzz targets (tests/fuzz/, docs/FUZZING.md). Built without a fuzzing
 #  engine they are test programs that replay a generated seed corpus and
@@ -198,6 +204,7 @@ test: deps
 	@$(MAKE) --no-print-directory test-python
 	@$(MAKE) --no-print-directory test-typescript
 	@$(MAKE) --no-print-directory test-docker
+	@$(MAKE) --no-print-directory test-dist
 	@$(MAKE) --no-print-directory test-asan
 
 test-c: all $(TESTS) $(FUZZ_TESTS) $(FUZZ_LIVE)
@@ -208,7 +215,7 @@ test-c: all $(TESTS) $(FUZZ_TESTS) $(FUZZ_LIVE)
 
 #  The Python drop-in against a real server, compared with Debian's FAISS.
 test-python: all
-	@FPX_DAEMON=$(abspath $(DAEMON)) FAISS_PROXY_LIB=$(abspath $(LIB_SO)) \
+	@FPX_DAEMON=$(abspath $(DAEMON)) FPX_CLI=$(abspath $(CLI)) FAISS_PROXY_LIB=$(abspath $(LIB_SO)) \
 	    PYTHONPATH=$(abspath python-shim) $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
 
 #  The TypeScript client (clients/typescript): npm ci, tsc, node --test
@@ -229,6 +236,12 @@ test-asan:
 #  skipped, saying why, otherwise. Part of make test.
 test-docker: all
 	@tests/test_docker.sh
+
+#  The release tarball, unpacked in a bare Debian 12 root (debootstrap
+#  minbase, made once in build/deps/minbase-root) and run there; skipped,
+#  saying why, where not root. Part of make test.
+test-dist: dist
+	@tests/test_dist.sh $(DIST_TARBALL)
 
 test-tsan:
 	@$(MAKE) --no-print-directory BUILD=build/tsan SANITIZE=thread OPT=-O1 test-c
@@ -264,8 +277,25 @@ install: all
 	    printf '#  Written by make install: where libfaissproxy was installed.\nLIBDIR = %s\n' \
 	        "'$(PREFIX)/lib'" > $(DESTDIR)$(PYTHON_SITE)/faiss_proxy/_install.py; fi
 
+#  make dist: build/dist/faissproxy-VERSION-linux-ARCH.tar.gz, a make install
+#  tree for /opt/faissproxy plus every shared library a bare Debian 12
+#  lacks, with their licences (scripts/dist.sh; docs/OPERATIONS.md,
+#  "Release tarball"). FAISS and msgpack's inline functions are linked in.
+DIST_ARCH    := $(shell dpkg --print-architecture 2>/dev/null || uname -m)
+DIST_NAME    := faissproxy-$(VERSION)-linux-$(DIST_ARCH)
+DIST_PREFIX  := /opt/faissproxy
+DIST_STAGE   := $(BUILD)/dist/stage
+DIST_TARBALL := $(BUILD)/dist/$(DIST_NAME).tar.gz
+dist: all
+	@$(if $(SANITIZE),echo "make dist: a plain build only (SANITIZE is set)" >&2; exit 1)
+	rm -rf $(DIST_STAGE)
+	@$(MAKE) --no-print-directory -s PREFIX=$(DIST_PREFIX) DESTDIR=$(abspath $(DIST_STAGE)) install
+	mv $(DIST_STAGE)$(DIST_PREFIX) $(DIST_STAGE)/$(DIST_NAME)
+	scripts/dist.sh $(DIST_STAGE)/$(DIST_NAME) $(DIST_TARBALL) $(filter %.a,$(FAISS_LIBDIR)) \
+	    $(firstword $(wildcard /usr/include/msgpack.h /usr/local/include/msgpack.h))
+
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/bin $(BUILD)/lib $(BUILD)/tests $(BUILD)/fuzz build/asan build/tsan build/fuzz-engine
+	rm -rf $(BUILD)/obj $(BUILD)/bin $(BUILD)/lib $(BUILD)/tests $(BUILD)/fuzz $(BUILD)/dist build/asan build/tsan build/fuzz-engine
 
 distclean:
 	rm -rf build

@@ -151,10 +151,82 @@ typedef struct {
     char server_version [32];
     int protocol_version;
     char faiss_version [32];
+    int recovering;             //  1 while the server still loads its indexes
 } fpx_server_info_t;
 
-/*  Round trip to the server. info may be NULL.                          */
+/*  Round trip to the server. info may be NULL. Answered at once, also
+    while the server recovers its indexes from disk (info->recovering);
+    meanwhile other requests are sent again until recovery ends or their
+    timeout passes (then FPX_ERECOVERING).                               */
 int fpx_ping (fpx_client_t *self, fpx_server_info_t *info /* OUT */);
+
+/* ---- server statistics: info ---------------------------------------------
+    What the server and this key's tenant are doing (docs/PROTOCOL.md,
+    "info"): uptime, requests by opcode and status, latency percentiles,
+    queue depth, memory and disk per index, quotas. A key sees its own
+    tenant's figures and the server's aggregates only (docs/SECURITY.md).
+
+    The reply is kept in an opaque handle, read through the accessors
+    below, so that figures a newer server adds need no new structure.
+    A figure is named by its path: the keys from the top joined by '.',
+    an array element by its position: "uptime_s",
+    "requests.search.FPX_OK", "latency.search.p99",
+    "index_list.0.memory_bytes". Map keys holding a '.' (the server sends
+    none) are reachable by walking (fpx_info_count, fpx_info_key).      */
+
+typedef struct _fpx_info_t fpx_info_t;
+
+typedef enum {
+    FPX_INFO_NONE = 0,         /* no such figure                           */
+    FPX_INFO_INT, FPX_INFO_DOUBLE, FPX_INFO_STR, FPX_INFO_BOOL, FPX_INFO_NIL
+} fpx_info_type_t;
+
+#define FPX_INFO_ALL 1         /* flag: the server's totals and every tenant's
+                                  usage too; needs an admin key (FPX_EPERM) */
+#define FPX_INFO_INDEXES_MAX 1000
+
+/*  Asks the server for its figures. max_indexes: how many of the tenant's
+    named indexes to list under "index_list" (sorted by name; 0: the
+    server's default, 100; < 0: none; at most FPX_INFO_INDEXES_MAX);
+    "index_list_truncated" says whether some were left out. flags: 0 or
+    FPX_INFO_ALL. *info_p receives a handle the caller frees with
+    fpx_info_free. FPX_EINVAL for a bad argument, FPX_EPERM for
+    FPX_INFO_ALL without an admin key, FPX_EPROTO for a reply past the
+    decoder's bounds (paths of 256 bytes, 65536 figures).               */
+int fpx_info (fpx_client_t *self, int max_indexes, int flags, fpx_info_t **info_p /* OUT */);
+
+/*  Frees the handle and sets *info_p to NULL. Accepts NULL.            */
+void fpx_info_free (fpx_info_t **info_p);
+
+/*  The figures (scalars: maps and arrays are walked into), in the order
+    the server sent them: how many, and the path and type of the i-th
+    (NULL / FPX_INFO_NONE past the end). The string is the handle's.    */
+size_t fpx_info_count (const fpx_info_t *info);
+const char *fpx_info_key (const fpx_info_t *info, size_t i);
+fpx_info_type_t fpx_info_type_at (const fpx_info_t *info, size_t i);
+
+/*  The type of the figure at path (FPX_INFO_NONE when absent).          */
+fpx_info_type_t fpx_info_type (const fpx_info_t *info, const char *path);
+
+/*  Reads a figure: 0, or FPX_ENOTFOUND when path is absent, FPX_EINVAL
+    when its type does not convert (ints and bools read as int or
+    double; doubles as double only). *out is untouched on failure.      */
+int fpx_info_int (const fpx_info_t *info, const char *path, int64_t *out /* OUT */);
+int fpx_info_double (const fpx_info_t *info, const char *path, double *out /* OUT */);
+
+/*  A string figure (the handle's, NUL-terminated; other bytes than
+    printable ASCII as '?'), or NULL when absent or not a string.       */
+const char *fpx_info_str (const fpx_info_t *info, const char *path);
+
+/*  The index-th figure's value as text, as `faissproxy info` prints it
+    ("12", "0.000125", "true", the string). The handle's; NULL past the
+    end.                                                                 */
+const char *fpx_info_text_at (const fpx_info_t *info, size_t i);
+
+/*  The whole reply as one JSON object, nested as the server sent it
+    (non-finite doubles as null, bytes outside printable ASCII as
+    \u00XX). The handle's string.                                        */
+const char *fpx_info_json (const fpx_info_t *info);
 
 /* ---- index lifecycle --------------------------------------------------- */
 

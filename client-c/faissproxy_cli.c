@@ -1,8 +1,9 @@
 /*  faissproxy_cli.c — `faissproxy`, the admin and debug command line of
     faissproxyd (as redis-cli is to redis).
 
-    Built only on the public API (faissproxy.h): it must not include
-    protocol/ headers nor speak the wire format itself. keygen is local:
+    Built only on the public API (faissproxy.h) and its own vector-file
+    module (fpx_vecfile.h, for import, export, add and search): it must
+    not include protocol/ headers nor speak the wire format itself. keygen is local:
     libsodium and libzmq's key functions, no server.
     Output for people on stdout; errors on stderr as "faissproxy: <message>".
     Exit status: 0 success, 1 any error, 2 usage error.
@@ -22,6 +23,7 @@
 #include <zmq.h>
 
 #include "faissproxy.h"
+#include "fpx_vecfile.h"
 
 #define EXIT_USAGE 2
 
@@ -32,6 +34,16 @@ static const char *s_usage =
     "commands:\n"
     "  ping                              server, protocol and FAISS versions, and the\n"
     "                                    round-trip time of a connected ping in µs\n"
+    "  info [--json] [--all] [--indexes N]\n"
+    "                                    the server's and this tenant's figures as\n"
+    "                                    key:value lines in sections (# Server, # Requests,\n"
+    "                                    # Latency, # Memory, # Indexes): uptime, requests\n"
+    "                                    by opcode and status, latency percentiles, queue,\n"
+    "                                    memory and disk per index; --json: one JSON\n"
+    "                                    object; --all (admin key): also the server's\n"
+    "                                    totals and every tenant's usage (# All tenants);\n"
+    "                                    --indexes N: list up to N indexes (default 100,\n"
+    "                                    at most 1000)\n"
     "  list                              this tenant's named indexes, one per line\n"
     "  create NAME DIM FACTORY [l2|ip]   create a named index (metric default: l2)\n"
     "  describe NAME                     an index's description, memory bytes included\n"
@@ -44,6 +56,25 @@ static const char *s_usage =
     "                                    file faiss.write_index wrote); NAME must not exist;\n"
     "                                    FACTORY is kept as its factory string (default:\n"
     "                                    the one the server recovers from the structure)\n"
+    "  import NAME FILE [OPTIONS]        add FILE's vectors (.npy float32 (rows, d), .fvecs,\n"
+    "                                    .bvecs) to index NAME in batches, in file order;\n"
+    "                                    run again, it resumes after the rows NAME holds\n"
+    "      --ids IDS.npy                 add_with_ids, ids from a .npy of int64 (rows)\n"
+    "      --batch N                     vectors per request (default: about 8 MiB)\n"
+    "      --train N                     train an untrained index on FILE's first N rows\n"
+    "      --offset N                    FILE's first row is NAME's vector N (default 0)\n"
+    "      --no-verify                   resume without reading rows back to check them\n"
+    "  export NAME FILE [--batch N]      write NAME's vectors 0 … ntotal − 1 to FILE\n"
+    "                                    (.npy or .fvecs)\n"
+    "  add NAME [FILE|-] [--batch N]     add vectors from FILE (.npy, .fvecs, .bvecs, .txt,\n"
+    "                                    .csv) or from standard input: one vector a line,\n"
+    "                                    numbers separated by spaces or commas\n"
+    "  search NAME [FILE|-] [OPTIONS]    the k nearest neighbours of each query vector\n"
+    "                                    (read as add reads them): \"QUERY: ID (DISTANCE), …\"\n"
+    "      -k K                          neighbours per query (default 10)\n"
+    "      --json                        one JSON object a query: query, ids, distances\n"
+    "      --nprobe N, --ef-search N     search parameters of this search only\n"
+    "      --batch N                     queries per request\n"
     "  keygen TENANT [ROLE]              print a new API key and the line for the server's\n"
     "                                    --keys-file (ROLE read, write (default) or admin)\n"
     "  keygen --curve FILE               write a new CURVE key pair for faissproxyd\n"
@@ -61,8 +92,9 @@ static const char *s_usage =
     "                      authenticate the server; default $FAISS_PROXY_SERVER_KEY,\n"
     "                      else a plain connection\n"
     "  --timeout MS        per-call timeout; default $FAISS_PROXY_TIMEOUT_MS, else 30000;\n"
-    "                      negative waits forever. restore and backup are not cut by\n"
-    "                      it: they wait as long as the connection lives\n"
+    "                      negative waits forever. restore, backup and the adds and\n"
+    "                      training of import and add are not cut by it: they wait\n"
+    "                      as long as the connection lives\n"
     "  --connect-timeout MS  how long to wait for a connection; default\n"
     "                      $FAISS_PROXY_CONNECT_TIMEOUT_MS, else 5000 (a refused\n"
     "                      connection fails at once)\n"
@@ -80,6 +112,19 @@ typedef struct {
     int argc;                   //  command and its arguments
     char **argv;
 } s_options_t;
+
+//  Options of the data commands (import, export, add, search), given
+//  after the command; 0 / NULL / false when not given.
+typedef struct {
+    const char *ids;            //  import --ids FILE
+    int64_t batch;              //  --batch N: rows per request
+    int64_t train;              //  import --train N
+    int64_t offset;             //  import --offset N
+    bool no_verify;             //  import --no-verify
+    int k;                      //  search -k K
+    int nprobe, ef_search;      //  search --nprobe, --ef-search
+    bool json;                  //  search --json
+} s_flags_t;
 
 static int
 s_usage_error (const char *format, const char *detail)
@@ -113,9 +158,9 @@ s_parse_int (const char *text, int *out)
 /* ---- commands ---------------------------------------------------------- */
 
 static int
-s_cmd_ping (fpx_client_t *client, char **args)
+s_cmd_ping (fpx_client_t *client, char **args, const s_flags_t *flags)
 {
-    (void) args;
+    (void) args, (void) flags;
     //  The first ping connects; the second measures a true round trip.
     fpx_server_info_t info;
     if (fpx_ping (client, &info))
@@ -135,9 +180,9 @@ s_cmd_ping (fpx_client_t *client, char **args)
 }
 
 static int
-s_cmd_list (fpx_client_t *client, char **args)
+s_cmd_list (fpx_client_t *client, char **args, const s_flags_t *flags)
 {
-    (void) args;
+    (void) args, (void) flags;
     char **names;
     size_t count;
     if (fpx_index_list (client, &names, &count))
@@ -174,8 +219,9 @@ s_print_info (const fpx_index_info_t *info)
 }
 
 static int
-s_cmd_create (fpx_client_t *client, char **args)
+s_cmd_create (fpx_client_t *client, char **args, const s_flags_t *flags)
 {
+    (void) flags;
     int d;
     if (!s_parse_int (args [1], &d))
         return s_usage_error ("DIM must be an integer, got '%s'", args [1]);
@@ -193,8 +239,9 @@ s_cmd_create (fpx_client_t *client, char **args)
 }
 
 static int
-s_cmd_describe (fpx_client_t *client, char **args)
+s_cmd_describe (fpx_client_t *client, char **args, const s_flags_t *flags)
 {
+    (void) flags;
     fpx_index_info_t info;
     if (fpx_index_describe (client, args [0], 1, &info))
         return s_fail (client);
@@ -203,8 +250,9 @@ s_cmd_describe (fpx_client_t *client, char **args)
 }
 
 static int
-s_cmd_drop (fpx_client_t *client, char **args)
+s_cmd_drop (fpx_client_t *client, char **args, const s_flags_t *flags)
 {
+    (void) flags;
     if (fpx_index_drop (client, args [0]))
         return s_fail (client);
     printf ("dropped %s\n", args [0]);
@@ -212,8 +260,9 @@ s_cmd_drop (fpx_client_t *client, char **args)
 }
 
 static int
-s_cmd_save (fpx_client_t *client, char **args)
+s_cmd_save (fpx_client_t *client, char **args, const s_flags_t *flags)
 {
+    (void) flags;
     if (fpx_index_save (client, args [0]))
         return s_fail (client);
     printf ("saved %s\n", args [0]);
@@ -236,8 +285,9 @@ s_file_read (void *arg, uint8_t *data, size_t size)
 //  failed backup never leaves a truncated file under its name; the index
 //  is never held whole in this process (it comes in chunks).
 static int
-s_cmd_backup (fpx_client_t *client, char **args)
+s_cmd_backup (fpx_client_t *client, char **args, const s_flags_t *flags)
 {
+    (void) flags;
     char tmp [PATH_MAX];
     if (snprintf (tmp, sizeof tmp, "%s.tmp", args [1]) >= (int) sizeof tmp) {
         fprintf (stderr, "faissproxy: path too long: %s\n", args [1]);
@@ -269,8 +319,9 @@ s_cmd_backup (fpx_client_t *client, char **args)
 //  the index's factory string; without it the server recovers one from
 //  the index's structure when FAISS's index_factory has one.
 static int
-s_cmd_restore (fpx_client_t *client, char **args)
+s_cmd_restore (fpx_client_t *client, char **args, const s_flags_t *flags)
 {
+    (void) flags;
     FILE *file = fopen (args [1], "rb");
     long size = -1;
     if (file && fseek (file, 0, SEEK_END) == 0)
@@ -304,21 +355,689 @@ s_cmd_restore (fpx_client_t *client, char **args)
     return EXIT_SUCCESS;
 }
 
+/* ---- info ---------------------------------------------------------------- */
+
+//  Sections of `faissproxy info`, by a figure's first key. A figure no
+//  section names (from a newer server) goes to "# Other": nothing is lost.
+#define S_SECTION_KEYS 24
+typedef struct {
+    const char *title;
+    const char *keys [S_SECTION_KEYS];  //  first keys of its figures
+    bool strip;                //  print paths without their first key
+} s_section_t;
+
+static const s_section_t s_sections [] = {
+    { "Server", { "server_version", "protocol_version", "faiss_version", "recovering", "tenant",
+                  "role", "uptime_s", "workers", "queue_depth", "in_flight", "connections",
+                  "batched_searches", "batched_calls", "transfers", "transfer_bytes" }, false },
+    { "Requests", { "requests" }, true },
+    { "Latency", { "latency" }, true },
+    { "Memory", { "rss_bytes", "memory_bytes", "disk_bytes", "vectors", "objects", "quotas" }, false },
+    { "Indexes", { "indexes", "index_list_truncated", "index_list" }, false },
+    { "All tenants", { "server" }, true },
+};
+#define S_SECTIONS ((int) (sizeof s_sections / sizeof s_sections [0]))
+
+//  The section of a figure's path (S_SECTIONS: "Other").
+static int
+s_section_of (const char *path)
+{
+    size_t top = strcspn (path, ".");
+    for (int s = 0; s < S_SECTIONS; s++)
+        for (int k = 0; k < S_SECTION_KEYS && s_sections [s].keys [k]; k++)
+            if (strlen (s_sections [s].keys [k]) == top
+            &&  strncmp (s_sections [s].keys [k], path, top) == 0)
+                return s;
+    return S_SECTIONS;
+}
+
+//  Whether path is in the array at prefix ("index_list."), printed as rows.
+static bool
+s_in_rows (const char *path)
+{
+    return strncmp (path, "index_list.", 11) == 0 || strncmp (path, "server.tenants.", 15) == 0;
+}
+
+//  One line per element of the array `array` ("index_list"): its `label`
+//  field, then its other fields as key=value (like redis's # Keyspace).
+static void
+s_print_rows (const fpx_info_t *info, const char *array, const char *label)
+{
+    for (int row = 0; ; row++) {
+        char prefix [64], path [96];
+        int len = snprintf (prefix, sizeof prefix, "%s.%d.", array, row);
+        snprintf (path, sizeof path, "%s%s", prefix, label);
+        const char *name = fpx_info_str (info, path);
+        if (!name)
+            break;
+        printf ("%s:", name);
+        const char *comma = "";
+        for (size_t i = 0; i < fpx_info_count (info); i++) {
+            const char *key = fpx_info_key (info, i);
+            if (strncmp (key, prefix, (size_t) len) == 0 && strcmp (key + len, label) != 0) {
+                printf ("%s%s=%s", comma, key + len, fpx_info_text_at (info, i));
+                comma = ",";
+            }
+        }
+        printf ("\n");
+    }
+}
+
+/* ---- data: import, export, add, search ----------------------------------
+    Vectors pass through a buffer of one batch (--batch rows, by default
+    about S_BATCH_BYTES): a file of any size is never held whole here.  */
+
+//  Default request size of the data commands, and the largest batch a
+//  command line may ask for (the server's message limit applies too).
+#define S_BATCH_BYTES      (8 << 20)
+#define S_BATCH_BYTES_MAX  (1LL << 30)
+//  How often a progress line is redrawn at most (seconds).
+#define S_PROGRESS_PERIOD  0.25
+//  import's resume check: a reconstructed row may differ from the file's
+//  by this much (squared distance over squared norm): 0 for indexes that
+//  store vectors whole, within it for most compressed ones; another file's
+//  row is much farther.
+#define S_VERIFY_TOLERANCE 0.1
+
+static double
+s_now (void)
+{
+    struct timespec now;
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    return (double) now.tv_sec + (double) now.tv_nsec / 1e9;
+}
+
+//  A progress line on a terminal (stderr); nothing when stderr is not one.
+typedef struct {
+    bool tty;
+    const char *verb;           //  "imported", "exported"
+    int64_t total, first;       //  the rows in all, the first one of this run
+    double start, drawn;
+} s_progress_t;
+
+static void
+s_progress_start (s_progress_t *self, const char *verb, int64_t first, int64_t total)
+{
+    *self = (s_progress_t) { .tty = isatty (STDERR_FILENO) == 1, .verb = verb, .total = total,
+                             .first = first, .start = s_now () };
+}
+
+static void
+s_progress_draw (s_progress_t *self, int64_t done)
+{
+    double now = s_now ();
+    if (!self->tty || (now - self->drawn < S_PROGRESS_PERIOD && done < self->total))
+        return;
+    self->drawn = now;
+    double elapsed = now - self->start;
+    double rate = elapsed > 0 ? (double) (done - self->first) / elapsed : 0;
+    double fraction = self->total > 0 ? (double) done / (double) self->total : 1;
+    char bar [21];
+    int filled = (int) (fraction * 20);
+    for (int i = 0; i < 20; i++)
+        bar [i] = i < filled ? '#' : '.';
+    bar [20] = 0;
+    char eta [32] = "--:--";
+    if (rate > 0) {
+        long long seconds = (long long) ((double) (self->total - done) / rate);
+        snprintf (eta, sizeof eta, "%lld:%02lld:%02lld", seconds / 3600, seconds / 60 % 60,
+                  seconds % 60);
+    }
+    fprintf (stderr, "\r[%s] %lld/%lld rows %5.1f%%  %.0f vectors/s  ETA %s\033[K", bar,
+             (long long) done, (long long) self->total, 100 * fraction, rate, eta);
+}
+
+//  Clears the progress line; returns the seconds since the start.
+static double
+s_progress_end (s_progress_t *self)
+{
+    if (self->tty && self->drawn > 0)
+        fprintf (stderr, "\r\033[K");
+    return s_now () - self->start;
+}
+
+static double
+s_rate (int64_t rows, double seconds)
+{
+    return seconds > 0 ? (double) rows / seconds : 0;
+}
+
+//  Rows per request: --batch, else about S_BATCH_BYTES of row_bytes rows.
+//  -1 (after the message) when --batch asks for too much.
+static int64_t
+s_batch_rows (const s_flags_t *flags, size_t row_bytes)
+{
+    if (row_bytes > (size_t) S_BATCH_BYTES_MAX) {
+        fprintf (stderr, "faissproxy: %zu bytes a vector (with its results) is more than "
+                 "%lld MiB\n", row_bytes, S_BATCH_BYTES_MAX >> 20);
+        return -1;
+    }
+    if (flags->batch > 0) {
+        if (flags->batch > S_BATCH_BYTES_MAX / (int64_t) row_bytes) {
+            fprintf (stderr, "faissproxy: --batch %lld: %zu bytes a row is more than %lld MiB "
+                     "a batch\n", (long long) flags->batch, row_bytes, S_BATCH_BYTES_MAX >> 20);
+            return -1;
+        }
+        return flags->batch;
+    }
+    int64_t rows = S_BATCH_BYTES / (int64_t) row_bytes;
+    return rows > 0 ? rows : 1;
+}
+
+static int
+s_vecfile_fail (fpx_vecfile_t **file_p)
+{
+    fprintf (stderr, "faissproxy: %s\n", fpx_vecfile_errmsg (*file_p));
+    fpx_vecfile_close (file_p, false, NULL, 0);
+    return EXIT_FAILURE;
+}
+
+//  import's resume check: the index's vectors for rows [row, row + count)
+//  of the file (count 1 or 2; keys offset + row, or the rows' ids) are
+//  those rows. Two consecutive rows without ids are read back in one
+//  reconstruct_n, which IVF indexes answer without a direct map. 0 when
+//  they are; 1 (after the message) when not, or when they cannot be read.
+static int
+s_verify_rows (fpx_client_t *client, const fpx_index_info_t *info, fpx_vecfile_t *file,
+               fpx_vecfile_t *ids, int64_t offset, int64_t row, int count, float *scratch)
+{
+    int d = info->d;
+    float *expected = scratch, *stored = scratch + 2 * d;
+    int64_t keys [2] = { offset + row, offset + row + 1 };
+    if (fpx_vecfile_seek (file, row) || fpx_vecfile_read (file, expected, count) != count) {
+        fprintf (stderr, "faissproxy: %s\n", fpx_vecfile_errmsg (file));
+        return 1;
+    }
+    if (ids && (fpx_vecfile_seek (ids, row) || fpx_vecfile_read_ids (ids, keys, count) != count)) {
+        fprintf (stderr, "faissproxy: %s\n", fpx_vecfile_errmsg (ids));
+        return 1;
+    }
+    int rc = 0;
+    if (ids)
+        for (int i = 0; i < count && !rc; i++)
+            rc = fpx_reconstruct (client, info->name, keys [i], d, stored + i * d);
+    else
+        rc = fpx_reconstruct_n (client, info->name, keys [0], count, d, stored);
+    if (rc == FPX_EFAISS || rc == FPX_EINVAL) {
+        fprintf (stderr, "faissproxy: cannot check that %s holds the file's first rows: its "
+                 "vector %lld cannot be read back (%s); --no-verify resumes without the check\n",
+                 info->name, (long long) keys [0], fpx_client_errmsg (client));
+        return 1;
+    }
+    if (rc)
+        return s_fail (client);
+    for (int i = 0; i < count; i++) {
+        double error = 0, norm = 0;
+        for (int j = 0; j < d; j++) {
+            double diff = (double) stored [i * d + j] - expected [i * d + j];
+            error += diff * diff;
+            norm += (double) expected [i * d + j] * expected [i * d + j];
+        }
+        if (error > S_VERIFY_TOLERANCE * norm || (norm == 0 && error > 0)) {
+            fprintf (stderr, "faissproxy: %s's vector %lld is not row %lld of the file: the "
+                     "index was not filled from this file in order (see --offset), or stores "
+                     "vectors too coarsely to tell (--no-verify)\n", info->name,
+                     (long long) keys [i], (long long) (row + i));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+//  --train N: trains an untrained index on the file's first N rows.
+static int
+s_import_train (fpx_client_t *client, const fpx_index_info_t *info, fpx_vecfile_t *file,
+                int64_t n)
+{
+    int64_t rows = fpx_vecfile_rows (file);
+    n = n < rows ? n : rows;
+    size_t row_bytes = (size_t) info->d * sizeof (float);
+    if (n > S_BATCH_BYTES_MAX / (int64_t) row_bytes) {
+        fprintf (stderr, "faissproxy: --train %lld: more than %lld MiB of vectors\n",
+                 (long long) n, S_BATCH_BYTES_MAX >> 20);
+        return EXIT_FAILURE;
+    }
+    float *x = malloc ((size_t) (n > 0 ? n : 1) * row_bytes);
+    if (!x) {
+        fprintf (stderr, "faissproxy: out of memory for %lld training vectors\n", (long long) n);
+        return EXIT_FAILURE;
+    }
+    int status = EXIT_SUCCESS;
+    if (fpx_vecfile_seek (file, 0) || fpx_vecfile_read (file, x, n) != n) {
+        fprintf (stderr, "faissproxy: %s\n", fpx_vecfile_errmsg (file));
+        status = EXIT_FAILURE;
+    }
+    else {
+        if (isatty (STDERR_FILENO) == 1)
+            fprintf (stderr, "training %s on %lld rows…\n", info->name, (long long) n);
+        if (fpx_train (client, info->name, n, info->d, x))
+            status = s_fail (client);
+    }
+    free (x);
+    return status;
+}
+
+//  Where an import starts: the rows of the file the index already holds
+//  (ntotal − offset), after checking that they are that file's. *start
+//  receives it; returns an exit status, -1 to go on.
+static int
+s_import_start (fpx_client_t *client, const fpx_index_info_t *info, fpx_vecfile_t *file,
+                fpx_vecfile_t *ids, const s_flags_t *flags, int64_t *start)
+{
+    int64_t rows = fpx_vecfile_rows (file);
+    int64_t done = info->ntotal - flags->offset;
+    if (done < 0) {
+        fprintf (stderr, "faissproxy: %s holds %lld vectors, fewer than --offset %lld\n",
+                 info->name, (long long) info->ntotal, (long long) flags->offset);
+        return EXIT_FAILURE;
+    }
+    if (done > rows) {
+        fprintf (stderr, "faissproxy: %s holds %lld vectors, more than the file's %lld rows%s: "
+                 "it was not filled from this file alone (--offset N: the file starts at "
+                 "the index's vector N)\n", info->name, (long long) info->ntotal,
+                 (long long) rows, flags->offset ? " after --offset" : "");
+        return EXIT_FAILURE;
+    }
+    if (done > 0 && !flags->no_verify) {
+        //  The first two rows and the last two the index holds.
+        float *scratch = malloc (4 * (size_t) info->d * sizeof (float));
+        if (!scratch) {
+            fprintf (stderr, "faissproxy: out of memory\n");
+            return EXIT_FAILURE;
+        }
+        int count = done > 1 ? 2 : 1;
+        int failed = s_verify_rows (client, info, file, ids, flags->offset, 0, count, scratch)
+                  || (done > 2 && s_verify_rows (client, info, file, ids, flags->offset,
+                                                 done - 2, 2, scratch));
+        free (scratch);
+        if (failed)
+            return EXIT_FAILURE;
+    }
+    *start = done;
+    return -1;
+}
+
+//  Adds rows [start, rows) of file (and ids) in batches.
+static int
+s_import_rows (fpx_client_t *client, const fpx_index_info_t *info, fpx_vecfile_t *file,
+               fpx_vecfile_t *ids, int64_t start, int64_t batch, int64_t *ntotal)
+{
+    int64_t rows = fpx_vecfile_rows (file);
+    float *x = malloc ((size_t) batch * (size_t) info->d * sizeof (float));
+    int64_t *labels = ids ? malloc ((size_t) batch * sizeof (int64_t)) : NULL;
+    if (!x || (ids && !labels)) {
+        free (x);
+        fprintf (stderr, "faissproxy: out of memory for a batch of %lld rows\n", (long long) batch);
+        return EXIT_FAILURE;
+    }
+    int status = EXIT_SUCCESS;
+    if (fpx_vecfile_seek (file, start) || (ids && fpx_vecfile_seek (ids, start))) {
+        fprintf (stderr, "faissproxy: %s\n", fpx_vecfile_errmsg (file));
+        status = EXIT_FAILURE;
+    }
+    s_progress_t progress;
+    s_progress_start (&progress, "imported", start, rows);
+    for (int64_t row = start; row < rows && status == EXIT_SUCCESS; ) {
+        int64_t n = fpx_vecfile_read (file, x, batch);
+        if (n <= 0 || (ids && fpx_vecfile_read_ids (ids, labels, n) != n)) {
+            fprintf (stderr, "\nfaissproxy: %s\n",
+                     n <= 0 ? fpx_vecfile_errmsg (file) : fpx_vecfile_errmsg (ids));
+            status = EXIT_FAILURE;
+            break;
+        }
+        int rc = ids ? fpx_add_with_ids (client, info->name, n, info->d, x, labels, ntotal)
+                     : fpx_add (client, info->name, n, info->d, x, ntotal);
+        if (rc) {
+            if (progress.tty)
+                fputc ('\n', stderr);
+            status = s_fail (client);
+            break;
+        }
+        row += n;
+        s_progress_draw (&progress, row);
+    }
+    s_progress_end (&progress);
+    free (x);
+    free (labels);
+    return status;
+}
+
+//  import NAME FILE: appends FILE's rows to NAME in file order. A re-run
+//  resumes where the index stops: docs/OPERATIONS.md, "Bulk import".
+static int
+s_cmd_import (fpx_client_t *client, char **args, const s_flags_t *flags)
+{
+    fpx_index_info_t info;
+    if (fpx_index_describe (client, args [0], 0, &info))
+        return s_fail (client);
+    char errmsg [512];
+    fpx_vecfile_t *file = fpx_vecfile_open (args [1], info.d, errmsg, sizeof errmsg);
+    fpx_vecfile_t *ids = NULL;
+    if (file && fpx_vecfile_is_text (file)) {
+        snprintf (errmsg, sizeof errmsg, "%s: import reads .npy, .fvecs or .bvecs files "
+                  "(add reads text)", args [1]);
+        fpx_vecfile_close (&file, false, NULL, 0);
+    }
+    if (file && flags->ids && (ids = fpx_vecfile_open_ids (flags->ids, errmsg, sizeof errmsg))
+    &&  fpx_vecfile_rows (ids) != fpx_vecfile_rows (file)) {
+        snprintf (errmsg, sizeof errmsg, "%s holds %lld ids for %lld vectors", flags->ids,
+                  (long long) fpx_vecfile_rows (ids), (long long) fpx_vecfile_rows (file));
+        fpx_vecfile_close (&ids, false, NULL, 0);
+    }
+    if (!file || (flags->ids && !ids)) {
+        fprintf (stderr, "faissproxy: %s\n", errmsg);
+        fpx_vecfile_close (&file, false, NULL, 0);
+        return EXIT_FAILURE;
+    }
+    int64_t rows = fpx_vecfile_rows (file), start = 0, ntotal = info.ntotal;
+    int64_t batch = s_batch_rows (flags, (size_t) info.d * sizeof (float));
+    int status = batch < 0 ? EXIT_FAILURE
+               : s_import_start (client, &info, file, ids, flags, &start);
+    if (status < 0 && !info.is_trained) {
+        if (flags->train <= 0) {
+            fprintf (stderr, "faissproxy: %s (%s) is not trained: --train N trains it on the "
+                     "file's first N rows first\n", info.name, info.class_name);
+            status = EXIT_FAILURE;
+        }
+        else
+        if (s_import_train (client, &info, file, flags->train))
+            status = EXIT_FAILURE;
+    }
+    if (status < 0 && start > 0 && isatty (STDERR_FILENO) == 1)
+        fprintf (stderr, "%s holds the file's first %lld rows: resumed at row %lld\n",
+                 info.name, (long long) start, (long long) start);
+    double started = s_now ();
+    if (status < 0 && start < rows)
+        status = s_import_rows (client, &info, file, ids, start, batch, &ntotal);
+    if (status < 0 || status == EXIT_SUCCESS) {
+        double seconds = s_now () - started;
+        if (start == rows)
+            printf ("%s already holds the %lld rows of %s: nothing to import (ntotal %lld)\n",
+                    info.name, (long long) rows, args [1], (long long) ntotal);
+        else {
+            char resumed [64] = "";
+            if (start > 0)
+                snprintf (resumed, sizeof resumed, " (resumed at row %lld)", (long long) start);
+            printf ("imported rows %lld..%lld of %s into %s%s in %.2f s (%.0f vectors/s); "
+                    "ntotal %lld\n", (long long) start, (long long) rows - 1, args [1],
+                    info.name, resumed, seconds, s_rate (rows - start, seconds),
+                    (long long) ntotal);
+        }
+        status = EXIT_SUCCESS;
+    }
+    fpx_vecfile_close (&ids, false, NULL, 0);
+    fpx_vecfile_close (&file, false, NULL, 0);
+    return status;
+}
+
+//  export NAME FILE: the index's vectors 0 … ntotal − 1, by reconstruct_n
+//  in batches, to FILE (.npy or .fvecs), written whole or not at all.
+static int
+s_cmd_export (fpx_client_t *client, char **args, const s_flags_t *flags)
+{
+    fpx_index_info_t info;
+    if (fpx_index_describe (client, args [0], 0, &info))
+        return s_fail (client);
+    int64_t batch = s_batch_rows (flags, (size_t) info.d * sizeof (float));
+    if (batch < 0)
+        return EXIT_FAILURE;
+    char errmsg [512];
+    fpx_vecfile_t *file = fpx_vecfile_create (args [1], info.d, info.ntotal, errmsg, sizeof errmsg);
+    if (!file) {
+        fprintf (stderr, "faissproxy: %s\n", errmsg);
+        return EXIT_FAILURE;
+    }
+    float *x = malloc ((size_t) batch * (size_t) info.d * sizeof (float));
+    if (!x) {
+        fprintf (stderr, "faissproxy: out of memory for a batch of %lld rows\n", (long long) batch);
+        fpx_vecfile_close (&file, false, NULL, 0);
+        return EXIT_FAILURE;
+    }
+    s_progress_t progress;
+    s_progress_start (&progress, "exported", 0, info.ntotal);
+    int status = EXIT_SUCCESS;
+    for (int64_t i0 = 0; i0 < info.ntotal && status == EXIT_SUCCESS; ) {
+        int64_t n = info.ntotal - i0 < batch ? info.ntotal - i0 : batch;
+        int rc = fpx_reconstruct_n (client, info.name, i0, n, info.d, x);
+        if (progress.tty && progress.drawn > 0 && rc)
+            fputc ('\n', stderr);
+        if (rc == FPX_EFAISS && i0 == 0) {
+            fprintf (stderr, "faissproxy: cannot export %s: this %s does not give back its "
+                     "vectors 0 … ntotal − 1 (%s); 'faissproxy backup' copies any index\n",
+                     info.name, info.class_name, fpx_client_errmsg (client));
+            status = EXIT_FAILURE;
+        }
+        else
+        if (rc)
+            status = s_fail (client);
+        else
+        if (fpx_vecfile_write (file, x, n)) {
+            fprintf (stderr, "faissproxy: %s\n", fpx_vecfile_errmsg (file));
+            status = EXIT_FAILURE;
+        }
+        i0 += n;
+        s_progress_draw (&progress, i0);
+    }
+    double seconds = s_progress_end (&progress);
+    free (x);
+    if (status == EXIT_SUCCESS && fpx_vecfile_close (&file, true, errmsg, sizeof errmsg)) {
+        fprintf (stderr, "faissproxy: %s\n", errmsg);
+        status = EXIT_FAILURE;
+    }
+    fpx_vecfile_close (&file, false, NULL, 0);
+    if (status == EXIT_SUCCESS)
+        printf ("exported %lld vectors of %s to %s in %.2f s (%.0f vectors/s)\n",
+                (long long) info.ntotal, info.name, args [1], seconds,
+                s_rate (info.ntotal, seconds));
+    return status;
+}
+
+//  Opens FILE (default: standard input, as text) for add and search, with
+//  the index's d; *batch receives the rows per request.
+static fpx_vecfile_t *
+s_open_input (fpx_client_t *client, const char *name, const char *path, const s_flags_t *flags,
+              size_t extra_row_bytes, fpx_index_info_t *info, int64_t *batch)
+{
+    if (fpx_index_describe (client, name, 0, info)) {
+        s_fail (client);
+        return NULL;
+    }
+    *batch = s_batch_rows (flags, (size_t) info->d * sizeof (float) + extra_row_bytes);
+    if (*batch < 0)
+        return NULL;
+    char errmsg [512];
+    fpx_vecfile_t *file = fpx_vecfile_open (path ? path : "-", info->d, errmsg, sizeof errmsg);
+    if (!file)
+        fprintf (stderr, "faissproxy: %s\n", errmsg);
+    return file;
+}
+
+//  add NAME [FILE|-]: a quick add, from a file or text on standard input.
+static int
+s_cmd_add (fpx_client_t *client, char **args, const s_flags_t *flags)
+{
+    fpx_index_info_t info;
+    int64_t batch, added = 0, ntotal = -1;
+    fpx_vecfile_t *file = s_open_input (client, args [0], args [1], flags, 0, &info, &batch);
+    if (!file)
+        return EXIT_FAILURE;
+    float *x = malloc ((size_t) batch * (size_t) info.d * sizeof (float));
+    if (!x) {
+        fprintf (stderr, "faissproxy: out of memory\n");
+        return s_vecfile_fail (&file);
+    }
+    int64_t n;
+    int status = EXIT_SUCCESS;
+    while (status == EXIT_SUCCESS && (n = fpx_vecfile_read (file, x, batch)) != 0) {
+        if (n < 0) {
+            fprintf (stderr, "faissproxy: %s\n", fpx_vecfile_errmsg (file));
+            status = EXIT_FAILURE;
+        }
+        else
+        if (fpx_add (client, info.name, n, info.d, x, &ntotal))
+            status = s_fail (client);
+        else
+            added += n;
+    }
+    free (x);
+    fpx_vecfile_close (&file, false, NULL, 0);
+    if (status == EXIT_SUCCESS)
+        printf ("added %lld vectors to %s; ntotal %lld\n", (long long) added, info.name,
+                (long long) (added ? ntotal : info.ntotal));
+    else
+    if (added)
+        fprintf (stderr, "faissproxy: %lld vectors were added before the error\n",
+                 (long long) added);
+    return status;
+}
+
+//  Prints the results of n queries, numbered from `first`.
+static void
+s_print_results (int64_t first, int64_t n, int k, const float *D, const int64_t *I, bool json)
+{
+    for (int64_t q = 0; q < n; q++) {
+        const float *distances = D + q * k;
+        const int64_t *labels = I + q * k;
+        if (json) {
+            printf ("{\"query\": %lld, \"ids\": [", (long long) (first + q));
+            for (int j = 0; j < k; j++)
+                printf ("%s%lld", j ? ", " : "", (long long) labels [j]);
+            printf ("], \"distances\": [");
+            for (int j = 0; j < k; j++)
+                printf ("%s%.9g", j ? ", " : "", distances [j]);
+            printf ("]}\n");
+            continue;
+        }
+        printf ("%lld:", (long long) (first + q));
+        for (int j = 0; j < k; j++)
+            if (labels [j] >= 0)       //  -1: fewer than k results
+                printf ("%s %lld (%g)", j ? "," : "", (long long) labels [j], distances [j]);
+        printf ("\n");
+    }
+}
+
+static void
+s_print_info_sections (const fpx_info_t *info)
+{
+    for (int s = 0; s <= S_SECTIONS; s++) {
+        bool titled = false;
+        for (size_t i = 0; i < fpx_info_count (info); i++) {
+            const char *key = fpx_info_key (info, i);
+            if (s_section_of (key) != s || s_in_rows (key))
+                continue;
+            if (!titled)
+                printf ("%s# %s\n", s ? "\n" : "", s < S_SECTIONS ? s_sections [s].title : "Other");
+            titled = true;
+            const char *dot = strchr (key, '.');
+            bool strip = s < S_SECTIONS && s_sections [s].strip && dot;
+            printf ("%s:%s\n", strip ? dot + 1 : key, fpx_info_text_at (info, i));
+        }
+        if (s < S_SECTIONS && strcmp (s_sections [s].title, "Indexes") == 0)
+            s_print_rows (info, "index_list", "name");
+        if (s < S_SECTIONS && strcmp (s_sections [s].title, "All tenants") == 0)
+            s_print_rows (info, "server.tenants", "tenant");
+    }
+}
+
+//  info [--json] [--all] [--indexes N]
+static int
+s_cmd_info (fpx_client_t *client, char **args, const s_flags_t *options)
+{
+    (void) options;             //  info reads its own options (below)
+    bool json = false;
+    int flags = 0, max_indexes = 0;
+    for (int i = 0; i < 4 && args [i]; i++) {
+        if (strcmp (args [i], "--json") == 0)
+            json = true;
+        else
+        if (strcmp (args [i], "--all") == 0)
+            flags |= FPX_INFO_ALL;
+        else
+        if (strcmp (args [i], "--indexes") == 0 && i + 1 < 4 && args [i + 1]) {
+            i++;
+            if (!s_parse_int (args [i], &max_indexes) || max_indexes < 0
+            ||  max_indexes > FPX_INFO_INDEXES_MAX)
+                return s_usage_error ("--indexes takes 0 to 1000, got '%s'", args [i]);
+            if (max_indexes == 0)
+                max_indexes = -1;           //  none (0 asks for the default)
+        }
+        else
+            return s_usage_error ("info: unknown or incomplete argument '%s'", args [i]);
+    }
+    fpx_info_t *info;
+    if (fpx_info (client, max_indexes, flags, &info))
+        return s_fail (client);
+    if (json)
+        printf ("%s\n", fpx_info_json (info));
+    else
+        s_print_info_sections (info);
+    fpx_info_free (&info);
+    return EXIT_SUCCESS;
+}
+
+//  search NAME [FILE|-]: k nearest neighbours of each query.
+static int
+s_cmd_search (fpx_client_t *client, char **args, const s_flags_t *flags)
+{
+    int k = flags->k > 0 ? flags->k : 10;
+    fpx_index_info_t info;
+    int64_t batch;
+    fpx_vecfile_t *file = s_open_input (client, args [0], args [1], flags,
+                                        (size_t) k * (sizeof (float) + sizeof (int64_t)),
+                                        &info, &batch);
+    if (!file)
+        return EXIT_FAILURE;
+    float *x = malloc ((size_t) batch * (size_t) info.d * sizeof (float));
+    float *D = malloc ((size_t) batch * (size_t) k * sizeof (float));
+    int64_t *I = malloc ((size_t) batch * (size_t) k * sizeof (int64_t));
+    int status = EXIT_SUCCESS;
+    if (!x || !D || !I) {
+        fprintf (stderr, "faissproxy: out of memory\n");
+        status = EXIT_FAILURE;
+    }
+    fpx_search_params_t params = { .nprobe = flags->nprobe, .efSearch = flags->ef_search };
+    int64_t n, done = 0;
+    while (status == EXIT_SUCCESS && (n = fpx_vecfile_read (file, x, batch)) != 0) {
+        if (n < 0) {
+            fprintf (stderr, "faissproxy: %s\n", fpx_vecfile_errmsg (file));
+            status = EXIT_FAILURE;
+        }
+        else
+        if (fpx_search (client, info.name, n, info.d, x, k, &params, D, I))
+            status = s_fail (client);
+        else {
+            s_print_results (done, n, k, D, I, flags->json);
+            done += n;
+        }
+    }
+    free (x);
+    free (D);
+    free (I);
+    fpx_vecfile_close (&file, false, NULL, 0);
+    return status;
+}
+
 typedef struct {
     const char *name;
-    int min_args, max_args;
-    int (*run) (fpx_client_t *client, char **args);
+    int min_args, max_args;     //  positional arguments
+    const char *flags;          //  the options it takes, as "--batch --ids "
+    int (*run) (fpx_client_t *client, char **args, const s_flags_t *flags);
 } s_command_t;
 
 static const s_command_t s_commands [] = {
-    { "ping",     0, 0, s_cmd_ping },
-    { "list",     0, 0, s_cmd_list },
-    { "create",   3, 4, s_cmd_create },
-    { "describe", 1, 1, s_cmd_describe },
-    { "drop",     1, 1, s_cmd_drop },
-    { "save",     1, 1, s_cmd_save },
-    { "backup",   2, 2, s_cmd_backup },
-    { "restore",  2, 3, s_cmd_restore },
+    { "ping",     0, 0, "", s_cmd_ping },
+    { "info",     0, 4, "", s_cmd_info },
+    { "list",     0, 0, "", s_cmd_list },
+    { "create",   3, 4, "", s_cmd_create },
+    { "describe", 1, 1, "", s_cmd_describe },
+    { "drop",     1, 1, "", s_cmd_drop },
+    { "save",     1, 1, "", s_cmd_save },
+    { "backup",   2, 2, "", s_cmd_backup },
+    { "restore",  2, 3, "", s_cmd_restore },
+    { "import",   2, 2, "--ids --batch --train --offset --no-verify ", s_cmd_import },
+    { "export",   2, 2, "--batch ", s_cmd_export },
+    { "add",      1, 2, "--batch ", s_cmd_add },
+    { "search",   1, 2, "-k --batch --nprobe --ef-search --json ", s_cmd_search },
 };
 
 /* ---- keygen: local, no server ----------------------------------------- */
@@ -458,10 +1177,101 @@ s_parse_options (int argc, char **argv, s_options_t *options)
     return -1;
 }
 
+//  Parses a whole decimal count ≥ minimum.
+static bool
+s_parse_count (const char *text, int64_t minimum, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long value = strtoll (text, &end, 10);
+    if (errno || end == text || *end || value < minimum)
+        return false;
+    *out = value;
+    return true;
+}
+
+//  Splits a command's arguments into positional ones (args[4]) and the
+//  options the command takes (command->flags). Returns -1 to go on, else
+//  an exit status.
+static int
+s_parse_command (const s_command_t *command, int argc, char **argv, char **args, s_flags_t *flags)
+{
+    int given = 0;
+    bool options_end = !*command->flags;    //  "-x" is an argument of those without options
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv [i];
+        if (options_end || arg [0] != '-' || strcmp (arg, "-") == 0) {
+            if (given == command->max_args)
+                return s_usage_error ("wrong number of arguments for '%s'", command->name);
+            args [given++] = argv [i];
+            continue;
+        }
+        if (strcmp (arg, "--") == 0) {
+            options_end = true;
+            continue;
+        }
+        //  "--name VALUE" or "--name=VALUE"; flags have no value.
+        char name [32];
+        const char *equals = strchr (arg, '=');
+        size_t len = equals ? (size_t) (equals - arg) : strlen (arg);
+        snprintf (name, sizeof name, "%.*s ", (int) (len < 30 ? len : 30), arg);
+        if (len >= 30 || !strstr (command->flags, name) || (name [1] != '-' && len != 2))
+            return s_usage_error ("unknown option %s (see faissproxy --help)", arg);
+        name [len] = 0;
+        bool is_flag = strcmp (name, "--no-verify") == 0 || strcmp (name, "--json") == 0;
+        if (is_flag) {
+            if (equals)
+                return s_usage_error ("option %s takes no value", name);
+            flags->no_verify |= strcmp (name, "--no-verify") == 0;
+            flags->json |= strcmp (name, "--json") == 0;
+            continue;
+        }
+        const char *value = equals ? equals + 1 : i + 1 < argc ? argv [++i] : NULL;
+        if (!value)
+            return s_usage_error ("option %s needs a value", name);
+        int64_t number = 0;
+        if (strcmp (name, "--ids") == 0) {
+            flags->ids = value;
+            continue;
+        }
+        int64_t minimum = strcmp (name, "--offset") == 0 ? 0 : 1;
+        if (!s_parse_count (value, minimum, &number)
+        ||  (strcmp (name, "--batch") && strcmp (name, "--offset") && strcmp (name, "--train")
+             && number > INT_MAX))
+            return s_usage_error (minimum ? "option %s needs a positive integer"
+                                          : "option %s needs an integer ≥ 0", name);
+        if (strcmp (name, "--batch") == 0)
+            flags->batch = number;
+        else
+        if (strcmp (name, "--train") == 0)
+            flags->train = number;
+        else
+        if (strcmp (name, "--offset") == 0)
+            flags->offset = number;
+        else
+        if (strcmp (name, "-k") == 0)
+            flags->k = (int) number;
+        else
+        if (strcmp (name, "--nprobe") == 0)
+            flags->nprobe = (int) number;
+        else
+            flags->ef_search = (int) number;
+    }
+    if (given < command->min_args)
+        return s_usage_error ("wrong number of arguments for '%s'", command->name);
+    return -1;
+}
+
 //  Runs the command line's command on a fresh client.
 static int
 s_run (const s_options_t *options, const s_command_t *command)
 {
+    //  Commands read args [0 .. max_args - 1]; missing ones are NULL.
+    char *args [4] = { NULL };
+    s_flags_t flags = { 0 };
+    int status = s_parse_command (command, options->argc - 1, options->argv + 1, args, &flags);
+    if (status >= 0)
+        return status;
     int timeout = 0, connect_timeout = 0;
     if (options->timeout && !s_parse_int (options->timeout, &timeout))
         return s_usage_error ("--timeout must be an integer (ms), got '%s'", options->timeout);
@@ -482,11 +1292,7 @@ s_run (const s_options_t *options, const s_command_t *command)
         fpx_client_set_timeout (client, timeout);
     if (options->connect_timeout)
         fpx_client_set_connect_timeout (client, connect_timeout);
-    //  Commands read args [0 .. max_args - 1]; missing ones are NULL.
-    char *args [4] = { NULL };
-    for (int i = 1; i < options->argc; i++)
-        args [i - 1] = options->argv [i];
-    int status = command->run (client, args);
+    status = command->run (client, args, &flags);
     fpx_client_destroy (&client);
     return status;
 }
@@ -513,9 +1319,6 @@ main (int argc, char **argv)
         const s_command_t *command = &s_commands [i];
         if (strcmp (name, command->name) != 0)
             continue;
-        int given = options.argc - 1;
-        if (given < command->min_args || given > command->max_args)
-            return s_usage_error ("wrong number of arguments for '%s'", name);
         return s_run (&options, command);
     }
     return s_usage_error ("unknown command '%s'", name);

@@ -42,6 +42,7 @@
 
 #include "faissproxy.h"
 #include "fpx_conn.h"
+#include "fpx_info.h"
 #include "fpx_params.h"
 #include "fpx_protocol.h"
 
@@ -637,11 +638,47 @@ fpx_ping (fpx_client_t *self, fpx_server_info_t *info /* OUT */)
     if (!rc)
         rc = s_result_str (self, &reply, "faiss_version", parsed.faiss_version,
                            sizeof parsed.faiss_version, true);
+    //  Servers before recovery in the background do not say.
+    parsed.recovering = 0;
+    bool recovering;
+    if (!rc && fpx_params_get_bool (&reply.result, "recovering", &recovering) == 0)
+        parsed.recovering = recovering;
     fpx_reply_close (&reply);
     parsed.protocol_version = (int) version;
     if (!rc && info)
         *info = parsed;
     return rc;
+}
+
+int
+fpx_info (fpx_client_t *self, int max_indexes, int flags, fpx_info_t **info_p /* OUT */)
+{
+    int rc = s_begin (self, FPX_OP_INFO);
+    if (rc)
+        return rc;
+    if ((rc = s_check_out (self, info_p, "info_p")))
+        return rc;
+    *info_p = NULL;
+    if (flags & ~FPX_INFO_ALL)
+        return s_fail (self, FPX_EINVAL, "unknown flags 0x%x", (unsigned) (flags & ~FPX_INFO_ALL));
+    if (max_indexes > FPX_INFO_INDEXES_MAX)
+        return s_fail (self, FPX_EINVAL, "max_indexes must be at most %d, got %d",
+                       FPX_INFO_INDEXES_MAX, max_indexes);
+    bool all = flags & FPX_INFO_ALL;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, (max_indexes != 0) + all);
+    if (max_indexes != 0)
+        fpx_pack_kv_int (pk, "max_indexes", max_indexes < 0 ? 0 : max_indexes);
+    if (all)
+        fpx_pack_kv_bool (pk, "all", true);
+    fpx_request_t request = { 0 };
+    fpx_reply_t reply;
+    if ((rc = s_call (self, &request, &params, &reply)))
+        return rc;
+    char text [FPX_ERRMSG_MAX];
+    rc = fpx_info_decode (&reply.result, info_p, text, sizeof text);
+    fpx_reply_close (&reply);
+    return rc ? s_fail (self, rc, "%s", text) : 0;
 }
 
 /* ---- index lifecycle --------------------------------------------------- */

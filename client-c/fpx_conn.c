@@ -1062,6 +1062,28 @@ s_connect_bound (fpx_conn_t *self, int64_t deadline)
     return s_earlier (bound, deadline);
 }
 
+//  A server still loading its indexes refuses requests that touch them
+//  before running them (FPX_ERECOVERING), so any request, a write too, may
+//  be sent again. Waits the backoff (doubling, up to a limit) when the
+//  request's deadline leaves room for it and another try (twice the round
+//  trip the refusal took, rtt_ms); false: give up and report the refusal,
+//  rather than a timeout that would leave the outcome in doubt.
+#define S_RECOVERY_BACKOFF_MIN_MS 20
+#define S_RECOVERY_BACKOFF_MAX_MS 500
+
+static bool
+s_recovery_wait (const s_slot_t *slot, int64_t rtt_ms, int64_t *backoff_ms)
+{
+    int64_t wait = *backoff_ms;
+    if (slot->deadline >= 0 && s_now_ms () + wait + 2 * rtt_ms >= slot->deadline)
+        return false;
+    struct timespec pause = { .tv_sec = wait / 1000, .tv_nsec = (wait % 1000) * 1000000 };
+    while (nanosleep (&pause, &pause) && errno == EINTR)
+        ;
+    *backoff_ms = wait * 2 > S_RECOVERY_BACKOFF_MAX_MS ? S_RECOVERY_BACKOFF_MAX_MS : wait * 2;
+    return true;
+}
+
 int
 fpx_conn_call (fpx_conn_t *self, const fpx_request_t *request, fpx_reply_t *reply,
                char *errmsg, size_t errmsg_size)
@@ -1081,11 +1103,18 @@ fpx_conn_call (fpx_conn_t *self, const fpx_request_t *request, fpx_reply_t *repl
     s_monitor_read (self);
     int64_t bound = s_connect_bound (self, slot->deadline);
     bool ride = self->handshakes > 0;
+    int64_t backoff_ms = S_RECOVERY_BACKOFF_MIN_MS;
     for (int attempt = 0; ; attempt++) {
         bool lost = false;
+        int64_t sent_at = s_now_ms ();
         rc = s_send (self, request, slot, bound, ride, errmsg, errmsg_size);
         if (rc == 0)
             rc = s_wait_reply (self, slot, reply, &answered, &lost, errmsg, errmsg_size);
+        if (rc == FPX_ERECOVERING
+        &&  s_recovery_wait (slot, s_now_ms () - sent_at, &backoff_ms)) {
+            attempt--;              //  not a lost connection: any request may go again
+            continue;
+        }
         if (!lost)
             break;
         const char *op = fpx_opcode_name (request->opcode);

@@ -31,14 +31,15 @@
     X (EINTERNAL, -16, "internal error")                                   \
     X (EDAMAGED,  -17, "index damaged")                                    \
     X (EQUOTA,    -18, "tenant quota exceeded")                            \
-    X (EPERM,     -19, "permission denied")
+    X (EPERM,     -19, "permission denied")                                \
+    X (ERECOVERING, -20, "server recovering its indexes")
 
 typedef enum {
     FPX_OK = 0,
 #define FPX_ERRORS_ENUM_(name, code, msg) FPX_##name = (code),
     FPX_ERRORS (FPX_ERRORS_ENUM_)
 #undef FPX_ERRORS_ENUM_
-    FPX_ERRNO_LAST_ = -20
+    FPX_ERRNO_LAST_ = -21
 } fpx_errno_t;
 
 #endif

@@ -16,6 +16,9 @@ packages=(g++ make pkg-config dpkg-dev
 packages+=(clang libclang-rt-14-dev)
 #  tests/python/test_metrics.py: the dashboard in a headless browser.
 packages+=(chromium)
+#  make dist (scripts/dist.sh) and its test in a bare Debian 12 root
+#  (tests/test_dist.sh, scripts/minbase-root.sh).
+packages+=(patchelf debootstrap)
 
 missing=()
 #  make test-typescript: node and npm. A node already on PATH (Debian's, or

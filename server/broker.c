@@ -40,6 +40,7 @@
 #include "faiss_shim.h"
 #include "intake.h"
 #include "server.h"
+#include "storage.h"
 #include "tenant_limits.h"
 
 #define FPX_ROUTING_ID_MAX 256
@@ -64,7 +65,7 @@ typedef struct s_conn_t {
     size_t rid_len;
     uint64_t conn_id;
     int fd;
-    bool may_own;                   //  sent a create, deserialize or *_begin
+    bool may_own;                   //  sent a request that may leave it owning an object
     bool gone;                      //  forgotten; freed with its last request
     size_t inflight;                //  admitted, not yet answered
     s_unread_t *unread;
@@ -162,6 +163,7 @@ fpx_pack_server_info (msgpack_packer *pk)
     fpx_pack_kv_str (pk, "server_version", FPX_SERVER_VERSION);
     fpx_pack_kv_int (pk, "protocol_version", FPX_PROTOCOL_VERSION);
     fpx_pack_kv_str (pk, "faiss_version", fpx_shim_faiss_version ());
+    fpx_pack_kv_bool (pk, "recovering", fpx_storage_recovering (NULL));
 }
 
 //  Replies from the broker itself: an error, or the ping result; counted
@@ -185,7 +187,7 @@ s_reply (s_broker_t *self, zmq_msg_t *rid, const fpx_header_t *request, int tena
         fpx_pack_kv_str (&pk, "error", error);
     }
     else {
-        msgpack_pack_map (&pk, 3);
+        msgpack_pack_map (&pk, FPX_SERVER_INFO_KEYS);
         fpx_pack_server_info (&pk);
     }
     zmq_msg_t frames [3];
@@ -195,6 +197,18 @@ s_reply (s_broker_t *self, zmq_msg_t *rid, const fpx_header_t *request, int tena
     s_msg_from (&frames [2], buffer.data, buffer.size);
     msgpack_sbuffer_destroy (&buffer);
     s_send_frames (self->frontend, frames, 3);
+}
+
+//  While the storage is loading indexes: fills text and returns true.
+static bool
+s_recovering (char *text, size_t size)
+{
+    size_t loaded;
+    if (!fpx_storage_recovering (&loaded))
+        return false;
+    snprintf (text, size, "the server is recovering its indexes from disk (%zu loaded so "
+              "far); the request did not run: send it again shortly", loaded);
+    return true;
 }
 
 // ---- connections ---------------------------------------------------------
@@ -651,8 +665,9 @@ s_key_lookup (s_broker_t *self, const char *key, int *role)
 #define S_HELD (-2)
 
 //  Authenticates a request and checks its key's role against its opcode.
-//  Returns the tenant id; -1 with *rc and *error set; or S_HELD when the
-//  guard keeps the job (its peer failed recently) until its delay is over.
+//  Returns the tenant id (the role goes into the job's envelope); -1 with
+//  *rc and *error set; or S_HELD when the guard keeps the job (its peer
+//  failed recently) until its delay is over.
 static int
 s_authenticate (s_broker_t *self, s_job_t *job, const fpx_header_t *header, bool guarded,
                 size_t total, int *rc, const char **error, char *text, size_t text_size)
@@ -684,6 +699,7 @@ s_authenticate (s_broker_t *self, s_job_t *job, const fpx_header_t *header, bool
         *rc = FPX_EPERM, *error = text;
         return -1;
     }
+    job->envelope.role = role;
     return tenant;
 }
 
@@ -802,6 +818,9 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total, bool guard
             rc = FPX_EPROTO, error = "missing parameters frame";
         else if (self->stopping)
             rc = FPX_ESHUTDOWN, error = "server is shutting down";
+        else if (header.opcode != FPX_OP_PING && header.opcode != FPX_OP_INFO
+             &&  s_recovering (text, sizeof text))
+            rc = FPX_ERECOVERING, error = text;
         else if (header.opcode != FPX_OP_PING
              &&  (rc = s_check_load (self, (uint32_t) tenant, header.opcode, text, sizeof text)))
             error = text;
@@ -826,7 +845,10 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total, bool guard
         free (job);
         return;
     }
+    //  Whatever can leave an object or a transfer owned by the connection.
     if (header.opcode == FPX_OP_CREATE || header.opcode == FPX_OP_DESERIALIZE
+    ||  header.opcode == FPX_OP_CONSTRUCT || header.opcode == FPX_OP_CLONE
+    ||  header.opcode == FPX_OP_SUBOBJECT
     ||  header.opcode == FPX_OP_DOWNLOAD_BEGIN || header.opcode == FPX_OP_UPLOAD_BEGIN)
         conn->may_own = true;
     int64_t deadline_ms = self->server->config.tenant_limits [job->envelope.tenant_id].deadline_ms;

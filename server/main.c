@@ -97,8 +97,9 @@ s_usage (FILE *out)
 "  --help, --version\n"
 "\n"
 "FAISS_PROXY_API_KEY in the environment adds a key for tenant 'default'.\n"
-"Unless set, OMP_WAIT_POLICY=PASSIVE and glibc.malloc.hugetlb=1 (in\n"
-"GLIBC_TUNABLES) are set, and the server re-executes itself once.\n"
+"Unless set, OMP_WAIT_POLICY=PASSIVE, glibc.malloc.hugetlb=1 and\n"
+"glibc.malloc.mmap_threshold=4194304 (in GLIBC_TUNABLES) are set, and the\n"
+"server re-executes itself once.\n"
 "With no key at all, a key for tenant 'default' is generated and printed.\n"
 "Keys are 1-%d bytes; tenant names follow index-name rules.\n"
 "SIGINT/SIGTERM: stop accepting, finish the requests in flight, exit 0.\n",
@@ -683,6 +684,19 @@ s_parse (fpx_config_t *config, int argc, char **argv)
     return fpx_limits_load (config, s_default_tenant_limits, s_tenant_limits_file);
 }
 
+//  Recovery runs beside the broker, so that a server with large logs to
+//  replay answers at once: ping and info (with "recovering" true), and
+//  FPX_ERECOVERING for requests that touch indexes, which the client
+//  library sends again until recovery ends or their timeout.
+static void *
+s_recover (void *registry)
+{
+    fpx_storage_recover ();
+    fpx_limits_measure_all (registry);
+    fpx_storage_recovered ();
+    return NULL;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -757,13 +771,14 @@ main (int argc, char **argv)
         .snapshot_log_bytes = config->snapshot_log_bytes,
         .snapshot_interval_s = config->snapshot_interval_s,
     };
+    pthread_t recovery;
     if (fpx_storage_open (&storage, server.registry, config->tenants, config->ntenants)
     ||  fpx_storage_start_snapshotter (server.registry) || fpx_workers_start (&server)
-    ||  (config->curve && fpx_zap_start (&server))) {
+    ||  (config->curve && fpx_zap_start (&server))
+    ||  pthread_create (&recovery, NULL, s_recover, server.registry)) {
         fprintf (stderr, "faissproxyd: cannot start\n");
         return 1;
     }
-    fpx_limits_measure_all (server.registry);
     if (config->metrics_bind && fpx_metrics_http_start (&server, config->metrics_bind))
         return 1;
     fpx_interrupt_install ();
@@ -779,6 +794,8 @@ main (int argc, char **argv)
         fpx_log (FPX_LOG_ERROR, "faissproxyd: stopped on error");
         _exit (1);
     }
+    fpx_storage_stop_recovery ();
+    pthread_join (recovery, NULL);
     fpx_workers_join (&server);
     fpx_metrics_http_stop ();           //  it reads the registry
     fpx_storage_close (server.registry);        //  snapshots what the logs hold

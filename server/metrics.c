@@ -1,10 +1,12 @@
 /*  metrics.c — counters fed by the broker and the workers, rendered as the
     Prometheus text format or JSON (metrics.h). Feeding must stay a few
     relaxed atomic adds: it runs once per request on the hot path.
-    Rendering runs on the metrics thread and must never lock anything the
-    hot path holds for long, nor call FAISS: it reads the counters, the
-    usage tenant_limits.c keeps and the charged sizes of named entries.
+    Rendering runs on the metrics thread, and the info reply's parts on a
+    worker; neither may lock anything the hot path holds for long, nor
+    call FAISS: they read the counters, the usage tenant_limits.c keeps
+    and the charged sizes of named entries.
 */
+#include <assert.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,7 +35,9 @@ struct fpx_metrics_t {
     int ntenants;
     //  [ntenants + 1][S_OPCODES][S_STATUSES]; the last tenant: unknown
     atomic_uint_fast64_t *requests;
-    s_histogram_t latency [S_OPCODES];
+    //  [ntenants + 1][S_OPCODES]: per tenant, so that info can show a
+    //  tenant its own latencies; the server's are their sum.
+    s_histogram_t *latency;
     atomic_uint_fast64_t batches, batched, batch_sizes [S_BATCH_BUCKETS];
     atomic_size_t queued, inflight, connections;
 };
@@ -47,7 +51,8 @@ fpx_metrics_new (int ntenants)
     self->ntenants = ntenants;
     self->requests = calloc ((size_t) (ntenants + 1) * S_OPCODES * S_STATUSES,
                              sizeof *self->requests);
-    if (!self->requests)
+    self->latency = calloc ((size_t) (ntenants + 1) * S_OPCODES, sizeof *self->latency);
+    if (!self->requests || !self->latency)
         fpx_metrics_destroy (&self);
     return self;
 }
@@ -58,6 +63,7 @@ fpx_metrics_destroy (fpx_metrics_t **self_p)
     if (!*self_p)
         return;
     free ((*self_p)->requests);
+    free ((*self_p)->latency);
     free (*self_p);
     *self_p = NULL;
 }
@@ -107,7 +113,7 @@ fpx_metrics_request (fpx_metrics_t *self, int tenant, int opcode, int status, do
     int bucket = 0;
     while (bucket < FPX_METRICS_BUCKETS && us > s_bounds_us [bucket])
         bucket++;
-    s_histogram_t *histogram = &self->latency [op];
+    s_histogram_t *histogram = &self->latency [(size_t) tenant * S_OPCODES + (size_t) op];
     atomic_fetch_add_explicit (&histogram->buckets [bucket], 1, memory_order_relaxed);
     atomic_fetch_add_explicit (&histogram->sum_us, (uint_fast64_t) llround (us < 1e15 ? us : 1e15),
                                memory_order_relaxed);
@@ -203,13 +209,27 @@ s_tenant_name (fpx_server_t *server, int tenant)
     return tenant < server->config.ntenants ? server->config.tenants [tenant] : "";
 }
 
-//  The bucket counts of an opcode (not cumulative) and their total.
+//  The bucket counts of an opcode (not cumulative) of one tenant (< 0:
+//  every tenant and the unauthenticated, summed), their total and (when
+//  sum_us is not NULL) the sum of their latencies.
 static uint64_t
-s_histogram_read (const s_histogram_t *histogram, uint64_t *counts)
+s_histogram_read (const fpx_metrics_t *self, int tenant, int op, uint64_t *counts,
+                  uint64_t *sum_us)
 {
-    uint64_t total = 0;
-    for (int b = 0; b <= FPX_METRICS_BUCKETS; b++)
-        total += counts [b] = atomic_load_explicit (&histogram->buckets [b], memory_order_relaxed);
+    int first = tenant < 0 ? 0 : tenant, last = tenant < 0 ? self->ntenants : tenant;
+    uint64_t total = 0, sum = 0;
+    memset (counts, 0, (FPX_METRICS_BUCKETS + 1) * sizeof *counts);
+    for (int t = first; t <= last; t++) {
+        const s_histogram_t *histogram = &self->latency [(size_t) t * S_OPCODES + (size_t) op];
+        for (int b = 0; b <= FPX_METRICS_BUCKETS; b++) {
+            uint64_t n = atomic_load_explicit (&histogram->buckets [b], memory_order_relaxed);
+            counts [b] += n;
+            total += n;
+        }
+        sum += atomic_load_explicit (&histogram->sum_us, memory_order_relaxed);
+    }
+    if (sum_us)
+        *sum_us = sum;
     return total;
 }
 
@@ -230,6 +250,91 @@ s_quantile (const uint64_t *counts, uint64_t total, double q)
         seen += (double) counts [b];
     }
     return s_bounds_us [FPX_METRICS_BUCKETS - 1] * 1e-6;
+}
+
+// ---- the info reply ---------------------------------------------------------
+
+static int
+s_info_tenant (const fpx_metrics_t *self, int tenant)
+{
+    return tenant < 0 || tenant > self->ntenants ? -1 : tenant;
+}
+
+void
+fpx_metrics_pack_requests (fpx_metrics_t *self, int tenant, msgpack_packer *pk)
+{
+    if (!self) {
+        msgpack_pack_map (pk, 0);
+        return;
+    }
+    //  Read once, then packed: a map's size must match what follows it,
+    //  and the counters move meanwhile.
+    static_assert (S_OPCODES * S_STATUSES <= 4096, "counts fit the stack");
+    uint64_t counts [S_OPCODES][S_STATUSES] = { { 0 } };
+    int per_opcode [S_OPCODES] = { 0 }, opcodes = 0;
+    tenant = s_info_tenant (self, tenant);
+    int first = tenant < 0 ? 0 : tenant, last = tenant < 0 ? self->ntenants : tenant;
+    for (int op = 0; op < S_OPCODES; op++) {
+        for (int st = 0; st < S_STATUSES; st++) {
+            for (int t = first; t <= last; t++)
+                counts [op][st] += atomic_load_explicit (s_requests (self, t, op, st),
+                                                         memory_order_relaxed);
+            per_opcode [op] += counts [op][st] != 0;
+        }
+        opcodes += per_opcode [op] != 0;
+    }
+    msgpack_pack_map (pk, (size_t) opcodes);
+    for (int op = 0; op < S_OPCODES; op++) {
+        if (!per_opcode [op])
+            continue;
+        fpx_pack_str (pk, s_opcode_label (op));
+        msgpack_pack_map (pk, (size_t) per_opcode [op]);
+        for (int st = 0; st < S_STATUSES; st++)
+            if (counts [op][st])
+                fpx_pack_kv_int (pk, s_status_label (st), (int64_t) counts [op][st]);
+    }
+}
+
+void
+fpx_metrics_pack_latency (fpx_metrics_t *self, int tenant, msgpack_packer *pk)
+{
+    if (!self) {
+        msgpack_pack_map (pk, 0);
+        return;
+    }
+    uint64_t counts [S_OPCODES][FPX_METRICS_BUCKETS + 1], totals [S_OPCODES], sums [S_OPCODES];
+    int opcodes = 0;
+    tenant = s_info_tenant (self, tenant);
+    for (int op = 0; op < S_OPCODES; op++) {
+        totals [op] = s_histogram_read (self, tenant, op, counts [op], &sums [op]);
+        opcodes += totals [op] != 0;
+    }
+    msgpack_pack_map (pk, (size_t) opcodes);
+    for (int op = 0; op < S_OPCODES; op++) {
+        if (!totals [op])
+            continue;
+        fpx_pack_str (pk, s_opcode_label (op));
+        msgpack_pack_map (pk, 6);
+        fpx_pack_kv_int (pk, "count", (int64_t) totals [op]);
+        fpx_pack_kv_double (pk, "sum_s", (double) sums [op] * 1e-6);
+        fpx_pack_kv_double (pk, "p50", s_quantile (counts [op], totals [op], 0.5));
+        fpx_pack_kv_double (pk, "p90", s_quantile (counts [op], totals [op], 0.9));
+        fpx_pack_kv_double (pk, "p99", s_quantile (counts [op], totals [op], 0.99));
+        fpx_pack_kv_double (pk, "p999", s_quantile (counts [op], totals [op], 0.999));
+    }
+}
+
+void
+fpx_metrics_gauges (fpx_metrics_t *self, fpx_metrics_gauges_t *gauges)
+{
+    *gauges = (fpx_metrics_gauges_t) { 0 };
+    if (!self)
+        return;
+    gauges->queued = atomic_load_explicit (&self->queued, memory_order_relaxed);
+    gauges->inflight = atomic_load_explicit (&self->inflight, memory_order_relaxed);
+    gauges->connections = atomic_load_explicit (&self->connections, memory_order_relaxed);
+    gauges->batches = atomic_load_explicit (&self->batches, memory_order_relaxed);
+    gauges->batched = atomic_load_explicit (&self->batched, memory_order_relaxed);
 }
 
 static void
@@ -259,8 +364,8 @@ s_text_requests (s_out_t *out, fpx_server_t *server)
     s_text_header (out, "faissproxy_request_duration_seconds", "histogram",
                    "Time from a request's arrival to its answer, by opcode.");
     for (int op = 0; op < S_OPCODES; op++) {
-        uint64_t counts [FPX_METRICS_BUCKETS + 1];
-        uint64_t total = s_histogram_read (&self->latency [op], counts);
+        uint64_t counts [FPX_METRICS_BUCKETS + 1], sum_us;
+        uint64_t total = s_histogram_read (self, -1, op, counts, &sum_us);
         if (!total)
             continue;
         uint64_t cumulative = 0;
@@ -273,8 +378,7 @@ s_text_requests (s_out_t *out, fpx_server_t *server)
                "faissproxy_request_duration_seconds_sum{opcode=\"%s\"} %.6f\n"
                "faissproxy_request_duration_seconds_count{opcode=\"%s\"} %llu\n",
                s_opcode_label (op), (unsigned long long) total, s_opcode_label (op),
-               (double) atomic_load (&self->latency [op].sum_us) * 1e-6, s_opcode_label (op),
-               (unsigned long long) total);
+               (double) sum_us * 1e-6, s_opcode_label (op), (unsigned long long) total);
     }
 }
 
@@ -422,13 +526,13 @@ s_json_requests (s_out_t *out, fpx_server_t *server)
     s_put (out, "],\"latency\":[");
     comma = "";
     for (int op = 0; op < S_OPCODES; op++) {
-        uint64_t counts [FPX_METRICS_BUCKETS + 1];
-        uint64_t total = s_histogram_read (&self->latency [op], counts);
+        uint64_t counts [FPX_METRICS_BUCKETS + 1], sum_us;
+        uint64_t total = s_histogram_read (self, -1, op, counts, &sum_us);
         if (!total)
             continue;
         s_put (out, "%s{\"opcode\":\"%s\",\"count\":%llu,\"sum_seconds\":%.6f,\"p50\":%.9f,"
                "\"p90\":%.9f,\"p99\":%.9f,\"buckets\":[", comma, s_opcode_label (op),
-               (unsigned long long) total, (double) atomic_load (&self->latency [op].sum_us) * 1e-6,
+               (unsigned long long) total, (double) sum_us * 1e-6,
                s_quantile (counts, total, 0.5), s_quantile (counts, total, 0.9),
                s_quantile (counts, total, 0.99));
         for (int b = 0; b <= FPX_METRICS_BUCKETS; b++)

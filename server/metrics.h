@@ -6,8 +6,9 @@
     Prometheus text format or as JSON for the dashboard.
 
     Counters: requests by tenant × opcode × status; a latency histogram per
-    opcode (time from arrival to answer, FPX_METRICS_BUCKETS log-scale
-    bounds); batches and their sizes. Gauges the broker sets: queue depth,
+    tenant and opcode (time from arrival to answer, FPX_METRICS_BUCKETS
+    log-scale bounds; the scrape sums the tenants, info shows a tenant its
+    own); batches and their sizes. Gauges the broker sets: queue depth,
     requests in flight, connections open.
 
     Thread-safe: every figure is a relaxed atomic; a feed costs a few
@@ -18,6 +19,7 @@
 #ifndef FPX_METRICS_H_INCLUDED
 #define FPX_METRICS_H_INCLUDED
 
+#include <msgpack.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +50,26 @@ void fpx_metrics_batch (fpx_metrics_t *self, int size);
 /*  The broker's figures: jobs queued, requests admitted and not yet
     answered, connections open.                                          */
 void fpx_metrics_broker (fpx_metrics_t *self, size_t queued, size_t inflight, size_t connections);
+
+/*  For the info reply (docs/PROTOCOL.md): packs into pk one value, a map
+    opcode name → (status name → count) of the requests answered
+    (_requests), or opcode name → {count, sum_s, p50, p90, p99, p999} of
+    their latency in seconds, the percentiles interpolated in the
+    histogram's buckets (_latency); for tenant, or every tenant with the
+    unauthenticated requests (tenant < 0). Only what was counted is
+    listed: at most FPX_OP_LAST_ opcodes × 32 statuses. self NULL: an
+    empty map. Any thread.                                              */
+void fpx_metrics_pack_requests (fpx_metrics_t *self, int tenant, msgpack_packer *pk);
+void fpx_metrics_pack_latency (fpx_metrics_t *self, int tenant, msgpack_packer *pk);
+
+/*  The broker's gauges and the batch counters, read now (zeros when
+    self is NULL).                                                       */
+typedef struct {
+    size_t queued, inflight, connections;
+    uint64_t batches;              //  batch jobs answered
+    uint64_t batched;              //  searches those jobs answered
+} fpx_metrics_gauges_t;
+void fpx_metrics_gauges (fpx_metrics_t *self, fpx_metrics_gauges_t *gauges /* OUT */);
 
 /*  fpx_metrics_render (server.h) renders them, with the usage and the
     named indexes, as the Prometheus text format or JSON.                 */

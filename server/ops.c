@@ -619,34 +619,8 @@ s_op_list (fpx_call_t *call)
 static int
 s_op_ping (fpx_call_t *call)
 {
-    msgpack_pack_map (&call->reply->pk, 3);
+    msgpack_pack_map (&call->reply->pk, FPX_SERVER_INFO_KEYS);
     fpx_pack_server_info (&call->reply->pk);
-    return 0;
-}
-
-static int
-s_op_info (fpx_call_t *call)
-{
-    const fpx_config_t *config = &call->server->config;
-    char **names;
-    long count = fpx_registry_names (call->server->registry, call->envelope->tenant_id, &names);
-    if (count < 0)
-        return fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
-    fpx_registry_names_free (names, count);
-    msgpack_packer *pk = &call->reply->pk;
-    fpx_batch_stats_t *batched = &call->server->batch_stats [call->envelope->tenant_id];
-    int64_t transfers, transfer_bytes;
-    fpx_transfers_usage (call->envelope->tenant_id, &transfers, &transfer_bytes);
-    msgpack_pack_map (pk, 11);
-    fpx_pack_server_info (pk);
-    fpx_pack_kv_str (pk, "tenant", config->tenants [call->envelope->tenant_id]);
-    fpx_pack_kv_int (pk, "batched_searches", (int64_t) atomic_load (&batched->requests));
-    fpx_pack_kv_int (pk, "batched_calls", (int64_t) atomic_load (&batched->calls));
-    fpx_pack_kv_int (pk, "workers", config->workers);
-    fpx_pack_kv_int (pk, "indexes", count);
-    fpx_pack_kv_int (pk, "transfers", transfers);
-    fpx_pack_kv_int (pk, "transfer_bytes", transfer_bytes);
-    fpx_pack_kv_double (pk, "uptime_s", fpx_monotonic_seconds () - call->server->started_at);
     return 0;
 }
 
@@ -1322,7 +1296,7 @@ s_op_for (int opcode)
 {
     switch (opcode) {
         case FPX_OP_PING:           return s_op_ping;
-        case FPX_OP_INFO:           return s_op_info;
+        case FPX_OP_INFO:           return fpx_op_info;
         case FPX_OP_CREATE:         return s_op_create;
         case FPX_OP_OPEN:           return s_op_describe;
         case FPX_OP_DROP:           return s_op_drop;

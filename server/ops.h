@@ -79,6 +79,9 @@ int fpx_op_deserialize_bytes (fpx_call_t *call, const char *name, const char *fa
 
 /*  ops_objects.c: the opcode handlers it defines, or NULL.              */
 typedef int (*fpx_op_fn) (fpx_call_t *call);
+
+/*  The info opcode (info.c).                                            */
+int fpx_op_info (fpx_call_t *call);
 fpx_op_fn fpx_ops_objects_handler (int opcode);
 
 /*  transfers.c: the chunked transfer opcodes' handlers, or NULL.        */

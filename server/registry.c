@@ -333,15 +333,16 @@ fpx_registry_names_free (char **names, long count)
     free (names);
 }
 
-long
-fpx_registry_named (fpx_registry_t *self, fpx_entry_t ***entries_p)
+//  Named entries of tenant, or of every tenant (all).
+static long
+s_named (fpx_registry_t *self, bool all, uint32_t tenant, fpx_entry_t ***entries_p)
 {
     pthread_rwlock_rdlock (&self->lock);
     fpx_entry_t **entries = malloc ((self->count + 1) * sizeof *entries);
     long count = 0;
     for (size_t b = 0; entries && b < self->nbuckets; b++)
         for (fpx_entry_t *entry = self->buckets [b]; entry; entry = entry->next)
-            if (entry->owner_conn == 0) {
+            if (entry->owner_conn == 0 && (all || entry->tenant == tenant)) {
                 atomic_fetch_add (&entry->refcount, 1);
                 entries [count++] = entry;
             }
@@ -349,5 +350,26 @@ fpx_registry_named (fpx_registry_t *self, fpx_entry_t ***entries_p)
     if (!entries)
         return -1;
     *entries_p = entries;
+    return count;
+}
+
+long
+fpx_registry_named (fpx_registry_t *self, fpx_entry_t ***entries_p)
+{
+    return s_named (self, true, 0, entries_p);
+}
+
+static int
+s_compare_entries (const void *a, const void *b)
+{
+    return strcmp ((*(fpx_entry_t *const *) a)->name, (*(fpx_entry_t *const *) b)->name);
+}
+
+long
+fpx_registry_named_of (fpx_registry_t *self, uint32_t tenant, fpx_entry_t ***entries_p)
+{
+    long count = s_named (self, false, tenant, entries_p);
+    if (count > 1)
+        qsort (*entries_p, (size_t) count, sizeof **entries_p, s_compare_entries);
     return count;
 }

@@ -114,6 +114,10 @@ void fpx_registry_names_free (char **names, long count);
     is malloc'd (free it after releasing each). Returns count or -1.     */
 long fpx_registry_named (fpx_registry_t *self, fpx_entry_t ***entries_p);
 
+/*  Counted references to the named entries of one tenant, sorted by
+    name; as fpx_registry_named otherwise.                               */
+long fpx_registry_named_of (fpx_registry_t *self, uint32_t tenant, fpx_entry_t ***entries_p);
+
 /*  Drops a counted reference; the last one frees the entry and index.   */
 void fpx_entry_release (fpx_entry_t **entry_p);
 

@@ -8,7 +8,8 @@
 #include <stdint.h>
 
 /*  Sets what the environment does not say already (OMP_WAIT_POLICY=PASSIVE,
-    glibc.malloc.hugetlb=1 in GLIBC_TUNABLES) and re-executes the program
+    glibc.malloc.hugetlb=1 and glibc.malloc.mmap_threshold=4194304 in
+    GLIBC_TUNABLES) and re-executes the program
     once with argv; returns only if nothing was set or exec failed. Call
     first thing in main.                                                 */
 void fpx_runtime_defaults (char **argv);

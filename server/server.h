@@ -101,6 +101,7 @@ struct fpx_batch_s;
 typedef struct {
     uint32_t kind;
     uint32_t tenant_id;
+    int32_t role;                  //  the key's fpx_role_t (requests only)
     uint64_t conn_id;
     struct fpx_batch_s *batch;     //  FPX_JOB_BATCH only
     double deadline;               //  monotonic seconds; 0: none
@@ -168,7 +169,9 @@ typedef struct {
     been answered. Returns 0, or -1 if an endpoint cannot be bound.      */
 int fpx_broker_run (fpx_server_t *server, int signal_fd);
 
-/*  Packs the ping/info result common part into pk (3 entries).          */
+/*  Packs the ping/info result common part into pk (FPX_SERVER_INFO_KEYS
+    entries): versions, and whether the server is still recovering.     */
+#define FPX_SERVER_INFO_KEYS 4
 void fpx_pack_server_info (msgpack_packer *pk);
 
 // ---- zap.c

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -72,6 +73,9 @@ static struct {
     pthread_mutex_t mu;
     pthread_cond_t wake;
     bool stopping;
+    atomic_bool recovering;                  //  from open to the end of recover
+    atomic_bool stop_recovery;
+    atomic_size_t recovered;                 //  indexes loaded so far
 } s_store = { .lock_fd = -1, .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
 
 // ---- CRC-32C --------------------------------------------------------------------
@@ -525,6 +529,15 @@ fpx_wal_destroy (fpx_wal_t **self_p)
     pthread_cond_destroy (&wal->synced_cv);
     free (wal);
     *self_p = NULL;
+}
+
+long long
+fpx_wal_disk_bytes (fpx_wal_t *wal)
+{
+    pthread_mutex_lock (&wal->mu);
+    long long bytes = wal->charged;
+    pthread_mutex_unlock (&wal->mu);
+    return bytes;
 }
 
 //  Counts the index's snapshot and log to its tenant's disk use (under
@@ -1048,7 +1061,7 @@ s_recover_tenant (uint32_t tenant_id, const char *tenant, size_t *loaded, size_t
     if (!handle)
         return;
     struct dirent *item;
-    while ((item = readdir (handle))) {
+    while (!atomic_load (&s_store.stop_recovery) && (item = readdir (handle))) {
         char dir [PATH_MAX];
         int written = snprintf (dir, sizeof dir, "%s/%s", tenant_dir, item->d_name);
         if (item->d_name [0] == '.' || written >= (int) sizeof dir) {
@@ -1075,6 +1088,7 @@ s_recover_tenant (uint32_t tenant_id, const char *tenant, size_t *loaded, size_t
         }
         else
             ++*loaded;
+        atomic_fetch_add (&s_store.recovered, 1);
     }
     closedir (handle);
 }
@@ -1107,15 +1121,46 @@ fpx_storage_open (const fpx_storage_config_t *config, fpx_registry_t *registry,
                  s_store.root, strerror (errno));
         return -1;
     }
+    atomic_store (&s_store.recovering, true);
+    return 0;
+}
+
+void
+fpx_storage_recover (void)
+{
     double started = fpx_monotonic_seconds ();
     size_t loaded = 0, damaged = 0;
     uint64_t vectors = 0;
-    for (int t = 0; t < ntenants; t++)
-        s_recover_tenant ((uint32_t) t, tenants [t], &loaded, &damaged, &vectors);
-    fpx_log (FPX_LOG_INFO, "recovered %zu index(es), %llu vector(s) in %.3f s from %s%s",
-             loaded, (unsigned long long) vectors, fpx_monotonic_seconds () - started,
-             s_store.root, damaged ? "; some indexes are DAMAGED (see above)" : "");
-    return 0;
+    for (int t = 0; t < s_store.ntenants && !atomic_load (&s_store.stop_recovery); t++)
+        s_recover_tenant ((uint32_t) t, s_store.tenants [t], &loaded, &damaged, &vectors);
+    if (atomic_load (&s_store.stop_recovery))
+        fpx_log (FPX_LOG_INFO, "recovery stopped by shutdown after %zu index(es) in %.3f s: "
+                 "the others stay on disk as they were", loaded + damaged,
+                 fpx_monotonic_seconds () - started);
+    else
+        fpx_log (FPX_LOG_INFO, "recovered %zu index(es), %llu vector(s) in %.3f s from %s%s",
+                 loaded, (unsigned long long) vectors, fpx_monotonic_seconds () - started,
+                 s_store.root, damaged ? "; some indexes are DAMAGED (see above)" : "");
+}
+
+void
+fpx_storage_recovered (void)
+{
+    atomic_store (&s_store.recovering, false);
+}
+
+bool
+fpx_storage_recovering (size_t *loaded)
+{
+    if (loaded)
+        *loaded = atomic_load (&s_store.recovered);
+    return atomic_load (&s_store.recovering);
+}
+
+void
+fpx_storage_stop_recovery (void)
+{
+    atomic_store (&s_store.stop_recovery, true);
 }
 
 // ---- create, drop, snapshot --------------------------------------------------------

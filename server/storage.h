@@ -17,6 +17,7 @@
 #define FPX_STORAGE_H_INCLUDED
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,13 +56,30 @@ typedef struct {
     double snapshot_interval_s;    //  … or has had records this long
 } fpx_storage_config_t;
 
-/*  Opens the data directory (creating it), takes its lock file, and loads
-    every named index of the configured tenants into registry: snapshot,
-    then log replay. Damaged ones are registered as damaged. Returns 0 or
-    -1 with a logged reason (unusable directory, or locked by another
-    faissproxyd).                                                        */
+/*  Opens the data directory (creating it) and takes its lock file.
+    Returns 0 or -1 with a logged reason (unusable directory, or locked by
+    another faissproxyd). The server is "recovering" from then until
+    fpx_storage_recover returns.                                         */
 int fpx_storage_open (const fpx_storage_config_t *config, fpx_registry_t *registry,
                       char (*tenants) [FPX_NAME_MAX + 1], int ntenants);
+
+/*  Loads every named index of the configured tenants into the registry:
+    snapshot, then log replay. Damaged ones are registered as damaged.
+    Runs on its own thread while the broker already answers (requests
+    that touch indexes get FPX_ERECOVERING meanwhile); stops early, between
+    two indexes, after fpx_storage_stop_recovery.                        */
+void fpx_storage_recover (void);
+
+/*  Ends the recovering state (after recover, and whatever must see every
+    recovered index before requests do).                                 */
+void fpx_storage_recovered (void);
+
+/*  Whether recovery is still running; *loaded (if not NULL): the indexes
+    loaded so far. Thread-safe.                                          */
+bool fpx_storage_recovering (size_t *loaded);
+
+/*  Asks a running recovery to stop after the index it is reading.       */
+void fpx_storage_stop_recovery (void);
 
 /*  Makes a new named entry durable: writes its first snapshot and opens
     its log, then links it into the registry under its name (insert is
@@ -118,6 +136,10 @@ void fpx_storage_close (fpx_registry_t *registry);
 int fpx_storage_start_snapshotter (fpx_registry_t *registry);
 
 void fpx_wal_destroy (fpx_wal_t **self_p);
+
+/*  Bytes the index's files hold on disk, as counted to its tenant's
+    max_disk_mb: its snapshot and the log written since. Any thread.     */
+long long fpx_wal_disk_bytes (fpx_wal_t *wal);
 
 /*  CRC-32C (Castagnoli) of size bytes, continuing from crc (0 to start). */
 uint32_t fpx_crc32c (uint32_t crc, const void *data, size_t size);

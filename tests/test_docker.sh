@@ -8,9 +8,10 @@
 #  podman) can run a container here, or when the base image is missing:
 #  FPX_DOCKER_BASE (default debian:bookworm, else a local
 #  debian:bookworm-local) must be present or pullable.
-#  Without a registry, make one from Debian's mirror:
-#      debootstrap --variant=minbase bookworm DIR http://deb.debian.org/debian
-#      tar -C DIR -c . | docker import - debian:bookworm-local
+#  Without a registry, make one from Debian's mirror (debootstrap minbase,
+#  the root make test-dist keeps):
+#      scripts/minbase-root.sh build/deps/minbase-root
+#      tar -C build/deps/minbase-root -c . | docker import - debian:bookworm-local
 #      FPX_DOCKER_BASE=debian:bookworm-local make test-docker
 #  FPX_DOCKER_ENGINE picks the engine; FPX_DOCKER_ARGS adds arguments to
 #  every engine command (podman on cgroup v1: --runtime runc).

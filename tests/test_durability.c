@@ -644,6 +644,69 @@ s_test_train_compacted (void *arg)
     s_remove_dir (dir);
 }
 
+//  A server with a long log to replay answers at once: ping says it is
+//  recovering, a request that touches an index is refused before it runs
+//  (FPX_ERECOVERING once its timeout passes), and a write sent with time
+//  to spare rides the recovery out and is applied exactly once.
+static void
+s_test_recovering (void *arg)
+{
+    (void) arg;
+    char dir [256], why [256];
+    s_temp_dir (dir, sizeof dir, "recovering");
+    REQUIRE (dir [0], "mkdtemp failed");
+    int64_t nslow = 60000, nquick = 100, nmore = 10;
+    float *xs = fpx_data_clustered (6, nslow, DIM, 50, 0.05f);
+    float *xq = fpx_data_clustered (7, nquick + nmore, DIM, 10, 0.05f);
+    fpx_test_server_t server;
+    REQUIRE (s_start (&server, dir, "batch") == 0, "start failed");
+    fpx_client_t *client = fpx_test_client (&server, fpx_test_key_a);
+    REQUIRE_OK (client, fpx_index_create (client, "slow", DIM, "HNSW32", FPX_METRIC_L2, NULL));
+    REQUIRE_OK (client, fpx_add (client, "slow", nslow, DIM, xs, NULL));
+    REQUIRE_OK (client, fpx_index_create (client, "quick", DIM, "Flat", FPX_METRIC_L2, NULL));
+    REQUIRE_OK (client, fpx_add (client, "quick", nquick, DIM, xq, NULL));
+    fpx_client_destroy (&client);
+    s_kill9 (&server);
+    fpx_test_server_stop (&server, 5);
+
+    //  The HNSW graph is rebuilt from the log: seconds of replay.
+    REQUIRE (s_start (&server, dir, "batch") == 0, "restart failed");
+    client = fpx_test_client (&server, fpx_test_key_a);
+    fpx_server_info_t ping;
+    if (CHECK_OK (client, fpx_ping (client, &ping)))
+        CHECK (ping.recovering == 1, "ping right after a restart with %lld vectors of HNSW "
+               "to replay says recovering = %d", (long long) nslow, ping.recovering);
+    fpx_client_set_timeout (client, 200);
+    fpx_index_info_t info;
+    CHECK_RC (client, fpx_index_describe (client, "quick", 0, &info), FPX_ERECOVERING);
+    CHECK (strstr (fpx_client_errmsg (client), "did not run"),
+           "refusal during recovery: \"%s\"", fpx_client_errmsg (client));
+    fpx_client_set_timeout (client, 120000);
+    if (CHECK_OK (client, fpx_add (client, "quick", nmore, DIM, xq + nquick * DIM, NULL))
+    &&  CHECK_OK (client, fpx_index_describe (client, "quick", 0, &info)))
+        CHECK_EQ (info.ntotal, nquick + nmore);
+    if (CHECK_OK (client, fpx_ping (client, &ping)))
+        CHECK_EQ (ping.recovering, 0);
+    if (CHECK_OK (client, fpx_index_describe (client, "slow", 0, &info)))
+        CHECK_EQ (info.ntotal, nslow);
+    //  The Flat index answers as FAISS in-process with the same vectors.
+    FaissIndex *local = fpx_local_create (DIM, "Flat", FPX_METRIC_L2, why, sizeof why);
+    REQUIRE (local, "local create: %s", why);
+    faiss_Index_add (local, nquick + nmore, xq);
+    fpx_knn_t ref, got;
+    REQUIRE (fpx_local_knn (local, 10, xq, 5, 0, &ref) == 0, "local search failed");
+    if (CHECK_OK (client, fpx_remote_knn (client, "quick", 10, DIM, xq, 5, NULL, &got)))
+        CHECK_KNN (&ref, &got);
+    fpx_knn_free (&got);
+    fpx_knn_free (&ref);
+    faiss_Index_free (local);
+    fpx_client_destroy (&client);
+    CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
+    free (xs);
+    free (xq);
+    s_remove_dir (dir);
+}
+
 int
 main (void)
 {
@@ -655,5 +718,6 @@ main (void)
     fpx_test_run ("disk_full_refuses_writes_keeps_reads", s_test_disk_full, NULL);
     fpx_test_run ("state_survives_restarts", s_test_restart_state, NULL);
     fpx_test_run ("train_leaves_the_log", s_test_train_compacted, NULL);
+    fpx_test_run ("answers_while_recovering", s_test_recovering, NULL);
     return fpx_test_finish ();
 }

@@ -768,7 +768,7 @@ test_tables (void *arg)
         { -12, "FPX_ETIMEDOUT" }, { -13, "FPX_ECONNECT" }, { -14, "FPX_ESHUTDOWN" },
         { -15, "FPX_EIO" }, { -16, "FPX_EINTERNAL" }, { -17, "FPX_EDAMAGED" },
         { -18, "FPX_EQUOTA" },
-        { -19, "FPX_EPERM" },
+        { -19, "FPX_EPERM" }, { -20, "FPX_ERECOVERING" },
     };
     for (size_t i = 0; i < sizeof codes / sizeof codes [0]; i++) {
         CHECK_STR (fpx_error_name (codes [i].code), codes [i].name);

@@ -75,6 +75,27 @@ def server_info():
     return _client.server_info()
 
 
+def info(max_indexes=None, all_tenants=False):
+    """Remote mode: what the server and this key's tenant are doing, as a
+    dict (docs/PROTOCOL.md, "info"): uptime_s, workers, rss_bytes,
+    queue_depth, in_flight; requests {opcode: {status: count}}, latency
+    {opcode: {count, sum_s, p50, p90, p99, p999}} in seconds; the
+    tenant's vectors, memory_bytes, disk_bytes and quotas; index_list
+    [{name, ntotal, memory_bytes, disk_bytes}] sorted by name, and
+    index_list_truncated. Only this tenant's figures and the server's
+    aggregates are shown.
+
+    max_indexes: how many indexes to list (None: the server's default,
+    100; 0: none; at most 1000). all_tenants: also "server", the
+    server's totals and every tenant's usage (an admin key only; others
+    get FaissProxyError with code_name "FPX_EPERM")."""
+    if not _mode["remote"]:
+        raise RuntimeError("faiss_proxy.info: local mode has no server (call "
+                           "faiss_proxy.configure() or set FAISS_PROXY_SERVER)")
+    from . import _client
+    return _client.info(max_indexes, all_tenants)
+
+
 def _local_module():
     import faiss
     return faiss

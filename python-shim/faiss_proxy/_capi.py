@@ -75,6 +75,7 @@ class ServerInfo(Structure):
         ("server_version", c_char * 32),
         ("protocol_version", c_int),
         ("faiss_version", c_char * 32),
+        ("recovering", c_int),
     ]
 
 
@@ -89,6 +90,10 @@ class ClientOptions(Structure):
         ("long_timeout_ms", c_int),
     ]
 
+
+#  fpx_info's flag (faissproxy.h).
+INFO_ALL = 1
+INFO_INDEXES_MAX = 1000     # FPX_INFO_INDEXES_MAX
 
 _H = c_void_p               # fpx_client_t *
 _NAME = c_char_p
@@ -108,6 +113,9 @@ _PROTOTYPES = {
     "fpx_client_errmsg": (c_char_p, [_H]),
     "fpx_client_errcode": (c_int, [_H]),
     "fpx_ping": (c_int, [_H, POINTER(ServerInfo)]),
+    "fpx_info": (c_int, [_H, c_int, c_int, POINTER(c_void_p)]),
+    "fpx_info_json": (c_char_p, [c_void_p]),
+    "fpx_info_free": (None, [POINTER(c_void_p)]),
     "fpx_index_create": (c_int, [_H, _NAME, c_int, c_char_p, c_int, POINTER(IndexInfo)]),
     "fpx_index_drop": (c_int, [_H, _NAME]),
     "fpx_index_open": (c_int, [_H, _NAME, POINTER(IndexInfo)]),

@@ -18,6 +18,7 @@ What it must not do: know about FAISS classes (that is _remote.py).
 import atexit
 import collections
 import ctypes
+import json
 import os
 import threading
 
@@ -222,4 +223,22 @@ def server_info():
     call(lib.fpx_ping, ctypes.byref(info))
     return {"server_version": info.server_version.decode(),
             "protocol_version": info.protocol_version,
-            "faiss_version": info.faiss_version.decode()}
+            "faiss_version": info.faiss_version.decode(),
+            "recovering": bool(info.recovering)}
+
+
+def info(max_indexes=None, all_tenants=False):
+    if max_indexes is None:
+        wanted = 0                      # the server's default
+    elif isinstance(max_indexes, bool) or not isinstance(max_indexes, int) \
+            or not 0 <= max_indexes <= _capi.INFO_INDEXES_MAX:
+        raise ValueError("max_indexes must be an int from 0 to %d, or None"
+                         % _capi.INFO_INDEXES_MAX)
+    else:
+        wanted = max_indexes or -1      # 0: none listed
+    handle = ctypes.c_void_p()
+    call(lib.fpx_info, wanted, _capi.INFO_ALL if all_tenants else 0, ctypes.byref(handle))
+    try:
+        return json.loads(lib.fpx_info_json(handle).decode("ascii"))
+    finally:
+        lib.fpx_info_free(ctypes.byref(handle))

@@ -17,8 +17,9 @@ keep working on the same server objects. Parts of indexes that were not
 built here (read from a file, made by index_factory) are reached through
 server views (fpx_subobject).
 
-What it must not do: import the FAISS extension, or compute a result that
-FAISS computes (every index operation goes to the server).
+What it must not do: import the FAISS extension (but upload_index and
+download_index, whose purpose is an in-process FAISS index), or compute a
+result that FAISS computes (every index operation goes to the server).
 """
 import ctypes
 import operator
@@ -1033,6 +1034,40 @@ def drop_index(name):
 def save_index(name):
     """Snapshots the named index `name` now (its log is truncated)."""
     call(lib.fpx_index_save, str(name).encode())
+
+
+def upload_index(index, name):
+    """Uploads an index under the durable name `name` of this tenant and
+    returns it, as open_index(name) would (faissproxy's own call, not
+    FAISS's). index: an in-process FAISS index (of the local `faiss`
+    module), or a faiss_proxy index (copied on the server's side of the
+    wire). It travels in FAISS's format, in chunks above 512 KiB, so any
+    size passes the server's message limit; this process holds one
+    serialized copy meanwhile. RuntimeError when the name is taken."""
+    if isinstance(index, _ServerObject):
+        data = serialize_index(index)
+    else:
+        import faiss                    # the caller's own: it made `index`
+        data = faiss.serialize_index(index)
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    info = IndexInfo()
+    call(lib.fpx_deserialize, str(name).encode(), _ptr(data), data.size, byref(info))
+    return _named(info)
+
+
+def download_index(name):
+    """The server's index `name` (a named index, or an "@…" handle of this
+    connection) as an in-process FAISS index of the local `faiss` module:
+    a copy, that later changes on either side do not reach."""
+    import faiss
+    data = ctypes.POINTER(ctypes.c_uint8)()
+    size = c_size_t(0)
+    call(lib.fpx_serialize, name if isinstance(name, bytes) else str(name).encode(),
+         byref(data), byref(size))
+    try:
+        return faiss.deserialize_index(np.ctypeslib.as_array(data, shape=(size.value, )))
+    finally:
+        lib.fpx_free(data)
 
 
 def clone_index(index):

@@ -239,6 +239,11 @@ fpx_fuzz_seed_requests (fpx_fuzz_seed_fn fn, void *arg)
     s_ctx_t ctx = { .fn = fn, .arg = arg };
     s_emit (&ctx, "ping", FPX_OP_PING, NULL, NULL, 0, NULL, 0);
     s_emit (&ctx, "info", FPX_OP_INFO, NULL, NULL, 0, NULL, 0);
+    s_map_t info;
+    s_map (&info, 2);
+    fpx_pack_kv_int (&info.pk, "max_indexes", 3);
+    fpx_pack_kv_bool (&info.pk, "all", true);
+    s_emit (&ctx, "info-params", FPX_OP_INFO, &info, NULL, 0, NULL, 0);
     s_emit (&ctx, "list", FPX_OP_LIST, NULL, NULL, 0, NULL, 0);
     for (size_t i = 0; i < sizeof s_factories / sizeof s_factories [0]; i++)
         s_create (&ctx, "create", "fz_new", s_factories [i], (int) (i % 2));

@@ -145,9 +145,11 @@ s_start (void)
         .snapshot_interval_s = config->snapshot_interval_s,
     };
     FPX_FUZZ_ASSERT (fpx_storage_open (&storage, server->registry, config->tenants, config->ntenants) == 0);
+    fpx_storage_recover ();
     FPX_FUZZ_ASSERT (fpx_storage_start_snapshotter (server->registry) == 0);
     FPX_FUZZ_ASSERT (fpx_workers_start (server) == 0);
     fpx_limits_measure_all (server->registry);
+    fpx_storage_recovered ();
     fpx_interrupt_install ();
     FPX_FUZZ_ASSERT (pthread_create (&s_self.broker, NULL, s_broker_main, NULL) == 0);
 

@@ -128,6 +128,7 @@ export const Status = {
     FPX_EDAMAGED: -17,
     FPX_EQUOTA: -18,
     FPX_EPERM: -19,
+    FPX_ERECOVERING: -20,
 } as const;
 export type StatusName = keyof typeof Status;
 
@@ -153,6 +154,7 @@ export const STATUS_NAMES: Readonly<Record<number, StatusName>> = {
     "-17": "FPX_EDAMAGED",
     "-18": "FPX_EQUOTA",
     "-19": "FPX_EPERM",
+    "-20": "FPX_ERECOVERING",
 };
 
 /** Readable message of each status code, as fpx_strerror(). */
@@ -177,4 +179,5 @@ export const STATUS_MESSAGES: Readonly<Record<number, string>> = {
     "-17": "index damaged",
     "-18": "tenant quota exceeded",
     "-19": "permission denied",
+    "-20": "server recovering its indexes",
 };
