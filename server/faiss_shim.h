@@ -159,13 +159,39 @@ int fpx_shim_kmeans (int d, int k, int64_t n, const float *x,
     storage) reads them without a check.                                 */
 int fpx_shim_keys_are_positions (const FaissIndex *index);
 
-/*  1 if index is an IndexIDMap / IndexIDMap2 whose wrapped index (through
-    PreTransforms) is an IVF. FAISS 1.7.3's IDMap::remove_ids compacts its
-    id map but IVF lists keep their old positions, so the index is left
-    holding positions past its id map: later searches and removals read
-    id_map out of bounds, and its snapshot no longer passes the upload
-    checks. remove_ids is refused on such an index.                      */
-int fpx_shim_idmap_over_ivf (const FaissIndex *index);
+/*  A selector of n ids (any values, duplicates allowed) for
+    fpx_shim_remove_ids: a sorted, deduplicated copy, 8 bytes an id
+    (FAISS's IDSelectorBatch hashes them at several times that), looked
+    up by binary search; an IVF index with a hashtable direct map gets
+    them as the IDSelectorArray FAISS needs there. Free it with
+    faiss_IDSelector_free. FPX_ENOMEM.                                   */
+int fpx_shim_id_selector (int64_t n, const int64_t *ids, FaissIDSelector **selector_p,
+                          char *err, size_t err_size);
+
+/*  remove_ids, also on the indexes FAISS 1.7.3 refuses it on: an
+    IndexHNSW (flat-code storage: Flat, SQ, PQ, …), bare, under
+    PreTransforms, or under an IndexIDMap / IndexIDMap2 (selector keys
+    are ids there, storage positions otherwise). Those are rebuilt from
+    the vectors kept, in storage order (later ones move down, as in an
+    IndexFlat): the codes are copied, and a new graph is built on one
+    thread, deterministically, with the index's own parameters, which is
+    the graph FAISS builds for a new index given those vectors (their
+    decodings, for SQ/PQ storage) in one add on one thread. The rebuild
+    needs memory beside the index (*need, OUT, about): more than cap is
+    refused with FPX_ENOMEM before anything is allocated. The index is
+    unchanged on any error. *removed: how many went; *rebuilt: 1 when a
+    graph was rebuilt. An IDMap / IDMap2 over an IVF index (through
+    PreTransforms; in-memory lists, no direct map), where FAISS leaves the
+    lists numbering vectors by their old positions, has its lists
+    compacted and renumbered. An IndexRefine (FAISS has no remove_ids for it)
+    over an HNSW or flat-code base and a flat-code refine index loses the
+    same positions from both. An IDMap whose id map and wrapped index
+    disagree in size (changed through a view) is FPX_EINVAL, where FAISS
+    would assert. Every other index: FAISS's own remove_ids.
+    Caller holds the index's exclusive lock.                              */
+int fpx_shim_remove_ids (FaissIndex *index, const FaissIDSelector *selector, size_t cap,
+                         size_t *removed, size_t *need, int *rebuilt,
+                         char *err, size_t err_size);
 
 /*  Sends what FAISS writes to std::cerr through the server's log, a line
     at a time, sanitized: FAISS's C API (when built without NDEBUG) prints

@@ -8,8 +8,9 @@
     throws from the calling thread, outside its parallel regions.
 
     Workers arm it only for calls whose interruption leaves the index as
-    it was or marks it untrained (train, kmeans): an add stopped between
-    blocks would keep half its vectors.
+    it was or marks it untrained (train, kmeans, and remove_ids, whose
+    HNSW rebuild is built aside and dropped when stopped): an add stopped
+    between blocks would keep half its vectors.
 */
 #ifndef FPX_INTERRUPT_H_INCLUDED
 #define FPX_INTERRUPT_H_INCLUDED

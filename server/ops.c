@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <faiss/c_api/AutoTune_c.h>
 #include <faiss/c_api/error_c.h>
@@ -742,12 +743,42 @@ static int s_op_train (fpx_call_t *call) { return s_write_vectors (call, S_TRAIN
 static int s_op_add (fpx_call_t *call) { return s_write_vectors (call, S_ADD); }
 static int s_op_add_with_ids (fpx_call_t *call) { return s_write_vectors (call, S_ADD_WITH_IDS); }
 
+static size_t
+s_machine_memory (void)
+{
+    long pages = sysconf (_SC_PHYS_PAGES), page = sysconf (_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (size_t) pages * (size_t) page : SIZE_MAX;
+}
+
+//  A removal from an HNSW index rebuilds it (faiss_shim.h), with memory
+//  beside the index: refused unless that fits what the tenant's
+//  max_memory_mb and --max-memory-mb leave, and the machine. The new
+//  graph is snapshotted soon after, so that a restart does not build it
+//  again from the log.
 static int
 s_apply_remove (fpx_call_t *call, fpx_entry_t *entry, void *arg)
 {
-    size_t removed = 0;
-    if (faiss_Index_remove_ids (entry->index, arg, &removed))
-        return fpx_op_faiss_error (call, "remove_ids failed");
+    size_t machine = s_machine_memory ();
+    size_t cap = fpx_limits_alloc_cap (call->envelope->tenant_id, machine);
+    size_t removed = 0, need = 0;
+    int rebuilt = 0;
+    char err [FPX_ERROR_TEXT_MAX];
+    int rc = fpx_shim_remove_ids (entry->index, arg, cap, &removed, &need, &rebuilt,
+                                  err, sizeof err);
+    if (rc == FPX_ENOMEM && need > cap) {
+        if (cap < machine)
+            fpx_limits_cap_refused (call, cap);
+        else
+            fpx_reply_error (call->reply, FPX_ENOMEM, "this machine has %zu MiB", machine >> 20);
+        char limit [FPX_ERROR_TEXT_MAX];
+        snprintf (limit, sizeof limit, "%s", call->reply->error);
+        snprintf (call->reply->error, sizeof call->reply->error, "%s: %s", err, limit);
+        return call->reply->status;
+    }
+    if (rc)
+        return fpx_op_shim_result (call, rc, err);
+    if (rebuilt && entry->wal)
+        fpx_wal_snapshot_soon (entry->wal);
     fpx_op_pack_int (call, "removed", (int64_t) removed);
     return 0;
 }
@@ -759,14 +790,6 @@ s_op_remove_ids (fpx_call_t *call)
     int rc = fpx_op_lookup_index (call, &entry);
     if (rc)
         return rc;
-    //  The object's class never changes, so no lock is needed to ask.
-    if (fpx_shim_idmap_over_ivf (entry->index)) {
-        fpx_entry_release (&entry);
-        return fpx_reply_error (call->reply, FPX_EINVAL, "remove_ids on an IDMap over an IVF "
-                                "index would leave its lists holding stale positions (FAISS "
-                                "1.7.3); IVF indexes keep ids themselves: use add_with_ids and "
-                                "remove_ids on the IVF index without the IDMap");
-    }
     FaissIDSelector *selector = NULL;
     int64_t header [2] = { 0, 0 };          //  n and 0, or lo and hi
     fpx_record_t record = { .kind = FPX_REC_REMOVE_RANGE, .parts = { header },
@@ -777,8 +800,10 @@ s_op_remove_ids (fpx_call_t *call)
         const int64_t *ids = size % sizeof (int64_t) == 0 ? fpx_op_ids (call, 0, n) : NULL;
         if (!ids && !call->reply->status)
             fpx_reply_error (call->reply, FPX_EPROTO, "id frame size is not a multiple of 8");
-        if (ids && faiss_IDSelectorBatch_new ((FaissIDSelectorBatch **) &selector, (size_t) n, ids))
-            fpx_op_faiss_error (call, "cannot build the id selector");
+        char err [FPX_ERROR_TEXT_MAX];
+        if (ids)
+            fpx_op_shim_result (call, fpx_shim_id_selector (n, ids, &selector, err, sizeof err),
+                                err);
         header [0] = n;
         record = (fpx_record_t) { .kind = FPX_REC_REMOVE_IDS, .parts = { header, ids },
                                   .sizes = { sizeof header, size }, .nparts = 2 };

@@ -58,7 +58,7 @@ struct fpx_wal_t {
                                              //  hold the entry lock, not snapshot_mu
     uint64_t log_bytes;                      //  records since the snapshot
     double dirty_since;                      //  0 when nothing unsnapshotted
-    bool snapshot_soon;                      //  a train record is in the log
+    bool snapshot_soon;                      //  a train record, or a rebuilt HNSW graph
     uint32_t tenant;
     uint64_t snapshot_bytes;                 //  size of the snapshot file
     uint64_t meta_bytes;                     //  … and of the meta file (under mu)
@@ -821,6 +821,17 @@ fpx_wal_append (fpx_wal_t *wal, const fpx_record_t *record, fpx_ticket_t *ticket
 }
 
 void
+fpx_wal_snapshot_soon (fpx_wal_t *wal)
+{
+    pthread_mutex_lock (&wal->mu);
+    wal->snapshot_soon = true;
+    pthread_mutex_unlock (&wal->mu);
+    pthread_mutex_lock (&s_store.mu);
+    pthread_cond_signal (&s_store.wake);
+    pthread_mutex_unlock (&s_store.mu);
+}
+
+void
 fpx_wal_undo (fpx_wal_t *wal, const fpx_ticket_t *ticket)
 {
     pthread_mutex_lock (&wal->mu);
@@ -928,13 +939,18 @@ s_replay_record (FaissIndex *index, int kind, const uint8_t *p, uint64_t length,
         if (length < 16 || (kind == FPX_REC_REMOVE_IDS && (length - 16) != n * 8))
             goto malformed;
         if (kind == FPX_REC_REMOVE_IDS)
-            rc = faiss_IDSelectorBatch_new ((FaissIDSelectorBatch **) &selector, n,
-                                            (const int64_t *) (p + 16));
+            rc = fpx_shim_id_selector ((int64_t) n, (const int64_t *) (p + 16), &selector,
+                                       faiss_err, sizeof faiss_err);
         else
             rc = faiss_IDSelectorRange_new ((FaissIDSelectorRange **) &selector,
                                             (int64_t) s_get64 (p), (int64_t) s_get64 (p + 8));
+        //  As the first time (an HNSW graph is rebuilt deterministically),
+        //  without a memory cap: the server did it once already.
+        size_t need;
+        int rebuilt;
         if (!rc)
-            rc = faiss_Index_remove_ids (index, selector, &removed);
+            rc = fpx_shim_remove_ids (index, selector, SIZE_MAX, &removed, &need, &rebuilt,
+                                      faiss_err, sizeof faiss_err);
         faiss_IDSelector_free (selector);
     }
     else if (kind == FPX_REC_RESET)

@@ -137,6 +137,11 @@ int fpx_wal_commit (fpx_wal_t *wal, const fpx_ticket_t *ticket, char *err, size_
     train record (its vectors need not be replayed at every restart).    */
 bool fpx_wal_wants_snapshot (fpx_wal_t *wal);
 
+/*  Asks the snapshotter for a snapshot of this index soon, as after a
+    train record: a removal that rebuilt an HNSW graph would rebuild it
+    again when its record is replayed at the next start.                 */
+void fpx_wal_snapshot_soon (fpx_wal_t *wal);
+
 /*  Writes a snapshot of entry (taking its shared lock: searches go on,
     writers wait) and drops the log it covers. 0, FPX_EIO.              */
 int fpx_storage_snapshot (fpx_entry_t *entry, char *err, size_t err_size);

@@ -93,14 +93,16 @@ s_reply_reset (fpx_reply_t *reply)
     msgpack_sbuffer_clear (&reply->result);
 }
 
-//  Runs the call; a train or kmeans still running at the request's
-//  deadline is stopped by FAISS (interrupt.h) and answered ETIMEDOUT.
+//  Runs the call; a train, kmeans or HNSW rebuild (remove_ids) still
+//  running at the request's deadline is stopped by FAISS (interrupt.h)
+//  and answered ETIMEDOUT.
 static void
 s_execute (fpx_call_t *call)
 {
     double deadline = call->envelope->deadline;
     int opcode = call->header.opcode;
-    bool armed = deadline > 0 && (opcode == FPX_OP_TRAIN || opcode == FPX_OP_KMEANS);
+    bool armed = deadline > 0 && (opcode == FPX_OP_TRAIN || opcode == FPX_OP_KMEANS
+                                  || opcode == FPX_OP_REMOVE_IDS);
     if (armed)
         fpx_interrupt_arm (deadline);
     fpx_ops_execute (call);
@@ -113,7 +115,9 @@ s_execute (fpx_call_t *call)
                          (long long) call->envelope->deadline_ms,
                          opcode == FPX_OP_TRAIN ? "the index stays untrained, but an IVF "
                          "index's coarse quantizer may keep partial centroids: recreate it "
-                         "before training again" : "nothing was created");
+                         "before training again" : opcode == FPX_OP_REMOVE_IDS ? "nothing "
+                         "was removed (the HNSW graph being rebuilt was dropped)"
+                         : "nothing was created");
 }
 
 //  Who asks what of which index, for the request line and for what FAISS

@@ -130,7 +130,7 @@ def test_faiss_errors_are_runtime_errors_with_faiss_message(lfaiss, rfaiss, data
         idmap = f.IndexIDMap(f.IndexFlatL2(d))
         messages.append([
             faiss_error(lambda: untrained.add(xb[:10])),
-            faiss_error(lambda: hnsw.remove_ids(np.arange(3))),
+            faiss_error(lambda: hnsw.add_with_ids(xb[:3], np.arange(3))),
             faiss_error(lambda: idmap.add(xb[:3])),
             faiss_error(lambda: f.index_factory(d, "IVF16,Nonsense")),
             faiss_error(lambda: f.ParameterSpace().set_index_parameter(ivf, "nosuch", 3)),
@@ -272,8 +272,6 @@ def test_ivf_reconstruct_needs_a_direct_map_as_in_faiss(lfaiss, rfaiss, data):
     assert faiss_error(lambda: remote.reconstruct(42)) == faiss_error(lambda: local.reconstruct(42))
 
 
-@pytest.mark.xfail(strict=True, reason="faissproxyd's remove_ids always builds an IDSelectorBatch;"
-                   " FAISS needs an IDSelectorArray with a hashtable direct map")
 def test_remove_ids_with_hashtable_direct_map(lfaiss, rfaiss, data):
     local, remote = both(lfaiss, rfaiss, lambda f: filled(f, data, "ivf"))
     for index in (local, remote):

@@ -1,0 +1,207 @@
+"""remove_ids where FAISS 1.7.3 refuses it in-process (HNSW indexes, bare
+or wrapped; IndexRefineFlat) or leaves the index inconsistent (an IDMap
+over an IVF index), and faissproxyd removes: by rebuilding the graph
+from the vectors kept, or renumbering the IVF lists.
+
+The reference for each case is built here with local FAISS: a new index
+of the same structure (trained alike), given in one add on one OpenMP
+thread the vectors an IndexFlat keeps after the same removal (for SQ/PQ
+storage, the decodings of the codes kept), in the same order. FAISS's
+HNSW build is deterministic on one thread, and so is the server's
+rebuild: labels must be identical, distances within 1e-5,
+reconstructions bit for bit.
+"""
+import numpy as np
+import pytest
+
+from conftest import assert_same_search
+
+K = 10
+M = 16
+
+
+def one_thread_add(f, index, x, ids=None):
+    threads = f.omp_get_max_threads()
+    f.omp_set_num_threads(1)
+    try:
+        if ids is None:
+            index.add(x)
+        else:
+            index.add_with_ids(x, ids)
+    finally:
+        f.omp_set_num_threads(threads)
+
+
+def kept_after(lfaiss, x, ids, selector):
+    """The rows of x (and their ids) that an IDMap2 over IndexFlat keeps
+    after remove_ids(selector), in order; and how many it removed."""
+    flat = lfaiss.IndexIDMap2(lfaiss.IndexFlatL2(x.shape[1]))
+    flat.add_with_ids(x, ids)
+    removed = flat.remove_ids(selector)
+    kept = lfaiss.vector_to_array(flat.id_map)
+    index = {int(i): r for r, i in enumerate(ids)}
+    rows = np.array([index[int(i)] for i in kept], dtype="int64")
+    return x[rows], kept, removed
+
+
+def hnsw_flat(f, d):
+    index = f.IndexHNSWFlat(d, M)
+    index.hnsw.efConstruction = 60
+    index.hnsw.efSearch = 48
+    return index
+
+
+def test_hnsw_flat_remove_ids_as_a_new_index(lfaiss, rfaiss, data):
+    _, xb, xq = data
+    d = xb.shape[1]
+    remote = hnsw_flat(rfaiss, d)
+    remote.add(xb)
+    ids = np.arange(len(xb), dtype="int64")
+    x = xb
+    removals = [
+        np.array([3, 1500, 7, 7, -5, 10 ** 12, 1999], dtype="int64"),
+        lambda f: f.IDSelectorRange(100, 250),
+        np.arange(0, 1500, 11, dtype="int64"),
+        np.array([123456], dtype="int64"),          # nothing: nothing rebuilt
+    ]
+    for op in removals:
+        lsel = op(lfaiss) if callable(op) else op
+        rsel = op(rfaiss) if callable(op) else op
+        # Positions are ids: what an IndexFlat keeps, renumbered.
+        x, _, removed = kept_after(lfaiss, x, ids[:len(x)], lsel)
+        assert remote.remove_ids(rsel) == removed
+        assert remote.ntotal == len(x)
+        reference = hnsw_flat(lfaiss, d)
+        one_thread_add(lfaiss, reference, x)
+        assert_same_search(reference.search(xq, K), remote.search(xq, K))
+        np.testing.assert_array_equal(remote.reconstruct_n(0, remote.ntotal), x)
+    # The graph parameters survived the rebuilds.
+    assert remote.hnsw.efSearch == 48
+    assert remote.hnsw.efConstruction == 60
+    # An HNSW index built for the same vectors: the same as on an
+    # IndexFlat, which is what the Python user expects of remove_ids.
+    exact = lfaiss.IndexFlatL2(d)
+    exact.add(x)
+    _, I_exact = exact.search(xq, 1)
+    _, I_remote = remote.search(xq, 1)
+    assert (I_exact == I_remote).mean() > 0.9
+
+
+@pytest.mark.parametrize("factory", ["HNSW16,SQ8", "HNSW16,SQ4"])
+def test_hnsw_codes_remove_ids(lfaiss, rfaiss, data, factory):
+    xt, xb, xq = data
+    d = xb.shape[1]
+    local = lfaiss.index_factory(d, factory)
+    remote = rfaiss.index_factory(d, factory)
+    for index in (local, remote):
+        index.train(xt)
+    local.add(xb)
+    remote.add(xb)
+    # The codes the server keeps are those FAISS made of the vectors.
+    decoded = local.reconstruct_n(0, local.ntotal)
+    np.testing.assert_array_equal(remote.reconstruct_n(0, remote.ntotal), decoded)
+    sel = np.arange(5, 2000, 7, dtype="int64")
+    kept, _, removed = kept_after(lfaiss, decoded, np.arange(len(xb), dtype="int64"), sel)
+    assert remote.remove_ids(sel) == removed
+    assert remote.ntotal == len(kept)
+    reference = lfaiss.index_factory(d, factory)
+    reference.train(xt)
+    one_thread_add(lfaiss, reference, kept)
+    # Codes copied, never re-encoded: the decodings are the same bits.
+    np.testing.assert_array_equal(remote.reconstruct_n(0, remote.ntotal), kept)
+    np.testing.assert_array_equal(reference.reconstruct_n(0, reference.ntotal), kept)
+    assert_same_search(reference.search(xq, K), remote.search(xq, K))
+
+
+def test_idmap2_over_hnsw_remove_ids(lfaiss, rfaiss, data):
+    _, xb, xq = data
+    d = xb.shape[1]
+    ids = (np.arange(len(xb), dtype="int64") * 7 + 1000)[::-1].copy()
+    remote = rfaiss.IndexIDMap2(hnsw_flat(rfaiss, d))
+    remote.add_with_ids(xb, ids)
+    sel = lambda f: f.IDSelectorBatch(ids[::3])
+    kept, kept_ids, removed = kept_after(lfaiss, xb, ids, sel(lfaiss))
+    assert remote.remove_ids(sel(rfaiss)) == removed
+    assert remote.ntotal == len(kept)
+    np.testing.assert_array_equal(rfaiss.vector_to_array(remote.id_map), kept_ids)
+    reference = lfaiss.IndexIDMap2(hnsw_flat(lfaiss, d))
+    one_thread_add(lfaiss, reference, kept, kept_ids)
+    assert_same_search(reference.search(xq, K), remote.search(xq, K))
+    # Reconstruct by id: kept ids as before, removed ids refused as FAISS does.
+    np.testing.assert_array_equal(remote.reconstruct(int(kept_ids[5])), kept[5])
+    with pytest.raises(RuntimeError):
+        remote.reconstruct(int(ids[0]))
+    with pytest.raises(RuntimeError):
+        reference.reconstruct(int(ids[0]))
+
+
+def test_pretransform_over_hnsw_remove_ids(lfaiss, rfaiss, data):
+    xt, xb, xq = data
+    d = xb.shape[1]
+    local = lfaiss.index_factory(d, "PCA16,HNSW16")
+    remote = rfaiss.index_factory(d, "PCA16,HNSW16")
+    for index in (local, remote):
+        index.train(xt)
+    remote.add(xb)
+    sel = lambda f: f.IDSelectorRange(500, 1700)
+    kept, _, removed = kept_after(lfaiss, xb, np.arange(len(xb), dtype="int64"), sel(lfaiss))
+    assert remote.remove_ids(sel(rfaiss)) == removed
+    assert remote.ntotal == len(kept)
+    one_thread_add(lfaiss, local, kept)
+    assert_same_search(local.search(xq, K), remote.search(xq, K))
+
+
+@pytest.mark.parametrize("base", ["hnsw", "pq"])
+def test_refine_remove_ids(lfaiss, rfaiss, data, base):
+    """IndexRefineFlat, which FAISS 1.7.3 cannot remove from: its base and
+    its refine index lose the same positions (an HNSW base rebuilt)."""
+    xt, xb, xq = data
+    d = xb.shape[1]
+
+    def make(f):
+        inner = hnsw_flat(f, d) if base == "hnsw" else f.IndexPQ(d, 8, 4)
+        index = f.IndexRefineFlat(inner)
+        index.k_factor = 4
+        index.train(xt)
+        return index
+
+    remote = make(rfaiss)
+    remote.add(xb)
+    with pytest.raises(RuntimeError):
+        make(lfaiss).remove_ids(np.arange(3))
+    sel = lambda f: f.IDSelectorBatch(np.r_[np.arange(0, 2000, 5), [-3, 5, 10 ** 9]])
+    kept, _, removed = kept_after(lfaiss, xb, np.arange(len(xb), dtype="int64"), sel(lfaiss))
+    assert remote.remove_ids(sel(rfaiss)) == removed
+    assert remote.ntotal == len(kept)
+    reference = make(lfaiss)
+    one_thread_add(lfaiss, reference, kept)
+    assert_same_search(reference.search(xq, K), remote.search(xq, K))
+    np.testing.assert_array_equal(remote.reconstruct_n(0, remote.ntotal), kept)
+
+
+def test_idmap_over_ivf_remove_ids(lfaiss, rfaiss, data):
+    """FAISS 1.7.3 leaves the IVF lists of an IDMap numbering vectors by
+    their old positions; faissproxyd renumbers them: the index answers as
+    a new one given the vectors kept."""
+    xt, xb, xq = data
+    d = xb.shape[1]
+
+    def make(f):
+        ivf = f.IndexIVFFlat(f.IndexFlatL2(d), d, 16)
+        ivf.nprobe = 4
+        index = f.IndexIDMap2(ivf)
+        index.train(xt)
+        return index
+
+    ids = np.arange(len(xb), dtype="int64") * 3 + 17
+    remote = make(rfaiss)
+    remote.add_with_ids(xb, ids)
+    xb_kept, kept_ids = xb, ids
+    for sel in (ids[::4], ids[100:400], np.array([-1, ids[5], ids[5], 2], dtype="int64")):
+        xb_kept, kept_ids, removed = kept_after(lfaiss, xb_kept, kept_ids, sel)
+        assert remote.remove_ids(sel) == removed
+        assert remote.ntotal == len(kept_ids)
+        np.testing.assert_array_equal(rfaiss.vector_to_array(remote.id_map), kept_ids)
+        reference = make(lfaiss)
+        reference.add_with_ids(xb_kept, kept_ids)
+        assert_same_search(reference.search(xq, K), remote.search(xq, K))
