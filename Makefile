@@ -62,7 +62,7 @@ LOADTEST := $(BUILD)/bin/fpx-loadtest
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .SECONDARY:
-.PHONY: all deps run test test-c test-python test-typescript test-asan test-tsan test-docker bench fuzz install clean distclean
+.PHONY: all deps run test test-c test-python faiss-suite test-typescript test-asan test-tsan test-docker bench fuzz install clean distclean
 all: $(DAEMON) $(CLI) $(LIB_A) $(LIB_SO) $(PC_FILE) $(if $(LOADTEST_SRC),$(LOADTEST))
 
 deps:
@@ -210,6 +210,12 @@ test-c: all $(TESTS) $(FUZZ_TESTS) $(FUZZ_LIVE)
 test-python: all
 	@FPX_DAEMON=$(abspath $(DAEMON)) FAISS_PROXY_LIB=$(abspath $(LIB_SO)) \
 	    PYTHONPATH=$(abspath python-shim) $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
+
+#  FAISS 1.7.3's own Python tests through faiss_proxy, against the same
+#  files in process (docs/FAISS_SUITE.md). Not part of make test.
+FAISS_SUITE_SRC ?= $(DEPS_DIR)/faiss-src
+faiss-suite: all
+	@PYTHON=$(PYTHON) scripts/faiss-suite.sh $(BUILD) $(FAISS_SUITE_SRC)
 
 #  The TypeScript client (clients/typescript): npm ci, tsc, node --test
 #  against a real server, compared with Debian's FAISS. Fails when npm

@@ -38,8 +38,18 @@ extern "C" {
 #define FPX_DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define FPX_INDEX_NAME_MAX     128  /* a name buffer needs this + 1 bytes */
 
+/*  FAISS's metric numbers. L2 and inner product work with every index;
+    the others with IndexFlat, IndexHNSWFlat and IDMap / PreTransform
+    around them (docs/PROTOCOL.md). FPX_METRIC_LP reads the index's
+    metric_arg (p), set with fpx_set_attr.                               */
 #define FPX_METRIC_INNER_PRODUCT 0
 #define FPX_METRIC_L2            1
+#define FPX_METRIC_L1            2
+#define FPX_METRIC_LINF          3
+#define FPX_METRIC_LP            4
+#define FPX_METRIC_CANBERRA      20
+#define FPX_METRIC_BRAYCURTIS    21
+#define FPX_METRIC_JENSENSHANNON 22
 
 typedef struct _fpx_client_t fpx_client_t;
 
@@ -167,7 +177,7 @@ typedef struct {
     int d;
     int64_t ntotal;
     int is_trained;
-    int metric;                /* FPX_METRIC_L2 or FPX_METRIC_INNER_PRODUCT */
+    int metric;                /* FPX_METRIC_* (FAISS's numbering) */
     char factory [256];        /* "" for an uploaded index                  */
     int anonymous;
     int64_t memory_bytes;      /* -1 unless asked for (fpx_index_describe)  */

@@ -47,6 +47,7 @@
 #include <faiss/utils/distances.h>
 
 #include "faiss_shim.h"
+#include "fpx_protocol.h"
 #include "log.h"
 #include "upload_check.h"
 #include "fpx_errors.h"
@@ -524,6 +525,10 @@ fpx_shim_factory (int d, const char *factory, int metric, size_t alloc_cap,
             AllocCap cap (alloc_cap);
             index = faiss::index_factory (d, factory, (faiss::MetricType) metric);
         }
+        if (int rc = fpx_upload_check_metrics (reinterpret_cast<FaissIndex *> (index), err, err_size)) {
+            delete index;
+            return rc;
+        }
         *index_p = reinterpret_cast<FaissIndex *> (index);
         return 0;
     });
@@ -628,6 +633,15 @@ struct Args {
     {
         return (faiss::MetricType) integer (i, "metric", 0, 1, 1, false);
     }
+    //  Where FAISS's extra metrics work (fpx_upload_check_metrics says
+    //  where and why): any metric for IndexFlat.
+    faiss::MetricType any_metric (int i) const
+    {
+        long m = integer (i, "metric", 0, FPX_METRIC_MAX, 1, false);
+        if (!fpx_metric_is_valid (m))
+            bad (std::string (type) + ": metric " + std::to_string (m) + " is not known");
+        return (faiss::MetricType) m;
+    }
     faiss::ScalarQuantizer::QuantizerType qtype (int i) const
     {
         return (faiss::ScalarQuantizer::QuantizerType) integer (i, "qtype", 0,
@@ -678,7 +692,7 @@ construct_index (const char *type, const Args &a, const Refs &refs)
         int d = a.dim (0);
         if (t == "IndexFlatL2") return new faiss::IndexFlatL2 (d);
         if (t == "IndexFlatIP") return new faiss::IndexFlatIP (d);
-        return new faiss::IndexFlat (d, a.metric (1));
+        return new faiss::IndexFlat (d, a.any_metric (1));
     }
     if (t == "IndexIVFFlat" || t == "IndexIVFPQ" || t == "IndexIVFScalarQuantizer") {
         refs.expect ("i");
@@ -704,7 +718,13 @@ construct_index (const char *type, const Args &a, const Refs &refs)
     if (t == "IndexHNSWFlat") {
         refs.expect ("");
         int d = a.dim (0);
-        return new faiss::IndexHNSWFlat (d, (int) a.integer (1, "M", 2, 512, 32, false), a.metric (2));
+        int M = (int) a.integer (1, "M", 2, 512, 32, false);
+        faiss::MetricType metric = a.any_metric (2);
+        if (metric != faiss::METRIC_L2 && metric != faiss::METRIC_INNER_PRODUCT
+        &&  metric != faiss::METRIC_L1 && metric != faiss::METRIC_Linf && metric != faiss::METRIC_Lp)
+            bad ("IndexHNSWFlat: metric " + std::to_string ((int) metric) + " can give NaN "
+                 "distances, which HNSW cannot order (L2, inner product, L1, Linf, Lp only)");
+        return new faiss::IndexHNSWFlat (d, M, metric);
     }
     if (t == "IndexHNSWSQ") {
         refs.expect ("");
@@ -752,6 +772,9 @@ construct_index (const char *type, const Args &a, const Refs &refs)
     }
     if (t == "IndexRefineFlat") {
         refs.expect ("i");
+        if (refs.index (0)->metric_type != faiss::METRIC_L2
+        &&  refs.index (0)->metric_type != faiss::METRIC_INNER_PRODUCT)
+            bad ("IndexRefineFlat: the base index's metric must be L2 or inner product");
         auto refine = new faiss::IndexRefineFlat (refs.index (0));
         refine->own_fields = true;
         refine->k_factor = (float) a.number (0, "k_factor", 1, 1e6, 1, false);
@@ -868,6 +891,10 @@ index_attr (faiss::Index *index, const std::string &name, double *get, const dou
             return true;
         }
     }
+    if (set && name == "metric_arg") {      //  read above with the other common fields
+        index->metric_arg = (float) *set;
+        return true;
+    }
     FPX_FIELD (ivf, ivf, nprobe, size_t)
     FPX_FIELD (ivf, ivf, max_codes, size_t)
     FPX_FIELD (ivf, ivf, quantizer_trains_alone, char)
@@ -919,6 +946,7 @@ const Attr s_writable [] = {
     { "search_bounded_queue", S_ATTR, 0, 1 }, { "eigen_power", S_ATTR, -1e3, 1e3 },
     { "epsilon", S_ATTR, 0, 1 }, { "random_rotation", S_ATTR, 0, 1 }, { "balanced_bins", S_ATTR, 0, 65536 },
     { "niter", S_ATTR, 1, 10000 }, { "niter_pq", S_ATTR, 1, 10000 }, { "niter_pq_0", S_ATTR, 1, 10000 },
+    { "metric_arg", S_ATTR, -FLT_MAX, FLT_MAX },
     { "ht", S_SPACE, 0, 65536 }, { "k_factor_rf", S_SPACE, 1, 1e6 }, { "verbose", S_SPACE, 0, 0 },
 };
 

@@ -517,8 +517,11 @@ s_op_create (fpx_call_t *call)
     int rc;
     if ((rc = fpx_op_optional_name (call, name))
     ||  (rc = fpx_op_int_param (call, "d", true, 0, 1, FPX_DIM_MAX, &d))
-    ||  (rc = fpx_op_int_param (call, "metric", false, FPX_METRIC_L2, 0, 1, &metric)))
+    ||  (rc = fpx_op_int_param (call, "metric", false, FPX_METRIC_L2, 0, FPX_METRIC_MAX, &metric)))
         return rc;
+    if (!fpx_metric_is_valid (metric))
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'metric' %lld is not a FAISS metric",
+                                (long long) metric);
     rc = fpx_params_copy_str (&call->params, "factory", factory, sizeof factory);
     if (rc || !factory [0])
         return fpx_reply_error (call->reply, FPX_EINVAL, "'factory' must be a string of 1-%d bytes",

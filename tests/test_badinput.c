@@ -433,6 +433,53 @@ test_dimension (void *arg)
     fpx_pack_kv_int (&mp.pk, "metric", 99);
     s_expect (FPX_OP_CREATE, fpx_test_key_a, mp.buf.data, mp.buf.size, 0, NULL, NULL, FPX_EINVAL, "metric 99");
     fpx_mp_free (&mp);
+    //  Numbers between FAISS's metrics, and extra metrics where FAISS would
+    //  throw inside OpenMP or sort NaN (docs/PROTOCOL.md, "Metrics").
+    struct { int metric; const char *factory; } refused [] = {
+        { 5, "Flat" }, { 19, "Flat" }, { 23, "Flat" }, { FPX_METRIC_L1, "IVF4,Flat" },
+        { FPX_METRIC_LINF, "PQ4" }, { FPX_METRIC_L1, "HNSW16,SQ8" },
+        { FPX_METRIC_CANBERRA, "HNSW16" }, { FPX_METRIC_JENSENSHANNON, "IDMap,HNSW16" },
+        { FPX_METRIC_LP, "IVF4,Flat,Refine(Flat)" }, { FPX_METRIC_L1, "SQ8" },
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused [0]; i++) {
+        s_params_name (&mp, "bad_metric", 3);
+        fpx_pack_kv_int (&mp.pk, "d", 32);
+        fpx_pack_kv_str (&mp.pk, "factory", refused [i].factory);
+        fpx_pack_kv_int (&mp.pk, "metric", refused [i].metric);
+        char what [96];
+        snprintf (what, sizeof what, "create '%s' with metric %d", refused [i].factory,
+                  refused [i].metric);
+        s_expect (FPX_OP_CREATE, fpx_test_key_a, mp.buf.data, mp.buf.size, 0, NULL, NULL,
+                  FPX_EINVAL, what);
+        fpx_mp_free (&mp);
+    }
+    CHECK_RC (s_client, fpx_index_open (s_client, "bad_metric", NULL), FPX_ENOTFOUND);
+    double bad_metric_args [] = { 5, 23, -1, 1e9, 2.5 };
+    for (size_t i = 0; i < sizeof bad_metric_args / sizeof bad_metric_args [0]; i++) {
+        double args [2] = { 32, bad_metric_args [i] };
+        s_expect_client (s_client, fpx_construct (s_client, "IndexFlat", 2, args, 0, NULL, NULL),
+                         FPX_EINVAL, "IndexFlat with a bad metric");
+    }
+    double pq_l1 [4] = { 32, 2, 8, FPX_METRIC_L1 };
+    s_expect_client (s_client, fpx_construct (s_client, "IndexPQ", 4, pq_l1, 0, NULL, NULL),
+                     FPX_EINVAL, "IndexPQ with metric L1");
+    double hnsw_canberra [3] = { 32, 16, FPX_METRIC_CANBERRA };
+    s_expect_client (s_client, fpx_construct (s_client, "IndexHNSWFlat", 3, hnsw_canberra, 0, NULL, NULL),
+                     FPX_EINVAL, "HNSW with a metric that gives NaN");
+    //  A named index with an extra metric: metric_arg finite only.
+    fpx_index_info_t lp;
+    if (CHECK_OK (s_client, fpx_index_create (s_client, "lp_metric", 8, "IDMap,Flat", FPX_METRIC_LP, &lp))) {
+        CHECK_EQ (lp.metric, FPX_METRIC_LP);
+        double bad [] = { NAN, INFINITY, -INFINITY, 1e39 };
+        for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++)
+            s_expect_client (s_client, fpx_set_attr (s_client, "lp_metric", "metric_arg", bad [i]),
+                             FPX_EINVAL, "metric_arg not finite");
+        CHECK_OK (s_client, fpx_set_attr (s_client, "lp_metric", "metric_arg", 3));
+        double value = 0;
+        CHECK_OK (s_client, fpx_get_attr (s_client, "lp_metric", "metric_arg", &value));
+        CHECK (value == 3, "metric_arg %g, expected 3", value);
+        CHECK_OK (s_client, fpx_index_drop (s_client, "lp_metric"));
+    }
     fpx_index_info_t info;
     CHECK_RC (s_client, fpx_index_open (s_client, "bad_dim", &info), FPX_ENOTFOUND);
     //  The largest d is fine.

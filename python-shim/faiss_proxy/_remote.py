@@ -398,7 +398,7 @@ class Index(_ServerObject):
     metric_type = _Fixed("_metric")
     ntotal = _Attr("ntotal", int)
     is_trained = _Attr("is_trained", bool)
-    metric_arg = _Attr("metric_arg", float)
+    metric_arg = _Attr("metric_arg", float, True)
 
     # -- data in
 
@@ -1150,6 +1150,37 @@ def knn(xq, xb, k, metric=METRIC_L2):
     index = IndexFlat(d, metric)
     index.add(xb)
     return index.search(xq, k)
+
+
+def pairwise_distances(xq, xb, mt=METRIC_L2, metric_arg=0):
+    """The whole nq × nb distance matrix, as FAISS's pairwise_distances:
+    computed on the server by temporary flat indexes of metric mt (FAISS
+    runs the same distance function for both), one search of k = every
+    stored vector per block of at most FPX_K_MAX, scattered back by label.
+    Pairs FAISS leaves out of its result (NaN distances) are NaN."""
+    xq = np.ascontiguousarray(xq, dtype="float32")
+    xb = np.ascontiguousarray(xb, dtype="float32")
+    nq, d = xq.shape
+    nb, d2 = xb.shape
+    assert d == d2
+    dis = np.full((nq, nb), np.nan, dtype="float32")
+    if nq == 0 or nb == 0:
+        return dis
+    rows = np.arange(nq)[:, None]
+    for j0 in range(0, nb, _K_MAX):
+        block = xb[j0:j0 + _K_MAX]
+        index = IndexFlat(d, mt)
+        if metric_arg:
+            index.metric_arg = metric_arg
+        index.add(block)
+        D, I = index.search(xq, block.shape[0])
+        found = I >= 0
+        target = dis[:, j0:j0 + block.shape[0]]
+        target[np.broadcast_to(rows, I.shape)[found], I[found]] = D[found]
+    return dis
+
+
+_K_MAX = 65536      # FPX_K_MAX: neighbours per query in one search
 
 
 def _shaped(n, fill):
