@@ -770,6 +770,24 @@ construct_index (const char *type, const Args &a, const Refs &refs)
         pt->own_fields = true;
         return pt;
     }
+    if (t == "IndexRefine") {
+        //  FAISS's IndexRefine reads refine_index's distance computer at
+        //  the base index's labels inside an OpenMP region, unchecked: the
+        //  refinement index must be a flat one (its computer never throws)
+        //  and the base's labels its positions (in range).
+        refs.expect ("ii");
+        faiss::Index *base = refs.index (0), *exact = refs.index (1);
+        auto flat = dynamic_cast<faiss::IndexFlat *> (exact);
+        if (!flat || dynamic_cast<faiss::IndexFlat1D *> (exact))
+            bad ("IndexRefine: the refinement index must be an IndexFlat");
+        if (!fpx_shim_keys_are_positions (reinterpret_cast<FaissIndex *> (base)))
+            bad ("IndexRefine: the base index must label vectors by position (no IDMap, no IVF)");
+        if (base->metric_type != faiss::METRIC_L2 && base->metric_type != faiss::METRIC_INNER_PRODUCT)
+            bad ("IndexRefine: the base index's metric must be L2 or inner product");
+        auto refine = new faiss::IndexRefine (base, exact);    //  checks d, metric, ntotal
+        refine->own_fields = refine->own_refine_index = true;
+        return refine;
+    }
     if (t == "IndexRefineFlat") {
         refs.expect ("i");
         if (refs.index (0)->metric_type != faiss::METRIC_L2
@@ -891,6 +909,23 @@ index_attr (faiss::Index *index, const std::string &name, double *get, const dou
             return true;
         }
     }
+    //  The k-means parameters an IVF index trains its quantizer with
+    //  (FAISS's IndexIVF::cp), as "cp.<field>"; verbose only 0 (s_writable).
+    if (ivf && name.compare (0, 3, "cp.") == 0) {
+        faiss::ClusteringParameters &cp = ivf->cp;
+        const std::string field = name.substr (3);
+#define FPX_CP(f, type)                                                        \
+        if (field == #f) {                                                     \
+            if (set) cp.f = (type) *set; else *get = (double) cp.f;            \
+            return true;                                                       \
+        }
+        FPX_CP (niter, int) FPX_CP (nredo, int) FPX_CP (seed, int)
+        FPX_CP (min_points_per_centroid, int) FPX_CP (max_points_per_centroid, int)
+        FPX_CP (spherical, bool) FPX_CP (int_centroids, bool) FPX_CP (update_index, bool)
+        FPX_CP (verbose, bool) FPX_CP (decode_block_size, size_t)
+#undef FPX_CP
+        return false;
+    }
     if (set && name == "metric_arg") {      //  read above with the other common fields
         index->metric_arg = (float) *set;
         return true;
@@ -947,6 +982,11 @@ const Attr s_writable [] = {
     { "epsilon", S_ATTR, 0, 1 }, { "random_rotation", S_ATTR, 0, 1 }, { "balanced_bins", S_ATTR, 0, 65536 },
     { "niter", S_ATTR, 1, 10000 }, { "niter_pq", S_ATTR, 1, 10000 }, { "niter_pq_0", S_ATTR, 1, 10000 },
     { "metric_arg", S_ATTR, -FLT_MAX, FLT_MAX },
+    { "cp.niter", S_ATTR, 1, 10000 }, { "cp.nredo", S_ATTR, 1, 100 },
+    { "cp.seed", S_ATTR, INT32_MIN, INT32_MAX }, { "cp.min_points_per_centroid", S_ATTR, 0, INT32_MAX },
+    { "cp.max_points_per_centroid", S_ATTR, 1, INT32_MAX }, { "cp.spherical", S_ATTR, 0, 1 },
+    { "cp.int_centroids", S_ATTR, 0, 1 }, { "cp.update_index", S_ATTR, 0, 1 },
+    { "cp.verbose", S_ATTR, 0, 0 }, { "cp.decode_block_size", S_ATTR, 1, 1 << 24 },
     { "ht", S_SPACE, 0, 65536 }, { "k_factor_rf", S_SPACE, 1, 1e6 }, { "verbose", S_SPACE, 0, 0 },
 };
 
@@ -992,8 +1032,12 @@ fpx_shim_free_shell (FaissIndex *composite)
         map->own_fields = false;
     else if (auto pt = dynamic_cast<faiss::IndexPreTransform *> (index))
         pt->own_fields = false;
-    else if (auto refine = dynamic_cast<faiss::IndexRefine *> (index))
+    else if (auto refine = dynamic_cast<faiss::IndexRefine *> (index)) {
         refine->own_fields = false;
+        //  An IndexRefineFlat's refinement index is its own, not adopted.
+        if (!dynamic_cast<faiss::IndexRefineFlat *> (index))
+            refine->own_refine_index = false;
+    }
     delete index;
 }
 

@@ -479,6 +479,28 @@ class Index(_ServerObject):
         _, I = self.search(x, k, I=labels)
         return I
 
+    def search_and_reconstruct(self, x, k, *, params=None, D=None, I=None, R=None):
+        """FAISS's Index::search_and_reconstruct: the search, then the
+        stored vector of every label found (two server calls, FAISS's
+        own search and reconstruct); empty slots (label -1) hold the
+        bytes FAISS's default leaves there (all ones: NaN). An IVF index
+        needs its direct map here (make_direct_map), unlike in FAISS."""
+        if not hasattr(x, "shape"):
+            x = np.asarray(x, dtype="float32")
+        n, d = x.shape
+        assert d == self._d
+        k = _int(k)
+        assert k > 0
+        Dout, Iout = self.search(x, k, params=params, D=D, I=I)
+        Rout = _out_array(R, (n, k, d), np.float32)
+        Rout.view(np.uint32)[...] = 0xFFFFFFFF
+        found = Iout >= 0
+        keys = np.unique(Iout[found])
+        if keys.size:
+            vectors = self.reconstruct_batch(keys)
+            Rout[found] = vectors[np.searchsorted(keys, Iout[found])]
+        return Dout, Iout, _finish(R, Rout)
+
     def range_search(self, x, thresh, *, params=None):
         if not hasattr(x, "shape"):
             x = np.asarray(x, dtype="float32")
@@ -669,6 +691,22 @@ class ScalarQuantizer(_View):
             raise _unsupported("a standalone ScalarQuantizer")
 
 
+class _IVFClusteringParameters(_View):
+    """IndexIVF.cp: the k-means parameters the IVF trains its quantizer
+    with, fields of the server's object (verbose only False: FAISS's
+    verbose output would go to the server's terminal)."""
+    niter = _Attr("cp.niter", int, True)
+    nredo = _Attr("cp.nredo", int, True)
+    seed = _Attr("cp.seed", int, True)
+    min_points_per_centroid = _Attr("cp.min_points_per_centroid", int, True)
+    max_points_per_centroid = _Attr("cp.max_points_per_centroid", int, True)
+    spherical = _Attr("cp.spherical", bool, True)
+    int_centroids = _Attr("cp.int_centroids", bool, True)
+    update_index = _Attr("cp.update_index", bool, True)
+    verbose = _Attr("cp.verbose", bool, True)
+    decode_block_size = _Attr("cp.decode_block_size", int, True)
+
+
 class IndexIVF(Index):
     nlist = _Attr("nlist", int)
     code_size = _Attr("code_size", int)
@@ -679,6 +717,10 @@ class IndexIVF(Index):
     @property
     def quantizer(self):
         return self._view("quantizer")
+
+    @property
+    def cp(self):
+        return _IVFClusteringParameters(self)
 
     def make_direct_map(self, new_maintain=True):
         call(lib.fpx_set_direct_map, self._name, 1 if new_maintain else 0)
@@ -867,7 +909,11 @@ class IndexRefine(Index):
     k_factor = _Attr("k_factor", float, True)
 
     def __init__(self, *args):
-        raise _unsupported("constructing IndexRefine (use IndexRefineFlat or index_factory)")
+        if len(args) != 2 or args[1] is None:
+            raise _unsupported("IndexRefine without (base_index, refine_index)")
+        base_index, refine_index = args
+        self._new("IndexRefine", [], [base_index, refine_index],
+                  ["base_index", "refine_index"])
 
     @property
     def base_index(self):
@@ -1218,6 +1264,43 @@ def eval_intersection(I1, I2):
     for row1, row2 in zip(I1.tolist(), I2.tolist()):
         total += len((set(row1) & set(row2)) - {-1})
     return total
+
+
+class _GlobalSettings:
+    """faiss.cvar: FAISS's process-wide settings. In remote mode they
+    are kept in this process and do not reach the server: FAISS's globals
+    are shared by every tenant's calls there, so one client cannot change
+    them. The BLAS ones below choose how FAISS blocks its distance
+    computations, not which neighbours it finds. FAISS's statistics
+    (indexIVF_stats, …) count every tenant's work on the server and are
+    not served."""
+
+    _defaults = {"distance_compute_blas_threshold": 20,
+                 "distance_compute_blas_query_bs": 4096,
+                 "distance_compute_blas_database_bs": 1024,
+                 "distance_compute_min_k_reservoir": 100}
+
+    def __init__(self):
+        object.__setattr__(self, "_values", dict(self._defaults))
+
+    def __getattr__(self, name):
+        values = object.__getattribute__(self, "_values")
+        if name in values:
+            return values[name]
+        raise AttributeError("faiss_proxy: cvar.%s is not available in remote mode (FAISS's "
+                             "statistics and settings on the server are shared by every "
+                             "tenant)" % name)
+
+    def __setattr__(self, name, value):
+        if name not in self._values:
+            raise AttributeError("faiss_proxy: cvar.%s cannot be set in remote mode" % name)
+        self._values[name] = _int(value)
+
+    def __dir__(self):
+        return sorted(self._values)
+
+
+cvar = _GlobalSettings()
 
 
 def _initial_threads():

@@ -1,0 +1,129 @@
+"""More of FAISS's Python API through faiss_proxy, compared with FAISS in
+process: IndexIVF.cp, IndexRefine (base, refine), search_and_reconstruct,
+faiss.cvar; and the refusals that keep the server safe."""
+import numpy as np
+import pytest
+
+from conftest import assert_same_search
+
+D = 16
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    rs = np.random.RandomState(5)
+    return (rs.rand(1500, D).astype("float32"), rs.rand(600, D).astype("float32"),
+            rs.rand(25, D).astype("float32"))
+
+
+def test_ivf_cp_fields_train_as_faiss(rfaiss, lfaiss, dataset):
+    xt, xb, xq = dataset
+    results = []
+    for f in (lfaiss, rfaiss):
+        index = f.IndexIVFFlat(f.IndexFlatL2(D), D, 16)
+        assert index.cp.niter == 10 and index.cp.min_points_per_centroid == 39   # IndexIVF's
+        index.cp.min_points_per_centroid = 5
+        index.cp.niter = 3
+        index.cp.seed = 77
+        index.cp.max_points_per_centroid = 50       # 800 of the 1500 points
+        assert (index.cp.niter, index.cp.seed, index.cp.min_points_per_centroid,
+                index.cp.max_points_per_centroid) == (3, 77, 5, 50)
+        index.train(xt)
+        index.add(xb)
+        index.nprobe = 3
+        results.append(index.search(xq, 5))
+        results.append(index.quantizer.reconstruct_n(0, 16))
+    assert_same_search(results[0], results[2])
+    np.testing.assert_allclose(results[3], results[1], rtol=1e-5, atol=1e-6)
+
+
+def test_ivf_cp_bounds(rfaiss):
+    index = rfaiss.IndexIVFFlat(rfaiss.IndexFlatL2(D), D, 4)
+    for field, value in (("niter", 0), ("niter", 10 ** 6), ("nredo", 0),
+                         ("max_points_per_centroid", 0), ("verbose", True),
+                         ("decode_block_size", 0)):
+        with pytest.raises(RuntimeError, match="out of range"):
+            setattr(index.cp, field, value)
+    assert index.cp.niter == 10 and not index.cp.verbose
+
+
+def test_index_refine_is_faiss(rfaiss, lfaiss, dataset):
+    xt, xb, xq = dataset
+    results = []
+    for f in (lfaiss, rfaiss):
+        base = f.index_factory(D, "PQ4x4np")
+        base.train(xt)
+        base.add(xb)
+        flat = f.IndexFlat(D)
+        flat.add(xb)
+        refine = f.IndexRefine(base, flat)
+        refine.k_factor = 8.0
+        assert refine.ntotal == len(xb) and refine.k_factor == 8.0
+        results.append(refine.search(xq, 6))
+        refine.add(xt[:10])                     # to both
+        assert refine.base_index.ntotal == refine.refine_index.ntotal == len(xb) + 10
+        results.append(refine.search(xq, 6))
+    assert_same_search(results[0], results[2])
+    assert_same_search(results[1], results[3])
+
+
+def test_index_refine_refusals(rfaiss, dataset):
+    xt, xb, xq = dataset
+    flat = rfaiss.IndexFlatL2(D)
+    flat.add(xb)
+    #  Base labels that are not positions would index the refinement
+    #  index out of range inside FAISS.
+    idmap = rfaiss.IndexIDMap(rfaiss.IndexFlatL2(D))
+    idmap.add_with_ids(xb, np.arange(len(xb), dtype="int64") * 1000)
+    with pytest.raises(RuntimeError, match="position"):
+        rfaiss.IndexRefine(idmap, flat)
+    pq = rfaiss.IndexPQ(D, 4, 4)
+    pq.train(xt)
+    pq.add(xb)
+    with pytest.raises(RuntimeError, match="IndexFlat"):
+        rfaiss.IndexRefine(pq, rfaiss.IndexPQ(D, 4, 4))
+    short = rfaiss.IndexFlatL2(D)
+    short.add(xb[:10])
+    with pytest.raises(RuntimeError):          # FAISS's own ntotal check
+        rfaiss.IndexRefine(pq, short)
+    assert pq.search(xq, 1)[1].shape == (len(xq), 1)   # still serving, pq still usable
+
+
+@pytest.mark.parametrize("kind", ["flat", "pretransform"])
+def test_search_and_reconstruct_is_faiss(rfaiss, lfaiss, dataset, kind):
+    xt, xb, xq = dataset
+    out = []
+    for f in (lfaiss, rfaiss):
+        if kind == "flat":
+            index = f.IndexFlatL2(D)
+        else:
+            index = f.IndexPreTransform(f.PCAMatrix(D, 8), f.IndexFlatL2(8))
+            index.train(xt)
+        index.add(xb[:8])
+        out.append(index.search_and_reconstruct(xq, 10))     # k > ntotal: empty slots
+    (Dl, Il, Rl), (Dr, Ir, Rr) = out
+    assert_same_search((Dl, Il), (Dr, Ir))
+    assert Rr.shape == Rl.shape == (len(xq), 10, D) and Rr.dtype == np.float32
+    np.testing.assert_array_equal(Rr.view(np.uint32)[Il < 0], Rl.view(np.uint32)[Il < 0])
+    np.testing.assert_allclose(Rr[Il >= 0], Rl[Il >= 0], rtol=1e-5, atol=1e-6)
+
+
+def test_cvar_blas_settings_kept_locally(rfaiss, lfaiss, dataset):
+    xt, xb, xq = dataset
+    for name in ("distance_compute_blas_threshold", "distance_compute_blas_query_bs",
+                 "distance_compute_blas_database_bs", "distance_compute_min_k_reservoir"):
+        assert getattr(rfaiss.cvar, name) == getattr(lfaiss.cvar, name)
+    rfaiss.cvar.distance_compute_blas_query_bs = 16
+    try:
+        assert rfaiss.cvar.distance_compute_blas_query_bs == 16
+        index = rfaiss.IndexFlatL2(D)
+        index.add(xb)
+        local = lfaiss.IndexFlatL2(D)
+        local.add(xb)
+        assert_same_search(local.search(xq, 4), index.search(xq, 4), rtol=1e-4)
+    finally:
+        rfaiss.cvar.distance_compute_blas_query_bs = 4096
+    with pytest.raises(AttributeError, match="tenant"):
+        rfaiss.cvar.indexIVF_stats
+    with pytest.raises(AttributeError):
+        rfaiss.cvar.no_such_setting = 1
