@@ -334,6 +334,16 @@ int fpx_construct (fpx_client_t *self, const char *type, int nargs, const double
 int fpx_subobject (fpx_client_t *self, const char *name, const char *path,
                    fpx_index_info_t *info /* OUT */);
 
+/*  Makes the anonymous composite `name` adopt the standalone anonymous
+    object `ref` of this connection, as FAISS's methods that take an
+    object after construction: role "shard" (IndexShards::add_shard),
+    "replica" (IndexReplicas::add_replica) or "prepend_transform"
+    (IndexPreTransform::prepend_transform). ref's name becomes an alias of
+    the part, as with fpx_construct. info (may be NULL) receives the
+    composite's new description (its d changes with prepend_transform). */
+int fpx_attach (fpx_client_t *self, const char *name, const char *role, const char *ref,
+                fpx_index_info_t *info /* OUT */);
+
 /*  Numeric attribute ("nprobe", "efSearch", "ntotal", …).               */
 int fpx_get_attr (fpx_client_t *self, const char *name, const char *attr,
                   double *value /* OUT */);

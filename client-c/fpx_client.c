@@ -1705,6 +1705,24 @@ fpx_subobject (fpx_client_t *self, const char *name, const char *path,
 }
 
 int
+fpx_attach (fpx_client_t *self, const char *name, const char *role, const char *ref,
+            fpx_index_info_t *info /* OUT */)
+{
+    int rc = s_check_name_word (self, FPX_OP_ATTACH, name, "role", role);
+    if (!rc)
+        rc = s_check_name_word (self, FPX_OP_ATTACH, ref, "role", role);
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 3);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_str (pk, "role", role);
+    fpx_pack_kv_str (pk, "ref", ref);
+    fpx_request_t request = { 0 };
+    return s_call_description (self, &request, &params, info);
+}
+
+int
 fpx_get_attr (fpx_client_t *self, const char *name, const char *attr, double *value /* OUT */)
 {
     int rc = s_check_name_word (self, FPX_OP_GET_ATTR, name, "attr", attr);

@@ -99,7 +99,8 @@
     X (UPLOAD_BEGIN,   32, "upload_begin")                                  \
     X (UPLOAD_CHUNK,   33, "upload_chunk")                                  \
     X (UPLOAD_COMMIT,  34, "upload_commit")                                 \
-    X (TRANSFER_ABORT, 35, "transfer_abort")
+    X (TRANSFER_ABORT, 35, "transfer_abort")                                \
+    X (ATTACH,         36, "attach")
 
 typedef enum {
 #define FPX_OPCODES_ENUM_(name, code, text) FPX_OP_##name = (code),

@@ -75,7 +75,7 @@ fpx_auth_min_role (int opcode)
         case FPX_OP_SET_PARAMETERS: case FPX_OP_DESERIALIZE: case FPX_OP_CONSTRUCT:
         case FPX_OP_SET_ATTR: case FPX_OP_CLONE: case FPX_OP_SET_DIRECT_MAP:
         case FPX_OP_SAVE: case FPX_OP_UPLOAD_BEGIN: case FPX_OP_UPLOAD_CHUNK:
-        case FPX_OP_UPLOAD_COMMIT:
+        case FPX_OP_UPLOAD_COMMIT: case FPX_OP_ATTACH:
             return FPX_ROLE_WRITE;
         default:
             return FPX_ROLE_ADMIN;

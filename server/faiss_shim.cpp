@@ -37,7 +37,9 @@
 #include <faiss/IndexPQ.h>
 #include <faiss/IndexPreTransform.h>
 #include <faiss/IndexRefine.h>
+#include <faiss/IndexReplicas.h>
 #include <faiss/IndexScalarQuantizer.h>
+#include <faiss/IndexShards.h>
 #include <faiss/VectorTransform.h>
 #include <faiss/clone_index.h>
 #include <faiss/impl/AuxIndexStructures.h>
@@ -330,6 +332,26 @@ const faiss::Index *as_index (const FaissIndex *index)
     return reinterpret_cast<const faiss::Index *> (index);
 }
 
+//  The bytes write_index would write; for IndexShards and IndexReplicas,
+//  which FAISS cannot write, the sum over their parts (what the memory
+//  accounting needs: the parts are freed with them).
+size_t
+counted_bytes (const faiss::Index *index)
+{
+    const faiss::ThreadedIndex<faiss::Index> *group = dynamic_cast<const faiss::IndexShards *> (index);
+    if (!group)
+        group = dynamic_cast<const faiss::IndexReplicas *> (index);
+    if (group) {
+        size_t total = 0;
+        for (int i = 0; i < group->count (); i++)
+            total += counted_bytes (group->at (i));
+        return total;
+    }
+    SpanWriter counter (nullptr, 0);
+    faiss::write_index (index, &counter);
+    return counter.pos;
+}
+
 }   // namespace
 
 extern "C" int
@@ -448,11 +470,13 @@ fpx_shim_serialize (const FaissIndex *index, int size_only,
                     uint8_t **bytes_p, size_t *size_p, char *err, size_t err_size)
 {
     return guarded (err, err_size, [&] () -> int {
+        if (size_only) {                    //  IndexShards / IndexReplicas: their parts' sizes
+            *size_p = counted_bytes (as_index (index));
+            return 0;
+        }
         SpanWriter counter (nullptr, 0);
         faiss::write_index (as_index (index), &counter);
         *size_p = counter.pos;
-        if (size_only)
-            return 0;
         uint8_t *bytes = (uint8_t *) std::malloc (counter.pos ? counter.pos : 1);
         if (!bytes)
             throw std::bad_alloc ();
@@ -543,6 +567,21 @@ fpx_shim_keys_are_positions (const FaissIndex *index_c)
             index = pt->index;
         else if (auto refine = dynamic_cast<const faiss::IndexRefine *> (index))
             index = refine->base_index;
+        else if (auto shards = dynamic_cast<const faiss::IndexShards *> (index)) {
+            //  Shard labels are shifted to positions only with successive_ids.
+            if (!shards->successive_ids)
+                return 0;
+            for (int i = 0; i < shards->count (); i++)
+                if (!fpx_shim_keys_are_positions (reinterpret_cast<const FaissIndex *> (shards->at (i))))
+                    return 0;
+            return 1;
+        }
+        else if (auto replicas = dynamic_cast<const faiss::IndexReplicas *> (index)) {
+            for (int i = 0; i < replicas->count (); i++)
+                if (!fpx_shim_keys_are_positions (reinterpret_cast<const FaissIndex *> (replicas->at (i))))
+                    return 0;
+            return 1;
+        }
         else
             return !dynamic_cast<const faiss::IndexIDMap *> (index)
                 && !dynamic_cast<const faiss::IndexIVF *> (index);
@@ -761,6 +800,21 @@ construct_index (const char *type, const Args &a, const Refs &refs)
         map->own_fields = true;
         return map;
     }
+    if (t == "IndexShards" || t == "IndexReplicas") {
+        //  Parts come with attach; never FAISS's own threads here (the
+        //  worker's OpenMP threads do the work).
+        refs.expect ("");
+        int d = a.dim (0);
+        if (t == "IndexReplicas")
+            return new faiss::IndexReplicas (d, false);
+        return new faiss::IndexShards (d, false, a.integer (1, "successive_ids", 0, 1, 1, false));
+    }
+    if (t == "IndexPreTransform" && refs.n == 1) {     //  no transform yet: prepend_transform adds them
+        refs.expect ("i");
+        auto pt = new faiss::IndexPreTransform (refs.index (0));
+        pt->own_fields = true;
+        return pt;
+    }
     if (t == "IndexPreTransform") {
         refs.expect ("ti");
         faiss::VectorTransform *transform = as_transform (refs.transforms [0]);
@@ -896,6 +950,10 @@ index_attr (faiss::Index *index, const std::string &name, double *get, const dou
         if (hnsw && name == "entry_point") { *get = (double) hnsw->hnsw.entry_point; return true; }
         if ((ivfpq || pq) && name == "pq_M") { *get = (double) (ivfpq ? ivfpq->pq.M : pq->pq.M); return true; }
         if ((ivfpq || pq) && name == "pq_nbits") { *get = (double) (ivfpq ? ivfpq->pq.nbits : pq->pq.nbits); return true; }
+        if (auto shards = dynamic_cast<faiss::IndexShards *> (index); shards && name == "successive_ids") {
+            *get = shards->successive_ids;
+            return true;
+        }
         if (auto pt = dynamic_cast<faiss::IndexPreTransform *> (index); pt && name == "chain_size") {
             *get = (double) pt->chain.size ();
             return true;
@@ -1022,6 +1080,84 @@ fpx_shim_construct (const char *type, int nargs, const double *args,
     });
 }
 
+extern "C" int
+fpx_shim_attach (FaissIndex *composite, const char *role, FaissIndex *part,
+                 FaissVectorTransform *transform, char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        faiss::Index *top = as_mutable (composite);
+        std::string r = role;
+        if (r == "prepend_transform") {
+            auto pt = dynamic_cast<faiss::IndexPreTransform *> (top);
+            if (!pt)
+                bad ("prepend_transform: the index is not an IndexPreTransform");
+            if (!transform)
+                bad ("prepend_transform: the object is not a vector transform");
+            faiss::VectorTransform *vt = as_transform (transform);
+            //  Requests are checked against the index's d before they wait
+            //  for its lock: the dimension of a live index never changes.
+            if (vt->d_in != pt->d || vt->d_out != pt->d)
+                bad ("prepend_transform: the transform must map " + std::to_string (pt->d)
+                     + " dimensions to " + std::to_string (pt->d) + " (faissproxyd keeps an "
+                     "index's dimension for its lifetime)");
+            if (pt->chain.size () >= 16)
+                bad ("prepend_transform: 16 transforms at most");
+            pt->prepend_transform (vt);
+            return 0;
+        }
+        faiss::ThreadedIndex<faiss::Index> *group = nullptr;
+        if (r == "shard")
+            group = dynamic_cast<faiss::IndexShards *> (top);
+        else if (r == "replica")
+            group = dynamic_cast<faiss::IndexReplicas *> (top);
+        else
+            bad ("unknown role '" + r + "' (shard, replica or prepend_transform)");
+        if (!group)
+            bad (r == "shard" ? "add_shard: the index is not an IndexShards"
+                              : "add_replica: the index is not an IndexReplicas");
+        if (!part)
+            bad ("the object is not an index");
+        faiss::Index *sub = as_mutable (part);
+        //  FAISS checks these only after it has taken the index (and would
+        //  then own it twice): check first.
+        if (sub->d != group->d)
+            bad ("dimension " + std::to_string (sub->d) + " differs from the group's "
+                 + std::to_string (group->d));
+        if (sub->metric_type != faiss::METRIC_L2 && sub->metric_type != faiss::METRIC_INNER_PRODUCT)
+            bad ("shards and replicas merge L2 or inner-product results only");
+        if (group->count () >= 64)
+            bad ("64 parts at most");
+        if (group->count () > 0) {
+            const faiss::Index *first = group->at (0);
+            if (sub->metric_type != first->metric_type || sub->is_trained != first->is_trained)
+                bad ("the new part's metric or trained state differs from the first part's");
+            if (r == "replica" && sub->ntotal != first->ntotal)
+                bad ("a new replica must hold as many vectors as the others ("
+                     + std::to_string (first->ntotal) + ")");
+        }
+        //  FAISS takes the part before its last checks (the parts' states,
+        //  which a write through a part's alias may have changed): if one
+        //  throws, hand the part back (not owned meanwhile, so not freed).
+        int before = group->count ();
+        group->own_fields = false;
+        try {
+            group->addIndex (sub);
+        }
+        catch (...) {
+            try {
+                if (group->count () > before)
+                    group->removeIndex (sub);
+            }
+            catch (...) {               //  its sync throws again, after the part is out
+            }
+            group->own_fields = group->count () > 0;
+            throw;
+        }
+        group->own_fields = true;
+        return 0;
+    });
+}
+
 extern "C" void
 fpx_shim_free_shell (FaissIndex *composite)
 {
@@ -1096,6 +1232,7 @@ fpx_shim_class_name (const FaissIndex *index_c, const FaissVectorTransform *tran
         FPX_CLASS (index, IndexPQ) FPX_CLASS (index, IndexScalarQuantizer)
         FPX_CLASS (index, IndexLSH) FPX_CLASS (index, IndexPreTransform)
         FPX_CLASS (index, IndexRefineFlat) FPX_CLASS (index, IndexRefine)
+        FPX_CLASS (index, IndexShards) FPX_CLASS (index, IndexReplicas)
         return "Index";
     }
     const faiss::VectorTransform *vt = as_transform (transform_c);

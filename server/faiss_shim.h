@@ -102,6 +102,15 @@ int fpx_shim_construct (const char *type, int nargs, const double *args,
                         FaissIndex **index_p, FaissVectorTransform **transform_p,
                         char *err, size_t err_size);
 
+/*  Makes composite adopt part (an index) or transform: role "shard"
+    (IndexShards::add_shard), "replica" (IndexReplicas::add_replica) or
+    "prepend_transform" (IndexPreTransform::prepend_transform, only for a
+    transform that keeps the index's dimension). On success the composite
+    owns it; on failure nothing changed. Both locked exclusively by the
+    caller.                                                              */
+int fpx_shim_attach (FaissIndex *composite, const char *role, FaissIndex *part,
+                     FaissVectorTransform *transform, char *err, size_t err_size);
+
 /*  Frees a composite built by fpx_shim_construct without freeing the
     objects it adopted (used when it cannot be registered).              */
 void fpx_shim_free_shell (FaissIndex *composite);

@@ -1098,6 +1098,84 @@ test_set_parameters_bounds (void *arg)
     free (longest);
 }
 
+//  attach (opcode 36): malformed parameters, then objects that cannot be
+//  attached; each refused with the server serving on.
+static void
+test_attach (void *arg)
+{
+    (void) arg;
+    char long_role [FPX_TYPE_NAME_MAX + 8];
+    memset (long_role, 'r', sizeof long_role - 1);
+    long_role [sizeof long_role - 1] = 0;
+    struct { const char *role; const char *ref; int expected; const char *what; } cases [] = {
+        { NULL, "@x", FPX_EINVAL, "attach without role" },
+        { "shard", NULL, FPX_EINVAL, "attach without ref" },
+        { long_role, "@x", FPX_EINVAL, "attach with a role too long" },
+        { "", "@x", FPX_EINVAL, "attach with an empty role" },
+        { "shard", "", FPX_EINVAL, "attach with an empty ref" },
+        { "shard", "@000000000000", FPX_ENOTFOUND, "attach to an unknown name" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        fpx_mp_t mp;
+        s_params_name (&mp, "@000000000000", (cases [i].role != NULL) + (cases [i].ref != NULL));
+        if (cases [i].role)
+            fpx_pack_kv_str (&mp.pk, "role", cases [i].role);
+        if (cases [i].ref)
+            fpx_pack_kv_str (&mp.pk, "ref", cases [i].ref);
+        s_expect (FPX_OP_ATTACH, fpx_test_key_a, mp.buf.data, mp.buf.size, 0, NULL, NULL,
+                  cases [i].expected, cases [i].what);
+        fpx_mp_free (&mp);
+    }
+    fpx_mp_t mp;
+    s_params_name (&mp, "@000000000000", 2);
+    fpx_pack_kv_int (&mp.pk, "role", 1);
+    fpx_pack_kv_str (&mp.pk, "ref", "@x");
+    s_expect (FPX_OP_ATTACH, fpx_test_key_a, mp.buf.data, mp.buf.size, 0, NULL, NULL,
+              FPX_EINVAL, "attach with a numeric role");
+    fpx_mp_free (&mp);
+
+    //  Objects of one connection: a group, a part, a transform.
+    double group_args [1] = { 8 }, flat_args [1] = { 8 }, wide_args [1] = { 16 };
+    fpx_index_info_t group, flat, wide, other;
+    if (!CHECK_OK (s_client, fpx_construct (s_client, "IndexShards", 1, group_args, 0, NULL, &group))
+    ||  !CHECK_OK (s_client, fpx_construct (s_client, "IndexFlatL2", 1, flat_args, 0, NULL, &flat))
+    ||  !CHECK_OK (s_client, fpx_construct (s_client, "IndexFlatL2", 1, wide_args, 0, NULL, &wide))
+    ||  !CHECK_OK (s_client, fpx_construct (s_client, "IndexReplicas", 1, group_args, 0, NULL, &other)))
+        return;
+    s_expect_client (s_client, fpx_attach (s_client, group.name, "shard", group.name, NULL),
+                     FPX_EINVAL, "attach an object to itself");
+    s_expect_client (s_client, fpx_attach (s_client, group.name, "replica", flat.name, NULL),
+                     FPX_EINVAL, "replica role on IndexShards");
+    s_expect_client (s_client, fpx_attach (s_client, group.name, "prepend_transform", flat.name, NULL),
+                     FPX_EINVAL, "prepend_transform on IndexShards");
+    s_expect_client (s_client, fpx_attach (s_client, group.name, "shard", wide.name, NULL),
+                     FPX_EINVAL, "shard of another dimension");
+    s_expect_client (s_client, fpx_attach (s_client, flat.name, "shard", group.name, NULL),
+                     FPX_EINVAL, "a flat index cannot take shards");
+    fpx_index_info_t after;
+    if (CHECK_OK (s_client, fpx_attach (s_client, group.name, "shard", flat.name, &after)))
+        CHECK_EQ (after.d, 8);
+    //  Now a part: neither side of another attach.
+    s_expect_client (s_client, fpx_attach (s_client, other.name, "replica", flat.name, NULL),
+                     FPX_EINVAL, "attach a part of another group");
+    s_expect_client (s_client, fpx_attach (s_client, flat.name, "shard", wide.name, NULL),
+                     FPX_EINVAL, "attach to a part");
+    //  Groups nest, as in FAISS; then the inner one is a part too.
+    CHECK_OK (s_client, fpx_attach (s_client, other.name, "replica", group.name, NULL));
+    s_expect_client (s_client, fpx_attach (s_client, group.name, "shard", wide.name, NULL),
+                     FPX_EINVAL, "attach to a nested group");
+    //  The other connection's objects are not found from this one.
+    fpx_client_t *second = fpx_test_client (&s_server, fpx_test_key_a);
+    if (second) {
+        s_expect_client (second, fpx_attach (second, group.name, "shard", wide.name, NULL),
+                         FPX_ENOTFOUND, "attach from another connection");
+        fpx_client_destroy (&second);
+    }
+    CHECK_OK (s_client, fpx_index_drop (s_client, group.name));
+    CHECK_OK (s_client, fpx_index_drop (s_client, wide.name));
+    CHECK_OK (s_client, fpx_index_drop (s_client, other.name));
+}
+
 static void
 test_server_exit (void *arg)
 {
@@ -1149,6 +1227,7 @@ main (void)
             { "badinput.absurd_factories", test_absurd_factories },
             { "badinput.hostile_upload", test_hostile_upload },
             { "badinput.set_parameters_bounds", test_set_parameters_bounds },
+            { "badinput.attach", test_attach },
         };
         for (size_t i = 0; i < sizeof tests / sizeof tests [0]; i++) {
             if (fpx_test_server_alive (&s_server))

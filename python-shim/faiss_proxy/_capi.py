@@ -135,6 +135,7 @@ _PROTOTYPES = {
     "fpx_construct": (c_int, [_H, c_char_p, c_int, POINTER(c_double), c_int,
                               POINTER(c_char_p), POINTER(IndexInfo)]),
     "fpx_subobject": (c_int, [_H, _NAME, c_char_p, POINTER(IndexInfo)]),
+    "fpx_attach": (c_int, [_H, _NAME, c_char_p, _NAME, POINTER(IndexInfo)]),
     "fpx_get_attr": (c_int, [_H, _NAME, c_char_p, POINTER(c_double)]),
     "fpx_set_attr": (c_int, [_H, _NAME, c_char_p, c_double]),
     "fpx_clone": (c_int, [_H, _NAME, POINTER(IndexInfo)]),

@@ -885,11 +885,36 @@ class _Chain:
     __getitem__ = at
 
 
+def _adopt(owner, obj, role, path):
+    """owner (an anonymous composite of this connection) adopts obj on the
+    server (fpx_attach), as FAISS's add_shard / add_replica /
+    prepend_transform; obj keeps working on the part, as in FAISS."""
+    if not isinstance(obj, _ServerObject):
+        raise TypeError("in method '%s', argument 2 is not a faiss_proxy object" % role)
+    owner._check_live()
+    obj._check_live()
+    if obj.__dict__.get("_owner_ref") is not None or obj.__dict__.get("_is_view"):
+        raise FaissProxyError(_capi.ERROR_CODES.get("FPX_EINVAL", -5),
+                              "faiss_proxy: this %s is already part of another index: "
+                              "faissproxyd's composite indexes own their parts"
+                              % type(obj).__name__)
+    info = IndexInfo()
+    call(lib.fpx_attach, owner._name, role.encode(), obj._name, byref(info))
+    obj._owner_ref = True
+    refs = owner.__dict__.setdefault("referenced_objects", [])
+    refs.append(obj)
+    if path is not None:
+        owner.__dict__.setdefault("_part_paths", {})[path] = len(refs) - 1
+
+
 class IndexPreTransform(Index):
     def __init__(self, *args):
+        if len(args) == 1:
+            index, = args
+            self._new("IndexPreTransform", [], [index], ["index"])
+            return
         if len(args) != 2:
-            raise _unsupported("IndexPreTransform without exactly (transform, index) "
-                               "(prepend_transform)")
+            raise _unsupported("IndexPreTransform without (index) or (transform, index)")
         vt, index = args
         self._new("IndexPreTransform", [], [vt, index], ["chain.0", "index"])
 
@@ -902,7 +927,63 @@ class IndexPreTransform(Index):
         return _Chain(self)
 
     def prepend_transform(self, vt):
-        raise _unsupported("IndexPreTransform.prepend_transform")
+        """FAISS's prepend_transform, for a transform that keeps the
+        index's dimension (faissproxyd fixes an index's d for its
+        lifetime)."""
+        _adopt(self, vt, "prepend_transform", None)
+        #  The chain's positions moved: paths to its parts start again.
+        paths = self.__dict__.get("_part_paths", {})
+        self._part_paths = {p: i for p, i in paths.items() if not p.startswith("chain.")}
+        self._part_paths["chain.0"] = len(self.referenced_objects) - 1
+        self._views = {}
+
+
+class _ThreadedIndex(Index):
+    """IndexShards / IndexReplicas: parts added after construction. The
+    server never runs FAISS's own threads for them (`threaded` is kept
+    here only)."""
+
+    def _init_group(self, type_name, d, threaded, extra):
+        self._new(type_name, [_int(d)] + extra)
+        self.threaded = bool(threaded)
+        self.referenced_objects = []
+
+    def count(self):
+        return len(self.referenced_objects)
+
+    def at(self, i):
+        return self.referenced_objects[_int(i)]
+
+    def _remove(self, what):
+        raise _unsupported("%s (a part cannot leave a server composite)" % what)
+
+
+class IndexShards(_ThreadedIndex):
+    def __init__(self, d, threaded=False, successive_ids=True):
+        self._init_group("IndexShards", d, threaded, [bool(successive_ids)])
+
+    successive_ids = _Attr("successive_ids", bool)
+
+    def add_shard(self, index):
+        _adopt(self, index, "shard", None)
+
+    addIndex = add_shard
+
+    def remove_shard(self, index):
+        self._remove("IndexShards.remove_shard")
+
+
+class IndexReplicas(_ThreadedIndex):
+    def __init__(self, d, threaded=False):
+        self._init_group("IndexReplicas", d, threaded, [])
+
+    def add_replica(self, index):
+        _adopt(self, index, "replica", None)
+
+    addIndex = add_replica
+
+    def remove_replica(self, index):
+        self._remove("IndexReplicas.remove_replica")
 
 
 class IndexRefine(Index):
@@ -1020,7 +1101,7 @@ _CLASSES = {cls.__name__: cls for cls in (
     Index, IndexFlatCodes, IndexFlat, IndexFlatL2, IndexFlatIP, IndexIVF, IndexIVFFlat,
     IndexIVFPQ, IndexIVFScalarQuantizer, IndexHNSW, IndexHNSWFlat, IndexHNSWSQ, IndexHNSWPQ,
     IndexPQ, IndexScalarQuantizer, IndexLSH, IndexIDMap, IndexIDMap2, IndexPreTransform,
-    IndexRefine, IndexRefineFlat, VectorTransform, LinearTransform, PCAMatrix, OPQMatrix,
+    IndexRefine, IndexRefineFlat, IndexShards, IndexReplicas, VectorTransform, LinearTransform, PCAMatrix, OPQMatrix,
     RandomRotationMatrix, NormalizationTransform, CenteringTransform)}
 _CLASSES["ITQTransform"] = VectorTransform
 _CLASSES["RemapDimensionsTransform"] = VectorTransform

@@ -127,3 +127,110 @@ def test_cvar_blas_settings_kept_locally(rfaiss, lfaiss, dataset):
         rfaiss.cvar.indexIVF_stats
     with pytest.raises(AttributeError):
         rfaiss.cvar.no_such_setting = 1
+
+
+def _shards(f, xb, successive_ids=True, idmap=False):
+    shards = f.IndexShards(D, False, successive_ids)
+    parts = []
+    for i in range(3):
+        sub = f.IndexFlatL2(D)
+        if idmap:
+            sub = f.IndexIDMap(sub)
+        elif successive_ids:
+            sub.add(xb[i * 200:(i + 1) * 200])
+        shards.add_shard(sub)
+        parts.append(sub)
+    return shards, parts
+
+
+@pytest.mark.parametrize("idmap", [False, True])
+def test_index_shards_is_faiss(rfaiss, lfaiss, dataset, idmap):
+    xt, xb, xq = dataset
+    out = []
+    for f in (lfaiss, rfaiss):
+        shards, parts = _shards(f, xb, successive_ids=not idmap, idmap=idmap)
+        if idmap:
+            shards.add(xb)                  # ids 0..n-1 spread over the shards
+        assert shards.ntotal == len(xb) and shards.is_trained
+        out.append(shards.search(xq, 8))
+        #  A part keeps working on the shard, as in FAISS.
+        out.append(parts[1].search(xq, 3))
+    assert_same_search(out[0], out[2])
+    assert_same_search(out[1], out[3])
+
+
+def test_index_replicas_is_faiss(rfaiss, lfaiss, dataset):
+    xt, xb, xq = dataset
+    out = []
+    for f in (lfaiss, rfaiss):
+        replicas = f.IndexReplicas(D, False)
+        parts = [f.IndexFlatL2(D) for _ in range(2)]
+        for part in parts:
+            replicas.add_replica(part)
+        replicas.add(xb)                    # to every replica
+        assert replicas.ntotal == len(xb)
+        out.append(replicas.search(xq, 5))
+    assert_same_search(out[0], out[1])
+
+
+def test_prepend_transform_is_faiss(rfaiss, lfaiss, dataset):
+    xt, xb, xq = dataset
+    out = []
+    for f in (lfaiss, rfaiss):
+        index = f.IndexPreTransform(f.IndexFlatL2(D))
+        index.prepend_transform(f.NormalizationTransform(D))
+        index.prepend_transform(f.CenteringTransform(D))
+        assert index.chain.size() == 2 and index.d == D
+        index.train(xt)
+        index.add(xb)
+        out.append(index.search(xq, 6))
+    assert_same_search(out[0], out[1])
+
+
+def test_attach_refusals(rfaiss, dataset):
+    xt, xb, xq = dataset
+    shards = rfaiss.IndexShards(D)
+    sub = rfaiss.IndexFlatL2(D)
+    shards.add_shard(sub)
+    with pytest.raises(RuntimeError, match="already part"):
+        rfaiss.IndexShards(D).add_shard(sub)            # adopted already
+    with pytest.raises(RuntimeError, match="dimension"):
+        shards.add_shard(rfaiss.IndexFlatL2(D + 1))
+    with pytest.raises(RuntimeError, match="metric"):
+        shards.add_shard(rfaiss.IndexFlatIP(D))         # differs from the first shard
+    with pytest.raises(RuntimeError, match="trained"):
+        shards.add_shard(rfaiss.IndexIVFFlat(rfaiss.IndexFlatL2(D), D, 4))
+    with pytest.raises(RuntimeError, match="merge L2"):
+        rfaiss.IndexShards(D).add_shard(rfaiss.IndexFlat(D, rfaiss.METRIC_L1))
+    replicas = rfaiss.IndexReplicas(D)
+    full = rfaiss.IndexFlatL2(D)
+    full.add(xb)
+    replicas.add_replica(full)
+    with pytest.raises(RuntimeError, match="as many vectors"):
+        replicas.add_replica(rfaiss.IndexFlatL2(D))
+    pt = rfaiss.IndexPreTransform(rfaiss.IndexFlatL2(D))
+    with pytest.raises(RuntimeError, match="dimension"):
+        pt.prepend_transform(rfaiss.PCAMatrix(D * 2, D))   # would change the index's d
+    with pytest.raises(RuntimeError, match="not a vector transform"):
+        pt.prepend_transform(rfaiss.IndexFlatL2(D))
+    from faiss_proxy import _capi, _client
+    loose = rfaiss.IndexFlatL2(D)
+    with pytest.raises(RuntimeError, match="not an IndexShards"):
+        _client.call(_capi.lib.fpx_attach, pt._name, b"shard", loose._name, None)
+    with pytest.raises(RuntimeError, match="unknown role"):
+        _client.call(_capi.lib.fpx_attach, shards._name, b"part", loose._name, None)
+    with pytest.raises(RuntimeError, match="neither part"):
+        _client.call(_capi.lib.fpx_attach, shards._name, b"shard", shards._name, None)
+    with pytest.raises(RuntimeError, match="neither part"):     # a part cannot adopt
+        _client.call(_capi.lib.fpx_attach, sub._name, b"shard", loose._name, None)
+    named = rfaiss.create_index("attach_named", D, "Flat")
+    try:
+        with pytest.raises(RuntimeError, match="anonymous"):
+            _client.call(_capi.lib.fpx_attach, named._name, b"shard", loose._name, None)
+    finally:
+        rfaiss.drop_index("attach_named")
+    #  The group still answers, its parts unchanged.
+    assert shards.search(xq, 1)[1].shape == (len(xq), 1) and shards.ntotal == 0
+    assert replicas.search(xq, 2)[1].shape == (len(xq), 2)
+    with pytest.raises(RuntimeError, match="cannot leave"):
+        shards.remove_shard(sub)
