@@ -332,6 +332,19 @@ const faiss::Index *as_index (const FaissIndex *index)
     return reinterpret_cast<const faiss::Index *> (index);
 }
 
+//  An IndexShards or IndexReplicas without parts: FAISS's search writes
+//  translations [0] of an empty vector there. Such a group is searched
+//  nowhere (refused at the top, and never adopted: parts never leave).
+bool
+empty_group (const faiss::Index *index)
+{
+    if (auto shards = dynamic_cast<const faiss::IndexShards *> (index))
+        return shards->count () == 0;
+    if (auto replicas = dynamic_cast<const faiss::IndexReplicas *> (index))
+        return replicas->count () == 0;
+    return false;
+}
+
 //  The bytes write_index would write; for IndexShards and IndexReplicas,
 //  which FAISS cannot write, the sum over their parts (what the memory
 //  accounting needs: the parts are freed with them).
@@ -360,6 +373,8 @@ fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
                  char *err, size_t err_size)
 {
     return guarded (err, err_size, [&] () -> int {
+        if (empty_group (as_index (index)))
+            bad ("the group has no parts yet (add_shard / add_replica)");
         Overrides overrides (nprobe, efSearch);
         Target target (as_index (index));
         const faiss::SearchParameters *params =
@@ -415,6 +430,8 @@ fpx_shim_range_search (const FaissIndex *index, int64_t n, const float *x,
                        char *err, size_t err_size)
 {
     return guarded (err, err_size, [&] () -> int {
+        if (empty_group (as_index (index)))
+            bad ("the group has no parts yet (add_shard / add_replica)");
         Overrides overrides (nprobe, efSearch);
         Target target (as_index (index));
         const faiss::SearchParameters *params =
@@ -1069,6 +1086,9 @@ fpx_shim_construct (const char *type, int nargs, const double *args,
     return guarded (err, err_size, [&] () -> int {
         Args a { nargs, args, type };
         Refs refs { nrefs, ref_indexes, ref_transforms, type };
+        for (int i = 0; i < nrefs; i++)
+            if (ref_indexes [i] && empty_group (as_index (ref_indexes [i])))
+                bad (std::string (type) + ": a group without parts cannot be part of an index");
         AllocCap cap ((size_t) 1 << 30);
         faiss::Index *index = construct_index (type, a, refs);
         faiss::VectorTransform *transform = index ? nullptr : construct_transform (type, a, refs);
@@ -1117,6 +1137,8 @@ fpx_shim_attach (FaissIndex *composite, const char *role, FaissIndex *part,
                               : "add_replica: the index is not an IndexReplicas");
         if (!part)
             bad ("the object is not an index");
+        if (empty_group (as_index (part)))
+            bad ("a group without parts cannot be part of an index");
         faiss::Index *sub = as_mutable (part);
         //  FAISS checks these only after it has taken the index (and would
         //  then own it twice): check first.

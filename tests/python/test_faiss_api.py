@@ -234,3 +234,19 @@ def test_attach_refusals(rfaiss, dataset):
     assert replicas.search(xq, 2)[1].shape == (len(xq), 2)
     with pytest.raises(RuntimeError, match="cannot leave"):
         shards.remove_shard(sub)
+    #  A group without parts: FAISS's shard search would write past an
+    #  empty vector. Refused at the top, and never adopted.
+    empty = rfaiss.IndexShards(D)
+    with pytest.raises(RuntimeError, match="no parts"):
+        empty.search(xq, 3)
+    with pytest.raises(RuntimeError, match="no parts"):
+        rfaiss.IndexReplicas(D).search(xq, 3)
+    with pytest.raises(RuntimeError, match="without parts"):
+        rfaiss.IndexIDMap(empty)
+    with pytest.raises(RuntimeError, match="without parts"):
+        rfaiss.IndexShards(D).add_shard(empty)
+    with pytest.raises(RuntimeError, match="without parts"):
+        rfaiss.IndexIVFFlat(rfaiss.IndexShards(D), D, 4)
+    assert empty.search  # the object is still there
+    empty.add_shard(rfaiss.IndexFlatL2(D))
+    assert empty.search(xq, 2)[1].shape == (len(xq), 2)
