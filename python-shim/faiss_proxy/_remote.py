@@ -152,23 +152,32 @@ def _describe(info, gen):
 
 
 def _construct(type_name, args, refs=()):
-    for ref in refs:
+    """Builds the object; returns (info, gen, the refs it adopted). An
+    index that is already part of another composite is copied (FAISS's
+    clone_index, on the server) and the copy adopted: faissproxyd's
+    composites own their parts, where FAISS lets two indexes share one
+    (typically a quantizer trained by the first). Later changes through
+    one are then not seen by the other."""
+    refs = list(refs)
+    for i, ref in enumerate(refs):
         if not isinstance(ref, _ServerObject):
             raise TypeError("in method 'new_%s', argument of type %s is not a faiss_proxy "
                             "object" % (type_name, type(ref).__name__))
         ref._check_live()
         if ref.__dict__.get("_owner_ref") is not None or ref.__dict__.get("_is_view"):
-            raise FaissProxyError(_capi.ERROR_CODES.get("FPX_EINVAL", -5),
-                                  "faiss_proxy: this %s is already part of another index: "
-                                  "faissproxyd's composite indexes own their parts, so one "
-                                  "object cannot be shared by two of them (FAISS allows it "
-                                  "without ownership)" % type(ref).__name__)
+            if not isinstance(ref, Index):
+                raise FaissProxyError(_capi.ERROR_CODES.get("FPX_EINVAL", -5),
+                                      "faiss_proxy: this %s is already part of another index: "
+                                      "faissproxyd's composite indexes own their parts, so one "
+                                      "transform cannot be shared by two of them (FAISS allows "
+                                      "it without ownership)" % type(ref).__name__)
+            refs[i] = clone_index(ref)
     info = IndexInfo()
     cargs = (c_double * max(1, len(args)))(*[float(a) for a in args])
     crefs = (c_char_p * max(1, len(refs)))(*[ref._name for ref in refs])
     _, gen = call(lib.fpx_construct, type_name.encode(), len(args), cargs, len(refs), crefs,
                   byref(info))
-    return info, gen
+    return info, gen, refs
 
 
 class _ServerObject:
@@ -187,7 +196,7 @@ class _ServerObject:
         """Builds the object on the server; refs are the objects it adopts,
         paths their part names (kept once, in referenced_objects, as FAISS's
         wrappers keep them)."""
-        info, gen = _construct(type_name, args, refs)
+        info, gen, refs = _construct(type_name, args, refs)
         self._attach(info, gen)
         for ref in refs:
             ref._owner_ref = True

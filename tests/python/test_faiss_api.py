@@ -250,3 +250,26 @@ def test_attach_refusals(rfaiss, dataset):
     assert empty.search  # the object is still there
     empty.add_shard(rfaiss.IndexFlatL2(D))
     assert empty.search(xq, 2)[1].shape == (len(xq), 2)
+
+
+def test_shared_quantizer_is_copied_once_trained(rfaiss, lfaiss, dataset):
+    #  FAISS's common pattern: the quantizer trained through a first IVF
+    #  index serves a second one. faissproxyd's composites own their parts,
+    #  so the second gets a copy of it as it is then: the same results.
+    xt, xb, xq = dataset
+    out = []
+    for f in (lfaiss, rfaiss):
+        quantizer = f.IndexFlatL2(D)
+        first = f.IndexIVFFlat(quantizer, D, 8)
+        first.train(xt)
+        first.add(xb[:300])
+        second = f.IndexIVFPQ(quantizer, D, 8, 4, 8)
+        assert second.quantizer.ntotal == 8
+        second.train(xt)                    # the PQ only: the quantizer is trained
+        second.add(xb[300:])
+        first.nprobe = second.nprobe = 3
+        out += [first.search(xq, 5), second.search(xq, 5),
+                second.quantizer.reconstruct_n(0, 8)]
+    assert_same_search(out[0], out[3])
+    assert_same_search(out[1], out[4], rtol=1e-4)
+    np.testing.assert_array_equal(out[5], out[2])
