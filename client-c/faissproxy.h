@@ -243,6 +243,16 @@ int fpx_search (fpx_client_t *self, const char *name, int64_t nq, int d,
                 const float *x, int k, const fpx_search_params_t *params,
                 float *distances /* OUT */, int64_t *labels /* OUT */);
 
+/*  FAISS's search_and_reconstruct: the search, and in recons (nq·k·d
+    floats) the stored vector of each label found; empty slots (label -1)
+    hold all-ones bytes (NaN), as FAISS. An IVF index reconstructs from its
+    lists (no direct map needed); others need reconstruct (an IndexIDMap
+    cannot: FPX_EFAISS, as FAISS).                                       */
+int fpx_search_and_reconstruct (fpx_client_t *self, const char *name, int64_t nq, int d,
+                                const float *x, int k, const fpx_search_params_t *params,
+                                float *distances /* OUT */, int64_t *labels /* OUT */,
+                                float *recons /* OUT */);
+
 /*  A range search result, as FAISS's RangeSearchResult: the results of
     query i are at [lims[i], lims[i+1]).                                  */
 typedef struct {

@@ -219,7 +219,7 @@ s_opcode_flags (int opcode)
         case FPX_OP_PING: case FPX_OP_INFO: case FPX_OP_OPEN: case FPX_OP_LIST:
         case FPX_OP_DESCRIBE: case FPX_OP_SEARCH: case FPX_OP_RANGE_SEARCH:
         case FPX_OP_RECONSTRUCT: case FPX_OP_RECONSTRUCT_N: case FPX_OP_GET_ATTR:
-        case FPX_OP_GET_ID_MAP: case FPX_OP_APPLY:
+        case FPX_OP_GET_ID_MAP: case FPX_OP_APPLY: case FPX_OP_SEARCH_AND_RECONSTRUCT:
             return FPX_REQUEST_IDEMPOTENT;
         case FPX_OP_SERIALIZE:
             return FPX_REQUEST_IDEMPOTENT | FPX_REQUEST_LONG;
@@ -975,6 +975,45 @@ fpx_search (fpx_client_t *self, const char *name, int64_t nq, int d,
     if (rc)
         return rc;
     rc = s_search_result (self, &reply, nq, d, k, distances, labels);
+    fpx_reply_close (&reply);
+    return rc;
+}
+
+int
+fpx_search_and_reconstruct (fpx_client_t *self, const char *name, int64_t nq, int d,
+                            const float *x, int k, const fpx_search_params_t *params,
+                            float *distances /* OUT */, int64_t *labels /* OUT */,
+                            float *recons /* OUT */)
+{
+    fpx_request_t request;
+    s_params_t packed;
+    size_t recons_bytes = 0;
+    int rc = s_search_prepare (self, name, nq, d, x, k, params, distances, labels,
+                               &request, &packed);
+    if (rc)
+        return rc;
+    self->opcode = FPX_OP_SEARCH_AND_RECONSTRUCT;
+    request.reply_arrays = 3;
+    if ((size_t) k * (size_t) d > SIZE_MAX / sizeof (float))
+        rc = s_fail (self, FPX_EINVAL, "k·d is too large");
+    if (!rc)    //  nq·k·d floats must be addressable
+        rc = s_check_rows (self, "nq", nq, (size_t) k * (size_t) d * sizeof (float), &recons_bytes);
+    if (!rc)
+        rc = s_check_out (self, recons, "recons");
+    if (rc) {
+        msgpack_sbuffer_destroy (&packed.buffer);
+        return rc;
+    }
+    fpx_reply_t reply;
+    rc = s_call (self, &request, &packed, &reply);
+    if (rc)
+        return rc;
+    rc = s_search_result (self, &reply, nq, d, k, distances, labels);
+    const void *r_frame = NULL;
+    if (!rc)
+        rc = s_result_array (self, &reply, 2, "recons", recons_bytes, &r_frame);
+    if (!rc)
+        memcpy (recons, r_frame, recons_bytes);
     fpx_reply_close (&reply);
     return rc;
 }

@@ -100,7 +100,8 @@
     X (UPLOAD_CHUNK,   33, "upload_chunk")                                  \
     X (UPLOAD_COMMIT,  34, "upload_commit")                                 \
     X (TRANSFER_ABORT, 35, "transfer_abort")                                \
-    X (ATTACH,         36, "attach")
+    X (ATTACH,         36, "attach")                                        \
+    X (SEARCH_AND_RECONSTRUCT, 37, "search_and_reconstruct")
 
 typedef enum {
 #define FPX_OPCODES_ENUM_(name, code, text) FPX_OP_##name = (code),

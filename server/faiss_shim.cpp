@@ -389,6 +389,48 @@ fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
     });
 }
 
+extern "C" int
+fpx_shim_search_and_reconstruct (const FaissIndex *index, int64_t n, const float *x,
+                                 int64_t k, int nprobe, int efSearch, float *D,
+                                 int64_t *I, float *R, char *err, size_t err_size)
+{
+    const faiss::Index *top = as_index (index), *inner = top;
+    size_t count = (size_t) n * (size_t) k, d = (size_t) top->d;
+    while (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (inner))
+        inner = pt->index;
+    if (!dynamic_cast<const faiss::IndexIVF *> (inner)) {
+        //  Search (labels checked against the index), then reconstruct each
+        //  label found, on this thread.
+        int rc = fpx_shim_search (index, n, x, k, nprobe, efSearch, D, I, err, err_size);
+        if (rc)
+            return rc;
+        return guarded (err, err_size, [&] () -> int {
+            for (size_t i = 0; i < count; i++) {
+                if (I [i] < 0)
+                    memset (R + i * d, 0xff, d * sizeof (float));
+                else
+                    top->reconstruct (I [i], R + i * d);
+            }
+            return 0;
+        });
+    }
+    //  An IVF (under PreTransforms, which pass it on): FAISS's own, which
+    //  reads (list, offset) pairs from its own search; the offsets come
+    //  from the lists themselves, so are in range.
+    return guarded (err, err_size, [&] () -> int {
+        Overrides overrides (nprobe, efSearch);
+        const faiss::SearchParameters *params = overrides.any () ? overrides.build (top) : nullptr;
+        if (int rc = overrides.check (err, err_size))
+            return rc;
+        for (size_t i = 0; i < count; i++) {
+            D [i] = neutral_distance (top);
+            I [i] = -1;
+        }
+        top->search_and_reconstruct (n, x, k, D, I, R, params);
+        return 0;
+    });
+}
+
 extern "C" int64_t
 fpx_shim_batch_rows (const FaissIndex *index, int64_t n)
 {

@@ -514,6 +514,40 @@ test_k (void *arg)
         s_expect (FPX_OP_SEARCH, fpx_test_key_a, mp.buf.data, mp.buf.size, 1, arrays, sizes, FPX_EINVAL, what);
         fpx_mp_free (&mp);
     }
+    //  search_and_reconstruct (opcode 37): k checked as search's; its
+    //  k·d floats per query count against the message limit (256 MiB
+    //  here) before anything is allocated.
+    for (size_t i = 0; i < sizeof ks / sizeof ks [0]; i++) {
+        float R [DIM];
+        s_expect_client (s_client, fpx_search_and_reconstruct (s_client, "bad_flat", 1, DIM, s_x,
+                                                               ks [i], NULL, D, I, R),
+                         FPX_EINVAL, "search_and_reconstruct with a bad k");
+    }
+    {
+        fpx_mp_t mp;
+        s_params_name (&mp, "bad_flat", 1);
+        fpx_pack_kv_int (&mp.pk, "k", FPX_K_MAX);
+        const void *arrays [] = { s_x };
+        size_t sizes [] = { 64 * DIM * 4 };     //  64·65536·(12 + 128) bytes of results
+        s_expect (FPX_OP_SEARCH_AND_RECONSTRUCT, fpx_test_key_a, mp.buf.data, mp.buf.size, 1,
+                  arrays, sizes, FPX_EINVAL, "search_and_reconstruct over the message limit");
+        sizes [0] = DIM * 4 - 4;                //  not a whole vector
+        s_expect (FPX_OP_SEARCH_AND_RECONSTRUCT, fpx_test_key_a, mp.buf.data, mp.buf.size, 1,
+                  arrays, sizes, FPX_EPROTO, "search_and_reconstruct with a partial vector");
+        fpx_mp_free (&mp);
+    }
+    {   //  A flat index's reconstruction is the stored vector itself.
+        float R [3 * 5 * DIM];
+        if (CHECK_OK (s_client, fpx_search_and_reconstruct (s_client, "bad_flat", 3, DIM, s_x + 7 * DIM,
+                                                            5, NULL, D, I, R))) {
+            CHECK_EQ (I [0], 7);
+            for (int j = 0; j < 15; j++)
+                CHECK (I [j] >= 0 && I [j] < NFLAT
+                       && memcmp (R + j * DIM, s_x + I [j] * DIM, DIM * sizeof (float)) == 0,
+                       "slot %d: label %lld, reconstruction differs from the stored vector",
+                       j, (long long) I [j]);
+        }
+    }
     //  k = 65536 for one query fits in 1 MiB of results: as FAISS.
     FaissIndex *local = NULL;
     faiss_index_factory (&local, DIM, "Flat", METRIC_L2);

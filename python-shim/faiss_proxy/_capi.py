@@ -136,6 +136,8 @@ _PROTOTYPES = {
                               POINTER(c_char_p), POINTER(IndexInfo)]),
     "fpx_subobject": (c_int, [_H, _NAME, c_char_p, POINTER(IndexInfo)]),
     "fpx_attach": (c_int, [_H, _NAME, c_char_p, _NAME, POINTER(IndexInfo)]),
+    "fpx_search_and_reconstruct": (c_int, [_H, _NAME, c_int64, c_int, _PTR, c_int,
+                                           POINTER(SearchParams), _PTR, _PTR, _PTR]),
     "fpx_get_attr": (c_int, [_H, _NAME, c_char_p, POINTER(c_double)]),
     "fpx_set_attr": (c_int, [_H, _NAME, c_char_p, c_double]),
     "fpx_clone": (c_int, [_H, _NAME, POINTER(IndexInfo)]),

@@ -489,26 +489,26 @@ class Index(_ServerObject):
         return I
 
     def search_and_reconstruct(self, x, k, *, params=None, D=None, I=None, R=None):
-        """FAISS's Index::search_and_reconstruct: the search, then the
-        stored vector of every label found (two server calls, FAISS's
-        own search and reconstruct); empty slots (label -1) hold the
-        bytes FAISS's default leaves there (all ones: NaN). An IVF index
-        needs its direct map here (make_direct_map), unlike in FAISS."""
+        """FAISS's search_and_reconstruct, on the server: an IVF index
+        reconstructs from its lists; empty slots (label -1) hold all-ones
+        bytes (NaN), as in FAISS."""
         if not hasattr(x, "shape"):
             x = np.asarray(x, dtype="float32")
         n, d = x.shape
+        x = np.ascontiguousarray(x, dtype="float32")
         assert d == self._d
         k = _int(k)
         assert k > 0
-        Dout, Iout = self.search(x, k, params=params, D=D, I=I)
+        Dout = _out_array(D, (n, k), np.float32)
+        Iout = _out_array(I, (n, k), np.int64)
         Rout = _out_array(R, (n, k, d), np.float32)
-        Rout.view(np.uint32)[...] = 0xFFFFFFFF
-        found = Iout >= 0
-        keys = np.unique(Iout[found])
-        if keys.size:
-            vectors = self.reconstruct_batch(keys)
-            Rout[found] = vectors[np.searchsorted(keys, Iout[found])]
-        return Dout, Iout, _finish(R, Rout)
+        if n > 0:
+            sp = _search_params(params)
+            for i0, i1 in _chunks(n, d * 4 + k * 12 + k * d * 4):
+                call(lib.fpx_search_and_reconstruct, self._name, i1 - i0, d, _ptr(x[i0:i1]), k,
+                     byref(sp) if sp is not None else None, _ptr(Dout[i0:i1]),
+                     _ptr(Iout[i0:i1]), _ptr(Rout[i0:i1]))
+        return _finish(D, Dout), _finish(I, Iout), _finish(R, Rout)
 
     def range_search(self, x, thresh, *, params=None):
         if not hasattr(x, "shape"):

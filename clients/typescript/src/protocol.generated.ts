@@ -71,6 +71,7 @@ export const Opcode = {
     UPLOAD_COMMIT: 34,
     TRANSFER_ABORT: 35,
     ATTACH: 36,
+    SEARCH_AND_RECONSTRUCT: 37,
 } as const;
 export type OpcodeName = keyof typeof Opcode;
 export type OpcodeCode = (typeof Opcode)[OpcodeName];
@@ -113,6 +114,7 @@ export const OPCODE_NAMES: Readonly<Record<number, string>> = {
     34: "upload_commit",
     35: "transfer_abort",
     36: "attach",
+    37: "search_and_reconstruct",
 };
 
 /** Status codes: FPX_ERRORS of protocol/fpx_errors.h (0 is success). */
