@@ -1,5 +1,6 @@
 #  faissproxy — build, test, run, install.
 #  make run | make test | make fuzz | make deps | make install PREFIX=… DESTDIR=…
+#  make faiss-suite: FAISS's own Python tests through faiss_proxy (docs/FAISS_SUITE.md)
 #  Variants: make test-asan (ASan+UBSan), make test-tsan (TSan);
 #  SANITIZE=address,undefined BUILD=build/asan builds any target that way.
 
