@@ -1001,6 +1001,7 @@ index_attr (faiss::Index *index, const std::string &name, double *get, const dou
         FPX_FIELD (true, index, metric_arg, float)
         FPX_FIELD (ivf, ivf, nlist, size_t)
         FPX_FIELD (ivf, ivf, code_size, size_t)
+        FPX_FIELD (ivfpq, ivfpq, by_residual, bool)
         FPX_FIELD (lsh, lsh, nbits, int)
         FPX_FIELD (lsh, lsh, rotate_data, bool)
         FPX_FIELD (lsh, lsh, train_thresholds, bool)
@@ -1051,6 +1052,11 @@ index_attr (faiss::Index *index, const std::string &name, double *get, const dou
     FPX_FIELD (ivf, ivf, max_codes, size_t)
     FPX_FIELD (ivf, ivf, quantizer_trains_alone, char)
     FPX_FIELD (refine, refine, k_factor, float)
+    //  IVF-SQ only: its codes keep their size either way; an IVF-PQ's
+    //  precomputed tables depend on it (read-only there).
+    if (auto ivfsq = dynamic_cast<faiss::IndexIVFScalarQuantizer *> (index)) {
+        FPX_FIELD (true, ivfsq, by_residual, bool)
+    }
     if (hnsw) {
         FPX_FIELD (true, (&hnsw->hnsw), efSearch, int)
         FPX_FIELD (true, (&hnsw->hnsw), efConstruction, int)
@@ -1092,7 +1098,7 @@ transform_attr (faiss::VectorTransform *vt, const std::string &name, double *get
 //  let a tenant write to the server's stdout on every call).
 const Attr s_writable [] = {
     { "nprobe", S_ATTR | S_SPACE, 1, S_COUNT_MAX }, { "max_codes", S_ATTR | S_SPACE, 0, 1e15 },
-    { "quantizer_trains_alone", S_ATTR, 0, 2 },
+    { "quantizer_trains_alone", S_ATTR, 0, 2 }, { "by_residual", S_ATTR, 0, 1 },
     { "k_factor", S_ATTR | S_SPACE, 1, 1e6 }, { "efSearch", S_ATTR | S_SPACE, 1, S_COUNT_MAX },
     { "efConstruction", S_ATTR | S_SPACE, 1, S_COUNT_MAX }, { "check_relative_distance", S_ATTR, 0, 1 },
     { "search_bounded_queue", S_ATTR, 0, 1 }, { "eigen_power", S_ATTR, -1e3, 1e3 },

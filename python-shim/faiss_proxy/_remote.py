@@ -747,6 +747,8 @@ class IndexIVFFlat(IndexIVF):
 
 
 class IndexIVFPQ(IndexIVF):
+    by_residual = _Attr("by_residual", bool)
+
     def __init__(self, quantizer, d, nlist, M, nbits_per_idx=8, metric=METRIC_L2):
         self._new_ivf("IndexIVFPQ", quantizer,
                       [_int(d), _int(nlist), _int(M), _int(nbits_per_idx), _int(metric)])
@@ -757,6 +759,8 @@ class IndexIVFPQ(IndexIVF):
 
 
 class IndexIVFScalarQuantizer(IndexIVF):
+    by_residual = _Attr("by_residual", bool, True)
+
     def __init__(self, quantizer, d, nlist, qtype=ScalarQuantizer.QT_8bit,
                  metric=METRIC_L2, encode_residual=True):
         self._new_ivf("IndexIVFScalarQuantizer", quantizer,

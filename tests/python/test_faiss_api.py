@@ -314,3 +314,27 @@ def test_shared_quantizer_is_copied_once_trained(rfaiss, lfaiss, dataset):
     assert_same_search(out[0], out[3])
     assert_same_search(out[1], out[4], rtol=1e-4)
     np.testing.assert_array_equal(out[5], out[2])
+
+
+def test_ivf_sq_by_residual_is_faiss(rfaiss, lfaiss, dataset):
+    xt, xb, xq = dataset
+    out = []
+    for f in (lfaiss, rfaiss):
+        index = f.IndexIVFScalarQuantizer(f.IndexFlatL2(D), D, 8, f.ScalarQuantizer.QT_8bit)
+        assert index.by_residual
+        index.by_residual = False
+        assert not index.by_residual
+        index.train(xt)
+        index.add(xb)
+        index.nprobe = 3
+        out.append(index.search(xq, 5))
+    assert_same_search(out[0], out[1], rtol=1e-4)
+    pq = rfaiss.IndexIVFPQ(rfaiss.IndexFlatL2(D), D, 4, 4, 6)
+    assert pq.by_residual
+    with pytest.raises(AttributeError, match="read-only"):
+        pq.by_residual = False
+    from faiss_proxy import _capi, _client
+    with pytest.raises(RuntimeError, match="no attribute 'by_residual'"):
+        _client.call(_capi.lib.fpx_set_attr, pq._name, b"by_residual", 0.0)   # the server refuses too
+    with pytest.raises(RuntimeError, match="out of range"):
+        _client.call(_capi.lib.fpx_set_attr, pq._name, b"by_residual", 2.0)
