@@ -345,6 +345,42 @@ empty_group (const faiss::Index *index)
     return false;
 }
 
+//  An IndexRefine reads its refinement index at the base index's labels,
+//  and reconstructs from it, without checking either against its size;
+//  its parts stay reachable alone through their aliases (an add to the
+//  base only, a reset of the refinement index). So before every search or
+//  reconstruct: the parts of every Refine in the tree hold as many
+//  vectors as the Refine itself.
+void
+check_refine_parts (const faiss::Index *index, int depth = 0)
+{
+    if (!index || depth > 16)
+        return;
+    if (auto refine = dynamic_cast<const faiss::IndexRefine *> (index)) {
+        if (refine->base_index->ntotal != refine->ntotal
+        ||  refine->refine_index->ntotal != refine->ntotal)
+            bad ("IndexRefine holds " + std::to_string (refine->ntotal) + " vectors but its base "
+                 "index " + std::to_string (refine->base_index->ntotal) + " and its refinement "
+                 "index " + std::to_string (refine->refine_index->ntotal) + ": a part was "
+                 "changed alone (add through the IndexRefine, or reset it)");
+        check_refine_parts (refine->base_index, depth + 1);
+    }
+    else if (auto map = dynamic_cast<const faiss::IndexIDMap *> (index))
+        check_refine_parts (map->index, depth + 1);
+    else if (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (index))
+        check_refine_parts (pt->index, depth + 1);
+    else if (auto ivf = dynamic_cast<const faiss::IndexIVF *> (index))
+        check_refine_parts (ivf->quantizer, depth + 1);
+    else if (auto shards = dynamic_cast<const faiss::IndexShards *> (index)) {
+        for (int i = 0; i < shards->count (); i++)
+            check_refine_parts (shards->at (i), depth + 1);
+    }
+    else if (auto replicas = dynamic_cast<const faiss::IndexReplicas *> (index)) {
+        for (int i = 0; i < replicas->count (); i++)
+            check_refine_parts (replicas->at (i), depth + 1);
+    }
+}
+
 //  The bytes write_index would write; for IndexShards and IndexReplicas,
 //  which FAISS cannot write, the sum over their parts (what the memory
 //  accounting needs: the parts are freed with them).
@@ -375,6 +411,7 @@ fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
     return guarded (err, err_size, [&] () -> int {
         if (empty_group (as_index (index)))
             bad ("the group has no parts yet (add_shard / add_replica)");
+        check_refine_parts (as_index (index));
         Overrides overrides (nprobe, efSearch);
         Target target (as_index (index));
         const faiss::SearchParameters *params =
@@ -418,6 +455,7 @@ fpx_shim_search_and_reconstruct (const FaissIndex *index, int64_t n, const float
     //  reads (list, offset) pairs from its own search; the offsets come
     //  from the lists themselves, so are in range.
     return guarded (err, err_size, [&] () -> int {
+        check_refine_parts (top);
         Overrides overrides (nprobe, efSearch);
         const faiss::SearchParameters *params = overrides.any () ? overrides.build (top) : nullptr;
         if (int rc = overrides.check (err, err_size))
@@ -474,6 +512,7 @@ fpx_shim_range_search (const FaissIndex *index, int64_t n, const float *x,
     return guarded (err, err_size, [&] () -> int {
         if (empty_group (as_index (index)))
             bad ("the group has no parts yet (add_shard / add_replica)");
+        check_refine_parts (as_index (index));
         Overrides overrides (nprobe, efSearch);
         Target target (as_index (index));
         const faiss::SearchParameters *params =
@@ -676,6 +715,7 @@ fpx_shim_reconstruct_n (const FaissIndex *index_c, int64_t i0, int64_t n, float 
 {
     return guarded (err, err_size, [&] () -> int {
         const faiss::Index *index = as_index (index_c);
+        check_refine_parts (index);
         if (n == 1)
             index->reconstruct (i0, out);       //  FAISS's own semantics and checks
         else if (has_bulk_reconstruct (index))

@@ -338,3 +338,40 @@ def test_ivf_sq_by_residual_is_faiss(rfaiss, lfaiss, dataset):
         _client.call(_capi.lib.fpx_set_attr, pq._name, b"by_residual", 0.0)   # the server refuses too
     with pytest.raises(RuntimeError, match="out of range"):
         _client.call(_capi.lib.fpx_set_attr, pq._name, b"by_residual", 2.0)
+
+
+@pytest.mark.parametrize("kind", ["refine", "refine_flat"])
+def test_refine_parts_changed_alone_are_refused(rfaiss, dataset, kind):
+    #  FAISS's IndexRefine reads its refinement index at the base's labels
+    #  without a bound: a part grown or emptied alone (through the Python
+    #  object it was built from, or a view) must not reach that read.
+    xt, xb, xq = dataset
+    base = rfaiss.IndexFlatL2(D)
+    if kind == "refine":
+        base.add(xb[:50])
+        exact = rfaiss.IndexFlatL2(D)
+        exact.add(xb[:50])
+        refine = rfaiss.IndexRefine(base, exact)
+    else:
+        refine = rfaiss.IndexRefineFlat(base)
+        refine.add(xb[:50])
+        exact = refine.refine_index
+    refine.k_factor = 4.0
+    assert refine.search(xq, 3)[1].shape == (len(xq), 3)
+    base.add(xb[50:])                       # the base alone: labels past the refinement index
+    with pytest.raises(RuntimeError, match="changed alone"):
+        refine.search(xq, 3)
+    with pytest.raises(RuntimeError, match="changed alone"):
+        refine.range_search(xq, 1.0)
+    with pytest.raises(RuntimeError, match="changed alone"):
+        refine.search_and_reconstruct(xq, 3)
+    with pytest.raises(RuntimeError, match="changed alone"):
+        refine.reconstruct(10)
+    refine.reset()                          # both parts: consistent again
+    refine.add(xb[:20])
+    assert refine.search(xq, 2)[1].max() < 20
+    exact.reset()                           # the refinement index alone
+    with pytest.raises(RuntimeError, match="changed alone"):
+        refine.search(xq, 3)
+    with pytest.raises(RuntimeError, match="changed alone"):
+        refine.reconstruct(5)
