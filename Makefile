@@ -1,6 +1,7 @@
 #  faissproxy — build, test, run, install.
 #  make run | make test | make fuzz | make deps | make install PREFIX=… DESTDIR=…
 #  make dist: a release tarball that runs on a bare Debian 12 (build/dist/).
+#  make faiss-suite: FAISS's own Python tests through faiss_proxy (docs/FAISS_SUITE.md)
 #  Variants: make test-asan (ASan+UBSan), make test-tsan (TSan);
 #  SANITIZE=address,undefined BUILD=build/asan builds any target that way.
 
@@ -65,7 +66,7 @@ LOADTEST := $(BUILD)/bin/fpx-loadtest
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .SECONDARY:
-.PHONY: all deps run test test-c test-python test-typescript test-asan test-tsan test-docker test-dist bench fuzz install dist clean distclean
+.PHONY: all deps run test test-c test-python faiss-suite test-typescript test-asan test-tsan test-docker test-dist bench fuzz install dist clean distclean
 all: $(DAEMON) $(CLI) $(LIB_A) $(LIB_SO) $(PC_FILE) $(if $(LOADTEST_SRC),$(LOADTEST))
 
 deps:
@@ -217,6 +218,12 @@ test-c: all $(TESTS) $(FUZZ_TESTS) $(FUZZ_LIVE)
 test-python: all
 	@FPX_DAEMON=$(abspath $(DAEMON)) FPX_CLI=$(abspath $(CLI)) FAISS_PROXY_LIB=$(abspath $(LIB_SO)) \
 	    PYTHONPATH=$(abspath python-shim) $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
+
+#  FAISS 1.7.3's own Python tests through faiss_proxy, against the same
+#  files in process (docs/FAISS_SUITE.md). Not part of make test.
+FAISS_SUITE_SRC ?= $(DEPS_DIR)/faiss-src
+faiss-suite: all
+	@PYTHON=$(PYTHON) scripts/faiss-suite.sh $(BUILD) $(FAISS_SUITE_SRC)
 
 #  The TypeScript client (clients/typescript): npm ci, tsc, node --test
 #  against a real server, compared with Debian's FAISS. Fails when npm

@@ -38,8 +38,18 @@ extern "C" {
 #define FPX_DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define FPX_INDEX_NAME_MAX     128  /* a name buffer needs this + 1 bytes */
 
+/*  FAISS's metric numbers. L2 and inner product work with every index;
+    the others with IndexFlat, IndexHNSWFlat and IDMap / PreTransform
+    around them (docs/PROTOCOL.md). FPX_METRIC_LP reads the index's
+    metric_arg (p), set with fpx_set_attr.                               */
 #define FPX_METRIC_INNER_PRODUCT 0
 #define FPX_METRIC_L2            1
+#define FPX_METRIC_L1            2
+#define FPX_METRIC_LINF          3
+#define FPX_METRIC_LP            4
+#define FPX_METRIC_CANBERRA      20
+#define FPX_METRIC_BRAYCURTIS    21
+#define FPX_METRIC_JENSENSHANNON 22
 
 typedef struct _fpx_client_t fpx_client_t;
 
@@ -235,7 +245,7 @@ typedef struct {
     int d;
     int64_t ntotal;
     int is_trained;
-    int metric;                /* FPX_METRIC_L2 or FPX_METRIC_INNER_PRODUCT */
+    int metric;                /* FPX_METRIC_* (FAISS's numbering) */
     char factory [256];        /* "" for an uploaded index                  */
     int anonymous;
     int64_t memory_bytes;      /* -1 unless asked for (fpx_index_describe)  */
@@ -303,6 +313,16 @@ typedef struct {
 int fpx_search (fpx_client_t *self, const char *name, int64_t nq, int d,
                 const float *x, int k, const fpx_search_params_t *params,
                 float *distances /* OUT */, int64_t *labels /* OUT */);
+
+/*  FAISS's search_and_reconstruct: the search, and in recons (nq·k·d
+    floats) the stored vector of each label found; empty slots (label -1)
+    hold all-ones bytes (NaN), as FAISS. An IVF index reconstructs from its
+    lists (no direct map needed); others need reconstruct (an IndexIDMap
+    cannot: FPX_EFAISS, as FAISS).                                       */
+int fpx_search_and_reconstruct (fpx_client_t *self, const char *name, int64_t nq, int d,
+                                const float *x, int k, const fpx_search_params_t *params,
+                                float *distances /* OUT */, int64_t *labels /* OUT */,
+                                float *recons /* OUT */);
 
 /*  A range search result, as FAISS's RangeSearchResult: the results of
     query i are at [lims[i], lims[i+1]).                                  */
@@ -394,6 +414,16 @@ int fpx_construct (fpx_client_t *self, const char *type, int nargs, const double
     FAISS object. info receives its description.                         */
 int fpx_subobject (fpx_client_t *self, const char *name, const char *path,
                    fpx_index_info_t *info /* OUT */);
+
+/*  Makes the anonymous composite `name` adopt the standalone anonymous
+    object `ref` of this connection, as FAISS's methods that take an
+    object after construction: role "shard" (IndexShards::add_shard),
+    "replica" (IndexReplicas::add_replica) or "prepend_transform"
+    (IndexPreTransform::prepend_transform). ref's name becomes an alias of
+    the part, as with fpx_construct. info (may be NULL) receives the
+    composite's new description (its d changes with prepend_transform). */
+int fpx_attach (fpx_client_t *self, const char *name, const char *role, const char *ref,
+                fpx_index_info_t *info /* OUT */);
 
 /*  Numeric attribute ("nprobe", "efSearch", "ntotal", …).               */
 int fpx_get_attr (fpx_client_t *self, const char *name, const char *attr,

@@ -220,7 +220,7 @@ s_opcode_flags (int opcode)
         case FPX_OP_PING: case FPX_OP_INFO: case FPX_OP_OPEN: case FPX_OP_LIST:
         case FPX_OP_DESCRIBE: case FPX_OP_SEARCH: case FPX_OP_RANGE_SEARCH:
         case FPX_OP_RECONSTRUCT: case FPX_OP_RECONSTRUCT_N: case FPX_OP_GET_ATTR:
-        case FPX_OP_GET_ID_MAP: case FPX_OP_APPLY:
+        case FPX_OP_GET_ID_MAP: case FPX_OP_APPLY: case FPX_OP_SEARCH_AND_RECONSTRUCT:
             return FPX_REQUEST_IDEMPOTENT;
         case FPX_OP_SERIALIZE:
             return FPX_REQUEST_IDEMPOTENT | FPX_REQUEST_LONG;
@@ -1016,6 +1016,45 @@ fpx_search (fpx_client_t *self, const char *name, int64_t nq, int d,
     return rc;
 }
 
+int
+fpx_search_and_reconstruct (fpx_client_t *self, const char *name, int64_t nq, int d,
+                            const float *x, int k, const fpx_search_params_t *params,
+                            float *distances /* OUT */, int64_t *labels /* OUT */,
+                            float *recons /* OUT */)
+{
+    fpx_request_t request;
+    s_params_t packed;
+    size_t recons_bytes = 0;
+    int rc = s_search_prepare (self, name, nq, d, x, k, params, distances, labels,
+                               &request, &packed);
+    if (rc)
+        return rc;
+    self->opcode = FPX_OP_SEARCH_AND_RECONSTRUCT;
+    request.reply_arrays = 3;
+    if ((size_t) k * (size_t) d > SIZE_MAX / sizeof (float))
+        rc = s_fail (self, FPX_EINVAL, "k·d is too large");
+    if (!rc)    //  nq·k·d floats must be addressable
+        rc = s_check_rows (self, "nq", nq, (size_t) k * (size_t) d * sizeof (float), &recons_bytes);
+    if (!rc)
+        rc = s_check_out (self, recons, "recons");
+    if (rc) {
+        msgpack_sbuffer_destroy (&packed.buffer);
+        return rc;
+    }
+    fpx_reply_t reply;
+    rc = s_call (self, &request, &packed, &reply);
+    if (rc)
+        return rc;
+    rc = s_search_result (self, &reply, nq, d, k, distances, labels);
+    const void *r_frame = NULL;
+    if (!rc)
+        rc = s_result_array (self, &reply, 2, "recons", recons_bytes, &r_frame);
+    if (!rc)
+        memcpy (recons, r_frame, recons_bytes);
+    fpx_reply_close (&reply);
+    return rc;
+}
+
 void
 fpx_range_result_destroy (fpx_range_result_t **self_p)
 {
@@ -1737,6 +1776,24 @@ fpx_subobject (fpx_client_t *self, const char *name, const char *path,
     msgpack_packer *pk = s_params_start (&params, 2);
     fpx_pack_kv_str (pk, "name", name);
     fpx_pack_kv_str (pk, "path", path);
+    fpx_request_t request = { 0 };
+    return s_call_description (self, &request, &params, info);
+}
+
+int
+fpx_attach (fpx_client_t *self, const char *name, const char *role, const char *ref,
+            fpx_index_info_t *info /* OUT */)
+{
+    int rc = s_check_name_word (self, FPX_OP_ATTACH, name, "role", role);
+    if (!rc)
+        rc = s_check_name_word (self, FPX_OP_ATTACH, ref, "role", role);
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 3);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_str (pk, "role", role);
+    fpx_pack_kv_str (pk, "ref", ref);
     fpx_request_t request = { 0 };
     return s_call_description (self, &request, &params, info);
 }

@@ -99,7 +99,9 @@
     X (UPLOAD_BEGIN,   32, "upload_begin")                                  \
     X (UPLOAD_CHUNK,   33, "upload_chunk")                                  \
     X (UPLOAD_COMMIT,  34, "upload_commit")                                 \
-    X (TRANSFER_ABORT, 35, "transfer_abort")
+    X (TRANSFER_ABORT, 35, "transfer_abort")                                \
+    X (ATTACH,         36, "attach")                                        \
+    X (SEARCH_AND_RECONSTRUCT, 37, "search_and_reconstruct")
 
 typedef enum {
 #define FPX_OPCODES_ENUM_(name, code, text) FPX_OP_##name = (code),
@@ -108,9 +110,29 @@ typedef enum {
     FPX_OP_LAST_
 } fpx_opcode_t;
 
-/*  FAISS metric codes, as FAISS numbers them.                           */
+/*  FAISS metric codes, as FAISS numbers them. L2 and inner product work
+    with every index; the others (FAISS's "extra metrics") only with the
+    indexes that compute distances through IndexFlat: IndexFlat, HNSW over
+    a flat storage, and IDMap / PreTransform around them
+    (fpx_shim_metric_unsupported). METRIC_Lp reads metric_arg (p).      */
 #define FPX_METRIC_INNER_PRODUCT 0
 #define FPX_METRIC_L2            1
+#define FPX_METRIC_L1            2
+#define FPX_METRIC_LINF          3
+#define FPX_METRIC_LP            4
+#define FPX_METRIC_CANBERRA      20
+#define FPX_METRIC_BRAYCURTIS    21
+#define FPX_METRIC_JENSENSHANNON 22
+#define FPX_METRIC_MAX           FPX_METRIC_JENSENSHANNON
+
+/*  True if metric is one of the FPX_METRIC_* codes above (inline: the
+    C++ server files use it too).                                        */
+static inline bool
+fpx_metric_is_valid (int64_t metric)
+{
+    return (metric >= FPX_METRIC_INNER_PRODUCT && metric <= FPX_METRIC_LP)
+        || (metric >= FPX_METRIC_CANBERRA && metric <= FPX_METRIC_JENSENSHANNON);
+}
 
 typedef struct {
     uint16_t version;

@@ -69,13 +69,14 @@ fpx_auth_min_role (int opcode)
         case FPX_OP_GET_ATTR: case FPX_OP_SUBOBJECT: case FPX_OP_GET_ID_MAP:
         case FPX_OP_APPLY: case FPX_OP_KMEANS: case FPX_OP_DOWNLOAD_BEGIN:
         case FPX_OP_DOWNLOAD_CHUNK: case FPX_OP_TRANSFER_ABORT:
+        case FPX_OP_SEARCH_AND_RECONSTRUCT:
             return FPX_ROLE_READ;
         case FPX_OP_CREATE: case FPX_OP_DROP: case FPX_OP_TRAIN: case FPX_OP_ADD:
         case FPX_OP_ADD_WITH_IDS: case FPX_OP_REMOVE_IDS: case FPX_OP_RESET:
         case FPX_OP_SET_PARAMETERS: case FPX_OP_DESERIALIZE: case FPX_OP_CONSTRUCT:
         case FPX_OP_SET_ATTR: case FPX_OP_CLONE: case FPX_OP_SET_DIRECT_MAP:
         case FPX_OP_SAVE: case FPX_OP_UPLOAD_BEGIN: case FPX_OP_UPLOAD_CHUNK:
-        case FPX_OP_UPLOAD_COMMIT:
+        case FPX_OP_UPLOAD_COMMIT: case FPX_OP_ATTACH:
             return FPX_ROLE_WRITE;
         default:
             return FPX_ROLE_ADMIN;

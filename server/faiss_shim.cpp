@@ -40,7 +40,9 @@
 #include <faiss/IndexPQ.h>
 #include <faiss/IndexPreTransform.h>
 #include <faiss/IndexRefine.h>
+#include <faiss/IndexReplicas.h>
 #include <faiss/IndexScalarQuantizer.h>
+#include <faiss/IndexShards.h>
 #include <faiss/VectorTransform.h>
 #include <faiss/clone_index.h>
 #include <faiss/impl/AuxIndexStructures.h>
@@ -52,6 +54,7 @@
 #include <faiss/utils/random.h>
 
 #include "faiss_shim.h"
+#include "fpx_protocol.h"
 #include "log.h"
 #include "upload_check.h"
 #include "fpx_errors.h"
@@ -334,6 +337,75 @@ const faiss::Index *as_index (const FaissIndex *index)
     return reinterpret_cast<const faiss::Index *> (index);
 }
 
+//  An IndexShards or IndexReplicas without parts: FAISS's search writes
+//  translations [0] of an empty vector there. Such a group is searched
+//  nowhere (refused at the top, and never adopted: parts never leave).
+bool
+empty_group (const faiss::Index *index)
+{
+    if (auto shards = dynamic_cast<const faiss::IndexShards *> (index))
+        return shards->count () == 0;
+    if (auto replicas = dynamic_cast<const faiss::IndexReplicas *> (index))
+        return replicas->count () == 0;
+    return false;
+}
+
+//  An IndexRefine reads its refinement index at the base index's labels,
+//  and reconstructs from it, without checking either against its size;
+//  its parts stay reachable alone through their aliases (an add to the
+//  base only, a reset of the refinement index). So before every search or
+//  reconstruct: the parts of every Refine in the tree hold as many
+//  vectors as the Refine itself.
+void
+check_refine_parts (const faiss::Index *index, int depth = 0)
+{
+    if (!index || depth > 16)
+        return;
+    if (auto refine = dynamic_cast<const faiss::IndexRefine *> (index)) {
+        if (refine->base_index->ntotal != refine->ntotal
+        ||  refine->refine_index->ntotal != refine->ntotal)
+            bad ("IndexRefine holds " + std::to_string (refine->ntotal) + " vectors but its base "
+                 "index " + std::to_string (refine->base_index->ntotal) + " and its refinement "
+                 "index " + std::to_string (refine->refine_index->ntotal) + ": a part was "
+                 "changed alone (add through the IndexRefine, or reset it)");
+        check_refine_parts (refine->base_index, depth + 1);
+    }
+    else if (auto map = dynamic_cast<const faiss::IndexIDMap *> (index))
+        check_refine_parts (map->index, depth + 1);
+    else if (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (index))
+        check_refine_parts (pt->index, depth + 1);
+    else if (auto ivf = dynamic_cast<const faiss::IndexIVF *> (index))
+        check_refine_parts (ivf->quantizer, depth + 1);
+    else if (auto shards = dynamic_cast<const faiss::IndexShards *> (index)) {
+        for (int i = 0; i < shards->count (); i++)
+            check_refine_parts (shards->at (i), depth + 1);
+    }
+    else if (auto replicas = dynamic_cast<const faiss::IndexReplicas *> (index)) {
+        for (int i = 0; i < replicas->count (); i++)
+            check_refine_parts (replicas->at (i), depth + 1);
+    }
+}
+
+//  The bytes write_index would write; for IndexShards and IndexReplicas,
+//  which FAISS cannot write, the sum over their parts (what the memory
+//  accounting needs: the parts are freed with them).
+size_t
+counted_bytes (const faiss::Index *index)
+{
+    const faiss::ThreadedIndex<faiss::Index> *group = dynamic_cast<const faiss::IndexShards *> (index);
+    if (!group)
+        group = dynamic_cast<const faiss::IndexReplicas *> (index);
+    if (group) {
+        size_t total = 0;
+        for (int i = 0; i < group->count (); i++)
+            total += counted_bytes (group->at (i));
+        return total;
+    }
+    SpanWriter counter (nullptr, 0);
+    faiss::write_index (index, &counter);
+    return counter.pos;
+}
+
 }   // namespace
 
 extern "C" int
@@ -342,6 +414,9 @@ fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
                  char *err, size_t err_size)
 {
     return guarded (err, err_size, [&] () -> int {
+        if (empty_group (as_index (index)))
+            bad ("the group has no parts yet (add_shard / add_replica)");
+        check_refine_parts (as_index (index));
         Overrides overrides (nprobe, efSearch);
         Target target (as_index (index));
         const faiss::SearchParameters *params =
@@ -352,6 +427,49 @@ fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
         target.prefill (D, I, count);
         target.index->search (n, x, k, D, I, params);
         target.map_labels (D, I, count);
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_search_and_reconstruct (const FaissIndex *index, int64_t n, const float *x,
+                                 int64_t k, int nprobe, int efSearch, float *D,
+                                 int64_t *I, float *R, char *err, size_t err_size)
+{
+    const faiss::Index *top = as_index (index), *inner = top;
+    size_t count = (size_t) n * (size_t) k, d = (size_t) top->d;
+    while (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (inner))
+        inner = pt->index;
+    if (!dynamic_cast<const faiss::IndexIVF *> (inner)) {
+        //  Search (labels checked against the index), then reconstruct each
+        //  label found, on this thread.
+        int rc = fpx_shim_search (index, n, x, k, nprobe, efSearch, D, I, err, err_size);
+        if (rc)
+            return rc;
+        return guarded (err, err_size, [&] () -> int {
+            for (size_t i = 0; i < count; i++) {
+                if (I [i] < 0)
+                    memset (R + i * d, 0xff, d * sizeof (float));
+                else
+                    top->reconstruct (I [i], R + i * d);
+            }
+            return 0;
+        });
+    }
+    //  An IVF (under PreTransforms, which pass it on): FAISS's own, which
+    //  reads (list, offset) pairs from its own search; the offsets come
+    //  from the lists themselves, so are in range.
+    return guarded (err, err_size, [&] () -> int {
+        check_refine_parts (top);
+        Overrides overrides (nprobe, efSearch);
+        const faiss::SearchParameters *params = overrides.any () ? overrides.build (top) : nullptr;
+        if (int rc = overrides.check (err, err_size))
+            return rc;
+        for (size_t i = 0; i < count; i++) {
+            D [i] = neutral_distance (top);
+            I [i] = -1;
+        }
+        top->search_and_reconstruct (n, x, k, D, I, R, params);
         return 0;
     });
 }
@@ -397,6 +515,9 @@ fpx_shim_range_search (const FaissIndex *index, int64_t n, const float *x,
                        char *err, size_t err_size)
 {
     return guarded (err, err_size, [&] () -> int {
+        if (empty_group (as_index (index)))
+            bad ("the group has no parts yet (add_shard / add_replica)");
+        check_refine_parts (as_index (index));
         Overrides overrides (nprobe, efSearch);
         Target target (as_index (index));
         const faiss::SearchParameters *params =
@@ -452,11 +573,13 @@ fpx_shim_serialize (const FaissIndex *index, int size_only,
                     uint8_t **bytes_p, size_t *size_p, char *err, size_t err_size)
 {
     return guarded (err, err_size, [&] () -> int {
+        if (size_only) {                    //  IndexShards / IndexReplicas: their parts' sizes
+            *size_p = counted_bytes (as_index (index));
+            return 0;
+        }
         SpanWriter counter (nullptr, 0);
         faiss::write_index (as_index (index), &counter);
         *size_p = counter.pos;
-        if (size_only)
-            return 0;
         uint8_t *bytes = (uint8_t *) std::malloc (counter.pos ? counter.pos : 1);
         if (!bytes)
             throw std::bad_alloc ();
@@ -529,6 +652,10 @@ fpx_shim_factory (int d, const char *factory, int metric, size_t alloc_cap,
             AllocCap cap (alloc_cap);
             index = faiss::index_factory (d, factory, (faiss::MetricType) metric);
         }
+        if (int rc = fpx_upload_check_metrics (reinterpret_cast<FaissIndex *> (index), err, err_size)) {
+            delete index;
+            return rc;
+        }
         *index_p = reinterpret_cast<FaissIndex *> (index);
         return 0;
     });
@@ -543,6 +670,21 @@ fpx_shim_keys_are_positions (const FaissIndex *index_c)
             index = pt->index;
         else if (auto refine = dynamic_cast<const faiss::IndexRefine *> (index))
             index = refine->base_index;
+        else if (auto shards = dynamic_cast<const faiss::IndexShards *> (index)) {
+            //  Shard labels are shifted to positions only with successive_ids.
+            if (!shards->successive_ids)
+                return 0;
+            for (int i = 0; i < shards->count (); i++)
+                if (!fpx_shim_keys_are_positions (reinterpret_cast<const FaissIndex *> (shards->at (i))))
+                    return 0;
+            return 1;
+        }
+        else if (auto replicas = dynamic_cast<const faiss::IndexReplicas *> (index)) {
+            for (int i = 0; i < replicas->count (); i++)
+                if (!fpx_shim_keys_are_positions (reinterpret_cast<const FaissIndex *> (replicas->at (i))))
+                    return 0;
+            return 1;
+        }
         else
             return !dynamic_cast<const faiss::IndexIDMap *> (index)
                 && !dynamic_cast<const faiss::IndexIVF *> (index);
@@ -566,6 +708,7 @@ fpx_shim_reconstruct_n (const FaissIndex *index_c, int64_t i0, int64_t n, float 
 {
     return guarded (err, err_size, [&] () -> int {
         const faiss::Index *index = as_index (index_c);
+        check_refine_parts (index);
         if (n == 1)
             index->reconstruct (i0, out);       //  FAISS's own semantics and checks
         else if (has_bulk_reconstruct (index))
@@ -621,6 +764,15 @@ struct Args {
     {
         return (faiss::MetricType) integer (i, "metric", 0, 1, 1, false);
     }
+    //  Where FAISS's extra metrics work (fpx_upload_check_metrics says
+    //  where and why): any metric for IndexFlat.
+    faiss::MetricType any_metric (int i) const
+    {
+        long m = integer (i, "metric", 0, FPX_METRIC_MAX, 1, false);
+        if (!fpx_metric_is_valid (m))
+            bad (std::string (type) + ": metric " + std::to_string (m) + " is not known");
+        return (faiss::MetricType) m;
+    }
     faiss::ScalarQuantizer::QuantizerType qtype (int i) const
     {
         return (faiss::ScalarQuantizer::QuantizerType) integer (i, "qtype", 0,
@@ -671,7 +823,7 @@ construct_index (const char *type, const Args &a, const Refs &refs)
         int d = a.dim (0);
         if (t == "IndexFlatL2") return new faiss::IndexFlatL2 (d);
         if (t == "IndexFlatIP") return new faiss::IndexFlatIP (d);
-        return new faiss::IndexFlat (d, a.metric (1));
+        return new faiss::IndexFlat (d, a.any_metric (1));
     }
     if (t == "IndexIVFFlat" || t == "IndexIVFPQ" || t == "IndexIVFScalarQuantizer") {
         refs.expect ("i");
@@ -697,7 +849,13 @@ construct_index (const char *type, const Args &a, const Refs &refs)
     if (t == "IndexHNSWFlat") {
         refs.expect ("");
         int d = a.dim (0);
-        return new faiss::IndexHNSWFlat (d, (int) a.integer (1, "M", 2, 512, 32, false), a.metric (2));
+        int M = (int) a.integer (1, "M", 2, 512, 32, false);
+        faiss::MetricType metric = a.any_metric (2);
+        if (metric != faiss::METRIC_L2 && metric != faiss::METRIC_INNER_PRODUCT
+        &&  metric != faiss::METRIC_L1 && metric != faiss::METRIC_Linf && metric != faiss::METRIC_Lp)
+            bad ("IndexHNSWFlat: metric " + std::to_string ((int) metric) + " can give NaN "
+                 "distances, which HNSW cannot order (L2, inner product, L1, Linf, Lp only)");
+        return new faiss::IndexHNSWFlat (d, M, metric);
     }
     if (t == "IndexHNSWSQ") {
         refs.expect ("");
@@ -734,6 +892,21 @@ construct_index (const char *type, const Args &a, const Refs &refs)
         map->own_fields = true;
         return map;
     }
+    if (t == "IndexShards" || t == "IndexReplicas") {
+        //  Parts come with attach; never FAISS's own threads here (the
+        //  worker's OpenMP threads do the work).
+        refs.expect ("");
+        int d = a.dim (0);
+        if (t == "IndexReplicas")
+            return new faiss::IndexReplicas (d, false);
+        return new faiss::IndexShards (d, false, a.integer (1, "successive_ids", 0, 1, 1, false));
+    }
+    if (t == "IndexPreTransform" && refs.n == 1) {     //  no transform yet: prepend_transform adds them
+        refs.expect ("i");
+        auto pt = new faiss::IndexPreTransform (refs.index (0));
+        pt->own_fields = true;
+        return pt;
+    }
     if (t == "IndexPreTransform") {
         refs.expect ("ti");
         faiss::VectorTransform *transform = as_transform (refs.transforms [0]);
@@ -743,8 +916,29 @@ construct_index (const char *type, const Args &a, const Refs &refs)
         pt->own_fields = true;
         return pt;
     }
+    if (t == "IndexRefine") {
+        //  FAISS's IndexRefine reads refine_index's distance computer at
+        //  the base index's labels inside an OpenMP region, unchecked: the
+        //  refinement index must be a flat one (its computer never throws)
+        //  and the base's labels its positions (in range).
+        refs.expect ("ii");
+        faiss::Index *base = refs.index (0), *exact = refs.index (1);
+        auto flat = dynamic_cast<faiss::IndexFlat *> (exact);
+        if (!flat || dynamic_cast<faiss::IndexFlat1D *> (exact))
+            bad ("IndexRefine: the refinement index must be an IndexFlat");
+        if (!fpx_shim_keys_are_positions (reinterpret_cast<FaissIndex *> (base)))
+            bad ("IndexRefine: the base index must label vectors by position (no IDMap, no IVF)");
+        if (base->metric_type != faiss::METRIC_L2 && base->metric_type != faiss::METRIC_INNER_PRODUCT)
+            bad ("IndexRefine: the base index's metric must be L2 or inner product");
+        auto refine = new faiss::IndexRefine (base, exact);    //  checks d, metric, ntotal
+        refine->own_fields = refine->own_refine_index = true;
+        return refine;
+    }
     if (t == "IndexRefineFlat") {
         refs.expect ("i");
+        if (refs.index (0)->metric_type != faiss::METRIC_L2
+        &&  refs.index (0)->metric_type != faiss::METRIC_INNER_PRODUCT)
+            bad ("IndexRefineFlat: the base index's metric must be L2 or inner product");
         auto refine = new faiss::IndexRefineFlat (refs.index (0));
         refine->own_fields = true;
         refine->k_factor = (float) a.number (0, "k_factor", 1, 1e6, 1, false);
@@ -840,6 +1034,7 @@ index_attr (faiss::Index *index, const std::string &name, double *get, const dou
         FPX_FIELD (true, index, metric_arg, float)
         FPX_FIELD (ivf, ivf, nlist, size_t)
         FPX_FIELD (ivf, ivf, code_size, size_t)
+        FPX_FIELD (ivfpq, ivfpq, by_residual, bool)
         FPX_FIELD (lsh, lsh, nbits, int)
         FPX_FIELD (lsh, lsh, rotate_data, bool)
         FPX_FIELD (lsh, lsh, train_thresholds, bool)
@@ -848,6 +1043,10 @@ index_attr (faiss::Index *index, const std::string &name, double *get, const dou
         if (hnsw && name == "entry_point") { *get = (double) hnsw->hnsw.entry_point; return true; }
         if ((ivfpq || pq) && name == "pq_M") { *get = (double) (ivfpq ? ivfpq->pq.M : pq->pq.M); return true; }
         if ((ivfpq || pq) && name == "pq_nbits") { *get = (double) (ivfpq ? ivfpq->pq.nbits : pq->pq.nbits); return true; }
+        if (auto shards = dynamic_cast<faiss::IndexShards *> (index); shards && name == "successive_ids") {
+            *get = shards->successive_ids;
+            return true;
+        }
         if (auto pt = dynamic_cast<faiss::IndexPreTransform *> (index); pt && name == "chain_size") {
             *get = (double) pt->chain.size ();
             return true;
@@ -861,10 +1060,36 @@ index_attr (faiss::Index *index, const std::string &name, double *get, const dou
             return true;
         }
     }
+    //  The k-means parameters an IVF index trains its quantizer with
+    //  (FAISS's IndexIVF::cp), as "cp.<field>"; verbose only 0 (s_writable).
+    if (ivf && name.compare (0, 3, "cp.") == 0) {
+        faiss::ClusteringParameters &cp = ivf->cp;
+        const std::string field = name.substr (3);
+#define FPX_CP(f, type)                                                        \
+        if (field == #f) {                                                     \
+            if (set) cp.f = (type) *set; else *get = (double) cp.f;            \
+            return true;                                                       \
+        }
+        FPX_CP (niter, int) FPX_CP (nredo, int) FPX_CP (seed, int)
+        FPX_CP (min_points_per_centroid, int) FPX_CP (max_points_per_centroid, int)
+        FPX_CP (spherical, bool) FPX_CP (int_centroids, bool) FPX_CP (update_index, bool)
+        FPX_CP (verbose, bool) FPX_CP (decode_block_size, size_t)
+#undef FPX_CP
+        return false;
+    }
+    if (set && name == "metric_arg") {      //  read above with the other common fields
+        index->metric_arg = (float) *set;
+        return true;
+    }
     FPX_FIELD (ivf, ivf, nprobe, size_t)
     FPX_FIELD (ivf, ivf, max_codes, size_t)
     FPX_FIELD (ivf, ivf, quantizer_trains_alone, char)
     FPX_FIELD (refine, refine, k_factor, float)
+    //  IVF-SQ only: its codes keep their size either way; an IVF-PQ's
+    //  precomputed tables depend on it (read-only there).
+    if (auto ivfsq = dynamic_cast<faiss::IndexIVFScalarQuantizer *> (index)) {
+        FPX_FIELD (true, ivfsq, by_residual, bool)
+    }
     if (hnsw) {
         FPX_FIELD (true, (&hnsw->hnsw), efSearch, int)
         FPX_FIELD (true, (&hnsw->hnsw), efConstruction, int)
@@ -906,12 +1131,18 @@ transform_attr (faiss::VectorTransform *vt, const std::string &name, double *get
 //  let a tenant write to the server's stdout on every call).
 const Attr s_writable [] = {
     { "nprobe", S_ATTR | S_SPACE, 1, S_COUNT_MAX }, { "max_codes", S_ATTR | S_SPACE, 0, 1e15 },
-    { "quantizer_trains_alone", S_ATTR, 0, 2 },
+    { "quantizer_trains_alone", S_ATTR, 0, 2 }, { "by_residual", S_ATTR, 0, 1 },
     { "k_factor", S_ATTR | S_SPACE, 1, 1e6 }, { "efSearch", S_ATTR | S_SPACE, 1, S_COUNT_MAX },
     { "efConstruction", S_ATTR | S_SPACE, 1, S_COUNT_MAX }, { "check_relative_distance", S_ATTR, 0, 1 },
     { "search_bounded_queue", S_ATTR, 0, 1 }, { "eigen_power", S_ATTR, -1e3, 1e3 },
     { "epsilon", S_ATTR, 0, 1 }, { "random_rotation", S_ATTR, 0, 1 }, { "balanced_bins", S_ATTR, 0, 65536 },
     { "niter", S_ATTR, 1, 10000 }, { "niter_pq", S_ATTR, 1, 10000 }, { "niter_pq_0", S_ATTR, 1, 10000 },
+    { "metric_arg", S_ATTR, -FLT_MAX, FLT_MAX },
+    { "cp.niter", S_ATTR, 1, 10000 }, { "cp.nredo", S_ATTR, 1, 100 },
+    { "cp.seed", S_ATTR, INT32_MIN, INT32_MAX }, { "cp.min_points_per_centroid", S_ATTR, 0, INT32_MAX },
+    { "cp.max_points_per_centroid", S_ATTR, 1, INT32_MAX }, { "cp.spherical", S_ATTR, 0, 1 },
+    { "cp.int_centroids", S_ATTR, 0, 1 }, { "cp.update_index", S_ATTR, 0, 1 },
+    { "cp.verbose", S_ATTR, 0, 0 }, { "cp.decode_block_size", S_ATTR, 1, 1 << 24 },
     { "ht", S_SPACE, 0, 65536 }, { "k_factor_rf", S_SPACE, 1, 1e6 }, { "verbose", S_SPACE, 0, 0 },
 };
 
@@ -936,6 +1167,9 @@ fpx_shim_construct (const char *type, int nargs, const double *args,
     return guarded (err, err_size, [&] () -> int {
         Args a { nargs, args, type };
         Refs refs { nrefs, ref_indexes, ref_transforms, type };
+        for (int i = 0; i < nrefs; i++)
+            if (ref_indexes [i] && empty_group (as_index (ref_indexes [i])))
+                bad (std::string (type) + ": a group without parts cannot be part of an index");
         AllocCap cap ((size_t) 1 << 30);
         faiss::Index *index = construct_index (type, a, refs);
         faiss::VectorTransform *transform = index ? nullptr : construct_transform (type, a, refs);
@@ -943,6 +1177,86 @@ fpx_shim_construct (const char *type, int nargs, const double *args,
             bad (std::string ("unknown class '") + type + "'");
         *index_p = reinterpret_cast<FaissIndex *> (index);
         *transform_p = reinterpret_cast<FaissVectorTransform *> (transform);
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_attach (FaissIndex *composite, const char *role, FaissIndex *part,
+                 FaissVectorTransform *transform, char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        faiss::Index *top = as_mutable (composite);
+        std::string r = role;
+        if (r == "prepend_transform") {
+            auto pt = dynamic_cast<faiss::IndexPreTransform *> (top);
+            if (!pt)
+                bad ("prepend_transform: the index is not an IndexPreTransform");
+            if (!transform)
+                bad ("prepend_transform: the object is not a vector transform");
+            faiss::VectorTransform *vt = as_transform (transform);
+            //  Requests are checked against the index's d before they wait
+            //  for its lock: the dimension of a live index never changes.
+            if (vt->d_in != pt->d || vt->d_out != pt->d)
+                bad ("prepend_transform: the transform must map " + std::to_string (pt->d)
+                     + " dimensions to " + std::to_string (pt->d) + " (faissproxyd keeps an "
+                     "index's dimension for its lifetime)");
+            if (pt->chain.size () >= 16)
+                bad ("prepend_transform: 16 transforms at most");
+            pt->prepend_transform (vt);
+            return 0;
+        }
+        faiss::ThreadedIndex<faiss::Index> *group = nullptr;
+        if (r == "shard")
+            group = dynamic_cast<faiss::IndexShards *> (top);
+        else if (r == "replica")
+            group = dynamic_cast<faiss::IndexReplicas *> (top);
+        else
+            bad ("unknown role '" + r + "' (shard, replica or prepend_transform)");
+        if (!group)
+            bad (r == "shard" ? "add_shard: the index is not an IndexShards"
+                              : "add_replica: the index is not an IndexReplicas");
+        if (!part)
+            bad ("the object is not an index");
+        if (empty_group (as_index (part)))
+            bad ("a group without parts cannot be part of an index");
+        faiss::Index *sub = as_mutable (part);
+        //  FAISS checks these only after it has taken the index (and would
+        //  then own it twice): check first.
+        if (sub->d != group->d)
+            bad ("dimension " + std::to_string (sub->d) + " differs from the group's "
+                 + std::to_string (group->d));
+        if (sub->metric_type != faiss::METRIC_L2 && sub->metric_type != faiss::METRIC_INNER_PRODUCT)
+            bad ("shards and replicas merge L2 or inner-product results only");
+        if (group->count () >= 64)
+            bad ("64 parts at most");
+        if (group->count () > 0) {
+            const faiss::Index *first = group->at (0);
+            if (sub->metric_type != first->metric_type || sub->is_trained != first->is_trained)
+                bad ("the new part's metric or trained state differs from the first part's");
+            if (r == "replica" && sub->ntotal != first->ntotal)
+                bad ("a new replica must hold as many vectors as the others ("
+                     + std::to_string (first->ntotal) + ")");
+        }
+        //  FAISS takes the part before its last checks (the parts' states,
+        //  which a write through a part's alias may have changed): if one
+        //  throws, hand the part back (not owned meanwhile, so not freed).
+        int before = group->count ();
+        group->own_fields = false;
+        try {
+            group->addIndex (sub);
+        }
+        catch (...) {
+            try {
+                if (group->count () > before)
+                    group->removeIndex (sub);
+            }
+            catch (...) {               //  its sync throws again, after the part is out
+            }
+            group->own_fields = group->count () > 0;
+            throw;
+        }
+        group->own_fields = true;
         return 0;
     });
 }
@@ -957,8 +1271,12 @@ fpx_shim_free_shell (FaissIndex *composite)
         map->own_fields = false;
     else if (auto pt = dynamic_cast<faiss::IndexPreTransform *> (index))
         pt->own_fields = false;
-    else if (auto refine = dynamic_cast<faiss::IndexRefine *> (index))
+    else if (auto refine = dynamic_cast<faiss::IndexRefine *> (index)) {
         refine->own_fields = false;
+        //  An IndexRefineFlat's refinement index is its own, not adopted.
+        if (!dynamic_cast<faiss::IndexRefineFlat *> (index))
+            refine->own_refine_index = false;
+    }
     delete index;
 }
 
@@ -1017,6 +1335,7 @@ fpx_shim_class_name (const FaissIndex *index_c, const FaissVectorTransform *tran
         FPX_CLASS (index, IndexPQ) FPX_CLASS (index, IndexScalarQuantizer)
         FPX_CLASS (index, IndexLSH) FPX_CLASS (index, IndexPreTransform)
         FPX_CLASS (index, IndexRefineFlat) FPX_CLASS (index, IndexRefine)
+        FPX_CLASS (index, IndexShards) FPX_CLASS (index, IndexReplicas)
         return "Index";
     }
     const faiss::VectorTransform *vt = as_transform (transform_c);

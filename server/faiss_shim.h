@@ -32,6 +32,15 @@ int fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t
                      int nprobe, int efSearch, float *D, int64_t *I,
                      char *err, size_t err_size);
 
+/*  FAISS's search_and_reconstruct: as fpx_shim_search, and R receives
+    n·k·d floats, each label's stored vector (all-ones bytes for -1). An
+    IVF index at the top (under IDMaps) runs FAISS's own, which reads its
+    lists; any other reconstructs each label fpx_shim_search returned
+    (labels checked, so never out of range).                            */
+int fpx_shim_search_and_reconstruct (const FaissIndex *index, int64_t n, const float *x,
+                                     int64_t k, int nprobe, int efSearch, float *D,
+                                     int64_t *I, float *R, char *err, size_t err_size);
+
 /*  How many query rows to give FAISS for a search of n rows merged from
     several requests. IndexFlat (L2 or inner product, under an IDMap or
     not) computes distances one query at a time below
@@ -101,6 +110,15 @@ int fpx_shim_construct (const char *type, int nargs, const double *args,
                         FaissVectorTransform *const *ref_transforms,
                         FaissIndex **index_p, FaissVectorTransform **transform_p,
                         char *err, size_t err_size);
+
+/*  Makes composite adopt part (an index) or transform: role "shard"
+    (IndexShards::add_shard), "replica" (IndexReplicas::add_replica) or
+    "prepend_transform" (IndexPreTransform::prepend_transform, only for a
+    transform that keeps the index's dimension). On success the composite
+    owns it; on failure nothing changed. Both locked exclusively by the
+    caller.                                                              */
+int fpx_shim_attach (FaissIndex *composite, const char *role, FaissIndex *part,
+                     FaissVectorTransform *transform, char *err, size_t err_size);
 
 /*  Frees a composite built by fpx_shim_construct without freeing the
     objects it adopted (used when it cannot be registered).              */

@@ -548,8 +548,11 @@ s_op_create (fpx_call_t *call)
     int rc;
     if ((rc = fpx_op_optional_name (call, name))
     ||  (rc = fpx_op_int_param (call, "d", true, 0, 1, FPX_DIM_MAX, &d))
-    ||  (rc = fpx_op_int_param (call, "metric", false, FPX_METRIC_L2, 0, 1, &metric)))
+    ||  (rc = fpx_op_int_param (call, "metric", false, FPX_METRIC_L2, 0, FPX_METRIC_MAX, &metric)))
         return rc;
+    if (!fpx_metric_is_valid (metric))
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'metric' %lld is not a FAISS metric",
+                                (long long) metric);
     rc = fpx_params_copy_str (&call->params, "factory", factory, sizeof factory);
     if (rc || !factory [0])
         return fpx_reply_error (call->reply, FPX_EINVAL, "'factory' must be a string of 1-%d bytes",
@@ -974,6 +977,61 @@ s_op_search (fpx_call_t *call)
     return call->reply->status;
 }
 
+//  search_and_reconstruct: search's checks, plus nq·k·d floats back.
+static int
+s_op_search_and_reconstruct (fpx_call_t *call)
+{
+    int64_t k;
+    int nprobe, ef;
+    int rc;
+    if ((rc = fpx_op_int_param (call, "k", true, 0, 1, FPX_K_MAX, &k))
+    ||  (rc = s_search_overrides (call, &nprobe, &ef)))
+        return rc;
+    fpx_entry_t *entry;
+    if ((rc = fpx_op_lookup_index (call, &entry)))
+        return rc;
+    int64_t nq;
+    const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
+    double results = x ? (double) nq * (double) k : 0;
+    if (x && results * (sizeof (float) + sizeof (int64_t) + (double) entry->d * sizeof (float))
+             > (double) call->server->config.max_message)
+        fpx_reply_error (call->reply, FPX_EINVAL, "nq*k = %.0f results and their vectors exceed "
+                         "the message limit", results);
+    else if (x) {
+        size_t count = (size_t) results;
+        float *D = malloc (count * sizeof (float));
+        int64_t *I = malloc (count * sizeof (int64_t));
+        float *R = malloc (count * (size_t) entry->d * sizeof (float));
+        char err [FPX_ERROR_TEXT_MAX];
+        if (!D || !I || !R)
+            rc = fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
+        else {
+            pthread_rwlock_t *lock = fpx_entry_lock (entry, ef > 0);
+            fpx_op_threads_begin (call, nq);
+            rc = fpx_shim_search_and_reconstruct (entry->index, nq, x, k, nprobe, ef, D, I, R,
+                                                  err, sizeof err);
+            fpx_op_threads_end (call);
+            pthread_rwlock_unlock (lock);
+            fpx_op_shim_result (call, rc, err);
+        }
+        if (rc) {
+            free (D);
+            free (I);
+            free (R);
+        }
+        else {
+            msgpack_pack_map (&call->reply->pk, 2);
+            fpx_pack_kv_int (&call->reply->pk, "nq", nq);
+            fpx_pack_kv_int (&call->reply->pk, "k", k);
+            fpx_op_reply_array (call, D, count * sizeof (float));
+            fpx_op_reply_array (call, I, count * sizeof (int64_t));
+            fpx_op_reply_array (call, R, count * (size_t) entry->d * sizeof (float));
+        }
+    }
+    fpx_entry_release (&entry);
+    return call->reply->status;
+}
+
 // ---- batched search ----------------------------------------------------------
 
 //  The results of one batched FAISS call: each reply's arrays are slices of
@@ -1336,6 +1394,7 @@ s_op_for (int opcode)
         case FPX_OP_ADD:            return s_op_add;
         case FPX_OP_ADD_WITH_IDS:   return s_op_add_with_ids;
         case FPX_OP_SEARCH:         return s_op_search;
+        case FPX_OP_SEARCH_AND_RECONSTRUCT: return s_op_search_and_reconstruct;
         case FPX_OP_RANGE_SEARCH:   return s_op_range_search;
         case FPX_OP_REMOVE_IDS:     return s_op_remove_ids;
         case FPX_OP_RECONSTRUCT:    return s_op_reconstruct;

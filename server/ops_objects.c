@@ -177,6 +177,68 @@ s_op_construct (fpx_call_t *call)
     return rc ? rc : call->reply->status;
 }
 
+//  attach: an anonymous top-level composite of this connection adopts a
+//  standalone anonymous object of this connection (add_shard,
+//  add_replica, prepend_transform). Named indexes are refused: their log
+//  could not replay an object that only this connection holds.
+static int
+s_op_attach (fpx_call_t *call)
+{
+    char role [FPX_TYPE_NAME_MAX], ref_name [FPX_NAME_MAX + 1];
+    fpx_entry_t *entry, *ref;
+    int rc;
+    if ((rc = s_word_param (call, "role", role, sizeof role)))
+        return rc;
+    rc = fpx_params_copy_str (&call->params, "ref", ref_name, sizeof ref_name);
+    if (rc || !ref_name [0])
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'ref' must be a name of 1-%d bytes",
+                                FPX_NAME_MAX);
+    if ((rc = fpx_op_lookup_index (call, &entry)))
+        return rc;
+    ref = fpx_registry_find (call->server->registry, call->envelope->tenant_id, ref_name,
+                             call->envelope->conn_id);
+    if (!ref) {
+        rc = fpx_reply_error (call->reply, FPX_ENOTFOUND, "no object named '%s'", ref_name);
+        fpx_entry_release (&entry);
+        return rc;
+    }
+    if (entry->owner_conn != call->envelope->conn_id || ref->owner_conn != call->envelope->conn_id
+    ||  ref == entry || atomic_load (&entry->root) || atomic_load (&ref->root))
+        rc = fpx_reply_error (call->reply, FPX_EINVAL, "attach takes an anonymous composite and "
+                              "another anonymous object, both of this connection and neither "
+                              "part of another object");
+    else {
+        //  Both exclusively, in address order (as construct); the roots are
+        //  checked again under the locks. Neither had a root above, so
+        //  their locks differ: nothing can adopt one into the other's tree
+        //  without the first lock, which this worker holds.
+        fpx_entry_t *first = entry < ref ? entry : ref, *second = entry < ref ? ref : entry;
+        pthread_rwlock_t *lock1 = fpx_entry_lock (first, true);
+        pthread_rwlock_t *lock2 = fpx_entry_lock (second, true);
+        if (atomic_load (&entry->root) || atomic_load (&ref->root) || lock1 == lock2)
+            rc = fpx_reply_error (call->reply, FPX_EINVAL, "'%s' is part of another object: "
+                                  "attach takes standalone objects", atomic_load (&ref->root)
+                                  ? ref->name : entry->name);
+        else {
+            char err [FPX_ERROR_TEXT_MAX];
+            rc = fpx_shim_attach (entry->index, role, ref->index, ref->transform, err, sizeof err);
+            if (rc)
+                rc = fpx_op_shim_result (call, rc, err);
+            else {
+                fpx_registry_adopt (ref, entry);
+                fpx_limits_measure (entry);
+                rc = fpx_op_pack_description (call, entry, false);
+            }
+        }
+        if (lock2 != lock1)
+            pthread_rwlock_unlock (lock2);
+        pthread_rwlock_unlock (lock1);
+    }
+    fpx_entry_release (&ref);
+    fpx_entry_release (&entry);
+    return rc ? rc : call->reply->status;
+}
+
 static int
 s_op_subobject (fpx_call_t *call)
 {
@@ -467,6 +529,7 @@ fpx_ops_objects_handler (int opcode)
     switch (opcode) {
         case FPX_OP_CONSTRUCT:      return s_op_construct;
         case FPX_OP_SUBOBJECT:      return s_op_subobject;
+        case FPX_OP_ATTACH:         return s_op_attach;
         case FPX_OP_GET_ATTR:       return s_op_get_attr;
         case FPX_OP_SET_ATTR:       return s_op_set_attr;
         case FPX_OP_CLONE:          return s_op_clone;

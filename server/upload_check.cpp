@@ -18,7 +18,10 @@
       IxPT                  IndexPreTransform, transforms Pcam (PCAMatrix),
                             LTra (LinearTransform, OPQ), rrot, VNrm, VCnt
       IxRF                  IndexRefineFlat (refinement index: a Flat)
-    Metric: L2 or inner product. Everything else is refused by name.
+    Metric: L2 or inner product; FAISS's extra metrics (L1, Linf, Lp,
+    Canberra, BrayCurtis, JensenShannon, with a finite metric_arg) only
+    where fpx_upload_check_metrics accepts them. Everything else is
+    refused by name.
 
     It must not: call FAISS's readers, trust a count before comparing it
     with the bytes left, or accept a structure it does not walk in full.
@@ -191,8 +194,13 @@ walk_header (Walker &w, uint32_t h)
     w.get<int64_t> ("header");
     n.trained = w.get_bool ("is_trained");
     n.metric = w.get<int32_t> ("metric_type");
-    if (n.metric != faiss::METRIC_L2 && n.metric != faiss::METRIC_INNER_PRODUCT)
-        reject ("metric type %d is not accepted (L2 or inner product only)", n.metric);
+    if (!fpx_metric_is_valid (n.metric))
+        reject ("metric type %d is not known", n.metric);
+    if (n.metric > faiss::METRIC_L2) {      //  write_index_header writes it for these only
+        float metric_arg = w.get<float> ("metric_arg");
+        if (!std::isfinite (metric_arg))
+            reject ("metric_arg is not finite");
+    }
     return n;
 }
 
@@ -617,8 +625,61 @@ check_common (const faiss::Index *index)
         reject ("dimension %d out of [1, %d]", index->d, FPX_DIM_MAX);
     if (index->ntotal < 0 || index->ntotal > S_NTOTAL_MAX)
         reject ("ntotal %lld out of range", (long long) index->ntotal);
-    if (index->metric_type != faiss::METRIC_L2 && index->metric_type != faiss::METRIC_INNER_PRODUCT)
-        reject ("metric type %d is not accepted", (int) index->metric_type);
+    if (!fpx_metric_is_valid (index->metric_type))
+        reject ("metric type %d is not known", (int) index->metric_type);
+    if (!std::isfinite (index->metric_arg))
+        reject ("metric_arg is not finite");
+}
+
+bool
+metric_is_basic (int metric)
+{
+    return metric == faiss::METRIC_L2 || metric == faiss::METRIC_INNER_PRODUCT;
+}
+
+//  Metrics whose distance between finite vectors is never NaN (sums of
+//  |x - y|^p): HNSW sorts neighbours with std::sort, which may read out of
+//  its range when NaN breaks the ordering. Canberra, BrayCurtis and
+//  JensenShannon give NaN for zero or negative components.
+bool
+metric_is_nan_free (int metric)
+{
+    return metric_is_basic (metric) || metric == faiss::METRIC_L1
+        || metric == faiss::METRIC_Linf || metric == faiss::METRIC_Lp;
+}
+
+void
+check_metrics (const faiss::Index *index, int depth)
+{
+    if (!index || depth > S_DEPTH_MAX)
+        return;                             //  check_index refuses these
+    int metric = index->metric_type;
+    if (auto map = dynamic_cast<const faiss::IndexIDMap *> (index))
+        check_metrics (map->index, depth + 1);
+    else if (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (index))
+        check_metrics (pt->index, depth + 1);
+    else if (dynamic_cast<const faiss::IndexFlat *> (index)
+         &&  !dynamic_cast<const faiss::IndexFlat1D *> (index))
+        return;                             //  knn_extra_metrics computes every metric
+    else if (auto hnsw = dynamic_cast<const faiss::IndexHNSW *> (index)) {
+        const faiss::Index *storage = hnsw->storage;
+        if (!metric_is_nan_free (metric) || (storage && !metric_is_nan_free (storage->metric_type)))
+            reject ("HNSW with metric %d: only L2, inner product, L1, Linf and Lp (never NaN) "
+                    "are accepted", storage && metric_is_nan_free (metric) ? storage->metric_type : metric);
+        if (storage && !metric_is_basic (storage->metric_type)
+        &&  !dynamic_cast<const faiss::IndexFlat *> (storage))
+            reject ("HNSW over a non-flat storage with metric %d", storage->metric_type);
+        check_metrics (storage, depth + 1);
+    }
+    else if (!metric_is_basic (metric))
+        reject ("metric %d works with IndexFlat, IndexHNSWFlat and IDMap / PreTransform around "
+                "them only, not with %s", metric, typeid (*index).name ());
+    else if (auto ivf = dynamic_cast<const faiss::IndexIVF *> (index))
+        check_metrics (ivf->quantizer, depth + 1);
+    else if (auto refine = dynamic_cast<const faiss::IndexRefine *> (index)) {
+        check_metrics (refine->base_index, depth + 1);
+        check_metrics (refine->refine_index, depth + 1);
+    }
 }
 
 void
@@ -1057,10 +1118,26 @@ fpx_upload_check_bytes (const uint8_t *bytes, size_t size, char *err, size_t err
 }
 
 extern "C" int
+fpx_upload_check_metrics (const FaissIndex *index, char *err, size_t err_size)
+{
+    try {
+        check_metrics (reinterpret_cast<const faiss::Index *> (index), 0);
+        return 0;
+    }
+    catch (const Reject &r) {           //  not an upload here: without reject's prefix
+        const std::string prefix = "uploaded index: ";
+        bool prefixed = r.message.compare (0, prefix.size (), prefix) == 0;
+        return report (Reject { prefixed ? r.message.substr (prefix.size ()) : r.message },
+                       err, err_size);
+    }
+}
+
+extern "C" int
 fpx_upload_check_index (const FaissIndex *index, char *err, size_t err_size)
 {
     try {
         check_index (reinterpret_cast<const faiss::Index *> (index), Context {}, 0);
+        check_metrics (reinterpret_cast<const faiss::Index *> (index), 0);
         return 0;
     }
     catch (const Reject &r) {

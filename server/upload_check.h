@@ -44,6 +44,16 @@ int fpx_upload_check_bytes (const uint8_t *bytes, size_t size, char *err, size_t
     untrusted bytes. Returns 0, or FPX_EINVAL with a reason in err.      */
 int fpx_upload_check_index (const FaissIndex *index, char *err, size_t err_size);
 
+/*  Checks that every metric in index (borrowed) is one FAISS computes
+    safely there: L2 and inner product anywhere; FAISS's extra metrics
+    (L1, Linf, Lp, Canberra, BrayCurtis, JensenShannon) in an IndexFlat,
+    also inside IDMap / PreTransform, and the NaN-free ones (L1, Linf, Lp)
+    in an HNSW over a flat storage. Elsewhere FAISS throws inside OpenMP
+    regions (which aborts) or sorts NaN. Returns 0, or FPX_EINVAL with a
+    reason in err. Part of fpx_upload_check_index; the factory and the
+    constructors call it alone.                                          */
+int fpx_upload_check_metrics (const FaissIndex *index, char *err, size_t err_size);
+
 #ifdef __cplusplus
 }
 #endif

@@ -323,6 +323,13 @@ s_test_keys_and_roles (void *arg)
     CHECK_RC (reader, fpx_index_create (reader, NULL, DIM, "Flat", FPX_METRIC_L2, NULL), FPX_EPERM);
     CHECK_RC (reader, fpx_index_save (reader, "docs"), FPX_EPERM);
     CHECK_RC (reader, fpx_index_drop (reader, "docs"), FPX_EPERM);
+    //  search_and_reconstruct is a read, attach a write.
+    float R [3 * DIM];
+    CHECK_OK (reader, fpx_search_and_reconstruct (reader, "docs", 1, DIM, x + 9 * DIM, 3, NULL,
+                                                  D, I, R));
+    CHECK (I [0] == 9 && memcmp (R, x + 9 * DIM, DIM * sizeof (float)) == 0,
+           "search_and_reconstruct found %lld", (long long) I [0]);
+    CHECK_RC (reader, fpx_attach (reader, "docs", "shard", "docs2", NULL), FPX_EPERM);
     //  Downloads are reads; uploads, in one message or in chunks, writes.
     uint8_t *bytes = NULL;
     size_t size = 0;

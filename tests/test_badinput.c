@@ -433,6 +433,53 @@ test_dimension (void *arg)
     fpx_pack_kv_int (&mp.pk, "metric", 99);
     s_expect (FPX_OP_CREATE, fpx_test_key_a, mp.buf.data, mp.buf.size, 0, NULL, NULL, FPX_EINVAL, "metric 99");
     fpx_mp_free (&mp);
+    //  Numbers between FAISS's metrics, and extra metrics where FAISS would
+    //  throw inside OpenMP or sort NaN (docs/PROTOCOL.md, "Metrics").
+    struct { int metric; const char *factory; } refused [] = {
+        { 5, "Flat" }, { 19, "Flat" }, { 23, "Flat" }, { FPX_METRIC_L1, "IVF4,Flat" },
+        { FPX_METRIC_LINF, "PQ4" }, { FPX_METRIC_L1, "HNSW16,SQ8" },
+        { FPX_METRIC_CANBERRA, "HNSW16" }, { FPX_METRIC_JENSENSHANNON, "IDMap,HNSW16" },
+        { FPX_METRIC_LP, "IVF4,Flat,Refine(Flat)" }, { FPX_METRIC_L1, "SQ8" },
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused [0]; i++) {
+        s_params_name (&mp, "bad_metric", 3);
+        fpx_pack_kv_int (&mp.pk, "d", 32);
+        fpx_pack_kv_str (&mp.pk, "factory", refused [i].factory);
+        fpx_pack_kv_int (&mp.pk, "metric", refused [i].metric);
+        char what [96];
+        snprintf (what, sizeof what, "create '%s' with metric %d", refused [i].factory,
+                  refused [i].metric);
+        s_expect (FPX_OP_CREATE, fpx_test_key_a, mp.buf.data, mp.buf.size, 0, NULL, NULL,
+                  FPX_EINVAL, what);
+        fpx_mp_free (&mp);
+    }
+    CHECK_RC (s_client, fpx_index_open (s_client, "bad_metric", NULL), FPX_ENOTFOUND);
+    double bad_metric_args [] = { 5, 23, -1, 1e9, 2.5 };
+    for (size_t i = 0; i < sizeof bad_metric_args / sizeof bad_metric_args [0]; i++) {
+        double args [2] = { 32, bad_metric_args [i] };
+        s_expect_client (s_client, fpx_construct (s_client, "IndexFlat", 2, args, 0, NULL, NULL),
+                         FPX_EINVAL, "IndexFlat with a bad metric");
+    }
+    double pq_l1 [4] = { 32, 2, 8, FPX_METRIC_L1 };
+    s_expect_client (s_client, fpx_construct (s_client, "IndexPQ", 4, pq_l1, 0, NULL, NULL),
+                     FPX_EINVAL, "IndexPQ with metric L1");
+    double hnsw_canberra [3] = { 32, 16, FPX_METRIC_CANBERRA };
+    s_expect_client (s_client, fpx_construct (s_client, "IndexHNSWFlat", 3, hnsw_canberra, 0, NULL, NULL),
+                     FPX_EINVAL, "HNSW with a metric that gives NaN");
+    //  A named index with an extra metric: metric_arg finite only.
+    fpx_index_info_t lp;
+    if (CHECK_OK (s_client, fpx_index_create (s_client, "lp_metric", 8, "IDMap,Flat", FPX_METRIC_LP, &lp))) {
+        CHECK_EQ (lp.metric, FPX_METRIC_LP);
+        double bad [] = { NAN, INFINITY, -INFINITY, 1e39 };
+        for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++)
+            s_expect_client (s_client, fpx_set_attr (s_client, "lp_metric", "metric_arg", bad [i]),
+                             FPX_EINVAL, "metric_arg not finite");
+        CHECK_OK (s_client, fpx_set_attr (s_client, "lp_metric", "metric_arg", 3));
+        double value = 0;
+        CHECK_OK (s_client, fpx_get_attr (s_client, "lp_metric", "metric_arg", &value));
+        CHECK (value == 3, "metric_arg %g, expected 3", value);
+        CHECK_OK (s_client, fpx_index_drop (s_client, "lp_metric"));
+    }
     fpx_index_info_t info;
     CHECK_RC (s_client, fpx_index_open (s_client, "bad_dim", &info), FPX_ENOTFOUND);
     //  The largest d is fine.
@@ -466,6 +513,40 @@ test_k (void *arg)
         snprintf (what, sizeof what, "search with k=%lld", (long long) wide [i]);
         s_expect (FPX_OP_SEARCH, fpx_test_key_a, mp.buf.data, mp.buf.size, 1, arrays, sizes, FPX_EINVAL, what);
         fpx_mp_free (&mp);
+    }
+    //  search_and_reconstruct (opcode 37): k checked as search's; its
+    //  k·d floats per query count against the message limit (256 MiB
+    //  here) before anything is allocated.
+    for (size_t i = 0; i < sizeof ks / sizeof ks [0]; i++) {
+        float R [DIM];
+        s_expect_client (s_client, fpx_search_and_reconstruct (s_client, "bad_flat", 1, DIM, s_x,
+                                                               ks [i], NULL, D, I, R),
+                         FPX_EINVAL, "search_and_reconstruct with a bad k");
+    }
+    {
+        fpx_mp_t mp;
+        s_params_name (&mp, "bad_flat", 1);
+        fpx_pack_kv_int (&mp.pk, "k", FPX_K_MAX);
+        const void *arrays [] = { s_x };
+        size_t sizes [] = { 64 * DIM * 4 };     //  64·65536·(12 + 128) bytes of results
+        s_expect (FPX_OP_SEARCH_AND_RECONSTRUCT, fpx_test_key_a, mp.buf.data, mp.buf.size, 1,
+                  arrays, sizes, FPX_EINVAL, "search_and_reconstruct over the message limit");
+        sizes [0] = DIM * 4 - 4;                //  not a whole vector
+        s_expect (FPX_OP_SEARCH_AND_RECONSTRUCT, fpx_test_key_a, mp.buf.data, mp.buf.size, 1,
+                  arrays, sizes, FPX_EPROTO, "search_and_reconstruct with a partial vector");
+        fpx_mp_free (&mp);
+    }
+    {   //  A flat index's reconstruction is the stored vector itself.
+        float R [3 * 5 * DIM];
+        if (CHECK_OK (s_client, fpx_search_and_reconstruct (s_client, "bad_flat", 3, DIM, s_x + 7 * DIM,
+                                                            5, NULL, D, I, R))) {
+            CHECK_EQ (I [0], 7);
+            for (int j = 0; j < 15; j++)
+                CHECK (I [j] >= 0 && I [j] < NFLAT
+                       && memcmp (R + j * DIM, s_x + I [j] * DIM, DIM * sizeof (float)) == 0,
+                       "slot %d: label %lld, reconstruction differs from the stored vector",
+                       j, (long long) I [j]);
+        }
     }
     //  k = 65536 for one query fits in 1 MiB of results: as FAISS.
     FaissIndex *local = NULL;
@@ -1051,6 +1132,84 @@ test_set_parameters_bounds (void *arg)
     free (longest);
 }
 
+//  attach (opcode 36): malformed parameters, then objects that cannot be
+//  attached; each refused with the server serving on.
+static void
+test_attach (void *arg)
+{
+    (void) arg;
+    char long_role [FPX_TYPE_NAME_MAX + 8];
+    memset (long_role, 'r', sizeof long_role - 1);
+    long_role [sizeof long_role - 1] = 0;
+    struct { const char *role; const char *ref; int expected; const char *what; } cases [] = {
+        { NULL, "@x", FPX_EINVAL, "attach without role" },
+        { "shard", NULL, FPX_EINVAL, "attach without ref" },
+        { long_role, "@x", FPX_EINVAL, "attach with a role too long" },
+        { "", "@x", FPX_EINVAL, "attach with an empty role" },
+        { "shard", "", FPX_EINVAL, "attach with an empty ref" },
+        { "shard", "@000000000000", FPX_ENOTFOUND, "attach to an unknown name" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        fpx_mp_t mp;
+        s_params_name (&mp, "@000000000000", (cases [i].role != NULL) + (cases [i].ref != NULL));
+        if (cases [i].role)
+            fpx_pack_kv_str (&mp.pk, "role", cases [i].role);
+        if (cases [i].ref)
+            fpx_pack_kv_str (&mp.pk, "ref", cases [i].ref);
+        s_expect (FPX_OP_ATTACH, fpx_test_key_a, mp.buf.data, mp.buf.size, 0, NULL, NULL,
+                  cases [i].expected, cases [i].what);
+        fpx_mp_free (&mp);
+    }
+    fpx_mp_t mp;
+    s_params_name (&mp, "@000000000000", 2);
+    fpx_pack_kv_int (&mp.pk, "role", 1);
+    fpx_pack_kv_str (&mp.pk, "ref", "@x");
+    s_expect (FPX_OP_ATTACH, fpx_test_key_a, mp.buf.data, mp.buf.size, 0, NULL, NULL,
+              FPX_EINVAL, "attach with a numeric role");
+    fpx_mp_free (&mp);
+
+    //  Objects of one connection: a group, a part, a transform.
+    double group_args [1] = { 8 }, flat_args [1] = { 8 }, wide_args [1] = { 16 };
+    fpx_index_info_t group, flat, wide, other;
+    if (!CHECK_OK (s_client, fpx_construct (s_client, "IndexShards", 1, group_args, 0, NULL, &group))
+    ||  !CHECK_OK (s_client, fpx_construct (s_client, "IndexFlatL2", 1, flat_args, 0, NULL, &flat))
+    ||  !CHECK_OK (s_client, fpx_construct (s_client, "IndexFlatL2", 1, wide_args, 0, NULL, &wide))
+    ||  !CHECK_OK (s_client, fpx_construct (s_client, "IndexReplicas", 1, group_args, 0, NULL, &other)))
+        return;
+    s_expect_client (s_client, fpx_attach (s_client, group.name, "shard", group.name, NULL),
+                     FPX_EINVAL, "attach an object to itself");
+    s_expect_client (s_client, fpx_attach (s_client, group.name, "replica", flat.name, NULL),
+                     FPX_EINVAL, "replica role on IndexShards");
+    s_expect_client (s_client, fpx_attach (s_client, group.name, "prepend_transform", flat.name, NULL),
+                     FPX_EINVAL, "prepend_transform on IndexShards");
+    s_expect_client (s_client, fpx_attach (s_client, group.name, "shard", wide.name, NULL),
+                     FPX_EINVAL, "shard of another dimension");
+    s_expect_client (s_client, fpx_attach (s_client, flat.name, "shard", group.name, NULL),
+                     FPX_EINVAL, "a flat index cannot take shards");
+    fpx_index_info_t after;
+    if (CHECK_OK (s_client, fpx_attach (s_client, group.name, "shard", flat.name, &after)))
+        CHECK_EQ (after.d, 8);
+    //  Now a part: neither side of another attach.
+    s_expect_client (s_client, fpx_attach (s_client, other.name, "replica", flat.name, NULL),
+                     FPX_EINVAL, "attach a part of another group");
+    s_expect_client (s_client, fpx_attach (s_client, flat.name, "shard", wide.name, NULL),
+                     FPX_EINVAL, "attach to a part");
+    //  Groups nest, as in FAISS; then the inner one is a part too.
+    CHECK_OK (s_client, fpx_attach (s_client, other.name, "replica", group.name, NULL));
+    s_expect_client (s_client, fpx_attach (s_client, group.name, "shard", wide.name, NULL),
+                     FPX_EINVAL, "attach to a nested group");
+    //  The other connection's objects are not found from this one.
+    fpx_client_t *second = fpx_test_client (&s_server, fpx_test_key_a);
+    if (second) {
+        s_expect_client (second, fpx_attach (second, group.name, "shard", wide.name, NULL),
+                         FPX_ENOTFOUND, "attach from another connection");
+        fpx_client_destroy (&second);
+    }
+    CHECK_OK (s_client, fpx_index_drop (s_client, group.name));
+    CHECK_OK (s_client, fpx_index_drop (s_client, wide.name));
+    CHECK_OK (s_client, fpx_index_drop (s_client, other.name));
+}
+
 static void
 test_server_exit (void *arg)
 {
@@ -1102,6 +1261,7 @@ main (void)
             { "badinput.absurd_factories", test_absurd_factories },
             { "badinput.hostile_upload", test_hostile_upload },
             { "badinput.set_parameters_bounds", test_set_parameters_bounds },
+            { "badinput.attach", test_attach },
         };
         for (size_t i = 0; i < sizeof tests / sizeof tests [0]; i++) {
             if (fpx_test_server_alive (&s_server))

@@ -747,7 +747,8 @@ test_tables (void *arg)
                              "serialize", "deserialize", "construct", "subobject", "get_attr",
                              "set_attr", "clone", "kmeans", "apply", "set_direct_map",
                              "get_id_map", "save", "download_begin", "download_chunk",
-                             "upload_begin", "upload_chunk", "upload_commit", "transfer_abort" };
+                             "upload_begin", "upload_chunk", "upload_commit", "transfer_abort",
+                             "attach", "search_and_reconstruct" };
     int known = (int) (sizeof names / sizeof names [0]);
     CHECK_EQ (FPX_OP_LAST_, known);
     for (int op = 1; op < known; op++) {
@@ -757,6 +758,8 @@ test_tables (void *arg)
     CHECK_EQ (FPX_OP_DESERIALIZE, 19);
     CHECK_EQ (FPX_OP_DOWNLOAD_BEGIN, 30);
     CHECK_EQ (FPX_OP_TRANSFER_ABORT, 35);
+    CHECK_EQ (FPX_OP_ATTACH, 36);
+    CHECK_EQ (FPX_OP_SEARCH_AND_RECONSTRUCT, 37);
     int unknown [] = { 0, FPX_OP_LAST_, FPX_OP_LAST_ + 1, 255, 1000, 65535, -1 };
     for (size_t i = 0; i < sizeof unknown / sizeof unknown [0]; i++)
         CHECK (fpx_opcode_name (unknown [i]) == NULL, "opcode %d has a name", unknown [i]);

@@ -153,23 +153,32 @@ def _describe(info, gen):
 
 
 def _construct(type_name, args, refs=()):
-    for ref in refs:
+    """Builds the object; returns (info, gen, the refs it adopted). An
+    index that is already part of another composite is copied (FAISS's
+    clone_index, on the server) and the copy adopted: faissproxyd's
+    composites own their parts, where FAISS lets two indexes share one
+    (typically a quantizer trained by the first). Later changes through
+    one are then not seen by the other."""
+    refs = list(refs)
+    for i, ref in enumerate(refs):
         if not isinstance(ref, _ServerObject):
             raise TypeError("in method 'new_%s', argument of type %s is not a faiss_proxy "
                             "object" % (type_name, type(ref).__name__))
         ref._check_live()
         if ref.__dict__.get("_owner_ref") is not None or ref.__dict__.get("_is_view"):
-            raise FaissProxyError(_capi.ERROR_CODES.get("FPX_EINVAL", -5),
-                                  "faiss_proxy: this %s is already part of another index: "
-                                  "faissproxyd's composite indexes own their parts, so one "
-                                  "object cannot be shared by two of them (FAISS allows it "
-                                  "without ownership)" % type(ref).__name__)
+            if not isinstance(ref, Index):
+                raise FaissProxyError(_capi.ERROR_CODES.get("FPX_EINVAL", -5),
+                                      "faiss_proxy: this %s is already part of another index: "
+                                      "faissproxyd's composite indexes own their parts, so one "
+                                      "transform cannot be shared by two of them (FAISS allows "
+                                      "it without ownership)" % type(ref).__name__)
+            refs[i] = clone_index(ref)
     info = IndexInfo()
     cargs = (c_double * max(1, len(args)))(*[float(a) for a in args])
     crefs = (c_char_p * max(1, len(refs)))(*[ref._name for ref in refs])
     _, gen = call(lib.fpx_construct, type_name.encode(), len(args), cargs, len(refs), crefs,
                   byref(info))
-    return info, gen
+    return info, gen, refs
 
 
 class _ServerObject:
@@ -188,7 +197,7 @@ class _ServerObject:
         """Builds the object on the server; refs are the objects it adopts,
         paths their part names (kept once, in referenced_objects, as FAISS's
         wrappers keep them)."""
-        info, gen = _construct(type_name, args, refs)
+        info, gen, refs = _construct(type_name, args, refs)
         self._attach(info, gen)
         for ref in refs:
             ref._owner_ref = True
@@ -399,7 +408,7 @@ class Index(_ServerObject):
     metric_type = _Fixed("_metric")
     ntotal = _Attr("ntotal", int)
     is_trained = _Attr("is_trained", bool)
-    metric_arg = _Attr("metric_arg", float)
+    metric_arg = _Attr("metric_arg", float, True)
 
     # -- data in
 
@@ -479,6 +488,28 @@ class Index(_ServerObject):
             assert labels.shape == (n, k)
         _, I = self.search(x, k, I=labels)
         return I
+
+    def search_and_reconstruct(self, x, k, *, params=None, D=None, I=None, R=None):
+        """FAISS's search_and_reconstruct, on the server: an IVF index
+        reconstructs from its lists; empty slots (label -1) hold all-ones
+        bytes (NaN), as in FAISS."""
+        if not hasattr(x, "shape"):
+            x = np.asarray(x, dtype="float32")
+        n, d = x.shape
+        x = np.ascontiguousarray(x, dtype="float32")
+        assert d == self._d
+        k = _int(k)
+        assert k > 0
+        Dout = _out_array(D, (n, k), np.float32)
+        Iout = _out_array(I, (n, k), np.int64)
+        Rout = _out_array(R, (n, k, d), np.float32)
+        if n > 0:
+            sp = _search_params(params)
+            for i0, i1 in _chunks(n, d * 4 + k * 12 + k * d * 4):
+                call(lib.fpx_search_and_reconstruct, self._name, i1 - i0, d, _ptr(x[i0:i1]), k,
+                     byref(sp) if sp is not None else None, _ptr(Dout[i0:i1]),
+                     _ptr(Iout[i0:i1]), _ptr(Rout[i0:i1]))
+        return _finish(D, Dout), _finish(I, Iout), _finish(R, Rout)
 
     def range_search(self, x, thresh, *, params=None):
         if not hasattr(x, "shape"):
@@ -670,6 +701,22 @@ class ScalarQuantizer(_View):
             raise _unsupported("a standalone ScalarQuantizer")
 
 
+class _IVFClusteringParameters(_View):
+    """IndexIVF.cp: the k-means parameters the IVF trains its quantizer
+    with, fields of the server's object (verbose only False: FAISS's
+    verbose output would go to the server's terminal)."""
+    niter = _Attr("cp.niter", int, True)
+    nredo = _Attr("cp.nredo", int, True)
+    seed = _Attr("cp.seed", int, True)
+    min_points_per_centroid = _Attr("cp.min_points_per_centroid", int, True)
+    max_points_per_centroid = _Attr("cp.max_points_per_centroid", int, True)
+    spherical = _Attr("cp.spherical", bool, True)
+    int_centroids = _Attr("cp.int_centroids", bool, True)
+    update_index = _Attr("cp.update_index", bool, True)
+    verbose = _Attr("cp.verbose", bool, True)
+    decode_block_size = _Attr("cp.decode_block_size", int, True)
+
+
 class IndexIVF(Index):
     nlist = _Attr("nlist", int)
     code_size = _Attr("code_size", int)
@@ -680,6 +727,10 @@ class IndexIVF(Index):
     @property
     def quantizer(self):
         return self._view("quantizer")
+
+    @property
+    def cp(self):
+        return _IVFClusteringParameters(self)
 
     def make_direct_map(self, new_maintain=True):
         call(lib.fpx_set_direct_map, self._name, 1 if new_maintain else 0)
@@ -697,6 +748,8 @@ class IndexIVFFlat(IndexIVF):
 
 
 class IndexIVFPQ(IndexIVF):
+    by_residual = _Attr("by_residual", bool)
+
     def __init__(self, quantizer, d, nlist, M, nbits_per_idx=8, metric=METRIC_L2):
         self._new_ivf("IndexIVFPQ", quantizer,
                       [_int(d), _int(nlist), _int(M), _int(nbits_per_idx), _int(metric)])
@@ -707,6 +760,8 @@ class IndexIVFPQ(IndexIVF):
 
 
 class IndexIVFScalarQuantizer(IndexIVF):
+    by_residual = _Attr("by_residual", bool, True)
+
     def __init__(self, quantizer, d, nlist, qtype=ScalarQuantizer.QT_8bit,
                  metric=METRIC_L2, encode_residual=True):
         self._new_ivf("IndexIVFScalarQuantizer", quantizer,
@@ -844,11 +899,36 @@ class _Chain:
     __getitem__ = at
 
 
+def _adopt(owner, obj, role, path):
+    """owner (an anonymous composite of this connection) adopts obj on the
+    server (fpx_attach), as FAISS's add_shard / add_replica /
+    prepend_transform; obj keeps working on the part, as in FAISS."""
+    if not isinstance(obj, _ServerObject):
+        raise TypeError("in method '%s', argument 2 is not a faiss_proxy object" % role)
+    owner._check_live()
+    obj._check_live()
+    if obj.__dict__.get("_owner_ref") is not None or obj.__dict__.get("_is_view"):
+        raise FaissProxyError(_capi.ERROR_CODES.get("FPX_EINVAL", -5),
+                              "faiss_proxy: this %s is already part of another index: "
+                              "faissproxyd's composite indexes own their parts"
+                              % type(obj).__name__)
+    info = IndexInfo()
+    call(lib.fpx_attach, owner._name, role.encode(), obj._name, byref(info))
+    obj._owner_ref = True
+    refs = owner.__dict__.setdefault("referenced_objects", [])
+    refs.append(obj)
+    if path is not None:
+        owner.__dict__.setdefault("_part_paths", {})[path] = len(refs) - 1
+
+
 class IndexPreTransform(Index):
     def __init__(self, *args):
+        if len(args) == 1:
+            index, = args
+            self._new("IndexPreTransform", [], [index], ["index"])
+            return
         if len(args) != 2:
-            raise _unsupported("IndexPreTransform without exactly (transform, index) "
-                               "(prepend_transform)")
+            raise _unsupported("IndexPreTransform without (index) or (transform, index)")
         vt, index = args
         self._new("IndexPreTransform", [], [vt, index], ["chain.0", "index"])
 
@@ -861,14 +941,74 @@ class IndexPreTransform(Index):
         return _Chain(self)
 
     def prepend_transform(self, vt):
-        raise _unsupported("IndexPreTransform.prepend_transform")
+        """FAISS's prepend_transform, for a transform that keeps the
+        index's dimension (faissproxyd fixes an index's d for its
+        lifetime)."""
+        _adopt(self, vt, "prepend_transform", None)
+        #  The chain's positions moved: paths to its parts start again.
+        paths = self.__dict__.get("_part_paths", {})
+        self._part_paths = {p: i for p, i in paths.items() if not p.startswith("chain.")}
+        self._part_paths["chain.0"] = len(self.referenced_objects) - 1
+        self._views = {}
+
+
+class _ThreadedIndex(Index):
+    """IndexShards / IndexReplicas: parts added after construction. The
+    server never runs FAISS's own threads for them (`threaded` is kept
+    here only)."""
+
+    def _init_group(self, type_name, d, threaded, extra):
+        self._new(type_name, [_int(d)] + extra)
+        self.threaded = bool(threaded)
+        self.referenced_objects = []
+
+    def count(self):
+        return len(self.referenced_objects)
+
+    def at(self, i):
+        return self.referenced_objects[_int(i)]
+
+    def _remove(self, what):
+        raise _unsupported("%s (a part cannot leave a server composite)" % what)
+
+
+class IndexShards(_ThreadedIndex):
+    def __init__(self, d, threaded=False, successive_ids=True):
+        self._init_group("IndexShards", d, threaded, [bool(successive_ids)])
+
+    successive_ids = _Attr("successive_ids", bool)
+
+    def add_shard(self, index):
+        _adopt(self, index, "shard", None)
+
+    addIndex = add_shard
+
+    def remove_shard(self, index):
+        self._remove("IndexShards.remove_shard")
+
+
+class IndexReplicas(_ThreadedIndex):
+    def __init__(self, d, threaded=False):
+        self._init_group("IndexReplicas", d, threaded, [])
+
+    def add_replica(self, index):
+        _adopt(self, index, "replica", None)
+
+    addIndex = add_replica
+
+    def remove_replica(self, index):
+        self._remove("IndexReplicas.remove_replica")
 
 
 class IndexRefine(Index):
     k_factor = _Attr("k_factor", float, True)
 
     def __init__(self, *args):
-        raise _unsupported("constructing IndexRefine (use IndexRefineFlat or index_factory)")
+        if len(args) != 2 or args[1] is None:
+            raise _unsupported("IndexRefine without (base_index, refine_index)")
+        base_index, refine_index = args
+        self._new("IndexRefine", [], [base_index, refine_index],
+                  ["base_index", "refine_index"])
 
     @property
     def base_index(self):
@@ -975,7 +1115,7 @@ _CLASSES = {cls.__name__: cls for cls in (
     Index, IndexFlatCodes, IndexFlat, IndexFlatL2, IndexFlatIP, IndexIVF, IndexIVFFlat,
     IndexIVFPQ, IndexIVFScalarQuantizer, IndexHNSW, IndexHNSWFlat, IndexHNSWSQ, IndexHNSWPQ,
     IndexPQ, IndexScalarQuantizer, IndexLSH, IndexIDMap, IndexIDMap2, IndexPreTransform,
-    IndexRefine, IndexRefineFlat, VectorTransform, LinearTransform, PCAMatrix, OPQMatrix,
+    IndexRefine, IndexRefineFlat, IndexShards, IndexReplicas, VectorTransform, LinearTransform, PCAMatrix, OPQMatrix,
     RandomRotationMatrix, NormalizationTransform, CenteringTransform)}
 _CLASSES["ITQTransform"] = VectorTransform
 _CLASSES["RemapDimensionsTransform"] = VectorTransform
@@ -1187,6 +1327,37 @@ def knn(xq, xb, k, metric=METRIC_L2):
     return index.search(xq, k)
 
 
+def pairwise_distances(xq, xb, mt=METRIC_L2, metric_arg=0):
+    """The whole nq × nb distance matrix, as FAISS's pairwise_distances:
+    computed on the server by temporary flat indexes of metric mt (FAISS
+    runs the same distance function for both), one search of k = every
+    stored vector per block of at most FPX_K_MAX, scattered back by label.
+    Pairs FAISS leaves out of its result (NaN distances) are NaN."""
+    xq = np.ascontiguousarray(xq, dtype="float32")
+    xb = np.ascontiguousarray(xb, dtype="float32")
+    nq, d = xq.shape
+    nb, d2 = xb.shape
+    assert d == d2
+    dis = np.full((nq, nb), np.nan, dtype="float32")
+    if nq == 0 or nb == 0:
+        return dis
+    rows = np.arange(nq)[:, None]
+    for j0 in range(0, nb, _K_MAX):
+        block = xb[j0:j0 + _K_MAX]
+        index = IndexFlat(d, mt)
+        if metric_arg:
+            index.metric_arg = metric_arg
+        index.add(block)
+        D, I = index.search(xq, block.shape[0])
+        found = I >= 0
+        target = dis[:, j0:j0 + block.shape[0]]
+        target[np.broadcast_to(rows, I.shape)[found], I[found]] = D[found]
+    return dis
+
+
+_K_MAX = 65536      # FPX_K_MAX: neighbours per query in one search
+
+
 def _shaped(n, fill):
     out = np.empty(n, dtype=fill.dtype)
     out.ravel()[:] = fill
@@ -1222,6 +1393,43 @@ def eval_intersection(I1, I2):
     for row1, row2 in zip(I1.tolist(), I2.tolist()):
         total += len((set(row1) & set(row2)) - {-1})
     return total
+
+
+class _GlobalSettings:
+    """faiss.cvar: FAISS's process-wide settings. In remote mode they
+    are kept in this process and do not reach the server: FAISS's globals
+    are shared by every tenant's calls there, so one client cannot change
+    them. The BLAS ones below choose how FAISS blocks its distance
+    computations, not which neighbours it finds. FAISS's statistics
+    (indexIVF_stats, …) count every tenant's work on the server and are
+    not served."""
+
+    _defaults = {"distance_compute_blas_threshold": 20,
+                 "distance_compute_blas_query_bs": 4096,
+                 "distance_compute_blas_database_bs": 1024,
+                 "distance_compute_min_k_reservoir": 100}
+
+    def __init__(self):
+        object.__setattr__(self, "_values", dict(self._defaults))
+
+    def __getattr__(self, name):
+        values = object.__getattribute__(self, "_values")
+        if name in values:
+            return values[name]
+        raise AttributeError("faiss_proxy: cvar.%s is not available in remote mode (FAISS's "
+                             "statistics and settings on the server are shared by every "
+                             "tenant)" % name)
+
+    def __setattr__(self, name, value):
+        if name not in self._values:
+            raise AttributeError("faiss_proxy: cvar.%s cannot be set in remote mode" % name)
+        self._values[name] = _int(value)
+
+    def __dir__(self):
+        return sorted(self._values)
+
+
+cvar = _GlobalSettings()
 
 
 def _initial_threads():

@@ -477,10 +477,10 @@ def test_misc_errors(rfaiss, data, tmp_path):
     with pytest.raises(RuntimeError) as info:
         rfaiss.read_index(str(path))
     assert str(path) in str(info.value)        # FAISS names the file too
-    quantizer = rfaiss.IndexFlatL2(8)
-    rfaiss.IndexIVFFlat(quantizer, 8, 4)
+    vt = rfaiss.PCAMatrix(8, 8)
+    rfaiss.IndexPreTransform(vt, rfaiss.IndexFlatL2(8))
     with pytest.raises(RuntimeError, match="already part of another index"):
-        rfaiss.IndexIVFFlat(quantizer, 8, 4)
+        rfaiss.IndexPreTransform(vt, rfaiss.IndexFlatL2(8))    # indexes are copied, not transforms
     with pytest.raises(TypeError):
         pickle.dumps(rfaiss.PCAMatrix(8, 4))
     with pytest.raises(RuntimeError, match="not supported"):

@@ -54,9 +54,12 @@ def test_quantizer_shared_and_kept_alive(lfaiss, rfaiss, data):
     assert not server_has(rfaiss, ivf_name)
     assert quantizer.ntotal == 8                # the composite lives while its part does
     assert_same_search(lq.search(xq, 2), quantizer.search(xq, 2))
-    # an adopted object cannot be adopted again (FAISS would share it)
-    with pytest.raises(RuntimeError):
-        rfaiss.IndexIVFFlat(quantizer, d, 8)
+    # an adopted index given again is copied as it is (FAISS would share it)
+    second = rfaiss.IndexIVFFlat(quantizer, d, 8)
+    assert second.quantizer is not quantizer and second.quantizer.ntotal == 8
+    assert second.is_trained
+    second.quantizer.reset()
+    assert quantizer.ntotal == 8                # the copy is the second one's alone
 
 
 def test_views_of_factory_parts(rfaiss, data):

@@ -23,6 +23,13 @@ export const FPX_TRANSFERS_PER_CONN = 4;
 export const FPX_TRANSFER_IDLE_S = 600;
 export const FPX_METRIC_INNER_PRODUCT = 0;
 export const FPX_METRIC_L2 = 1;
+export const FPX_METRIC_L1 = 2;
+export const FPX_METRIC_LINF = 3;
+export const FPX_METRIC_LP = 4;
+export const FPX_METRIC_CANBERRA = 20;
+export const FPX_METRIC_BRAYCURTIS = 21;
+export const FPX_METRIC_JENSENSHANNON = 22;
+export const FPX_METRIC_MAX = 22;
 export const FPX_VECTORS_NOT_FINITE = 1;
 export const FPX_VECTORS_TOO_LARGE = 2;
 
@@ -63,6 +70,8 @@ export const Opcode = {
     UPLOAD_CHUNK: 33,
     UPLOAD_COMMIT: 34,
     TRANSFER_ABORT: 35,
+    ATTACH: 36,
+    SEARCH_AND_RECONSTRUCT: 37,
 } as const;
 export type OpcodeName = keyof typeof Opcode;
 export type OpcodeCode = (typeof Opcode)[OpcodeName];
@@ -104,6 +113,8 @@ export const OPCODE_NAMES: Readonly<Record<number, string>> = {
     33: "upload_chunk",
     34: "upload_commit",
     35: "transfer_abort",
+    36: "attach",
+    37: "search_and_reconstruct",
 };
 
 /** Status codes: FPX_ERRORS of protocol/fpx_errors.h (0 is success). */
