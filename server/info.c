@@ -40,19 +40,21 @@ s_pack_quotas (msgpack_packer *pk, const fpx_tenant_limits_t *limits)
 }
 
 //  The first `listed` of the tenant's named indexes (sorted by name):
-//  what was charged for each after its last change, and its files.
+//  whether it is in memory (--memory-budget-mb), what was charged for it
+//  after its last change, and its files.
 static void
 s_pack_indexes (msgpack_packer *pk, fpx_entry_t **entries, long listed)
 {
     msgpack_pack_array (pk, (size_t) listed);
     for (long i = 0; i < listed; i++) {
         fpx_entry_t *owner = fpx_entry_owner (entries [i]);
-        msgpack_pack_map (pk, 4);
+        msgpack_pack_map (pk, 5);
         fpx_pack_kv_str (pk, "name", entries [i]->name);
         fpx_pack_kv_int (pk, "ntotal", atomic_load (&owner->charged_vectors));
         fpx_pack_kv_int (pk, "memory_bytes", atomic_load (&owner->charged_bytes));
         fpx_pack_kv_int (pk, "disk_bytes", entries [i]->wal ? fpx_wal_disk_bytes (entries [i]->wal)
                                                             : 0);
+        fpx_pack_kv_bool (pk, "loaded", !atomic_load (&owner->evicted));
     }
 }
 

@@ -123,6 +123,38 @@ s_loaded_bytes (fpx_client_t *client, int *nloaded)
     return bytes;
 }
 
+static bool s_loaded (fpx_client_t *client, int i);
+
+//  info's index list says of each index what describe says (loaded or
+//  evicted), once settled.
+static void
+s_check_info_loaded (fpx_client_t *client)
+{
+    fpx_info_t *info;
+    if (!CHECK_OK (client, fpx_info (client, 0, 0, &info)))
+        return;
+    int listed = 0;
+    for (int row = 0; row < NINDEXES + 8; row++) {
+        char path [64];
+        snprintf (path, sizeof path, "index_list.%d.name", row);
+        const char *name = fpx_info_str (info, path);
+        if (!name)
+            break;
+        for (int i = 0; i < NINDEXES; i++) {
+            if (strcmp (name, s_indexes [i].name))
+                continue;
+            int64_t loaded = -1;
+            snprintf (path, sizeof path, "index_list.%d.loaded", row);
+            CHECK_EQ (fpx_info_int (info, path, &loaded), 0);
+            CHECK (loaded == s_loaded (client, i), "info says %s loaded=%lld, describe %d",
+                   name, (long long) loaded, s_loaded (client, i));
+            listed++;
+        }
+    }
+    CHECK_EQ (listed, NINDEXES);
+    fpx_info_free (&info);
+}
+
 //  As s_loaded_bytes, once within the budget or after 10 s: the server
 //  evicts after the reply of the request that passed it.
 static int64_t
@@ -239,6 +271,7 @@ s_test_budget (void *arg)
            (long long) bytes, BUDGET_MB);
     CHECK (nloaded >= 2 && nloaded < NINDEXES, "%d of %d indexes loaded", nloaded, NINDEXES);
     CHECK (!s_loaded (client, 0), "flat0, the least recently used, is still loaded");
+    s_check_info_loaded (client);
     fpx_index_info_t before, evicted;
     if (CHECK_OK (client, fpx_index_describe (client, "flat1", 0, &evicted))) {
         CHECK_EQ (evicted.loaded, 0);

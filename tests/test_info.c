@@ -570,7 +570,8 @@ test_cli (void *arg)
               (long long) s_count (info, "requests.search.FPX_OK"));
     CHECK (s_has_line (out, line), "no line '%s' in:\n%s", line, out);
     CHECK (s_has_line (out, "tenant:" FPX_TEST_TENANT_A), "tenant line");
-    snprintf (line, sizeof line, "sized:ntotal=%d,memory_bytes=%lld,disk_bytes=%lld", NB + 10,
+    snprintf (line, sizeof line, "sized:ntotal=%d,memory_bytes=%lld,disk_bytes=%lld,loaded=true",
+              NB + 10,
               (long long) s_index_figure (info, "sized", "memory_bytes"),
               (long long) s_index_figure (info, "sized", "disk_bytes"));
     CHECK (s_has_line (out, line), "no line '%s' in:\n%s", line, out);
