@@ -45,7 +45,8 @@ static const char *s_usage =
     "                                    --indexes N: list up to N indexes (default 100,\n"
     "                                    at most 1000)\n"
     "  list                              this tenant's named indexes, one per line\n"
-    "  create NAME DIM FACTORY [l2|ip]   create a named index (metric default: l2)\n"
+    "  create NAME DIM FACTORY [METRIC]  create a named index; METRIC: l2 (default),\n"
+    "                                    ip, l1, linf, canberra, braycurtis, jensenshannon\n"
     "  describe NAME                     an index's description, memory bytes included\n"
     "  drop NAME                         drop an index\n"
     "  save NAME                         snapshot a named index now (its log is truncated)\n"
@@ -193,6 +194,36 @@ s_cmd_list (fpx_client_t *client, char **args, const s_flags_t *flags)
     return EXIT_SUCCESS;
 }
 
+//  FAISS's metrics by the names create takes and describe prints. Lp is
+//  printed only: its exponent (metric_arg) is not a create argument.
+static const struct { int metric; const char *name; bool create; } s_metrics [] = {
+    { FPX_METRIC_L2, "l2", true },            { FPX_METRIC_INNER_PRODUCT, "ip", true },
+    { FPX_METRIC_L1, "l1", true },            { FPX_METRIC_LINF, "linf", true },
+    { FPX_METRIC_LP, "lp", false },           { FPX_METRIC_CANBERRA, "canberra", true },
+    { FPX_METRIC_BRAYCURTIS, "braycurtis", true },
+    { FPX_METRIC_JENSENSHANNON, "jensenshannon", true },
+};
+#define S_METRICS ((int) (sizeof s_metrics / sizeof s_metrics [0]))
+
+static const char *
+s_metric_name (int metric)
+{
+    for (int i = 0; i < S_METRICS; i++)
+        if (s_metrics [i].metric == metric)
+            return s_metrics [i].name;
+    return NULL;
+}
+
+//  The metric create takes by that name, or -1.
+static int
+s_metric_of (const char *name)
+{
+    for (int i = 0; i < S_METRICS; i++)
+        if (s_metrics [i].create && strcasecmp (s_metrics [i].name, name) == 0)
+            return s_metrics [i].metric;
+    return -1;
+}
+
 static void
 s_print_info (const fpx_index_info_t *info)
 {
@@ -203,11 +234,9 @@ s_print_info (const fpx_index_info_t *info)
         printf ("d_out: %d\n", info->d_out);
     printf ("ntotal: %lld\n", (long long) info->ntotal);
     printf ("is_trained: %s\n", info->is_trained ? "true" : "false");
-    if (info->metric == FPX_METRIC_L2)
-        printf ("metric: l2\n");
-    else
-    if (info->metric == FPX_METRIC_INNER_PRODUCT)
-        printf ("metric: ip\n");
+    const char *metric = s_metric_name (info->metric);
+    if (metric)
+        printf ("metric: %s\n", metric);
     else
         printf ("metric: %d\n", info->metric);
     printf ("factory: %s\n", info->factory);
@@ -228,11 +257,9 @@ s_cmd_create (fpx_client_t *client, char **args, const s_flags_t *flags)
     if (!s_parse_int (args [1], &d))
         return s_usage_error ("DIM must be an integer, got '%s'", args [1]);
     int metric = FPX_METRIC_L2;
-    if (args [3] && strcasecmp (args [3], "ip") == 0)
-        metric = FPX_METRIC_INNER_PRODUCT;
-    else
-    if (args [3] && strcasecmp (args [3], "l2") != 0)
-        return s_usage_error ("metric must be l2 or ip, got '%s'", args [3]);
+    if (args [3] && (metric = s_metric_of (args [3])) < 0)
+        return s_usage_error ("metric must be l2, ip, l1, linf, canberra, braycurtis or "
+                              "jensenshannon, got '%s'", args [3]);
     fpx_index_info_t info;
     if (fpx_index_create (client, args [0], d, args [2], metric, &info))
         return s_fail (client);

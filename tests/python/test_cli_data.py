@@ -234,6 +234,32 @@ def test_add_and_search_from_text(rfaiss, lfaiss, server, xb, xq):
     rfaiss.drop_index(name)
 
 
+@pytest.mark.parametrize("metric", ["l1", "linf", "canberra"])
+def test_create_with_an_extra_metric(rfaiss, lfaiss, server, tmp_path, xb, xq, metric):
+    name = "cli_metric_" + metric
+    if name in rfaiss.list_indexes():
+        rfaiss.drop_index(name)
+    out = cli(server, "create", name, D, "Flat", metric)
+    assert "metric: %s\n" % metric in out.stdout
+    assert "metric: %s\n" % metric in cli(server, "describe", name).stdout
+    path = tmp_path / "x.npy"
+    np.save(path, xb[:300])
+    cli(server, "import", name, path)
+    out = cli(server, "search", name, "-k", 5, "--json", stdin="\n".join(
+        " ".join(repr(float(v)) for v in row) for row in xq[:4]))
+    number = {"l1": lfaiss.METRIC_L1, "linf": lfaiss.METRIC_Linf,
+              "canberra": lfaiss.METRIC_Canberra}[metric]
+    local = lfaiss.IndexFlat(D, number)
+    local.add(xb[:300])
+    Dl, Il = local.search(xq[:4], 5)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [row["ids"] for row in rows] == Il.tolist()
+    np.testing.assert_allclose([row["distances"] for row in rows], Dl, rtol=1e-5)
+    rfaiss.drop_index(name)
+    out = cli(server, "create", name, D, "Flat", "lp", check=False)
+    assert out.returncode != 0 and "metric must be" in out.stderr
+
+
 def npy_bytes(header, data=b""):
     header = header.encode()
     header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
