@@ -580,7 +580,11 @@ s_test_memory_cap (void *arg)
 /* ---- deadline -------------------------------------------------------------------- */
 
 //  A rebuild still running at the tenant's deadline is stopped: nothing
-//  removed, nothing logged (a restart shows the same index).
+//  removed, nothing logged (a restart shows the same index). FAISS looks at
+//  the deadline when it starts each level of the graph, so the index is
+//  built by a server without one, and the removal is sent to a server
+//  restarted with 5 ms: the vectors above level 0 (one in 16 of 40,000,
+//  inserted first on one thread) take longer than that on any machine.
 static void
 s_test_deadline (void *arg)
 {
@@ -589,45 +593,52 @@ s_test_deadline (void *arg)
     s_temp_dir (dir, sizeof dir);
     REQUIRE (dir [0], "mkdtemp failed");
     fpx_test_server_t server;
-    const char *args [] = { "--data-dir", dir, "--default-tenant-limits", "deadline_ms=100", NULL };
-    REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "start failed");
+    const char *plain [] = { "--data-dir", dir, NULL };
+    const char *strict [] = { "--data-dir", dir, "--default-tenant-limits", "deadline_ms=5", NULL };
+    REQUIRE (fpx_test_server_start (&server, plain, NULL) == 0, "start failed");
     fpx_client_t *client = fpx_test_client (&server, fpx_test_key_a);
-    //  20,000 vectors: a one-thread rebuild takes most of a second or more,
-    //  past 100 ms.
-    int64_t n = 20000;
-    float *x = fpx_data_uniform (9, n, DIM);
-    REQUIRE (x, "out of memory");
+    enum { d = 64 };
+    int64_t n = 40000;
+    float *x = fpx_data_uniform (9, n, d);
+    float *xq = fpx_data_uniform (10, NQ, d);
+    REQUIRE (x && xq, "out of memory");
     const char *name = "slow";
-    REQUIRE_OK (client, fpx_index_create (client, name, DIM, "HNSW16", FPX_METRIC_L2, NULL));
+    REQUIRE_OK (client, fpx_index_create (client, name, d, "HNSW16", FPX_METRIC_L2, NULL));
     int64_t ntotal = 0;
-    for (int64_t i = 0; i < n; i += 2000)       //  each add quick, within the deadline
-        REQUIRE_OK (client, fpx_add (client, name, 2000, DIM, x + i * DIM, &ntotal));
+    for (int64_t i = 0; i < n; i += 5000)
+        REQUIRE_OK (client, fpx_add (client, name, 5000, d, x + i * d, &ntotal));
     CHECK_EQ (ntotal, n);
     fpx_knn_t before, after;
-    REQUIRE_OK (client, fpx_remote_knn (client, name, NQ, DIM, s_xq, K, NULL, &before));
+    REQUIRE_OK (client, fpx_remote_knn (client, name, NQ, d, xq, K, NULL, &before));
+    fpx_client_destroy (&client);
+    CHECK_EQ (fpx_test_server_stop (&server, 60), 0);
+    REQUIRE (fpx_test_server_start (&server, strict, NULL) == 0, "restart failed");
+    client = fpx_test_client (&server, fpx_test_key_a);
+
     int64_t ids [3] = { 1, 2, 3 }, removed = -1;
     double t0 = fpx_now ();
     CHECK_RC (client, fpx_remove_ids (client, name, 3, ids, &removed), FPX_ETIMEDOUT);
     CHECK (strstr (fpx_client_errmsg (client), "nothing was removed"), "message: %s",
            fpx_client_errmsg (client));
-    fprintf (stderr, "# rebuild of %lld vectors stopped after %.2f s\n", (long long) n - 3,
+    fprintf (stderr, "# rebuild of %lld vectors stopped after %.3f s\n", (long long) n - 3,
              fpx_now () - t0);
     fpx_index_info_t info;
     for (int round = 0; round < 2; round++) {
         if (CHECK_OK (client, fpx_index_describe (client, name, 0, &info)))
             CHECK_EQ (info.ntotal, n);
-        if (CHECK_OK (client, fpx_remote_knn (client, name, NQ, DIM, s_xq, K, NULL, &after)))
+        if (CHECK_OK (client, fpx_remote_knn (client, name, NQ, d, xq, K, NULL, &after)))
             CHECK_KNN (&before, &after);
         fpx_knn_free (&after);
         if (round == 0) {       //  and after a restart: the log holds no removal
             fpx_client_destroy (&client);
             CHECK_EQ (fpx_test_server_stop (&server, 60), 0);
-            REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "restart failed");
+            REQUIRE (fpx_test_server_start (&server, plain, NULL) == 0, "restart failed");
             client = fpx_test_client (&server, fpx_test_key_a);
         }
     }
     fpx_knn_free (&before);
     free (x);
+    free (xq);
     fpx_client_destroy (&client);
     CHECK_EQ (fpx_test_server_stop (&server, 60), 0);
     s_remove_dir (dir);
