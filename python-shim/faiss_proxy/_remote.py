@@ -975,10 +975,33 @@ class _ThreadedIndex(Index):
     _spread = False
 
     def _init_group(self, type_name, d, threaded, extra):
-        self._new(type_name, [_int(d)] + extra)
+        #  The server object is made on first use: on the server of the
+        #  first part, or else on the current one (a `with server:` block
+        #  at construction, else the default), so that a group whose
+        #  parts all live on connect()'s servers needs no default server.
+        self._pending = (type_name, [_int(d)] + extra, _client.current())
+        self._d = self._d_out = _int(d)
+        self._metric = METRIC_L2
+        self._views = {}
         self.threaded = bool(threaded)
         self.referenced_objects = []
         self._spread = False
+
+    @property
+    def _h(self):
+        if "_h_" not in self.__dict__:
+            self._materialize(None)
+        return self.__dict__["_h_"]
+
+    @_h.setter
+    def _h(self, handle):
+        self.__dict__["_h_"] = handle
+
+    def _materialize(self, state):
+        type_name, args, home = self.__dict__.pop("_pending")
+        with _client.using(state or home):
+            info, gen, _ = _construct(type_name, args)
+        self._attach(info, gen)
 
     def count(self):
         return len(self.referenced_objects)
@@ -993,6 +1016,8 @@ class _ThreadedIndex(Index):
         if not isinstance(index, Index):
             raise TypeError("in method '%s', argument 2 is not a faiss_proxy index" % role)
         index._check_live()
+        if "_pending" in self.__dict__:
+            self._materialize(_client.state_of(index._name))
         if not self._spread and _client.state_of(index._name) is _client.state_of(self._name):
             _adopt(self, index, role, None)
             return
@@ -1056,7 +1081,7 @@ class _ThreadedIndex(Index):
     # -- what every spread composite does on each part
 
     ntotal = property(lambda self: self._spread_ntotal() if self._spread
-                      else int(self._get_attr("ntotal")))
+                      else 0 if "_pending" in self.__dict__ else int(self._get_attr("ntotal")))
     is_trained = property(lambda self: all(self._fan(lambda i, p: p.is_trained))
                           if self._spread else bool(self._get_attr("is_trained")))
     metric_type = property(lambda self: self.referenced_objects[0].metric_type

@@ -14,18 +14,23 @@ NSERVERS = 3
 
 
 @pytest.fixture(scope="module")
-def servers(rfaiss):
+def daemons():
     started = []
     try:
         for _ in range(NSERVERS):
             started.append(fpx_server.Server(workers=2).start())
-        yield [rfaiss.connect(s.endpoint, api_key=s.key, timeout_ms=120000) for s in started]
+        yield started
     finally:
         for s in started:
             rc = s.stop()
             log = s.log()
             s.cleanup()
             assert rc == 0, "faissproxyd exited with %r; log:\n%s" % (rc, log)
+
+
+@pytest.fixture(scope="module")
+def servers(rfaiss, daemons):
+    return [rfaiss.connect(s.endpoint, api_key=s.key, timeout_ms=120000) for s in daemons]
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +270,28 @@ def test_a_server_gone_is_a_clear_error(rfaiss, servers, vectors):
     finally:
         lone.kill()
         lone.cleanup()
+
+
+def test_no_default_server_needed(daemons):
+    #  A program that only uses connect(): nothing goes to the default
+    #  endpoint (nothing listens there), the group lives on its parts'
+    #  servers.
+    from test_modes import run_python, SHIM
+    import os
+    env = dict(os.environ, PYTHONPATH=SHIM, FAISS_PROXY_SERVER="", FAISS_PROXY_API_KEY="")
+    out = run_python("""
+        import numpy as np
+        import faiss_proxy as faiss
+        servers = [faiss.connect(e, api_key=k) for e, k in %r]
+        assert faiss.is_remote()
+        replicas = faiss.IndexReplicas(8)
+        assert replicas.ntotal == 0
+        for srv in servers:
+            with srv:
+                replicas.add_replica(faiss.IndexFlatL2(8))
+        xb = np.random.RandomState(0).rand(100, 8).astype("float32")
+        replicas.add(xb)
+        D, I = replicas.search(xb[:9], 1)
+        print(replicas.ntotal, I.ravel().tolist())
+        """ % [(d.endpoint, d.key) for d in daemons], env)
+    assert out.split("\n")[0] == "100 [0, 1, 2, 3, 4, 5, 6, 7, 8]"
