@@ -1,4 +1,4 @@
-"""_client.py — the one connection of this process to faissproxyd.
+"""_client.py — the connections of this process to faissproxyd.
 
 What it is for: anonymous server objects belong to the connection that
 made them, so the whole process shares ONE libfaissproxy handle per
@@ -6,9 +6,10 @@ server: the default one (configure()) and one per Server object
 (faiss_proxy.connect(), for indexes spread over several servers). Every
 object remembers its connection: its name is a _RoutedName, which call()
 follows; a call that names no object goes to the server of the
-innermost `with server:` block of this thread, else to the default one. A handle
-is not thread-safe, so every call runs under one lock (ctypes releases the
-GIL during the call, so other Python threads keep running). After a fork
+innermost `with server:` block of this thread, else to the default one.
+A handle is not thread-safe, so every call runs under its lock (ctypes
+releases the GIL during the call, so other Python threads keep running,
+and calls to different servers run at once). After a fork
 the child opens its own connection on its first call: the parent's handle
 (and its ZeroMQ context) is never touched by the child, and the parent's
 objects are not reachable from the child's connection.
@@ -83,6 +84,17 @@ class _State:
         self.connect_timeout_ms = None  # None: FAISS_PROXY_CONNECT_TIMEOUT_MS, else 5000
         self.long_timeout_ms = None     # None: FAISS_PROXY_LONG_TIMEOUT_MS, else none
         self.closed = False
+        self.own = False            # a connect() connection: closed when it goes
+
+    def __del__(self):
+        #  No Server, object or name refers to it any more: nothing of its
+        #  server is reachable, so the connection (and its objects) go.
+        try:
+            if self.own and self.handle is not None and self.pid == os.getpid():
+                handle = ctypes.c_void_p(self.handle)
+                lib.fpx_client_destroy(ctypes.byref(handle))
+        except Exception:       # interpreter teardown
+            pass
 
 
 _state = _State()
@@ -192,6 +204,7 @@ def new_server(endpoint, api_key, timeout_ms, server_key=None, connect_timeout_m
     state.timeout_ms = timeout_ms
     state.connect_timeout_ms = connect_timeout_ms
     state.long_timeout_ms = long_timeout_ms
+    state.own = True
     _servers.add(state)
     return state
 
