@@ -531,6 +531,82 @@ int fpx_recv (fpx_client_t *self, int timeout_ms, fpx_completion_t *completion /
 /*  Asynchronous requests sent and not yet reported by fpx_recv.         */
 int fpx_in_flight (fpx_client_t *self);
 
+/* ---- shards and replicas over several servers ---------------------------
+    FAISS's IndexShards and IndexReplicas whose parts are indexes on
+    several servers (or several indexes of one), assembled here on the
+    client (docs/SHARDING.md). Each call sends to every part at once, one
+    thread per distinct client handle, and puts the answers together as
+    FAISS 1.7.3 does:
+    - FPX_SHARDS_SUCCESSIVE_IDS (IndexShards, successive_ids = true, FAISS's
+      default): an add cuts the batch in nparts contiguous slices (part s
+      gets rows [s·n/nparts, (s+1)·n/nparts)), once only (FAISS's rule),
+      and a search shifts part s's labels by the ntotal of parts 0..s-1;
+    - FPX_SHARDS_BY_ID (successive_ids = false): the same cut, with the
+      caller's ids or else ntotal + i; labels are returned as stored;
+    - FPX_SHARDS_REPLICAS (IndexReplicas): an add goes to every part; a
+      search's nq queries are split in ceil(nq/nparts) per part.
+    Shards merge the parts' k-NN tables with FAISS's merge_tables: for L2
+    the smallest distances first, ties to the lower part; for inner
+    product the largest first, ties to the higher part; missing results
+    are label -1 with FAISS's filler distance (-FLT_MAX for L2, FLT_MAX
+    for inner product). A range search (which FAISS's groups lack) gives
+    each query's results part after part.
+    Parts must agree on d, metric (L2 or inner product) and trained
+    state, and replicas on ntotal; checked by the first call that needs
+    them (FPX_EINVAL).
+    Errors: a negative FPX_E… code; fpx_shards_errmsg names the first
+    failing part (in part order) and quotes its handle's message. A server
+    down fails that part within its handle's timeouts (a handle that was
+    never connected: at once, "connection refused"); the other parts'
+    writes of that call have been done.
+    Thread-safety: one thread at a time per group, and the parts' handles
+    are not to be used by other threads during its calls.               */
+
+typedef struct _fpx_shards_t fpx_shards_t;
+
+#define FPX_SHARDS_SUCCESSIVE_IDS 0
+#define FPX_SHARDS_BY_ID          1
+#define FPX_SHARDS_REPLICAS       2
+#define FPX_SHARDS_MAX_PARTS      64
+
+/*  A group of nparts (1..FPX_SHARDS_MAX_PARTS) parts: index names[i] on
+    clients[i] (borrowed: they must outlive the group; names are copied).
+    mode: FPX_SHARDS_*. Sends nothing. NULL on a bad argument or no memory.
+    Caller owns the group.                                               */
+fpx_shards_t *fpx_shards_new (fpx_client_t *const *clients, const char *const *names,
+                              int nparts, int mode);
+void fpx_shards_destroy (fpx_shards_t **self_p);
+
+/*  The group's last failure, as fpx_client_errmsg / fpx_client_errcode.  */
+const char *fpx_shards_errmsg (fpx_shards_t *self);
+int fpx_shards_errcode (fpx_shards_t *self);
+int fpx_shards_count (fpx_shards_t *self);
+
+/*  Shards: the sum of the parts' ntotal; replicas: part 0's.             */
+int fpx_shards_ntotal (fpx_shards_t *self, int64_t *ntotal /* OUT */);
+
+/*  Adds n vectors (x: n·d floats), cut or copied as the mode says. With
+    FPX_SHARDS_SUCCESSIVE_IDS, ids must be NULL and the group empty
+    (FPX_EFAISS with FAISS's message otherwise). ids: NULL or n ids.      */
+int fpx_shards_add (fpx_shards_t *self, int64_t n, int d, const float *x);
+int fpx_shards_add_with_ids (fpx_shards_t *self, int64_t n, int d, const float *x,
+                             const int64_t *ids);
+
+/*  Trains every part on all n vectors / empties every part.             */
+int fpx_shards_train (fpx_shards_t *self, int64_t n, int d, const float *x);
+int fpx_shards_reset (fpx_shards_t *self);
+
+/*  As fpx_search on one index holding every part's vectors. Shards hold
+    nparts·nq·k results in memory meanwhile.                             */
+int fpx_shards_search (fpx_shards_t *self, int64_t nq, int d, const float *x, int k,
+                       const fpx_search_params_t *params, float *distances /* OUT */,
+                       int64_t *labels /* OUT */);
+
+/*  As fpx_range_search; *result_p is freed with fpx_range_result_destroy. */
+int fpx_shards_range_search (fpx_shards_t *self, int64_t nq, int d, const float *x,
+                             float radius, const fpx_search_params_t *params,
+                             fpx_range_result_t **result_p /* OUT */);
+
 #ifdef __cplusplus
 }
 #endif

@@ -198,6 +198,27 @@ else
 fi
 stop_server
 
+#  8. Read throughput of IndexReplicas over three servers against one
+#     server, the same client load (the Python drop-in; the script starts
+#     its own three servers and prints its setup and result here).
+replicas_cmd="FAISS_PROXY_LIB=BUILD/lib/libfaissproxy.so python3 scripts/bench_replicas.py BUILD $quick"
+echo "$replicas_cmd" >"$raw/replicas.cmd"
+log "replicas: $replicas_cmd"
+t0=$SECONDS
+load0=$(cut -d' ' -f1 /proc/loadavg)
+FAISS_PROXY_LIB="$build/lib/libfaissproxy.so" timeout --kill-after=10 "$run_timeout" \
+    "$python" "$root/scripts/bench_replicas.py" "$build" "$quick" \
+    >"$raw/replicas.out" 2>"$raw/replicas.err"
+rc=$?
+echo "$load0 $(cut -d' ' -f1 /proc/loadavg)" >"$raw/replicas.load"
+tail -n 1 "$raw/replicas.out" >"$raw/replicas.json"
+grep '^bench: ' "$raw/replicas.err" >&2
+if [ "$rc" -ne 0 ]; then
+    log "replicas failed (exit $rc): $(tail -n 3 "$raw/replicas.err" | tr '\n' ' ')"
+    echo "$rc" >"$raw/replicas.failed"
+fi
+log "replicas: $((SECONDS - t0)) s"
+
 #  --warm-mb for an add of N rows: four times its bytes, more than the
 #  index's growth touches (a vector that doubles: its final size, and
 #  about as much again for the arrays it outgrew). Touched just before

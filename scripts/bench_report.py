@@ -15,7 +15,7 @@ RAW, RESULTS, DOC, QUICK = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] ==
 RUNS = ["floor_query", "floor_batch", "floor_add", "floor_pipelined", "single", "single_awake",
         "batch_flat", "batch_hnsw", "batch_ivf", "pipelined",
         "clients_1", "clients_4", "clients_16", "clients_64", "bulk_add",
-        "fsync_never", "fsync_batch", "fsync_always"]
+        "fsync_never", "fsync_batch", "fsync_always", "replicas"]
 MB = 1e6
 
 
@@ -327,6 +327,22 @@ w("| RSS of a fresh server before the adds | %s |" % fmt(memory.get("rss_before"
 w("| RSS after (VmRSS) | %s |" % fmt(rss / MB if rss else None, 1))
 w("| peak RSS (VmHWM) | %s |" % fmt(memory.get("hwm_after", 0) / MB, 1))
 w("| allowed: 1.15 × raw + 100 MB | %s |" % fmt(limit / MB if limit else None, 1))
+w("")
+w("## 8. IndexReplicas over three servers against one server")
+w("")
+w("`scripts/bench_replicas.py` (the Python drop-in, docs/SHARDING.md): three fresh "
+  "`faissproxyd` on loopback, each holding the same Flat index; the same client load "
+  "(%s) runs against server 0's index alone and against `faiss_proxy.IndexReplicas` of the "
+  "three, which splits each batch in three and sends the parts at once. The servers and the "
+  "client share the machine's %s cores, so replicas cannot add compute here: the ratio "
+  "shows the cost or gain of the fan-out on this machine, not what three machines give."
+  % (get("replicas", "setup") or "—", get("replicas", "cores") or "?"))
+w("")
+w("| | queries/s |")
+w("|---|---|")
+w("| one server | %s |" % fmt(get("replicas", "single_qps"), 0))
+w("| IndexReplicas over 3 servers | %s |" % fmt(get("replicas", "replicas_qps"), 0))
+w("| ratio (replicas / one server) | %s |" % fmt(get("replicas", "ratio"), 2))
 w("")
 w("## Commands")
 w("")

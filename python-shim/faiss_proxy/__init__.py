@@ -14,6 +14,11 @@ keeps a FAISS program unchanged. Two modes:
 
 faiss_proxy.is_remote() says which mode is active.
 
+Several servers at once: faiss_proxy.connect(server, api_key) returns a
+Server; indexes made inside `with srv:` live on it (and stay there), and
+IndexShards / IndexReplicas take parts from several servers
+(docs/SHARDING.md).
+
 What this file must not do: import faiss or the C library at import time
 (each is loaded by the first name that needs it, in its own mode).
 """
@@ -53,6 +58,71 @@ def configure(server=None, api_key=None, tenant_id=None, *, timeout_ms=None, ser
     _mode["remote"] = True
     _mode["tenant_id"] = tenant_id
     _mode["server_version"] = None
+
+
+class Server:
+    """A connection of this process to one more faissproxyd, besides the
+    default one of configure(); made by faiss_proxy.connect().
+
+    Indexes made inside `with srv:` (constructors, index_factory,
+    read_index, create_index, open_index, …) live on srv, and every later
+    call on them goes there, inside the block or not. The block applies
+    to the thread that enters it. The connection opens on first use and
+    takes configure()'s arguments; closing it (close(), or the end of the
+    process) frees its anonymous objects on that server."""
+
+    def __init__(self, server=None, api_key=None, *, timeout_ms=None, server_key=None,
+                 connect_timeout_ms=None, long_timeout_ms=None):
+        import threading
+        from . import _client
+        self._state = _client.new_server(server, api_key, timeout_ms, server_key,
+                                         connect_timeout_ms, long_timeout_ms)
+        self._tokens = threading.local()
+        self.endpoint = server
+
+    def __enter__(self):
+        from . import _client
+        stack = self._tokens.__dict__.setdefault("stack", [])
+        stack.append(_client._current.set(self._state))
+        return self
+
+    def __exit__(self, *exc):
+        from . import _client
+        _client._current.reset(self._tokens.stack.pop())
+        return False
+
+    def close(self):
+        """Closes this connection now; its objects are unusable afterwards."""
+        from . import _client
+        _client.close(self._state)
+        self._state.closed = True
+
+    def server_info(self):
+        """The server's versions (a round trip)."""
+        from . import _client
+        with self:
+            return _client.server_info()
+
+    def info(self, max_indexes=None, all_tenants=False):
+        """As faiss_proxy.info(), for this server."""
+        from . import _client
+        with self:
+            return _client.info(max_indexes, all_tenants)
+
+    def __repr__(self):
+        return "<faiss_proxy.Server %s>" % (self.endpoint or "(default endpoint)")
+
+
+def connect(server=None, api_key=None, *, timeout_ms=None, server_key=None,
+            connect_timeout_ms=None, long_timeout_ms=None):
+    """A Server: a connection to one more faissproxyd (arguments as
+    configure()'s), for indexes spread over several servers. Switches to
+    remote mode; the default connection (configure()) is unchanged and
+    opened only if something uses it."""
+    srv = Server(server, api_key, timeout_ms=timeout_ms, server_key=server_key,
+                 connect_timeout_ms=connect_timeout_ms, long_timeout_ms=long_timeout_ms)
+    _mode["remote"] = True
+    return srv
 
 
 def is_remote():

@@ -118,7 +118,7 @@ class _Handle:
     __slots__ = ("name", "gen", "__weakref__")
 
     def __init__(self, name, gen):
-        self.name = name
+        self.name = _client.routed(name, gen)
         self.gen = gen
 
     def __del__(self):
@@ -134,8 +134,8 @@ class _NamedHandle:
     reach it."""
     __slots__ = ("name", "gen", "__weakref__")
 
-    def __init__(self, name):
-        self.name = name
+    def __init__(self, name, gen=None):
+        self.name = _client.routed(name, gen)
         self.gen = None
 
     def __reduce__(self):
@@ -176,8 +176,15 @@ def _construct(type_name, args, refs=()):
     info = IndexInfo()
     cargs = (c_double * max(1, len(args)))(*[float(a) for a in args])
     crefs = (c_char_p * max(1, len(refs)))(*[ref._name for ref in refs])
-    _, gen = call(lib.fpx_construct, type_name.encode(), len(args), cargs, len(refs), crefs,
-                  byref(info))
+    #  A composite is built on the server of its parts (one server).
+    states = {id(_client.state_of(ref._name)): _client.state_of(ref._name) for ref in refs}
+    if len(states) > 1:
+        raise FaissProxyError(_capi.ERROR_CODES.get("FPX_EINVAL", -5),
+                              "faiss_proxy: the parts of a %s live on different servers"
+                              % type_name)
+    with _client.using(next(iter(states.values()), None) or _client.current()):
+        _, gen = call(lib.fpx_construct, type_name.encode(), len(args), cargs, len(refs),
+                      crefs, byref(info))
     return info, gen, refs
 
 
@@ -953,14 +960,48 @@ class IndexPreTransform(Index):
 
 
 class _ThreadedIndex(Index):
-    """IndexShards / IndexReplicas: parts added after construction. The
-    server never runs FAISS's own threads for them (`threaded` is kept
-    here only)."""
+    """IndexShards / IndexReplicas: parts added after construction.
+
+    While every part lives on the composite's own server, the composite
+    is a server object (FAISS's IndexShards / IndexReplicas there, adopting
+    its parts) and the server never runs FAISS's own threads for it
+    (`threaded` is kept here only). Once a part lives on another server
+    (faiss_proxy.connect()), the composite is spread: this object
+    calls its parts itself, each in a thread of its own (a call of
+    libfaissproxy releases the GIL), and merges their results as FAISS's
+    IndexShards / IndexReplicas do (docs/SHARDING.md). Parts adopted before
+    then stay parts of the server object and are called directly too."""
+
+    _spread = False
 
     def _init_group(self, type_name, d, threaded, extra):
-        self._new(type_name, [_int(d)] + extra)
+        #  The server object is made on first use: on the server of the
+        #  first part, or else on the current one (a `with server:` block
+        #  at construction, else the default), so that a group whose
+        #  parts all live on connect()'s servers needs no default server.
+        self._pending = (type_name, [_int(d)] + extra, _client.current())
+        self._d = self._d_out = _int(d)
+        self._metric = METRIC_L2
+        self._views = {}
         self.threaded = bool(threaded)
         self.referenced_objects = []
+        self._spread = False
+
+    @property
+    def _h(self):
+        if "_h_" not in self.__dict__:
+            self._materialize(None)
+        return self.__dict__["_h_"]
+
+    @_h.setter
+    def _h(self, handle):
+        self.__dict__["_h_"] = handle
+
+    def _materialize(self, state):
+        type_name, args, home = self.__dict__.pop("_pending")
+        with _client.using(state or home):
+            info, gen, _ = _construct(type_name, args)
+        self._attach(info, gen)
 
     def count(self):
         return len(self.referenced_objects)
@@ -971,20 +1012,261 @@ class _ThreadedIndex(Index):
     def _remove(self, what):
         raise _unsupported("%s (a part cannot leave a server composite)" % what)
 
+    def _add_part(self, index, role):
+        if not isinstance(index, Index):
+            raise TypeError("in method '%s', argument 2 is not a faiss_proxy index" % role)
+        index._check_live()
+        if "_pending" in self.__dict__:
+            self._materialize(_client.state_of(index._name))
+        if not self._spread and _client.state_of(index._name) is _client.state_of(self._name):
+            _adopt(self, index, role, None)
+            return
+        self._check_part(index, role)
+        self._spread = True
+        self.referenced_objects.append(index)
+
+    # -- the fan-out
+
+    def _check_part(self, index, role):
+        """The server's checks of fpx_attach (faiss_shim.cpp), for a part
+        it does not see."""
+        def bad(message):
+            raise FaissProxyError(_capi.ERROR_CODES.get("FPX_EINVAL", -5), message)
+        if isinstance(index, _ThreadedIndex) and index.count() == 0:
+            bad("a group without parts cannot be part of an index")
+        if index._d != self._d:
+            bad("dimension %d differs from the group's %d" % (index._d, self._d))
+        if index.metric_type not in (METRIC_L2, METRIC_INNER_PRODUCT):
+            bad("shards and replicas merge L2 or inner-product results only")
+        if self.count() >= 64:
+            bad("64 parts at most")
+        if self.count() > 0:
+            first = self.referenced_objects[0]
+            if index.metric_type != first.metric_type or index.is_trained != first.is_trained:
+                bad("the new part's metric or trained state differs from the first part's")
+            if role == "replica" and index.ntotal != first.ntotal:
+                bad("a new replica must hold as many vectors as the others (%d)"
+                    % first.ntotal)
+
+    def _fan(self, fn, parts=None):
+        """fn(i, part) for each (i, part), all at once; the results in
+        order. A part's failure is raised once every call has returned,
+        naming the part and its server."""
+        parts = list(enumerate(self.referenced_objects)) if parts is None else parts
+        if len(parts) == 1:
+            results = [self._run_part(fn, *parts[0])]
+        else:
+            pool = _fan_pool()
+            futures = [pool.submit(self._run_part, fn, i, part) for i, part in parts]
+            results = [f.result() for f in futures]
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
+
+    def _run_part(self, fn, i, part):
+        try:
+            return fn(i, part)
+        except (FaissProxyError, FaissProxyMemoryError) as e:
+            state = _client.state_of(part._name)
+            where = (state.endpoint if state is not None and state.endpoint else "the default "
+                     "server")
+            error = type(e)(e.code, "faiss_proxy: %s part %d (on %s): %s"
+                            % (type(self).__name__, i, where, e))
+            error.__cause__ = e
+            return error
+        except BaseException as e:      # AssertionError, TypeError: as FAISS raises them
+            return e
+
+    # -- what every spread composite does on each part
+
+    ntotal = property(lambda self: self._spread_ntotal() if self._spread
+                      else 0 if "_pending" in self.__dict__ else int(self._get_attr("ntotal")))
+    is_trained = property(lambda self: all(self._fan(lambda i, p: p.is_trained))
+                          if self._spread else bool(self._get_attr("is_trained")))
+    metric_type = property(lambda self: self.referenced_objects[0].metric_type
+                           if self._spread else self._metric)
+
+    def train(self, x):
+        if not self._spread:
+            return super().train(x)
+        x, n = _rows(x, self._d)
+        self._fan(lambda i, p: p.train(x))
+
+    def reset(self):
+        if not self._spread:
+            return super().reset()
+        self._fan(lambda i, p: p.reset())
+
+    def remove_ids(self, x):
+        if not self._spread:
+            return super().remove_ids(x)
+        raise _faiss_error("remove_ids not implemented for this type of index")
+
+    def _search_part(self, part, x, k):
+        return part.search(x, k)
+
+
+def _faiss_error(message):
+    """What FAISS raises for its own checks (a RuntimeError)."""
+    return FaissProxyError(_capi.ERROR_CODES.get("FPX_EFAISS", -1), "Error: " + message
+                           if not message.startswith("Error") else message)
+
+
+_fan_pools = {}
+
+
+def _fan_pool():
+    """This process's threads for the parts' calls (made again after a
+    fork: a pool's threads do not survive one)."""
+    pool = _fan_pools.get(os.getpid())
+    if pool is None:
+        import concurrent.futures
+        _fan_pools.clear()
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=64,
+                                                     thread_name_prefix="faiss_proxy-fan")
+        _fan_pools[os.getpid()] = pool
+    return pool
+
+
+def _merge_knn(Ds, Is, translations, is_l2):
+    """FAISS 1.7.3's merge_tables (IndexShards.cpp) on arrays (nshard, n,
+    k): per query, the best head of the shards' lists is taken k times,
+    the shards sitting in a heap ordered by (distance, shard number): for
+    L2 the smallest distance, ties to the lowest shard; otherwise the
+    largest, ties to the highest shard. A shard's list ends at its first
+    label -1; a row with no more heads is filled with label -1 and
+    FAISS's C::neutral() (the lowest float for L2, the highest otherwise)."""
+    nshard, n, k = Is.shape
+    D = np.empty((n, k), dtype=np.float32)
+    I = np.empty((n, k), dtype=np.int64)
+    ends = np.where((Is < 0).any(axis=2), (Is < 0).argmax(axis=2), k)   # (nshard, n)
+    pointer = np.zeros((nshard, n), dtype=np.int64)
+    rows = np.arange(n)
+    neutral = np.finfo(np.float32).min if is_l2 else np.finfo(np.float32).max
+    translations = np.asarray(translations, dtype=np.int64)
+    for j in range(k):
+        live = pointer < ends
+        any_live = live.any(axis=0)
+        heads = np.take_along_axis(Ds, np.minimum(pointer, k - 1)[..., None], axis=2)[..., 0]
+        values = np.where(live, heads.astype(np.float64), np.nan)
+        values[0, ~any_live] = 0.0
+        if is_l2:
+            best = np.nanargmin(values, axis=0)
+        else:
+            best = nshard - 1 - np.nanargmax(values[::-1], axis=0)
+        p = pointer[best, rows]
+        D[:, j] = np.where(any_live, Ds[best, rows, np.minimum(p, k - 1)], neutral)
+        I[:, j] = np.where(any_live, Is[best, rows, np.minimum(p, k - 1)] + translations[best],
+                           -1)
+        pointer[best[any_live], rows[any_live]] += 1
+    return D, I
+
 
 class IndexShards(_ThreadedIndex):
     def __init__(self, d, threaded=False, successive_ids=True):
         self._init_group("IndexShards", d, threaded, [bool(successive_ids)])
+        self._successive_ids = bool(successive_ids)
 
-    successive_ids = _Attr("successive_ids", bool)
+    @property
+    def successive_ids(self):
+        if "_successive_ids" not in self.__dict__:      # described, not built here
+            self._successive_ids = bool(self._get_attr("successive_ids"))
+        return self._successive_ids
 
     def add_shard(self, index):
-        _adopt(self, index, "shard", None)
+        self._add_part(index, "shard")
 
     addIndex = add_shard
 
     def remove_shard(self, index):
         self._remove("IndexShards.remove_shard")
+
+    def _spread_ntotal(self):
+        return sum(self._fan(lambda i, p: p.ntotal))
+
+    def add(self, x):
+        if not self._spread:
+            return super().add(x)
+        self._add(x, None)
+
+    def add_with_ids(self, x, ids):
+        if not self._spread:
+            return super().add_with_ids(x, ids)
+        self._add(x, ids)
+
+    def _add(self, x, ids):
+        """FAISS's IndexShards::add_with_ids: shard s gets rows [s n /
+        nshard, (s + 1) n / nshard); without ids and without
+        successive_ids, the ids are ntotal + i."""
+        x, n = _rows(x, self._d)
+        if ids is not None:
+            ids = np.ascontiguousarray(ids, dtype="int64")
+            assert ids.shape == (n, ), "not same nb of vectors as ids"
+        if self.successive_ids:
+            if ids is not None:
+                raise _faiss_error("Error: '!(successive_ids && xids)' failed: It makes no "
+                                   "sense to pass in ids and request them to be shifted")
+            if self.ntotal != 0:
+                raise _faiss_error("Error: 'this->ntotal == 0' failed: when adding to "
+                                   "IndexShards with sucessive_ids, only add() in a single "
+                                   "pass is supported")
+        elif ids is None:
+            ids = np.arange(self.ntotal, self.ntotal + n, dtype=np.int64)
+        nshard = self.count()
+
+        def add_part(s, part):
+            i0, i1 = s * n // nshard, (s + 1) * n // nshard
+            if ids is None:
+                part.add(x[i0:i1])
+            else:
+                part.add_with_ids(x[i0:i1], ids[i0:i1])
+        self._fan(add_part)
+
+    def search(self, x, k, *, params=None, D=None, I=None):
+        if not self._spread:
+            return super().search(x, k, params=params, D=D, I=I)
+        if params is not None:
+            raise _faiss_error("Error: '!params' failed: search params not supported for "
+                               "this index")
+        x, n = _rows(x, self._d)
+        k = _int(k)
+        assert k > 0
+        successive = self.successive_ids
+
+        def search_part(s, part):
+            result = part.search(x, k)
+            return result + ((part.ntotal if successive else 0), )
+        results = self._fan(search_part)
+        translations = np.cumsum([0] + [r[2] for r in results[:-1]]) if successive \
+            else np.zeros(len(results), dtype=np.int64)
+        Dm, Im = _merge_knn(np.stack([r[0] for r in results]), np.stack([r[1] for r in results]),
+                            translations, self.metric_type == METRIC_L2)
+        return _finish(D, Dm), _finish(I, Im)
+
+    def range_search(self, x, thresh, *, params=None):
+        """Not in FAISS 1.7.3's IndexShards: every shard's results for a
+        query, in shard order, ids translated as search translates them."""
+        if not self._spread:
+            return super().range_search(x, thresh, params=params)
+        x, n = _rows(x, self._d)
+        successive = self.successive_ids
+
+        def range_part(s, part):
+            result = part.range_search(x, thresh, params=params)
+            return result + ((part.ntotal if successive else 0), )
+        results = self._fan(range_part)
+        offsets = np.cumsum([0] + [r[3] for r in results[:-1]]) if successive \
+            else np.zeros(len(results), dtype=np.int64)
+        counts = [np.diff(r[0].astype(np.int64)) for r in results]
+        query = np.concatenate([np.repeat(np.arange(n), c) for c in counts])
+        order = np.argsort(query, kind="stable")
+        Dall = np.concatenate([r[1] for r in results])[order]
+        Iall = np.concatenate([np.where(r[2] >= 0, r[2] + off, r[2])
+                               for r, off in zip(results, offsets)])[order]
+        lims = np.zeros(n + 1, dtype=np.uint64)
+        lims[1:] = np.cumsum(np.sum(counts, axis=0))
+        return lims, Dall, Iall
 
 
 class IndexReplicas(_ThreadedIndex):
@@ -992,12 +1274,70 @@ class IndexReplicas(_ThreadedIndex):
         self._init_group("IndexReplicas", d, threaded, [])
 
     def add_replica(self, index):
-        _adopt(self, index, "replica", None)
+        self._add_part(index, "replica")
 
     addIndex = add_replica
 
     def remove_replica(self, index):
         self._remove("IndexReplicas.remove_replica")
+
+    def _spread_ntotal(self):
+        return self.referenced_objects[0].ntotal
+
+    def add(self, x):
+        if not self._spread:
+            return super().add(x)
+        x, n = _rows(x, self._d)
+        self._fan(lambda i, p: p.add(x))
+
+    def add_with_ids(self, x, ids):
+        if not self._spread:
+            return super().add_with_ids(x, ids)
+        x, n = _rows(x, self._d)
+        ids = np.ascontiguousarray(ids, dtype="int64")
+        assert ids.shape == (n, ), "not same nb of vectors as ids"
+        self._fan(lambda i, p: p.add_with_ids(x, ids))
+
+    def _split(self, n):
+        """FAISS's IndexReplicas::search: replica i answers queries [i q,
+        min(n, (i + 1) q)), q = ceil(n / count); those left over idle."""
+        per = (n + self.count() - 1) // self.count()
+        return [(i, part, i * per, min(n, (i + 1) * per))
+                for i, part in enumerate(self.referenced_objects) if i * per < n]
+
+    def search(self, x, k, *, params=None, D=None, I=None):
+        if not self._spread:
+            return super().search(x, k, params=params, D=D, I=I)
+        if params is not None:
+            raise _faiss_error("Error: '!params' failed: search params not supported for "
+                               "this index")
+        x, n = _rows(x, self._d)
+        k = _int(k)
+        assert k > 0
+        Dout = _out_array(D, (n, k), np.float32)
+        Iout = _out_array(I, (n, k), np.int64)
+        slices = {i: (q0, q1) for i, _, q0, q1 in self._split(n)}
+
+        def search_part(i, part):
+            q0, q1 = slices[i]
+            part.search(x[q0:q1], k, D=Dout[q0:q1], I=Iout[q0:q1])
+        self._fan(search_part, [(i, part) for i, part, _, _ in self._split(n)])
+        return _finish(D, Dout), _finish(I, Iout)
+
+    def range_search(self, x, thresh, *, params=None):
+        """Not in FAISS 1.7.3's IndexReplicas: the queries split as search
+        splits them."""
+        if not self._spread:
+            return super().range_search(x, thresh, params=params)
+        x, n = _rows(x, self._d)
+        if n == 0:
+            return (np.zeros(1, dtype=np.uint64), np.zeros(0, dtype=np.float32),
+                    np.zeros(0, dtype=np.int64))
+        slices = {i: (q0, q1) for i, _, q0, q1 in self._split(n)}
+        parts = self._fan(lambda i, p: p.range_search(x[slices[i][0]:slices[i][1]], thresh,
+                                                      params=params),
+                          [(i, part) for i, part, _, _ in self._split(n)])
+        return _concat_range(parts)
 
 
 class IndexRefine(Index):
@@ -1132,9 +1472,9 @@ def index_factory(d, description, metric=METRIC_L2):
     return _describe(info, gen)
 
 
-def _named(info):
+def _named(info, gen=None):
     obj = _describe(info, None)
-    obj._h = _NamedHandle(bytes(info.name))
+    obj._h = _NamedHandle(bytes(info.name), gen)
     return obj
 
 
@@ -1143,16 +1483,16 @@ def create_index(name, d, factory, metric=METRIC_L2):
     FAISS's): index_factory(d, factory, metric) stored under `name` in this
     tenant. Every write to it is logged before it is acknowledged."""
     info = IndexInfo()
-    call(lib.fpx_index_create, str(name).encode(), _int(d), str(factory).encode(),
-         _int(metric), byref(info))
-    return _named(info)
+    _, gen = call(lib.fpx_index_create, str(name).encode(), _int(d), str(factory).encode(),
+                  _int(metric), byref(info))
+    return _named(info, gen)
 
 
 def open_index(name):
     """The named, durable index `name` of this tenant (RuntimeError if none)."""
     info = IndexInfo()
-    call(lib.fpx_index_open, str(name).encode(), byref(info))
-    return _named(info)
+    _, gen = call(lib.fpx_index_open, str(name).encode(), byref(info))
+    return _named(info, gen)
 
 
 def list_indexes():
@@ -1191,8 +1531,8 @@ def upload_index(index, name):
         data = faiss.serialize_index(index)
     data = np.ascontiguousarray(data, dtype=np.uint8)
     info = IndexInfo()
-    call(lib.fpx_deserialize, str(name).encode(), _ptr(data), data.size, byref(info))
-    return _named(info)
+    _, gen = call(lib.fpx_deserialize, str(name).encode(), _ptr(data), data.size, byref(info))
+    return _named(info, gen)
 
 
 def download_index(name):
