@@ -211,6 +211,51 @@ int fpx_shim_remove_ids (FaissIndex *index, const FaissIDSelector *selector, siz
                          size_t *removed, size_t *need, int *rebuilt,
                          char *err, size_t err_size);
 
+/*  remove_ids in the background (docs/ARCHITECTURE.md, "Deletion from
+    HNSW indexes"). Under the index's exclusive lock: where
+    fpx_shim_remove_ids would rebuild the graph of an IndexHNSW (bare,
+    under PreTransforms, under an IDMap / IDMap2; not an IndexRefine) of
+    at least min_ntotal vectors, selects the vectors kept, checks the
+    memory (*need, against cap: FPX_ENOMEM), copies and decodes their
+    codes, and returns in *rebuild_p (caller owns) what
+    fpx_shim_rebuild_build builds without any lock; the index itself is
+    unchanged until fpx_shim_rebuild_commit. *removed: how many go.
+    Returns 1 (nothing done) where the removal is not of that kind, 0
+    with *rebuild_p NULL when nothing matched, or an error.              */
+typedef struct fpx_shim_rebuild_t fpx_shim_rebuild_t;
+int fpx_shim_remove_begin (FaissIndex *index, const FaissIDSelector *selector, size_t cap,
+                           int64_t min_ntotal, size_t *removed, size_t *need,
+                           fpx_shim_rebuild_t **rebuild_p, char *err, size_t err_size);
+
+/*  Builds the new graph (one OpenMP thread, deterministic: the graph of
+    fpx_shim_remove_ids). Touches only what begin copied; any thread, no
+    lock. 0, FPX_ENOMEM, FPX_EFAISS (FAISS's interrupt included).        */
+int fpx_shim_rebuild_build (fpx_shim_rebuild_t *rebuild, char *err, size_t err_size);
+
+/*  Swaps the built graph, codes and id maps into the index begin was
+    called on; cannot fail. Caller holds its exclusive lock, and nothing
+    changed the index since begin (writers wait for the rebuild).       */
+void fpx_shim_rebuild_commit (fpx_shim_rebuild_t *rebuild);
+
+/*  How many vectors the pending removal took out (0 for NULL).          */
+int64_t fpx_shim_rebuild_removed (const fpx_shim_rebuild_t *rebuild);
+
+void fpx_shim_rebuild_destroy (fpx_shim_rebuild_t **rebuild_p);
+
+/*  fpx_shim_search and fpx_shim_search_and_reconstruct on an index with
+    a pending removal (NULL: none): its vectors are skipped (FAISS's
+    IDSelector in the HNSW search; fewer than k may come back), and
+    labels that are positions come back as the rebuilt index will number
+    them. Caller holds the index's lock, shared unless efSearch is set.  */
+int fpx_shim_search_pending (const FaissIndex *index, const fpx_shim_rebuild_t *pending,
+                             int64_t n, const float *x, int64_t k, int nprobe, int efSearch,
+                             float *D, int64_t *I, char *err, size_t err_size);
+int fpx_shim_search_and_reconstruct_pending (const FaissIndex *index,
+                                             const fpx_shim_rebuild_t *pending, int64_t n,
+                                             const float *x, int64_t k, int nprobe,
+                                             int efSearch, float *D, int64_t *I, float *R,
+                                             char *err, size_t err_size);
+
 /*  Sends what FAISS writes to std::cerr through the server's log, a line
     at a time, sanitized: FAISS's C API (when built without NDEBUG) prints
     every exception's message there, and messages quote client bytes
