@@ -146,13 +146,20 @@ int guarded (char *err, size_t err_size, Fn fn)
 //  while their graph is rebuilt: searches skip them (FAISS 1.7.3's HNSW
 //  honours SearchParameters::sel), and where keys are positions the
 //  labels are renumbered as the rebuilt index will number them.
+//  Positions past the removal's (vectors added since) are all kept.
 struct Tombstones : faiss::IDSelector {
     std::vector<uint8_t> keep;                      //  by storage position
     std::vector<faiss::Index::idx_t> renumber;      //  keys are positions: new label
     size_t removed = 0;
     bool is_member (faiss::Index::idx_t i) const override
     {
-        return i >= 0 && (size_t) i < keep.size () && keep [(size_t) i];
+        return i >= 0 && ((size_t) i >= keep.size () || keep [(size_t) i]);
+    }
+    //  The label position i will have in the rebuilt index (i kept).
+    faiss::Index::idx_t renumbered (faiss::Index::idx_t i) const
+    {
+        return (size_t) i < renumber.size () ? renumber [(size_t) i]
+                                             : i - (faiss::Index::idx_t) removed;
     }
 };
 
@@ -262,7 +269,7 @@ struct Target {
     const faiss::Index *index;
     const std::vector<faiss::Index::idx_t> *id_map = nullptr;
     int64_t positions = -1;         //  ntotal when keys are positions
-    const std::vector<faiss::Index::idx_t> *renumber = nullptr;  //  positions, tombstoned
+    const Tombstones *renumber = nullptr;   //  positions, tombstoned: renumbered
     float neutral;
 
     explicit Target (const faiss::Index *top) : index (top), neutral (neutral_distance (top))
@@ -299,7 +306,7 @@ struct Target {
             else if (id_map)
                 labels [i] = (*id_map) [(size_t) label];
             else if (renumber)
-                labels [i] = (*renumber) [(size_t) label];
+                labels [i] = renumber->renumbered (label);
         }
     }
 
@@ -455,7 +462,7 @@ search_pending (const FaissIndex *index, const Tombstones *tomb, bool renumber, 
         overrides.sel = tomb;
         Target target (as_index (index));
         if (tomb && renumber && target.positions >= 0)
-            target.renumber = &tomb->renumber;
+            target.renumber = tomb;
         const faiss::SearchParameters *params =
             overrides.any () ? overrides.build (target.index) : nullptr;
         if (int rc = overrides.check (err, err_size))
@@ -525,8 +532,8 @@ fpx_shim_search_and_reconstruct_pending (const FaissIndex *index,
             }
             if (tomb && fpx_shim_keys_are_positions (index))
                 for (size_t i = 0; i < count; i++)
-                    if (I [i] >= 0 && (size_t) I [i] < tomb->renumber.size ())
-                        I [i] = tomb->renumber [(size_t) I [i]];
+                    if (I [i] >= 0)
+                        I [i] = tomb->renumbered (I [i]);
             return 0;
         });
     }
@@ -2253,6 +2260,14 @@ fpx_shim_remove_ids (FaissIndex *index_c, const FaissIDSelector *selector, size_
 struct fpx_shim_rebuild_t {
     Rebuild rebuild;
     Tombstones tomb;
+    //  Adds applied to the old graph meanwhile, to apply again to the new
+    //  one at the swap (in order, as the log replays them).
+    struct Added {
+        faiss::Index::idx_t n;
+        std::vector<float> x;
+        std::vector<faiss::Index::idx_t> ids;       //  empty: add, not add_with_ids
+    };
+    std::vector<Added> added;
     fpx_shim_rebuild_t (faiss::Index *top, faiss::IndexHNSW *hnsw) : rebuild (top, hnsw) {}
 };
 
@@ -2325,10 +2340,43 @@ fpx_shim_rebuild_build (fpx_shim_rebuild_t *pending, char *err, size_t err_size)
     });
 }
 
+extern "C" int
+fpx_shim_rebuild_queue_add (fpx_shim_rebuild_t *pending, int64_t n, const float *x,
+                            const int64_t *ids, char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        fpx_shim_rebuild_t::Added added;
+        added.n = n;
+        added.x.assign (x, x + (size_t) n * (size_t) pending->rebuild.top->d);
+        if (ids)
+            added.ids.assign (ids, ids + n);
+        pending->added.push_back (std::move (added));
+        return 0;
+    });
+}
+
 extern "C" void
-fpx_shim_rebuild_commit (fpx_shim_rebuild_t *pending)
+fpx_shim_rebuild_unqueue_add (fpx_shim_rebuild_t *pending)
+{
+    if (!pending->added.empty ())
+        pending->added.pop_back ();
+}
+
+extern "C" int
+fpx_shim_rebuild_commit (fpx_shim_rebuild_t *pending, char *err, size_t err_size)
 {
     pending->rebuild.commit ();
+    return guarded (err, err_size, [&] () -> int {
+        faiss::Index *top = pending->rebuild.top;
+        for (auto &added : pending->added) {
+            if (added.ids.empty ())
+                top->add (added.n, added.x.data ());
+            else
+                top->add_with_ids (added.n, added.x.data (), added.ids.data ());
+            std::vector<float> ().swap (added.x);
+        }
+        return 0;
+    });
 }
 
 extern "C" int64_t

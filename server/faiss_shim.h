@@ -232,10 +232,22 @@ int fpx_shim_remove_begin (FaissIndex *index, const FaissIDSelector *selector, s
     lock. 0, FPX_ENOMEM, FPX_EFAISS (FAISS's interrupt included).        */
 int fpx_shim_rebuild_build (fpx_shim_rebuild_t *rebuild, char *err, size_t err_size);
 
+/*  An add (ids NULL) or add_with_ids made on the index while the
+    rebuild runs, copied to be applied again to the new graph at the
+    commit. Call under the exclusive lock, before FAISS adds them to the
+    old graph; unqueue takes the last one back if FAISS refused them.
+    0, FPX_ENOMEM.                                                       */
+int fpx_shim_rebuild_queue_add (fpx_shim_rebuild_t *rebuild, int64_t n, const float *x,
+                                const int64_t *ids, char *err, size_t err_size);
+void fpx_shim_rebuild_unqueue_add (fpx_shim_rebuild_t *rebuild);
+
 /*  Swaps the built graph, codes and id maps into the index begin was
-    called on; cannot fail. Caller holds its exclusive lock, and nothing
-    changed the index since begin (writers wait for the rebuild).       */
-void fpx_shim_rebuild_commit (fpx_shim_rebuild_t *rebuild);
+    called on (this part cannot fail), then adds again what was queued,
+    in order, as the log replays it. Caller holds its exclusive lock;
+    nothing but queued adds changed the index since begin (other writers
+    wait for the rebuild). An error (FAISS refusing a queued add, memory)
+    leaves the index rebuilt with only part of those adds.               */
+int fpx_shim_rebuild_commit (fpx_shim_rebuild_t *rebuild, char *err, size_t err_size);
 
 /*  How many vectors the pending removal took out (0 for NULL).          */
 int64_t fpx_shim_rebuild_removed (const fpx_shim_rebuild_t *rebuild);

@@ -461,12 +461,18 @@ s_log_commit (fpx_call_t *call, s_log_t *log)
     return rc ? (call->reply->status = rc) : 0;
 }
 
-int
-fpx_op_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
-               fpx_op_apply_fn apply, void *arg)
+//  A mutation under the exclusive lock: logged, applied, measured, then
+//  made durable. One that may run beside a removal rebuilding in the
+//  background (adds: rebuild.h) takes the lock as searches do; every
+//  other waits for the rebuild to land.
+static int
+s_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
+          fpx_op_apply_fn apply, void *arg, bool beside_rebuild)
 {
     s_log_t log;
-    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, true);
+    const fpx_shim_rebuild_t *pending;
+    pthread_rwlock_t *lock = beside_rebuild ? fpx_entry_lock_filtered (entry, true, &pending)
+                                            : fpx_entry_lock_settled (entry, true);
     int rc = s_log_begin (call, entry, record, &log);
     if (!rc) {
         rc = apply (call, entry, arg);
@@ -478,6 +484,13 @@ fpx_op_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
     if (!rc)
         rc = s_log_commit (call, &log);
     return rc;
+}
+
+int
+fpx_op_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
+               fpx_op_apply_fn apply, void *arg)
+{
+    return s_mutate (call, entry, record, apply, arg, false);
 }
 
 // ---- lifecycle -------------------------------------------------------------------
@@ -678,11 +691,21 @@ static int
 s_apply_vectors (fpx_call_t *call, fpx_entry_t *entry, void *arg)
 {
     s_vectors_t *v = arg;
+    //  An add beside a removal rebuilding in the background goes to the
+    //  old graph now (searched at once) and again to the new one when it
+    //  lands (rebuild.h): a copy is kept for then.
+    fpx_shim_rebuild_t *pending = atomic_load (&entry->pending);
+    char err [FPX_ERROR_TEXT_MAX];
+    if (pending && v->kind != S_TRAIN
+    &&  fpx_shim_rebuild_queue_add (pending, v->n, v->x, v->ids, err, sizeof err))
+        return fpx_op_shim_result (call, FPX_ENOMEM, err);
     fpx_op_threads_begin (call, v->n);
     int rc = v->kind == S_TRAIN ? faiss_Index_train (entry->index, v->n, v->x)
            : v->kind == S_ADD ? faiss_Index_add (entry->index, v->n, v->x)
            : faiss_Index_add_with_ids (entry->index, v->n, v->x, v->ids);
     fpx_op_threads_end (call);
+    if (rc && pending && v->kind != S_TRAIN)
+        fpx_shim_rebuild_unqueue_add (pending);
     if (rc)
         return fpx_op_faiss_error (call, "FAISS refused the vectors");
     if (v->kind == S_TRAIN) {
@@ -690,7 +713,8 @@ s_apply_vectors (fpx_call_t *call, fpx_entry_t *entry, void *arg)
         fpx_pack_kv_bool (&call->reply->pk, "is_trained", faiss_Index_is_trained (entry->index));
     }
     else
-        fpx_op_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index));
+        fpx_op_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index)
+                                         - fpx_shim_rebuild_removed (pending));
     return 0;
 }
 
@@ -743,7 +767,7 @@ s_write_vectors (fpx_call_t *call, s_write_t kind)
                    (size_t) n * sizeof (int64_t) },
     };
     s_vectors_t vectors = { kind, n, x, ids };
-    rc = fpx_op_mutate (call, entry, &record, s_apply_vectors, &vectors);
+    rc = s_mutate (call, entry, &record, s_apply_vectors, &vectors, kind != S_TRAIN);
     fpx_entry_release (&entry);
     return rc;
 }

@@ -35,9 +35,10 @@ fpx_rebuild_configure (int64_t min_vectors)
     s_rebuilds.min_vectors = min_vectors;
 }
 
-//  Builds the graph, then swaps it in under the exclusive lock. A build
-//  that fails (out of memory: the memory was checked at the start, but
-//  the machine is shared) cannot leave the tombstones in place for ever,
+//  Builds the graph, then swaps it in under the exclusive lock and adds
+//  again what was added meanwhile. A build that fails (out of memory: the
+//  memory was checked at the start, but the machine is shared) cannot
+//  leave the tombstones in place for ever,
 //  since writers wait for them to go: the index is marked damaged (the
 //  log still holds the removal, which the next start replays).
 static void *
@@ -49,8 +50,8 @@ s_run (void *arg)
     int rc = fpx_shim_rebuild_build (job->pending, err, sizeof err);
     pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
     if (rc == 0)
-        fpx_shim_rebuild_commit (job->pending);
-    else {
+        rc = fpx_shim_rebuild_commit (job->pending, err, sizeof err);
+    if (rc) {
         fpx_log (FPX_LOG_ERROR, "background rebuild of index %s failed: %s", entry->name, err);
         snprintf (entry->damaged, sizeof entry->damaged, "its HNSW graph could not be rebuilt "
                   "after remove_ids (%s); restart the server to replay the removal", err);

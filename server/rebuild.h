@@ -9,9 +9,11 @@
     swaps it in under the exclusive lock. Meanwhile:
       - search and search_and_reconstruct of the index skip the tombstones
         (fpx_entry_lock_filtered), describe counts without them;
-      - every other call on it (writes, reconstruct, serialize, views…)
-        waits for the swap (fpx_entry_lock_settled), as it would wait for
-        the exclusive lock of a synchronous rebuild;
+      - add and add_with_ids go to the old graph at once and, from a
+        copy, to the new one right after the swap (ops.c, faiss_shim.h);
+      - every other call on it (other writes, reconstruct, serialize,
+        views…) waits for the swap (fpx_entry_lock_settled), as it would
+        wait for the exclusive lock of a synchronous rebuild;
       - snapshots skip it (the log keeps the removal; storage.c).
     One rebuild at a time per index (a second removal waits), at most
     FPX_REBUILDS_MAX in the server (past it, a removal rebuilds in its
@@ -51,7 +53,8 @@ int fpx_rebuild_start (fpx_entry_t *entry, const FaissIDSelector *selector, size
     (without the lock) while a background removal on it is pending.     */
 pthread_rwlock_t *fpx_entry_lock_settled (fpx_entry_t *entry, bool exclusive);
 
-/*  fpx_entry_lock for searches that filter tombstones: *pending_p is the
+/*  fpx_entry_lock for searches that filter tombstones (and adds, which
+    the swap applies again): *pending_p is the
     pending removal to filter (NULL when none). An alias of an index
     with one pending waits instead (its labels are another object's).   */
 pthread_rwlock_t *fpx_entry_lock_filtered (fpx_entry_t *entry, bool exclusive,
