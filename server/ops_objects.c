@@ -284,8 +284,15 @@ s_op_get_attr (fpx_call_t *call)
         return rc;
     double value = 0;
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, false);
+    //  ntotal counts without a removal rebuilding in the background, as
+    //  describe does (rebuild.h); other fields wait for it to land.
+    const fpx_shim_rebuild_t *pending = NULL;
+    pthread_rwlock_t *lock = strcmp (attr, "ntotal") == 0
+                           ? fpx_entry_lock_filtered (entry, false, &pending)
+                           : fpx_entry_lock_settled (entry, false);
     rc = fpx_shim_get_attr (entry->index, entry->transform, attr, &value, err, sizeof err);
+    if (rc == 0 && entry->index)
+        value -= (double) fpx_shim_rebuild_removed (pending);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
     if (rc)

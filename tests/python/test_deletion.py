@@ -269,7 +269,8 @@ def test_hnsw_remove_ids_in_the_background():
     assert rc == 0, log
     assert result["removed"] == 2000
     assert result["ntotal"] == 4000
-    assert result["found"] >= 40
+    # Filtered, not left as holes: nearly every slot holds a vector kept.
+    assert result["found"] >= 0.9 * 40 * 10, result
     assert result["labels_in_range"] and result["distances_match"], result
     assert result["reconstructed"], result
     assert result["same_labels"] and result["same_distances"], result
