@@ -15,6 +15,7 @@
 #include <iostream>
 #include <memory>
 #include <new>
+#include <stdexcept>
 #include <typeinfo>
 #include <vector>
 
@@ -150,6 +151,7 @@ int guarded (char *err, size_t err_size, Fn fn)
 struct Tombstones : faiss::IDSelector {
     std::vector<uint8_t> keep;                      //  by storage position
     std::vector<faiss::Index::idx_t> renumber;      //  keys are positions: new label
+    std::vector<faiss::Index::idx_t> kept;          //  … and the position of each
     size_t removed = 0;
     bool is_member (faiss::Index::idx_t i) const override
     {
@@ -160,6 +162,11 @@ struct Tombstones : faiss::IDSelector {
     {
         return (size_t) i < renumber.size () ? renumber [(size_t) i]
                                              : i - (faiss::Index::idx_t) removed;
+    }
+    //  The position now of what will be position k (k >= 0).
+    faiss::Index::idx_t original (faiss::Index::idx_t k) const
+    {
+        return (size_t) k < kept.size () ? kept [(size_t) k] : k + (faiss::Index::idx_t) removed;
     }
 };
 
@@ -2308,7 +2315,8 @@ fpx_shim_remove_begin (FaissIndex *index_c, const FaissIDSelector *selector, siz
         //  The tombstones (the keep flags again, and 8 bytes a vector to
         //  renumber positions) count with the rebuild's own memory.
         bool positions = !map && fpx_shim_keys_are_positions (index_c);
-        *need = rebuild.need () + rebuild.keep.size () * (positions ? 9 : 1);
+        *need = rebuild.need () + rebuild.keep.size () * (positions ? 9 : 1)
+              + (positions ? rebuild.nkeep * 8 : 0);
         if (*need > cap) {
             snprintf (err, err_size, "remove_ids rebuilds the HNSW graph of the %zu vectors "
                       "kept, which needs about %zu MiB, more than the %zu MiB allowed",
@@ -2320,13 +2328,45 @@ fpx_shim_remove_begin (FaissIndex *index_c, const FaissIDSelector *selector, siz
         tomb.removed = rebuild.keep.size () - rebuild.nkeep;
         if (positions) {
             tomb.renumber.resize (rebuild.keep.size ());
+            tomb.kept.reserve (rebuild.nkeep);
             faiss::Index::idx_t next = 0;
-            for (size_t i = 0; i < rebuild.keep.size (); i++)
+            for (size_t i = 0; i < rebuild.keep.size (); i++) {
                 tomb.renumber [i] = rebuild.keep [i] ? next++ : -1;
+                if (rebuild.keep [i])
+                    tomb.kept.push_back ((faiss::Index::idx_t) i);
+            }
         }
         rebuild.gather ();
         *removed = tomb.removed;
         *rebuild_p = pending.release ();
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_reconstruct_n_pending (const FaissIndex *index_c, const fpx_shim_rebuild_t *pending,
+                                int64_t i0, int64_t n, float *out, char *err, size_t err_size)
+{
+    if (!pending)
+        return fpx_shim_reconstruct_n (index_c, i0, n, out, err, err_size);
+    return guarded (err, err_size, [&] () -> int {
+        const faiss::Index *index = as_index (index_c);
+        const Tombstones &tomb = pending->tomb;
+        auto map2 = dynamic_cast<const faiss::IndexIDMap2 *> (index);
+        bool positions = fpx_shim_keys_are_positions (index_c);
+        if (!map2 && !positions)        //  FAISS's own answer (an IDMap has none)
+            return fpx_shim_reconstruct_n (index_c, i0, n, out, err, err_size);
+        for (int64_t i = 0; i < n; i++) {
+            faiss::Index::idx_t key = i0 + i;
+            if (map2) {
+                //  A removed id is gone, as FAISS's rev_map.at says of
+                //  any id it does not hold.
+                auto found = map2->rev_map.find (key);
+                if (found != map2->rev_map.end () && !tomb.is_member (found->second))
+                    throw std::out_of_range ("_Map_base::at");
+            }
+            index->reconstruct (map2 ? key : tomb.original (key), out + i * index->d);
+        }
         return 0;
     });
 }

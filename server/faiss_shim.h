@@ -254,14 +254,20 @@ int64_t fpx_shim_rebuild_removed (const fpx_shim_rebuild_t *rebuild);
 
 void fpx_shim_rebuild_destroy (fpx_shim_rebuild_t **rebuild_p);
 
-/*  fpx_shim_search and fpx_shim_search_and_reconstruct on an index with
-    a pending removal (NULL: none): its vectors are skipped (FAISS's
-    IDSelector in the HNSW search; fewer than k may come back), and
-    labels that are positions come back as the rebuilt index will number
-    them. Caller holds the index's lock, shared unless efSearch is set.  */
+/*  fpx_shim_search, fpx_shim_reconstruct_n (n = 1: reconstruct) and
+    fpx_shim_search_and_reconstruct on an index with a pending removal
+    (NULL: none): its vectors are skipped (FAISS's IDSelector in the HNSW
+    search; fewer than k may come back), and keys that are positions are
+    those the rebuilt index will have (the caller checks them against
+    ntotal less fpx_shim_rebuild_removed); a removed id of an IDMap2 is
+    not found, as FAISS says. Caller holds the index's lock, shared
+    unless efSearch is set.                                              */
 int fpx_shim_search_pending (const FaissIndex *index, const fpx_shim_rebuild_t *pending,
                              int64_t n, const float *x, int64_t k, int nprobe, int efSearch,
                              float *D, int64_t *I, char *err, size_t err_size);
+int fpx_shim_reconstruct_n_pending (const FaissIndex *index, const fpx_shim_rebuild_t *pending,
+                                    int64_t i0, int64_t n, float *out, char *err,
+                                    size_t err_size);
 int fpx_shim_search_and_reconstruct_pending (const FaissIndex *index,
                                              const fpx_shim_rebuild_t *pending, int64_t n,
                                              const float *x, int64_t k, int nprobe,

@@ -1301,9 +1301,11 @@ s_reconstruct (fpx_call_t *call, bool many)
     //  Keys of id-mapped and IVF indexes are FAISS's to check (it does, with
     //  the messages a FAISS user knows); positions are checked here, since
     //  IndexFlat reads them unchecked. The answer's size is bounded too.
-    //  A removal rebuilding in the background is waited for: keys would
-    //  need renumbering (rebuild.h).
-    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, false);
+    //  Beside a removal rebuilding in the background, positions are the
+    //  rebuilt index's (rebuild.h).
+    const fpx_shim_rebuild_t *pending;
+    pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, false, &pending);
+    int64_t ntotal = faiss_Index_ntotal (entry->index) - fpx_shim_rebuild_removed (pending);
     size_t row = (size_t) entry->d * sizeof (float);
     size_t bytes = (size_t) n * row;
     float *out = NULL;
@@ -1312,17 +1314,16 @@ s_reconstruct (fpx_call_t *call, bool many)
                          (long long) n);
     else if (i0 > INT64_MAX - n)
         fpx_reply_error (call->reply, FPX_EINVAL, "i0 + n overflows");
-    else if (fpx_shim_keys_are_positions (entry->index)
-         &&  (i0 < 0 || i0 + n > faiss_Index_ntotal (entry->index)))
+    else if (fpx_shim_keys_are_positions (entry->index) && (i0 < 0 || i0 + n > ntotal))
         fpx_reply_error (call->reply, FPX_EINVAL, "positions [%lld, %lld) are not within ntotal = %lld",
-                         (long long) i0, (long long) (i0 + n),
-                         (long long) faiss_Index_ntotal (entry->index));
+                         (long long) i0, (long long) (i0 + n), (long long) ntotal);
     else if (!(out = calloc (1, bytes)))      //  IVF's bulk path skips removed ids: no
                                              //  uninitialized bytes may leave the server
         fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
     else {
         char err [FPX_ERROR_TEXT_MAX];
-        fpx_op_shim_result (call, fpx_shim_reconstruct_n (entry->index, i0, n, out, err, sizeof err), err);
+        fpx_op_shim_result (call, fpx_shim_reconstruct_n_pending (entry->index, pending, i0, n,
+                                                                  out, err, sizeof err), err);
     }
     pthread_rwlock_unlock (lock);
     if (call->reply->status)

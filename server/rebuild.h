@@ -8,7 +8,8 @@
     answers at once; a thread of this module builds the new graph and
     swaps it in under the exclusive lock. Meanwhile:
       - search and search_and_reconstruct of the index skip the tombstones
-        (fpx_entry_lock_filtered), describe counts without them;
+        (fpx_entry_lock_filtered), reconstruct takes the rebuilt index's
+        positions, describe and get_attr ntotal count without them;
       - add and add_with_ids go to the old graph at once and, from a
         copy, to the new one right after the swap (ops.c, faiss_shim.h);
       - every other call on it (other writes, reconstruct, serialize,

@@ -700,10 +700,12 @@ s_l2 (const float *a, const float *b)
 //  removed vectors, and every label a search (and search_and_reconstruct)
 //  returns is one the model keeps, at its distance, with its vector:
 //  no removed vector, and positions already renumbered as the rebuilt
-//  index numbers them. Returns whether the rebuild was still pending at
-//  the describe.
+//  index numbers them; reconstruction by those positions (or by id:
+//  a removed id is not found) gives the model's vectors. Returns whether
+//  the rebuild was still pending at the describe.
 static bool
-s_check_pending (fpx_client_t *client, const char *name, const model_t *m, const char *when)
+s_check_pending (fpx_client_t *client, const char *name, const model_t *m, const char *when,
+                 int64_t removed_id)
 {
     fpx_index_info_t info;
     bool pending = false;
@@ -737,6 +739,31 @@ s_check_pending (fpx_client_t *client, const char *name, const model_t *m, const
     //  holds a vector kept.
     CHECK (found >= NQ * K * 9 / 10, "%s: only %lld results for %d queries of k = %d", when,
            (long long) found, NQ, K);
+    if (!reconstructs)
+        return pending;
+    float *got = malloc ((size_t) m->n * DIM * sizeof (float));
+    if (!CHECK (got, "out of memory"))
+        return pending;
+    int64_t rows = m->n;
+    if (m->c->flags & C_IDS) {
+        rows = 3;
+        int64_t keys [3] = { m->ids [0], m->ids [m->n / 2], m->ids [m->n - 1] };
+        for (int i = 0; i < 3; i++)
+            CHECK_OK (client, fpx_reconstruct (client, name, keys [i], DIM, got + i * DIM));
+        for (int i = 0; i < 3; i++)
+            CHECK (memcmp (got + i * DIM, m->x + s_model_row (m, keys [i]) * DIM,
+                           DIM * sizeof (float)) == 0, "%s: reconstruct (%lld) differs", when,
+                   (long long) keys [i]);
+        if (removed_id >= 0) {
+            int rc = fpx_reconstruct (client, name, removed_id, DIM, got);
+            CHECK (rc == FPX_EFAISS, "%s: reconstruct of removed id %lld: %s", when,
+                   (long long) removed_id, fpx_error_name (rc));
+        }
+    }
+    else if (CHECK_OK (client, fpx_reconstruct_n (client, name, 0, rows, DIM, got)))
+        CHECK (memcmp (got, m->x, (size_t) rows * DIM * sizeof (float)) == 0,
+               "%s: reconstruct_n differs from the vectors kept", when);
+    free (got);
     return pending;
 }
 
@@ -809,7 +836,7 @@ s_test_background (void *arg)
     //  graph: a save, which waits for it, then the same index as FAISS
     //  given the vectors kept, then the ones added.
     s_remove_both (client, name, &m, s_every_other (&m, 1000, 12000, list), list);
-    int pending_seen = s_check_pending (client, name, &m, "during the rebuild");
+    int pending_seen = s_check_pending (client, name, &m, "during the rebuild", list [0]);
     memcpy (m.x + m.n * DIM, xb + BG_N * DIM, BG_ADD * DIM * sizeof (float));
     for (int64_t i = 0; i < BG_ADD; i++)
         m.ids [m.n + i] = 1000 + BG_ADD - i;    //  below every other id: still descending
@@ -823,7 +850,8 @@ s_test_background (void *arg)
         CHECK_OK (client, fpx_add (client, name, BG_ADD, DIM, xb + BG_N * DIM, &ntotal));
     CHECK_EQ (ntotal, m.n);
     for (int i = 0; i < 2; i++) {
-        pending_seen += s_check_pending (client, name, &m, "during the rebuild, after an add");
+        pending_seen += s_check_pending (client, name, &m, "during the rebuild, after an add",
+                                         list [1]);
         if (budget)
             CHECK_OK (client, fpx_add (client, "other", 10, DIM, xb + i * 10 * DIM, NULL));
     }
@@ -837,7 +865,7 @@ s_test_background (void *arg)
 
     //  2. kill -9 while it rebuilds: the log replays the removal.
     s_remove_both (client, name, &m, s_every_other (&m, 0, 6000, list), list);
-    s_check_pending (client, name, &m, "before kill -9");
+    s_check_pending (client, name, &m, "before kill -9", list [0]);
     fpx_client_destroy (&client);
     s_kill9 (&server);
     fpx_test_server_stop (&server, 5);
