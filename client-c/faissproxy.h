@@ -258,6 +258,10 @@ typedef struct {
     int loaded;                /* 0: evicted under the server's memory budget
                                   (--memory-budget-mb; it is loaded back on
                                   its next use) or damaged; else 1          */
+    int rebuild_pending;       /* 1: a remove_ids on this HNSW index is
+                                  rebuilding its graph in the background;
+                                  ntotal and searches already exclude the
+                                  removed vectors (docs/PROTOCOL.md)       */
 } fpx_index_info_t;
 
 /*  Creates an index with FAISS's index_factory (d, factory, metric).

@@ -245,6 +245,8 @@ s_print_info (const fpx_index_info_t *info)
         printf ("damaged: %s\n", info->damaged);
     else if (!info->loaded)
         printf ("loaded: false (evicted under the server's memory budget)\n");
+    if (info->rebuild_pending)
+        printf ("rebuild_pending: true (remove_ids rebuilding the HNSW graph in the background)\n");
     if (info->memory_bytes >= 0)
         printf ("memory_bytes: %lld\n", (long long) info->memory_bytes);
 }

@@ -381,6 +381,9 @@ s_result_description (fpx_client_t *self, fpx_reply_t *reply, fpx_index_info_t *
     parsed.loaded = !is_damaged;
     if (!rc && fpx_params_get_value (&reply->result, "loaded", &loaded) == 0)
         rc = s_result_bool (self, reply, "loaded", &parsed.loaded);
+    fpx_mp_value_t pending;
+    if (!rc && fpx_params_get_value (&reply->result, "rebuild_pending", &pending) == 0)
+        rc = s_result_bool (self, reply, "rebuild_pending", &parsed.rebuild_pending);
     if (rc)
         return rc;
     parsed.d = (int) d;

@@ -15,6 +15,7 @@
 #include <iostream>
 #include <memory>
 #include <new>
+#include <stdexcept>
 #include <typeinfo>
 #include <vector>
 
@@ -142,6 +143,33 @@ int guarded (char *err, size_t err_size, Fn fn)
     }
 }
 
+//  The vectors a background removal (fpx_shim_remove_begin) took out
+//  while their graph is rebuilt: searches skip them (FAISS 1.7.3's HNSW
+//  honours SearchParameters::sel), and where keys are positions the
+//  labels are renumbered as the rebuilt index will number them.
+//  Positions past the removal's (vectors added since) are all kept.
+struct Tombstones : faiss::IDSelector {
+    std::vector<uint8_t> keep;                      //  by storage position
+    std::vector<faiss::Index::idx_t> renumber;      //  keys are positions: new label
+    std::vector<faiss::Index::idx_t> kept;          //  … and the position of each
+    size_t removed = 0;
+    bool is_member (faiss::Index::idx_t i) const override
+    {
+        return i >= 0 && ((size_t) i >= keep.size () || keep [(size_t) i]);
+    }
+    //  The label position i will have in the rebuilt index (i kept).
+    faiss::Index::idx_t renumbered (faiss::Index::idx_t i) const
+    {
+        return (size_t) i < renumber.size () ? renumber [(size_t) i]
+                                             : i - (faiss::Index::idx_t) removed;
+    }
+    //  The position now of what will be position k (k >= 0).
+    faiss::Index::idx_t original (faiss::Index::idx_t k) const
+    {
+        return (size_t) k < kept.size () ? kept [(size_t) k] : k + (faiss::Index::idx_t) removed;
+    }
+};
+
 //  Per-request search parameters for an index tree. Owns what it builds.
 struct Overrides {
     int nprobe, efSearch;
@@ -153,6 +181,9 @@ struct Overrides {
     //  the caller holds the index's lock exclusively (see ops.c).
     std::vector<std::pair<faiss::HNSW *, int>> saved_ef;
 
+    const faiss::IDSelector *sel = nullptr;     //  tombstones: HNSW only
+    bool sel_used = false;
+
     Overrides (int nprobe, int efSearch) : nprobe (nprobe), efSearch (efSearch) {}
     ~Overrides ()
     {
@@ -160,7 +191,7 @@ struct Overrides {
             saved.first->efSearch = saved.second;
     }
 
-    bool any () const { return nprobe > 0 || efSearch > 0; }
+    bool any () const { return nprobe > 0 || efSearch > 0 || sel; }
 
     //  Parameters for index, or nullptr where none apply.
     const faiss::SearchParameters *build (const faiss::Index *index)
@@ -182,6 +213,8 @@ struct Overrides {
             auto p = std::make_unique<faiss::SearchParametersHNSW> ();
             p->efSearch = efSearch > 0 ? efSearch : hnsw->hnsw.efSearch;
             p->check_relative_distance = hnsw->hnsw.check_relative_distance;
+            p->sel = const_cast<faiss::IDSelector *> (sel);
+            sel_used |= sel != nullptr;
             if (efSearch > 0) {
                 auto graph = const_cast<faiss::HNSW *> (&hnsw->hnsw);
                 saved_ef.emplace_back (graph, graph->efSearch);
@@ -209,6 +242,11 @@ struct Overrides {
         if (efSearch > 0 && !ef_used) {
             snprintf (err, err_size, "efSearch does not apply to this index (no HNSW part)");
             return FPX_EINVAL;
+        }
+        if (sel && !sel_used) {
+            snprintf (err, err_size, "the index has vectors removed whose graph is being "
+                      "rebuilt, but no HNSW part to filter them: retry later");
+            return FPX_EBUSY;
         }
         return 0;
     }
@@ -238,6 +276,7 @@ struct Target {
     const faiss::Index *index;
     const std::vector<faiss::Index::idx_t> *id_map = nullptr;
     int64_t positions = -1;         //  ntotal when keys are positions
+    const Tombstones *renumber = nullptr;   //  positions, tombstoned: renumbered
     float neutral;
 
     explicit Target (const faiss::Index *top) : index (top), neutral (neutral_distance (top))
@@ -273,6 +312,8 @@ struct Target {
             }
             else if (id_map)
                 labels [i] = (*id_map) [(size_t) label];
+            else if (renumber)
+                labels [i] = renumber->renumbered (label);
         }
     }
 
@@ -408,17 +449,27 @@ counted_bytes (const faiss::Index *index)
 
 }   // namespace
 
-extern "C" int
-fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
-                 int nprobe, int efSearch, float *D, int64_t *I,
-                 char *err, size_t err_size)
+namespace {
+
+const Tombstones *tombstones_of (const fpx_shim_rebuild_t *pending);
+
+//  A search, skipping tomb's vectors when tomb is set; renumber: labels
+//  that are positions come back as the rebuilt index will number them
+//  (else as positions of the index as it is, to reconstruct from).
+int
+search_pending (const FaissIndex *index, const Tombstones *tomb, bool renumber, int64_t n,
+                const float *x, int64_t k, int nprobe, int efSearch, float *D, int64_t *I,
+                char *err, size_t err_size)
 {
     return guarded (err, err_size, [&] () -> int {
         if (empty_group (as_index (index)))
             bad ("the group has no parts yet (add_shard / add_replica)");
         check_refine_parts (as_index (index));
         Overrides overrides (nprobe, efSearch);
+        overrides.sel = tomb;
         Target target (as_index (index));
+        if (tomb && renumber && target.positions >= 0)
+            target.renumber = tomb;
         const faiss::SearchParameters *params =
             overrides.any () ? overrides.build (target.index) : nullptr;
         if (int rc = overrides.check (err, err_size))
@@ -431,19 +482,52 @@ fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
     });
 }
 
+}   // namespace
+
+extern "C" int
+fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
+                 int nprobe, int efSearch, float *D, int64_t *I,
+                 char *err, size_t err_size)
+{
+    return search_pending (index, nullptr, false, n, x, k, nprobe, efSearch, D, I,
+                           err, err_size);
+}
+
+extern "C" int
+fpx_shim_search_pending (const FaissIndex *index, const fpx_shim_rebuild_t *pending,
+                         int64_t n, const float *x, int64_t k, int nprobe, int efSearch,
+                         float *D, int64_t *I, char *err, size_t err_size)
+{
+    return search_pending (index, pending ? tombstones_of (pending) : nullptr,
+                           true, n, x, k, nprobe, efSearch, D, I, err, err_size);
+}
+
 extern "C" int
 fpx_shim_search_and_reconstruct (const FaissIndex *index, int64_t n, const float *x,
                                  int64_t k, int nprobe, int efSearch, float *D,
                                  int64_t *I, float *R, char *err, size_t err_size)
 {
+    return fpx_shim_search_and_reconstruct_pending (index, nullptr, n, x, k, nprobe, efSearch,
+                                                    D, I, R, err, err_size);
+}
+
+extern "C" int
+fpx_shim_search_and_reconstruct_pending (const FaissIndex *index,
+                                         const fpx_shim_rebuild_t *pending, int64_t n,
+                                         const float *x, int64_t k, int nprobe, int efSearch,
+                                         float *D, int64_t *I, float *R,
+                                         char *err, size_t err_size)
+{
     const faiss::Index *top = as_index (index), *inner = top;
     size_t count = (size_t) n * (size_t) k, d = (size_t) top->d;
+    const Tombstones *tomb = pending ? tombstones_of (pending) : nullptr;
     while (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (inner))
         inner = pt->index;
     if (!dynamic_cast<const faiss::IndexIVF *> (inner)) {
         //  Search (labels checked against the index), then reconstruct each
-        //  label found, on this thread.
-        int rc = fpx_shim_search (index, n, x, k, nprobe, efSearch, D, I, err, err_size);
+        //  label found, on this thread; positions renumbered after that.
+        int rc = search_pending (index, tomb, false, n, x, k, nprobe, efSearch, D, I,
+                                 err, err_size);
         if (rc)
             return rc;
         return guarded (err, err_size, [&] () -> int {
@@ -453,6 +537,10 @@ fpx_shim_search_and_reconstruct (const FaissIndex *index, int64_t n, const float
                 else
                     top->reconstruct (I [i], R + i * d);
             }
+            if (tomb && fpx_shim_keys_are_positions (index))
+                for (size_t i = 0; i < count; i++)
+                    if (I [i] >= 0)
+                        I [i] = tomb->renumbered (I [i]);
             return 0;
         });
     }
@@ -460,6 +548,8 @@ fpx_shim_search_and_reconstruct (const FaissIndex *index, int64_t n, const float
     //  reads (list, offset) pairs from its own search; the offsets come
     //  from the lists themselves, so are in range.
     return guarded (err, err_size, [&] () -> int {
+        if (tomb)
+            bad ("search_and_reconstruct: no HNSW part to filter removed vectors");
         check_refine_parts (top);
         Overrides overrides (nprobe, efSearch);
         const faiss::SearchParameters *params = overrides.any () ? overrides.build (top) : nullptr;
@@ -1800,6 +1890,8 @@ struct Rebuild {
     std::vector<uint8_t> keep;
     size_t nkeep = 0;
     std::unique_ptr<faiss::IndexHNSW> fresh;
+    std::vector<uint8_t> codes;         //  the codes kept, until build()
+    std::vector<float> x;               //  their decodings, until build()
     std::vector<faiss::Index::idx_t> id_map;
     std::unordered_map<faiss::Index::idx_t, faiss::Index::idx_t> rev_map;
 
@@ -1843,14 +1935,17 @@ struct Rebuild {
         return (size_t) (per_vector * (double) nkeep) + ntotal + ((size_t) 1 << 20);
     }
 
-    void prepare ()
+    //  Everything that reads the index, under the caller's exclusive
+    //  lock: the codes kept copied out and decoded, an empty clone of the
+    //  storage, the new id maps. Then build() needs no lock.
+    void gather ()
     {
         size_t code_size = storage->code_size;
-        std::vector<uint8_t> codes (nkeep * code_size);
+        codes.resize (nkeep * code_size);
         for (size_t i = 0, j = 0; i < keep.size (); i++)
             if (keep [i])
                 memcpy (&codes [code_size * j++], &storage->codes [code_size * i], code_size);
-        std::vector<float> x (nkeep * (size_t) hnsw->d);
+        x.resize (nkeep * (size_t) hnsw->d);
         if (nkeep)
             storage->sa_decode ((faiss::Index::idx_t) nkeep, codes.data (), x.data ());
 
@@ -1871,21 +1966,6 @@ struct Rebuild {
         graph.rng = faiss::RandomGenerator (12345);     //  as faiss::HNSW's constructor
         fresh->metric_arg = hnsw->metric_arg;
 
-        int threads = omp_get_max_threads ();
-        omp_set_num_threads (1);
-        try {
-            fresh->add ((faiss::Index::idx_t) nkeep, x.data ());
-        }
-        catch (...) {
-            omp_set_num_threads (threads);
-            throw;
-        }
-        omp_set_num_threads (threads);
-        auto built = dynamic_cast<faiss::IndexFlatCodes *> (fresh->storage);
-        if (!built || built->codes.size () != codes.size ())
-            bad ("remove_ids: the rebuilt storage does not hold the codes kept");
-        built->codes.swap (codes);
-
         if (map) {
             id_map.reserve (nkeep);
             for (size_t i = 0; i < keep.size (); i++)
@@ -1897,6 +1977,33 @@ struct Rebuild {
                     rev_map [id_map [j]] = (faiss::Index::idx_t) j;
             }
         }
+    }
+
+    //  The new graph, from what gather() copied: touches nothing shared.
+    void build ()
+    {
+        int threads = omp_get_max_threads ();
+        omp_set_num_threads (1);
+        try {
+            fresh->add ((faiss::Index::idx_t) nkeep, x.data ());
+        }
+        catch (...) {
+            omp_set_num_threads (threads);
+            throw;
+        }
+        omp_set_num_threads (threads);
+        std::vector<float> ().swap (x);
+        auto built = dynamic_cast<faiss::IndexFlatCodes *> (fresh->storage);
+        if (!built || built->codes.size () != codes.size ())
+            bad ("remove_ids: the rebuilt storage does not hold the codes kept");
+        built->codes.swap (codes);
+        std::vector<uint8_t> ().swap (codes);
+    }
+
+    void prepare ()
+    {
+        gather ();
+        build ();
     }
 
     void commit () noexcept
@@ -2150,4 +2257,179 @@ fpx_shim_remove_ids (FaissIndex *index_c, const FaissIDSelector *selector, size_
         rebuild.map = map;
         return run_rebuild (rebuild, sel, cap, removed, need, rebuilt, err, err_size);
     });
+}
+
+// ---- remove_ids in the background --------------------------------------
+
+//  A removal whose graph is built on another thread (faiss_shim.h): the
+//  Rebuild gathered under the lock, and the tombstones searches filter
+//  with until it is committed.
+struct fpx_shim_rebuild_t {
+    Rebuild rebuild;
+    Tombstones tomb;
+    //  Adds applied to the old graph meanwhile, to apply again to the new
+    //  one at the swap (in order, as the log replays them).
+    struct Added {
+        faiss::Index::idx_t n;
+        std::vector<float> x;
+        std::vector<faiss::Index::idx_t> ids;       //  empty: add, not add_with_ids
+    };
+    std::vector<Added> added;
+    fpx_shim_rebuild_t (faiss::Index *top, faiss::IndexHNSW *hnsw) : rebuild (top, hnsw) {}
+};
+
+namespace {
+
+const Tombstones *
+tombstones_of (const fpx_shim_rebuild_t *pending)
+{
+    return &pending->tomb;
+}
+
+}   // namespace
+
+extern "C" int
+fpx_shim_remove_begin (FaissIndex *index_c, const FaissIDSelector *selector, size_t cap,
+                       int64_t min_ntotal, size_t *removed, size_t *need,
+                       fpx_shim_rebuild_t **rebuild_p, char *err, size_t err_size)
+{
+    *removed = 0;
+    *need = 0;
+    *rebuild_p = nullptr;
+    return guarded (err, err_size, [&] () -> int {
+        faiss::Index *index = as_mutable (index_c);
+        const faiss::IDSelector &sel = *reinterpret_cast<const faiss::IDSelector *> (selector);
+        auto map = dynamic_cast<faiss::IndexIDMap *> (index);
+        if (map && map->id_map.size () != (size_t) map->index->ntotal)
+            return 1;               //  fpx_shim_remove_ids says why
+        faiss::IndexHNSW *hnsw = dynamic_cast<faiss::IndexRefine *> (index) ? nullptr
+                               : stored_in_hnsw (map ? map->index : index);
+        if (!hnsw || index->ntotal < min_ntotal)
+            return 1;
+        std::unique_ptr<fpx_shim_rebuild_t> pending (new fpx_shim_rebuild_t (index, hnsw));
+        Rebuild &rebuild = pending->rebuild;
+        rebuild.map = map;
+        rebuild.select (sel);
+        if (rebuild.nkeep == rebuild.keep.size ())
+            return 0;               //  nothing to remove
+        //  The tombstones (the keep flags again, and 8 bytes a vector to
+        //  renumber positions) count with the rebuild's own memory.
+        bool positions = !map && fpx_shim_keys_are_positions (index_c);
+        *need = rebuild.need () + rebuild.keep.size () * (positions ? 9 : 1)
+              + (positions ? rebuild.nkeep * 8 : 0);
+        if (*need > cap) {
+            snprintf (err, err_size, "remove_ids rebuilds the HNSW graph of the %zu vectors "
+                      "kept, which needs about %zu MiB, more than the %zu MiB allowed",
+                      rebuild.nkeep, *need >> 20, cap >> 20);
+            return FPX_ENOMEM;
+        }
+        Tombstones &tomb = pending->tomb;
+        tomb.keep = rebuild.keep;
+        tomb.removed = rebuild.keep.size () - rebuild.nkeep;
+        if (positions) {
+            tomb.renumber.resize (rebuild.keep.size ());
+            tomb.kept.reserve (rebuild.nkeep);
+            faiss::Index::idx_t next = 0;
+            for (size_t i = 0; i < rebuild.keep.size (); i++) {
+                tomb.renumber [i] = rebuild.keep [i] ? next++ : -1;
+                if (rebuild.keep [i])
+                    tomb.kept.push_back ((faiss::Index::idx_t) i);
+            }
+        }
+        rebuild.gather ();
+        *removed = tomb.removed;
+        *rebuild_p = pending.release ();
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_reconstruct_n_pending (const FaissIndex *index_c, const fpx_shim_rebuild_t *pending,
+                                int64_t i0, int64_t n, float *out, char *err, size_t err_size)
+{
+    if (!pending)
+        return fpx_shim_reconstruct_n (index_c, i0, n, out, err, err_size);
+    return guarded (err, err_size, [&] () -> int {
+        const faiss::Index *index = as_index (index_c);
+        const Tombstones &tomb = pending->tomb;
+        auto map2 = dynamic_cast<const faiss::IndexIDMap2 *> (index);
+        bool positions = fpx_shim_keys_are_positions (index_c);
+        if (!map2 && !positions)        //  FAISS's own answer (an IDMap has none)
+            return fpx_shim_reconstruct_n (index_c, i0, n, out, err, err_size);
+        for (int64_t i = 0; i < n; i++) {
+            faiss::Index::idx_t key = i0 + i;
+            if (map2) {
+                //  A removed id is gone, as FAISS's rev_map.at says of
+                //  any id it does not hold.
+                auto found = map2->rev_map.find (key);
+                if (found != map2->rev_map.end () && !tomb.is_member (found->second))
+                    throw std::out_of_range ("_Map_base::at");
+            }
+            index->reconstruct (map2 ? key : tomb.original (key), out + i * index->d);
+        }
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_rebuild_build (fpx_shim_rebuild_t *pending, char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        pending->rebuild.build ();
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_rebuild_queue_add (fpx_shim_rebuild_t *pending, int64_t n, const float *x,
+                            const int64_t *ids, char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        fpx_shim_rebuild_t::Added added;
+        added.n = n;
+        added.x.assign (x, x + (size_t) n * (size_t) pending->rebuild.top->d);
+        if (ids)
+            added.ids.assign (ids, ids + n);
+        pending->added.push_back (std::move (added));
+        return 0;
+    });
+}
+
+extern "C" void
+fpx_shim_rebuild_unqueue_add (fpx_shim_rebuild_t *pending)
+{
+    if (!pending->added.empty ())
+        pending->added.pop_back ();
+}
+
+extern "C" int
+fpx_shim_rebuild_commit (fpx_shim_rebuild_t *pending, char *err, size_t err_size)
+{
+    pending->rebuild.commit ();
+    return guarded (err, err_size, [&] () -> int {
+        faiss::Index *top = pending->rebuild.top;
+        for (auto &added : pending->added) {
+            if (added.ids.empty ())
+                top->add (added.n, added.x.data ());
+            else
+                top->add_with_ids (added.n, added.x.data (), added.ids.data ());
+            std::vector<float> ().swap (added.x);
+        }
+        return 0;
+    });
+}
+
+extern "C" int64_t
+fpx_shim_rebuild_removed (const fpx_shim_rebuild_t *pending)
+{
+    return pending ? (int64_t) pending->tomb.removed : 0;
+}
+
+extern "C" void
+fpx_shim_rebuild_destroy (fpx_shim_rebuild_t **pending_p)
+{
+    if (pending_p && *pending_p) {
+        delete *pending_p;
+        *pending_p = nullptr;
+    }
 }

@@ -211,6 +211,69 @@ int fpx_shim_remove_ids (FaissIndex *index, const FaissIDSelector *selector, siz
                          size_t *removed, size_t *need, int *rebuilt,
                          char *err, size_t err_size);
 
+/*  remove_ids in the background (docs/ARCHITECTURE.md, "Deletion from
+    HNSW indexes"). Under the index's exclusive lock: where
+    fpx_shim_remove_ids would rebuild the graph of an IndexHNSW (bare,
+    under PreTransforms, under an IDMap / IDMap2; not an IndexRefine) of
+    at least min_ntotal vectors, selects the vectors kept, checks the
+    memory (*need, against cap: FPX_ENOMEM), copies and decodes their
+    codes, and returns in *rebuild_p (caller owns) what
+    fpx_shim_rebuild_build builds without any lock; the index itself is
+    unchanged until fpx_shim_rebuild_commit. *removed: how many go.
+    Returns 1 (nothing done) where the removal is not of that kind, 0
+    with *rebuild_p NULL when nothing matched, or an error.              */
+typedef struct fpx_shim_rebuild_t fpx_shim_rebuild_t;
+int fpx_shim_remove_begin (FaissIndex *index, const FaissIDSelector *selector, size_t cap,
+                           int64_t min_ntotal, size_t *removed, size_t *need,
+                           fpx_shim_rebuild_t **rebuild_p, char *err, size_t err_size);
+
+/*  Builds the new graph (one OpenMP thread, deterministic: the graph of
+    fpx_shim_remove_ids). Touches only what begin copied; any thread, no
+    lock. 0, FPX_ENOMEM, FPX_EFAISS (FAISS's interrupt included).        */
+int fpx_shim_rebuild_build (fpx_shim_rebuild_t *rebuild, char *err, size_t err_size);
+
+/*  An add (ids NULL) or add_with_ids made on the index while the
+    rebuild runs, copied to be applied again to the new graph at the
+    commit. Call under the exclusive lock, before FAISS adds them to the
+    old graph; unqueue takes the last one back if FAISS refused them.
+    0, FPX_ENOMEM.                                                       */
+int fpx_shim_rebuild_queue_add (fpx_shim_rebuild_t *rebuild, int64_t n, const float *x,
+                                const int64_t *ids, char *err, size_t err_size);
+void fpx_shim_rebuild_unqueue_add (fpx_shim_rebuild_t *rebuild);
+
+/*  Swaps the built graph, codes and id maps into the index begin was
+    called on (this part cannot fail), then adds again what was queued,
+    in order, as the log replays it. Caller holds its exclusive lock;
+    nothing but queued adds changed the index since begin (other writers
+    wait for the rebuild). An error (FAISS refusing a queued add, memory)
+    leaves the index rebuilt with only part of those adds.               */
+int fpx_shim_rebuild_commit (fpx_shim_rebuild_t *rebuild, char *err, size_t err_size);
+
+/*  How many vectors the pending removal took out (0 for NULL).          */
+int64_t fpx_shim_rebuild_removed (const fpx_shim_rebuild_t *rebuild);
+
+void fpx_shim_rebuild_destroy (fpx_shim_rebuild_t **rebuild_p);
+
+/*  fpx_shim_search, fpx_shim_reconstruct_n (n = 1: reconstruct) and
+    fpx_shim_search_and_reconstruct on an index with a pending removal
+    (NULL: none): its vectors are skipped (FAISS's IDSelector in the HNSW
+    search; fewer than k may come back), and keys that are positions are
+    those the rebuilt index will have (the caller checks them against
+    ntotal less fpx_shim_rebuild_removed); a removed id of an IDMap2 is
+    not found, as FAISS says. Caller holds the index's lock, shared
+    unless efSearch is set.                                              */
+int fpx_shim_search_pending (const FaissIndex *index, const fpx_shim_rebuild_t *pending,
+                             int64_t n, const float *x, int64_t k, int nprobe, int efSearch,
+                             float *D, int64_t *I, char *err, size_t err_size);
+int fpx_shim_reconstruct_n_pending (const FaissIndex *index, const fpx_shim_rebuild_t *pending,
+                                    int64_t i0, int64_t n, float *out, char *err,
+                                    size_t err_size);
+int fpx_shim_search_and_reconstruct_pending (const FaissIndex *index,
+                                             const fpx_shim_rebuild_t *pending, int64_t n,
+                                             const float *x, int64_t k, int nprobe,
+                                             int efSearch, float *D, int64_t *I, float *R,
+                                             char *err, size_t err_size);
+
 /*  Sends what FAISS writes to std::cerr through the server's log, a line
     at a time, sanitized: FAISS's C API (when built without NDEBUG) prints
     every exception's message there, and messages quote client bytes

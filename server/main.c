@@ -15,6 +15,7 @@
 #include <stdbool.h>
 
 #include "budget.h"
+#include "rebuild.h"
 #include "auth.h"
 #include "faiss_shim.h"
 #include "interrupt.h"
@@ -69,6 +70,10 @@ s_usage (FILE *out)
 "                       forced to disk before it is acknowledged (docs/STORAGE.md)\n"
 "  --snapshot-log-mb N  snapshot an index when its log passes N MiB (default 256)\n"
 "  --snapshot-interval-s N  … or when it has had writes for N s (default 300)\n"
+"  --rebuild-background-min N  remove_ids on an HNSW index of N vectors or more\n"
+"                       rebuilds its graph in the background, searches served\n"
+"                       meanwhile without the removed vectors (default 100000;\n"
+"                       0: always in the request)\n"
 "  --spin-us N          after each message, look for the next one for N µs\n"
 "                       before sleeping (0 - 100000, default 0: sleep at once)\n"
 "  --log-level LEVEL    error, warn, info (default) or debug (a line per request)\n"
@@ -372,7 +377,7 @@ enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_L
        FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US, CURVE_SECRET, CURVE_CLIENTS,
        TENANT_LIMITS, DEFAULT_TENANT_LIMITS, MAX_MEMORY_MB, MAX_CONN_INFLIGHT, MAX_CONN_UNREAD,
        AUTH_DELAY_MAX, CONFIG, MAX_UNAUTHENTICATED, LOG_FORMAT,
-       METRICS_BIND, MEMORY_BUDGET };
+       METRICS_BIND, MEMORY_BUDGET, REBUILD_BACKGROUND_MIN };
 static const struct option s_options [] = {
     { "config", required_argument, NULL, CONFIG },
     { "bind", required_argument, NULL, BIND },
@@ -391,6 +396,7 @@ static const struct option s_options [] = {
     { "snapshot-log-mb", required_argument, NULL, SNAPSHOT_MB },
     { "snapshot-interval-s", required_argument, NULL, SNAPSHOT_S },
     { "spin-us", required_argument, NULL, SPIN_US },
+    { "rebuild-background-min", required_argument, NULL, REBUILD_BACKGROUND_MIN },
     { "tenant-limits", required_argument, NULL, TENANT_LIMITS },
     { "default-tenant-limits", required_argument, NULL, DEFAULT_TENANT_LIMITS },
     { "max-memory-mb", required_argument, NULL, MAX_MEMORY_MB },
@@ -519,6 +525,10 @@ s_apply (fpx_config_t *config, int option, char *value, bool from_file)
             break;
         case SPIN_US:
             config->spin_us = strcmp (value, "0") ? (int) s_positive ("--spin-us", value, 100000) : 0;
+            break;
+        case REBUILD_BACKGROUND_MIN:
+            config->rebuild_background_min = strcmp (value, "0")
+                ? s_positive ("--rebuild-background-min", value, 1L << 40) : 0;
             break;
         case METRICS_BIND: config->metrics_bind = value; break;
         case TENANT_LIMITS: s_tenant_limits_file = value; break;
@@ -729,6 +739,7 @@ main (int argc, char **argv)
     config->max_conn_inflight = 1024;
     config->max_conn_unread = (size_t) 1024 << 20;
     config->auth_delay_max = 2.0;
+    config->rebuild_background_min = 100000;
     if (sodium_init () < 0) {
         fprintf (stderr, "faissproxyd: cannot initialise libsodium\n");
         return 1;
@@ -783,6 +794,7 @@ main (int argc, char **argv)
     };
     pthread_t recovery;
     fpx_budget_start (server.registry, config->memory_budget);
+    fpx_rebuild_configure (config->rebuild_background_min);
     if (fpx_storage_open (&storage, server.registry, config->tenants, config->ntenants)
     ||  fpx_storage_start_snapshotter (server.registry) || fpx_workers_start (&server)
     ||  (config->curve && fpx_zap_start (&server))
@@ -808,6 +820,7 @@ main (int argc, char **argv)
     fpx_storage_stop_recovery ();
     pthread_join (recovery, NULL);
     fpx_workers_join (&server);
+    fpx_rebuild_join_all ();            //  removals land before the last snapshots
     fpx_metrics_http_stop ();           //  it reads the registry
     fpx_storage_close (server.registry);        //  snapshots what the logs hold
     fpx_registry_destroy (&server.registry);

@@ -21,6 +21,7 @@
 #include <faiss/c_api/impl/AuxIndexStructures_c.h>
 
 #include "budget.h"
+#include "rebuild.h"
 #include "faiss_shim.h"
 #include "upload_check.h"
 #include "ops.h"
@@ -355,11 +356,16 @@ fpx_op_pack_description (fpx_call_t *call, fpx_entry_t *entry, bool with_memory)
         return 0;
     }
     FaissVectorTransform *transform = entry->transform;
-    msgpack_pack_map (pk, 9 + (with_memory ? 1 : 0) + (transform ? 1 : 0));
+    //  A removal rebuilding in the background counts as done (rebuild.h).
+    const fpx_shim_rebuild_t *pending = atomic_load (&entry->pending);
+    msgpack_pack_map (pk, 9 + (with_memory ? 1 : 0) + (transform ? 1 : 0) + (pending ? 1 : 0));
     fpx_pack_kv_str (pk, "name", entry->name);
     fpx_pack_kv_str (pk, "class", fpx_shim_class_name (entry->index, transform));
     fpx_pack_kv_int (pk, "d", entry->d);
-    fpx_pack_kv_int (pk, "ntotal", transform ? 0 : faiss_Index_ntotal (entry->index));
+    fpx_pack_kv_int (pk, "ntotal", transform ? 0 : faiss_Index_ntotal (entry->index)
+                                                 - fpx_shim_rebuild_removed (pending));
+    if (pending)
+        fpx_pack_kv_bool (pk, "rebuild_pending", true);
     fpx_pack_kv_bool (pk, "is_trained", transform ? faiss_VectorTransform_is_trained (transform)
                                                   : faiss_Index_is_trained (entry->index));
     fpx_pack_kv_int (pk, "metric", entry->metric);
@@ -455,12 +461,18 @@ s_log_commit (fpx_call_t *call, s_log_t *log)
     return rc ? (call->reply->status = rc) : 0;
 }
 
-int
-fpx_op_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
-               fpx_op_apply_fn apply, void *arg)
+//  A mutation under the exclusive lock: logged, applied, measured, then
+//  made durable. One that may run beside a removal rebuilding in the
+//  background (adds: rebuild.h) takes the lock as searches do; every
+//  other waits for the rebuild to land.
+static int
+s_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
+          fpx_op_apply_fn apply, void *arg, bool beside_rebuild)
 {
     s_log_t log;
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
+    const fpx_shim_rebuild_t *pending;
+    pthread_rwlock_t *lock = beside_rebuild ? fpx_entry_lock_filtered (entry, true, &pending)
+                                            : fpx_entry_lock_settled (entry, true);
     int rc = s_log_begin (call, entry, record, &log);
     if (!rc) {
         rc = apply (call, entry, arg);
@@ -472,6 +484,13 @@ fpx_op_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
     if (!rc)
         rc = s_log_commit (call, &log);
     return rc;
+}
+
+int
+fpx_op_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
+               fpx_op_apply_fn apply, void *arg)
+{
+    return s_mutate (call, entry, record, apply, arg, false);
 }
 
 // ---- lifecycle -------------------------------------------------------------------
@@ -672,11 +691,21 @@ static int
 s_apply_vectors (fpx_call_t *call, fpx_entry_t *entry, void *arg)
 {
     s_vectors_t *v = arg;
+    //  An add beside a removal rebuilding in the background goes to the
+    //  old graph now (searched at once) and again to the new one when it
+    //  lands (rebuild.h): a copy is kept for then.
+    fpx_shim_rebuild_t *pending = atomic_load (&entry->pending);
+    char err [FPX_ERROR_TEXT_MAX];
+    if (pending && v->kind != S_TRAIN
+    &&  fpx_shim_rebuild_queue_add (pending, v->n, v->x, v->ids, err, sizeof err))
+        return fpx_op_shim_result (call, FPX_ENOMEM, err);
     fpx_op_threads_begin (call, v->n);
     int rc = v->kind == S_TRAIN ? faiss_Index_train (entry->index, v->n, v->x)
            : v->kind == S_ADD ? faiss_Index_add (entry->index, v->n, v->x)
            : faiss_Index_add_with_ids (entry->index, v->n, v->x, v->ids);
     fpx_op_threads_end (call);
+    if (rc && pending && v->kind != S_TRAIN)
+        fpx_shim_rebuild_unqueue_add (pending);
     if (rc)
         return fpx_op_faiss_error (call, "FAISS refused the vectors");
     if (v->kind == S_TRAIN) {
@@ -684,7 +713,8 @@ s_apply_vectors (fpx_call_t *call, fpx_entry_t *entry, void *arg)
         fpx_pack_kv_bool (&call->reply->pk, "is_trained", faiss_Index_is_trained (entry->index));
     }
     else
-        fpx_op_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index));
+        fpx_op_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index)
+                                         - fpx_shim_rebuild_removed (pending));
     return 0;
 }
 
@@ -692,7 +722,7 @@ static int
 s_train_transform (fpx_call_t *call, fpx_entry_t *entry, int64_t n, const float *x)
 {
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
+    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, true);
     fpx_op_threads_begin (call, n);
     int rc = fpx_shim_transform_train (entry->transform, n, x, err, sizeof err);
     fpx_op_threads_end (call);
@@ -737,7 +767,7 @@ s_write_vectors (fpx_call_t *call, s_write_t kind)
                    (size_t) n * sizeof (int64_t) },
     };
     s_vectors_t vectors = { kind, n, x, ids };
-    rc = fpx_op_mutate (call, entry, &record, s_apply_vectors, &vectors);
+    rc = s_mutate (call, entry, &record, s_apply_vectors, &vectors, kind != S_TRAIN);
     fpx_entry_release (&entry);
     return rc;
 }
@@ -766,7 +796,11 @@ s_apply_remove (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     size_t removed = 0, need = 0;
     int rebuilt = 0;
     char err [FPX_ERROR_TEXT_MAX];
-    int rc = fpx_shim_remove_ids (entry->index, arg, cap, &removed, &need, &rebuilt,
+    //  A large HNSW index rebuilds in the background, searched meanwhile
+    //  with the removed vectors filtered out (rebuild.h).
+    int rc = fpx_rebuild_start (entry, arg, cap, &removed, &need, err, sizeof err);
+    if (rc == 1)
+        rc = fpx_shim_remove_ids (entry->index, arg, cap, &removed, &need, &rebuilt,
                                   err, sizeof err);
     if (rc == FPX_ENOMEM && need > cap) {
         if (cap < machine)
@@ -895,6 +929,9 @@ s_op_save (fpx_call_t *call)
         fpx_entry_release (&entry);
         return rc;
     }
+    //  A removal rebuilding in the background lands first: the snapshot
+    //  asked for then holds it (a snapshot skips a pending one).
+    fpx_rebuild_wait (entry);
     //  Under the name lock, and only if it was not dropped meanwhile.
     pthread_mutex_t *name_lock = fpx_storage_name_lock (entry->tenant, entry->name);
     fpx_entry_t *current = fpx_registry_find (call->server->registry, entry->tenant, entry->name, 0);
@@ -954,9 +991,11 @@ s_op_search (fpx_call_t *call)
         else {
             //  A per-request efSearch is set on the graph for the call
             //  (FAISS 1.7.3 ignores it in SearchParametersHNSW): exclusive.
-            pthread_rwlock_t *lock = fpx_entry_lock (entry, ef > 0);
+            const fpx_shim_rebuild_t *pending;
+            pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, ef > 0, &pending);
             fpx_op_threads_begin (call, nq);
-            rc = fpx_shim_search (entry->index, nq, x, k, nprobe, ef, D, I, err, sizeof err);
+            rc = fpx_shim_search_pending (entry->index, pending, nq, x, k, nprobe, ef, D, I,
+                                          err, sizeof err);
             fpx_op_threads_end (call);
             pthread_rwlock_unlock (lock);
             fpx_op_shim_result (call, rc, err);
@@ -1006,10 +1045,11 @@ s_op_search_and_reconstruct (fpx_call_t *call)
         if (!D || !I || !R)
             rc = fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
         else {
-            pthread_rwlock_t *lock = fpx_entry_lock (entry, ef > 0);
+            const fpx_shim_rebuild_t *pending;
+            pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, ef > 0, &pending);
             fpx_op_threads_begin (call, nq);
-            rc = fpx_shim_search_and_reconstruct (entry->index, nq, x, k, nprobe, ef, D, I, R,
-                                                  err, sizeof err);
+            rc = fpx_shim_search_and_reconstruct_pending (entry->index, pending, nq, x, k,
+                                                          nprobe, ef, D, I, R, err, sizeof err);
             fpx_op_threads_end (call);
             pthread_rwlock_unlock (lock);
             fpx_op_shim_result (call, rc, err);
@@ -1103,10 +1143,11 @@ s_search_shared (fpx_call_t *calls, int n, const float **x, const int64_t *nq, i
     out->labels = (int64_t *) (out + 1);
     out->distances = (float *) (out->labels + results);
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, ef > 0);
+    const fpx_shim_rebuild_t *pending;
+    pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, ef > 0, &pending);
     fpx_op_threads_begin_batch (&calls [0], entry, rows);
-    int rc = fpx_shim_search (entry->index, rows, queries, k, nprobe, ef,
-                              out->distances, out->labels, err, sizeof err);
+    int rc = fpx_shim_search_pending (entry->index, pending, rows, queries, k, nprobe, ef,
+                                      out->distances, out->labels, err, sizeof err);
     fpx_op_threads_end (&calls [0]);
     pthread_rwlock_unlock (lock);
     free (queries);
@@ -1226,7 +1267,7 @@ s_op_range_search (fpx_call_t *call)
         size_t total;
         char err [FPX_ERROR_TEXT_MAX];
         size_t max_total = call->server->config.max_message / (sizeof (float) + sizeof (int64_t));
-        pthread_rwlock_t *lock = fpx_entry_lock (entry, ef > 0);
+        pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, ef > 0);
         fpx_op_threads_begin (call, nq);
         rc = fpx_shim_range_search (entry->index, nq, x, (float) radius, nprobe, ef,
                                     &lims, &D, &I, &total, max_total, err, sizeof err);
@@ -1260,7 +1301,11 @@ s_reconstruct (fpx_call_t *call, bool many)
     //  Keys of id-mapped and IVF indexes are FAISS's to check (it does, with
     //  the messages a FAISS user knows); positions are checked here, since
     //  IndexFlat reads them unchecked. The answer's size is bounded too.
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    //  Beside a removal rebuilding in the background, positions are the
+    //  rebuilt index's (rebuild.h).
+    const fpx_shim_rebuild_t *pending;
+    pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, false, &pending);
+    int64_t ntotal = faiss_Index_ntotal (entry->index) - fpx_shim_rebuild_removed (pending);
     size_t row = (size_t) entry->d * sizeof (float);
     size_t bytes = (size_t) n * row;
     float *out = NULL;
@@ -1269,17 +1314,16 @@ s_reconstruct (fpx_call_t *call, bool many)
                          (long long) n);
     else if (i0 > INT64_MAX - n)
         fpx_reply_error (call->reply, FPX_EINVAL, "i0 + n overflows");
-    else if (fpx_shim_keys_are_positions (entry->index)
-         &&  (i0 < 0 || i0 + n > faiss_Index_ntotal (entry->index)))
+    else if (fpx_shim_keys_are_positions (entry->index) && (i0 < 0 || i0 + n > ntotal))
         fpx_reply_error (call->reply, FPX_EINVAL, "positions [%lld, %lld) are not within ntotal = %lld",
-                         (long long) i0, (long long) (i0 + n),
-                         (long long) faiss_Index_ntotal (entry->index));
+                         (long long) i0, (long long) (i0 + n), (long long) ntotal);
     else if (!(out = calloc (1, bytes)))      //  IVF's bulk path skips removed ids: no
                                              //  uninitialized bytes may leave the server
         fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
     else {
         char err [FPX_ERROR_TEXT_MAX];
-        fpx_op_shim_result (call, fpx_shim_reconstruct_n (entry->index, i0, n, out, err, sizeof err), err);
+        fpx_op_shim_result (call, fpx_shim_reconstruct_n_pending (entry->index, pending, i0, n,
+                                                                  out, err, sizeof err), err);
     }
     pthread_rwlock_unlock (lock);
     if (call->reply->status)
@@ -1307,7 +1351,7 @@ s_op_serialize (fpx_call_t *call)
     uint8_t *bytes = NULL;
     size_t size = 0;
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, false);
     rc = fpx_shim_serialize (entry->index, 0, &bytes, &size, err, sizeof err);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);

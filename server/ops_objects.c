@@ -18,6 +18,7 @@
 
 #include "faiss_shim.h"
 #include "ops.h"
+#include "rebuild.h"
 #include "tenant_limits.h"
 
 #define FPX_KMEANS_K_MAX     (1 << 20)
@@ -167,7 +168,7 @@ s_op_construct (fpx_call_t *call)
         memcpy (sorted, refs, sizeof (fpx_entry_t *) * (size_t) nrefs);
         qsort (sorted, (size_t) nrefs, sizeof *sorted, s_compare_pointers);
         for (int i = 0; i < nrefs; i++)
-            locks [i] = fpx_entry_lock (sorted [i], true);
+            locks [i] = fpx_entry_lock_settled (sorted [i], true);
         rc = s_construct_locked (call, type, args, nargs, refs, nrefs);
         for (int i = nrefs - 1; i >= 0; i--)
             pthread_rwlock_unlock (locks [i]);
@@ -213,8 +214,8 @@ s_op_attach (fpx_call_t *call)
         //  their locks differ: nothing can adopt one into the other's tree
         //  without the first lock, which this worker holds.
         fpx_entry_t *first = entry < ref ? entry : ref, *second = entry < ref ? ref : entry;
-        pthread_rwlock_t *lock1 = fpx_entry_lock (first, true);
-        pthread_rwlock_t *lock2 = fpx_entry_lock (second, true);
+        pthread_rwlock_t *lock1 = fpx_entry_lock_settled (first, true);
+        pthread_rwlock_t *lock2 = fpx_entry_lock_settled (second, true);
         if (atomic_load (&entry->root) || atomic_load (&ref->root) || lock1 == lock2)
             rc = fpx_reply_error (call->reply, FPX_EINVAL, "'%s' is part of another object: "
                                   "attach takes standalone objects", atomic_load (&ref->root)
@@ -250,7 +251,7 @@ s_op_subobject (fpx_call_t *call)
         return rc;
     fpx_object_t object = { .factory = "" };
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, false);
     rc = fpx_shim_subobject (entry->index, path, &object.index, &object.transform, err, sizeof err);
     pthread_rwlock_unlock (lock);
     if (rc) {
@@ -265,7 +266,7 @@ s_op_subobject (fpx_call_t *call)
         fpx_entry_release (&entry);
         return fpx_reply_error (call->reply, rc, "out of memory");
     }
-    lock = fpx_entry_lock (view, false);
+    lock = fpx_entry_lock_settled (view, false);
     rc = fpx_op_pack_description (call, view, false);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&view);
@@ -283,8 +284,15 @@ s_op_get_attr (fpx_call_t *call)
         return rc;
     double value = 0;
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    //  ntotal counts without a removal rebuilding in the background, as
+    //  describe does (rebuild.h); other fields wait for it to land.
+    const fpx_shim_rebuild_t *pending = NULL;
+    pthread_rwlock_t *lock = strcmp (attr, "ntotal") == 0
+                           ? fpx_entry_lock_filtered (entry, false, &pending)
+                           : fpx_entry_lock_settled (entry, false);
     rc = fpx_shim_get_attr (entry->index, entry->transform, attr, &value, err, sizeof err);
+    if (rc == 0 && entry->index)
+        value -= (double) fpx_shim_rebuild_removed (pending);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
     if (rc)
@@ -339,7 +347,7 @@ s_op_clone (fpx_call_t *call)
     if (rc)
         return rc;
     fpx_object_t object = { .factory = entry->factory };
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, false);
     char err [FPX_ERROR_TEXT_MAX];
     rc = fpx_op_shim_result (call, fpx_shim_clone (entry->index, &object.index, err, sizeof err),
                              err);
@@ -376,7 +384,7 @@ s_op_apply (fpx_call_t *call)
         fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
     else if (x) {
         char err [FPX_ERROR_TEXT_MAX];
-        pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+        pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, false);
         fpx_op_threads_begin (call, n);
         rc = fpx_shim_transform_apply (entry->transform, reverse, n, x, out, err, sizeof err);
         fpx_op_threads_end (call);
@@ -433,7 +441,7 @@ s_op_get_id_map (fpx_call_t *call)
     size_t n = 0;
     int64_t *copy = NULL;
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, false);
     rc = fpx_shim_id_map (entry->index, &ids, &n, err, sizeof err);
     if (!rc && n * sizeof (int64_t) > call->server->config.max_message)
         rc = fpx_reply_error (call->reply, FPX_ETOOBIG, "id map exceeds the message limit");

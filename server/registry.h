@@ -63,6 +63,9 @@ struct fpx_entry_t {
     int64_t evicted_ntotal;
     bool evicted_trained;
     char evicted_class [64];
+    //  A removal whose HNSW graph is rebuilt in the background (rebuild.h):
+    //  set and cleared under the exclusive lock, on the owner entry only.
+    _Atomic (struct fpx_shim_rebuild_t *) pending;
 };
 
 typedef struct fpx_registry_t fpx_registry_t;

@@ -62,6 +62,7 @@ typedef struct {
     int ntenants;
     int ncores;
     int spin_us;                   //  busy-poll before sleeping (--spin-us)
+    long rebuild_background_min;   //  HNSW removals rebuilt in the background from (0: never)
     fpx_tenant_limits_t *tenant_limits;  //  one per tenant, owned
     size_t max_memory;             //  resident bytes (--max-memory-mb); 0: none
     size_t memory_budget;          //  bytes of named indexes in memory

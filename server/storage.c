@@ -1488,8 +1488,12 @@ fpx_storage_snapshot (fpx_entry_t *entry, char *err, size_t err_size)
     int rc = 0;
     uint64_t snapshot_bytes = 0;
     s_meta_t meta;
-    //  An evicted index's snapshot is current already (budget.h).
-    if (lsn != wal->snapshot_lsn && entry->index) {
+    //  An evicted index's snapshot is current already (budget.h). One
+    //  whose removal is rebuilding in the background (rebuild.h) still
+    //  holds the removed vectors, and a damaged one may be stale: the log
+    //  keeps what they lack, and they are snapshotted later (or never).
+    if (lsn != wal->snapshot_lsn && entry->index && !atomic_load (&entry->pending)
+    &&  !entry->damaged [0]) {
         rc = s_snapshot_write (wal->dir, entry->index, entry->factory, lsn, &snapshot_bytes,
                                &meta, err, err_size);
         //  New records go to a fresh segment from here on.

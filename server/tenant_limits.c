@@ -315,7 +315,9 @@ fpx_limits_measure (fpx_entry_t *entry)
     char err [FPX_ERROR_TEXT_MAX];
     if (fpx_shim_serialize (owner->index, 1, NULL, &bytes, err, sizeof err))
         bytes = 0;
-    long long vectors = (long long) faiss_Index_ntotal (owner->index);
+    //  A removal rebuilding in the background counts as done (rebuild.h).
+    long long vectors = (long long) faiss_Index_ntotal (owner->index)
+                      - fpx_shim_rebuild_removed (atomic_load (&owner->pending));
     atomic_fetch_add (&usage->vectors, vectors - atomic_exchange (&owner->charged_vectors, vectors));
     long long delta = (long long) bytes - atomic_exchange (&owner->charged_bytes, (long long) bytes);
     atomic_fetch_add (&usage->bytes, delta);

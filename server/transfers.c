@@ -17,6 +17,7 @@
 
 #include "faiss_shim.h"
 #include "ops.h"
+#include "rebuild.h"
 #include "tenant_limits.h"
 #include "transfers.h"
 
@@ -204,7 +205,7 @@ s_op_download_begin (fpx_call_t *call)
     uint8_t *bytes = NULL;
     size_t size = 0;
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, false);
     rc = fpx_shim_serialize (entry->index, 0, &bytes, &size, err, sizeof err);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);

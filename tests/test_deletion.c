@@ -83,6 +83,8 @@ typedef struct {
     int64_t n;
     float *x;
     int64_t *ids;
+    int64_t split;              //  > 0: the server added rows [split, n) in a
+                                //  later add (the reference does the same)
     FaissIndex *reference;      //  built from x (and ids)
 } model_t;
 
@@ -181,8 +183,18 @@ s_rebuild_reference (model_t *m)
     m->reference = s_new_trained (m->c->factory);
     if (!m->reference)
         return false;
-    int rc = (m->c->flags & C_IDS) ? faiss_Index_add_with_ids (m->reference, m->n, m->x, m->ids)
-                                   : faiss_Index_add (m->reference, m->n, m->x);
+    int rc = 0;
+    int64_t from [2] = { 0, m->split > 0 && m->split < m->n ? m->split : m->n };
+    int64_t to [2] = { from [1], m->n };
+    for (int part = 0; part < 2 && rc == 0; part++) {
+        int64_t count = to [part] - from [part];
+        if (count == 0 && part == 1)
+            break;
+        rc = (m->c->flags & C_IDS)
+           ? faiss_Index_add_with_ids (m->reference, count, m->x + from [part] * DIM,
+                                       m->ids + from [part])
+           : faiss_Index_add (m->reference, count, m->x + from [part] * DIM);
+    }
     return CHECK (rc == 0, "local add: %s", fpx_local_error ())
         && CHECK (fpx_local_set_params (m->reference, "efSearch=40") == 0,
                   "local efSearch: %s", fpx_local_error ());
@@ -203,34 +215,42 @@ s_model_remove (model_t *m, const FaissIDSelector *sel)
     }
     int64_t removed = m->n - kept;
     m->n = kept;
+    m->split = 0;               //  the server rebuilds from every row kept, in one add
     s_rebuild_reference (m);
     return removed;
 }
 
+//  The model of an index given the nb rows of xb (room for `room` rows).
 static bool
-s_model_init (model_t *m, const case_t *c)
+s_model_init_n (model_t *m, const case_t *c, int64_t nb, const float *xb, int64_t room)
 {
     memset (m, 0, sizeof *m);
     m->c = c;
-    m->n = NB;
-    m->x = malloc ((size_t) NB * DIM * sizeof (float));
-    m->ids = malloc ((size_t) NB * sizeof (int64_t));
+    m->n = nb;
+    m->x = malloc ((size_t) room * DIM * sizeof (float));
+    m->ids = malloc ((size_t) room * sizeof (int64_t));
     if (!m->x || !m->ids)
         return false;
-    for (int64_t i = 0; i < NB; i++)        //  ids: descending, spread out
+    for (int64_t i = 0; i < nb; i++)        //  ids: descending, spread out
         m->ids [i] = (c->flags & C_IDS) ? 5000000 - 7 * i : i;
     //  What the storage holds of s_xb: for SQ, the decodings.
     FaissIndex *storage = s_new_trained (c->storage);
     if (!storage)
         return false;
-    bool ok = CHECK (faiss_Index_add (storage, NB, s_xb) == 0, "local add: %s", fpx_local_error ());
+    bool ok = CHECK (faiss_Index_add (storage, nb, xb) == 0, "local add: %s", fpx_local_error ());
     if (ok && strstr (c->storage, "SQ"))
-        ok = CHECK (faiss_Index_reconstruct_n (storage, 0, NB, m->x) == 0,
+        ok = CHECK (faiss_Index_reconstruct_n (storage, 0, nb, m->x) == 0,
                     "local reconstruct_n: %s", fpx_local_error ());
     else
-        memcpy (m->x, s_xb, (size_t) NB * DIM * sizeof (float));
+        memcpy (m->x, xb, (size_t) nb * DIM * sizeof (float));
     faiss_Index_free (storage);
     return ok;
+}
+
+static bool
+s_model_init (model_t *m, const case_t *c)
+{
+    return s_model_init_n (m, c, NB, s_xb, NB);
 }
 
 static void
@@ -644,6 +664,248 @@ s_test_deadline (void *arg)
     s_remove_dir (dir);
 }
 
+/* ---- background rebuilds ------------------------------------------------------ */
+
+#define BG_N     20000          //  vectors of the index rebuilt in the background
+#define BG_ADD   50             //  added while it rebuilds (one thread either way)
+
+//  The model's row holding key (an id, or a position: the row itself),
+//  or -1 when it holds none. Ids descend in the model (s_model_init_n).
+static int64_t
+s_model_row (const model_t *m, int64_t key)
+{
+    if (!(m->c->flags & C_IDS))
+        return key >= 0 && key < m->n ? key : -1;
+    int64_t lo = 0, hi = m->n;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (m->ids [mid] > key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < m->n && m->ids [lo] == key ? lo : -1;
+}
+
+static float
+s_l2 (const float *a, const float *b)
+{
+    float sum = 0;
+    for (int j = 0; j < DIM; j++)
+        sum += (a [j] - b [j]) * (a [j] - b [j]);
+    return sum;
+}
+
+//  While a removal may still be rebuilding: describe counts without the
+//  removed vectors, and every label a search (and search_and_reconstruct)
+//  returns is one the model keeps, at its distance, with its vector:
+//  no removed vector, and positions already renumbered as the rebuilt
+//  index numbers them; reconstruction by those positions (or by id:
+//  a removed id is not found) gives the model's vectors. Returns whether
+//  the rebuild was still pending at the describe.
+static bool
+s_check_pending (fpx_client_t *client, const char *name, const model_t *m, const char *when,
+                 int64_t removed_id)
+{
+    fpx_index_info_t info;
+    bool pending = false;
+    if (CHECK_OK (client, fpx_index_describe (client, name, 0, &info))) {
+        CHECK (info.ntotal == m->n, "%s: ntotal %lld, expected %lld", when,
+               (long long) info.ntotal, (long long) m->n);
+        pending = info.rebuild_pending;
+    }
+    float D [NQ * K], R [NQ * K * DIM];
+    int64_t I [NQ * K];
+    bool reconstructs = !(m->c->flags & C_IDS) || (m->c->flags & C_IDMAP2);
+    int rc = reconstructs ? fpx_search_and_reconstruct (client, name, NQ, DIM, s_xq, K, NULL,
+                                                        D, I, R)
+                          : fpx_search (client, name, NQ, DIM, s_xq, K, NULL, D, I);
+    if (!CHECK_OK (client, rc))
+        return pending;
+    int64_t bad = -1, found = 0;
+    for (int64_t i = 0; i < NQ * K && bad < 0; i++) {
+        if (I [i] < 0)
+            continue;
+        found++;
+        int64_t row = s_model_row (m, I [i]);
+        if (row < 0 || !fpx_float_close (D [i], s_l2 (s_xq + (i / K) * DIM, m->x + row * DIM))
+        ||  (reconstructs && memcmp (R + i * DIM, m->x + row * DIM, DIM * sizeof (float)) != 0))
+            bad = i;
+    }
+    CHECK (bad < 0, "%s: result %lld (label %lld, distance %g) is not a vector kept, at its "
+           "distance, with its vector", when, (long long) bad, (long long) (bad < 0 ? 0 : I [bad]),
+           bad < 0 ? 0.0 : D [bad]);
+    //  Filtered out by the search, not left as holes: nearly every slot
+    //  holds a vector kept.
+    CHECK (found >= NQ * K * 9 / 10, "%s: only %lld results for %d queries of k = %d", when,
+           (long long) found, NQ, K);
+    if (!reconstructs)
+        return pending;
+    float *got = malloc ((size_t) m->n * DIM * sizeof (float));
+    if (!CHECK (got, "out of memory"))
+        return pending;
+    int64_t rows = m->n;
+    if (m->c->flags & C_IDS) {
+        rows = 3;
+        int64_t keys [3] = { m->ids [0], m->ids [m->n / 2], m->ids [m->n - 1] };
+        for (int i = 0; i < 3; i++)
+            CHECK_OK (client, fpx_reconstruct (client, name, keys [i], DIM, got + i * DIM));
+        for (int i = 0; i < 3; i++)
+            CHECK (memcmp (got + i * DIM, m->x + s_model_row (m, keys [i]) * DIM,
+                           DIM * sizeof (float)) == 0, "%s: reconstruct (%lld) differs", when,
+                   (long long) keys [i]);
+        if (removed_id >= 0) {
+            int rc = fpx_reconstruct (client, name, removed_id, DIM, got);
+            CHECK (rc == FPX_EFAISS, "%s: reconstruct of removed id %lld: %s", when,
+                   (long long) removed_id, fpx_error_name (rc));
+        }
+    }
+    else if (CHECK_OK (client, fpx_reconstruct_n (client, name, 0, rows, DIM, got)))
+        CHECK (memcmp (got, m->x, (size_t) rows * DIM * sizeof (float)) == 0,
+               "%s: reconstruct_n differs from the vectors kept", when);
+    free (got);
+    return pending;
+}
+
+//  Every other key of [from, from + count) of the model, as a list.
+static int64_t
+s_every_other (const model_t *m, int64_t from, int64_t count, int64_t *list)
+{
+    int64_t n = 0;
+    for (int64_t i = from; i < from + count && i < m->n; i += 2)
+        list [n++] = (m->c->flags & C_IDS) ? m->ids [i] : i;
+    return n;
+}
+
+//  Removes list from the server and the model; checks the count.
+static void
+s_remove_both (fpx_client_t *client, const char *name, model_t *m, int64_t n,
+               const int64_t *list)
+{
+    FaissIDSelectorBatch *batch = NULL;
+    REQUIRE (faiss_IDSelectorBatch_new (&batch, (size_t) n, list) == 0, "IDSelectorBatch");
+    int64_t expected = s_model_remove (m, (FaissIDSelector *) batch);
+    faiss_IDSelector_free ((FaissIDSelector *) batch);
+    int64_t removed = -1;
+    CHECK_OK (client, fpx_remove_ids (client, name, n, list, &removed));
+    CHECK_EQ (removed, expected);
+}
+
+//  remove_ids on an index past --rebuild-background-min: answered at
+//  once, searched meanwhile without the removed vectors, FAISS's very
+//  graph once rebuilt; an add meanwhile is searched at once and lands
+//  on the new graph; kill -9 mid-rebuild replays the removal; a clean stop
+//  mid-rebuild lets it land and snapshots it; a drop mid-rebuild is
+//  safe. The IDMap2 case also runs under a memory budget that the index
+//  passes, so that eviction is tried while it rebuilds.
+static void
+s_test_background (void *arg)
+{
+    const case_t *c = arg;
+    bool budget = c->flags & C_IDS;
+    char dir [256];
+    s_temp_dir (dir, sizeof dir);
+    REQUIRE (dir [0], "mkdtemp failed");
+    float *xb = fpx_data_clustered (11, BG_N + BG_ADD, DIM, 40, 0.08f);
+    REQUIRE (xb, "out of memory");
+    model_t m;
+    REQUIRE (s_model_init_n (&m, c, BG_N, xb, BG_N + BG_ADD), "model");
+    const char *args [] = { "--data-dir", dir, "--fsync", "batch", "--snapshot-interval-s", "3600",
+                            "--rebuild-background-min", "1000",
+                            budget ? "--memory-budget-mb" : NULL, "1", NULL };
+    fpx_test_server_t server;
+    REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "start failed");
+    fpx_client_t *client = fpx_test_client (&server, fpx_test_key_a);
+    fpx_client_set_long_timeout (client, 300000);
+    const char *name = "bg";
+    REQUIRE_OK (client, fpx_index_create (client, name, DIM, c->factory, FPX_METRIC_L2, NULL));
+    for (int64_t i = 0; i < BG_N; i += 5000)
+        if (c->flags & C_IDS)
+            REQUIRE_OK (client, fpx_add_with_ids (client, name, 5000, DIM, xb + i * DIM,
+                                                  m.ids + i, NULL));
+        else
+            REQUIRE_OK (client, fpx_add (client, name, 5000, DIM, xb + i * DIM, NULL));
+    REQUIRE_OK (client, fpx_set_parameters (client, name, "efSearch=40"));
+    if (budget)     //  a second index, used while the first rebuilds
+        REQUIRE_OK (client, fpx_index_create (client, "other", DIM, "Flat", FPX_METRIC_L2, NULL));
+    int64_t *list = malloc ((size_t) BG_N * sizeof *list);
+    REQUIRE (list, "out of memory");
+
+    //  1. Searched at once, while it rebuilds; an add meanwhile is
+    //  searched at once too (ntotal counts it), and lands on the new
+    //  graph: a save, which waits for it, then the same index as FAISS
+    //  given the vectors kept, then the ones added.
+    s_remove_both (client, name, &m, s_every_other (&m, 1000, 12000, list), list);
+    int pending_seen = s_check_pending (client, name, &m, "during the rebuild", list [0]);
+    memcpy (m.x + m.n * DIM, xb + BG_N * DIM, BG_ADD * DIM * sizeof (float));
+    for (int64_t i = 0; i < BG_ADD; i++)
+        m.ids [m.n + i] = 1000 + BG_ADD - i;    //  below every other id: still descending
+    m.split = m.n;
+    m.n += BG_ADD;
+    int64_t ntotal = -1;
+    if (c->flags & C_IDS)
+        CHECK_OK (client, fpx_add_with_ids (client, name, BG_ADD, DIM, xb + BG_N * DIM,
+                                            m.ids + m.split, &ntotal));
+    else
+        CHECK_OK (client, fpx_add (client, name, BG_ADD, DIM, xb + BG_N * DIM, &ntotal));
+    CHECK_EQ (ntotal, m.n);
+    for (int i = 0; i < 2; i++) {
+        pending_seen += s_check_pending (client, name, &m, "during the rebuild, after an add",
+                                         list [1]);
+        if (budget)
+            CHECK_OK (client, fpx_add (client, "other", 10, DIM, xb + i * 10 * DIM, NULL));
+    }
+    fprintf (stderr, "# %s: %d of 3 checks saw the rebuild pending\n", c->label, pending_seen);
+    REQUIRE_TRUE (s_rebuild_reference (&m));
+    CHECK_OK (client, fpx_index_save (client, name));
+    fpx_index_info_t info;
+    if (CHECK_OK (client, fpx_index_describe (client, name, 0, &info)))
+        CHECK (!info.rebuild_pending, "still pending after a save, which waits for it");
+    s_compare (client, name, &m, "after the background rebuild and an add");
+
+    //  2. kill -9 while it rebuilds: the log replays the removal.
+    s_remove_both (client, name, &m, s_every_other (&m, 0, 6000, list), list);
+    s_check_pending (client, name, &m, "before kill -9", list [0]);
+    fpx_client_destroy (&client);
+    s_kill9 (&server);
+    fpx_test_server_stop (&server, 5);
+    REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "restart failed");
+    client = fpx_test_client (&server, fpx_test_key_a);
+    fpx_client_set_long_timeout (client, 300000);
+    s_compare (client, name, &m, "after kill -9 during the rebuild");
+
+    //  3. A clean stop while it rebuilds: it lands, and is snapshotted.
+    s_remove_both (client, name, &m, s_every_other (&m, 3000, 4000, list), list);
+    fpx_client_destroy (&client);
+    CHECK_EQ (fpx_test_server_stop (&server, 120), 0);
+    CHECK_EQ (s_log_bytes (dir, name), 0);
+    REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "restart failed");
+    client = fpx_test_client (&server, fpx_test_key_a);
+    fpx_client_set_long_timeout (client, 300000);
+    s_compare (client, name, &m, "after a clean stop during the rebuild");
+
+    //  4. An explicit save waits for the rebuild: the snapshot holds it.
+    s_remove_both (client, name, &m, s_every_other (&m, 500, 2000, list), list);
+    CHECK_OK (client, fpx_index_save (client, name));
+    CHECK_EQ (s_log_bytes (dir, name), 0);
+    s_compare (client, name, &m, "after a save during the rebuild");
+
+    //  5. Dropped while it rebuilds; the name is free again at once.
+    s_remove_both (client, name, &m, s_every_other (&m, 0, 4000, list), list);
+    CHECK_OK (client, fpx_index_drop (client, name));
+    CHECK_OK (client, fpx_ping (client, NULL));
+    CHECK_OK (client, fpx_index_create (client, name, DIM, "HNSW16", FPX_METRIC_L2, NULL));
+    CHECK_OK (client, fpx_add (client, name, 100, DIM, xb, NULL));
+    if (CHECK_OK (client, fpx_index_describe (client, name, 0, &info)))
+        CHECK_EQ (info.ntotal, 100);
+    fpx_client_destroy (&client);
+    CHECK_EQ (fpx_test_server_stop (&server, 120), 0);
+    free (list);
+    free (xb);
+    s_model_free (&m);
+    s_remove_dir (dir);
+}
+
 int
 main (void)
 {
@@ -660,6 +922,9 @@ main (void)
     fpx_test_run ("deletion.idmap_view", s_test_idmap_view, NULL);
     fpx_test_run ("deletion.memory_cap", s_test_memory_cap, NULL);
     fpx_test_run ("deletion.deadline", s_test_deadline, NULL);
+    fpx_test_run ("deletion.background.HNSW16", s_test_background, (void *) &s_cases [0]);
+    fpx_test_run ("deletion.background.IDMap2_HNSW16", s_test_background,
+                  (void *) &s_cases [3]);
     free (s_xt);
     free (s_xb);
     free (s_xq);

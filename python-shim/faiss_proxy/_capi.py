@@ -42,9 +42,10 @@ class IndexInfo(Structure):
         ("d_out", c_int),
         ("damaged", c_char * 256),
         ("loaded", c_int),
+        ("rebuild_pending", c_int),
         #  Room for fields a newer libfaissproxy may append: the library
         #  writes the whole struct, so this buffer must never be smaller.
-        ("_reserved", c_char * 3836),
+        ("_reserved", c_char * 3832),
     ]
 
 

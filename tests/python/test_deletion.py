@@ -11,10 +11,19 @@ HNSW build is deterministic on one thread, and so is the server's
 rebuild: labels must be identical, distances within 1e-5,
 reconstructions bit for bit.
 """
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
+import fpx_server
 from conftest import assert_same_search
+
+SHIM = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                    "python-shim")
 
 K = 10
 M = 16
@@ -205,3 +214,63 @@ def test_idmap_over_ivf_remove_ids(lfaiss, rfaiss, data):
         reference = make(lfaiss)
         reference.add_with_ids(xb_kept, kept_ids)
         assert_same_search(reference.search(xq, K), remote.search(xq, K))
+
+
+BACKGROUND_CHILD = r"""
+import json, sys
+import numpy as np
+import faiss
+import faiss_proxy as rfaiss
+rs = np.random.RandomState(9)
+d, n = 32, 6000
+xb = rs.rand(n, d).astype("float32")
+xq = rs.rand(40, d).astype("float32")
+remote = rfaiss.IndexHNSWFlat(d, 16)
+remote.add(xb)
+gone = np.arange(0, n, 3, dtype="int64")
+kept = np.delete(xb, gone, axis=0)
+out = {"removed": int(remote.remove_ids(gone)), "ntotal": int(remote.ntotal)}
+# At once, while the graph may still be rebuilding: labels are positions
+# among the vectors kept, at their distances.
+D, I = remote.search(xq, 10)
+ok = I >= 0
+dist = ((xq[:, None, :] - kept[np.where(ok, I, 0)]) ** 2).sum(-1)
+out["found"] = int(ok.sum())
+out["labels_in_range"] = bool((I[ok] < len(kept)).all())
+out["distances_match"] = bool(np.allclose(D[ok], dist[ok], rtol=1e-4, atol=1e-5))
+# reconstruct_n waits for the new graph: the vectors kept, in order.
+out["reconstructed"] = bool((remote.reconstruct_n(0, remote.ntotal) == kept).all())
+reference = faiss.IndexHNSWFlat(d, 16)
+faiss.omp_set_num_threads(1)
+reference.add(kept)
+Dr, Ir = reference.search(xq, 10)
+D, I = remote.search(xq, 10)
+out["same_labels"] = bool((I == Ir).all())
+out["same_distances"] = bool(np.allclose(D, Dr, rtol=1e-5))
+print(json.dumps(out))
+"""
+
+
+def test_hnsw_remove_ids_in_the_background():
+    """Past --rebuild-background-min, remove_ids answers before the graph
+    is rebuilt: searches meanwhile skip the removed vectors and number
+    the others as the rebuilt index will; once rebuilt, the index is the
+    one FAISS builds from the vectors kept on one thread."""
+    srv = fpx_server.Server(extra_args=["--rebuild-background-min", "1000"]).start()
+    try:
+        env = srv.env(PYTHONPATH=SHIM, FAISS_PROXY_TIMEOUT_MS="120000")
+        out = subprocess.run([sys.executable, "-c", BACKGROUND_CHILD], env=env, timeout=600,
+                             stdout=subprocess.PIPE, check=True).stdout.decode()
+        result = json.loads(out.strip().splitlines()[-1])
+    finally:
+        rc = srv.stop()
+        log = srv.log()
+        srv.cleanup()
+    assert rc == 0, log
+    assert result["removed"] == 2000
+    assert result["ntotal"] == 4000
+    # Filtered, not left as holes: nearly every slot holds a vector kept.
+    assert result["found"] >= 0.9 * 40 * 10, result
+    assert result["labels_in_range"] and result["distances_match"], result
+    assert result["reconstructed"], result
+    assert result["same_labels"] and result["same_distances"], result

@@ -62,6 +62,9 @@ export interface IndexDescription {
     /** False while evicted under the server's --memory-budget-mb (loaded
      *  back on its next use) or damaged; absent from older servers. */
     loaded?: boolean;
+    /** True while a remove_ids rebuilds the HNSW graph in the background
+     *  (ntotal and searches already exclude the removed vectors). */
+    rebuildPending?: boolean;
 }
 
 export interface SearchOptions {
@@ -144,6 +147,8 @@ function description(result: Record<string, unknown>, opcode: string): IndexDesc
         out.damaged = resultString(result, "damaged", opcode);
     if (result.loaded !== undefined)
         out.loaded = resultBool(result, "loaded", opcode);
+    if (result.rebuild_pending !== undefined)
+        out.rebuildPending = resultBool(result, "rebuild_pending", opcode);
     return out;
 }
 
