@@ -29,6 +29,12 @@
 #include "fpx_errors.h"
 #include "fpx_version.h"   /* FPX_VERSION_MAJOR, _MINOR, _PATCH, _STRING */
 
+/*  Everything this header declares is exported by libfaissproxy.so,
+    which is built with -fvisibility=hidden: nothing else is.            */
+#if defined (__GNUC__)
+#   pragma GCC visibility push (default)
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -533,6 +539,10 @@ int fpx_in_flight (fpx_client_t *self);
 
 #ifdef __cplusplus
 }
+#endif
+
+#if defined (__GNUC__)
+#   pragma GCC visibility pop
 #endif
 
 #endif

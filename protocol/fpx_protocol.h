@@ -162,10 +162,7 @@ int fpx_header_decode_reply (fpx_header_t *header, const void *data, size_t size
 /*  Name of an opcode ("search"), or NULL if unknown.                    */
 const char *fpx_opcode_name (int opcode);
 
-/*  Readable message / symbolic name ("FPX_EINVAL") of an error code;
-    "unknown error" / "FPX_E?" for codes outside the list.               */
-const char *fpx_strerror (int code);
-const char *fpx_error_name (int code);
+/*  fpx_strerror, fpx_error_name: fpx_errors.h (public, exported).      */
 
 /*  True if name is a valid index name: 1..FPX_NAME_MAX bytes of
     [A-Za-z0-9_.-], not starting with '.' or '-'. Names the server chooses

@@ -52,6 +52,33 @@ done
 [ -n "$site" ] && [ -f "$site/faiss_proxy/__init__.py" ] && [ -f "$site/faiss_proxy/_install.py" ] \
     || missing="$missing PYTHON_SITE/faiss_proxy"
 [ -z "$missing" ] && ok "install.files" || fail "install.files" "missing:$missing"
+
+# ---- the installed library's ABI -------------------------------------------------------
+#  libfaissproxy.so exports exactly the functions its installed headers
+#  declare (comments stripped by the preprocessor): none of protocol/'s
+#  or the library's internals, and nothing declared but hidden. Every
+#  function the Python binding declares is among them. The headers also
+#  compile as C++.
+declared=$(printf '#include <faissproxy.h>\n' | cc -E -I"$prefix/include" -x c - 2>/dev/null \
+           | grep -oE '\bfpx_[a-z0-9_]+[[:space:]]*\(' | grep -oE 'fpx_[a-z0-9_]+' | sort -u)
+exported=$(nm -D --defined-only "$prefix/lib/libfaissproxy.so.0" | awk '{ print $3 }' | sort -u)
+extra=$(comm -13 <(echo "$declared") <(echo "$exported") | xargs)
+hidden=$(comm -23 <(echo "$declared") <(echo "$exported") | xargs)
+if [ -z "$declared" ]; then
+    fail "install.exports" "no fpx_ function found in $prefix/include/faissproxy.h"
+elif [ -n "$extra$hidden" ]; then
+    fail "install.exports" "exported but not declared: ${extra:-none}; declared but not exported: ${hidden:-none}"
+else
+    ok "install.exports"
+fi
+python_uses=$(grep -oE '^ +"fpx_[a-z0-9_]+":' "$root/python-shim/faiss_proxy/_capi.py" | grep -oE 'fpx_[a-z0-9_]+' | sort -u)
+missing=$(comm -23 <(echo "$python_uses") <(echo "$exported") | xargs)
+[ -n "$python_uses" ] && [ -z "$missing" ] && ok "install.exports_python" \
+    || fail "install.exports_python" "_capi.py declares what the library does not export: ${missing:-(none found)}"
+printf '#include <faissproxy.h>\nint main () { return fpx_strerror (FPX_EINVAL) == 0; }\n' > "$work/cxx.cc"
+out=$(c++ -Wall -Wextra -Werror -I"$prefix/include" "$work/cxx.cc" -o "$work/cxx" -L"$prefix/lib" -lfaissproxy 2>&1)
+[ $? -eq 0 ] && ok "install.header_cxx" || fail "install.header_cxx" "$out"
+
 grep -q "^ExecStart=$prefix/bin/faissproxyd " "$prefix/lib/systemd/system/faissproxyd.service" \
     && ok "install.unit_path" || fail "install.unit_path" "ExecStart does not name $prefix/bin/faissproxyd"
 
