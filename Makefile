@@ -274,7 +274,7 @@ install: all
 	install -m 755 $(LIB_SO).$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libfaissproxy.so.$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/libfaissproxy.so.$(SO_MAJOR)
 	ln -sf libfaissproxy.so.$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/libfaissproxy.so
-	install -m 644 client-c/faissproxy.h protocol/fpx_errors.h protocol/fpx_version.h \
+	install -m 644 client-c/faissproxy.h protocol/fpx_constants.h protocol/fpx_errors.h protocol/fpx_version.h \
 	    $(DESTDIR)$(PREFIX)/include/
 	$(PC_SED) client-c/faissproxy.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/faissproxy.pc
 	$(if $(LOADTEST_SRC),install -m 755 $(LOADTEST) $(DESTDIR)$(PREFIX)/bin/)

@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fpx_constants.h" /* limits (FPX_DIM_MAX, FPX_K_MAX, …), FPX_METRIC_* */
 #include "fpx_errors.h"
 #include "fpx_version.h"   /* FPX_VERSION_MAJOR, _MINOR, _PATCH, _STRING */
 
@@ -42,20 +43,10 @@ extern "C" {
 #define FPX_DEFAULT_ENDPOINT   "tcp://127.0.0.1:5555"
 #define FPX_DEFAULT_TIMEOUT_MS 30000
 #define FPX_DEFAULT_CONNECT_TIMEOUT_MS 5000
-#define FPX_INDEX_NAME_MAX     128  /* a name buffer needs this + 1 bytes */
+#define FPX_INDEX_NAME_MAX     FPX_NAME_MAX  /* a name buffer needs this + 1 bytes */
 
-/*  FAISS's metric numbers. L2 and inner product work with every index;
-    the others with IndexFlat, IndexHNSWFlat and IDMap / PreTransform
-    around them (docs/PROTOCOL.md). FPX_METRIC_LP reads the index's
-    metric_arg (p), set with fpx_set_attr.                               */
-#define FPX_METRIC_INNER_PRODUCT 0
-#define FPX_METRIC_L2            1
-#define FPX_METRIC_L1            2
-#define FPX_METRIC_LINF          3
-#define FPX_METRIC_LP            4
-#define FPX_METRIC_CANBERRA      20
-#define FPX_METRIC_BRAYCURTIS    21
-#define FPX_METRIC_JENSENSHANNON 22
+/*  Limits of a request and FAISS's metric numbers (FPX_METRIC_L2, …):
+    fpx_constants.h, included above, is the one place they are written.  */
 
 typedef struct _fpx_client_t fpx_client_t;
 
@@ -199,11 +190,10 @@ typedef enum {
 
 #define FPX_INFO_ALL 1         /* flag: the server's totals and every tenant's
                                   usage too; needs an admin key (FPX_EPERM) */
-#define FPX_INFO_INDEXES_MAX 1000
 
 /*  Asks the server for its figures. max_indexes: how many of the tenant's
     named indexes to list under "index_list" (sorted by name; 0: the
-    server's default, 100; < 0: none; at most FPX_INFO_INDEXES_MAX);
+    server's default, FPX_INFO_INDEXES_DEFAULT; < 0: none; at most FPX_INFO_INDEXES_MAX);
     "index_list_truncated" says whether some were left out. flags: 0 or
     FPX_INFO_ALL. *info_p receives a handle the caller frees with
     fpx_info_free. FPX_EINVAL for a bad argument, FPX_EPERM for
@@ -381,7 +371,7 @@ int fpx_serialize (fpx_client_t *self, const char *name,
     the server's message limit (the tenant's max_memory_mb and the
     server's --max-memory-mb still apply). The description's factory is
     the one the server recovers from the structure ("" when none).     */
-#define FPX_UPLOAD_INLINE_MAX (512 << 10)
+#define FPX_UPLOAD_INLINE_MAX FPX_TRANSFER_INLINE_MAX
 int fpx_deserialize (fpx_client_t *self, const char *name, const uint8_t *bytes,
                      size_t size, fpx_index_info_t *info /* OUT */);
 
@@ -495,9 +485,8 @@ void fpx_free (void *ptr);
     Destroying the handle abandons the requests in flight; once
     fpx_client_destroy returns, none of their buffers is referenced.
 
-    Thread-safety: as every call on a handle, one thread at a time.     */
-
-#define FPX_MAX_IN_FLIGHT 256
+    Thread-safety: as every call on a handle, one thread at a time.
+    FPX_MAX_IN_FLIGHT: fpx_constants.h.                                  */
 
 /*  Sends a search (as fpx_search) without waiting for it. *request_id
     (OUT, never 0) identifies it in its completion. distances and labels

@@ -1937,8 +1937,6 @@ fpx_get_id_map (fpx_client_t *self, const char *name, int64_t **ids_p /* OUT */,
 
 /* ---- k-means ----------------------------------------------------------- */
 
-#define FPX_KMEANS_STATS 5      //  doubles per iteration in the stats frame
-
 //  The optional k-means parameters, in wire order; zero means "FAISS's
 //  default" and is not sent (faissproxy.h).
 typedef struct {

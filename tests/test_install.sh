@@ -43,7 +43,7 @@ fi
 site=$(ls -d "$prefix"/lib/python3*/dist-packages 2>/dev/null | head -n 1)
 missing=""
 for f in bin/faissproxyd bin/faissproxy bin/fpx-loadtest lib/libfaissproxy.so.0 lib/libfaissproxy.so \
-         lib/libfaissproxy.a include/faissproxy.h include/fpx_errors.h include/fpx_version.h \
+         lib/libfaissproxy.a include/faissproxy.h include/fpx_constants.h include/fpx_errors.h include/fpx_version.h \
          lib/pkgconfig/faissproxy.pc share/man/man8/faissproxyd.8 share/man/man1/faissproxy.1 \
          share/man/man1/fpx-loadtest.1 lib/systemd/system/faissproxyd.service \
          share/faissproxy/faissproxyd.conf share/doc/faissproxy/OPERATIONS.md; do
