@@ -106,7 +106,8 @@ int fpx_client_open (const fpx_client_options_t *options, fpx_client_t **client_
     The connection is CURVE-encrypted when FAISS_PROXY_SERVER_KEY is set
     (see fpx_client_new_curve).
     Returns NULL if the endpoint is invalid, the key is longer than 64
-    bytes, FAISS_PROXY_SERVER_KEY is not a key, or memory runs out.
+    bytes, FAISS_PROXY_SERVER_KEY is not a key, or memory runs out;
+    fpx_client_open does the same and says which (code and message).
     Caller owns the handle.                                              */
 fpx_client_t *fpx_client_new (const char *endpoint, const char *api_key);
 
@@ -254,7 +255,19 @@ typedef struct {
     int loaded;                /* 0: evicted under the server's memory budget
                                   (--memory-budget-mb; it is loaded back on
                                   its next use) or damaged; else 1          */
+    /*  Room for the fields later versions add: the structure keeps
+        FPX_INDEX_INFO_SIZE bytes in every version, so that a program and
+        a library of different versions never write past each other's
+        idea of it. A field added later reads 0 from an older library
+        (which zeroes this room), so 0 must mean "not reported".         */
+    unsigned char reserved_ [1296];
 } fpx_index_info_t;
+
+/*  sizeof (fpx_index_info_t) in every version (on 64-bit platforms), and
+    what the library was built with: bindings that declare the structure
+    themselves (ctypes) check the two are equal.                         */
+#define FPX_INDEX_INFO_SIZE 2048
+size_t fpx_index_info_size (void);
 
 /*  Creates an index with FAISS's index_factory (d, factory, metric).
     name: NULL creates an anonymous index owned by this connection.
@@ -369,11 +382,13 @@ int fpx_serialize (fpx_client_t *self, const char *name,
     anonymous. info (may be NULL) receives its description. Above
     FPX_UPLOAD_INLINE_MAX bytes it travels in chunks, so any size passes
     the server's message limit (the tenant's max_memory_mb and the
-    server's --max-memory-mb still apply). The description's factory is
-    the one the server recovers from the structure ("" when none).     */
+    server's --max-memory-mb still apply). factory (at most
+    FPX_FACTORY_MAX - 1 bytes) is kept as the index's factory string,
+    as if it had been created with it; NULL or "": the one the server
+    recovers from the structure ("" when none).                         */
 #define FPX_UPLOAD_INLINE_MAX FPX_TRANSFER_INLINE_MAX
-int fpx_deserialize (fpx_client_t *self, const char *name, const uint8_t *bytes,
-                     size_t size, fpx_index_info_t *info /* OUT */);
+int fpx_deserialize (fpx_client_t *self, const char *name, const char *factory,
+                     const uint8_t *bytes, size_t size, fpx_index_info_t *info /* OUT */);
 
 /*  Streaming versions, for indexes that should not be held in memory
     whole. A write callback receives consecutive pieces of the
