@@ -85,8 +85,8 @@ $(BUILD)/obj/server/%.o: CFLAGS += -fopenmp
 
 #  libfaissproxy.so exports only what faissproxy.h and fpx_errors.h
 #  declare (they mark it visible); the protocol's functions and the
-#  library's own internals stay hidden (docs/CLIENTS.md, "Exported
-#  symbols"). The static library and the programs are unaffected.
+#  library's own internals stay hidden (docs/CLIENTS.md, "The C
+#  interface"). The static library and the programs are unaffected.
 $(BUILD)/obj/client-c/%.o $(BUILD)/obj/protocol/%.o: CFLAGS += -fvisibility=hidden
 
 #  Installed binaries find a library next to them (PREFIX/lib) first.

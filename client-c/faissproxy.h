@@ -194,12 +194,12 @@ typedef enum {
 
 /*  Asks the server for its figures. max_indexes: how many of the tenant's
     named indexes to list under "index_list" (sorted by name; 0: the
-    server's default, FPX_INFO_INDEXES_DEFAULT; < 0: none; at most FPX_INFO_INDEXES_MAX);
-    "index_list_truncated" says whether some were left out. flags: 0 or
-    FPX_INFO_ALL. *info_p receives a handle the caller frees with
-    fpx_info_free. FPX_EINVAL for a bad argument, FPX_EPERM for
-    FPX_INFO_ALL without an admin key, FPX_EPROTO for a reply past the
-    decoder's bounds (paths of 256 bytes, 65536 figures).               */
+    server's default, FPX_INFO_INDEXES_DEFAULT; < 0: none; at most
+    FPX_INFO_INDEXES_MAX); "index_list_truncated" says whether some were
+    left out. flags: 0 or FPX_INFO_ALL. *info_p receives a handle the
+    caller frees with fpx_info_free. FPX_EINVAL for a bad argument,
+    FPX_EPERM for FPX_INFO_ALL without an admin key, FPX_EPROTO for a
+    reply past the decoder's bounds (paths of 256 bytes, 65536 figures). */
 int fpx_info (fpx_client_t *self, int max_indexes, int flags, fpx_info_t **info_p /* OUT */);
 
 /*  Frees the handle and sets *info_p to NULL. Accepts NULL.            */

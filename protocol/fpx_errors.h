@@ -44,7 +44,7 @@ typedef enum {
 
 /*  libfaissproxy.so is built with -fvisibility=hidden: what this header
     and faissproxy.h declare is exported, nothing else (docs/CLIENTS.md,
-    "Exported symbols").                                                 */
+    "The C interface").                                                 */
 #if defined (__GNUC__)
 #   pragma GCC visibility push (default)
 #endif

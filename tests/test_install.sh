@@ -58,7 +58,8 @@ done
 #  declare (comments stripped by the preprocessor): none of protocol/'s
 #  or the library's internals, and nothing declared but hidden. Every
 #  function the Python binding declares is among them. The headers also
-#  compile as C++.
+#  compile as C++, and such a program agrees with the library on
+#  fpx_index_info_t's size.
 declared=$(printf '#include <faissproxy.h>\n' | cc -E -I"$prefix/include" -x c - 2>/dev/null \
            | grep -oE '\bfpx_[a-z0-9_]+[[:space:]]*\(' | grep -oE 'fpx_[a-z0-9_]+' | sort -u)
 exported=$(nm -D --defined-only "$prefix/lib/libfaissproxy.so.0" | awk '{ print $3 }' | sort -u)
@@ -75,9 +76,17 @@ python_uses=$(grep -oE '^ +"fpx_[a-z0-9_]+":' "$root/python-shim/faiss_proxy/_ca
 missing=$(comm -23 <(echo "$python_uses") <(echo "$exported") | xargs)
 [ -n "$python_uses" ] && [ -z "$missing" ] && ok "install.exports_python" \
     || fail "install.exports_python" "_capi.py declares what the library does not export: ${missing:-(none found)}"
-printf '#include <faissproxy.h>\nint main () { return fpx_strerror (FPX_EINVAL) == 0; }\n' > "$work/cxx.cc"
-out=$(c++ -Wall -Wextra -Werror -I"$prefix/include" "$work/cxx.cc" -o "$work/cxx" -L"$prefix/lib" -lfaissproxy 2>&1)
-[ $? -eq 0 ] && ok "install.header_cxx" || fail "install.header_cxx" "$out"
+cat > "$work/cxx.cc" <<'CXX'
+#include <faissproxy.h>
+int main () {
+    return fpx_strerror (FPX_EINVAL) == 0 || sizeof (fpx_index_info_t) != FPX_INDEX_INFO_SIZE
+        || fpx_index_info_size () != sizeof (fpx_index_info_t);
+}
+CXX
+out=$(c++ -Wall -Wextra -Werror -I"$prefix/include" "$work/cxx.cc" -o "$work/cxx" -L"$prefix/lib" \
+      -Wl,-rpath,"$prefix/lib" -lfaissproxy 2>&1 && "$work/cxx" 2>&1)
+rc=$?
+[ $rc -eq 0 ] && ok "install.header_cxx" || fail "install.header_cxx" "exit $rc: $out"
 
 grep -q "^ExecStart=$prefix/bin/faissproxyd " "$prefix/lib/systemd/system/faissproxyd.service" \
     && ok "install.unit_path" || fail "install.unit_path" "ExecStart does not name $prefix/bin/faissproxyd"
