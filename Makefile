@@ -83,6 +83,12 @@ $(BUILD)/obj/%.o: %.cpp
 #  The server also needs OpenMP for omp_set_num_threads.
 $(BUILD)/obj/server/%.o: CFLAGS += -fopenmp
 
+#  libfaissproxy.so exports only what faissproxy.h and fpx_errors.h
+#  declare (they mark it visible); the protocol's functions and the
+#  library's own internals stay hidden (docs/CLIENTS.md, "The C
+#  interface"). The static library and the programs are unaffected.
+$(BUILD)/obj/client-c/%.o $(BUILD)/obj/protocol/%.o: CFLAGS += -fvisibility=hidden
+
 #  Installed binaries find a library next to them (PREFIX/lib) first.
 RPATH_ORIGIN := -Wl,-rpath,'$$ORIGIN/../lib'
 $(DAEMON) $(CLI) $(LOADTEST): LDFLAGS += $(RPATH_ORIGIN)
@@ -268,7 +274,7 @@ install: all
 	install -m 755 $(LIB_SO).$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libfaissproxy.so.$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/libfaissproxy.so.$(SO_MAJOR)
 	ln -sf libfaissproxy.so.$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/libfaissproxy.so
-	install -m 644 client-c/faissproxy.h protocol/fpx_errors.h protocol/fpx_version.h \
+	install -m 644 client-c/faissproxy.h protocol/fpx_constants.h protocol/fpx_errors.h protocol/fpx_version.h \
 	    $(DESTDIR)$(PREFIX)/include/
 	$(PC_SED) client-c/faissproxy.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/faissproxy.pc
 	$(if $(LOADTEST_SRC),install -m 755 $(LOADTEST) $(DESTDIR)$(PREFIX)/bin/)

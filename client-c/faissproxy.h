@@ -26,8 +26,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fpx_constants.h" /* limits (FPX_DIM_MAX, FPX_K_MAX, …), FPX_METRIC_* */
 #include "fpx_errors.h"
 #include "fpx_version.h"   /* FPX_VERSION_MAJOR, _MINOR, _PATCH, _STRING */
+
+/*  Everything this header declares is exported by libfaissproxy.so,
+    which is built with -fvisibility=hidden: nothing else is.            */
+#if defined (__GNUC__)
+#   pragma GCC visibility push (default)
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -36,20 +43,10 @@ extern "C" {
 #define FPX_DEFAULT_ENDPOINT   "tcp://127.0.0.1:5555"
 #define FPX_DEFAULT_TIMEOUT_MS 30000
 #define FPX_DEFAULT_CONNECT_TIMEOUT_MS 5000
-#define FPX_INDEX_NAME_MAX     128  /* a name buffer needs this + 1 bytes */
+#define FPX_INDEX_NAME_MAX     FPX_NAME_MAX  /* a name buffer needs this + 1 bytes */
 
-/*  FAISS's metric numbers. L2 and inner product work with every index;
-    the others with IndexFlat, IndexHNSWFlat and IDMap / PreTransform
-    around them (docs/PROTOCOL.md). FPX_METRIC_LP reads the index's
-    metric_arg (p), set with fpx_set_attr.                               */
-#define FPX_METRIC_INNER_PRODUCT 0
-#define FPX_METRIC_L2            1
-#define FPX_METRIC_L1            2
-#define FPX_METRIC_LINF          3
-#define FPX_METRIC_LP            4
-#define FPX_METRIC_CANBERRA      20
-#define FPX_METRIC_BRAYCURTIS    21
-#define FPX_METRIC_JENSENSHANNON 22
+/*  Limits of a request and FAISS's metric numbers (FPX_METRIC_L2, …):
+    fpx_constants.h, included above, is the one place they are written.  */
 
 typedef struct _fpx_client_t fpx_client_t;
 
@@ -109,7 +106,8 @@ int fpx_client_open (const fpx_client_options_t *options, fpx_client_t **client_
     The connection is CURVE-encrypted when FAISS_PROXY_SERVER_KEY is set
     (see fpx_client_new_curve).
     Returns NULL if the endpoint is invalid, the key is longer than 64
-    bytes, FAISS_PROXY_SERVER_KEY is not a key, or memory runs out.
+    bytes, FAISS_PROXY_SERVER_KEY is not a key, or memory runs out;
+    fpx_client_open does the same and says which (code and message).
     Caller owns the handle.                                              */
 fpx_client_t *fpx_client_new (const char *endpoint, const char *api_key);
 
@@ -193,16 +191,15 @@ typedef enum {
 
 #define FPX_INFO_ALL 1         /* flag: the server's totals and every tenant's
                                   usage too; needs an admin key (FPX_EPERM) */
-#define FPX_INFO_INDEXES_MAX 1000
 
 /*  Asks the server for its figures. max_indexes: how many of the tenant's
     named indexes to list under "index_list" (sorted by name; 0: the
-    server's default, 100; < 0: none; at most FPX_INFO_INDEXES_MAX);
-    "index_list_truncated" says whether some were left out. flags: 0 or
-    FPX_INFO_ALL. *info_p receives a handle the caller frees with
-    fpx_info_free. FPX_EINVAL for a bad argument, FPX_EPERM for
-    FPX_INFO_ALL without an admin key, FPX_EPROTO for a reply past the
-    decoder's bounds (paths of 256 bytes, 65536 figures).               */
+    server's default, FPX_INFO_INDEXES_DEFAULT; < 0: none; at most
+    FPX_INFO_INDEXES_MAX); "index_list_truncated" says whether some were
+    left out. flags: 0 or FPX_INFO_ALL. *info_p receives a handle the
+    caller frees with fpx_info_free. FPX_EINVAL for a bad argument,
+    FPX_EPERM for FPX_INFO_ALL without an admin key, FPX_EPROTO for a
+    reply past the decoder's bounds (paths of 256 bytes, 65536 figures). */
 int fpx_info (fpx_client_t *self, int max_indexes, int flags, fpx_info_t **info_p /* OUT */);
 
 /*  Frees the handle and sets *info_p to NULL. Accepts NULL.            */
@@ -262,7 +259,19 @@ typedef struct {
                                   rebuilding its graph in the background;
                                   ntotal and searches already exclude the
                                   removed vectors (docs/PROTOCOL.md)       */
+    /*  Room for the fields later versions add: the structure keeps
+        FPX_INDEX_INFO_SIZE bytes in every version, so that a program and
+        a library of different versions never write past each other's
+        idea of it. A field added later reads 0 from an older library
+        (which zeroes this room), so 0 must mean "not reported".         */
+    unsigned char reserved_ [1292];
 } fpx_index_info_t;
+
+/*  sizeof (fpx_index_info_t) in every version (on 64-bit platforms), and
+    what the library was built with: bindings that declare the structure
+    themselves (ctypes) check the two are equal.                         */
+#define FPX_INDEX_INFO_SIZE 2048
+size_t fpx_index_info_size (void);
 
 /*  Creates an index with FAISS's index_factory (d, factory, metric).
     name: NULL creates an anonymous index owned by this connection.
@@ -377,11 +386,13 @@ int fpx_serialize (fpx_client_t *self, const char *name,
     anonymous. info (may be NULL) receives its description. Above
     FPX_UPLOAD_INLINE_MAX bytes it travels in chunks, so any size passes
     the server's message limit (the tenant's max_memory_mb and the
-    server's --max-memory-mb still apply). The description's factory is
-    the one the server recovers from the structure ("" when none).     */
-#define FPX_UPLOAD_INLINE_MAX (512 << 10)
-int fpx_deserialize (fpx_client_t *self, const char *name, const uint8_t *bytes,
-                     size_t size, fpx_index_info_t *info /* OUT */);
+    server's --max-memory-mb still apply). factory (at most
+    FPX_FACTORY_MAX - 1 bytes) is kept as the index's factory string,
+    as if it had been created with it; NULL or "": the one the server
+    recovers from the structure ("" when none).                         */
+#define FPX_UPLOAD_INLINE_MAX FPX_TRANSFER_INLINE_MAX
+int fpx_deserialize (fpx_client_t *self, const char *name, const char *factory,
+                     const uint8_t *bytes, size_t size, fpx_index_info_t *info /* OUT */);
 
 /*  Streaming versions, for indexes that should not be held in memory
     whole. A write callback receives consecutive pieces of the
@@ -493,9 +504,8 @@ void fpx_free (void *ptr);
     Destroying the handle abandons the requests in flight; once
     fpx_client_destroy returns, none of their buffers is referenced.
 
-    Thread-safety: as every call on a handle, one thread at a time.     */
-
-#define FPX_MAX_IN_FLIGHT 256
+    Thread-safety: as every call on a handle, one thread at a time.
+    FPX_MAX_IN_FLIGHT: fpx_constants.h.                                  */
 
 /*  Sends a search (as fpx_search) without waiting for it. *request_id
     (OUT, never 0) identifies it in its completion. distances and labels
@@ -613,6 +623,10 @@ int fpx_shards_range_search (fpx_shards_t *self, int64_t nq, int d, const float 
 
 #ifdef __cplusplus
 }
+#endif
+
+#if defined (__GNUC__)
+#   pragma GCC visibility pop
 #endif
 
 #endif

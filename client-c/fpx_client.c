@@ -394,6 +394,17 @@ s_result_description (fpx_client_t *self, fpx_reply_t *reply, fpx_index_info_t *
     return 0;
 }
 
+//  The structure's size is part of the ABI (faissproxy.h): new fields
+//  are carved out of reserved_.
+_Static_assert (sizeof (fpx_index_info_t) == FPX_INDEX_INFO_SIZE || sizeof (void *) != 8,
+                "fpx_index_info_t must stay FPX_INDEX_INFO_SIZE bytes: take new fields from reserved_");
+
+size_t
+fpx_index_info_size (void)
+{
+    return sizeof (fpx_index_info_t);
+}
+
 //  A call whose result is an index description.
 static int
 s_call_description (fpx_client_t *self, fpx_request_t *request, s_params_t *params,
@@ -1669,18 +1680,18 @@ s_check_upload (fpx_client_t *self, const char *name, const char *factory, size_
 }
 
 int
-fpx_deserialize (fpx_client_t *self, const char *name, const uint8_t *bytes,
-                 size_t size, fpx_index_info_t *info /* OUT */)
+fpx_deserialize (fpx_client_t *self, const char *name, const char *factory,
+                 const uint8_t *bytes, size_t size, fpx_index_info_t *info /* OUT */)
 {
     int rc = s_begin (self, FPX_OP_DESERIALIZE);
     if (!rc)
-        rc = s_check_upload (self, name, NULL, size);
+        rc = s_check_upload (self, name, factory, size);
     if (!rc)
         rc = s_check_out (self, bytes, "bytes");
     if (rc)
         return rc;
     s_source_t source = { .data = bytes, .size = size };
-    return s_upload (self, name, NULL, size, bytes, s_source_read, &source, info);
+    return s_upload (self, name, factory, size, bytes, s_source_read, &source, info);
 }
 
 int
@@ -1939,8 +1950,6 @@ fpx_get_id_map (fpx_client_t *self, const char *name, int64_t **ids_p /* OUT */,
 }
 
 /* ---- k-means ----------------------------------------------------------- */
-
-#define FPX_KMEANS_STATS 5      //  doubles per iteration in the stats frame
 
 //  The optional k-means parameters, in wire order; zero means "FAISS's
 //  default" and is not sent (faissproxy.h).

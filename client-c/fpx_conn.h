@@ -37,7 +37,7 @@
 
 /*  Asynchronous requests one connection may have in flight (a
     synchronous call always finds room besides them).                    */
-#define FPX_CONN_MAX_ASYNC 256
+#define FPX_CONN_MAX_ASYNC FPX_MAX_IN_FLIGHT
 
 typedef struct _fpx_conn_t fpx_conn_t;
 

@@ -5,7 +5,7 @@
     the wire status codes: a reply header's status field carries exactly
     these numbers (0 is success). Codes are stable: never renumber, only
     append. The Python shim reads this list through the C library
-    (fpx_error_name / fpx_strerror), never by retyping it.
+    (fpx_error_name / fpx_strerror, declared here), never by retyping it.
 
     Installed beside faissproxy.h; has no dependencies.
 */
@@ -41,5 +41,28 @@ typedef enum {
 #undef FPX_ERRORS_ENUM_
     FPX_ERRNO_LAST_ = -21
 } fpx_errno_t;
+
+/*  libfaissproxy.so is built with -fvisibility=hidden: what this header
+    and faissproxy.h declare is exported, nothing else (docs/CLIENTS.md,
+    "The C interface").                                                 */
+#if defined (__GNUC__)
+#   pragma GCC visibility push (default)
+#endif
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*  Readable message / symbolic name ("FPX_EINVAL") of a status code;
+    "unknown error" / "FPX_E?" for codes outside the list. Thread-safe;
+    the strings are static.                                              */
+const char *fpx_strerror (int code);
+const char *fpx_error_name (int code);
+
+#ifdef __cplusplus
+}
+#endif
+#if defined (__GNUC__)
+#   pragma GCC visibility pop
+#endif
 
 #endif

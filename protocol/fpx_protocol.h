@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fpx_constants.h"   /* limits and metric codes, public */
 #include "fpx_errors.h"
 
 #define FPX_MAGIC            0x50585046u  /* "FPXP" read as little-endian u32 */
@@ -37,31 +38,14 @@
         16  u64  request id (chosen by the client, echoed in the reply)
         24  u8[64] API key, NUL-padded (requests only)                   */
 #define FPX_REPLY_HEADER_SIZE   24
-#define FPX_API_KEY_MAX         64
 #define FPX_REQUEST_HEADER_SIZE (FPX_REPLY_HEADER_SIZE + FPX_API_KEY_MAX)
 
-/*  Limits every peer enforces before it allocates anything.             */
-#define FPX_PARAMS_MAX          (64 * 1024) /* bytes in the msgpack frame   */
+/*  Limits every peer enforces before it allocates anything; those a
+    client program needs (names, dimensions, k, transfers…) are in
+    fpx_constants.h.                                                     */
 #define FPX_PARAMS_MAX_KEYS     32          /* entries in the params map    */
 #define FPX_MAX_FRAMES          8           /* frames in one message        */
-#define FPX_NAME_MAX            128         /* bytes in an index name       */
-#define FPX_FACTORY_MAX         256         /* bytes in a factory string    */
-#define FPX_SETPARAM_MAX        1024        /* bytes in a set_parameters string */
-#define FPX_DIM_MAX             65536       /* vector dimension             */
-#define FPX_K_MAX               65536       /* neighbours per query         */
-#define FPX_ERROR_TEXT_MAX      2048        /* bytes of error text in a reply */
-#define FPX_CONSTRUCT_ARGS_MAX  16          /* numeric arguments of construct */
-#define FPX_CONSTRUCT_REFS_MAX  4           /* object references of construct */
-#define FPX_TYPE_NAME_MAX       64          /* bytes in a class or attribute name */
-
-/*  Chunked transfers of serialized indexes (download_*, upload_*): the
-    server chooses the chunk size, min(message limit / 2, this), and says
-    it in every begin reply; a client sends an index in one deserialize
-    only up to FPX_TRANSFER_INLINE_MAX bytes (within any server's limit).  */
-#define FPX_TRANSFER_CHUNK_MAX  (16 << 20)
-#define FPX_TRANSFER_INLINE_MAX (512 << 10)
-#define FPX_TRANSFERS_PER_CONN  4           /* open transfers per connection */
-#define FPX_TRANSFER_IDLE_S     600         /* an untouched transfer is freed */
+#define FPX_KMEANS_STATS        5           /* doubles per k-means iteration in its stats frame */
 
 /*  Opcodes: X(NAME, code, "wire name"). Codes are stable; append only.   */
 #define FPX_OPCODES(X)                                                       \
@@ -110,23 +94,9 @@ typedef enum {
     FPX_OP_LAST_
 } fpx_opcode_t;
 
-/*  FAISS metric codes, as FAISS numbers them. L2 and inner product work
-    with every index; the others (FAISS's "extra metrics") only with the
-    indexes that compute distances through IndexFlat: IndexFlat, HNSW over
-    a flat storage, and IDMap / PreTransform around them
-    (fpx_shim_metric_unsupported). METRIC_Lp reads metric_arg (p).      */
-#define FPX_METRIC_INNER_PRODUCT 0
-#define FPX_METRIC_L2            1
-#define FPX_METRIC_L1            2
-#define FPX_METRIC_LINF          3
-#define FPX_METRIC_LP            4
-#define FPX_METRIC_CANBERRA      20
-#define FPX_METRIC_BRAYCURTIS    21
-#define FPX_METRIC_JENSENSHANNON 22
-#define FPX_METRIC_MAX           FPX_METRIC_JENSENSHANNON
-
-/*  True if metric is one of the FPX_METRIC_* codes above (inline: the
-    C++ server files use it too).                                        */
+/*  True if metric is one of the FPX_METRIC_* codes of fpx_constants.h
+    (which ones an index accepts: fpx_shim_metric_unsupported). Inline:
+    the C++ server files use it too.                                     */
 static inline bool
 fpx_metric_is_valid (int64_t metric)
 {
@@ -162,10 +132,7 @@ int fpx_header_decode_reply (fpx_header_t *header, const void *data, size_t size
 /*  Name of an opcode ("search"), or NULL if unknown.                    */
 const char *fpx_opcode_name (int opcode);
 
-/*  Readable message / symbolic name ("FPX_EINVAL") of an error code;
-    "unknown error" / "FPX_E?" for codes outside the list.               */
-const char *fpx_strerror (int code);
-const char *fpx_error_name (int code);
+/*  fpx_strerror, fpx_error_name: fpx_errors.h (public, exported).      */
 
 /*  True if name is a valid index name: 1..FPX_NAME_MAX bytes of
     [A-Za-z0-9_.-], not starting with '.' or '-'. Names the server chooses
@@ -174,11 +141,6 @@ bool fpx_name_is_valid (const char *name, size_t len);
 
 /*  True if every one of the n floats is finite.                         */
 bool fpx_floats_are_finite (const float *x, size_t n);
-
-/*  Largest squared L2 norm of a vector the server accepts: FLT_MAX / 4,
-    so that every squared distance ‖x−y‖² ≤ (‖x‖+‖y‖)², every inner
-    product and FAISS's ‖x‖²+‖y‖²−2⟨x,y⟩ stay finite in float32.         */
-#define FPX_VECTOR_NORM2_MAX    8.507059173023462e37
 
 /*  Checks n vectors of dimension d: every value finite and every squared
     norm (summed in double) at most FPX_VECTOR_NORM2_MAX. Returns 0,

@@ -1583,7 +1583,7 @@ fpx_shim_id_map (const FaissIndex *index, const int64_t **ids, size_t *n,
 }
 
 extern "C" int
-fpx_shim_kmeans (int d, int k, int64_t n, const float *x, const fpx_kmeans_params_t *params,
+fpx_shim_kmeans (int d, int k, int64_t n, const float *x, const fpx_shim_kmeans_params_t *params,
                  float *centroids, double *stats, int *iterations, char *err, size_t err_size)
 {
     return guarded (err, err_size, [&] () -> int {

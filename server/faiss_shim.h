@@ -162,13 +162,13 @@ typedef struct {
     int niter, nredo, seed, spherical, int_centroids, update_index;
     int min_points_per_centroid, max_points_per_centroid;
     int metric;
-} fpx_kmeans_params_t;
+} fpx_shim_kmeans_params_t;
 
 /*  k-means as faiss::Clustering on an IndexFlat of the metric: centroids
     receives k·d floats, stats niter·5 doubles per iteration (obj, time,
     time_search, imbalance_factor, nsplit); *iterations the count.       */
 int fpx_shim_kmeans (int d, int k, int64_t n, const float *x,
-                     const fpx_kmeans_params_t *params, float *centroids,
+                     const fpx_shim_kmeans_params_t *params, float *centroids,
                      double *stats, int *iterations, char *err, size_t err_size);
 
 /*  1 if the index's keys are storage positions (no id map and no IVF

@@ -23,8 +23,6 @@
 #include "tenant_limits.h"
 #include "transfers.h"
 
-#define FPX_INFO_INDEXES_DEFAULT 100
-#define FPX_INFO_INDEXES_MAX     1000
 #define FPX_INFO_TENANTS_MAX     1000
 
 static void

@@ -729,7 +729,7 @@ main (int argc, char **argv)
     if (config->ncores < 1)
         config->ncores = 1;
     config->workers = config->ncores;
-    config->max_message = (size_t) 256 << 20;
+    config->max_message = (size_t) FPX_MESSAGE_MB_DEFAULT << 20;
     config->max_queue = 10000;
     config->data_dir = "./data";
     config->log_level = FPX_LOG_INFO;

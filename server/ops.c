@@ -33,12 +33,11 @@
 #define FPX_HNSW_M_MAX         512
 #define FPX_FACTORY_NBITS_MAX  16            //  bits per code in a factory string
 #define FPX_CREATE_ALLOC_CAP   ((size_t) 1 << 30)
-#define FPX_SEARCH_PARAM_MAX   (1 << 20)     //  nprobe, efSearch
 
 //  The text is sanitized (fpx_text_sanitize): it may quote client bytes,
 //  directly or through FAISS's messages, and must stay valid UTF-8.
 int
-fpx_reply_error (fpx_reply_t *reply, int code, const char *format, ...)
+fpx_reply_error (fpx_worker_reply_t *reply, int code, const char *format, ...)
 {
     char text [FPX_ERROR_TEXT_MAX];
     va_list args;
@@ -277,7 +276,7 @@ s_free_array (void *data, void *hint)
 void
 fpx_op_reply_array (fpx_call_t *call, void *data, size_t size)
 {
-    fpx_reply_t *reply = call->reply;
+    fpx_worker_reply_t *reply = call->reply;
     zmq_msg_init_data (&reply->arrays [reply->narrays++], data, size, s_free_array, NULL);
 }
 
@@ -1094,7 +1093,7 @@ s_release_shared (void *data, void *hint)
 static void
 s_reply_shared_array (fpx_call_t *call, void *data, size_t size, s_shared_results_t *shared)
 {
-    fpx_reply_t *reply = call->reply;
+    fpx_worker_reply_t *reply = call->reply;
     zmq_msg_init_data (&reply->arrays [reply->narrays++], data, size, s_release_shared, shared);
 }
 

@@ -21,10 +21,6 @@
 #include "rebuild.h"
 #include "tenant_limits.h"
 
-#define FPX_KMEANS_K_MAX     (1 << 20)
-#define FPX_KMEANS_NITER_MAX 10000
-#define FPX_KMEANS_STATS     5          //  doubles per iteration
-
 //  A short string parameter (type, attr, path) into buf.
 static int
 s_word_param (fpx_call_t *call, const char *key, char *buf, size_t size)
@@ -459,7 +455,7 @@ s_op_get_id_map (fpx_call_t *call)
 }
 
 static int
-s_kmeans_params (fpx_call_t *call, int64_t *d, int64_t *k, fpx_kmeans_params_t *p)
+s_kmeans_params (fpx_call_t *call, int64_t *d, int64_t *k, fpx_shim_kmeans_params_t *p)
 {
     int64_t v [9];
     bool spherical = false, int_centroids = false, update_index = false;
@@ -478,7 +474,7 @@ s_kmeans_params (fpx_call_t *call, int64_t *d, int64_t *k, fpx_kmeans_params_t *
     ||  fpx_params_get_bool (&call->params, "update_index", &update_index) < 0)
         return fpx_reply_error (call->reply, FPX_EINVAL, "spherical, int_centroids and "
                                 "update_index are bools");
-    *p = (fpx_kmeans_params_t) {
+    *p = (fpx_shim_kmeans_params_t) {
         .niter = (int) v [0], .nredo = (int) v [1], .seed = (int) v [2],
         .min_points_per_centroid = (int) v [3], .max_points_per_centroid = (int) v [4],
         .metric = (int) v [5], .spherical = spherical, .int_centroids = int_centroids,
@@ -491,7 +487,7 @@ static int
 s_op_kmeans (fpx_call_t *call)
 {
     int64_t d, k, n;
-    fpx_kmeans_params_t params;
+    fpx_shim_kmeans_params_t params;
     int rc = s_kmeans_params (call, &d, &k, &params);
     if (rc)
         return rc;

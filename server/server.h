@@ -150,7 +150,7 @@ typedef struct {
     msgpack_packer pk;
     zmq_msg_t arrays [FPX_REPLY_ARRAYS_MAX];
     int narrays;
-} fpx_reply_t;
+} fpx_worker_reply_t;
 
 /*  One request as a worker sees it. Array frames stay owned by the worker
     loop; aligned copies made for misaligned frames are freed after.     */
@@ -163,7 +163,7 @@ typedef struct {
     int narrays;
     void *scratch [4];             //  aligned copies to free
     int nscratch;
-    fpx_reply_t *reply;
+    fpx_worker_reply_t *reply;
 } fpx_call_t;
 
 // ---- broker.c
@@ -217,7 +217,7 @@ void fpx_ops_execute (fpx_call_t *call);
 void fpx_ops_search_batch (fpx_call_t *calls, int n);
 
 /*  Sets the reply to an error with a printf-style message. Returns code. */
-int fpx_reply_error (fpx_reply_t *reply, int code, const char *format, ...)
+int fpx_reply_error (fpx_worker_reply_t *reply, int code, const char *format, ...)
     __attribute__ ((format (printf, 3, 4)));
 
 double fpx_monotonic_seconds (void);

@@ -21,7 +21,7 @@ typedef struct {
     //  request alone uses the first reply).
     fpx_call_t calls [FPX_BATCH_MAX];
     fpx_envelope_t envelopes [FPX_BATCH_MAX];
-    fpx_reply_t replies [FPX_BATCH_MAX];
+    fpx_worker_reply_t replies [FPX_BATCH_MAX];
 } s_worker_t;
 
 static s_worker_t *s_workers;
@@ -42,7 +42,7 @@ s_msg_copy_in (zmq_msg_t *msg, const void *data, size_t size)
 //  Builds the reply frames [routing id][reply header][result][arrays…] into
 //  out; moves rid and the reply's arrays. Returns the frame count.
 static int
-s_reply_frames (zmq_msg_t *out, zmq_msg_t *rid, const fpx_header_t *request, fpx_reply_t *reply)
+s_reply_frames (zmq_msg_t *out, zmq_msg_t *rid, const fpx_header_t *request, fpx_worker_reply_t *reply)
 {
     fpx_header_t header = { .version = FPX_PROTOCOL_VERSION, .opcode = request->opcode,
                             .status = reply->status, .request_id = request->request_id };
@@ -76,7 +76,7 @@ s_reply_frames (zmq_msg_t *out, zmq_msg_t *rid, const fpx_header_t *request, fpx
 
 //  Sends [routing id][reply header][result][arrays…]; consumes reply arrays.
 static void
-s_send_reply (void *socket, zmq_msg_t *rid, const fpx_header_t *request, fpx_reply_t *reply)
+s_send_reply (void *socket, zmq_msg_t *rid, const fpx_header_t *request, fpx_worker_reply_t *reply)
 {
     zmq_msg_t frames [3 + FPX_REPLY_ARRAYS_MAX];
     int count = s_reply_frames (frames, rid, request, reply);
@@ -85,7 +85,7 @@ s_send_reply (void *socket, zmq_msg_t *rid, const fpx_header_t *request, fpx_rep
 }
 
 static void
-s_reply_reset (fpx_reply_t *reply)
+s_reply_reset (fpx_worker_reply_t *reply)
 {
     reply->status = 0;
     reply->error [0] = 0;
@@ -160,7 +160,7 @@ s_log_end (const fpx_call_t *call, fpx_log_request_t *r, int batch, double start
 }
 
 static void
-s_serve_request (s_worker_t *self, void *socket, zmq_msg_t *frames, int count, fpx_reply_t *reply)
+s_serve_request (s_worker_t *self, void *socket, zmq_msg_t *frames, int count, fpx_worker_reply_t *reply)
 {
     fpx_call_t call = {
         .server = self->server,
@@ -203,7 +203,7 @@ s_serve_batch (s_worker_t *self, void *socket, fpx_batch_t *batch)
     double started = fpx_monotonic_seconds ();
     for (int i = 0; i < n; i++) {
         fpx_batch_item_t *item = &batch->items [i];
-        fpx_reply_t *reply = &self->replies [i];
+        fpx_worker_reply_t *reply = &self->replies [i];
         s_reply_reset (reply);
         self->envelopes [i] = (fpx_envelope_t) { .kind = FPX_JOB_REQUEST,
                                                  .tenant_id = batch->tenant_id,

@@ -335,11 +335,11 @@ s_test_keys_and_roles (void *arg)
     size_t size = 0;
     CHECK_OK (reader, fpx_serialize (reader, "docs", &bytes, &size));
     if (bytes)
-        CHECK_RC (reader, fpx_deserialize (reader, NULL, bytes, size, NULL), FPX_EPERM);
+        CHECK_RC (reader, fpx_deserialize (reader, NULL, NULL, bytes, size, NULL), FPX_EPERM);
     fpx_free (bytes);
     uint8_t *big = calloc (1, FPX_UPLOAD_INLINE_MAX + 1);
     if (CHECK_TRUE (big != NULL))
-        CHECK_RC (reader, fpx_deserialize (reader, "up", big, FPX_UPLOAD_INLINE_MAX + 1, NULL),
+        CHECK_RC (reader, fpx_deserialize (reader, "up", NULL, big, FPX_UPLOAD_INLINE_MAX + 1, NULL),
                   FPX_EPERM);
     CHECK (strstr (fpx_client_errmsg (reader), "upload_begin") != NULL, "message: %s",
            fpx_client_errmsg (reader));

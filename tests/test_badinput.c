@@ -1066,7 +1066,7 @@ test_hostile_upload (void *arg)
     const uint8_t garbage [] = "hello, this is not an index";
     char local_message [1024];
     bool refused = fpx_local_read_refuses (garbage, sizeof garbage, local_message, sizeof local_message);
-    int rc = fpx_deserialize (s_client, "bad_upload", garbage, sizeof garbage, NULL);
+    int rc = fpx_deserialize (s_client, "bad_upload", NULL, garbage, sizeof garbage, NULL);
     CHECK (refused, "FAISS reads garbage");
     CHECK (strstr (fpx_client_errmsg (s_client), "structure 'hell' is not accepted") != NULL,
            "garbage refused with '%s'", fpx_client_errmsg (s_client));
@@ -1080,7 +1080,7 @@ test_hostile_upload (void *arg)
     faiss_Index_free (flat);
     REQUIRE (bytes, "local serialize");
     refused = fpx_local_read_refuses (bytes, size / 2, local_message, sizeof local_message);
-    rc = fpx_deserialize (s_client, "bad_upload", bytes, size / 2, NULL);
+    rc = fpx_deserialize (s_client, "bad_upload", NULL, bytes, size / 2, NULL);
     CHECK (refused, "FAISS reads half an index");
     CHECK (strstr (fpx_client_errmsg (s_client), "truncated") != NULL,
            "half an index refused with '%s'", fpx_client_errmsg (s_client));
@@ -1095,12 +1095,12 @@ test_hostile_upload (void *arg)
     if (CHECK (size > codes_at + 8 && memcmp (bytes, "IxF2", 4) == 0, "unexpected Flat layout")) {
         uint64_t claimed = (uint64_t) 1 << 30;
         memcpy (bytes + codes_at, &claimed, 8);
-        rc = fpx_deserialize (s_client, "bad_upload", bytes, size, NULL);
+        rc = fpx_deserialize (s_client, "bad_upload", NULL, bytes, size, NULL);
         s_expect_client (s_client, rc, FPX_EINVAL, "deserialize claiming a 4 GiB vector");
     }
     free (bytes);
     //  Empty bytes.
-    rc = fpx_deserialize (s_client, "bad_upload", (const uint8_t *) "", 0, NULL);
+    rc = fpx_deserialize (s_client, "bad_upload", NULL, (const uint8_t *) "", 0, NULL);
     s_expect_client_either (s_client, rc, FPX_EINVAL, FPX_EPROTO, "deserialize of 0 bytes");
     fpx_index_info_t info;
     CHECK_RC (s_client, fpx_index_open (s_client, "bad_upload", &info), FPX_ENOTFOUND);

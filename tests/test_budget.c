@@ -211,7 +211,7 @@ s_build (fpx_client_t *client)
                && CHECK (faiss_Index_train (index->local, sizes [j], x) == 0, "local train")
                && CHECK (faiss_Index_add (index->local, sizes [j], x) == 0, "local add")
                && CHECK ((bytes = fpx_local_serialize (index->local, &size)) != NULL, "serialize")
-               && CHECK_OK (client, fpx_deserialize (client, index->name, bytes, size, NULL));
+               && CHECK_OK (client, fpx_deserialize (client, index->name, NULL, bytes, size, NULL));
         free (bytes);
         free (x);
         if (!ok)

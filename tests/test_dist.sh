@@ -112,7 +112,7 @@ else
 fi
 missing=""
 for f in bin/faissproxyd bin/faissproxy bin/fpx-loadtest lib/libfaissproxy.so lib/libfaissproxy.so.0 \
-         include/faissproxy.h include/fpx_errors.h include/fpx_version.h \
+         include/faissproxy.h include/fpx_constants.h include/fpx_errors.h include/fpx_version.h \
          share/man/man8/faissproxyd.8 share/man/man1/faissproxy.1 share/man/man1/fpx-loadtest.1 \
          lib/systemd/system/faissproxyd.service share/faissproxy/faissproxyd.conf \
          share/doc/faissproxy/OPERATIONS.md share/doc/faissproxy/LIBRARIES; do

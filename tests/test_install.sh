@@ -43,7 +43,7 @@ fi
 site=$(ls -d "$prefix"/lib/python3*/dist-packages 2>/dev/null | head -n 1)
 missing=""
 for f in bin/faissproxyd bin/faissproxy bin/fpx-loadtest lib/libfaissproxy.so.0 lib/libfaissproxy.so \
-         lib/libfaissproxy.a include/faissproxy.h include/fpx_errors.h include/fpx_version.h \
+         lib/libfaissproxy.a include/faissproxy.h include/fpx_constants.h include/fpx_errors.h include/fpx_version.h \
          lib/pkgconfig/faissproxy.pc share/man/man8/faissproxyd.8 share/man/man1/faissproxy.1 \
          share/man/man1/fpx-loadtest.1 lib/systemd/system/faissproxyd.service \
          share/faissproxy/faissproxyd.conf share/doc/faissproxy/OPERATIONS.md; do
@@ -52,6 +52,42 @@ done
 [ -n "$site" ] && [ -f "$site/faiss_proxy/__init__.py" ] && [ -f "$site/faiss_proxy/_install.py" ] \
     || missing="$missing PYTHON_SITE/faiss_proxy"
 [ -z "$missing" ] && ok "install.files" || fail "install.files" "missing:$missing"
+
+# ---- the installed library's ABI -------------------------------------------------------
+#  libfaissproxy.so exports exactly the functions its installed headers
+#  declare (comments stripped by the preprocessor): none of protocol/'s
+#  or the library's internals, and nothing declared but hidden. Every
+#  function the Python binding declares is among them. The headers also
+#  compile as C++, and such a program agrees with the library on
+#  fpx_index_info_t's size.
+declared=$(printf '#include <faissproxy.h>\n' | cc -E -I"$prefix/include" -x c - 2>/dev/null \
+           | grep -oE '\bfpx_[a-z0-9_]+[[:space:]]*\(' | grep -oE 'fpx_[a-z0-9_]+' | sort -u)
+exported=$(nm -D --defined-only "$prefix/lib/libfaissproxy.so.0" | awk '{ print $3 }' | sort -u)
+extra=$(comm -13 <(echo "$declared") <(echo "$exported") | xargs)
+hidden=$(comm -23 <(echo "$declared") <(echo "$exported") | xargs)
+if [ -z "$declared" ]; then
+    fail "install.exports" "no fpx_ function found in $prefix/include/faissproxy.h"
+elif [ -n "$extra$hidden" ]; then
+    fail "install.exports" "exported but not declared: ${extra:-none}; declared but not exported: ${hidden:-none}"
+else
+    ok "install.exports"
+fi
+python_uses=$(grep -oE '^ +"fpx_[a-z0-9_]+":' "$root/python-shim/faiss_proxy/_capi.py" | grep -oE 'fpx_[a-z0-9_]+' | sort -u)
+missing=$(comm -23 <(echo "$python_uses") <(echo "$exported") | xargs)
+[ -n "$python_uses" ] && [ -z "$missing" ] && ok "install.exports_python" \
+    || fail "install.exports_python" "_capi.py declares what the library does not export: ${missing:-(none found)}"
+cat > "$work/cxx.cc" <<'CXX'
+#include <faissproxy.h>
+int main () {
+    return fpx_strerror (FPX_EINVAL) == 0 || sizeof (fpx_index_info_t) != FPX_INDEX_INFO_SIZE
+        || fpx_index_info_size () != sizeof (fpx_index_info_t);
+}
+CXX
+out=$(c++ -Wall -Wextra -Werror -I"$prefix/include" "$work/cxx.cc" -o "$work/cxx" -L"$prefix/lib" \
+      -Wl,-rpath,"$prefix/lib" -lfaissproxy 2>&1 && "$work/cxx" 2>&1)
+rc=$?
+[ $rc -eq 0 ] && ok "install.header_cxx" || fail "install.header_cxx" "exit $rc: $out"
+
 grep -q "^ExecStart=$prefix/bin/faissproxyd " "$prefix/lib/systemd/system/faissproxyd.service" \
     && ok "install.unit_path" || fail "install.unit_path" "ExecStart does not name $prefix/bin/faissproxyd"
 

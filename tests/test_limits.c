@@ -248,7 +248,7 @@ test_max_disk (void *arg)
         &&  CHECK_OK (alice, fpx_serialize (alice, anonymous.name, &blob, &blob_size))) {
             //  Uploaded under a name, its first snapshot (1 MB) would pass
             //  the quota: refused, and no name is left behind.
-            CHECK_RC (alice, fpx_deserialize (alice, "big", blob, blob_size, NULL), FPX_EQUOTA);
+            CHECK_RC (alice, fpx_deserialize (alice, "big", NULL, blob, blob_size, NULL), FPX_EQUOTA);
             s_message_has (alice, "max_disk_mb = 1");
             CHECK_RC (alice, fpx_index_open (alice, "big", &info), FPX_ENOTFOUND);
         }

@@ -888,17 +888,17 @@ step_deserialize (void *arg)
     snprintf (name, sizeof name, "%s_up", fx->name);
     fpx_index_info_t info;
     memset (&info, 0, sizeof info);
-    if (CHECK_OK (s_client, fpx_deserialize (s_client, name, bytes, size, &info))) {
+    if (CHECK_OK (s_client, fpx_deserialize (s_client, name, NULL, bytes, size, &info))) {
         s_check_info (&info, name, DIM, faiss_Index_ntotal (fx->local), 1,
                       faiss_Index_metric_type (fx->local), NULL, 0);
         s_check_recovered_factory (fx, info.factory);
         s_compare_search (fx, name, NULL, NQ, s_xq, K, "search of the uploaded index");
-        CHECK_RC (s_client, fpx_deserialize (s_client, name, bytes, size, NULL), FPX_EEXIST);
+        CHECK_RC (s_client, fpx_deserialize (s_client, name, NULL, bytes, size, NULL), FPX_EEXIST);
         CHECK_OK (s_client, fpx_index_drop (s_client, name));
     }
     //  Anonymous upload.
     memset (&info, 0, sizeof info);
-    if (CHECK_OK (s_client, fpx_deserialize (s_client, NULL, bytes, size, &info))) {
+    if (CHECK_OK (s_client, fpx_deserialize (s_client, NULL, NULL, bytes, size, &info))) {
         CHECK (info.name [0] == '@', "anonymous upload named \"%s\"", info.name);
         CHECK_EQ (!!info.anonymous, 1);
         CHECK_EQ (info.ntotal, faiss_Index_ntotal (fx->local));
@@ -906,6 +906,24 @@ step_deserialize (void *arg)
         s_compare_search (fx, info.name, NULL, NQ, s_xq, K, "search of the anonymous upload");
         CHECK_OK (s_client, fpx_index_drop (s_client, info.name));
     }
+    //  A factory given with the bytes is kept as the index's description
+    //  (one the server would never recover, so that it must have travelled);
+    //  one longer than the limit is refused before anything is sent.
+    char given [FPX_FACTORY_MAX];
+    snprintf (given, sizeof given, "%s (uploaded)", fx->type->factory);
+    memset (&info, 0, sizeof info);
+    if (CHECK_OK (s_client, fpx_deserialize (s_client, name, given, bytes, size, &info))) {
+        CHECK_STR (info.factory, given);
+        fpx_index_info_t described;
+        if (CHECK_OK (s_client, fpx_index_describe (s_client, name, 0, &described)))
+            CHECK_STR (described.factory, given);
+        s_compare_search (fx, name, NULL, NQ, s_xq, K, "search of the upload with a factory");
+        CHECK_OK (s_client, fpx_index_drop (s_client, name));
+    }
+    char long_factory [FPX_FACTORY_MAX + 1];
+    memset (long_factory, 'F', FPX_FACTORY_MAX);
+    long_factory [FPX_FACTORY_MAX] = 0;
+    CHECK_RC (s_client, fpx_deserialize (s_client, name, long_factory, bytes, size, NULL), FPX_EINVAL);
     free (bytes);
 }
 

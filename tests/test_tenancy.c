@@ -296,7 +296,7 @@ test_same_name_both (void *arg)
     size_t local_size = 0;
     uint8_t *local_bytes = fpx_local_serialize (s_local_b, &local_size);
     if (CHECK (local_bytes, "local serialize")) {
-        if (CHECK_OK (s_b1, fpx_deserialize (s_b1, "shared", local_bytes, local_size, &info)))
+        if (CHECK_OK (s_b1, fpx_deserialize (s_b1, "shared", NULL, local_bytes, local_size, &info)))
             CHECK_EQ (info.ntotal, NB);
         s_compare_search (s_b1, "shared", s_local_b, "bob's uploaded shared");
         s_compare_search (s_a1, "shared", s_local_a, "alice's shared after bob's upload");
@@ -399,7 +399,7 @@ test_anonymous_gone_after_disconnect (void *arg)
     snprintf (names [0], sizeof names [0], "%s", ok ? info.name : "@none");
     ok = CHECK_OK (c, fpx_index_create (c, NULL, DIM, "HNSW16", FPX_METRIC_L2, &info));
     snprintf (names [1], sizeof names [1], "%s", ok ? info.name : "@none");
-    ok = bytes && CHECK_OK (c, fpx_deserialize (c, NULL, bytes, size, &info));
+    ok = bytes && CHECK_OK (c, fpx_deserialize (c, NULL, NULL, bytes, size, &info));
     snprintf (names [2], sizeof names [2], "%s", ok ? info.name : "@none");
     free (bytes);
     for (int i = 0; i < 3; i++)
@@ -466,7 +466,7 @@ test_anonymous_memory_reclaimed (void *arg)
                 rc = fpx_add (c, info.name, n, d, x, NULL);
         }
         else
-            rc = fpx_deserialize (c, NULL, bytes, size, &info);
+            rc = fpx_deserialize (c, NULL, NULL, bytes, size, &info);
         if (rc < 0 && failures++ == 0)
             FAIL ("cycle %d: %s (%s)", cycle, fpx_error_name (rc), fpx_client_errmsg (c));
         fpx_client_destroy (&c);

@@ -184,7 +184,7 @@ test_round_trip (void *arg)
     CHECK_EQ (size, s_local_size);
     CHECK_TRUE (size == s_local_size && memcmp (bytes, s_local_bytes, size) == 0);
     fpx_index_info_t info;
-    if (CHECK_OK (s_a, fpx_deserialize (s_a, "big_copy", bytes, size, &info))) {
+    if (CHECK_OK (s_a, fpx_deserialize (s_a, "big_copy", NULL, bytes, size, &info))) {
         CHECK_EQ (info.ntotal, NB);
         CHECK_STR (info.factory, "Flat");
         s_compare_search ("big_copy");
@@ -195,7 +195,7 @@ test_round_trip (void *arg)
         fpx_free (again);
     }
     //  Anonymous too.
-    if (CHECK_OK (s_a, fpx_deserialize (s_a, NULL, bytes, size, &info))) {
+    if (CHECK_OK (s_a, fpx_deserialize (s_a, NULL, NULL, bytes, size, &info))) {
         CHECK_EQ (info.ntotal, NB);
         s_compare_search (info.name);
         CHECK_OK (s_a, fpx_index_drop (s_a, info.name));
@@ -310,7 +310,7 @@ test_peak_rss (void *arg)
     fpx_index_info_t info;
     REQUIRE_TRUE (s_reset_peak (&s_server));
     long before = s_status_kb (&s_server, "VmRSS:");
-    REQUIRE_OK (s_a, fpx_deserialize (s_a, "rss_copy", s_local_bytes, s_local_size, &info));
+    REQUIRE_OK (s_a, fpx_deserialize (s_a, "rss_copy", NULL, s_local_bytes, s_local_size, &info));
     long peak = s_status_kb (&s_server, "VmHWM:");
     CHECK (peak > 0 && peak - before <= 2 * size_kb + slack_kb, "upload of %ld KiB: peak "
            "%ld KiB over %ld KiB before, bound %ld", size_kb, peak - before, before,
@@ -513,7 +513,7 @@ test_factory_recovered (void *arg)
         uint8_t *bytes = NULL;
         size_t size = 0;
         if (CHECK_OK (s_a, fpx_serialize (s_a, made.name, &bytes, &size))
-        &&  CHECK_OK (s_a, fpx_deserialize (s_a, NULL, bytes, size, &back))) {
+        &&  CHECK_OK (s_a, fpx_deserialize (s_a, NULL, NULL, bytes, size, &back))) {
             CHECK (strcmp (back.factory, factories [i]) == 0, "%s came back as '%s'",
                    factories [i], back.factory);
             CHECK_OK (s_a, fpx_index_drop (s_a, back.name));
@@ -528,7 +528,7 @@ test_factory_recovered (void *arg)
         uint8_t *bytes = NULL;
         size_t size = 0;
         if (CHECK_OK (s_a, fpx_serialize (s_a, made.name, &bytes, &size))
-        &&  CHECK_OK (s_a, fpx_deserialize (s_a, NULL, bytes, size, &back)))
+        &&  CHECK_OK (s_a, fpx_deserialize (s_a, NULL, NULL, bytes, size, &back)))
             CHECK_STR (back.factory, "");
         fpx_free (bytes);
     }

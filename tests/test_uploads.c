@@ -190,7 +190,7 @@ s_expect_refused (const s_buf_t *buf, const char *what, const char *reason)
         return;
     fpx_client_t *client = s_a;
     fpx_index_info_t info;
-    int rc = fpx_deserialize (client, NULL, buf->data, buf->size, &info);
+    int rc = fpx_deserialize (client, NULL, NULL, buf->data, buf->size, &info);
     CHECK (rc == FPX_EINVAL, "%s: upload answered %d (%s), expected FPX_EINVAL", what, rc,
            fpx_client_errmsg (client));
     if (rc == 0) {
@@ -300,14 +300,14 @@ test_ilod_attack (void *arg)
             continue;
         char what [800];
         snprintf (what, sizeof what, "ilod over %s", paths [i]);
-        int rc = fpx_deserialize (s_a, "stolen", up.data, up.size, &info);
+        int rc = fpx_deserialize (s_a, "stolen", NULL, up.data, up.size, &info);
         CHECK (rc == FPX_EINVAL, "%s: upload answered %d (%s)", what, rc, fpx_client_errmsg (s_a));
         CHECK (strstr (fpx_client_errmsg (s_a), "structure 'ilod' is not accepted") != NULL,
                "%s: reason '%s'", what, fpx_client_errmsg (s_a));
         CHECK_RC (s_a, fpx_index_open (s_a, "stolen", &info), FPX_ENOTFOUND);
         //  The Python drop-in's read_index and the CLI's restore use the
         //  same opcode, anonymous: refused alike.
-        CHECK_RC (s_a, fpx_deserialize (s_a, NULL, up.data, up.size, NULL), FPX_EINVAL);
+        CHECK_RC (s_a, fpx_deserialize (s_a, NULL, NULL, up.data, up.size, NULL), FPX_EINVAL);
         s_buf_free (&up);
     }
     //  Bob's files and results unchanged; the server serves both tenants.
@@ -874,7 +874,7 @@ test_mutations (void *arg)
             s_copy (&m, &base);
             s_mutate (&rng, &m);
             fpx_index_info_t info;
-            int rc = fpx_deserialize (s_a, NULL, m.data, m.size, &info);
+            int rc = fpx_deserialize (s_a, NULL, NULL, m.data, m.size, &info);
             c.uploads++;
             if (rc == 0) {
                 c.accepted++;
@@ -919,7 +919,7 @@ test_round_trip (void *arg)
         if (!CHECK (buf.data && local, "building %s", k->factory))
             continue;
         fpx_index_info_t info;
-        int rc = fpx_deserialize (s_a, NULL, buf.data, buf.size, &info);
+        int rc = fpx_deserialize (s_a, NULL, NULL, buf.data, buf.size, &info);
         if (CHECK (rc == 0, "%s (metric %d) refused: %s", k->factory, k->metric,
                    fpx_client_errmsg (s_a))) {
             CHECK (info.ntotal == NB && info.d == DIM, "%s: ntotal %lld d %d", k->factory,

@@ -31,7 +31,7 @@ s_open (lt_client_t *client)
     lt_targets_t *targets = client->run->targets;
     if (options->anonymous) {
         fpx_index_info_t info;
-        rc = fpx_deserialize (handle, NULL, targets->templates [client->tenant],
+        rc = fpx_deserialize (handle, NULL, NULL, targets->templates [client->tenant],
                               targets->template_sizes [client->tenant], &info);
         if (rc) {
             fprintf (stderr, "fpx-loadtest: cannot upload the index of client %d: %s\n",

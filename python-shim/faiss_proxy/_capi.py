@@ -43,9 +43,10 @@ class IndexInfo(Structure):
         ("damaged", c_char * 256),
         ("loaded", c_int),
         ("rebuild_pending", c_int),
-        #  Room for fields a newer libfaissproxy may append: the library
-        #  writes the whole struct, so this buffer must never be smaller.
-        ("_reserved", c_char * 3832),
+        #  The room for later fields: the structure is FPX_INDEX_INFO_SIZE
+        #  (2048) bytes in every version; _check_abi compares it with the
+        #  library's fpx_index_info_size at load.
+        ("reserved_", c_uint8 * 1292),
     ]
 
 
@@ -140,7 +141,7 @@ _PROTOTYPES = {
     "fpx_reset": (c_int, [_H, _NAME]),
     "fpx_set_parameters": (c_int, [_H, _NAME, c_char_p]),
     "fpx_serialize": (c_int, [_H, _NAME, POINTER(POINTER(c_uint8)), POINTER(c_size_t)]),
-    "fpx_deserialize": (c_int, [_H, _NAME, _PTR, c_size_t, POINTER(IndexInfo)]),
+    "fpx_deserialize": (c_int, [_H, _NAME, c_char_p, _PTR, c_size_t, POINTER(IndexInfo)]),
     "fpx_construct": (c_int, [_H, c_char_p, c_int, POINTER(c_double), c_int,
                               POINTER(c_char_p), POINTER(IndexInfo)]),
     "fpx_subobject": (c_int, [_H, _NAME, c_char_p, POINTER(IndexInfo)]),
@@ -156,6 +157,7 @@ _PROTOTYPES = {
     "fpx_kmeans": (c_int, [_H, c_int, c_int, c_int64, _PTR, POINTER(KmeansParams), _PTR,
                            _PTR, c_int, POINTER(c_int)]),
     "fpx_free": (None, [c_void_p]),
+    "fpx_index_info_size": (c_size_t, []),
 }
 
 
@@ -219,7 +221,16 @@ def _error_names(lib):
     return names
 
 
-lib = _declare(_load())
+def _check_abi(lib):
+    """The structures the library writes into must be the size it expects."""
+    theirs = lib.fpx_index_info_size()
+    if theirs != ctypes.sizeof(IndexInfo):
+        raise ImportError("faiss_proxy: libfaissproxy's fpx_index_info_t is %d bytes, this "
+                          "package's %d: mismatched versions" % (theirs, ctypes.sizeof(IndexInfo)))
+    return lib
+
+
+lib = _check_abi(_declare(_load()))
 ERROR_NAMES = _error_names(lib)
 ERROR_CODES = {name: code for code, name in ERROR_NAMES.items()}
 

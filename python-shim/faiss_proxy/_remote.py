@@ -1531,7 +1531,7 @@ def upload_index(index, name):
         data = faiss.serialize_index(index)
     data = np.ascontiguousarray(data, dtype=np.uint8)
     info = IndexInfo()
-    _, gen = call(lib.fpx_deserialize, str(name).encode(), _ptr(data), data.size, byref(info))
+    _, gen = call(lib.fpx_deserialize, str(name).encode(), None, _ptr(data), data.size, byref(info))
     return _named(info, gen)
 
 
@@ -1596,7 +1596,7 @@ def deserialize_index(data):
                                 if isinstance(data, (bytes, bytearray, memoryview)) else data,
                                 dtype=np.uint8)
     info = IndexInfo()
-    _, gen = call(lib.fpx_deserialize, None, _ptr(data), data.size, byref(info))
+    _, gen = call(lib.fpx_deserialize, None, None, _ptr(data), data.size, byref(info))
     return _describe(info, gen)
 
 

@@ -26,6 +26,7 @@ test("the generator follows opcodes and errors appended to the lists", () => {
     const dir = mkdtempSync(join(tmpdir(), "fpx-tsgen-"));
     try {
         copyFileSync(join(protocolDir, "fpx_errors.h"), join(dir, "fpx_errors.h"));
+        copyFileSync(join(protocolDir, "fpx_constants.h"), join(dir, "fpx_constants.h"));
         const header = readFileSync(join(protocolDir, "fpx_protocol.h"), "utf8");
         const last = Math.max(...Object.values(Opcode));
         const grown = header.replace(/(#define FPX_OPCODES\(X\)[^\n]*\n(?:[^\n]*\\\n)*[^\n]*)\n/,
