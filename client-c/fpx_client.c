@@ -210,27 +210,16 @@ s_add_array (fpx_request_t *request, const void *data, size_t size)
     request->array_count++;
 }
 
-//  How fpx_conn treats an opcode: reads may be sent again on a fresh
-//  connection; long ones may run for minutes on the server. An opcode not
-//  listed is a short write.
+//  How fpx_conn treats an opcode, from its FPX_OPCODES flags: reads may
+//  be sent again on a fresh connection; long ones may run for minutes on
+//  the server. Anything else is a short write.
 static unsigned
 s_opcode_flags (int opcode)
 {
-    switch (opcode) {
-        case FPX_OP_PING: case FPX_OP_INFO: case FPX_OP_OPEN: case FPX_OP_LIST:
-        case FPX_OP_DESCRIBE: case FPX_OP_SEARCH: case FPX_OP_RANGE_SEARCH:
-        case FPX_OP_RECONSTRUCT: case FPX_OP_RECONSTRUCT_N: case FPX_OP_GET_ATTR:
-        case FPX_OP_GET_ID_MAP: case FPX_OP_APPLY: case FPX_OP_SEARCH_AND_RECONSTRUCT:
-            return FPX_REQUEST_IDEMPOTENT;
-        case FPX_OP_SERIALIZE:
-            return FPX_REQUEST_IDEMPOTENT | FPX_REQUEST_LONG;
-        case FPX_OP_TRAIN: case FPX_OP_ADD: case FPX_OP_ADD_WITH_IDS: case FPX_OP_KMEANS:
-        case FPX_OP_DESERIALIZE: case FPX_OP_CLONE: case FPX_OP_REMOVE_IDS:
-        case FPX_OP_SAVE: case FPX_OP_SET_DIRECT_MAP:
-            return FPX_REQUEST_LONG;
-        default:
-            return 0;
-    }
+    const fpx_opcode_info_t *info = fpx_opcode_info (opcode);
+    unsigned flags = info ? info->flags : 0;
+    return (flags & FPX_OPF_RETRY ? FPX_REQUEST_IDEMPOTENT : 0)
+         | (flags & FPX_OPF_LONG ? FPX_REQUEST_LONG : 0);
 }
 
 //  An anonymous index not found after the connection was made again: the

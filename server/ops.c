@@ -7,6 +7,7 @@
     FAISS's own message. Locks: the entry's rwlock, shared for reads,
     exclusive for mutations, held only around the FAISS call.
 */
+#include <assert.h>
 #include <ctype.h>
 #include <omp.h>
 #include <stdatomic.h>
@@ -176,6 +177,14 @@ fpx_op_lookup_index (fpx_call_t *call, fpx_entry_t **entry_p)
                                 "not an index");
     }
     return rc;
+}
+
+pthread_rwlock_t *
+fpx_op_lock (fpx_call_t *call, fpx_entry_t *entry)
+{
+    const fpx_opcode_info_t *info = fpx_opcode_info (call->header.opcode);
+    assert (info);
+    return fpx_entry_lock (entry, info->lock == FPX_LOCK_WRITE);
 }
 
 // ---- arrays ------------------------------------------------------------------
@@ -421,11 +430,14 @@ typedef struct {
     fpx_ticket_t ticket;
 } s_log_t;
 
-//  Under the exclusive lock, before FAISS applies the mutation.
+//  Under the exclusive lock, before FAISS applies the mutation: logged
+//  when the opcode's row says FPX_OPF_LOGGED (every opcode that mutates
+//  through here does; the row is where that is decided).
 static int
 s_log_begin (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record, s_log_t *log)
 {
-    log->wal = entry->wal;
+    bool logged = fpx_opcode_info (call->header.opcode)->flags & FPX_OPF_LOGGED;
+    log->wal = logged ? entry->wal : NULL;
     if (!log->wal && fpx_entry_owner (entry)->wal)
         return fpx_reply_error (call->reply, FPX_EINVAL, "this is a view of a durable index: "
                                 "change the index through its own name");
@@ -459,8 +471,11 @@ int
 fpx_op_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
                fpx_op_apply_fn apply, void *arg)
 {
+    //  A mutation declared anything but lock WRITE in FPX_OPCODES would
+    //  run beside searches: a programmer's error, caught by every test.
+    assert (fpx_opcode_info (call->header.opcode)->lock == FPX_LOCK_WRITE);
     s_log_t log;
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     int rc = s_log_begin (call, entry, record, &log);
     if (!rc) {
         rc = apply (call, entry, arg);
@@ -540,8 +555,8 @@ fpx_op_optional_name (fpx_call_t *call, char *name)
     return fpx_op_name_param (call, name, false);
 }
 
-static int
-s_op_create (fpx_call_t *call)
+int
+fpx_handle_create (fpx_call_t *call)
 {
     char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX];
     int64_t d, metric;
@@ -579,8 +594,8 @@ s_op_create (fpx_call_t *call)
     return fpx_op_register (call, name [0] ? name : NULL, &object);
 }
 
-static int
-s_op_describe (fpx_call_t *call)
+int
+fpx_handle_describe (fpx_call_t *call)
 {
     fpx_entry_t *entry;
     bool with_memory = false;
@@ -590,7 +605,7 @@ s_op_describe (fpx_call_t *call)
     if (fpx_params_get_bool (&call->params, "memory", &with_memory) < 0)
         rc = fpx_reply_error (call->reply, FPX_EINVAL, "'memory' must be a bool");
     else {
-        pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+        pthread_rwlock_t *lock = fpx_op_lock (call, entry);
         rc = fpx_op_pack_description (call, entry, with_memory);
         pthread_rwlock_unlock (lock);
     }
@@ -598,8 +613,16 @@ s_op_describe (fpx_call_t *call)
     return rc;
 }
 
-static int
-s_op_drop (fpx_call_t *call)
+//  open is describe under another name (clients send it to say "I mean to
+//  use this index", which describe, used for inspection, does not).
+int
+fpx_handle_open (fpx_call_t *call)
+{
+    return fpx_handle_describe (call);
+}
+
+int
+fpx_handle_drop (fpx_call_t *call)
 {
     char name [FPX_NAME_MAX + 1];
     int rc = fpx_op_name_param (call, name, true);
@@ -632,8 +655,8 @@ s_op_drop (fpx_call_t *call)
     return 0;
 }
 
-static int
-s_op_list (fpx_call_t *call)
+int
+fpx_handle_list (fpx_call_t *call)
 {
     char **names;
     long count = fpx_registry_names (call->server->registry, call->envelope->tenant_id, &names);
@@ -649,8 +672,8 @@ s_op_list (fpx_call_t *call)
     return 0;
 }
 
-static int
-s_op_ping (fpx_call_t *call)
+int
+fpx_handle_ping (fpx_call_t *call)
 {
     msgpack_pack_map (&call->reply->pk, FPX_SERVER_INFO_KEYS);
     fpx_pack_server_info (&call->reply->pk);
@@ -692,7 +715,7 @@ static int
 s_train_transform (fpx_call_t *call, fpx_entry_t *entry, int64_t n, const float *x)
 {
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     fpx_op_threads_begin (call, n);
     int rc = fpx_shim_transform_train (entry->transform, n, x, err, sizeof err);
     fpx_op_threads_end (call);
@@ -742,9 +765,9 @@ s_write_vectors (fpx_call_t *call, s_write_t kind)
     return rc;
 }
 
-static int s_op_train (fpx_call_t *call) { return s_write_vectors (call, S_TRAIN); }
-static int s_op_add (fpx_call_t *call) { return s_write_vectors (call, S_ADD); }
-static int s_op_add_with_ids (fpx_call_t *call) { return s_write_vectors (call, S_ADD_WITH_IDS); }
+int fpx_handle_train (fpx_call_t *call) { return s_write_vectors (call, S_TRAIN); }
+int fpx_handle_add (fpx_call_t *call) { return s_write_vectors (call, S_ADD); }
+int fpx_handle_add_with_ids (fpx_call_t *call) { return s_write_vectors (call, S_ADD_WITH_IDS); }
 
 static size_t
 s_machine_memory (void)
@@ -786,8 +809,8 @@ s_apply_remove (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     return 0;
 }
 
-static int
-s_op_remove_ids (fpx_call_t *call)
+int
+fpx_handle_remove_ids (fpx_call_t *call)
 {
     fpx_entry_t *entry;
     int rc = fpx_op_lookup_index (call, &entry);
@@ -833,8 +856,8 @@ s_apply_reset (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     return 0;
 }
 
-static int
-s_op_reset (fpx_call_t *call)
+int
+fpx_handle_reset (fpx_call_t *call)
 {
     fpx_entry_t *entry;
     int rc = fpx_op_lookup_index (call, &entry);
@@ -860,8 +883,8 @@ s_apply_parameters (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     return 0;
 }
 
-static int
-s_op_set_parameters (fpx_call_t *call)
+int
+fpx_handle_set_parameters (fpx_call_t *call)
 {
     char text [FPX_SETPARAM_MAX];
     int rc = fpx_params_copy_str (&call->params, "params", text, sizeof text);
@@ -882,8 +905,8 @@ s_op_set_parameters (fpx_call_t *call)
     return rc;
 }
 
-static int
-s_op_save (fpx_call_t *call)
+int
+fpx_handle_save (fpx_call_t *call)
 {
     fpx_entry_t *entry;
     int rc = fpx_op_lookup_index (call, &entry);
@@ -926,8 +949,8 @@ s_search_overrides (fpx_call_t *call, int *nprobe, int *ef)
     return 0;
 }
 
-static int
-s_op_search (fpx_call_t *call)
+int
+fpx_handle_search (fpx_call_t *call)
 {
     int64_t k;
     int nprobe, ef;
@@ -978,8 +1001,8 @@ s_op_search (fpx_call_t *call)
 }
 
 //  search_and_reconstruct: search's checks, plus nq·k·d floats back.
-static int
-s_op_search_and_reconstruct (fpx_call_t *call)
+int
+fpx_handle_search_and_reconstruct (fpx_call_t *call)
 {
     int64_t k;
     int nprobe, ef;
@@ -1159,7 +1182,7 @@ fpx_ops_search_batch (fpx_call_t *calls, int n)
         }
         return;
     }
-    //  Each request's own checks, as s_op_search makes them.
+    //  Each request's own checks, as fpx_handle_search makes them.
     const float *x [FPX_BATCH_MAX];
     int64_t nq [FPX_BATCH_MAX];
     size_t limit = lead->server->config.max_message;
@@ -1204,8 +1227,8 @@ fpx_ops_search_batch (fpx_call_t *calls, int n)
     fpx_entry_release (&entry);
 }
 
-static int
-s_op_range_search (fpx_call_t *call)
+int
+fpx_handle_range_search (fpx_call_t *call)
 {
     double radius;
     int nprobe, ef;
@@ -1260,7 +1283,7 @@ s_reconstruct (fpx_call_t *call, bool many)
     //  Keys of id-mapped and IVF indexes are FAISS's to check (it does, with
     //  the messages a FAISS user knows); positions are checked here, since
     //  IndexFlat reads them unchecked. The answer's size is bounded too.
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     size_t row = (size_t) entry->d * sizeof (float);
     size_t bytes = (size_t) n * row;
     float *out = NULL;
@@ -1294,11 +1317,11 @@ s_reconstruct (fpx_call_t *call, bool many)
     return call->reply->status;
 }
 
-static int s_op_reconstruct (fpx_call_t *call) { return s_reconstruct (call, false); }
-static int s_op_reconstruct_n (fpx_call_t *call) { return s_reconstruct (call, true); }
+int fpx_handle_reconstruct (fpx_call_t *call) { return s_reconstruct (call, false); }
+int fpx_handle_reconstruct_n (fpx_call_t *call) { return s_reconstruct (call, true); }
 
-static int
-s_op_serialize (fpx_call_t *call)
+int
+fpx_handle_serialize (fpx_call_t *call)
 {
     fpx_entry_t *entry;
     int rc = fpx_op_lookup_index (call, &entry);
@@ -1307,7 +1330,7 @@ s_op_serialize (fpx_call_t *call)
     uint8_t *bytes = NULL;
     size_t size = 0;
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     rc = fpx_shim_serialize (entry->index, 0, &bytes, &size, err, sizeof err);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
@@ -1357,8 +1380,8 @@ fpx_op_deserialize_bytes (fpx_call_t *call, const char *name, const char *factor
     return fpx_op_register (call, name && name [0] ? name : NULL, &object);
 }
 
-static int
-s_op_deserialize (fpx_call_t *call)
+int
+fpx_handle_deserialize (fpx_call_t *call)
 {
     char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX] = "";
     int rc = fpx_op_optional_name (call, name);
@@ -1377,45 +1400,19 @@ s_op_deserialize (fpx_call_t *call)
 
 // ---- dispatch --------------------------------------------------------------------------
 
-typedef int (*s_op_fn) (fpx_call_t *call);
-
-static s_op_fn
-s_op_for (int opcode)
-{
-    switch (opcode) {
-        case FPX_OP_PING:           return s_op_ping;
-        case FPX_OP_INFO:           return fpx_op_info;
-        case FPX_OP_CREATE:         return s_op_create;
-        case FPX_OP_OPEN:           return s_op_describe;
-        case FPX_OP_DROP:           return s_op_drop;
-        case FPX_OP_LIST:           return s_op_list;
-        case FPX_OP_DESCRIBE:       return s_op_describe;
-        case FPX_OP_TRAIN:          return s_op_train;
-        case FPX_OP_ADD:            return s_op_add;
-        case FPX_OP_ADD_WITH_IDS:   return s_op_add_with_ids;
-        case FPX_OP_SEARCH:         return s_op_search;
-        case FPX_OP_SEARCH_AND_RECONSTRUCT: return s_op_search_and_reconstruct;
-        case FPX_OP_RANGE_SEARCH:   return s_op_range_search;
-        case FPX_OP_REMOVE_IDS:     return s_op_remove_ids;
-        case FPX_OP_RECONSTRUCT:    return s_op_reconstruct;
-        case FPX_OP_RECONSTRUCT_N:  return s_op_reconstruct_n;
-        case FPX_OP_RESET:          return s_op_reset;
-        case FPX_OP_SET_PARAMETERS: return s_op_set_parameters;
-        case FPX_OP_SERIALIZE:      return s_op_serialize;
-        case FPX_OP_DESERIALIZE:    return s_op_deserialize;
-        case FPX_OP_SAVE:           return s_op_save;
-    }
-    return NULL;
-}
+//  Indexed by opcode: one handler per row of FPX_OPCODES, so that an
+//  opcode without its fpx_handle_<name> does not link.
+static const fpx_op_fn s_handlers [FPX_OP_LAST_] = {
+#define S_HANDLER_(NAME, code, wire, role, lock, flags, summary) [code] = fpx_handle_##wire,
+    FPX_OPCODES (S_HANDLER_)
+#undef S_HANDLER_
+};
 
 void
 fpx_ops_execute (fpx_call_t *call)
 {
-    s_op_fn op = s_op_for (call->header.opcode);
-    if (!op)
-        op = fpx_ops_objects_handler (call->header.opcode);
-    if (!op)
-        op = fpx_ops_transfers_handler (call->header.opcode);
+    int opcode = call->header.opcode;
+    fpx_op_fn op = opcode > 0 && opcode < FPX_OP_LAST_ ? s_handlers [opcode] : NULL;
     if (!op) {
         fpx_reply_error (call->reply, FPX_EOPCODE, "unknown opcode %u", call->header.opcode);
         return;

@@ -28,6 +28,10 @@ int fpx_op_optional_name (fpx_call_t *call, char *name);
 int fpx_op_lookup (fpx_call_t *call, fpx_entry_t **entry_p);
 int fpx_op_lookup_index (fpx_call_t *call, fpx_entry_t **entry_p);
 
+/*  Locks entry as the opcode's row of FPX_OPCODES says: exclusive for
+    lock WRITE, shared otherwise. Returns the lock to unlock.            */
+pthread_rwlock_t *fpx_op_lock (fpx_call_t *call, fpx_entry_t *entry);
+
 /*  Array frame `which`, aligned to align (copied only if it is not).    */
 const void *fpx_op_array (fpx_call_t *call, int which, size_t align, size_t *size_p,
                           const char *what);
@@ -77,14 +81,15 @@ int fpx_op_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *rec
 int fpx_op_deserialize_bytes (fpx_call_t *call, const char *name, const char *factory,
                               const uint8_t *bytes, size_t size);
 
-/*  ops_objects.c: the opcode handlers it defines, or NULL.              */
+/*  One handler per opcode, fpx_handle_<wire name> (fpx_handle_search),
+    declared from FPX_OPCODES; ops.c dispatches through them. A handler
+    returns 0 having packed its result, or an error it has set on the
+    reply. They live in ops.c (indexes), ops_objects.c (composition,
+    attributes, transforms, k-means), transfers.c and info.c.          */
 typedef int (*fpx_op_fn) (fpx_call_t *call);
-
-/*  The info opcode (info.c).                                            */
-int fpx_op_info (fpx_call_t *call);
-fpx_op_fn fpx_ops_objects_handler (int opcode);
-
-/*  transfers.c: the chunked transfer opcodes' handlers, or NULL.        */
-fpx_op_fn fpx_ops_transfers_handler (int opcode);
+#define FPX_HANDLER_DECLARE_(NAME, code, wire, role, lock, flags, summary) \
+    int fpx_handle_##wire (fpx_call_t *call);
+FPX_OPCODES (FPX_HANDLER_DECLARE_)
+#undef FPX_HANDLER_DECLARE_
 
 #endif

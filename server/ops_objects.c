@@ -150,8 +150,8 @@ s_construct_locked (fpx_call_t *call, const char *type, const double *args, int 
     return rc;
 }
 
-static int
-s_op_construct (fpx_call_t *call)
+int
+fpx_handle_construct (fpx_call_t *call)
 {
     char type [FPX_TYPE_NAME_MAX];
     double args [FPX_CONSTRUCT_ARGS_MAX];
@@ -167,7 +167,7 @@ s_op_construct (fpx_call_t *call)
         memcpy (sorted, refs, sizeof (fpx_entry_t *) * (size_t) nrefs);
         qsort (sorted, (size_t) nrefs, sizeof *sorted, s_compare_pointers);
         for (int i = 0; i < nrefs; i++)
-            locks [i] = fpx_entry_lock (sorted [i], true);
+            locks [i] = fpx_op_lock (call, sorted [i]);
         rc = s_construct_locked (call, type, args, nargs, refs, nrefs);
         for (int i = nrefs - 1; i >= 0; i--)
             pthread_rwlock_unlock (locks [i]);
@@ -181,8 +181,8 @@ s_op_construct (fpx_call_t *call)
 //  standalone anonymous object of this connection (add_shard,
 //  add_replica, prepend_transform). Named indexes are refused: their log
 //  could not replay an object that only this connection holds.
-static int
-s_op_attach (fpx_call_t *call)
+int
+fpx_handle_attach (fpx_call_t *call)
 {
     char role [FPX_TYPE_NAME_MAX], ref_name [FPX_NAME_MAX + 1];
     fpx_entry_t *entry, *ref;
@@ -213,8 +213,8 @@ s_op_attach (fpx_call_t *call)
         //  their locks differ: nothing can adopt one into the other's tree
         //  without the first lock, which this worker holds.
         fpx_entry_t *first = entry < ref ? entry : ref, *second = entry < ref ? ref : entry;
-        pthread_rwlock_t *lock1 = fpx_entry_lock (first, true);
-        pthread_rwlock_t *lock2 = fpx_entry_lock (second, true);
+        pthread_rwlock_t *lock1 = fpx_op_lock (call, first);
+        pthread_rwlock_t *lock2 = fpx_op_lock (call, second);
         if (atomic_load (&entry->root) || atomic_load (&ref->root) || lock1 == lock2)
             rc = fpx_reply_error (call->reply, FPX_EINVAL, "'%s' is part of another object: "
                                   "attach takes standalone objects", atomic_load (&ref->root)
@@ -239,8 +239,8 @@ s_op_attach (fpx_call_t *call)
     return rc ? rc : call->reply->status;
 }
 
-static int
-s_op_subobject (fpx_call_t *call)
+int
+fpx_handle_subobject (fpx_call_t *call)
 {
     char path [FPX_TYPE_NAME_MAX];
     fpx_entry_t *entry;
@@ -250,7 +250,7 @@ s_op_subobject (fpx_call_t *call)
         return rc;
     fpx_object_t object = { .factory = "" };
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     rc = fpx_shim_subobject (entry->index, path, &object.index, &object.transform, err, sizeof err);
     pthread_rwlock_unlock (lock);
     if (rc) {
@@ -272,8 +272,8 @@ s_op_subobject (fpx_call_t *call)
     return rc;
 }
 
-static int
-s_op_get_attr (fpx_call_t *call)
+int
+fpx_handle_get_attr (fpx_call_t *call)
 {
     char attr [FPX_TYPE_NAME_MAX];
     fpx_entry_t *entry;
@@ -283,7 +283,7 @@ s_op_get_attr (fpx_call_t *call)
         return rc;
     double value = 0;
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     rc = fpx_shim_get_attr (entry->index, entry->transform, attr, &value, err, sizeof err);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
@@ -311,8 +311,8 @@ s_apply_attr (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     return 0;
 }
 
-static int
-s_op_set_attr (fpx_call_t *call)
+int
+fpx_handle_set_attr (fpx_call_t *call)
 {
     char attr [FPX_TYPE_NAME_MAX];
     s_attr_t a = { .attr = attr };
@@ -331,15 +331,15 @@ s_op_set_attr (fpx_call_t *call)
     return rc;
 }
 
-static int
-s_op_clone (fpx_call_t *call)
+int
+fpx_handle_clone (fpx_call_t *call)
 {
     fpx_entry_t *entry;
     int rc = fpx_op_lookup_index (call, &entry);
     if (rc)
         return rc;
     fpx_object_t object = { .factory = entry->factory };
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     char err [FPX_ERROR_TEXT_MAX];
     rc = fpx_op_shim_result (call, fpx_shim_clone (entry->index, &object.index, err, sizeof err),
                              err);
@@ -350,8 +350,8 @@ s_op_clone (fpx_call_t *call)
     return rc;
 }
 
-static int
-s_op_apply (fpx_call_t *call)
+int
+fpx_handle_apply (fpx_call_t *call)
 {
     fpx_entry_t *entry;
     bool reverse = false;
@@ -376,7 +376,7 @@ s_op_apply (fpx_call_t *call)
         fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
     else if (x) {
         char err [FPX_ERROR_TEXT_MAX];
-        pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+        pthread_rwlock_t *lock = fpx_op_lock (call, entry);
         fpx_op_threads_begin (call, n);
         rc = fpx_shim_transform_apply (entry->transform, reverse, n, x, out, err, sizeof err);
         fpx_op_threads_end (call);
@@ -405,8 +405,8 @@ s_apply_direct_map (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     return 0;
 }
 
-static int
-s_op_set_direct_map (fpx_call_t *call)
+int
+fpx_handle_set_direct_map (fpx_call_t *call)
 {
     int64_t type;
     fpx_entry_t *entry;
@@ -422,8 +422,8 @@ s_op_set_direct_map (fpx_call_t *call)
     return rc;
 }
 
-static int
-s_op_get_id_map (fpx_call_t *call)
+int
+fpx_handle_get_id_map (fpx_call_t *call)
 {
     fpx_entry_t *entry;
     int rc = fpx_op_lookup_index (call, &entry);
@@ -433,7 +433,7 @@ s_op_get_id_map (fpx_call_t *call)
     size_t n = 0;
     int64_t *copy = NULL;
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     rc = fpx_shim_id_map (entry->index, &ids, &n, err, sizeof err);
     if (!rc && n * sizeof (int64_t) > call->server->config.max_message)
         rc = fpx_reply_error (call->reply, FPX_ETOOBIG, "id map exceeds the message limit");
@@ -479,8 +479,8 @@ s_kmeans_params (fpx_call_t *call, int64_t *d, int64_t *k, fpx_kmeans_params_t *
     return 0;
 }
 
-static int
-s_op_kmeans (fpx_call_t *call)
+int
+fpx_handle_kmeans (fpx_call_t *call)
 {
     int64_t d, k, n;
     fpx_kmeans_params_t params;
@@ -521,22 +521,4 @@ s_op_kmeans (fpx_call_t *call)
     fpx_op_reply_array (call, centroids, centroid_bytes);
     fpx_op_reply_array (call, stats, (size_t) iterations * FPX_KMEANS_STATS * sizeof (double));
     return 0;
-}
-
-fpx_op_fn
-fpx_ops_objects_handler (int opcode)
-{
-    switch (opcode) {
-        case FPX_OP_CONSTRUCT:      return s_op_construct;
-        case FPX_OP_SUBOBJECT:      return s_op_subobject;
-        case FPX_OP_ATTACH:         return s_op_attach;
-        case FPX_OP_GET_ATTR:       return s_op_get_attr;
-        case FPX_OP_SET_ATTR:       return s_op_set_attr;
-        case FPX_OP_CLONE:          return s_op_clone;
-        case FPX_OP_KMEANS:         return s_op_kmeans;
-        case FPX_OP_APPLY:          return s_op_apply;
-        case FPX_OP_SET_DIRECT_MAP: return s_op_set_direct_map;
-        case FPX_OP_GET_ID_MAP:     return s_op_get_id_map;
-    }
-    return NULL;
 }

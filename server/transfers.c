@@ -193,8 +193,8 @@ s_reply_copy (fpx_call_t *call, const uint8_t *data, size_t offset, size_t lengt
 
 //  name → {transfer, size, chunk} and the first chunk. An index that fits
 //  one chunk comes whole with transfer 0: nothing is kept.
-static int
-s_op_download_begin (fpx_call_t *call)
+int
+fpx_handle_download_begin (fpx_call_t *call)
 {
     s_reap (0, false);             //  the idle ones
     fpx_entry_t *entry;
@@ -204,7 +204,7 @@ s_op_download_begin (fpx_call_t *call)
     uint8_t *bytes = NULL;
     size_t size = 0;
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     rc = fpx_shim_serialize (entry->index, 0, &bytes, &size, err, sizeof err);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
@@ -253,8 +253,8 @@ s_op_download_begin (fpx_call_t *call)
 //  transfer, offset, optional length (default and at most the chunk
 //  size) → {offset, length} and those bytes. The read that reaches the
 //  end frees the transfer.
-static int
-s_op_download_chunk (fpx_call_t *call)
+int
+fpx_handle_download_chunk (fpx_call_t *call)
 {
     size_t chunk = s_chunk_size (call);
     int64_t offset, length;
@@ -296,8 +296,8 @@ s_op_download_chunk (fpx_call_t *call)
 
 //  size, optional name and factory → {transfer, chunk}. The name is
 //  checked now so that a taken one fails before the bytes travel.
-static int
-s_op_upload_begin (fpx_call_t *call)
+int
+fpx_handle_upload_begin (fpx_call_t *call)
 {
     s_reap (0, false);             //  the idle ones
     char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX] = "";
@@ -356,8 +356,8 @@ s_op_upload_begin (fpx_call_t *call)
 
 //  transfer, offset (= the bytes received so far) and one frame of at
 //  most the chunk size → {received}.
-static int
-s_op_upload_chunk (fpx_call_t *call)
+int
+fpx_handle_upload_chunk (fpx_call_t *call)
 {
     int64_t offset;
     if (fpx_op_int_param (call, "offset", true, 0, 0, INT64_MAX, &offset))
@@ -397,8 +397,8 @@ s_op_upload_chunk (fpx_call_t *call)
 }
 
 //  transfer → the description of the new index, as deserialize.
-static int
-s_op_upload_commit (fpx_call_t *call)
+int
+fpx_handle_upload_commit (fpx_call_t *call)
 {
     s_transfer_t **slot;
     int rc = 0;
@@ -427,8 +427,8 @@ s_op_upload_commit (fpx_call_t *call)
     return rc;
 }
 
-static int
-s_op_transfer_abort (fpx_call_t *call)
+int
+fpx_handle_transfer_abort (fpx_call_t *call)
 {
     s_transfer_t **slot;
     pthread_mutex_lock (&s_lock);
@@ -443,18 +443,4 @@ s_op_transfer_abort (fpx_call_t *call)
     s_transfer_free (transfer);
     fpx_op_pack_empty (call);
     return 0;
-}
-
-fpx_op_fn
-fpx_ops_transfers_handler (int opcode)
-{
-    switch (opcode) {
-        case FPX_OP_DOWNLOAD_BEGIN: return s_op_download_begin;
-        case FPX_OP_DOWNLOAD_CHUNK: return s_op_download_chunk;
-        case FPX_OP_UPLOAD_BEGIN:   return s_op_upload_begin;
-        case FPX_OP_UPLOAD_CHUNK:   return s_op_upload_chunk;
-        case FPX_OP_UPLOAD_COMMIT:  return s_op_upload_commit;
-        case FPX_OP_TRANSFER_ABORT: return s_op_transfer_abort;
-    }
-    return NULL;
 }
