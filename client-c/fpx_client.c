@@ -42,6 +42,7 @@
 
 #include "faissproxy.h"
 #include "fpx_conn.h"
+#include "fpx_fields.h"
 #include "fpx_info.h"
 #include "fpx_params.h"
 #include "fpx_protocol.h"
@@ -175,13 +176,20 @@ typedef struct {
     msgpack_packer packer;
 } s_params_t;
 
+//  An empty buffer, for a packer of fpx_fields.h (which starts the map).
+static msgpack_packer *
+s_params_init (s_params_t *params)
+{
+    msgpack_sbuffer_init (&params->buffer);
+    msgpack_packer_init (&params->packer, &params->buffer, msgpack_sbuffer_write);
+    return &params->packer;
+}
+
 //  Starts a map of count entries; the caller packs exactly that many.
 static msgpack_packer *
 s_params_start (s_params_t *params, size_t count)
 {
-    msgpack_sbuffer_init (&params->buffer);
-    msgpack_packer_init (&params->packer, &params->buffer, msgpack_sbuffer_write);
-    msgpack_pack_map (&params->packer, count);
+    msgpack_pack_map (s_params_init (params), count);
     return &params->packer;
 }
 
@@ -703,55 +711,59 @@ fpx_index_create (fpx_client_t *self, const char *name, int d, const char *facto
     return s_call_description (self, &request, &params, info);
 }
 
-//  A call that takes only the name and answers a description (open, clone).
+//  Starts a call on an index: the handle, then the name (a user name or
+//  an anonymous index's "@…" handle).
 static int
-s_call_name_description (fpx_client_t *self, int opcode, const char *name,
-                         fpx_index_info_t *info /* OUT */)
+s_begin_named (fpx_client_t *self, int opcode, const char *name)
 {
     int rc = s_begin (self, opcode);
-    if (!rc)
-        rc = s_check_name (self, name, false);
-    if (rc)
-        return rc;
-    s_params_t params;
-    fpx_pack_kv_str (s_params_start (&params, 1), "name", name);
-    fpx_request_t request = { 0 };
-    return s_call_description (self, &request, &params, info);
+    return rc ? rc : s_check_name (self, name, false);
 }
 
-int
-fpx_index_open (fpx_client_t *self, const char *name, fpx_index_info_t *info /* OUT */)
-{
-    return s_call_name_description (self, FPX_OP_OPEN, name, info);
-}
-
-//  A call that takes only the name and answers an empty result.
+//  Sends params (packed, freed here) and expects an empty result.
 static int
-s_call_name_only (fpx_client_t *self, int opcode, const char *name)
+s_call_empty (fpx_client_t *self, s_params_t *params)
 {
-    int rc = s_begin (self, opcode);
-    if (!rc)
-        rc = s_check_name (self, name, false);
-    if (rc)
-        return rc;
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
-    rc = s_call_name (self, name, &request, &reply);
+    int rc = s_call (self, &request, params, &reply);
     if (!rc)
         fpx_reply_close (&reply);
     return rc;
 }
 
 int
+fpx_index_open (fpx_client_t *self, const char *name, fpx_index_info_t *info /* OUT */)
+{
+    int rc = s_begin_named (self, FPX_OP_OPEN, name);
+    if (rc)
+        return rc;
+    s_params_t params;
+    fpx_open_pack (s_params_init (&params), &(fpx_open_args_t) { .name = name });
+    fpx_request_t request = { 0 };
+    return s_call_description (self, &request, &params, info);
+}
+
+int
 fpx_index_drop (fpx_client_t *self, const char *name)
 {
-    return s_call_name_only (self, FPX_OP_DROP, name);
+    int rc = s_begin_named (self, FPX_OP_DROP, name);
+    if (rc)
+        return rc;
+    s_params_t params;
+    fpx_drop_pack (s_params_init (&params), &(fpx_drop_args_t) { .name = name });
+    return s_call_empty (self, &params);
 }
 
 int
 fpx_index_save (fpx_client_t *self, const char *name)
 {
-    return s_call_name_only (self, FPX_OP_SAVE, name);
+    int rc = s_begin_named (self, FPX_OP_SAVE, name);
+    if (rc)
+        return rc;
+    s_params_t params;
+    fpx_save_pack (s_params_init (&params), &(fpx_save_args_t) { .name = name });
+    return s_call_empty (self, &params);
 }
 
 //  Copies the "names" array of str into a malloc'd list of strings.
@@ -823,15 +835,12 @@ int
 fpx_index_describe (fpx_client_t *self, const char *name, int with_memory,
                     fpx_index_info_t *info /* OUT */)
 {
-    int rc = s_begin (self, FPX_OP_DESCRIBE);
-    if (!rc)
-        rc = s_check_name (self, name, false);
+    int rc = s_begin_named (self, FPX_OP_DESCRIBE, name);
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 2);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_bool (pk, "memory", with_memory != 0);
+    fpx_describe_pack (s_params_init (&params),
+                       &(fpx_describe_args_t) { .name = name, .memory = with_memory != 0 });
     fpx_request_t request = { 0 };
     return s_call_description (self, &request, &params, info);
 }
@@ -1224,9 +1233,8 @@ fpx_reconstruct (fpx_client_t *self, const char *name, int64_t key, int d,
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 2);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_int (pk, "key", key);
+    fpx_reconstruct_pack (s_params_init (&params),
+                          &(fpx_reconstruct_args_t) { .name = name, .key = key });
     fpx_request_t request = { .reply_arrays = 1 };
     fpx_reply_t reply;
     rc = s_call (self, &request, &params, &reply);
@@ -1256,10 +1264,8 @@ fpx_reconstruct_n (fpx_client_t *self, const char *name, int64_t i0, int64_t n,
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 3);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_int (pk, "i0", i0);
-    fpx_pack_kv_int (pk, "n", n);
+    fpx_reconstruct_n_pack (s_params_init (&params),
+                            &(fpx_reconstruct_n_args_t) { .name = name, .i0 = i0, .n = n });
     fpx_request_t request = { .reply_arrays = 1 };
     fpx_reply_t reply;
     int64_t n_got = 0;
@@ -1276,14 +1282,14 @@ fpx_reconstruct_n (fpx_client_t *self, const char *name, int64_t i0, int64_t n,
 int
 fpx_reset (fpx_client_t *self, const char *name)
 {
-    int rc = s_begin (self, FPX_OP_RESET);
-    if (!rc)
-        rc = s_check_name (self, name, false);
+    int rc = s_begin_named (self, FPX_OP_RESET, name);
     if (rc)
         return rc;
+    s_params_t params;
+    fpx_reset_pack (s_params_init (&params), &(fpx_reset_args_t) { .name = name });
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
-    rc = s_call_name (self, name, &request, &reply);
+    rc = s_call (self, &request, &params, &reply);
     return rc ? rc : s_finish_int (self, &reply, "ntotal", NULL);
 }
 
@@ -1298,15 +1304,9 @@ fpx_set_parameters (fpx_client_t *self, const char *name, const char *params)
     if (rc)
         return rc;
     s_params_t packed;
-    msgpack_packer *pk = s_params_start (&packed, 2);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_str (pk, "params", params);
-    fpx_request_t request = { 0 };
-    fpx_reply_t reply;
-    rc = s_call (self, &request, &packed, &reply);
-    if (!rc)
-        fpx_reply_close (&reply);
-    return rc;
+    fpx_set_parameters_pack (s_params_init (&packed),
+                             &(fpx_set_parameters_args_t) { .name = name, .params = params });
+    return s_call_empty (self, &packed);
 }
 
 //  A call on name whose reply is one array of `count_key` elements of
@@ -1835,7 +1835,13 @@ fpx_set_attr (fpx_client_t *self, const char *name, const char *attr, double val
 int
 fpx_clone (fpx_client_t *self, const char *name, fpx_index_info_t *info /* OUT */)
 {
-    return s_call_name_description (self, FPX_OP_CLONE, name, info);
+    int rc = s_begin_named (self, FPX_OP_CLONE, name);
+    if (rc)
+        return rc;
+    s_params_t params;
+    fpx_clone_pack (s_params_init (&params), &(fpx_clone_args_t) { .name = name });
+    fpx_request_t request = { 0 };
+    return s_call_description (self, &request, &params, info);
 }
 
 //  Checks apply's result: n echoed (see s_result_count), the output row

@@ -141,8 +141,13 @@ fpx_op_lookup (fpx_call_t *call, fpx_entry_t **entry_p)
 {
     char name [FPX_NAME_MAX + 1];
     int rc = fpx_op_name_param (call, name, true);
-    if (rc)
-        return rc;
+    return rc ? rc : fpx_op_find (call, name, entry_p);
+}
+
+int
+fpx_op_find (fpx_call_t *call, const char *name, fpx_entry_t **entry_p)
+{
+    int rc;
     *entry_p = fpx_registry_find (call->server->registry, call->envelope->tenant_id,
                                   name, call->envelope->conn_id);
     if (!*entry_p)
@@ -167,16 +172,28 @@ fpx_op_lookup (fpx_call_t *call, fpx_entry_t **entry_p)
     return 0;
 }
 
-int
-fpx_op_lookup_index (fpx_call_t *call, fpx_entry_t **entry_p)
+//  The object found must be an index.
+static int
+s_index_only (fpx_call_t *call, int rc, fpx_entry_t **entry_p)
 {
-    int rc = fpx_op_lookup (call, entry_p);
     if (rc == 0 && !(*entry_p)->index) {
         fpx_entry_release (entry_p);
         return fpx_reply_error (call->reply, FPX_EINVAL, "the object is a vector transform, "
                                 "not an index");
     }
     return rc;
+}
+
+int
+fpx_op_lookup_index (fpx_call_t *call, fpx_entry_t **entry_p)
+{
+    return s_index_only (call, fpx_op_lookup (call, entry_p), entry_p);
+}
+
+int
+fpx_op_find_index (fpx_call_t *call, const char *name, fpx_entry_t **entry_p)
+{
+    return s_index_only (call, fpx_op_find (call, name, entry_p), entry_p);
 }
 
 pthread_rwlock_t *
@@ -594,40 +611,39 @@ fpx_handle_create (fpx_call_t *call)
     return fpx_op_register (call, name [0] ? name : NULL, &object);
 }
 
-int
-fpx_handle_describe (fpx_call_t *call)
+static int
+s_describe (fpx_call_t *call, const char *name, bool with_memory)
 {
     fpx_entry_t *entry;
-    bool with_memory = false;
-    int rc = fpx_op_lookup (call, &entry);
+    int rc = fpx_op_find (call, name, &entry);
     if (rc)
         return rc;
-    if (fpx_params_get_bool (&call->params, "memory", &with_memory) < 0)
-        rc = fpx_reply_error (call->reply, FPX_EINVAL, "'memory' must be a bool");
-    else {
-        pthread_rwlock_t *lock = fpx_op_lock (call, entry);
-        rc = fpx_op_pack_description (call, entry, with_memory);
-        pthread_rwlock_unlock (lock);
-    }
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
+    rc = fpx_op_pack_description (call, entry, with_memory);
+    pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
     return rc;
 }
 
-//  open is describe under another name (clients send it to say "I mean to
-//  use this index", which describe, used for inspection, does not).
 int
-fpx_handle_open (fpx_call_t *call)
+fpx_handle_describe_req (fpx_call_t *call, const fpx_describe_req_t *req)
 {
-    return fpx_handle_describe (call);
+    return s_describe (call, req->name, req->memory);
+}
+
+//  open is describe without the memory figure (clients send it to say "I
+//  mean to use this index"; describe is for inspection).
+int
+fpx_handle_open_req (fpx_call_t *call, const fpx_open_req_t *req)
+{
+    return s_describe (call, req->name, false);
 }
 
 int
-fpx_handle_drop (fpx_call_t *call)
+fpx_handle_drop_req (fpx_call_t *call, const fpx_drop_req_t *req)
 {
-    char name [FPX_NAME_MAX + 1];
-    int rc = fpx_op_name_param (call, name, true);
-    if (rc)
-        return rc;
+    const char *name = req->name;
+    int rc = 0;
     uint32_t tenant = call->envelope->tenant_id;
     //  Under the name lock: a create, drop or save of the same name waits.
     pthread_mutex_t *name_lock = fpx_storage_name_lock (tenant, name);
@@ -857,10 +873,10 @@ s_apply_reset (fpx_call_t *call, fpx_entry_t *entry, void *arg)
 }
 
 int
-fpx_handle_reset (fpx_call_t *call)
+fpx_handle_reset_req (fpx_call_t *call, const fpx_reset_req_t *req)
 {
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup_index (call, &entry);
+    int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
     fpx_record_t record = { .kind = FPX_REC_RESET };
@@ -884,19 +900,15 @@ s_apply_parameters (fpx_call_t *call, fpx_entry_t *entry, void *arg)
 }
 
 int
-fpx_handle_set_parameters (fpx_call_t *call)
+fpx_handle_set_parameters_req (fpx_call_t *call, const fpx_set_parameters_req_t *req)
 {
-    char text [FPX_SETPARAM_MAX];
-    int rc = fpx_params_copy_str (&call->params, "params", text, sizeof text);
-    if (rc || !text [0])
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'params' must be a string of 1-%d bytes",
-                                FPX_SETPARAM_MAX - 1);
     //  The bounds set_attr applies, before ParameterSpace sees a value.
     char checked [FPX_SETPARAM_MAX], err [FPX_ERROR_TEXT_MAX];
-    if ((rc = fpx_shim_check_parameters (text, checked, sizeof checked, err, sizeof err)))
+    int rc = fpx_shim_check_parameters (req->params, checked, sizeof checked, err, sizeof err);
+    if (rc)
         return fpx_op_shim_result (call, rc, err);
     fpx_entry_t *entry;
-    if ((rc = fpx_op_lookup_index (call, &entry)))
+    if ((rc = fpx_op_find_index (call, req->name, &entry)))
         return rc;
     fpx_record_t record = { .kind = FPX_REC_SET_PARAMETERS, .parts = { checked },
                             .sizes = { strlen (checked) }, .nparts = 1 };
@@ -906,10 +918,10 @@ fpx_handle_set_parameters (fpx_call_t *call)
 }
 
 int
-fpx_handle_save (fpx_call_t *call)
+fpx_handle_save_req (fpx_call_t *call, const fpx_save_req_t *req)
 {
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup_index (call, &entry);
+    int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
     if (!entry->wal) {
@@ -1270,15 +1282,11 @@ fpx_handle_range_search (fpx_call_t *call)
 
 //  Reconstructs n vectors starting at i0 (n = 1: key i0).
 static int
-s_reconstruct (fpx_call_t *call, bool many)
+s_reconstruct (fpx_call_t *call, const char *name, int64_t i0, int64_t n)
 {
     fpx_entry_t *entry;
-    int64_t i0, n = 1;
-    int rc;
-    if ((rc = fpx_op_int_param (call, many ? "i0" : "key", true, 0, many ? 0 : INT64_MIN,
-                           INT64_MAX, &i0))
-    ||  (many && (rc = fpx_op_int_param (call, "n", true, 0, 1, INT64_MAX, &n)))
-    ||  (rc = fpx_op_lookup_index (call, &entry)))
+    int rc = fpx_op_find_index (call, name, &entry);
+    if (rc)
         return rc;
     //  Keys of id-mapped and IVF indexes are FAISS's to check (it does, with
     //  the messages a FAISS user knows); positions are checked here, since
@@ -1317,14 +1325,23 @@ s_reconstruct (fpx_call_t *call, bool many)
     return call->reply->status;
 }
 
-int fpx_handle_reconstruct (fpx_call_t *call) { return s_reconstruct (call, false); }
-int fpx_handle_reconstruct_n (fpx_call_t *call) { return s_reconstruct (call, true); }
+int
+fpx_handle_reconstruct_req (fpx_call_t *call, const fpx_reconstruct_req_t *req)
+{
+    return s_reconstruct (call, req->name, req->key, 1);
+}
 
 int
-fpx_handle_serialize (fpx_call_t *call)
+fpx_handle_reconstruct_n_req (fpx_call_t *call, const fpx_reconstruct_n_req_t *req)
+{
+    return s_reconstruct (call, req->name, req->i0, req->n);
+}
+
+int
+fpx_handle_serialize_req (fpx_call_t *call, const fpx_serialize_req_t *req)
 {
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup_index (call, &entry);
+    int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
     uint8_t *bytes = NULL;

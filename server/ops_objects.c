@@ -332,10 +332,10 @@ fpx_handle_set_attr (fpx_call_t *call)
 }
 
 int
-fpx_handle_clone (fpx_call_t *call)
+fpx_handle_clone_req (fpx_call_t *call, const fpx_clone_req_t *req)
 {
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup_index (call, &entry);
+    int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
     fpx_object_t object = { .factory = entry->factory };
