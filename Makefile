@@ -1,5 +1,5 @@
 #  faissproxy — build, test, run, install.
-#  make run | make test | make fuzz | make deps | make install PREFIX=… DESTDIR=…
+#  make run | make check | make test | make fuzz | make deps | make install PREFIX=… DESTDIR=…
 #  make dist: a release tarball that runs on a bare Debian 12 (build/dist/).
 #  make faiss-suite: FAISS's own Python tests through faiss_proxy (docs/FAISS_SUITE.md)
 #  Variants: make test-asan (ASan+UBSan), make test-tsan (TSan);
