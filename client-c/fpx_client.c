@@ -1310,8 +1310,8 @@ fpx_set_parameters (fpx_client_t *self, const char *name, const char *params)
 }
 
 //  A call on name whose reply is one array of `count_key` elements of
-//  elem_size bytes (serialize, get_id_map): the array is copied into a
-//  malloc'd buffer the caller frees with fpx_free.
+//  elem_size bytes (get_id_map, whose parameters are only the name): the
+//  array is copied into a malloc'd buffer the caller frees with fpx_free.
 static int
 s_call_download (fpx_client_t *self, int opcode, const char *name, const char *count_key,
                  size_t elem_size, void **data_p, size_t *count_p)
@@ -1327,7 +1327,9 @@ s_call_download (fpx_client_t *self, int opcode, const char *name, const char *c
         return rc;
     fpx_request_t request = { .reply_arrays = 1 };
     fpx_reply_t reply;
-    rc = s_call_name (self, name, &request, &reply);
+    s_params_t params;
+    fpx_get_id_map_pack (s_params_init (&params), &(fpx_get_id_map_args_t) { .name = name });
+    rc = s_call (self, &request, &params, &reply);
     if (rc)
         return rc;
     int64_t count = 0;
@@ -1686,17 +1688,6 @@ fpx_deserialize_from (fpx_client_t *self, const char *name, const char *factory,
 
 /* ---- objects: composition, views, attributes, transforms -------------- */
 
-//  A construct argument: packed as an int when it is a whole number an
-//  int64 holds (FAISS's constructors take mostly ints), else as a float.
-static void
-s_pack_number (msgpack_packer *pk, double value)
-{
-    if (value >= -9.2e18 && value <= 9.2e18 && value == (double) (int64_t) value)
-        msgpack_pack_int64 (pk, (int64_t) value);
-    else
-        msgpack_pack_double (pk, value);
-}
-
 static int
 s_check_construct (fpx_client_t *self, int nargs, const double *args,
                    int nrefs, const char *const *refs)
@@ -1731,7 +1722,7 @@ fpx_construct (fpx_client_t *self, const char *type, int nargs, const double *ar
     fpx_pack_str (pk, "args");
     msgpack_pack_array (pk, (size_t) nargs);
     for (int i = 0; i < nargs; i++)
-        s_pack_number (pk, args [i]);
+        fpx_pack_number (pk, args [i]);
     fpx_pack_str (pk, "refs");
     msgpack_pack_array (pk, (size_t) nrefs);
     for (int i = 0; i < nrefs; i++)
@@ -1762,9 +1753,8 @@ fpx_subobject (fpx_client_t *self, const char *name, const char *path,
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 2);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_str (pk, "path", path);
+    fpx_subobject_pack (s_params_init (&params),
+                        &(fpx_subobject_args_t) { .name = name, .path = path });
     fpx_request_t request = { 0 };
     return s_call_description (self, &request, &params, info);
 }
@@ -1796,9 +1786,8 @@ fpx_get_attr (fpx_client_t *self, const char *name, const char *attr, double *va
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 2);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_str (pk, "attr", attr);
+    fpx_get_attr_pack (s_params_init (&params),
+                       &(fpx_get_attr_args_t) { .name = name, .attr = attr });
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
     rc = s_call (self, &request, &params, &reply);
@@ -1819,17 +1808,9 @@ fpx_set_attr (fpx_client_t *self, const char *name, const char *attr, double val
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 3);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_str (pk, "attr", attr);
-    fpx_pack_str (pk, "value");
-    s_pack_number (pk, value);
-    fpx_request_t request = { 0 };
-    fpx_reply_t reply;
-    rc = s_call (self, &request, &params, &reply);
-    if (!rc)
-        fpx_reply_close (&reply);
-    return rc;
+    fpx_set_attr_pack (s_params_init (&params),
+                       &(fpx_set_attr_args_t) { .name = name, .attr = attr, .value = value });
+    return s_call_empty (self, &params);
 }
 
 int
@@ -1911,15 +1892,9 @@ fpx_set_direct_map (fpx_client_t *self, const char *name, int type)
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 2);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_int (pk, "type", type);
-    fpx_request_t request = { 0 };
-    fpx_reply_t reply;
-    rc = s_call (self, &request, &params, &reply);
-    if (!rc)
-        fpx_reply_close (&reply);
-    return rc;
+    fpx_set_direct_map_pack (s_params_init (&params),
+                             &(fpx_set_direct_map_args_t) { .name = name, .type = type });
+    return s_call_empty (self, &params);
 }
 
 int

@@ -8,6 +8,7 @@
         INT   an integer in [lo, hi]; required
         BOOL  a bool; optional, false when absent
         STR   a string of lo..hi bytes, no NUL; required
+        NUM   a number (int or float; packed as an int when whole); required
     From it come, for each opcode listed in FPX_FIELDED_OPCODES:
         fpx_<wire>_args_t      what a client packs (strings borrowed)
         fpx_<wire>_pack ()     the client's packer (below)
@@ -47,6 +48,16 @@
 #define FPX_FIELDS_SERIALIZE(F)      F (NAME, name, 0, 0)
 #define FPX_FIELDS_CLONE(F)          F (NAME, name, 0, 0)
 #define FPX_FIELDS_SAVE(F)           F (NAME, name, 0, 0)
+#define FPX_FIELDS_SUBOBJECT(F)      F (NAME, name, 0, 0)                                  \
+                                     F (STR, path, 1, FPX_TYPE_NAME_MAX - 1)
+#define FPX_FIELDS_GET_ATTR(F)       F (NAME, name, 0, 0)                                  \
+                                     F (STR, attr, 1, FPX_TYPE_NAME_MAX - 1)
+#define FPX_FIELDS_SET_ATTR(F)       F (NAME, name, 0, 0)                                  \
+                                     F (STR, attr, 1, FPX_TYPE_NAME_MAX - 1)               \
+                                     F (NUM, value, 0, 0)
+#define FPX_FIELDS_SET_DIRECT_MAP(F) F (NAME, name, 0, 0)                                  \
+                                     F (INT, type, 0, 2)
+#define FPX_FIELDS_GET_ID_MAP(F)     F (NAME, name, 0, 0)
 
 /*  The opcodes above: X (OPCODE, wire_name) as in FPX_OPCODES.          */
 #define FPX_FIELDED_OPCODES(X)                                               \
@@ -59,21 +70,29 @@
     X (SET_PARAMETERS, set_parameters)                                       \
     X (SERIALIZE, serialize)                                                 \
     X (CLONE, clone)                                                         \
-    X (SAVE, save)
+    X (SAVE, save)                                                           \
+    X (SUBOBJECT, subobject)                                                 \
+    X (GET_ATTR, get_attr)                                                   \
+    X (SET_ATTR, set_attr)                                                   \
+    X (SET_DIRECT_MAP, set_direct_map)                                       \
+    X (GET_ID_MAP, get_id_map)
 
 //  C types of each field type: on the client (args) and the server (req).
 #define FPX_FIELD_ARG_NAME(key, hi)  const char *key;
 #define FPX_FIELD_ARG_INT(key, hi)   int64_t key;
 #define FPX_FIELD_ARG_BOOL(key, hi)  bool key;
 #define FPX_FIELD_ARG_STR(key, hi)   const char *key;
+#define FPX_FIELD_ARG_NUM(key, hi)   double key;
 #define FPX_FIELD_REQ_NAME(key, hi)  char key [FPX_NAME_MAX + 1];
 #define FPX_FIELD_REQ_INT(key, hi)   int64_t key;
 #define FPX_FIELD_REQ_BOOL(key, hi)  bool key;
 #define FPX_FIELD_REQ_STR(key, hi)   char key [(hi) + 1];
+#define FPX_FIELD_REQ_NUM(key, hi)   double key;
 #define FPX_FIELD_PACK_NAME(pk, key, value) fpx_pack_kv_str (pk, key, value)
 #define FPX_FIELD_PACK_INT(pk, key, value)  fpx_pack_kv_int (pk, key, value)
 #define FPX_FIELD_PACK_BOOL(pk, key, value) fpx_pack_kv_bool (pk, key, value)
 #define FPX_FIELD_PACK_STR(pk, key, value)  fpx_pack_kv_str (pk, key, value)
+#define FPX_FIELD_PACK_NUM(pk, key, value)  fpx_pack_kv_number (pk, key, value)
 
 #define FPX_FIELD_ARG_(type, key, lo, hi)  FPX_FIELD_ARG_##type (key, hi)
 #define FPX_FIELD_REQ_(type, key, lo, hi)  FPX_FIELD_REQ_##type (key, hi)

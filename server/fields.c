@@ -30,11 +30,20 @@ s_read_str (fpx_call_t *call, const char *key, int64_t lo, int64_t hi, char *out
     return 0;
 }
 
+static int
+s_read_num (fpx_call_t *call, const char *key, double *out)
+{
+    if (fpx_params_get_double (&call->params, key, out))
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'%s' must be a number", key);
+    return 0;
+}
+
 //  One reader per field type; NAME is always the key "name".
 #define S_READ_NAME(key, lo, hi, out) fpx_op_name_param (call, out, true)
 #define S_READ_INT(key, lo, hi, out)  fpx_op_int_param (call, key, true, 0, lo, hi, &out)
 #define S_READ_BOOL(key, lo, hi, out) s_read_bool (call, key, &out)
 #define S_READ_STR(key, lo, hi, out)  s_read_str (call, key, lo, hi, out, sizeof out)
+#define S_READ_NUM(key, lo, hi, out)  s_read_num (call, key, &out)
 
 #define S_READ_(type, key, lo, hi)                                           \
     if (rc == 0)                                                             \

@@ -240,13 +240,12 @@ fpx_handle_attach (fpx_call_t *call)
 }
 
 int
-fpx_handle_subobject (fpx_call_t *call)
+fpx_handle_subobject_req (fpx_call_t *call, const fpx_subobject_req_t *req)
 {
-    char path [FPX_TYPE_NAME_MAX];
+    const char *path = req->path;
     fpx_entry_t *entry;
-    int rc;
-    if ((rc = s_word_param (call, "path", path, sizeof path))
-    ||  (rc = fpx_op_lookup_index (call, &entry)))
+    int rc = fpx_op_find_index (call, req->name, &entry);
+    if (rc)
         return rc;
     fpx_object_t object = { .factory = "" };
     char err [FPX_ERROR_TEXT_MAX];
@@ -273,13 +272,12 @@ fpx_handle_subobject (fpx_call_t *call)
 }
 
 int
-fpx_handle_get_attr (fpx_call_t *call)
+fpx_handle_get_attr_req (fpx_call_t *call, const fpx_get_attr_req_t *req)
 {
-    char attr [FPX_TYPE_NAME_MAX];
+    const char *attr = req->attr;
     fpx_entry_t *entry;
-    int rc;
-    if ((rc = s_word_param (call, "attr", attr, sizeof attr))
-    ||  (rc = fpx_op_lookup (call, &entry)))
+    int rc = fpx_op_find (call, req->name, &entry);
+    if (rc)
         return rc;
     double value = 0;
     char err [FPX_ERROR_TEXT_MAX];
@@ -312,20 +310,15 @@ s_apply_attr (fpx_call_t *call, fpx_entry_t *entry, void *arg)
 }
 
 int
-fpx_handle_set_attr (fpx_call_t *call)
+fpx_handle_set_attr_req (fpx_call_t *call, const fpx_set_attr_req_t *req)
 {
-    char attr [FPX_TYPE_NAME_MAX];
-    s_attr_t a = { .attr = attr };
+    s_attr_t a = { .attr = req->attr, .value = req->value };
     fpx_entry_t *entry;
-    int rc;
-    if ((rc = s_word_param (call, "attr", attr, sizeof attr)))
+    int rc = fpx_op_find (call, req->name, &entry);
+    if (rc)
         return rc;
-    if (fpx_params_get_double (&call->params, "value", &a.value))
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'value' must be a number");
-    if ((rc = fpx_op_lookup (call, &entry)))
-        return rc;
-    fpx_record_t record = { .kind = FPX_REC_SET_ATTR, .parts = { &a.value, attr },
-                            .sizes = { sizeof a.value, strlen (attr) }, .nparts = 2 };
+    fpx_record_t record = { .kind = FPX_REC_SET_ATTR, .parts = { &a.value, a.attr },
+                            .sizes = { sizeof a.value, strlen (a.attr) }, .nparts = 2 };
     rc = fpx_op_mutate (call, entry, &record, s_apply_attr, &a);
     fpx_entry_release (&entry);
     return rc;
@@ -406,15 +399,13 @@ s_apply_direct_map (fpx_call_t *call, fpx_entry_t *entry, void *arg)
 }
 
 int
-fpx_handle_set_direct_map (fpx_call_t *call)
+fpx_handle_set_direct_map_req (fpx_call_t *call, const fpx_set_direct_map_req_t *req)
 {
-    int64_t type;
     fpx_entry_t *entry;
-    int rc;
-    if ((rc = fpx_op_int_param (call, "type", true, 0, 0, 2, &type))
-    ||  (rc = fpx_op_lookup_index (call, &entry)))
+    int rc = fpx_op_find_index (call, req->name, &entry);
+    if (rc)
         return rc;
-    uint32_t stored [2] = { (uint32_t) type, 0 };
+    uint32_t stored [2] = { (uint32_t) req->type, 0 };
     fpx_record_t record = { .kind = FPX_REC_SET_DIRECT_MAP, .parts = { stored },
                             .sizes = { sizeof stored }, .nparts = 1 };
     rc = fpx_op_mutate (call, entry, &record, s_apply_direct_map, stored);
@@ -423,10 +414,10 @@ fpx_handle_set_direct_map (fpx_call_t *call)
 }
 
 int
-fpx_handle_get_id_map (fpx_call_t *call)
+fpx_handle_get_id_map_req (fpx_call_t *call, const fpx_get_id_map_req_t *req)
 {
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup_index (call, &entry);
+    int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
     const int64_t *ids;

@@ -93,7 +93,31 @@ test_packers_bytes (void *arg)
     S_NAME_ONLY_ (serialize)
     S_NAME_ONLY_ (clone)
     S_NAME_ONLY_ (save)
+    S_NAME_ONLY_ (get_id_map)
 #undef S_NAME_ONLY_
+    fpx_mp_init (&mp);
+    fpx_subobject_pack (&mp.pk, &(fpx_subobject_args_t) { .name = "ix", .path = "quantizer" });
+    S_EXPECT ("subobject", &mp, "\x82\xa4name\xa2ix\xa4path\xa9quantizer");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_get_attr_pack (&mp.pk, &(fpx_get_attr_args_t) { .name = "ix", .attr = "nprobe" });
+    S_EXPECT ("get_attr", &mp, "\x82\xa4name\xa2ix\xa4" "attr\xa6nprobe");
+    fpx_mp_free (&mp);
+    //  A whole number goes as an int, any other as a float 64.
+    fpx_mp_init (&mp);
+    fpx_set_attr_pack (&mp.pk, &(fpx_set_attr_args_t) { .name = "ix", .attr = "nprobe",
+                                                        .value = 16 });
+    S_EXPECT ("set_attr 16", &mp, "\x83\xa4name\xa2ix\xa4" "attr\xa6nprobe\xa5value\x10");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_set_attr_pack (&mp.pk, &(fpx_set_attr_args_t) { .name = "ix", .attr = "a", .value = 0.5 });
+    S_EXPECT ("set_attr 0.5", &mp, "\x83\xa4name\xa2ix\xa4" "attr\xa1" "a\xa5value"
+              "\xcb\x3f\xe0\x00\x00\x00\x00\x00\x00");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_set_direct_map_pack (&mp.pk, &(fpx_set_direct_map_args_t) { .name = "ix", .type = 2 });
+    S_EXPECT ("set_direct_map", &mp, "\x82\xa4name\xa2ix\xa4type\x02");
+    fpx_mp_free (&mp);
     fpx_mp_init (&mp);
     fpx_describe_pack (&mp.pk, &(fpx_describe_args_t) { .name = "ix", .memory = true });
     S_EXPECT ("describe", &mp, "\x82\xa4name\xa2ix\xa6memory\xc3");
@@ -157,6 +181,9 @@ test_readers_bounds (void *arg)
     char big [FPX_SETPARAM_MAX + 1];
     memset (big, 'a', sizeof big - 1);
     big [sizeof big - 1] = 0;
+    char long_word [FPX_TYPE_NAME_MAX + 1];
+    memset (long_word, 'q', sizeof long_word - 1);
+    long_word [sizeof long_word - 1] = 0;
     struct {
         const char *what;
         int opcode;
@@ -190,6 +217,16 @@ test_readers_bounds (void *arg)
           { 0, 0, 0 }, { "../etc", NULL, NULL } },
         { "clone of a name as an int", FPX_OP_CLONE, "name", { "name", NULL, NULL },
           { 1, 0, 0 }, { 5, 0, 0 }, { NULL, NULL, NULL } },
+        { "subobject without a path", FPX_OP_SUBOBJECT, "'path'", { "name", NULL, NULL },
+          { 0, 0, 0 }, { 0, 0, 0 }, { "ix", NULL, NULL } },
+        { "get_attr of a 64-byte attr", FPX_OP_GET_ATTR, "'attr'", { "name", "attr", NULL },
+          { 0, 0, 0 }, { 0, 0, 0 }, { "ix", long_word, NULL } },
+        { "set_attr with a string value", FPX_OP_SET_ATTR, "'value'", { "name", "attr", "value" },
+          { 0, 0, 0 }, { 0, 0, 0 }, { "ix", "nprobe", "2" } },
+        { "set_direct_map type 3", FPX_OP_SET_DIRECT_MAP, "'type'", { "name", "type", NULL },
+          { 0, 1, 0 }, { 0, 3, 0 }, { "ix", NULL, NULL } },
+        { "get_id_map without a name", FPX_OP_GET_ID_MAP, "'name'", { NULL, NULL, NULL },
+          { 0, 0, 0 }, { 0, 0, 0 }, { NULL, NULL, NULL } },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
         int count = 0;
