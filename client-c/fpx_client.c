@@ -1362,7 +1362,8 @@ s_transfer_abort (fpx_client_t *self, int64_t transfer)
     memcpy (errmsg, self->errmsg, sizeof errmsg);
     self->opcode = FPX_OP_TRANSFER_ABORT;
     s_params_t params;
-    fpx_pack_kv_int (s_params_start (&params, 1), "transfer", transfer);
+    fpx_transfer_abort_pack (s_params_init (&params),
+                             &(fpx_transfer_abort_args_t) { .transfer = transfer });
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
     if (s_call (self, &request, &params, &reply) == 0)
@@ -1635,7 +1636,8 @@ s_upload (fpx_client_t *self, const char *name, const char *factory, size_t size
     free (buffer);
     if (!rc) {
         self->opcode = FPX_OP_UPLOAD_COMMIT;
-        fpx_pack_kv_int (s_params_start (&params, 1), "transfer", transfer);
+        fpx_upload_commit_pack (s_params_init (&params),
+                                &(fpx_upload_commit_args_t) { .transfer = transfer });
         request = (fpx_request_t) { 0 };
         return s_call_description (self, &request, &params, info);
     }

@@ -58,6 +58,8 @@
 #define FPX_FIELDS_SET_DIRECT_MAP(F) F (NAME, name, 0, 0)                                  \
                                      F (INT, type, 0, 2)
 #define FPX_FIELDS_GET_ID_MAP(F)     F (NAME, name, 0, 0)
+#define FPX_FIELDS_UPLOAD_COMMIT(F)  F (INT, transfer, 1, INT64_MAX)
+#define FPX_FIELDS_TRANSFER_ABORT(F) F (INT, transfer, 1, INT64_MAX)
 
 /*  The opcodes above: X (OPCODE, wire_name) as in FPX_OPCODES.          */
 #define FPX_FIELDED_OPCODES(X)                                               \
@@ -75,7 +77,9 @@
     X (GET_ATTR, get_attr)                                                   \
     X (SET_ATTR, set_attr)                                                   \
     X (SET_DIRECT_MAP, set_direct_map)                                       \
-    X (GET_ID_MAP, get_id_map)
+    X (GET_ID_MAP, get_id_map)                                               \
+    X (UPLOAD_COMMIT, upload_commit)                                         \
+    X (TRANSFER_ABORT, transfer_abort)
 
 //  C types of each field type: on the client (args) and the server (req).
 #define FPX_FIELD_ARG_NAME(key, hi)  const char *key;

@@ -126,14 +126,11 @@ s_chunk_size (fpx_call_t *call)
     return chunk > FPX_TRANSFER_CHUNK_MAX ? FPX_TRANSFER_CHUNK_MAX : chunk;
 }
 
-//  Under s_lock: the caller's transfer named by the "transfer" param, of
-//  the kind wanted; NULL with the reply filled.
+//  Under s_lock: the caller's transfer id, of the kind wanted; NULL with
+//  the reply filled.
 static s_transfer_t *
-s_find (fpx_call_t *call, bool upload, s_transfer_t ***slot_p)
+s_find_id (fpx_call_t *call, int64_t id, bool upload, s_transfer_t ***slot_p)
 {
-    int64_t id;
-    if (fpx_op_int_param (call, "transfer", true, 0, 1, INT64_MAX, &id))
-        return NULL;
     for (s_transfer_t **slot = &s_transfers; *slot; slot = &(*slot)->next) {
         s_transfer_t *transfer = *slot;
         if (transfer->id != (uint64_t) id || transfer->conn_id != call->envelope->conn_id
@@ -151,6 +148,17 @@ s_find (fpx_call_t *call, bool upload, s_transfer_t ***slot_p)
                      "or %d s unused)", call->header.opcode == FPX_OP_TRANSFER_ABORT ? "open"
                      : upload ? "upload" : "download", (long long) id, FPX_TRANSFER_IDLE_S);
     return NULL;
+}
+
+//  As s_find_id, for the id in the "transfer" param (the chunk opcodes,
+//  whose parameters are read by hand).
+static s_transfer_t *
+s_find (fpx_call_t *call, bool upload, s_transfer_t ***slot_p)
+{
+    int64_t id;
+    if (fpx_op_int_param (call, "transfer", true, 0, 1, INT64_MAX, &id))
+        return NULL;
+    return s_find_id (call, id, upload, slot_p);
 }
 
 //  Under s_lock: whether the connection may open one more transfer.
@@ -398,12 +406,12 @@ fpx_handle_upload_chunk (fpx_call_t *call)
 
 //  transfer → the description of the new index, as deserialize.
 int
-fpx_handle_upload_commit (fpx_call_t *call)
+fpx_handle_upload_commit_req (fpx_call_t *call, const fpx_upload_commit_req_t *req)
 {
     s_transfer_t **slot;
     int rc = 0;
     pthread_mutex_lock (&s_lock);
-    s_transfer_t *transfer = s_find (call, true, &slot);
+    s_transfer_t *transfer = s_find_id (call, req->transfer, true, &slot);
     if (!transfer)
         rc = call->reply->status;
     else if (transfer->received != transfer->size)
@@ -428,11 +436,11 @@ fpx_handle_upload_commit (fpx_call_t *call)
 }
 
 int
-fpx_handle_transfer_abort (fpx_call_t *call)
+fpx_handle_transfer_abort_req (fpx_call_t *call, const fpx_transfer_abort_req_t *req)
 {
     s_transfer_t **slot;
     pthread_mutex_lock (&s_lock);
-    s_transfer_t *transfer = s_find (call, false, &slot);
+    s_transfer_t *transfer = s_find_id (call, req->transfer, false, &slot);
     if (transfer) {
         *slot = transfer->next;
         transfer->next = NULL;

@@ -115,6 +115,14 @@ test_packers_bytes (void *arg)
               "\xcb\x3f\xe0\x00\x00\x00\x00\x00\x00");
     fpx_mp_free (&mp);
     fpx_mp_init (&mp);
+    fpx_transfer_abort_pack (&mp.pk, &(fpx_transfer_abort_args_t) { .transfer = 300 });
+    S_EXPECT ("transfer_abort", &mp, "\x81\xa8transfer\xcd\x01\x2c");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_upload_commit_pack (&mp.pk, &(fpx_upload_commit_args_t) { .transfer = 1 });
+    S_EXPECT ("upload_commit", &mp, "\x81\xa8transfer\x01");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
     fpx_set_direct_map_pack (&mp.pk, &(fpx_set_direct_map_args_t) { .name = "ix", .type = 2 });
     S_EXPECT ("set_direct_map", &mp, "\x82\xa4name\xa2ix\xa4type\x02");
     fpx_mp_free (&mp);
@@ -225,6 +233,10 @@ test_readers_bounds (void *arg)
           { 0, 0, 0 }, { 0, 0, 0 }, { "ix", "nprobe", "2" } },
         { "set_direct_map type 3", FPX_OP_SET_DIRECT_MAP, "'type'", { "name", "type", NULL },
           { 0, 1, 0 }, { 0, 3, 0 }, { "ix", NULL, NULL } },
+        { "transfer_abort of transfer 0", FPX_OP_TRANSFER_ABORT, "'transfer'",
+          { "transfer", NULL, NULL }, { 1, 0, 0 }, { 0, 0, 0 }, { NULL, NULL, NULL } },
+        { "upload_commit without a transfer", FPX_OP_UPLOAD_COMMIT, "'transfer'",
+          { NULL, NULL, NULL }, { 0, 0, 0 }, { 0, 0, 0 }, { NULL, NULL, NULL } },
         { "get_id_map without a name", FPX_OP_GET_ID_MAP, "'name'", { NULL, NULL, NULL },
           { 0, 0, 0 }, { 0, 0, 0 }, { NULL, NULL, NULL } },
     };
