@@ -4,8 +4,12 @@
     allocation or FAISS: names, dimensions, counts, k, array frame sizes,
     alignment, finiteness and vector norms (docs/SECURITY.md). FAISS is called through its C API (and the
     shim for what that lacks); its errors come back as FPX_EFAISS with
-    FAISS's own message. Locks: the entry's rwlock, shared for reads,
-    exclusive for mutations, held only around the FAISS call.
+    FAISS's own message. Locks: the entry's rwlock, as the opcode's row of
+    FPX_OPCODES says (fpx_op_lock: exclusive for lock WRITE, shared
+    otherwise), held only around the FAISS call. The opcodes whose
+    parameters protocol/fpx_fields.h defines get them read and bounded
+    by server/fields.c: their fpx_handle_x_req starts from a checked
+    struct.
 */
 #include <assert.h>
 #include <ctype.h>
