@@ -701,12 +701,8 @@ fpx_index_create (fpx_client_t *self, const char *name, int d, const char *facto
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, name ? 4 : 3);
-    fpx_pack_kv_int (pk, "d", d);
-    fpx_pack_kv_str (pk, "factory", factory);
-    fpx_pack_kv_int (pk, "metric", metric);
-    if (name)
-        fpx_pack_kv_str (pk, "name", name);
+    fpx_create_pack (s_params_init (&params), &(fpx_create_args_t) {
+                         .d = d, .factory = factory, .metric = metric, .name = name });
     fpx_request_t request = { 0 };
     return s_call_description (self, &request, &params, info);
 }

@@ -38,16 +38,20 @@ s_read_num (fpx_call_t *call, const char *key, double *out)
     return 0;
 }
 
-//  One reader per field type; NAME is always the key "name".
-#define S_READ_NAME(key, lo, hi, out) fpx_op_name_param (call, out, true)
-#define S_READ_INT(key, lo, hi, out)  fpx_op_int_param (call, key, true, 0, lo, hi, &out)
-#define S_READ_BOOL(key, lo, hi, out) s_read_bool (call, key, &out)
-#define S_READ_STR(key, lo, hi, out)  s_read_str (call, key, lo, hi, out, sizeof out)
-#define S_READ_NUM(key, lo, hi, out)  s_read_num (call, key, &out)
+//  One reader per field type; NAME and OPT_USER_NAME are always the key
+//  "name".
+#define S_READ_NAME(key, lo, hi, fallback, out) fpx_op_name_param (call, out, true)
+#define S_READ_INT(key, lo, hi, fallback, out)  fpx_op_int_param (call, key, true, 0, lo, hi, &out)
+#define S_READ_BOOL(key, lo, hi, fallback, out) s_read_bool (call, key, &out)
+#define S_READ_STR(key, lo, hi, fallback, out)  s_read_str (call, key, lo, hi, out, sizeof out)
+#define S_READ_NUM(key, lo, hi, fallback, out)  s_read_num (call, key, &out)
+#define S_READ_OPT_INT(key, lo, hi, fallback, out)                           \
+    fpx_op_int_param (call, key, false, fallback, lo, hi, &out)
+#define S_READ_OPT_USER_NAME(key, lo, hi, fallback, out) fpx_op_optional_name (call, out)
 
-#define S_READ_(type, key, lo, hi)                                           \
+#define S_READ_(type, key, lo, hi, fallback)                                 \
     if (rc == 0)                                                             \
-        rc = S_READ_##type (#key, lo, hi, req.key);
+        rc = S_READ_##type (#key, lo, hi, fallback, req.key);
 
 #define S_HANDLER_(OPCODE, wire)                                             \
     int                                                                      \

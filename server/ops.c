@@ -577,22 +577,14 @@ fpx_op_optional_name (fpx_call_t *call, char *name)
 }
 
 int
-fpx_handle_create (fpx_call_t *call)
+fpx_handle_create_req (fpx_call_t *call, const fpx_create_req_t *req)
 {
-    char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX];
-    int64_t d, metric;
+    const char *name = req->name, *factory = req->factory;
+    int64_t d = req->d, metric = req->metric;
     int rc;
-    if ((rc = fpx_op_optional_name (call, name))
-    ||  (rc = fpx_op_int_param (call, "d", true, 0, 1, FPX_DIM_MAX, &d))
-    ||  (rc = fpx_op_int_param (call, "metric", false, FPX_METRIC_L2, 0, FPX_METRIC_MAX, &metric)))
-        return rc;
     if (!fpx_metric_is_valid (metric))
         return fpx_reply_error (call->reply, FPX_EINVAL, "'metric' %lld is not a FAISS metric",
                                 (long long) metric);
-    rc = fpx_params_copy_str (&call->params, "factory", factory, sizeof factory);
-    if (rc || !factory [0])
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'factory' must be a string of 1-%d bytes",
-                                FPX_FACTORY_MAX - 1);
     if ((rc = s_check_factory (call, factory)))
         return rc;
     FaissIndex *index;

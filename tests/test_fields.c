@@ -127,6 +127,17 @@ test_packers_bytes (void *arg)
     fpx_set_direct_map_pack (&mp.pk, &(fpx_set_direct_map_args_t) { .name = "ix", .type = 2 });
     S_EXPECT ("set_direct_map", &mp, "\x82\xa4name\xa2ix\xa4type\x02");
     fpx_mp_free (&mp);
+    //  create: the name only when there is one.
+    fpx_mp_init (&mp);
+    fpx_create_pack (&mp.pk, &(fpx_create_args_t) { .d = 8, .factory = "Flat", .metric = 1,
+                                                    .name = "ix" });
+    S_EXPECT ("create", &mp, "\x84\xa1" "d\x08\xa7" "factory\xa4" "Flat\xa6metric\x01"
+              "\xa4name\xa2ix");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_create_pack (&mp.pk, &(fpx_create_args_t) { .d = 8, .factory = "Flat", .metric = 1 });
+    S_EXPECT ("create anonymous", &mp, "\x83\xa1" "d\x08\xa7" "factory\xa4" "Flat\xa6metric\x01");
+    fpx_mp_free (&mp);
     fpx_mp_init (&mp);
     fpx_describe_pack (&mp.pk, &(fpx_describe_args_t) { .name = "ix", .memory = true });
     S_EXPECT ("describe", &mp, "\x82\xa4name\xa2ix\xa6memory\xc3");
@@ -238,6 +249,14 @@ test_readers_bounds (void *arg)
           { "transfer", NULL, NULL }, { 1, 0, 0 }, { 0, 0, 0 }, { NULL, NULL, NULL } },
         { "upload_commit without a transfer", FPX_OP_UPLOAD_COMMIT, "'transfer'",
           { NULL, NULL, NULL }, { 0, 0, 0 }, { 0, 0, 0 }, { NULL, NULL, NULL } },
+        { "create without d", FPX_OP_CREATE, "'d'", { "factory", NULL, NULL },
+          { 0, 0, 0 }, { 0, 0, 0 }, { "Flat", NULL, NULL } },
+        { "create with metric 99", FPX_OP_CREATE, "'metric'", { "d", "factory", "metric" },
+          { 1, 0, 1 }, { 8, 0, 99 }, { NULL, "Flat", NULL } },
+        { "create with an anonymous handle as name", FPX_OP_CREATE, "name",
+          { "d", "factory", "name" }, { 1, 0, 0 }, { 8, 0, 0 }, { NULL, "Flat", "@1f" } },
+        { "create with an empty factory", FPX_OP_CREATE, "'factory'", { "d", "factory", NULL },
+          { 1, 0, 0 }, { 8, 0, 0 }, { NULL, "", NULL } },
         { "get_id_map without a name", FPX_OP_GET_ID_MAP, "'name'", { NULL, NULL, NULL },
           { 0, 0, 0 }, { 0, 0, 0 }, { NULL, NULL, NULL } },
     };
