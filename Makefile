@@ -1,5 +1,5 @@
 #  faissproxy — build, test, run, install.
-#  make run | make test | make fuzz | make deps | make install PREFIX=… DESTDIR=…
+#  make run | make check | make test | make fuzz | make deps | make install PREFIX=… DESTDIR=…
 #  make dist: a release tarball that runs on a bare Debian 12 (build/dist/).
 #  make faiss-suite: FAISS's own Python tests through faiss_proxy (docs/FAISS_SUITE.md)
 #  Variants: make test-asan (ASan+UBSan), make test-tsan (TSan);
@@ -66,7 +66,7 @@ LOADTEST := $(BUILD)/bin/fpx-loadtest
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .SECONDARY:
-.PHONY: all deps run test test-c test-python faiss-suite test-typescript test-asan test-tsan test-docker test-dist bench fuzz install dist clean distclean
+.PHONY: all deps run check protocol-doc test test-c test-python faiss-suite test-typescript test-asan test-tsan test-docker test-dist bench fuzz install dist clean distclean
 all: $(DAEMON) $(CLI) $(LIB_A) $(LIB_SO) $(PC_FILE) $(if $(LOADTEST_SRC),$(LOADTEST))
 
 deps:
@@ -206,7 +206,22 @@ run: deps
 	@mkdir -p data
 	$(DAEMON) --bind tcp://127.0.0.1:5555 --data-dir ./data
 
+#  The tables of docs/PROTOCOL.md that come from the protocol definition
+#  (FPX_OPCODES, FPX_ERRORS): make check fails when the doc and the
+#  definition differ; make protocol-doc rewrites the generated ones.
+PROTOCOL_DOC := $(BUILD)/bin/fpx-protocol-doc
+$(PROTOCOL_DOC): $(call obj,protocol/gen/protocol_doc.c protocol/fpx_protocol.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ -lm
+
+check: $(PROTOCOL_DOC)
+	@$(PROTOCOL_DOC) docs/PROTOCOL.md
+
+protocol-doc: $(PROTOCOL_DOC)
+	$(PROTOCOL_DOC) --write docs/PROTOCOL.md
+
 test: deps
+	@$(MAKE) --no-print-directory check
 	@$(MAKE) --no-print-directory test-c
 	@$(MAKE) --no-print-directory test-python
 	@$(MAKE) --no-print-directory test-typescript

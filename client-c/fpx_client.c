@@ -42,6 +42,7 @@
 
 #include "faissproxy.h"
 #include "fpx_conn.h"
+#include "fpx_fields.h"
 #include "fpx_info.h"
 #include "fpx_params.h"
 #include "fpx_protocol.h"
@@ -175,13 +176,20 @@ typedef struct {
     msgpack_packer packer;
 } s_params_t;
 
+//  An empty buffer, for a packer of fpx_fields.h (which starts the map).
+static msgpack_packer *
+s_params_init (s_params_t *params)
+{
+    msgpack_sbuffer_init (&params->buffer);
+    msgpack_packer_init (&params->packer, &params->buffer, msgpack_sbuffer_write);
+    return &params->packer;
+}
+
 //  Starts a map of count entries; the caller packs exactly that many.
 static msgpack_packer *
 s_params_start (s_params_t *params, size_t count)
 {
-    msgpack_sbuffer_init (&params->buffer);
-    msgpack_packer_init (&params->packer, &params->buffer, msgpack_sbuffer_write);
-    msgpack_pack_map (&params->packer, count);
+    msgpack_pack_map (s_params_init (params), count);
     return &params->packer;
 }
 
@@ -210,27 +218,16 @@ s_add_array (fpx_request_t *request, const void *data, size_t size)
     request->array_count++;
 }
 
-//  How fpx_conn treats an opcode: reads may be sent again on a fresh
-//  connection; long ones may run for minutes on the server. An opcode not
-//  listed is a short write.
+//  How fpx_conn treats an opcode, from its FPX_OPCODES flags: reads may
+//  be sent again on a fresh connection; long ones may run for minutes on
+//  the server. Anything else is a short write.
 static unsigned
 s_opcode_flags (int opcode)
 {
-    switch (opcode) {
-        case FPX_OP_PING: case FPX_OP_INFO: case FPX_OP_OPEN: case FPX_OP_LIST:
-        case FPX_OP_DESCRIBE: case FPX_OP_SEARCH: case FPX_OP_RANGE_SEARCH:
-        case FPX_OP_RECONSTRUCT: case FPX_OP_RECONSTRUCT_N: case FPX_OP_GET_ATTR:
-        case FPX_OP_GET_ID_MAP: case FPX_OP_APPLY: case FPX_OP_SEARCH_AND_RECONSTRUCT:
-            return FPX_REQUEST_IDEMPOTENT;
-        case FPX_OP_SERIALIZE:
-            return FPX_REQUEST_IDEMPOTENT | FPX_REQUEST_LONG;
-        case FPX_OP_TRAIN: case FPX_OP_ADD: case FPX_OP_ADD_WITH_IDS: case FPX_OP_KMEANS:
-        case FPX_OP_DESERIALIZE: case FPX_OP_CLONE: case FPX_OP_REMOVE_IDS:
-        case FPX_OP_SAVE: case FPX_OP_SET_DIRECT_MAP:
-            return FPX_REQUEST_LONG;
-        default:
-            return 0;
-    }
+    const fpx_opcode_info_t *info = fpx_opcode_info (opcode);
+    unsigned flags = info ? info->flags : 0;
+    return (flags & FPX_OPF_RETRY ? FPX_REQUEST_IDEMPOTENT : 0)
+         | (flags & FPX_OPF_LONG ? FPX_REQUEST_LONG : 0);
 }
 
 //  An anonymous index not found after the connection was made again: the
@@ -718,65 +715,65 @@ fpx_index_create (fpx_client_t *self, const char *name, int d, const char *facto
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, name ? 4 : 3);
-    fpx_pack_kv_int (pk, "d", d);
-    fpx_pack_kv_str (pk, "factory", factory);
-    fpx_pack_kv_int (pk, "metric", metric);
-    if (name)
-        fpx_pack_kv_str (pk, "name", name);
+    fpx_create_pack (s_params_init (&params), &(fpx_create_args_t) {
+                         .d = d, .factory = factory, .metric = metric, .name = name });
     fpx_request_t request = { 0 };
     return s_call_description (self, &request, &params, info);
 }
 
-//  A call that takes only the name and answers a description (open, clone).
+//  Starts a call on an index: the handle, then the name (a user name or
+//  an anonymous index's "@…" handle).
 static int
-s_call_name_description (fpx_client_t *self, int opcode, const char *name,
-                         fpx_index_info_t *info /* OUT */)
+s_begin_named (fpx_client_t *self, int opcode, const char *name)
 {
     int rc = s_begin (self, opcode);
-    if (!rc)
-        rc = s_check_name (self, name, false);
-    if (rc)
-        return rc;
-    s_params_t params;
-    fpx_pack_kv_str (s_params_start (&params, 1), "name", name);
-    fpx_request_t request = { 0 };
-    return s_call_description (self, &request, &params, info);
+    return rc ? rc : s_check_name (self, name, false);
 }
 
-int
-fpx_index_open (fpx_client_t *self, const char *name, fpx_index_info_t *info /* OUT */)
-{
-    return s_call_name_description (self, FPX_OP_OPEN, name, info);
-}
-
-//  A call that takes only the name and answers an empty result.
+//  Sends params (packed, freed here) and expects an empty result.
 static int
-s_call_name_only (fpx_client_t *self, int opcode, const char *name)
+s_call_empty (fpx_client_t *self, s_params_t *params)
 {
-    int rc = s_begin (self, opcode);
-    if (!rc)
-        rc = s_check_name (self, name, false);
-    if (rc)
-        return rc;
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
-    rc = s_call_name (self, name, &request, &reply);
+    int rc = s_call (self, &request, params, &reply);
     if (!rc)
         fpx_reply_close (&reply);
     return rc;
 }
 
 int
+fpx_index_open (fpx_client_t *self, const char *name, fpx_index_info_t *info /* OUT */)
+{
+    int rc = s_begin_named (self, FPX_OP_OPEN, name);
+    if (rc)
+        return rc;
+    s_params_t params;
+    fpx_open_pack (s_params_init (&params), &(fpx_open_args_t) { .name = name });
+    fpx_request_t request = { 0 };
+    return s_call_description (self, &request, &params, info);
+}
+
+int
 fpx_index_drop (fpx_client_t *self, const char *name)
 {
-    return s_call_name_only (self, FPX_OP_DROP, name);
+    int rc = s_begin_named (self, FPX_OP_DROP, name);
+    if (rc)
+        return rc;
+    s_params_t params;
+    fpx_drop_pack (s_params_init (&params), &(fpx_drop_args_t) { .name = name });
+    return s_call_empty (self, &params);
 }
 
 int
 fpx_index_save (fpx_client_t *self, const char *name)
 {
-    return s_call_name_only (self, FPX_OP_SAVE, name);
+    int rc = s_begin_named (self, FPX_OP_SAVE, name);
+    if (rc)
+        return rc;
+    s_params_t params;
+    fpx_save_pack (s_params_init (&params), &(fpx_save_args_t) { .name = name });
+    return s_call_empty (self, &params);
 }
 
 //  Copies the "names" array of str into a malloc'd list of strings.
@@ -848,15 +845,12 @@ int
 fpx_index_describe (fpx_client_t *self, const char *name, int with_memory,
                     fpx_index_info_t *info /* OUT */)
 {
-    int rc = s_begin (self, FPX_OP_DESCRIBE);
-    if (!rc)
-        rc = s_check_name (self, name, false);
+    int rc = s_begin_named (self, FPX_OP_DESCRIBE, name);
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 2);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_bool (pk, "memory", with_memory != 0);
+    fpx_describe_pack (s_params_init (&params),
+                       &(fpx_describe_args_t) { .name = name, .memory = with_memory != 0 });
     fpx_request_t request = { 0 };
     return s_call_description (self, &request, &params, info);
 }
@@ -1249,9 +1243,8 @@ fpx_reconstruct (fpx_client_t *self, const char *name, int64_t key, int d,
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 2);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_int (pk, "key", key);
+    fpx_reconstruct_pack (s_params_init (&params),
+                          &(fpx_reconstruct_args_t) { .name = name, .key = key });
     fpx_request_t request = { .reply_arrays = 1 };
     fpx_reply_t reply;
     rc = s_call (self, &request, &params, &reply);
@@ -1281,10 +1274,8 @@ fpx_reconstruct_n (fpx_client_t *self, const char *name, int64_t i0, int64_t n,
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 3);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_int (pk, "i0", i0);
-    fpx_pack_kv_int (pk, "n", n);
+    fpx_reconstruct_n_pack (s_params_init (&params),
+                            &(fpx_reconstruct_n_args_t) { .name = name, .i0 = i0, .n = n });
     fpx_request_t request = { .reply_arrays = 1 };
     fpx_reply_t reply;
     int64_t n_got = 0;
@@ -1301,14 +1292,14 @@ fpx_reconstruct_n (fpx_client_t *self, const char *name, int64_t i0, int64_t n,
 int
 fpx_reset (fpx_client_t *self, const char *name)
 {
-    int rc = s_begin (self, FPX_OP_RESET);
-    if (!rc)
-        rc = s_check_name (self, name, false);
+    int rc = s_begin_named (self, FPX_OP_RESET, name);
     if (rc)
         return rc;
+    s_params_t params;
+    fpx_reset_pack (s_params_init (&params), &(fpx_reset_args_t) { .name = name });
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
-    rc = s_call_name (self, name, &request, &reply);
+    rc = s_call (self, &request, &params, &reply);
     return rc ? rc : s_finish_int (self, &reply, "ntotal", NULL);
 }
 
@@ -1323,20 +1314,14 @@ fpx_set_parameters (fpx_client_t *self, const char *name, const char *params)
     if (rc)
         return rc;
     s_params_t packed;
-    msgpack_packer *pk = s_params_start (&packed, 2);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_str (pk, "params", params);
-    fpx_request_t request = { 0 };
-    fpx_reply_t reply;
-    rc = s_call (self, &request, &packed, &reply);
-    if (!rc)
-        fpx_reply_close (&reply);
-    return rc;
+    fpx_set_parameters_pack (s_params_init (&packed),
+                             &(fpx_set_parameters_args_t) { .name = name, .params = params });
+    return s_call_empty (self, &packed);
 }
 
 //  A call on name whose reply is one array of `count_key` elements of
-//  elem_size bytes (serialize, get_id_map): the array is copied into a
-//  malloc'd buffer the caller frees with fpx_free.
+//  elem_size bytes (get_id_map, whose parameters are only the name): the
+//  array is copied into a malloc'd buffer the caller frees with fpx_free.
 static int
 s_call_download (fpx_client_t *self, int opcode, const char *name, const char *count_key,
                  size_t elem_size, void **data_p, size_t *count_p)
@@ -1352,7 +1337,9 @@ s_call_download (fpx_client_t *self, int opcode, const char *name, const char *c
         return rc;
     fpx_request_t request = { .reply_arrays = 1 };
     fpx_reply_t reply;
-    rc = s_call_name (self, name, &request, &reply);
+    s_params_t params;
+    fpx_get_id_map_pack (s_params_init (&params), &(fpx_get_id_map_args_t) { .name = name });
+    rc = s_call (self, &request, &params, &reply);
     if (rc)
         return rc;
     int64_t count = 0;
@@ -1385,7 +1372,8 @@ s_transfer_abort (fpx_client_t *self, int64_t transfer)
     memcpy (errmsg, self->errmsg, sizeof errmsg);
     self->opcode = FPX_OP_TRANSFER_ABORT;
     s_params_t params;
-    fpx_pack_kv_int (s_params_start (&params, 1), "transfer", transfer);
+    fpx_transfer_abort_pack (s_params_init (&params),
+                             &(fpx_transfer_abort_args_t) { .transfer = transfer });
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
     if (s_call (self, &request, &params, &reply) == 0)
@@ -1658,7 +1646,8 @@ s_upload (fpx_client_t *self, const char *name, const char *factory, size_t size
     free (buffer);
     if (!rc) {
         self->opcode = FPX_OP_UPLOAD_COMMIT;
-        fpx_pack_kv_int (s_params_start (&params, 1), "transfer", transfer);
+        fpx_upload_commit_pack (s_params_init (&params),
+                                &(fpx_upload_commit_args_t) { .transfer = transfer });
         request = (fpx_request_t) { 0 };
         return s_call_description (self, &request, &params, info);
     }
@@ -1711,17 +1700,6 @@ fpx_deserialize_from (fpx_client_t *self, const char *name, const char *factory,
 
 /* ---- objects: composition, views, attributes, transforms -------------- */
 
-//  A construct argument: packed as an int when it is a whole number an
-//  int64 holds (FAISS's constructors take mostly ints), else as a float.
-static void
-s_pack_number (msgpack_packer *pk, double value)
-{
-    if (value >= -9.2e18 && value <= 9.2e18 && value == (double) (int64_t) value)
-        msgpack_pack_int64 (pk, (int64_t) value);
-    else
-        msgpack_pack_double (pk, value);
-}
-
 static int
 s_check_construct (fpx_client_t *self, int nargs, const double *args,
                    int nrefs, const char *const *refs)
@@ -1756,7 +1734,7 @@ fpx_construct (fpx_client_t *self, const char *type, int nargs, const double *ar
     fpx_pack_str (pk, "args");
     msgpack_pack_array (pk, (size_t) nargs);
     for (int i = 0; i < nargs; i++)
-        s_pack_number (pk, args [i]);
+        fpx_pack_number (pk, args [i]);
     fpx_pack_str (pk, "refs");
     msgpack_pack_array (pk, (size_t) nrefs);
     for (int i = 0; i < nrefs; i++)
@@ -1787,9 +1765,8 @@ fpx_subobject (fpx_client_t *self, const char *name, const char *path,
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 2);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_str (pk, "path", path);
+    fpx_subobject_pack (s_params_init (&params),
+                        &(fpx_subobject_args_t) { .name = name, .path = path });
     fpx_request_t request = { 0 };
     return s_call_description (self, &request, &params, info);
 }
@@ -1821,9 +1798,8 @@ fpx_get_attr (fpx_client_t *self, const char *name, const char *attr, double *va
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 2);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_str (pk, "attr", attr);
+    fpx_get_attr_pack (s_params_init (&params),
+                       &(fpx_get_attr_args_t) { .name = name, .attr = attr });
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
     rc = s_call (self, &request, &params, &reply);
@@ -1844,23 +1820,21 @@ fpx_set_attr (fpx_client_t *self, const char *name, const char *attr, double val
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 3);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_str (pk, "attr", attr);
-    fpx_pack_str (pk, "value");
-    s_pack_number (pk, value);
-    fpx_request_t request = { 0 };
-    fpx_reply_t reply;
-    rc = s_call (self, &request, &params, &reply);
-    if (!rc)
-        fpx_reply_close (&reply);
-    return rc;
+    fpx_set_attr_pack (s_params_init (&params),
+                       &(fpx_set_attr_args_t) { .name = name, .attr = attr, .value = value });
+    return s_call_empty (self, &params);
 }
 
 int
 fpx_clone (fpx_client_t *self, const char *name, fpx_index_info_t *info /* OUT */)
 {
-    return s_call_name_description (self, FPX_OP_CLONE, name, info);
+    int rc = s_begin_named (self, FPX_OP_CLONE, name);
+    if (rc)
+        return rc;
+    s_params_t params;
+    fpx_clone_pack (s_params_init (&params), &(fpx_clone_args_t) { .name = name });
+    fpx_request_t request = { 0 };
+    return s_call_description (self, &request, &params, info);
 }
 
 //  Checks apply's result: n echoed (see s_result_count), the output row
@@ -1930,15 +1904,9 @@ fpx_set_direct_map (fpx_client_t *self, const char *name, int type)
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 2);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_int (pk, "type", type);
-    fpx_request_t request = { 0 };
-    fpx_reply_t reply;
-    rc = s_call (self, &request, &params, &reply);
-    if (!rc)
-        fpx_reply_close (&reply);
-    return rc;
+    fpx_set_direct_map_pack (s_params_init (&params),
+                             &(fpx_set_direct_map_args_t) { .name = name, .type = type });
+    return s_call_empty (self, &params);
 }
 
 int

@@ -293,3 +293,19 @@ fpx_pack_kv_str (msgpack_packer *pk, const char *key, const char *value)
     fpx_pack_str (pk, key);
     fpx_pack_str (pk, value);
 }
+
+void
+fpx_pack_number (msgpack_packer *pk, double value)
+{
+    if (value >= -9.2e18 && value <= 9.2e18 && value == (double) (int64_t) value)
+        msgpack_pack_int64 (pk, (int64_t) value);
+    else
+        msgpack_pack_double (pk, value);
+}
+
+void
+fpx_pack_kv_number (msgpack_packer *pk, const char *key, double value)
+{
+    fpx_pack_str (pk, key);
+    fpx_pack_number (pk, value);
+}

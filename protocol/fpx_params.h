@@ -88,5 +88,9 @@ void fpx_pack_kv_int (msgpack_packer *pk, const char *key, int64_t value);
 void fpx_pack_kv_double (msgpack_packer *pk, const char *key, double value);
 void fpx_pack_kv_bool (msgpack_packer *pk, const char *key, bool value);
 void fpx_pack_kv_str (msgpack_packer *pk, const char *key, const char *value);
+/*  A number: an int when it is a whole number an int64 holds (FAISS's
+    constructors and attributes take mostly ints), else a float.         */
+void fpx_pack_number (msgpack_packer *pk, double value);
+void fpx_pack_kv_number (msgpack_packer *pk, const char *key, double value);
 
 #endif

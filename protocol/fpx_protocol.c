@@ -88,15 +88,40 @@ fpx_header_decode_reply (fpx_header_t *header, const void *data, size_t size)
     return size == FPX_REPLY_HEADER_SIZE ? 0 : FPX_EPROTO;
 }
 
+//  Indexed by code; codes absent from the list stay zero (code 0).
+static const fpx_opcode_info_t s_opcodes [FPX_OP_LAST_] = {
+#define FPX_OPCODES_INFO_(NAME, code, wire, role, lock, flags, summary) \
+    [code] = { code, #wire, FPX_ROLE_##role, FPX_LOCK_##lock, flags, summary },
+    FPX_OPCODES (FPX_OPCODES_INFO_)
+#undef FPX_OPCODES_INFO_
+};
+
+const fpx_opcode_info_t *
+fpx_opcode_info (int opcode)
+{
+    if (opcode <= 0 || opcode >= FPX_OP_LAST_ || s_opcodes [opcode].code != opcode)
+        return NULL;
+    return &s_opcodes [opcode];
+}
+
 const char *
 fpx_opcode_name (int opcode)
 {
-    switch (opcode) {
-#define FPX_OPCODES_NAME_(name, code, text) case code: return text;
-        FPX_OPCODES (FPX_OPCODES_NAME_)
-#undef FPX_OPCODES_NAME_
-    }
-    return NULL;
+    const fpx_opcode_info_t *info = fpx_opcode_info (opcode);
+    return info ? info->name : NULL;
+}
+
+const char *
+fpx_role_name (int role)
+{
+    return role == FPX_ROLE_READ ? "read" : role == FPX_ROLE_WRITE ? "write" : "admin";
+}
+
+const char *
+fpx_lock_name (int lock)
+{
+    static const char *names [] = { "none", "read", "write", "server" };
+    return lock >= 0 && lock <= FPX_LOCK_SERVER ? names [lock] : "?";
 }
 
 const char *

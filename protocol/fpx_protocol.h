@@ -47,48 +47,113 @@
 #define FPX_MAX_FRAMES          8           /* frames in one message        */
 #define FPX_KMEANS_STATS        5           /* doubles per k-means iteration in its stats frame */
 
-/*  Opcodes: X(NAME, code, "wire name"). Codes are stable; append only.   */
-#define FPX_OPCODES(X)                                                       \
-    X (PING,            1, "ping")                                           \
-    X (INFO,            2, "info")                                           \
-    X (CREATE,          3, "create")                                         \
-    X (OPEN,            4, "open")                                           \
-    X (DROP,            5, "drop")                                           \
-    X (LIST,            6, "list")                                           \
-    X (DESCRIBE,        7, "describe")                                       \
-    X (TRAIN,           8, "train")                                          \
-    X (ADD,             9, "add")                                            \
-    X (ADD_WITH_IDS,   10, "add_with_ids")                                   \
-    X (SEARCH,         11, "search")                                         \
-    X (RANGE_SEARCH,   12, "range_search")                                   \
-    X (REMOVE_IDS,     13, "remove_ids")                                     \
-    X (RECONSTRUCT,    14, "reconstruct")                                    \
-    X (RECONSTRUCT_N,  15, "reconstruct_n")                                  \
-    X (RESET,          16, "reset")                                          \
-    X (SET_PARAMETERS, 17, "set_parameters")                                 \
-    X (SERIALIZE,      18, "serialize")                                      \
-    X (DESERIALIZE,    19, "deserialize")                                    \
-    X (CONSTRUCT,      20, "construct")                                      \
-    X (SUBOBJECT,      21, "subobject")                                      \
-    X (GET_ATTR,       22, "get_attr")                                       \
-    X (SET_ATTR,       23, "set_attr")                                       \
-    X (CLONE,          24, "clone")                                          \
-    X (KMEANS,         25, "kmeans")                                         \
-    X (APPLY,          26, "apply")                                          \
-    X (SET_DIRECT_MAP, 27, "set_direct_map")                                 \
-    X (GET_ID_MAP,     28, "get_id_map")                                     \
-    X (SAVE,           29, "save")                                          \
-    X (DOWNLOAD_BEGIN, 30, "download_begin")                                \
-    X (DOWNLOAD_CHUNK, 31, "download_chunk")                                \
-    X (UPLOAD_BEGIN,   32, "upload_begin")                                  \
-    X (UPLOAD_CHUNK,   33, "upload_chunk")                                  \
-    X (UPLOAD_COMMIT,  34, "upload_commit")                                 \
-    X (TRANSFER_ABORT, 35, "transfer_abort")                                \
-    X (ATTACH,         36, "attach")                                        \
-    X (SEARCH_AND_RECONSTRUCT, 37, "search_and_reconstruct")
+/*  Opcodes, defined once: every table about an opcode is expanded from
+    this list (docs/ARCHITECTURE.md, "The protocol definition"):
+        X (NAME, code, wire_name, role, lock, flags, "summary")
+    code       stable; append only
+    wire_name  the name in logs, metrics, errors and docs (#wire_name);
+               the server's handler is fpx_handle_<wire_name>
+    role       least key role that may send it: READ, WRITE (FPX_ROLE_…)
+    lock       what it holds while FAISS runs (FPX_LOCK_…): NONE, READ
+               (the index's lock shared), WRITE (exclusive), SERVER (the
+               name lock of storage: creates, drops and snapshots files)
+    flags      FPX_OPF_… below, or 0
+    "summary"  one line for docs/PROTOCOL.md's table
+    docs/PROTOCOL.md's opcode and role tables are generated from it
+    (make check fails when they differ); so are the TypeScript
+    constants (clients/typescript/scripts/gen-protocol.mjs).             */
+#define FPX_OPF_RETRY    0x01   /* leaves everything as it was: a client may
+                                   send it again on a fresh connection  */
+#define FPX_OPF_LONG     0x02   /* may run for minutes: the client's long timeout */
+#define FPX_OPF_LOGGED   0x04   /* a mutation of a named index: appended to its
+                                   log before the reply (docs/STORAGE.md) */
+#define FPX_OPF_GROWS    0x08   /* may grow the server's memory: refused at
+                                   --max-memory-mb                       */
+#define FPX_OPF_CREATES  0x10   /* registers a new object: counts against max_indexes */
+#define FPX_OPF_OWNS     0x20   /* may leave an object or transfer owned by the
+                                   connection (freed when it closes)     */
+
+#define FPX_OPCODES(X) \
+    X (PING,                   1,  ping,                   READ,  NONE,   FPX_OPF_RETRY, \
+       "the server's versions; answered by the broker, never queued") \
+    X (INFO,                   2,  info,                   READ,  NONE,   FPX_OPF_RETRY, \
+       "the server's and the tenant's figures") \
+    X (CREATE,                 3,  create,                 WRITE, SERVER, FPX_OPF_GROWS|FPX_OPF_CREATES|FPX_OPF_OWNS, \
+       "a new index from a factory string") \
+    X (OPEN,                   4,  open,                   READ,  READ,   FPX_OPF_RETRY, \
+       "an index's description, by name") \
+    X (DROP,                   5,  drop,                   WRITE, SERVER, 0, \
+       "removes an index and its files") \
+    X (LIST,                   6,  list,                   READ,  NONE,   FPX_OPF_RETRY, \
+       "the tenant's named indexes") \
+    X (DESCRIBE,               7,  describe,               READ,  READ,   FPX_OPF_RETRY, \
+       "an index's description, optionally its memory") \
+    X (TRAIN,                  8,  train,                  WRITE, WRITE,  FPX_OPF_LONG|FPX_OPF_LOGGED|FPX_OPF_GROWS, \
+       "trains an index or a vector transform") \
+    X (ADD,                    9,  add,                    WRITE, WRITE,  FPX_OPF_LONG|FPX_OPF_LOGGED|FPX_OPF_GROWS, \
+       "adds vectors") \
+    X (ADD_WITH_IDS,           10, add_with_ids,           WRITE, WRITE,  FPX_OPF_LONG|FPX_OPF_LOGGED|FPX_OPF_GROWS, \
+       "adds vectors with their ids") \
+    X (SEARCH,                 11, search,                 READ,  READ,   FPX_OPF_RETRY, \
+       "k nearest neighbours (exclusive with an efSearch)") \
+    X (RANGE_SEARCH,           12, range_search,           READ,  READ,   FPX_OPF_RETRY, \
+       "neighbours within a radius (exclusive with an efSearch)") \
+    X (REMOVE_IDS,             13, remove_ids,             WRITE, WRITE,  FPX_OPF_LONG|FPX_OPF_LOGGED, \
+       "removes ids, listed or a range") \
+    X (RECONSTRUCT,            14, reconstruct,            READ,  READ,   FPX_OPF_RETRY, \
+       "one stored vector") \
+    X (RECONSTRUCT_N,          15, reconstruct_n,          READ,  READ,   FPX_OPF_RETRY, \
+       "n stored vectors from a position") \
+    X (RESET,                  16, reset,                  WRITE, WRITE,  FPX_OPF_LOGGED, \
+       "removes every vector") \
+    X (SET_PARAMETERS,         17, set_parameters,         WRITE, WRITE,  FPX_OPF_LOGGED, \
+       "ParameterSpace settings") \
+    X (SERIALIZE,              18, serialize,              READ,  READ,   FPX_OPF_RETRY|FPX_OPF_LONG, \
+       "the index's bytes in one message") \
+    X (DESERIALIZE,            19, deserialize,            WRITE, SERVER, FPX_OPF_LONG|FPX_OPF_GROWS|FPX_OPF_CREATES|FPX_OPF_OWNS, \
+       "an index from its bytes in one message") \
+    X (CONSTRUCT,              20, construct,              WRITE, WRITE,  FPX_OPF_GROWS|FPX_OPF_CREATES|FPX_OPF_OWNS, \
+       "a FAISS object from a class and arguments") \
+    X (SUBOBJECT,              21, subobject,              READ,  READ,   FPX_OPF_GROWS|FPX_OPF_CREATES|FPX_OPF_OWNS, \
+       "a view of a part of an object") \
+    X (GET_ATTR,               22, get_attr,               READ,  READ,   FPX_OPF_RETRY, \
+       "an attribute's value") \
+    X (SET_ATTR,               23, set_attr,               WRITE, WRITE,  FPX_OPF_LOGGED, \
+       "sets an attribute") \
+    X (CLONE,                  24, clone,                  WRITE, READ,   FPX_OPF_LONG|FPX_OPF_GROWS|FPX_OPF_CREATES|FPX_OPF_OWNS, \
+       "an anonymous copy") \
+    X (KMEANS,                 25, kmeans,                 READ,  NONE,   FPX_OPF_LONG|FPX_OPF_GROWS, \
+       "k-means over the vectors sent") \
+    X (APPLY,                  26, apply,                  READ,  READ,   FPX_OPF_RETRY, \
+       "a vector transform applied to vectors") \
+    X (SET_DIRECT_MAP,         27, set_direct_map,         WRITE, WRITE,  FPX_OPF_LONG|FPX_OPF_LOGGED|FPX_OPF_GROWS, \
+       "an IVF index's direct map") \
+    X (GET_ID_MAP,             28, get_id_map,             READ,  READ,   FPX_OPF_RETRY, \
+       "an IDMap's ids") \
+    X (SAVE,                   29, save,                   WRITE, SERVER, FPX_OPF_LONG, \
+       "a snapshot of a named index") \
+    X (DOWNLOAD_BEGIN,         30, download_begin,         READ,  READ,   FPX_OPF_GROWS|FPX_OPF_OWNS, \
+       "starts a chunked download") \
+    X (DOWNLOAD_CHUNK,         31, download_chunk,         READ,  NONE,   0, \
+       "a chunk of a download") \
+    X (UPLOAD_BEGIN,           32, upload_begin,           WRITE, NONE,   FPX_OPF_GROWS|FPX_OPF_CREATES|FPX_OPF_OWNS, \
+       "starts a chunked upload") \
+    X (UPLOAD_CHUNK,           33, upload_chunk,           WRITE, NONE,   0, \
+       "a chunk of an upload") \
+    X (UPLOAD_COMMIT,          34, upload_commit,          WRITE, SERVER, 0, \
+       "registers an uploaded index") \
+    X (TRANSFER_ABORT,         35, transfer_abort,         READ,  NONE,   0, \
+       "frees a transfer") \
+    X (ATTACH,                 36, attach,                 WRITE, WRITE,  0, \
+       "adds a shard, replica or transform to a composite") \
+    X (SEARCH_AND_RECONSTRUCT, 37, search_and_reconstruct, READ,  READ,   FPX_OPF_RETRY, \
+       "search, with the neighbours' vectors")
+
+typedef enum { FPX_ROLE_READ = 1, FPX_ROLE_WRITE = 2, FPX_ROLE_ADMIN = 3 } fpx_role_t;
+typedef enum { FPX_LOCK_NONE, FPX_LOCK_READ, FPX_LOCK_WRITE, FPX_LOCK_SERVER } fpx_lock_t;
 
 typedef enum {
-#define FPX_OPCODES_ENUM_(name, code, text) FPX_OP_##name = (code),
+#define FPX_OPCODES_ENUM_(name, code, wire, role, lock, flags, summary) FPX_OP_##name = (code),
     FPX_OPCODES (FPX_OPCODES_ENUM_)
 #undef FPX_OPCODES_ENUM_
     FPX_OP_LAST_
@@ -131,6 +196,23 @@ int fpx_header_decode_reply (fpx_header_t *header, const void *data, size_t size
 
 /*  Name of an opcode ("search"), or NULL if unknown.                    */
 const char *fpx_opcode_name (int opcode);
+
+/*  What FPX_OPCODES says of one opcode.                                 */
+typedef struct {
+    int code;
+    const char *name;              //  "search"
+    fpx_role_t role;
+    fpx_lock_t lock;
+    unsigned flags;                //  FPX_OPF_…
+    const char *summary;
+} fpx_opcode_info_t;
+
+/*  The row of opcode, or NULL if unknown. Static storage.               */
+const fpx_opcode_info_t *fpx_opcode_info (int opcode);
+
+/*  "read", "write", "admin" / "none", "read", "write", "server".        */
+const char *fpx_role_name (int role);
+const char *fpx_lock_name (int lock);
 
 /*  fpx_strerror, fpx_error_name: fpx_errors.h (public, exported).      */
 

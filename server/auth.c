@@ -51,36 +51,19 @@ fpx_auth_parse_role (const char *text)
 const char *
 fpx_auth_role_name (int role)
 {
-    return role == FPX_ROLE_READ ? "read" : role == FPX_ROLE_WRITE ? "write" : "admin";
+    return fpx_role_name (role);
 }
 
-/*  The one table of opcode → least role. read: everything that leaves
-    every index as it was (kmeans included: it trains a throw-away
-    clustering and stores nothing). write: anything that creates, changes,
-    saves or drops an object, anonymous ones included. admin: opcodes not
-    listed (none yet; future server administration).                    */
+/*  The role column of FPX_OPCODES. read: everything that leaves every
+    index as it was (kmeans included: it trains a throw-away clustering
+    and stores nothing). write: anything that creates, changes, saves or
+    drops an object, anonymous ones included. admin: opcodes not listed
+    (future server administration).                                     */
 int
 fpx_auth_min_role (int opcode)
 {
-    switch (opcode) {
-        case FPX_OP_PING: case FPX_OP_INFO: case FPX_OP_LIST: case FPX_OP_OPEN:
-        case FPX_OP_DESCRIBE: case FPX_OP_SEARCH: case FPX_OP_RANGE_SEARCH:
-        case FPX_OP_RECONSTRUCT: case FPX_OP_RECONSTRUCT_N: case FPX_OP_SERIALIZE:
-        case FPX_OP_GET_ATTR: case FPX_OP_SUBOBJECT: case FPX_OP_GET_ID_MAP:
-        case FPX_OP_APPLY: case FPX_OP_KMEANS: case FPX_OP_DOWNLOAD_BEGIN:
-        case FPX_OP_DOWNLOAD_CHUNK: case FPX_OP_TRANSFER_ABORT:
-        case FPX_OP_SEARCH_AND_RECONSTRUCT:
-            return FPX_ROLE_READ;
-        case FPX_OP_CREATE: case FPX_OP_DROP: case FPX_OP_TRAIN: case FPX_OP_ADD:
-        case FPX_OP_ADD_WITH_IDS: case FPX_OP_REMOVE_IDS: case FPX_OP_RESET:
-        case FPX_OP_SET_PARAMETERS: case FPX_OP_DESERIALIZE: case FPX_OP_CONSTRUCT:
-        case FPX_OP_SET_ATTR: case FPX_OP_CLONE: case FPX_OP_SET_DIRECT_MAP:
-        case FPX_OP_SAVE: case FPX_OP_UPLOAD_BEGIN: case FPX_OP_UPLOAD_CHUNK:
-        case FPX_OP_UPLOAD_COMMIT: case FPX_OP_ATTACH:
-            return FPX_ROLE_WRITE;
-        default:
-            return FPX_ROLE_ADMIN;
-    }
+    const fpx_opcode_info_t *info = fpx_opcode_info (opcode);
+    return info ? (int) info->role : FPX_ROLE_ADMIN;
 }
 
 // ---- the guard ------------------------------------------------------------------

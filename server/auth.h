@@ -7,8 +7,8 @@
     fast hash is enough: what it protects against is a leaked keys file or
     core dump handing out usable keys, not the guessing of weak passwords.
 
-    Roles: read < write < admin. fpx_auth_min_role gives, from one table,
-    the least role each opcode needs.
+    Roles: read < write < admin. fpx_auth_min_role gives the least role
+    each opcode needs, from its row of FPX_OPCODES (protocol/).
 
     The guard must not block: it only says whether a peer's request has to
     wait, keeps those requests, and gives them back once due; the broker
@@ -21,9 +21,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FPX_KEY_HASH_SIZE 32
+#include "fpx_protocol.h"       //  fpx_role_t
 
-typedef enum { FPX_ROLE_READ = 1, FPX_ROLE_WRITE = 2, FPX_ROLE_ADMIN = 3 } fpx_role_t;
+#define FPX_KEY_HASH_SIZE 32
 
 /*  Hash of key [0, len) (len ≤ FPX_API_KEY_MAX).                        */
 void fpx_auth_hash_key (const char *key, size_t len, uint8_t hash [FPX_KEY_HASH_SIZE]);

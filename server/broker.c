@@ -846,10 +846,7 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total, bool guard
         return;
     }
     //  Whatever can leave an object or a transfer owned by the connection.
-    if (header.opcode == FPX_OP_CREATE || header.opcode == FPX_OP_DESERIALIZE
-    ||  header.opcode == FPX_OP_CONSTRUCT || header.opcode == FPX_OP_CLONE
-    ||  header.opcode == FPX_OP_SUBOBJECT
-    ||  header.opcode == FPX_OP_DOWNLOAD_BEGIN || header.opcode == FPX_OP_UPLOAD_BEGIN)
+    if (fpx_opcode_info (header.opcode)->flags & FPX_OPF_OWNS)
         conn->may_own = true;
     int64_t deadline_ms = self->server->config.tenant_limits [job->envelope.tenant_id].deadline_ms;
     job->envelope.kind = FPX_JOB_REQUEST;

@@ -94,7 +94,7 @@ s_pack_server (fpx_call_t *call, const fpx_metrics_gauges_t *gauges)
 }
 
 int
-fpx_op_info (fpx_call_t *call)
+fpx_handle_info (fpx_call_t *call)
 {
     int64_t max_indexes;
     bool all = false;

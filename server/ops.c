@@ -4,9 +4,14 @@
     allocation or FAISS: names, dimensions, counts, k, array frame sizes,
     alignment, finiteness and vector norms (docs/SECURITY.md). FAISS is called through its C API (and the
     shim for what that lacks); its errors come back as FPX_EFAISS with
-    FAISS's own message. Locks: the entry's rwlock, shared for reads,
-    exclusive for mutations, held only around the FAISS call.
+    FAISS's own message. Locks: the entry's rwlock, as the opcode's row of
+    FPX_OPCODES says (fpx_op_lock: exclusive for lock WRITE, shared
+    otherwise), held only around the FAISS call. The opcodes whose
+    parameters protocol/fpx_fields.h defines get them read and bounded
+    by server/fields.c: their fpx_handle_x_req starts from a checked
+    struct.
 */
+#include <assert.h>
 #include <ctype.h>
 #include <omp.h>
 #include <stdatomic.h>
@@ -140,8 +145,13 @@ fpx_op_lookup (fpx_call_t *call, fpx_entry_t **entry_p)
 {
     char name [FPX_NAME_MAX + 1];
     int rc = fpx_op_name_param (call, name, true);
-    if (rc)
-        return rc;
+    return rc ? rc : fpx_op_find (call, name, entry_p);
+}
+
+int
+fpx_op_find (fpx_call_t *call, const char *name, fpx_entry_t **entry_p)
+{
+    int rc;
     *entry_p = fpx_registry_find (call->server->registry, call->envelope->tenant_id,
                                   name, call->envelope->conn_id);
     if (!*entry_p)
@@ -166,16 +176,36 @@ fpx_op_lookup (fpx_call_t *call, fpx_entry_t **entry_p)
     return 0;
 }
 
-int
-fpx_op_lookup_index (fpx_call_t *call, fpx_entry_t **entry_p)
+//  The object found must be an index.
+static int
+s_index_only (fpx_call_t *call, int rc, fpx_entry_t **entry_p)
 {
-    int rc = fpx_op_lookup (call, entry_p);
     if (rc == 0 && !(*entry_p)->index) {
         fpx_entry_release (entry_p);
         return fpx_reply_error (call->reply, FPX_EINVAL, "the object is a vector transform, "
                                 "not an index");
     }
     return rc;
+}
+
+int
+fpx_op_lookup_index (fpx_call_t *call, fpx_entry_t **entry_p)
+{
+    return s_index_only (call, fpx_op_lookup (call, entry_p), entry_p);
+}
+
+int
+fpx_op_find_index (fpx_call_t *call, const char *name, fpx_entry_t **entry_p)
+{
+    return s_index_only (call, fpx_op_find (call, name, entry_p), entry_p);
+}
+
+pthread_rwlock_t *
+fpx_op_lock (fpx_call_t *call, fpx_entry_t *entry)
+{
+    const fpx_opcode_info_t *info = fpx_opcode_info (call->header.opcode);
+    assert (info);
+    return fpx_entry_lock_settled (entry, info->lock == FPX_LOCK_WRITE);
 }
 
 // ---- arrays ------------------------------------------------------------------
@@ -426,11 +456,14 @@ typedef struct {
     fpx_ticket_t ticket;
 } s_log_t;
 
-//  Under the exclusive lock, before FAISS applies the mutation.
+//  Under the exclusive lock, before FAISS applies the mutation: logged
+//  when the opcode's row says FPX_OPF_LOGGED (every opcode that mutates
+//  through here does; the row is where that is decided).
 static int
 s_log_begin (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record, s_log_t *log)
 {
-    log->wal = entry->wal;
+    bool logged = fpx_opcode_info (call->header.opcode)->flags & FPX_OPF_LOGGED;
+    log->wal = logged ? entry->wal : NULL;
     if (!log->wal && fpx_entry_owner (entry)->wal)
         return fpx_reply_error (call->reply, FPX_EINVAL, "this is a view of a durable index: "
                                 "change the index through its own name");
@@ -468,10 +501,13 @@ static int
 s_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record,
           fpx_op_apply_fn apply, void *arg, bool beside_rebuild)
 {
+    //  A mutation declared anything but lock WRITE in FPX_OPCODES would
+    //  run beside searches: a programmer's error, caught by every test.
+    assert (fpx_opcode_info (call->header.opcode)->lock == FPX_LOCK_WRITE);
     s_log_t log;
     const fpx_shim_rebuild_t *pending;
     pthread_rwlock_t *lock = beside_rebuild ? fpx_entry_lock_filtered (entry, true, &pending)
-                                            : fpx_entry_lock_settled (entry, true);
+                                            : fpx_op_lock (call, entry);
     int rc = s_log_begin (call, entry, record, &log);
     if (!rc) {
         rc = apply (call, entry, arg);
@@ -558,23 +594,15 @@ fpx_op_optional_name (fpx_call_t *call, char *name)
     return fpx_op_name_param (call, name, false);
 }
 
-static int
-s_op_create (fpx_call_t *call)
+int
+fpx_handle_create_req (fpx_call_t *call, const fpx_create_req_t *req)
 {
-    char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX];
-    int64_t d, metric;
+    const char *name = req->name, *factory = req->factory;
+    int64_t d = req->d, metric = req->metric;
     int rc;
-    if ((rc = fpx_op_optional_name (call, name))
-    ||  (rc = fpx_op_int_param (call, "d", true, 0, 1, FPX_DIM_MAX, &d))
-    ||  (rc = fpx_op_int_param (call, "metric", false, FPX_METRIC_L2, 0, FPX_METRIC_MAX, &metric)))
-        return rc;
     if (!fpx_metric_is_valid (metric))
         return fpx_reply_error (call->reply, FPX_EINVAL, "'metric' %lld is not a FAISS metric",
                                 (long long) metric);
-    rc = fpx_params_copy_str (&call->params, "factory", factory, sizeof factory);
-    if (rc || !factory [0])
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'factory' must be a string of 1-%d bytes",
-                                FPX_FACTORY_MAX - 1);
     if ((rc = s_check_factory (call, factory)))
         return rc;
     FaissIndex *index;
@@ -598,31 +626,40 @@ s_op_create (fpx_call_t *call)
 }
 
 static int
-s_op_describe (fpx_call_t *call)
+s_describe (fpx_call_t *call, const char *name, bool with_memory)
 {
     fpx_entry_t *entry;
-    bool with_memory = false;
-    int rc = fpx_op_lookup (call, &entry);
+    int rc = fpx_op_find (call, name, &entry);
     if (rc)
         return rc;
-    if (fpx_params_get_bool (&call->params, "memory", &with_memory) < 0)
-        rc = fpx_reply_error (call->reply, FPX_EINVAL, "'memory' must be a bool");
-    else {
-        pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
-        rc = fpx_op_pack_description (call, entry, with_memory);
-        pthread_rwlock_unlock (lock);
-    }
+    //  Not fpx_op_lock: a description does not wait for a removal
+    //  rebuilding in the background; it reports it (rebuild.h).
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    rc = fpx_op_pack_description (call, entry, with_memory);
+    pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
     return rc;
 }
 
-static int
-s_op_drop (fpx_call_t *call)
+int
+fpx_handle_describe_req (fpx_call_t *call, const fpx_describe_req_t *req)
 {
-    char name [FPX_NAME_MAX + 1];
-    int rc = fpx_op_name_param (call, name, true);
-    if (rc)
-        return rc;
+    return s_describe (call, req->name, req->memory);
+}
+
+//  open is describe without the memory figure (clients send it to say "I
+//  mean to use this index"; describe is for inspection).
+int
+fpx_handle_open_req (fpx_call_t *call, const fpx_open_req_t *req)
+{
+    return s_describe (call, req->name, false);
+}
+
+int
+fpx_handle_drop_req (fpx_call_t *call, const fpx_drop_req_t *req)
+{
+    const char *name = req->name;
+    int rc = 0;
     uint32_t tenant = call->envelope->tenant_id;
     //  Under the name lock: a create, drop or save of the same name waits.
     pthread_mutex_t *name_lock = fpx_storage_name_lock (tenant, name);
@@ -650,8 +687,8 @@ s_op_drop (fpx_call_t *call)
     return 0;
 }
 
-static int
-s_op_list (fpx_call_t *call)
+int
+fpx_handle_list (fpx_call_t *call)
 {
     char **names;
     long count = fpx_registry_names (call->server->registry, call->envelope->tenant_id, &names);
@@ -667,8 +704,8 @@ s_op_list (fpx_call_t *call)
     return 0;
 }
 
-static int
-s_op_ping (fpx_call_t *call)
+int
+fpx_handle_ping (fpx_call_t *call)
 {
     msgpack_pack_map (&call->reply->pk, FPX_SERVER_INFO_KEYS);
     fpx_pack_server_info (&call->reply->pk);
@@ -721,7 +758,7 @@ static int
 s_train_transform (fpx_call_t *call, fpx_entry_t *entry, int64_t n, const float *x)
 {
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, true);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     fpx_op_threads_begin (call, n);
     int rc = fpx_shim_transform_train (entry->transform, n, x, err, sizeof err);
     fpx_op_threads_end (call);
@@ -771,9 +808,9 @@ s_write_vectors (fpx_call_t *call, s_write_t kind)
     return rc;
 }
 
-static int s_op_train (fpx_call_t *call) { return s_write_vectors (call, S_TRAIN); }
-static int s_op_add (fpx_call_t *call) { return s_write_vectors (call, S_ADD); }
-static int s_op_add_with_ids (fpx_call_t *call) { return s_write_vectors (call, S_ADD_WITH_IDS); }
+int fpx_handle_train (fpx_call_t *call) { return s_write_vectors (call, S_TRAIN); }
+int fpx_handle_add (fpx_call_t *call) { return s_write_vectors (call, S_ADD); }
+int fpx_handle_add_with_ids (fpx_call_t *call) { return s_write_vectors (call, S_ADD_WITH_IDS); }
 
 static size_t
 s_machine_memory (void)
@@ -819,8 +856,8 @@ s_apply_remove (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     return 0;
 }
 
-static int
-s_op_remove_ids (fpx_call_t *call)
+int
+fpx_handle_remove_ids (fpx_call_t *call)
 {
     fpx_entry_t *entry;
     int rc = fpx_op_lookup_index (call, &entry);
@@ -866,11 +903,11 @@ s_apply_reset (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     return 0;
 }
 
-static int
-s_op_reset (fpx_call_t *call)
+int
+fpx_handle_reset_req (fpx_call_t *call, const fpx_reset_req_t *req)
 {
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup_index (call, &entry);
+    int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
     fpx_record_t record = { .kind = FPX_REC_RESET };
@@ -893,20 +930,16 @@ s_apply_parameters (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     return 0;
 }
 
-static int
-s_op_set_parameters (fpx_call_t *call)
+int
+fpx_handle_set_parameters_req (fpx_call_t *call, const fpx_set_parameters_req_t *req)
 {
-    char text [FPX_SETPARAM_MAX];
-    int rc = fpx_params_copy_str (&call->params, "params", text, sizeof text);
-    if (rc || !text [0])
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'params' must be a string of 1-%d bytes",
-                                FPX_SETPARAM_MAX - 1);
     //  The bounds set_attr applies, before ParameterSpace sees a value.
     char checked [FPX_SETPARAM_MAX], err [FPX_ERROR_TEXT_MAX];
-    if ((rc = fpx_shim_check_parameters (text, checked, sizeof checked, err, sizeof err)))
+    int rc = fpx_shim_check_parameters (req->params, checked, sizeof checked, err, sizeof err);
+    if (rc)
         return fpx_op_shim_result (call, rc, err);
     fpx_entry_t *entry;
-    if ((rc = fpx_op_lookup_index (call, &entry)))
+    if ((rc = fpx_op_find_index (call, req->name, &entry)))
         return rc;
     fpx_record_t record = { .kind = FPX_REC_SET_PARAMETERS, .parts = { checked },
                             .sizes = { strlen (checked) }, .nparts = 1 };
@@ -915,11 +948,11 @@ s_op_set_parameters (fpx_call_t *call)
     return rc;
 }
 
-static int
-s_op_save (fpx_call_t *call)
+int
+fpx_handle_save_req (fpx_call_t *call, const fpx_save_req_t *req)
 {
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup_index (call, &entry);
+    int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
     if (!entry->wal) {
@@ -962,8 +995,8 @@ s_search_overrides (fpx_call_t *call, int *nprobe, int *ef)
     return 0;
 }
 
-static int
-s_op_search (fpx_call_t *call)
+int
+fpx_handle_search (fpx_call_t *call)
 {
     int64_t k;
     int nprobe, ef;
@@ -1016,8 +1049,8 @@ s_op_search (fpx_call_t *call)
 }
 
 //  search_and_reconstruct: search's checks, plus nq·k·d floats back.
-static int
-s_op_search_and_reconstruct (fpx_call_t *call)
+int
+fpx_handle_search_and_reconstruct (fpx_call_t *call)
 {
     int64_t k;
     int nprobe, ef;
@@ -1199,7 +1232,7 @@ fpx_ops_search_batch (fpx_call_t *calls, int n)
         }
         return;
     }
-    //  Each request's own checks, as s_op_search makes them.
+    //  Each request's own checks, as fpx_handle_search makes them.
     const float *x [FPX_BATCH_MAX];
     int64_t nq [FPX_BATCH_MAX];
     size_t limit = lead->server->config.max_message;
@@ -1244,8 +1277,8 @@ fpx_ops_search_batch (fpx_call_t *calls, int n)
     fpx_entry_release (&entry);
 }
 
-static int
-s_op_range_search (fpx_call_t *call)
+int
+fpx_handle_range_search (fpx_call_t *call)
 {
     double radius;
     int nprobe, ef;
@@ -1287,15 +1320,11 @@ s_op_range_search (fpx_call_t *call)
 
 //  Reconstructs n vectors starting at i0 (n = 1: key i0).
 static int
-s_reconstruct (fpx_call_t *call, bool many)
+s_reconstruct (fpx_call_t *call, const char *name, int64_t i0, int64_t n)
 {
     fpx_entry_t *entry;
-    int64_t i0, n = 1;
-    int rc;
-    if ((rc = fpx_op_int_param (call, many ? "i0" : "key", true, 0, many ? 0 : INT64_MIN,
-                           INT64_MAX, &i0))
-    ||  (many && (rc = fpx_op_int_param (call, "n", true, 0, 1, INT64_MAX, &n)))
-    ||  (rc = fpx_op_lookup_index (call, &entry)))
+    int rc = fpx_op_find_index (call, name, &entry);
+    if (rc)
         return rc;
     //  Keys of id-mapped and IVF indexes are FAISS's to check (it does, with
     //  the messages a FAISS user knows); positions are checked here, since
@@ -1337,20 +1366,29 @@ s_reconstruct (fpx_call_t *call, bool many)
     return call->reply->status;
 }
 
-static int s_op_reconstruct (fpx_call_t *call) { return s_reconstruct (call, false); }
-static int s_op_reconstruct_n (fpx_call_t *call) { return s_reconstruct (call, true); }
+int
+fpx_handle_reconstruct_req (fpx_call_t *call, const fpx_reconstruct_req_t *req)
+{
+    return s_reconstruct (call, req->name, req->key, 1);
+}
 
-static int
-s_op_serialize (fpx_call_t *call)
+int
+fpx_handle_reconstruct_n_req (fpx_call_t *call, const fpx_reconstruct_n_req_t *req)
+{
+    return s_reconstruct (call, req->name, req->i0, req->n);
+}
+
+int
+fpx_handle_serialize_req (fpx_call_t *call, const fpx_serialize_req_t *req)
 {
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup_index (call, &entry);
+    int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
     uint8_t *bytes = NULL;
     size_t size = 0;
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, false);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     rc = fpx_shim_serialize (entry->index, 0, &bytes, &size, err, sizeof err);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
@@ -1400,8 +1438,8 @@ fpx_op_deserialize_bytes (fpx_call_t *call, const char *name, const char *factor
     return fpx_op_register (call, name && name [0] ? name : NULL, &object);
 }
 
-static int
-s_op_deserialize (fpx_call_t *call)
+int
+fpx_handle_deserialize (fpx_call_t *call)
 {
     char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX] = "";
     int rc = fpx_op_optional_name (call, name);
@@ -1420,45 +1458,19 @@ s_op_deserialize (fpx_call_t *call)
 
 // ---- dispatch --------------------------------------------------------------------------
 
-typedef int (*s_op_fn) (fpx_call_t *call);
-
-static s_op_fn
-s_op_for (int opcode)
-{
-    switch (opcode) {
-        case FPX_OP_PING:           return s_op_ping;
-        case FPX_OP_INFO:           return fpx_op_info;
-        case FPX_OP_CREATE:         return s_op_create;
-        case FPX_OP_OPEN:           return s_op_describe;
-        case FPX_OP_DROP:           return s_op_drop;
-        case FPX_OP_LIST:           return s_op_list;
-        case FPX_OP_DESCRIBE:       return s_op_describe;
-        case FPX_OP_TRAIN:          return s_op_train;
-        case FPX_OP_ADD:            return s_op_add;
-        case FPX_OP_ADD_WITH_IDS:   return s_op_add_with_ids;
-        case FPX_OP_SEARCH:         return s_op_search;
-        case FPX_OP_SEARCH_AND_RECONSTRUCT: return s_op_search_and_reconstruct;
-        case FPX_OP_RANGE_SEARCH:   return s_op_range_search;
-        case FPX_OP_REMOVE_IDS:     return s_op_remove_ids;
-        case FPX_OP_RECONSTRUCT:    return s_op_reconstruct;
-        case FPX_OP_RECONSTRUCT_N:  return s_op_reconstruct_n;
-        case FPX_OP_RESET:          return s_op_reset;
-        case FPX_OP_SET_PARAMETERS: return s_op_set_parameters;
-        case FPX_OP_SERIALIZE:      return s_op_serialize;
-        case FPX_OP_DESERIALIZE:    return s_op_deserialize;
-        case FPX_OP_SAVE:           return s_op_save;
-    }
-    return NULL;
-}
+//  Indexed by opcode: one handler per row of FPX_OPCODES, so that an
+//  opcode without its fpx_handle_<name> does not link.
+static const fpx_op_fn s_handlers [FPX_OP_LAST_] = {
+#define S_HANDLER_(NAME, code, wire, role, lock, flags, summary) [code] = fpx_handle_##wire,
+    FPX_OPCODES (S_HANDLER_)
+#undef S_HANDLER_
+};
 
 void
 fpx_ops_execute (fpx_call_t *call)
 {
-    s_op_fn op = s_op_for (call->header.opcode);
-    if (!op)
-        op = fpx_ops_objects_handler (call->header.opcode);
-    if (!op)
-        op = fpx_ops_transfers_handler (call->header.opcode);
+    int opcode = call->header.opcode;
+    fpx_op_fn op = opcode > 0 && opcode < FPX_OP_LAST_ ? s_handlers [opcode] : NULL;
     if (!op) {
         fpx_reply_error (call->reply, FPX_EOPCODE, "unknown opcode %u", call->header.opcode);
         return;

@@ -5,6 +5,7 @@
 #ifndef FPX_OPS_H_INCLUDED
 #define FPX_OPS_H_INCLUDED
 
+#include "fpx_fields.h"
 #include "server.h"
 #include "storage.h"
 
@@ -24,9 +25,19 @@ int fpx_op_int_param (fpx_call_t *call, const char *key, bool required, int64_t 
 int fpx_op_name_param (fpx_call_t *call, char *name, bool allow_anonymous);
 int fpx_op_optional_name (fpx_call_t *call, char *name);
 
-/*  Counted reference to the named object (any kind / indexes only).     */
+/*  Counted reference to the object of the request's "name" (any kind /
+    indexes only); _find: of a name already read (fpx_fields.h).         */
 int fpx_op_lookup (fpx_call_t *call, fpx_entry_t **entry_p);
 int fpx_op_lookup_index (fpx_call_t *call, fpx_entry_t **entry_p);
+int fpx_op_find (fpx_call_t *call, const char *name, fpx_entry_t **entry_p);
+int fpx_op_find_index (fpx_call_t *call, const char *name, fpx_entry_t **entry_p);
+
+/*  Locks entry as the opcode's row of FPX_OPCODES says: exclusive for
+    lock WRITE, shared otherwise, once no removal is rebuilding it in the
+    background (fpx_entry_lock_settled, rebuild.h); searches, adds,
+    reconstruct and describe, which may run beside one, lock by
+    themselves. Returns the lock to unlock.                              */
+pthread_rwlock_t *fpx_op_lock (fpx_call_t *call, fpx_entry_t *entry);
 
 /*  Array frame `which`, aligned to align (copied only if it is not).    */
 const void *fpx_op_array (fpx_call_t *call, int which, size_t align, size_t *size_p,
@@ -77,14 +88,25 @@ int fpx_op_mutate (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *rec
 int fpx_op_deserialize_bytes (fpx_call_t *call, const char *name, const char *factory,
                               const uint8_t *bytes, size_t size);
 
-/*  ops_objects.c: the opcode handlers it defines, or NULL.              */
+/*  One handler per opcode, fpx_handle_<wire name> (fpx_handle_search),
+    declared from FPX_OPCODES; ops.c dispatches through them. A handler
+    returns 0 having packed its result, or an error it has set on the
+    reply. They live in ops.c (indexes), ops_objects.c (composition,
+    attributes, transforms, k-means), transfers.c and info.c.          */
 typedef int (*fpx_op_fn) (fpx_call_t *call);
+#define FPX_HANDLER_DECLARE_(NAME, code, wire, role, lock, flags, summary) \
+    int fpx_handle_##wire (fpx_call_t *call);
+FPX_OPCODES (FPX_HANDLER_DECLARE_)
+#undef FPX_HANDLER_DECLARE_
 
-/*  The info opcode (info.c).                                            */
-int fpx_op_info (fpx_call_t *call);
-fpx_op_fn fpx_ops_objects_handler (int opcode);
-
-/*  transfers.c: the chunked transfer opcodes' handlers, or NULL.        */
-fpx_op_fn fpx_ops_transfers_handler (int opcode);
+/*  For the opcodes whose parameters protocol/fpx_fields.h defines,
+    fpx_handle_<wire> is generated (server/fields.c): it reads and bounds
+    every field into a fpx_<wire>_req_t, replying FPX_EINVAL for any
+    that is missing or out of bounds, then calls the hand-written
+    fpx_handle_<wire>_req with it.                                     */
+#define FPX_HANDLER_REQ_DECLARE_(OPCODE, wire) \
+    int fpx_handle_##wire##_req (fpx_call_t *call, const fpx_##wire##_req_t *req);
+FPX_FIELDED_OPCODES (FPX_HANDLER_REQ_DECLARE_)
+#undef FPX_HANDLER_REQ_DECLARE_
 
 #endif

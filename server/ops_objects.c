@@ -147,8 +147,8 @@ s_construct_locked (fpx_call_t *call, const char *type, const double *args, int 
     return rc;
 }
 
-static int
-s_op_construct (fpx_call_t *call)
+int
+fpx_handle_construct (fpx_call_t *call)
 {
     char type [FPX_TYPE_NAME_MAX];
     double args [FPX_CONSTRUCT_ARGS_MAX];
@@ -164,7 +164,7 @@ s_op_construct (fpx_call_t *call)
         memcpy (sorted, refs, sizeof (fpx_entry_t *) * (size_t) nrefs);
         qsort (sorted, (size_t) nrefs, sizeof *sorted, s_compare_pointers);
         for (int i = 0; i < nrefs; i++)
-            locks [i] = fpx_entry_lock_settled (sorted [i], true);
+            locks [i] = fpx_op_lock (call, sorted [i]);
         rc = s_construct_locked (call, type, args, nargs, refs, nrefs);
         for (int i = nrefs - 1; i >= 0; i--)
             pthread_rwlock_unlock (locks [i]);
@@ -178,8 +178,8 @@ s_op_construct (fpx_call_t *call)
 //  standalone anonymous object of this connection (add_shard,
 //  add_replica, prepend_transform). Named indexes are refused: their log
 //  could not replay an object that only this connection holds.
-static int
-s_op_attach (fpx_call_t *call)
+int
+fpx_handle_attach (fpx_call_t *call)
 {
     char role [FPX_TYPE_NAME_MAX], ref_name [FPX_NAME_MAX + 1];
     fpx_entry_t *entry, *ref;
@@ -210,8 +210,8 @@ s_op_attach (fpx_call_t *call)
         //  their locks differ: nothing can adopt one into the other's tree
         //  without the first lock, which this worker holds.
         fpx_entry_t *first = entry < ref ? entry : ref, *second = entry < ref ? ref : entry;
-        pthread_rwlock_t *lock1 = fpx_entry_lock_settled (first, true);
-        pthread_rwlock_t *lock2 = fpx_entry_lock_settled (second, true);
+        pthread_rwlock_t *lock1 = fpx_op_lock (call, first);
+        pthread_rwlock_t *lock2 = fpx_op_lock (call, second);
         if (atomic_load (&entry->root) || atomic_load (&ref->root) || lock1 == lock2)
             rc = fpx_reply_error (call->reply, FPX_EINVAL, "'%s' is part of another object: "
                                   "attach takes standalone objects", atomic_load (&ref->root)
@@ -236,18 +236,17 @@ s_op_attach (fpx_call_t *call)
     return rc ? rc : call->reply->status;
 }
 
-static int
-s_op_subobject (fpx_call_t *call)
+int
+fpx_handle_subobject_req (fpx_call_t *call, const fpx_subobject_req_t *req)
 {
-    char path [FPX_TYPE_NAME_MAX];
+    const char *path = req->path;
     fpx_entry_t *entry;
-    int rc;
-    if ((rc = s_word_param (call, "path", path, sizeof path))
-    ||  (rc = fpx_op_lookup_index (call, &entry)))
+    int rc = fpx_op_find_index (call, req->name, &entry);
+    if (rc)
         return rc;
     fpx_object_t object = { .factory = "" };
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, false);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     rc = fpx_shim_subobject (entry->index, path, &object.index, &object.transform, err, sizeof err);
     pthread_rwlock_unlock (lock);
     if (rc) {
@@ -269,14 +268,13 @@ s_op_subobject (fpx_call_t *call)
     return rc;
 }
 
-static int
-s_op_get_attr (fpx_call_t *call)
+int
+fpx_handle_get_attr_req (fpx_call_t *call, const fpx_get_attr_req_t *req)
 {
-    char attr [FPX_TYPE_NAME_MAX];
+    const char *attr = req->attr;
     fpx_entry_t *entry;
-    int rc;
-    if ((rc = s_word_param (call, "attr", attr, sizeof attr))
-    ||  (rc = fpx_op_lookup (call, &entry)))
+    int rc = fpx_op_find (call, req->name, &entry);
+    if (rc)
         return rc;
     double value = 0;
     char err [FPX_ERROR_TEXT_MAX];
@@ -285,7 +283,7 @@ s_op_get_attr (fpx_call_t *call)
     const fpx_shim_rebuild_t *pending = NULL;
     pthread_rwlock_t *lock = strcmp (attr, "ntotal") == 0
                            ? fpx_entry_lock_filtered (entry, false, &pending)
-                           : fpx_entry_lock_settled (entry, false);
+                           : fpx_op_lock (call, entry);
     rc = fpx_shim_get_attr (entry->index, entry->transform, attr, &value, err, sizeof err);
     if (rc == 0 && entry->index)
         value -= (double) fpx_shim_rebuild_removed (pending);
@@ -315,35 +313,30 @@ s_apply_attr (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     return 0;
 }
 
-static int
-s_op_set_attr (fpx_call_t *call)
+int
+fpx_handle_set_attr_req (fpx_call_t *call, const fpx_set_attr_req_t *req)
 {
-    char attr [FPX_TYPE_NAME_MAX];
-    s_attr_t a = { .attr = attr };
+    s_attr_t a = { .attr = req->attr, .value = req->value };
     fpx_entry_t *entry;
-    int rc;
-    if ((rc = s_word_param (call, "attr", attr, sizeof attr)))
+    int rc = fpx_op_find (call, req->name, &entry);
+    if (rc)
         return rc;
-    if (fpx_params_get_double (&call->params, "value", &a.value))
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'value' must be a number");
-    if ((rc = fpx_op_lookup (call, &entry)))
-        return rc;
-    fpx_record_t record = { .kind = FPX_REC_SET_ATTR, .parts = { &a.value, attr },
-                            .sizes = { sizeof a.value, strlen (attr) }, .nparts = 2 };
+    fpx_record_t record = { .kind = FPX_REC_SET_ATTR, .parts = { &a.value, a.attr },
+                            .sizes = { sizeof a.value, strlen (a.attr) }, .nparts = 2 };
     rc = fpx_op_mutate (call, entry, &record, s_apply_attr, &a);
     fpx_entry_release (&entry);
     return rc;
 }
 
-static int
-s_op_clone (fpx_call_t *call)
+int
+fpx_handle_clone_req (fpx_call_t *call, const fpx_clone_req_t *req)
 {
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup_index (call, &entry);
+    int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
     fpx_object_t object = { .factory = entry->factory };
-    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, false);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     char err [FPX_ERROR_TEXT_MAX];
     rc = fpx_op_shim_result (call, fpx_shim_clone (entry->index, &object.index, err, sizeof err),
                              err);
@@ -354,8 +347,8 @@ s_op_clone (fpx_call_t *call)
     return rc;
 }
 
-static int
-s_op_apply (fpx_call_t *call)
+int
+fpx_handle_apply (fpx_call_t *call)
 {
     fpx_entry_t *entry;
     bool reverse = false;
@@ -380,7 +373,7 @@ s_op_apply (fpx_call_t *call)
         fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
     else if (x) {
         char err [FPX_ERROR_TEXT_MAX];
-        pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, false);
+        pthread_rwlock_t *lock = fpx_op_lock (call, entry);
         fpx_op_threads_begin (call, n);
         rc = fpx_shim_transform_apply (entry->transform, reverse, n, x, out, err, sizeof err);
         fpx_op_threads_end (call);
@@ -409,16 +402,14 @@ s_apply_direct_map (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     return 0;
 }
 
-static int
-s_op_set_direct_map (fpx_call_t *call)
+int
+fpx_handle_set_direct_map_req (fpx_call_t *call, const fpx_set_direct_map_req_t *req)
 {
-    int64_t type;
     fpx_entry_t *entry;
-    int rc;
-    if ((rc = fpx_op_int_param (call, "type", true, 0, 0, 2, &type))
-    ||  (rc = fpx_op_lookup_index (call, &entry)))
+    int rc = fpx_op_find_index (call, req->name, &entry);
+    if (rc)
         return rc;
-    uint32_t stored [2] = { (uint32_t) type, 0 };
+    uint32_t stored [2] = { (uint32_t) req->type, 0 };
     fpx_record_t record = { .kind = FPX_REC_SET_DIRECT_MAP, .parts = { stored },
                             .sizes = { sizeof stored }, .nparts = 1 };
     rc = fpx_op_mutate (call, entry, &record, s_apply_direct_map, stored);
@@ -426,18 +417,18 @@ s_op_set_direct_map (fpx_call_t *call)
     return rc;
 }
 
-static int
-s_op_get_id_map (fpx_call_t *call)
+int
+fpx_handle_get_id_map_req (fpx_call_t *call, const fpx_get_id_map_req_t *req)
 {
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup_index (call, &entry);
+    int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
     const int64_t *ids;
     size_t n = 0;
     int64_t *copy = NULL;
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, false);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     rc = fpx_shim_id_map (entry->index, &ids, &n, err, sizeof err);
     if (!rc && n * sizeof (int64_t) > call->server->config.max_message)
         rc = fpx_reply_error (call->reply, FPX_ETOOBIG, "id map exceeds the message limit");
@@ -483,8 +474,8 @@ s_kmeans_params (fpx_call_t *call, int64_t *d, int64_t *k, fpx_shim_kmeans_param
     return 0;
 }
 
-static int
-s_op_kmeans (fpx_call_t *call)
+int
+fpx_handle_kmeans (fpx_call_t *call)
 {
     int64_t d, k, n;
     fpx_shim_kmeans_params_t params;
@@ -525,22 +516,4 @@ s_op_kmeans (fpx_call_t *call)
     fpx_op_reply_array (call, centroids, centroid_bytes);
     fpx_op_reply_array (call, stats, (size_t) iterations * FPX_KMEANS_STATS * sizeof (double));
     return 0;
-}
-
-fpx_op_fn
-fpx_ops_objects_handler (int opcode)
-{
-    switch (opcode) {
-        case FPX_OP_CONSTRUCT:      return s_op_construct;
-        case FPX_OP_SUBOBJECT:      return s_op_subobject;
-        case FPX_OP_ATTACH:         return s_op_attach;
-        case FPX_OP_GET_ATTR:       return s_op_get_attr;
-        case FPX_OP_SET_ATTR:       return s_op_set_attr;
-        case FPX_OP_CLONE:          return s_op_clone;
-        case FPX_OP_KMEANS:         return s_op_kmeans;
-        case FPX_OP_APPLY:          return s_op_apply;
-        case FPX_OP_SET_DIRECT_MAP: return s_op_set_direct_map;
-        case FPX_OP_GET_ID_MAP:     return s_op_get_id_map;
-    }
-    return NULL;
 }

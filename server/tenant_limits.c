@@ -381,24 +381,24 @@ fpx_limits_disk_check (uint32_t tenant, uint64_t bytes, char *err, size_t err_si
 
 // ---- checks --------------------------------------------------------------------
 
+//  The FPX_OPF_GROWS / FPX_OPF_CREATES columns of FPX_OPCODES.
+static bool
+s_has_flag (int opcode, unsigned flag)
+{
+    const fpx_opcode_info_t *info = fpx_opcode_info (opcode);
+    return info && (info->flags & flag);
+}
+
 bool
 fpx_limits_grows (int opcode)
 {
-    switch (opcode) {
-        case FPX_OP_CREATE: case FPX_OP_TRAIN: case FPX_OP_ADD: case FPX_OP_ADD_WITH_IDS:
-        case FPX_OP_DESERIALIZE: case FPX_OP_CONSTRUCT: case FPX_OP_CLONE:
-        case FPX_OP_KMEANS: case FPX_OP_SUBOBJECT: case FPX_OP_SET_DIRECT_MAP:
-        case FPX_OP_DOWNLOAD_BEGIN: case FPX_OP_UPLOAD_BEGIN:
-            return true;
-    }
-    return false;
+    return s_has_flag (opcode, FPX_OPF_GROWS);
 }
 
 static bool
 s_makes_entry (int opcode)
 {
-    return opcode == FPX_OP_CREATE || opcode == FPX_OP_DESERIALIZE || opcode == FPX_OP_CONSTRUCT
-        || opcode == FPX_OP_CLONE || opcode == FPX_OP_SUBOBJECT || opcode == FPX_OP_UPLOAD_BEGIN;
+    return s_has_flag (opcode, FPX_OPF_CREATES);
 }
 
 int

@@ -127,14 +127,11 @@ s_chunk_size (fpx_call_t *call)
     return chunk > FPX_TRANSFER_CHUNK_MAX ? FPX_TRANSFER_CHUNK_MAX : chunk;
 }
 
-//  Under s_lock: the caller's transfer named by the "transfer" param, of
-//  the kind wanted; NULL with the reply filled.
+//  Under s_lock: the caller's transfer id, of the kind wanted; NULL with
+//  the reply filled.
 static s_transfer_t *
-s_find (fpx_call_t *call, bool upload, s_transfer_t ***slot_p)
+s_find_id (fpx_call_t *call, int64_t id, bool upload, s_transfer_t ***slot_p)
 {
-    int64_t id;
-    if (fpx_op_int_param (call, "transfer", true, 0, 1, INT64_MAX, &id))
-        return NULL;
     for (s_transfer_t **slot = &s_transfers; *slot; slot = &(*slot)->next) {
         s_transfer_t *transfer = *slot;
         if (transfer->id != (uint64_t) id || transfer->conn_id != call->envelope->conn_id
@@ -152,6 +149,17 @@ s_find (fpx_call_t *call, bool upload, s_transfer_t ***slot_p)
                      "or %d s unused)", call->header.opcode == FPX_OP_TRANSFER_ABORT ? "open"
                      : upload ? "upload" : "download", (long long) id, FPX_TRANSFER_IDLE_S);
     return NULL;
+}
+
+//  As s_find_id, for the id in the "transfer" param (the chunk opcodes,
+//  whose parameters are read by hand).
+static s_transfer_t *
+s_find (fpx_call_t *call, bool upload, s_transfer_t ***slot_p)
+{
+    int64_t id;
+    if (fpx_op_int_param (call, "transfer", true, 0, 1, INT64_MAX, &id))
+        return NULL;
+    return s_find_id (call, id, upload, slot_p);
 }
 
 //  Under s_lock: whether the connection may open one more transfer.
@@ -194,8 +202,8 @@ s_reply_copy (fpx_call_t *call, const uint8_t *data, size_t offset, size_t lengt
 
 //  name → {transfer, size, chunk} and the first chunk. An index that fits
 //  one chunk comes whole with transfer 0: nothing is kept.
-static int
-s_op_download_begin (fpx_call_t *call)
+int
+fpx_handle_download_begin (fpx_call_t *call)
 {
     s_reap (0, false);             //  the idle ones
     fpx_entry_t *entry;
@@ -205,7 +213,7 @@ s_op_download_begin (fpx_call_t *call)
     uint8_t *bytes = NULL;
     size_t size = 0;
     char err [FPX_ERROR_TEXT_MAX];
-    pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, false);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     rc = fpx_shim_serialize (entry->index, 0, &bytes, &size, err, sizeof err);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
@@ -254,8 +262,8 @@ s_op_download_begin (fpx_call_t *call)
 //  transfer, offset, optional length (default and at most the chunk
 //  size) → {offset, length} and those bytes. The read that reaches the
 //  end frees the transfer.
-static int
-s_op_download_chunk (fpx_call_t *call)
+int
+fpx_handle_download_chunk (fpx_call_t *call)
 {
     size_t chunk = s_chunk_size (call);
     int64_t offset, length;
@@ -297,8 +305,8 @@ s_op_download_chunk (fpx_call_t *call)
 
 //  size, optional name and factory → {transfer, chunk}. The name is
 //  checked now so that a taken one fails before the bytes travel.
-static int
-s_op_upload_begin (fpx_call_t *call)
+int
+fpx_handle_upload_begin (fpx_call_t *call)
 {
     s_reap (0, false);             //  the idle ones
     char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX] = "";
@@ -357,8 +365,8 @@ s_op_upload_begin (fpx_call_t *call)
 
 //  transfer, offset (= the bytes received so far) and one frame of at
 //  most the chunk size → {received}.
-static int
-s_op_upload_chunk (fpx_call_t *call)
+int
+fpx_handle_upload_chunk (fpx_call_t *call)
 {
     int64_t offset;
     if (fpx_op_int_param (call, "offset", true, 0, 0, INT64_MAX, &offset))
@@ -398,13 +406,13 @@ s_op_upload_chunk (fpx_call_t *call)
 }
 
 //  transfer → the description of the new index, as deserialize.
-static int
-s_op_upload_commit (fpx_call_t *call)
+int
+fpx_handle_upload_commit_req (fpx_call_t *call, const fpx_upload_commit_req_t *req)
 {
     s_transfer_t **slot;
     int rc = 0;
     pthread_mutex_lock (&s_lock);
-    s_transfer_t *transfer = s_find (call, true, &slot);
+    s_transfer_t *transfer = s_find_id (call, req->transfer, true, &slot);
     if (!transfer)
         rc = call->reply->status;
     else if (transfer->received != transfer->size)
@@ -428,12 +436,12 @@ s_op_upload_commit (fpx_call_t *call)
     return rc;
 }
 
-static int
-s_op_transfer_abort (fpx_call_t *call)
+int
+fpx_handle_transfer_abort_req (fpx_call_t *call, const fpx_transfer_abort_req_t *req)
 {
     s_transfer_t **slot;
     pthread_mutex_lock (&s_lock);
-    s_transfer_t *transfer = s_find (call, false, &slot);
+    s_transfer_t *transfer = s_find_id (call, req->transfer, false, &slot);
     if (transfer) {
         *slot = transfer->next;
         transfer->next = NULL;
@@ -444,18 +452,4 @@ s_op_transfer_abort (fpx_call_t *call)
     s_transfer_free (transfer);
     fpx_op_pack_empty (call);
     return 0;
-}
-
-fpx_op_fn
-fpx_ops_transfers_handler (int opcode)
-{
-    switch (opcode) {
-        case FPX_OP_DOWNLOAD_BEGIN: return s_op_download_begin;
-        case FPX_OP_DOWNLOAD_CHUNK: return s_op_download_chunk;
-        case FPX_OP_UPLOAD_BEGIN:   return s_op_upload_begin;
-        case FPX_OP_UPLOAD_CHUNK:   return s_op_upload_chunk;
-        case FPX_OP_UPLOAD_COMMIT:  return s_op_upload_commit;
-        case FPX_OP_TRANSFER_ABORT: return s_op_transfer_abort;
-    }
-    return NULL;
 }

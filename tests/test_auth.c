@@ -344,6 +344,23 @@ s_test_keys_and_roles (void *arg)
     CHECK (strstr (fpx_client_errmsg (reader), "upload_begin") != NULL, "message: %s",
            fpx_client_errmsg (reader));
     free (big);
+    //  Every opcode of FPX_OPCODES with an empty parameter map: a write
+    //  one is FPX_EPERM for this key, before its parameters are read; a
+    //  read one never is (and changes nothing without parameters).
+    fpx_raw_t *raw = fpx_raw_new (server.endpoint);
+    REQUIRE (raw, "raw socket");
+    for (int op = 1; op < FPX_OP_LAST_; op++) {
+        const fpx_opcode_info_t *row = fpx_opcode_info (op);
+        if (!row)
+            continue;
+        fpx_raw_reply_t reply;
+        int status = fpx_raw_call (raw, op, read_key, NULL, 0, 0, NULL, NULL, &reply);
+        fpx_raw_reply_free (&reply);
+        CHECK ((status == FPX_EPERM) == (row->role == FPX_ROLE_WRITE), "%s (role %s) from a "
+               "read key: %d %s", row->name, fpx_role_name (row->role), status,
+               fpx_error_name (status));
+    }
+    fpx_raw_destroy (&raw);
     CHECK_OK (writer, fpx_index_describe (writer, "docs", 0, &info));
     CHECK_EQ (info.ntotal, 50);
     CHECK_OK (legacy, fpx_index_create (legacy, "old", DIM, "Flat", FPX_METRIC_L2, NULL));

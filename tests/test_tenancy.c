@@ -107,9 +107,31 @@ s_raw_named (const char *key, int opcode, const char *name)
     return status;
 }
 
+/*  Opcodes that take no index name of the caller's, each with where its
+    isolation is tested instead; every other opcode of FPX_OPCODES must
+    be tried by s_every_opcode, or the test fails (a new opcode that takes
+    a name is tried here, or the test says why not).                     */
+static bool
+s_nameless (int opcode)
+{
+    switch (opcode) {
+        case FPX_OP_PING: case FPX_OP_INFO: case FPX_OP_LIST:   //  test_setup_*, s_listed
+        case FPX_OP_CREATE: case FPX_OP_DESERIALIZE:            //  names a new index
+        case FPX_OP_UPLOAD_BEGIN: case FPX_OP_UPLOAD_CHUNK:     //  transfer ids: test_transfers
+        case FPX_OP_UPLOAD_COMMIT: case FPX_OP_DOWNLOAD_CHUNK:
+        case FPX_OP_TRANSFER_ABORT:
+        case FPX_OP_KMEANS:                                     //  vectors only
+        case FPX_OP_CONSTRUCT:                                  //  refs: after the loop
+            return true;
+    }
+    return false;
+}
+
 /*  Every opcode that takes an index name, on `name`, from `client`; each
     must answer `expected` (FPX_ENOTFOUND here). Opcodes that would modify
-    the index are included: they must not reach another tenant's index.  */
+    the index are included: they must not reach another tenant's index.
+    Which opcodes there are comes from FPX_OPCODES: one that is neither
+    tried nor in s_nameless fails the test.                              */
 static void
 s_every_opcode (fpx_client_t *client, const char *name, int expected, const char *who)
 {
@@ -119,49 +141,59 @@ s_every_opcode (fpx_client_t *client, const char *name, int expected, const char
     fpx_range_result_t *range = NULL;
     uint8_t *bytes = NULL;
     size_t size = 0;
+    bool tried [FPX_OP_LAST_] = { false };
     //  One call after the other, in this order (drop last).
-#define S_OP(text, call)                                                     \
+#define S_OP(opcode, text, call)                                             \
     do {                                                                     \
         int rc_ = (call);                                                    \
+        tried [opcode] = true;                                               \
         CHECK (rc_ == expected, "%s %s on \"%s\": %d %s, expected %s", who, text, \
                name, rc_, fpx_error_name (rc_), fpx_error_name (expected));  \
     } while (0)
-    S_OP ("open", fpx_index_open (client, name, &info));
-    S_OP ("describe", fpx_index_describe (client, name, 0, &info));
-    S_OP ("describe memory", fpx_index_describe (client, name, 1, &info));
-    S_OP ("train", fpx_train (client, name, 2, DIM, s_xa));
-    S_OP ("add", fpx_add (client, name, 2, DIM, s_xa, &n));
-    S_OP ("add_with_ids", fpx_add_with_ids (client, name, 2, DIM, s_xa, ids, &n));
-    S_OP ("search", fpx_search (client, name, NQ, DIM, s_xq, K, NULL, D, I));
-    S_OP ("range_search", fpx_range_search (client, name, NQ, DIM, s_xq, 100.0f, NULL, &range));
+    S_OP (FPX_OP_OPEN, "open", fpx_index_open (client, name, &info));
+    S_OP (FPX_OP_DESCRIBE, "describe", fpx_index_describe (client, name, 0, &info));
+    S_OP (FPX_OP_DESCRIBE, "describe memory", fpx_index_describe (client, name, 1, &info));
+    S_OP (FPX_OP_TRAIN, "train", fpx_train (client, name, 2, DIM, s_xa));
+    S_OP (FPX_OP_ADD, "add", fpx_add (client, name, 2, DIM, s_xa, &n));
+    S_OP (FPX_OP_ADD_WITH_IDS, "add_with_ids", fpx_add_with_ids (client, name, 2, DIM, s_xa, ids, &n));
+    S_OP (FPX_OP_SEARCH, "search", fpx_search (client, name, NQ, DIM, s_xq, K, NULL, D, I));
+    S_OP (FPX_OP_SEARCH_AND_RECONSTRUCT, "search_and_reconstruct",
+          fpx_search_and_reconstruct (client, name, 1, DIM, s_xq, 2, NULL, D, I, x));
+    S_OP (FPX_OP_RANGE_SEARCH, "range_search",
+          fpx_range_search (client, name, NQ, DIM, s_xq, 100.0f, NULL, &range));
     fpx_range_result_destroy (&range);
-    S_OP ("remove_ids", fpx_remove_ids (client, name, 2, ids, &n));
-    S_OP ("remove_range", fpx_remove_range (client, name, 0, 10, &n));
-    S_OP ("reconstruct", fpx_reconstruct (client, name, 0, DIM, x));
-    S_OP ("reconstruct_n", fpx_reconstruct_n (client, name, 0, 4, DIM, x));
-    S_OP ("set_parameters", fpx_set_parameters (client, name, "nprobe=2"));
-    S_OP ("serialize", fpx_serialize (client, name, &bytes, &size));   //  download_begin
+    S_OP (FPX_OP_REMOVE_IDS, "remove_ids", fpx_remove_ids (client, name, 2, ids, &n));
+    S_OP (FPX_OP_REMOVE_IDS, "remove_range", fpx_remove_range (client, name, 0, 10, &n));
+    S_OP (FPX_OP_RECONSTRUCT, "reconstruct", fpx_reconstruct (client, name, 0, DIM, x));
+    S_OP (FPX_OP_RECONSTRUCT_N, "reconstruct_n", fpx_reconstruct_n (client, name, 0, 4, DIM, x));
+    S_OP (FPX_OP_SET_PARAMETERS, "set_parameters", fpx_set_parameters (client, name, "nprobe=2"));
+    S_OP (FPX_OP_DOWNLOAD_BEGIN, "serialize", fpx_serialize (client, name, &bytes, &size));
     fpx_free (bytes);
-    S_OP ("serialize (one message)", s_raw_named (client == s_b1 ? fpx_test_key_b
-                                                  : fpx_test_key_a, FPX_OP_SERIALIZE, name));
-    S_OP ("reset", fpx_reset (client, name));
+    S_OP (FPX_OP_SERIALIZE, "serialize (one message)",
+          s_raw_named (client == s_b1 ? fpx_test_key_b : fpx_test_key_a, FPX_OP_SERIALIZE, name));
+    S_OP (FPX_OP_RESET, "reset", fpx_reset (client, name));
     //  The object-model opcodes that take an index name.
     fpx_index_info_t view;
     double value = 0;
     float y [DIM];
     int64_t *idmap = NULL;
     size_t idmap_n = 0;
-    S_OP ("save", fpx_index_save (client, name));
-    S_OP ("subobject", fpx_subobject (client, name, "quantizer", &view));
-    S_OP ("get_attr", fpx_get_attr (client, name, "ntotal", &value));
-    S_OP ("set_attr", fpx_set_attr (client, name, "nprobe", 2));
-    S_OP ("clone", fpx_clone (client, name, &view));
-    S_OP ("apply", fpx_apply (client, name, 0, 1, DIM, s_xa, DIM, y));
-    S_OP ("set_direct_map", fpx_set_direct_map (client, name, 1));
-    S_OP ("get_id_map", fpx_get_id_map (client, name, &idmap, &idmap_n));
+    S_OP (FPX_OP_SAVE, "save", fpx_index_save (client, name));
+    S_OP (FPX_OP_SUBOBJECT, "subobject", fpx_subobject (client, name, "quantizer", &view));
+    S_OP (FPX_OP_GET_ATTR, "get_attr", fpx_get_attr (client, name, "ntotal", &value));
+    S_OP (FPX_OP_SET_ATTR, "set_attr", fpx_set_attr (client, name, "nprobe", 2));
+    S_OP (FPX_OP_CLONE, "clone", fpx_clone (client, name, &view));
+    S_OP (FPX_OP_APPLY, "apply", fpx_apply (client, name, 0, 1, DIM, s_xa, DIM, y));
+    S_OP (FPX_OP_SET_DIRECT_MAP, "set_direct_map", fpx_set_direct_map (client, name, 1));
+    S_OP (FPX_OP_GET_ID_MAP, "get_id_map", fpx_get_id_map (client, name, &idmap, &idmap_n));
     fpx_free (idmap);
-    S_OP ("drop", fpx_index_drop (client, name));
+    S_OP (FPX_OP_ATTACH, "attach", fpx_attach (client, name, "shard", name, &view));
+    S_OP (FPX_OP_DROP, "drop", fpx_index_drop (client, name));
 #undef S_OP
+    for (int op = 1; op < FPX_OP_LAST_; op++)
+        if (fpx_opcode_info (op))
+            CHECK (tried [op] || s_nameless (op), "opcode %s (%d) takes an index name but "
+                   "s_every_opcode does not try it", fpx_opcode_name (op), op);
     //  construct: a reference to the name answers as one to a name that
     //  never existed (indistinguishable from missing).
     const char *refs [] = { name }, *missing [] = { "never_existed_anywhere" };

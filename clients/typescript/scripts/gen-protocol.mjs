@@ -126,13 +126,22 @@ function defines(source, known) {
     return out;
 }
 
-//  The entries of #define LIST(X) X (NAME, code, "text") ….
+//  The entries of #define LIST(X) X (NAME, code, "text") … (FPX_ERRORS)
+//  or X (NAME, code, wire_name, role, lock, flags, "summary") …
+//  (FPX_OPCODES; text is the wire name).
+const ENTRY = {
+    FPX_ERRORS: /X\s*\(\s*([A-Z][A-Z0-9_]*)\s*,\s*(-?\d+)\s*,\s*"((?:[^"\\]|\\.)*)"\s*\)/y,
+    FPX_OPCODES: new RegExp(String.raw`X\s*\(\s*([A-Z][A-Z0-9_]*)\s*,\s*(\d+)\s*,\s*([a-z][a-z0-9_]*)\s*,` +
+        String.raw`\s*(READ|WRITE|ADMIN)\s*,\s*(NONE|READ|WRITE|SERVER)\s*,\s*(0|FPX_OPF_[A-Z]+(?:\s*\|\s*FPX_OPF_[A-Z]+)*)\s*,` +
+        String.raw`\s*"((?:[^"\\]|\\.)*)"\s*\)`, "y"),
+};
+
 function xmacro(source, list) {
     const match = source.match(new RegExp(`#[ \\t]*define[ \\t]+${list}\\(X\\)([^\\n]*)`));
     if (!match)
         fail(`${list}(X) not found`);
     const body = match[1].trim();
-    const entry = /X\s*\(\s*([A-Z][A-Z0-9_]*)\s*,\s*(-?\d+)\s*,\s*"((?:[^"\\]|\\.)*)"\s*\)/y;
+    const entry = ENTRY[list];
     const entries = [];
     let pos = 0;
     while (pos < body.length) {
@@ -144,12 +153,15 @@ function xmacro(source, list) {
         const m = entry.exec(body);
         if (!m)
             fail(`${list}: cannot parse entry at "${body.slice(pos, pos + 40)}"`);
-        entries.push({ name: m[1], code: Number(m[2]), text: JSON.parse(`"${m[3]}"`) });
+        entries.push(list === "FPX_OPCODES"
+            ? { name: m[1], code: Number(m[2]), text: m[3], role: m[4].toLowerCase(),
+                lock: m[5].toLowerCase(), summary: JSON.parse(`"${m[7]}"`) }
+            : { name: m[1], code: Number(m[2]), text: JSON.parse(`"${m[3]}"`) });
         pos = entry.lastIndex;
     }
     if (entries.length === 0)
         fail(`${list} is empty`);
-    for (const key of ["name", "code"]) {
+    for (const key of ["name", "code", "text"]) {
         const seen = new Set(entries.map((e) => e[key]));
         if (seen.size !== entries.length)
             fail(`${list}: duplicate ${key}`);

@@ -36,6 +36,12 @@ export const FPX_REQUEST_HEADER_SIZE = 88;
 export const FPX_PARAMS_MAX_KEYS = 32;
 export const FPX_MAX_FRAMES = 8;
 export const FPX_KMEANS_STATS = 5;
+export const FPX_OPF_RETRY = 1;
+export const FPX_OPF_LONG = 2;
+export const FPX_OPF_LOGGED = 4;
+export const FPX_OPF_GROWS = 8;
+export const FPX_OPF_CREATES = 16;
+export const FPX_OPF_OWNS = 32;
 export const FPX_VECTORS_NOT_FINITE = 1;
 export const FPX_VECTORS_TOO_LARGE = 2;
 

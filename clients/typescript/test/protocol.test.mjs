@@ -30,7 +30,8 @@ test("the generator follows opcodes and errors appended to the lists", () => {
         const header = readFileSync(join(protocolDir, "fpx_protocol.h"), "utf8");
         const last = Math.max(...Object.values(Opcode));
         const grown = header.replace(/(#define FPX_OPCODES\(X\)[^\n]*\n(?:[^\n]*\\\n)*[^\n]*)\n/,
-            `$1 \\\n    X (CHUNK_BEGIN, ${last + 1}, "chunk_begin") \\\n    X (CHUNK_END, ${last + 2}, "chunk_end")\n`);
+            `$1 \\\n    X (CHUNK_BEGIN, ${last + 1}, chunk_begin, WRITE, NONE, FPX_OPF_GROWS|FPX_OPF_OWNS, "a, b (c)") \\\n` +
+            `    X (CHUNK_END, ${last + 2}, chunk_end, READ, NONE, 0, "d")\n`);
         assert.notEqual(grown, header);
         writeFileSync(join(dir, "fpx_protocol.h"), grown);
         const out = execFileSync(process.execPath, [generator, "--stdout", dir], { encoding: "utf8" });

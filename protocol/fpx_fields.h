@@ -1,0 +1,145 @@
+/*  fpx_fields.h — the parameters of each opcode, defined once.
+
+    FPX_FIELDS_<OPCODE>(F) lists the keys of an opcode's parameter map in
+    the order clients pack them, one F (type, key, lo, hi, fallback) each:
+        NAME  an index name: 1..FPX_NAME_MAX bytes of [A-Za-z0-9_.-]
+              (fpx_name_is_valid), or the "@…" handle of an anonymous one;
+              required
+        INT   an integer in [lo, hi]; required
+        BOOL  a bool; optional, false when absent
+        STR   a string of lo..hi bytes, no NUL; required
+        NUM   a number (int or float; packed as an int when whole); required
+        OPT_INT  an integer in [lo, hi]; fallback when absent (clients
+              always send it)
+        OPT_USER_NAME  a user's index name (no "@…" handle) or nothing:
+              packed only when not NULL, "" on the server when absent or
+              nil (an anonymous index)
+    From it come, for each opcode listed in FPX_FIELDED_OPCODES:
+        fpx_<wire>_args_t      what a client packs (strings borrowed)
+        fpx_<wire>_pack ()     the client's packer (below)
+        fpx_<wire>_req_t       what a server handler receives: every value
+                               read and within its bounds, strings copied
+                               and NUL-terminated
+        fpx_read_<wire> ()     the server's reader (server/fields.c),
+                               called by dispatch before the handler
+    so adding a field to one of these opcodes touches its line here, the
+    handler's logic and a test (docs/ARCHITECTURE.md). An opcode whose
+    parameters do not fit these types (vectors, search parameters,
+    arrays of numbers) keeps a hand-written reader and is not listed.
+
+    The packers write exactly the bytes the hand-written ones did:
+    tests/test_protocol.c holds the expected encodings.                */
+#ifndef FPX_FIELDS_H_INCLUDED
+#define FPX_FIELDS_H_INCLUDED
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fpx_params.h"
+#include "fpx_protocol.h"
+
+#define FPX_FIELDS_CREATE(F)         F (INT, d, 1, FPX_DIM_MAX, 0)                      \
+                                     F (STR, factory, 1, FPX_FACTORY_MAX - 1, 0)        \
+                                     F (OPT_INT, metric, 0, FPX_METRIC_MAX, FPX_METRIC_L2) \
+                                     F (OPT_USER_NAME, name, 0, 0, 0)
+#define FPX_FIELDS_OPEN(F)           F (NAME, name, 0, 0, 0)
+#define FPX_FIELDS_DROP(F)           F (NAME, name, 0, 0, 0)
+#define FPX_FIELDS_DESCRIBE(F)       F (NAME, name, 0, 0, 0)                            \
+                                     F (BOOL, memory, 0, 0, 0)
+#define FPX_FIELDS_RECONSTRUCT(F)    F (NAME, name, 0, 0, 0)                            \
+                                     F (INT, key, INT64_MIN, INT64_MAX, 0)
+#define FPX_FIELDS_RECONSTRUCT_N(F)  F (NAME, name, 0, 0, 0)                            \
+                                     F (INT, i0, 0, INT64_MAX, 0)                       \
+                                     F (INT, n, 1, INT64_MAX, 0)
+#define FPX_FIELDS_RESET(F)          F (NAME, name, 0, 0, 0)
+#define FPX_FIELDS_SET_PARAMETERS(F) F (NAME, name, 0, 0, 0)                            \
+                                     F (STR, params, 1, FPX_SETPARAM_MAX - 1, 0)
+#define FPX_FIELDS_SERIALIZE(F)      F (NAME, name, 0, 0, 0)
+#define FPX_FIELDS_CLONE(F)          F (NAME, name, 0, 0, 0)
+#define FPX_FIELDS_SAVE(F)           F (NAME, name, 0, 0, 0)
+#define FPX_FIELDS_SUBOBJECT(F)      F (NAME, name, 0, 0, 0)                            \
+                                     F (STR, path, 1, FPX_TYPE_NAME_MAX - 1, 0)
+#define FPX_FIELDS_GET_ATTR(F)       F (NAME, name, 0, 0, 0)                            \
+                                     F (STR, attr, 1, FPX_TYPE_NAME_MAX - 1, 0)
+#define FPX_FIELDS_SET_ATTR(F)       F (NAME, name, 0, 0, 0)                            \
+                                     F (STR, attr, 1, FPX_TYPE_NAME_MAX - 1, 0)         \
+                                     F (NUM, value, 0, 0, 0)
+#define FPX_FIELDS_SET_DIRECT_MAP(F) F (NAME, name, 0, 0, 0)                            \
+                                     F (INT, type, 0, 2, 0)
+#define FPX_FIELDS_GET_ID_MAP(F)     F (NAME, name, 0, 0, 0)
+#define FPX_FIELDS_UPLOAD_COMMIT(F)  F (INT, transfer, 1, INT64_MAX, 0)
+#define FPX_FIELDS_TRANSFER_ABORT(F) F (INT, transfer, 1, INT64_MAX, 0)
+
+/*  The opcodes above: X (OPCODE, wire_name) as in FPX_OPCODES.          */
+#define FPX_FIELDED_OPCODES(X)                                               \
+    X (CREATE, create)                                                       \
+    X (OPEN, open)                                                           \
+    X (DROP, drop)                                                           \
+    X (DESCRIBE, describe)                                                   \
+    X (RECONSTRUCT, reconstruct)                                             \
+    X (RECONSTRUCT_N, reconstruct_n)                                         \
+    X (RESET, reset)                                                         \
+    X (SET_PARAMETERS, set_parameters)                                       \
+    X (SERIALIZE, serialize)                                                 \
+    X (CLONE, clone)                                                         \
+    X (SAVE, save)                                                           \
+    X (SUBOBJECT, subobject)                                                 \
+    X (GET_ATTR, get_attr)                                                   \
+    X (SET_ATTR, set_attr)                                                   \
+    X (SET_DIRECT_MAP, set_direct_map)                                       \
+    X (GET_ID_MAP, get_id_map)                                               \
+    X (UPLOAD_COMMIT, upload_commit)                                         \
+    X (TRANSFER_ABORT, transfer_abort)
+
+//  C types of each field type: on the client (args) and the server (req).
+#define FPX_FIELD_ARG_NAME(key, hi)  const char *key;
+#define FPX_FIELD_ARG_INT(key, hi)   int64_t key;
+#define FPX_FIELD_ARG_BOOL(key, hi)  bool key;
+#define FPX_FIELD_ARG_STR(key, hi)   const char *key;
+#define FPX_FIELD_ARG_NUM(key, hi)   double key;
+#define FPX_FIELD_ARG_OPT_INT(key, hi)  int64_t key;
+#define FPX_FIELD_ARG_OPT_USER_NAME(key, hi) const char *key;     /* NULL: none */
+#define FPX_FIELD_REQ_NAME(key, hi)  char key [FPX_NAME_MAX + 1];
+#define FPX_FIELD_REQ_INT(key, hi)   int64_t key;
+#define FPX_FIELD_REQ_BOOL(key, hi)  bool key;
+#define FPX_FIELD_REQ_STR(key, hi)   char key [(hi) + 1];
+#define FPX_FIELD_REQ_NUM(key, hi)   double key;
+#define FPX_FIELD_REQ_OPT_INT(key, hi)  int64_t key;
+#define FPX_FIELD_REQ_OPT_USER_NAME(key, hi) char key [FPX_NAME_MAX + 1];  /* "": none */
+#define FPX_FIELD_PACK_NAME(pk, key, value) fpx_pack_kv_str (pk, key, value)
+#define FPX_FIELD_PACK_INT(pk, key, value)  fpx_pack_kv_int (pk, key, value)
+#define FPX_FIELD_PACK_BOOL(pk, key, value) fpx_pack_kv_bool (pk, key, value)
+#define FPX_FIELD_PACK_STR(pk, key, value)  fpx_pack_kv_str (pk, key, value)
+#define FPX_FIELD_PACK_NUM(pk, key, value)  fpx_pack_kv_number (pk, key, value)
+#define FPX_FIELD_PACK_OPT_INT(pk, key, value) fpx_pack_kv_int (pk, key, value)
+#define FPX_FIELD_PACK_OPT_USER_NAME(pk, key, value)                         \
+    if (value)                                                               \
+        fpx_pack_kv_str (pk, key, value)
+//  Whether a field is in the map: always, but for an absent optional name.
+#define FPX_FIELD_IN_MAP_NAME(value)  1
+#define FPX_FIELD_IN_MAP_INT(value)   1
+#define FPX_FIELD_IN_MAP_BOOL(value)  1
+#define FPX_FIELD_IN_MAP_STR(value)   1
+#define FPX_FIELD_IN_MAP_NUM(value)   1
+#define FPX_FIELD_IN_MAP_OPT_INT(value) 1
+#define FPX_FIELD_IN_MAP_OPT_USER_NAME(value) ((value) != NULL)
+
+#define FPX_FIELD_ARG_(type, key, lo, hi, fallback)  FPX_FIELD_ARG_##type (key, hi)
+#define FPX_FIELD_REQ_(type, key, lo, hi, fallback)  FPX_FIELD_REQ_##type (key, hi)
+#define FPX_FIELD_COUNT_(type, key, lo, hi, fallback) + FPX_FIELD_IN_MAP_##type (args->key)
+#define FPX_FIELD_PACK_(type, key, lo, hi, fallback) FPX_FIELD_PACK_##type (pk, #key, args->key);
+
+#define FPX_FIELDS_TYPES_(OPCODE, wire)                                      \
+    typedef struct { FPX_FIELDS_##OPCODE (FPX_FIELD_ARG_) } fpx_##wire##_args_t; \
+    typedef struct { FPX_FIELDS_##OPCODE (FPX_FIELD_REQ_) } fpx_##wire##_req_t;  \
+    /*  Packs args as the opcode's parameter map.                      */   \
+    static inline void                                                       \
+    fpx_##wire##_pack (msgpack_packer *pk, const fpx_##wire##_args_t *args)  \
+    {                                                                        \
+        msgpack_pack_map (pk, (size_t) (0 FPX_FIELDS_##OPCODE (FPX_FIELD_COUNT_))); \
+        FPX_FIELDS_##OPCODE (FPX_FIELD_PACK_)                                \
+    }
+FPX_FIELDED_OPCODES (FPX_FIELDS_TYPES_)
+#undef FPX_FIELDS_TYPES_
+
+#endif
