@@ -53,6 +53,7 @@
 #define FPX_CONSTRUCT_ARGS_MAX  16          /* numeric arguments of construct */
 #define FPX_CONSTRUCT_REFS_MAX  4           /* object references of construct */
 #define FPX_TYPE_NAME_MAX       64          /* bytes in a class or attribute name */
+#define FPX_SELECTOR_NODES_MAX  16          /* nodes of a search-time id selector */
 
 /*  Chunked transfers of serialized indexes (download_*, upload_*): the
     server chooses the chunk size, min(message limit / 2, this), and says

@@ -15,6 +15,7 @@
 #include <iostream>
 #include <memory>
 #include <new>
+#include <stdexcept>
 #include <typeinfo>
 #include <vector>
 
@@ -56,6 +57,7 @@
 #include "faiss_shim.h"
 #include "fpx_protocol.h"
 #include "log.h"
+#include "select.h"
 #include "upload_check.h"
 #include "fpx_errors.h"
 
@@ -143,9 +145,17 @@ int guarded (char *err, size_t err_size, Fn fn)
 }
 
 //  Per-request search parameters for an index tree. Owns what it builds.
+//  A selection (select.h) puts its selector on the parameters of the
+//  searched index itself (through PreTransforms), never on a coarse
+//  quantizer's, as a caller of FAISS sets SearchParametersIVF::sel; an
+//  index that takes no IVF or HNSW parameters gets a SearchParameters
+//  (SearchParametersPQ for IndexPQ) carrying only it, and FAISS answers
+//  as in process: it honours it, or refuses every parameter.
 struct Overrides {
     int nprobe, efSearch;
-    bool nprobe_used = false, ef_used = false;
+    const faiss::IDSelector *sel = nullptr;
+    int64_t max_codes = -1;
+    bool nprobe_used = false, ef_used = false, max_codes_used = false;
     std::vector<std::unique_ptr<faiss::SearchParameters>> owned;
     //  FAISS 1.7.3's HNSW::search sizes its candidate queue from the
     //  index's own efSearch, not from SearchParametersHNSW: a per-request
@@ -153,33 +163,41 @@ struct Overrides {
     //  the caller holds the index's lock exclusively (see ops.c).
     std::vector<std::pair<faiss::HNSW *, int>> saved_ef;
 
-    Overrides (int nprobe, int efSearch) : nprobe (nprobe), efSearch (efSearch) {}
+    Overrides (int nprobe, int efSearch, const fpx_select_t *select = nullptr)
+        : nprobe (nprobe), efSearch (efSearch), sel (fpx_select_selector (select)),
+          max_codes (fpx_select_max_codes (select)) {}
     ~Overrides ()
     {
         for (auto &saved : saved_ef)
             saved.first->efSearch = saved.second;
     }
 
-    bool any () const { return nprobe > 0 || efSearch > 0; }
+    bool any () const { return nprobe > 0 || efSearch > 0 || sel || max_codes >= 0; }
 
-    //  Parameters for index, or nullptr where none apply.
-    const faiss::SearchParameters *build (const faiss::Index *index)
+    //  Parameters for index, or nullptr where none apply. searched: index
+    //  is the one searched (not a coarse quantizer), so it takes sel.
+    const faiss::SearchParameters *build (const faiss::Index *index, bool searched = true)
     {
+        faiss::IDSelector *own_sel = searched ? const_cast<faiss::IDSelector *> (sel) : nullptr;
         if (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (index)) {
             auto p = std::make_unique<faiss::SearchParametersPreTransform> ();
-            p->index_params = const_cast<faiss::SearchParameters *> (build (pt->index));
+            p->index_params = const_cast<faiss::SearchParameters *> (build (pt->index, searched));
             return keep (std::move (p));
         }
         if (auto ivf = dynamic_cast<const faiss::IndexIVF *> (index)) {
             auto p = std::make_unique<faiss::SearchParametersIVF> ();
             p->nprobe = nprobe > 0 ? (size_t) nprobe : ivf->nprobe;
-            p->max_codes = ivf->max_codes;
+            p->max_codes = max_codes >= 0 ? (size_t) max_codes : ivf->max_codes;
+            p->sel = own_sel;
             nprobe_used |= nprobe > 0;
-            p->quantizer_params = const_cast<faiss::SearchParameters *> (build (ivf->quantizer));
+            max_codes_used |= max_codes >= 0;
+            p->quantizer_params = const_cast<faiss::SearchParameters *> (
+                build (ivf->quantizer, false));
             return keep (std::move (p));
         }
         if (auto hnsw = dynamic_cast<const faiss::IndexHNSW *> (index)) {
             auto p = std::make_unique<faiss::SearchParametersHNSW> ();
+            p->sel = own_sel;
             p->efSearch = efSearch > 0 ? efSearch : hnsw->hnsw.efSearch;
             p->check_relative_distance = hnsw->hnsw.check_relative_distance;
             if (efSearch > 0) {
@@ -190,7 +208,18 @@ struct Overrides {
             }
             return keep (std::move (p));
         }
-        return nullptr;
+        if (!own_sel)
+            return nullptr;
+        if (auto pq = dynamic_cast<const faiss::IndexPQ *> (index)) {
+            auto p = std::make_unique<faiss::SearchParametersPQ> ();
+            p->search_type = pq->search_type;
+            p->polysemous_ht = pq->polysemous_ht;
+            p->sel = own_sel;
+            return keep (std::move (p));
+        }
+        auto p = std::make_unique<faiss::SearchParameters> ();
+        p->sel = own_sel;
+        return keep (std::move (p));
     }
 
     const faiss::SearchParameters *keep (std::unique_ptr<faiss::SearchParameters> p)
@@ -208,6 +237,10 @@ struct Overrides {
         }
         if (efSearch > 0 && !ef_used) {
             snprintf (err, err_size, "efSearch does not apply to this index (no HNSW part)");
+            return FPX_EINVAL;
+        }
+        if (max_codes >= 0 && !max_codes_used) {
+            snprintf (err, err_size, "max_codes does not apply to this index (no IVF part)");
             return FPX_EINVAL;
         }
         return 0;
@@ -282,6 +315,17 @@ struct Target {
     //  as an IndexLSH's 2^31-1.)
     bool empty () const { return index->ntotal == 0 && index->is_trained; }
 };
+
+//  FAISS 1.7.3's IndexIDMap refuses every search parameter, and a
+//  selector given to the wrapped index that Target searches would test
+//  positions, not ids: a selection on an IDMap is FAISS's refusal.
+void
+check_selection (const Target &target, const fpx_select_t *select)
+{
+    if (target.id_map && fpx_select_selector (select))
+        throw std::runtime_error ("search params not supported for this index "
+                                  "(IndexIDMap, FAISS 1.7.3)");
+}
 
 //  An IOReader over a caller's buffer.
 struct SpanReader : faiss::IOReader {
@@ -410,15 +454,16 @@ counted_bytes (const faiss::Index *index)
 
 extern "C" int
 fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
-                 int nprobe, int efSearch, float *D, int64_t *I,
+                 int nprobe, int efSearch, const fpx_select_t *select, float *D, int64_t *I,
                  char *err, size_t err_size)
 {
     return guarded (err, err_size, [&] () -> int {
         if (empty_group (as_index (index)))
             bad ("the group has no parts yet (add_shard / add_replica)");
         check_refine_parts (as_index (index));
-        Overrides overrides (nprobe, efSearch);
+        Overrides overrides (nprobe, efSearch, select);
         Target target (as_index (index));
+        check_selection (target, select);
         const faiss::SearchParameters *params =
             overrides.any () ? overrides.build (target.index) : nullptr;
         if (int rc = overrides.check (err, err_size))
@@ -433,7 +478,8 @@ fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
 
 extern "C" int
 fpx_shim_search_and_reconstruct (const FaissIndex *index, int64_t n, const float *x,
-                                 int64_t k, int nprobe, int efSearch, float *D,
+                                 int64_t k, int nprobe, int efSearch,
+                                 const fpx_select_t *select, float *D,
                                  int64_t *I, float *R, char *err, size_t err_size)
 {
     const faiss::Index *top = as_index (index), *inner = top;
@@ -443,7 +489,7 @@ fpx_shim_search_and_reconstruct (const FaissIndex *index, int64_t n, const float
     if (!dynamic_cast<const faiss::IndexIVF *> (inner)) {
         //  Search (labels checked against the index), then reconstruct each
         //  label found, on this thread.
-        int rc = fpx_shim_search (index, n, x, k, nprobe, efSearch, D, I, err, err_size);
+        int rc = fpx_shim_search (index, n, x, k, nprobe, efSearch, select, D, I, err, err_size);
         if (rc)
             return rc;
         return guarded (err, err_size, [&] () -> int {
@@ -461,7 +507,7 @@ fpx_shim_search_and_reconstruct (const FaissIndex *index, int64_t n, const float
     //  from the lists themselves, so are in range.
     return guarded (err, err_size, [&] () -> int {
         check_refine_parts (top);
-        Overrides overrides (nprobe, efSearch);
+        Overrides overrides (nprobe, efSearch, select);
         const faiss::SearchParameters *params = overrides.any () ? overrides.build (top) : nullptr;
         if (int rc = overrides.check (err, err_size))
             return rc;
@@ -509,7 +555,7 @@ range_chunk_rows (int64_t ntotal, size_t max_total)
 
 extern "C" int
 fpx_shim_range_search (const FaissIndex *index, int64_t n, const float *x,
-                       float radius, int nprobe, int efSearch,
+                       float radius, int nprobe, int efSearch, const fpx_select_t *select,
                        uint64_t **lims_p, float **D_p, int64_t **I_p,
                        size_t *total_p, size_t max_total,
                        char *err, size_t err_size)
@@ -518,8 +564,9 @@ fpx_shim_range_search (const FaissIndex *index, int64_t n, const float *x,
         if (empty_group (as_index (index)))
             bad ("the group has no parts yet (add_shard / add_replica)");
         check_refine_parts (as_index (index));
-        Overrides overrides (nprobe, efSearch);
+        Overrides overrides (nprobe, efSearch, select);
         Target target (as_index (index));
+        check_selection (target, select);
         const faiss::SearchParameters *params =
             overrides.any () ? overrides.build (target.index) : nullptr;
         if (int rc = overrides.check (err, err_size))

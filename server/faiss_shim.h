@@ -21,16 +21,20 @@
 #include <faiss/c_api/faiss_c.h>
 #include <faiss/c_api/Index_c.h>
 
+#include "select.h"             //  fpx_select_t: a request's search-time selection
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /*  k-NN search. nprobe / efSearch > 0 override the index's settings for
     this call only; FPX_EINVAL if one is given and applies nowhere in the
-    index. D and I hold n·k values.                                      */
+    index. select (may be NULL): FAISS's SearchParameters.sel and IVF
+    max_codes for this call (FPX_EFAISS where FAISS refuses them). D and
+    I hold n·k values.                                                   */
 int fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
-                     int nprobe, int efSearch, float *D, int64_t *I,
-                     char *err, size_t err_size);
+                     int nprobe, int efSearch, const fpx_select_t *select,
+                     float *D, int64_t *I, char *err, size_t err_size);
 
 /*  FAISS's search_and_reconstruct: as fpx_shim_search, and R receives
     n·k·d floats, each label's stored vector (all-ones bytes for -1). An
@@ -38,7 +42,8 @@ int fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t
     lists; any other reconstructs each label fpx_shim_search returned
     (labels checked, so never out of range).                            */
 int fpx_shim_search_and_reconstruct (const FaissIndex *index, int64_t n, const float *x,
-                                     int64_t k, int nprobe, int efSearch, float *D,
+                                     int64_t k, int nprobe, int efSearch,
+                                     const fpx_select_t *select, float *D,
                                      int64_t *I, float *R, char *err, size_t err_size);
 
 /*  How many query rows to give FAISS for a search of n rows merged from
@@ -53,7 +58,7 @@ int64_t fpx_shim_batch_rows (const FaissIndex *index, int64_t n);
     *D_p and *I_p (total entries each) are malloc'd, caller frees.      */
 int fpx_shim_range_search (const FaissIndex *index, int64_t n, const float *x,
                            float radius, int nprobe, int efSearch,
-                           uint64_t **lims_p, float **D_p, int64_t **I_p,
+                           const fpx_select_t *select, uint64_t **lims_p, float **D_p, int64_t **I_p,
                            size_t *total_p, size_t max_total,
                            char *err, size_t err_size);
 
