@@ -1082,6 +1082,9 @@ index_attr (faiss::Index *index, const std::string &name, double *get, const dou
         FPX_FIELD (ivf, ivf, nlist, size_t)
         FPX_FIELD (ivf, ivf, code_size, size_t)
         FPX_FIELD (ivfpq, ivfpq, by_residual, bool)
+        //  FAISS's check_ids_sorted (): each list's ids in ascending
+        //  order, what IDSelectorRange's assume_sorted relies on.
+        if (ivf && name == "ids_sorted") { *get = ivf->check_ids_sorted (); return true; }
         FPX_FIELD (lsh, lsh, nbits, int)
         FPX_FIELD (lsh, lsh, rotate_data, bool)
         FPX_FIELD (lsh, lsh, train_thresholds, bool)

@@ -854,6 +854,11 @@ class IndexIVF(Index):
     def cp(self):
         return _IVFClusteringParameters(self)
 
+    def check_ids_sorted(self):
+        """FAISS's: whether each inverted list keeps its ids in ascending
+        order (what IDSelectorRange(imin, imax, True) assumes)."""
+        return bool(self._get_attr("ids_sorted"))
+
     def make_direct_map(self, new_maintain=True):
         call(lib.fpx_set_direct_map, self._name, 1 if new_maintain else 0)
 

@@ -73,6 +73,9 @@ def built(lfaiss, rfaiss, key, metric, dataset):
 def test_selectors_as_faiss(lfaiss, rfaiss, dataset, subset, key, metric):
     local, remote = built(lfaiss, rfaiss, key, metric, dataset)
     xq = dataset[2]
+    if "IVF" in key:
+        ivf = rfaiss.extract_index_ivf(remote)
+        assert ivf.check_ids_sorted() == lfaiss.extract_index_ivf(local).check_ids_sorted()
     radius = 3.0 if metric == 1 else 7.0
     for (kind, lsel), (_, rsel) in zip(selectors(lfaiss, subset), selectors(rfaiss, subset)):
         lp, rp = params_for(lfaiss, key, lsel), params_for(rfaiss, key, rsel)
@@ -103,6 +106,19 @@ def test_selection_changes_results(lfaiss, rfaiss, dataset, subset):
     _, I2 = remote.search(xq, 10, params=rfaiss.SearchParameters(
         sel=rfaiss.IDSelectorRange(0, 0)))
     assert (I2 == -1).all()
+
+
+def test_check_ids_sorted(lfaiss, rfaiss, dataset):
+    """IDSelectorRange(.., True) relies on it: false once ids arrive out
+    of order, as in FAISS."""
+    xt, xb, _ = dataset
+    for f in (lfaiss, rfaiss):
+        index = f.index_factory(D, "IVF8,Flat")
+        index.train(xt)
+        index.add(xb[:100])
+        assert index.check_ids_sorted()
+        index.add_with_ids(xb[100:110], np.arange(10, dtype="int64"))
+        assert not index.check_ids_sorted()
 
 
 def test_max_codes_as_faiss(lfaiss, rfaiss, dataset):
