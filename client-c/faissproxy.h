@@ -475,7 +475,10 @@ int fpx_subobject (fpx_client_t *self, const char *name, const char *path,
     "replica" (IndexReplicas::add_replica) or "prepend_transform"
     (IndexPreTransform::prepend_transform). ref's name becomes an alias of
     the part, as with fpx_construct. info (may be NULL) receives the
-    composite's new description (its d changes with prepend_transform). */
+    composite's new description (its d changes with prepend_transform).
+    Roles "remove_shard" / "remove_replica" do the reverse: ref, one of
+    the group's parts, leaves it (IndexShards::remove_shard,
+    IndexReplicas::remove_replica) and is a standalone object again.    */
 int fpx_attach (fpx_client_t *self, const char *name, const char *role, const char *ref,
                 fpx_index_info_t *info /* OUT */);
 

@@ -1311,6 +1311,37 @@ fpx_shim_attach (FaissIndex *composite, const char *role, FaissIndex *part,
     });
 }
 
+extern "C" int
+fpx_shim_detach (FaissIndex *composite, const char *role, FaissIndex *part,
+                 char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        std::string r = role;
+        faiss::ThreadedIndex<faiss::Index> *group = nullptr;
+        if (r == "remove_shard")
+            group = dynamic_cast<faiss::IndexShards *> (as_mutable (composite));
+        else if (r == "remove_replica")
+            group = dynamic_cast<faiss::IndexReplicas *> (as_mutable (composite));
+        else
+            bad ("unknown role '" + r + "' (remove_shard or remove_replica)");
+        if (!group)
+            bad (r == "remove_shard" ? "remove_shard: the index is not an IndexShards"
+                                     : "remove_replica: the index is not an IndexReplicas");
+        //  The group owns its parts: not while one leaves, which FAISS
+        //  would free. It throws (part not found) before changing anything.
+        group->own_fields = false;
+        try {
+            group->removeIndex (as_mutable (part));
+        }
+        catch (...) {
+            group->own_fields = group->count () > 0;
+            throw;
+        }
+        group->own_fields = group->count () > 0;
+        return 0;
+    });
+}
+
 extern "C" void
 fpx_shim_free_shell (FaissIndex *composite)
 {

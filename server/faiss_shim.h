@@ -125,6 +125,14 @@ int fpx_shim_construct (const char *type, int nargs, const double *args,
 int fpx_shim_attach (FaissIndex *composite, const char *role, FaissIndex *part,
                      FaissVectorTransform *transform, char *err, size_t err_size);
 
+/*  The reverse for a group: role "remove_shard" / "remove_replica"
+    (IndexShards::remove_shard, IndexReplicas::remove_replica) takes part
+    out of composite without freeing it (the caller's entry owns it
+    again). FAISS's own error when part is not one of its parts. The
+    composite locked exclusively by the caller.                          */
+int fpx_shim_detach (FaissIndex *composite, const char *role, FaissIndex *part,
+                     char *err, size_t err_size);
+
 /*  Frees a composite built by fpx_shim_construct without freeing the
     objects it adopted (used when it cannot be registered).              */
 void fpx_shim_free_shell (FaissIndex *composite);

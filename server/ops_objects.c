@@ -177,6 +177,41 @@ s_op_construct (fpx_call_t *call)
     return rc ? rc : call->reply->status;
 }
 
+//  attach's roles remove_shard / remove_replica: ref, a direct part of
+//  the top-level anonymous group entry of this connection, leaves it and
+//  becomes a standalone object again (FAISS's remove_shard /
+//  remove_replica). ref's own lock is taken before it stops being an
+//  alias: a request for it that waited on the group's lock then finds
+//  ref's, and waits until ref is measured.
+static int
+s_detach (fpx_call_t *call, fpx_entry_t *entry, fpx_entry_t *ref, const char *role)
+{
+    if (entry->owner_conn != call->envelope->conn_id || atomic_load (&entry->root))
+        return fpx_reply_error (call->reply, FPX_EINVAL, "%s takes an anonymous top-level group "
+                                "of this connection", role);
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, true);
+    int rc;
+    if (atomic_load (&ref->root) != entry || !ref->index)
+        rc = fpx_reply_error (call->reply, FPX_EINVAL, "%s: '%s' is not a part of '%s'", role,
+                              ref->name, entry->name);
+    else {
+        char err [FPX_ERROR_TEXT_MAX];
+        rc = fpx_shim_detach (entry->index, role, ref->index, err, sizeof err);
+        if (rc)
+            rc = fpx_op_shim_result (call, rc, err);
+        else {
+            pthread_rwlock_wrlock (&ref->lock);
+            fpx_registry_detach (ref);
+            fpx_limits_measure (ref);
+            pthread_rwlock_unlock (&ref->lock);
+            fpx_limits_measure (entry);
+            rc = fpx_op_pack_description (call, entry, false);
+        }
+    }
+    pthread_rwlock_unlock (lock);
+    return rc;
+}
+
 //  attach: an anonymous top-level composite of this connection adopts a
 //  standalone anonymous object of this connection (add_shard,
 //  add_replica, prepend_transform). Named indexes are refused: their log
@@ -202,6 +237,9 @@ s_op_attach (fpx_call_t *call)
         fpx_entry_release (&entry);
         return rc;
     }
+    if (strncmp (role, "remove_", 7) == 0)
+        rc = s_detach (call, entry, ref, role);
+    else
     if (entry->owner_conn != call->envelope->conn_id || ref->owner_conn != call->envelope->conn_id
     ||  ref == entry || atomic_load (&entry->root) || atomic_load (&ref->root))
         rc = fpx_reply_error (call->reply, FPX_EINVAL, "attach takes an anonymous composite and "

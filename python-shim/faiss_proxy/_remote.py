@@ -1095,8 +1095,15 @@ class _ThreadedIndex(Index):
     def at(self, i):
         return self.referenced_objects[_int(i)]
 
-    def _remove(self, what):
-        raise _unsupported("%s (a part cannot leave a server composite)" % what)
+    def _remove(self, index, role):
+        """FAISS's remove_shard / remove_replica: the part leaves the group
+        on the server (fpx_attach's remove roles) and stands alone again."""
+        if not isinstance(index, _ServerObject):
+            raise TypeError("in method '%s', argument 2 is not a faiss_proxy object" % role)
+        info = IndexInfo()
+        call(lib.fpx_attach, self._name, role.encode(), index._name, byref(info))
+        self.referenced_objects = [p for p in self.referenced_objects if p is not index]
+        index.__dict__.pop("_owner_ref", None)
 
 
 class IndexShards(_ThreadedIndex):
@@ -1111,7 +1118,7 @@ class IndexShards(_ThreadedIndex):
     addIndex = add_shard
 
     def remove_shard(self, index):
-        self._remove("IndexShards.remove_shard")
+        self._remove(index, "remove_shard")
 
 
 class IndexReplicas(_ThreadedIndex):
@@ -1124,7 +1131,7 @@ class IndexReplicas(_ThreadedIndex):
     addIndex = add_replica
 
     def remove_replica(self, index):
-        self._remove("IndexReplicas.remove_replica")
+        self._remove(index, "remove_replica")
 
 
 class IndexRefine(Index):

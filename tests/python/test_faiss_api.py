@@ -375,3 +375,40 @@ def test_refine_parts_changed_alone_are_refused(rfaiss, dataset, kind):
         refine.search(xq, 3)
     with pytest.raises(RuntimeError, match="changed alone"):
         refine.reconstruct(5)
+
+
+@pytest.mark.parametrize("group", ["IndexShards", "IndexReplicas"])
+def test_remove_shard_and_replica_as_faiss(rfaiss, lfaiss, dataset, group):
+    """remove_shard / remove_replica: the part leaves the group and works
+    alone again (its own vectors, its quantizer); the group's ntotal and
+    search follow, as in FAISS; removing it twice is FAISS's error."""
+    xt, xb, xq = dataset
+    seen = []
+    for f in (lfaiss, rfaiss):
+        quantizers = [f.IndexFlatL2(D), f.IndexFlatL2(D)]
+        parts = [f.IndexIVFFlat(q, D, 8) for q in quantizers]
+        index = getattr(f, group)(D, True)
+        add, remove = ((index.add_shard, index.remove_shard) if group == "IndexShards"
+                       else (index.add_replica, index.remove_replica))
+        for p in parts:
+            add(p)
+        index.train(xt)
+        index.add(xb)
+        for p in parts:
+            p.nprobe = 3
+        totals = [index.ntotal]
+        remove(parts[1])
+        totals += [index.ntotal, parts[1].ntotal]
+        after = index.search(xq, 5)
+        parts[1].add(xb[:7])
+        totals += [parts[1].ntotal, quantizers[1].ntotal, index.ntotal]
+        alone = parts[1].search(xq, 3)
+        remove(parts[0])
+        totals.append(index.ntotal)
+        with pytest.raises(RuntimeError):
+            remove(parts[0])
+        totals.append(parts[0].search(xq, 2)[1].shape[0])
+        seen.append((totals, after, alone))
+    assert seen[0][0] == seen[1][0]
+    assert_same_search(seen[0][1], seen[1][1])
+    assert_same_search(seen[0][2], seen[1][2])
