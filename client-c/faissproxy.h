@@ -497,6 +497,18 @@ int fpx_clone (fpx_client_t *self, const char *name, fpx_index_info_t *info /* O
 int fpx_apply (fpx_client_t *self, const char *name, int reverse, int64_t n, int d,
                const float *x, int out_d, float *out /* OUT */);
 
+/*  FAISS's standalone codec of a trained index (Index::sa_encode /
+    sa_decode), through apply. code_size: the index's sa_code_size
+    (fpx_get_attr "sa_code_size"), checked against the reply. Encode: n
+    vectors of d floats into n·code_size bytes of codes. Decode: n codes
+    into n·d floats; served for Flat, PQ, SQ, LSH and IVF Flat / PQ / SQ
+    indexes (under PreTransforms), whose codes the server can check
+    (FPX_EINVAL for other kinds, FAISS's error where it has no codec).   */
+int fpx_sa_encode (fpx_client_t *self, const char *name, int64_t n, int d, const float *x,
+                   size_t code_size, uint8_t *codes /* OUT */);
+int fpx_sa_decode (fpx_client_t *self, const char *name, int64_t n, size_t code_size,
+                   const uint8_t *codes, int d, float *x /* OUT */);
+
 /*  IVF direct map: 0 none, 1 array, 2 hashtable (reconstruct needs one). */
 int fpx_set_direct_map (fpx_client_t *self, const char *name, int type);
 

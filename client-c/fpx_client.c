@@ -2135,6 +2135,87 @@ fpx_apply (fpx_client_t *self, const char *name, int reverse, int64_t n, int d,
     return rc;
 }
 
+//  One codec call through apply: in (in_bytes) goes, out_bytes come back.
+static int
+s_codec_call (fpx_client_t *self, const char *name, bool decode, int d, const void *in,
+              size_t in_bytes, int64_t n, const char *size_key, int64_t row, void *out,
+              size_t out_bytes)
+{
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, decode ? 2 : 3);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_bool (pk, "reverse", decode);
+    if (!decode)
+        fpx_pack_kv_int (pk, "d", d);
+    fpx_request_t request = { .reply_arrays = 1 };
+    s_add_array (&request, in, in_bytes);
+    fpx_reply_t reply;
+    int rc = s_call (self, &request, &params, &reply);
+    if (rc)
+        return rc;
+    int64_t n_got = 0, row_got = 0;
+    const void *frame;
+    rc = s_result_int (self, &reply, "n", 1, INT64_MAX, &n_got);
+    if (!rc)
+        rc = s_result_int (self, &reply, size_key, 1, INT64_MAX, &row_got);
+    if (!rc && (n_got != n || row_got != row))
+        rc = s_fail (self, FPX_EINVAL, "the index's %s is %lld, not %lld (%lld rows)", size_key,
+                     (long long) row_got, (long long) row, (long long) n_got);
+    if (!rc)
+        rc = s_result_array (self, &reply, 0, decode ? "x" : "codes", out_bytes, &frame);
+    if (!rc)
+        memcpy (out, frame, out_bytes);
+    fpx_reply_close (&reply);
+    return rc;
+}
+
+int
+fpx_sa_encode (fpx_client_t *self, const char *name, int64_t n, int d, const float *x,
+               size_t code_size, uint8_t *codes /* OUT */)
+{
+    size_t bytes = 0, out_bytes = 0;
+    int rc = s_begin (self, FPX_OP_APPLY);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_vectors (self, "n", n, d, x, &bytes);
+    if (!rc && (code_size == 0 || code_size > INT64_MAX))
+        rc = s_fail (self, FPX_EINVAL, "code_size must be at least 1");
+    if (!rc)
+        rc = s_check_rows (self, "n", n, code_size, &out_bytes);
+    if (!rc)
+        rc = s_check_out (self, codes, "codes");
+    if (rc)
+        return rc;
+    return s_codec_call (self, name, false, d, x, bytes, n, "code_size", (int64_t) code_size,
+                         codes, out_bytes);
+}
+
+int
+fpx_sa_decode (fpx_client_t *self, const char *name, int64_t n, size_t code_size,
+               const uint8_t *codes, int d, float *x /* OUT */)
+{
+    size_t bytes = 0, out_bytes = 0;
+    int rc = s_begin (self, FPX_OP_APPLY);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_dim (self, d);
+    if (!rc && (code_size == 0 || code_size > INT64_MAX))
+        rc = s_fail (self, FPX_EINVAL, "code_size must be at least 1");
+    if (!rc)
+        rc = s_check_out (self, codes, "codes");
+    if (!rc)
+        rc = s_check_rows (self, "n", n, code_size, &bytes);
+    if (!rc)
+        rc = s_check_rows (self, "n", n, (size_t) d * sizeof (float), &out_bytes);
+    if (!rc)
+        rc = s_check_out (self, x, "x");
+    if (rc)
+        return rc;
+    return s_codec_call (self, name, true, d, codes, bytes, n, "d", d, x, out_bytes);
+}
+
 int
 fpx_set_direct_map (fpx_client_t *self, const char *name, int type)
 {

@@ -1085,6 +1085,7 @@ index_attr (faiss::Index *index, const std::string &name, double *get, const dou
         //  FAISS's check_ids_sorted (): each list's ids in ascending
         //  order, what IDSelectorRange's assume_sorted relies on.
         if (ivf && name == "ids_sorted") { *get = ivf->check_ids_sorted (); return true; }
+        if (name == "sa_code_size") { *get = (double) index->sa_code_size (); return true; }
         FPX_FIELD (lsh, lsh, nbits, int)
         FPX_FIELD (lsh, lsh, rotate_data, bool)
         FPX_FIELD (lsh, lsh, train_thresholds, bool)
@@ -1307,6 +1308,79 @@ fpx_shim_attach (FaissIndex *composite, const char *role, FaissIndex *part,
             throw;
         }
         group->own_fields = true;
+        return 0;
+    });
+}
+
+namespace {
+
+//  Whether sa_decode may be given any bytes as codes of index: the
+//  kinds whose decoders read only bounded table entries, and IVF codes
+//  whose list numbers are all below nlist (FAISS's decode_listno checks
+//  and throws; the decoder then reconstructs that list's centroid).
+void
+check_decodable (const faiss::Index *index, int64_t n, const uint8_t *codes)
+{
+    while (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (index))
+        index = pt->index;
+    if (!index->is_trained)
+        bad ("sa_decode: the index is not trained");
+    if (dynamic_cast<const faiss::IndexIVFPQR *> (index))
+        bad ("sa_decode is not served for IndexIVFPQR");
+    auto ivf = dynamic_cast<const faiss::IndexIVF *> (index);
+    if (ivf && (dynamic_cast<const faiss::IndexIVFFlat *> (ivf)
+                || dynamic_cast<const faiss::IndexIVFPQ *> (ivf)
+                || dynamic_cast<const faiss::IndexIVFScalarQuantizer *> (ivf))
+            && !dynamic_cast<const faiss::IndexIVFFlatDedup *> (ivf)) {
+        size_t code_size = ivf->sa_code_size ();
+        for (int64_t i = 0; i < n; i++) {
+            faiss::Index::idx_t list = ivf->decode_listno (codes + (size_t) i * code_size);
+            if (list < 0 || (size_t) list >= ivf->nlist)
+                bad ("sa_decode: code " + std::to_string (i) + " names list "
+                     + std::to_string (list) + " of " + std::to_string (ivf->nlist));
+        }
+        return;
+    }
+    if (!ivf && (dynamic_cast<const faiss::IndexFlat *> (index)
+                 || dynamic_cast<const faiss::IndexPQ *> (index)
+                 || dynamic_cast<const faiss::IndexScalarQuantizer *> (index)
+                 || dynamic_cast<const faiss::IndexLSH *> (index)))
+        return;
+    bad ("sa_decode is served for Flat, PQ, SQ, LSH and IVF Flat / PQ / SQ indexes (under "
+         "PreTransforms): their codes are checked or harmless");
+}
+
+}   // namespace
+
+extern "C" int
+fpx_shim_sa_code_size (const FaissIndex *index, size_t *size_p, char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        *size_p = as_index (index)->sa_code_size ();
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_sa_encode (const FaissIndex *index, int64_t n, const float *x, uint8_t *codes,
+                    char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        if (!as_index (index)->is_trained)
+            bad ("sa_encode: the index is not trained");
+        check_refine_parts (as_index (index));
+        as_index (index)->sa_encode (n, x, codes);
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_sa_decode (const FaissIndex *index, int64_t n, const uint8_t *codes, float *x,
+                    char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        check_decodable (as_index (index), n, codes);
+        as_index (index)->sa_decode (n, codes, x);
         return 0;
     });
 }

@@ -133,6 +133,18 @@ int fpx_shim_attach (FaissIndex *composite, const char *role, FaissIndex *part,
 int fpx_shim_detach (FaissIndex *composite, const char *role, FaissIndex *part,
                      char *err, size_t err_size);
 
+/*  FAISS's standalone codec of an index: sa_code_size, sa_encode (n
+    vectors of d floats → n·code_size bytes) and sa_decode (the reverse).
+    Both need a trained index. sa_decode reads codes from the network, so
+    it is served only where every code byte is checked or harmless: Flat,
+    PQ, SQ, LSH, and IVF Flat / PQ / SQ (each code's list number checked
+    against nlist), under PreTransforms; else FPX_EINVAL.                */
+int fpx_shim_sa_code_size (const FaissIndex *index, size_t *size_p, char *err, size_t err_size);
+int fpx_shim_sa_encode (const FaissIndex *index, int64_t n, const float *x, uint8_t *codes,
+                        char *err, size_t err_size);
+int fpx_shim_sa_decode (const FaissIndex *index, int64_t n, const uint8_t *codes, float *x,
+                        char *err, size_t err_size);
+
 /*  Frees a composite built by fpx_shim_construct without freeing the
     objects it adopted (used when it cannot be registered).              */
 void fpx_shim_free_shell (FaissIndex *composite);

@@ -388,6 +388,60 @@ s_op_clone (fpx_call_t *call)
     return rc;
 }
 
+//  apply on an index: FAISS's standalone codec. sa_encode: vectors in,
+//  n·code_size bytes out; reverse (sa_decode): codes in (a whole number
+//  of codes, at least one), vectors out. Shared lock: neither changes it.
+static int
+s_apply_codec (fpx_call_t *call, fpx_entry_t *entry, bool reverse)
+{
+    char err [FPX_ERROR_TEXT_MAX];
+    size_t code_size = 0, in_size = 0, out_size = 0;
+    int64_t n = 0;
+    const void *in = NULL;
+    pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
+    int rc = fpx_shim_sa_code_size (entry->index, &code_size, err, sizeof err);
+    if (rc)
+        fpx_op_shim_result (call, rc, err);
+    else if (code_size == 0)
+        fpx_reply_error (call->reply, FPX_EINVAL, "the index has no standalone codes");
+    else if (!reverse) {
+        in = fpx_op_vectors (call, 0, entry->d, &n);
+        out_size = (size_t) n * code_size;
+    }
+    else if ((in = fpx_op_array (call, 0, 1, &in_size, "codes"))) {
+        n = (int64_t) (in_size / code_size);
+        out_size = (size_t) n * (size_t) entry->d * sizeof (float);
+        if (in_size == 0 || in_size % code_size) {
+            fpx_reply_error (call->reply, FPX_EPROTO, "a codes frame of %zu bytes is not a whole "
+                             "number of %zu-byte codes", in_size, code_size);
+            in = NULL;
+        }
+    }
+    void *out = NULL;
+    if (in && out_size > call->server->config.max_message)
+        fpx_reply_error (call->reply, FPX_ETOOBIG, "result of %zu bytes exceeds the message limit",
+                         out_size);
+    else if (in && !(out = calloc (1, out_size)))
+        fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
+    else if (in) {
+        fpx_op_threads_begin (call, n);
+        rc = reverse ? fpx_shim_sa_decode (entry->index, n, in, out, err, sizeof err)
+                     : fpx_shim_sa_encode (entry->index, n, in, out, err, sizeof err);
+        fpx_op_threads_end (call);
+        if (!fpx_op_shim_result (call, rc, err)) {
+            msgpack_pack_map (&call->reply->pk, 2);
+            fpx_pack_kv_int (&call->reply->pk, "n", n);
+            fpx_pack_kv_int (&call->reply->pk, reverse ? "d" : "code_size",
+                             reverse ? entry->d : (int64_t) code_size);
+            fpx_op_reply_array (call, out, out_size);
+            out = NULL;
+        }
+    }
+    pthread_rwlock_unlock (lock);
+    free (out);
+    return call->reply->status;
+}
+
 static int
 s_op_apply (fpx_call_t *call)
 {
@@ -396,6 +450,11 @@ s_op_apply (fpx_call_t *call)
     int rc = fpx_op_lookup (call, &entry);
     if (rc)
         return rc;
+    if (entry->index && fpx_params_get_bool (&call->params, "reverse", &reverse) >= 0) {
+        rc = s_apply_codec (call, entry, reverse);
+        fpx_entry_release (&entry);
+        return rc;
+    }
     if (!entry->transform || fpx_params_get_bool (&call->params, "reverse", &reverse) < 0) {
         fpx_entry_release (&entry);
         return fpx_reply_error (call->reply, FPX_EINVAL, "apply needs a vector transform and an "

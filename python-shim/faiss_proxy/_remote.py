@@ -675,6 +675,31 @@ class Index(_ServerObject):
             lib.fpx_range_result_destroy(byref(result))
         return lims, D, I
 
+    # -- standalone codec (on the server)
+
+    def sa_code_size(self):
+        return int(self._get_attr("sa_code_size"))
+
+    def sa_encode(self, x, codes=None):
+        x, n = _rows(x, self._d)
+        cs = self.sa_code_size()
+        out = _out_array(codes, (n, cs), np.uint8)
+        for i0, i1 in _chunks(n, self._d * 4 + cs):
+            call(lib.fpx_sa_encode, self._name, i1 - i0, self._d, _ptr(x[i0:i1]), cs,
+                 _ptr(out[i0:i1]))
+        return _finish(codes, out)
+
+    def sa_decode(self, codes, x=None):
+        cs = self.sa_code_size()
+        codes = np.ascontiguousarray(codes, dtype="uint8")
+        assert codes.ndim == 2 and codes.shape[1] == cs
+        n = codes.shape[0]
+        out = _out_array(x, (n, self._d), np.float32)
+        for i0, i1 in _chunks(n, cs + self._d * 4):
+            call(lib.fpx_sa_decode, self._name, i1 - i0, cs, _ptr(codes[i0:i1]), self._d,
+                 _ptr(out[i0:i1]))
+        return _finish(x, out)
+
     # -- data out
 
     def reconstruct(self, key, x=None):

@@ -273,8 +273,15 @@ def test_attach_refusals(rfaiss, dataset):
     #  The group still answers, its parts unchanged.
     assert shards.search(xq, 1)[1].shape == (len(xq), 1) and shards.ntotal == 0
     assert replicas.search(xq, 2)[1].shape == (len(xq), 2)
-    with pytest.raises(RuntimeError, match="cannot leave"):
-        shards.remove_shard(sub)
+    with pytest.raises(RuntimeError, match="is not a part"):
+        shards.remove_shard(loose)                      # never added
+    with pytest.raises(RuntimeError, match="is not a part"):
+        replicas.remove_replica(sub)                    # another group's part
+    with pytest.raises(RuntimeError, match="not an IndexReplicas"):
+        _client.call(_capi.lib.fpx_attach, shards._name, b"remove_replica", sub._name, None)
+    with pytest.raises(RuntimeError, match="top-level group"):
+        _client.call(_capi.lib.fpx_attach, sub._name, b"remove_shard", loose._name, None)
+    assert shards.count() == 1 and shards.at(0) is sub
     #  A group without parts: FAISS's shard search would write past an
     #  empty vector. Refused at the top, and never adopted.
     empty = rfaiss.IndexShards(D)
@@ -412,3 +419,50 @@ def test_remove_shard_and_replica_as_faiss(rfaiss, lfaiss, dataset, group):
     assert seen[0][0] == seen[1][0]
     assert_same_search(seen[0][1], seen[1][1])
     assert_same_search(seen[0][2], seen[1][2])
+
+
+@pytest.mark.parametrize("key", ["Flat", "PQ4np", "SQ8", "SQ4", "IVF8,Flat", "IVF8,PQ4np",
+                                 "IVF8,SQ8", "PCA8,IVF8,SQ8", "OPQ4_8,PQ4np", "LSH"])
+def test_standalone_codec_as_faiss(rfaiss, lfaiss, dataset, key):
+    """sa_code_size, sa_encode, sa_decode: the same codes and decodings
+    as FAISS on the same (uploaded) index; where FAISS has no codec both
+    refuse."""
+    xt, xb, xq = dataset
+    local = lfaiss.index_factory(D, key)
+    local.train(xt)
+    remote = rfaiss.deserialize_index(lfaiss.serialize_index(local))
+    assert remote.sa_code_size() == local.sa_code_size()
+    codes = local.sa_encode(xq)
+    np.testing.assert_array_equal(remote.sa_encode(xq), codes)
+    try:
+        expected = local.sa_decode(codes)
+    except RuntimeError:
+        with pytest.raises(RuntimeError):
+            remote.sa_decode(codes)
+        return
+    np.testing.assert_array_equal(remote.sa_decode(codes), expected)
+
+
+def test_standalone_codec_refusals(rfaiss, lfaiss, dataset):
+    xt, xb, xq = dataset
+    ivf = rfaiss.index_factory(D, "IVF8,Flat")
+    with pytest.raises(RuntimeError, match="not trained"):
+        ivf.sa_encode(xq)
+    ivf.train(xt)
+    codes = ivf.sa_encode(xq[:2])
+    codes[1, 0] = 200                       # list 200 of 8: FAISS would read past its centroids
+    with pytest.raises(RuntimeError, match="list_no < nlist"):     # FAISS's own check
+        ivf.sa_decode(codes)
+    hnsw = rfaiss.index_factory(D, "HNSW8")
+    with pytest.raises(RuntimeError, match="not implemented"):     # FAISS's
+        hnsw.sa_code_size()
+    pqr = rfaiss.index_factory(D, "IVF4,PQ4+4")
+    pqr.train(xt)
+    with pytest.raises(RuntimeError, match="not served for IndexIVFPQR"):
+        pqr.sa_decode(pqr.sa_encode(xq[:1]))
+    rq = rfaiss.index_factory(D, "RQ1x4")
+    rq.train(xt)
+    with pytest.raises(RuntimeError, match="served for Flat, PQ, SQ, LSH"):
+        rq.sa_decode(rq.sa_encode(xq[:1]))
+    flat = rfaiss.IndexFlatL2(D)
+    assert flat.sa_decode(flat.sa_encode(xq)).tolist() == xq.tolist()
