@@ -623,7 +623,9 @@ class Index(_ServerObject):
         Rout = _out_array(R, (n, k, d), np.float32)
         if n > 0:
             sp = _search_params(params)
-            if sp is not None and sp.selects():
+            # FAISS's max_codes 0 ("no limit") passes: the index's own
+            # (0 unless set) applies here.
+            if sp is not None and (sp.sel is not None or sp.max_codes > 0):
                 raise _unsupported("search_and_reconstruct with SearchParameters.sel or "
                                    "max_codes")
             for i0, i1 in _chunks(n, d * 4 + k * 12 + k * d * 4):

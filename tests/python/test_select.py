@@ -154,6 +154,16 @@ def test_refusals_as_faiss(lfaiss, rfaiss, dataset, subset, key):
     assert outcomes[0][0] == outcomes[1][0] == "error"
 
 
+def test_search_and_reconstruct_with_ivf_params(lfaiss, rfaiss, dataset):
+    """SearchParametersIVF (max_codes 0: no limit) still serves it."""
+    local, remote = built(lfaiss, rfaiss, "IVF16,Flat", 1, dataset)
+    xq = dataset[2]
+    expected = local.search_and_reconstruct(xq, 4, params=lfaiss.SearchParametersIVF(nprobe=5))
+    got = remote.search_and_reconstruct(xq, 4, params=rfaiss.SearchParametersIVF(nprobe=5))
+    assert_same_search(expected[:2], got[:2])
+    np.testing.assert_array_equal(got[2], expected[2])
+
+
 def test_search_and_reconstruct_refuses_selection(rfaiss):
     index = rfaiss.IndexFlatL2(D)
     index.add(np.ones((4, D), dtype="float32"))
