@@ -482,6 +482,15 @@ int fpx_subobject (fpx_client_t *self, const char *name, const char *path,
 int fpx_attach (fpx_client_t *self, const char *name, const char *role, const char *ref,
                 fpx_index_info_t *info /* OUT */);
 
+/*  FAISS's name.merge_from (other, add_id): the anonymous index name takes
+    the vectors of the anonymous index other (both of this connection,
+    neither part of another object), adding add_id ≥ 0 to their ids (IVF;
+    0 for flat-code indexes, as FAISS); other is left empty. Flat-code and
+    in-memory IVF indexes (FPX_EINVAL for others; FAISS's compatibility
+    checks answer FPX_EFAISS). info (may be NULL): name's description.  */
+int fpx_merge_from (fpx_client_t *self, const char *name, const char *other, int64_t add_id,
+                    fpx_index_info_t *info /* OUT */);
+
 /*  Numeric attribute ("nprobe", "efSearch", "ntotal", …).               */
 int fpx_get_attr (fpx_client_t *self, const char *name, const char *attr,
                   double *value /* OUT */);

@@ -2030,6 +2030,27 @@ fpx_attach (fpx_client_t *self, const char *name, const char *role, const char *
 }
 
 int
+fpx_merge_from (fpx_client_t *self, const char *name, const char *other, int64_t add_id,
+                fpx_index_info_t *info /* OUT */)
+{
+    int rc = s_check_name_word (self, FPX_OP_ATTACH, name, "role", "merge_from");
+    if (!rc)
+        rc = s_check_name_word (self, FPX_OP_ATTACH, other, "role", "merge_from");
+    if (!rc && add_id < 0)
+        rc = s_fail (self, FPX_EINVAL, "add_id must be 0 or more");
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 4);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_str (pk, "role", "merge_from");
+    fpx_pack_kv_str (pk, "ref", other);
+    fpx_pack_kv_int (pk, "add_id", add_id);
+    fpx_request_t request = { 0 };
+    return s_call_description (self, &request, &params, info);
+}
+
+int
 fpx_get_attr (fpx_client_t *self, const char *name, const char *attr, double *value /* OUT */)
 {
     int rc = s_check_name_word (self, FPX_OP_GET_ATTR, name, "attr", attr);

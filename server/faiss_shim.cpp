@@ -1353,6 +1353,54 @@ check_decodable (const faiss::Index *index, int64_t n, const uint8_t *codes)
 }   // namespace
 
 extern "C" int
+fpx_shim_merge_from (FaissIndex *target_c, FaissIndex *other_c, int64_t add_id,
+                     char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        faiss::Index *target = as_mutable (target_c), *other = as_mutable (other_c);
+        if (add_id < 0)
+            bad ("merge_from: add_id must be 0 or more");
+        auto ivf = dynamic_cast<faiss::IndexIVF *> (target);
+        if (!ivf) {
+            if (!dynamic_cast<faiss::IndexFlatCodes *> (target))
+                bad ("merge_from is served for flat-code (Flat, PQ, SQ, LSH) and IVF indexes");
+            target->merge_from (*other, add_id);    //  checks, then one resize, then copies
+            return 0;
+        }
+        ivf->check_compatible_for_merge (*other);
+        auto from = static_cast<faiss::IndexIVF *> (other);
+        auto to_lists = dynamic_cast<faiss::ArrayInvertedLists *> (ivf->invlists);
+        auto from_lists = dynamic_cast<faiss::ArrayInvertedLists *> (from->invlists);
+        if (!to_lists || !from_lists || dynamic_cast<faiss::IndexIVFPQR *> (ivf))
+            bad ("merge_from is served for IVF indexes with in-memory lists");
+        //  FAISS's InvertedLists::merge_from moves list by list in an
+        //  OpenMP loop (an exception there ends the process) and adds
+        //  add_id unchecked: here the ids are checked, all room reserved,
+        //  then the lists moved on this thread without allocating.
+        for (size_t l = 0; l < ivf->nlist; l++)
+            for (faiss::Index::idx_t id : from_lists->ids [l])
+                if (id > INT64_MAX - add_id)
+                    bad ("merge_from: id " + std::to_string (id) + " + add_id overflows");
+        for (size_t l = 0; l < ivf->nlist; l++) {
+            to_lists->ids [l].reserve (to_lists->ids [l].size () + from_lists->ids [l].size ());
+            to_lists->codes [l].reserve (to_lists->codes [l].size ()
+                                         + from_lists->codes [l].size ());
+        }
+        for (size_t l = 0; l < ivf->nlist; l++) {
+            for (faiss::Index::idx_t id : from_lists->ids [l])
+                to_lists->ids [l].push_back (id + add_id);
+            to_lists->codes [l].insert (to_lists->codes [l].end (), from_lists->codes [l].begin (),
+                                        from_lists->codes [l].end ());
+            from_lists->ids [l].clear ();
+            from_lists->codes [l].clear ();
+        }
+        ivf->ntotal += from->ntotal;
+        from->ntotal = 0;
+        return 0;
+    });
+}
+
+extern "C" int
 fpx_shim_sa_code_size (const FaissIndex *index, size_t *size_p, char *err, size_t err_size)
 {
     return guarded (err, err_size, [&] () -> int {

@@ -133,6 +133,16 @@ int fpx_shim_attach (FaissIndex *composite, const char *role, FaissIndex *part,
 int fpx_shim_detach (FaissIndex *composite, const char *role, FaissIndex *part,
                      char *err, size_t err_size);
 
+/*  FAISS's merge_from: target takes other's vectors (ids + add_id for an
+    IVF index), other is left empty. Served for flat-code indexes (Flat,
+    PQ, SQ, LSH: add_id 0, as FAISS) and IVF indexes with in-memory lists
+    (FAISS's compatibility checks first); every allocation is made before
+    anything moves, so a failure changes neither. FPX_EINVAL for other
+    kinds and for an add_id that would overflow an id. Both locked
+    exclusively by the caller.                                          */
+int fpx_shim_merge_from (FaissIndex *target, FaissIndex *other, int64_t add_id,
+                         char *err, size_t err_size);
+
 /*  FAISS's standalone codec of an index: sa_code_size, sa_encode (n
     vectors of d floats → n·code_size bytes) and sa_decode (the reverse).
     Both need a trained index. sa_decode reads codes from the network, so

@@ -212,6 +212,44 @@ s_detach (fpx_call_t *call, fpx_entry_t *entry, fpx_entry_t *ref, const char *ro
     return rc;
 }
 
+//  attach's role merge_from: FAISS's entry.merge_from (ref, add_id), for two
+//  standalone anonymous indexes of this connection (a named index's log
+//  could not replay another connection's object). Both exclusively, in
+//  address order, as attach.
+static int
+s_merge_from (fpx_call_t *call, fpx_entry_t *entry, fpx_entry_t *ref)
+{
+    int64_t add_id;
+    int rc = fpx_op_int_param (call, "add_id", false, 0, 0, INT64_MAX, &add_id);
+    if (rc)
+        return rc;
+    if (entry->owner_conn != call->envelope->conn_id || ref->owner_conn != call->envelope->conn_id
+    ||  ref == entry || !entry->index || !ref->index)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "merge_from takes two anonymous indexes "
+                                "of this connection");
+    fpx_entry_t *first = entry < ref ? entry : ref, *second = entry < ref ? ref : entry;
+    pthread_rwlock_t *lock1 = fpx_entry_lock (first, true);
+    pthread_rwlock_t *lock2 = fpx_entry_lock (second, true);
+    if (atomic_load (&entry->root) || atomic_load (&ref->root) || lock1 == lock2)
+        rc = fpx_reply_error (call->reply, FPX_EINVAL, "merge_from takes standalone indexes, not "
+                              "parts of another object");
+    else {
+        char err [FPX_ERROR_TEXT_MAX];
+        rc = fpx_shim_merge_from (entry->index, ref->index, add_id, err, sizeof err);
+        if (rc)
+            rc = fpx_op_shim_result (call, rc, err);
+        else {
+            fpx_limits_measure (entry);
+            fpx_limits_measure (ref);
+            rc = fpx_op_pack_description (call, entry, false);
+        }
+    }
+    if (lock2 != lock1)
+        pthread_rwlock_unlock (lock2);
+    pthread_rwlock_unlock (lock1);
+    return rc;
+}
+
 //  attach: an anonymous top-level composite of this connection adopts a
 //  standalone anonymous object of this connection (add_shard,
 //  add_replica, prepend_transform). Named indexes are refused: their log
@@ -239,6 +277,8 @@ s_op_attach (fpx_call_t *call)
     }
     if (strncmp (role, "remove_", 7) == 0)
         rc = s_detach (call, entry, ref, role);
+    else if (strcmp (role, "merge_from") == 0)
+        rc = s_merge_from (call, entry, ref);
     else
     if (entry->owner_conn != call->envelope->conn_id || ref->owner_conn != call->envelope->conn_id
     ||  ref == entry || atomic_load (&entry->root) || atomic_load (&ref->root))

@@ -143,6 +143,7 @@ _PROTOTYPES = {
     "fpx_range_search_select": (c_int, [_H, _NAME, c_int64, c_int, _PTR, c_float,
                                         POINTER(SearchParams), POINTER(Selection),
                                         POINTER(POINTER(RangeResult))]),
+    "fpx_merge_from": (c_int, [_H, _NAME, _NAME, c_int64, POINTER(IndexInfo)]),
     "fpx_sa_encode": (c_int, [_H, _NAME, c_int64, c_int, _PTR, c_size_t, _PTR]),
     "fpx_sa_decode": (c_int, [_H, _NAME, c_int64, c_size_t, _PTR, c_int, _PTR]),
     "fpx_selector_range_new": (c_void_p, [c_int64, c_int64, c_int]),

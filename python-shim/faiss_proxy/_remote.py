@@ -677,6 +677,13 @@ class Index(_ServerObject):
             lib.fpx_range_result_destroy(byref(result))
         return lims, D, I
 
+    def merge_from(self, otherIndex, add_id=0):
+        """FAISS's: this index takes otherIndex's vectors (their ids +
+        add_id for an IVF index); otherIndex is left empty."""
+        if not isinstance(otherIndex, _ServerObject):
+            raise TypeError("in method 'merge_from', argument 2 is not a faiss_proxy object")
+        call(lib.fpx_merge_from, self._name, otherIndex._name, _int(add_id), None)
+
     # -- standalone codec (on the server)
 
     def sa_code_size(self):

@@ -466,3 +466,57 @@ def test_standalone_codec_refusals(rfaiss, lfaiss, dataset):
         rq.sa_decode(rq.sa_encode(xq[:1]))
     flat = rfaiss.IndexFlatL2(D)
     assert flat.sa_decode(flat.sa_encode(xq)).tolist() == xq.tolist()
+
+
+@pytest.mark.parametrize("key", ["IVF8,Flat", "IVF8,PQ4np", "Flat", "SQ8"])
+def test_merge_from_as_faiss(rfaiss, lfaiss, dataset, key):
+    """merge_from (FAISS's test_index_composite pattern): the merged index
+    searches as FAISS's, the other is left empty; an IVF then removes the
+    merged ids again."""
+    xt, xb, xq = dataset
+    seen = []
+    for f in (lfaiss, rfaiss):
+        a = f.index_factory(D, key)
+        a.train(xt)
+        b = f.clone_index(a)
+        a.add(xb[:300])
+        b.add(xb[300:])
+        ivf = "IVF" in key
+        a.merge_from(b, 300 if ivf else 0)
+        out = [a.ntotal, b.ntotal, a.search(xq, 6)]
+        if ivf:
+            a.remove_ids(f.IDSelectorRange(300, 600))
+            out += [a.ntotal, a.search(xq, 6)]
+        seen.append(out)
+    assert seen[0][:2] == seen[1][:2] == [600, 0]
+    assert_same_search(seen[0][2], seen[1][2])
+    if len(seen[0]) > 3:
+        assert seen[0][3] == seen[1][3] == 300
+        assert_same_search(seen[0][4], seen[1][4])
+
+
+def test_merge_from_refusals(rfaiss, lfaiss, dataset):
+    xt, xb, xq = dataset
+    a = rfaiss.index_factory(D, "IVF8,Flat")
+    a.train(xt)
+    a.add(xb[:10])
+    with pytest.raises(RuntimeError, match="two anonymous indexes"):
+        a.merge_from(a)
+    with pytest.raises(RuntimeError, match="standalone"):
+        a.merge_from(a.quantizer)                       # a part of a
+    other = rfaiss.index_factory(D, "IVF8,Flat")
+    other.train(xb)                                     # other centroids: FAISS refuses
+    other.add(xb[:5])
+    with pytest.raises(RuntimeError, match="coarse quantizers should be the same"):
+        a.merge_from(other)
+    twin = rfaiss.clone_index(a)
+    twin.add_with_ids(xb[:1], np.array([2 ** 63 - 5], dtype="int64"))
+    with pytest.raises(RuntimeError, match="overflows"):
+        a.merge_from(twin, 10)
+    assert a.ntotal == 10 and twin.ntotal == 11         # nothing moved
+    hnsw = rfaiss.index_factory(D, "HNSW8")
+    with pytest.raises(RuntimeError, match="served for flat-code"):
+        hnsw.merge_from(rfaiss.index_factory(D, "HNSW8"))
+    flat = rfaiss.IndexFlatL2(D)
+    with pytest.raises(RuntimeError, match="cannot set ids"):      # FAISS's
+        flat.merge_from(rfaiss.IndexFlatL2(D), 3)
