@@ -1,6 +1,6 @@
 /*  test_codec.c — FAISS's standalone codec (sa_code_size, sa_encode,
-    sa_decode) and the removal of a group's parts (remove_shard,
-    remove_replica) through libfaissproxy, against FAISS's C API in
+    sa_decode), the removal of a group's parts (remove_shard,
+    remove_replica) and IVF merge_from through libfaissproxy, against FAISS's C API in
     process on the same objects: codes byte for byte, decodings bit for
     bit, group sizes and searches as FAISS's. Then what the server must
     refuse without calling FAISS: codes it cannot check, frames that are
@@ -13,6 +13,7 @@
 #include <faiss/c_api/IndexReplicas_c.h>
 #include <faiss/c_api/IndexShards_c.h>
 #include <faiss/c_api/IndexFlat_c.h>
+#include <faiss/c_api/IndexIVF_c.h>
 
 #include "fpx_test.h"
 
@@ -183,6 +184,52 @@ s_test_remove_part (void *arg)
     CHECK (fpx_test_server_stop (&server, 10) == 0, "server exit");
 }
 
+//  Two IVF indexes of one trained copy, each with half the vectors, one
+//  merged into the other with add_id, on both sides.
+static void
+s_test_merge_from (void *arg)
+{
+    (void) arg;
+    fpx_test_server_t server;
+    REQUIRE (fpx_test_server_start (&server, NULL, NULL) == 0, "start failed");
+    fpx_client_t *client = fpx_test_client (&server, fpx_test_key_a);
+    FaissIndex *a = fpx_local_create (DIM, "IVF8,Flat", FPX_METRIC_L2, NULL, 0);
+    REQUIRE (a && faiss_Index_train (a, NT, s_xt) == 0, "local train");
+    FaissIndex *b = fpx_local_copy (a);
+    size_t size;
+    uint8_t *bytes = fpx_local_serialize (a, &size);
+    fpx_index_info_t ra, rb, info;
+    REQUIRE (b && bytes, "copies");
+    REQUIRE_OK (client, fpx_deserialize (client, NULL, bytes, size, &ra));
+    REQUIRE_OK (client, fpx_deserialize (client, NULL, bytes, size, &rb));
+    free (bytes);
+    int half = NB / 2;
+    REQUIRE (faiss_Index_add (a, half, s_xb) == 0 && faiss_Index_add (b, NB - half, s_xb + half * DIM) == 0,
+             "local add");
+    REQUIRE_OK (client, fpx_add (client, ra.name, half, DIM, s_xb, NULL));
+    REQUIRE_OK (client, fpx_add (client, rb.name, NB - half, DIM, s_xb + half * DIM, NULL));
+    CHECK_RC (client, fpx_merge_from (client, ra.name, rb.name, -1, NULL), FPX_EINVAL);
+    CHECK_RC (client, fpx_merge_from (client, ra.name, ra.name, 0, NULL), FPX_EINVAL);
+    REQUIRE (faiss_IndexIVF_merge_from ((FaissIndexIVF *) a, (FaissIndexIVF *) b, half) == 0,
+             "local merge");
+    REQUIRE_OK (client, fpx_merge_from (client, ra.name, rb.name, half, &info));
+    CHECK_EQ (info.ntotal, faiss_Index_ntotal (a));
+    REQUIRE_OK (client, fpx_index_describe (client, rb.name, 0, &info));
+    CHECK_EQ (info.ntotal, 0);
+    REQUIRE (fpx_local_set_param (a, "nprobe", 3) == 0, "nprobe");
+    fpx_search_params_t params = { 3, 0 };
+    fpx_knn_t expected, got;
+    REQUIRE (fpx_local_knn (a, NQ, s_xq, 8, 8, &expected) == 0, "local search");
+    if (CHECK_OK (client, fpx_remote_knn (client, ra.name, NQ, DIM, s_xq, 8, &params, &got)))
+        CHECK_KNN (&expected, &got);
+    fpx_knn_free (&expected);
+    fpx_knn_free (&got);
+    faiss_Index_free (a);
+    faiss_Index_free (b);
+    fpx_client_destroy (&client);
+    CHECK (fpx_test_server_stop (&server, 10) == 0, "server exit");
+}
+
 int
 main (void)
 {
@@ -203,6 +250,7 @@ main (void)
     fpx_test_run ("codec.refusals", s_test_codec_refusals, NULL);
     fpx_test_run ("groups.remove_shard", s_test_remove_part, (void *) "shards");
     fpx_test_run ("groups.remove_replica", s_test_remove_part, NULL);
+    fpx_test_run ("merge_from.ivf", s_test_merge_from, NULL);
     free (s_xt);
     free (s_xb);
     free (s_xq);
