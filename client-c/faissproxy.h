@@ -353,6 +353,60 @@ int fpx_range_search (fpx_client_t *self, const char *name, int64_t nq, int d,
                       fpx_range_result_t **result_p /* OUT */);
 void fpx_range_result_destroy (fpx_range_result_t **self_p);
 
+/* ---- search-time selection ---------------------------------------------- */
+
+/*  FAISS 1.7.3's id selectors (faiss/impl/IDSelector.h), for a search or
+    range search that may return only some vectors: SearchParameters.sel.
+    A selector tests the labels the searched index keeps (ids of an IVF
+    index, positions of a Flat or HNSW one); FAISS 1.7.3's IndexIDMap
+    refuses it, and so do the indexes FAISS refuses any SearchParameters
+    for (FPX_EFAISS with FAISS's message). Each constructor copies what it
+    is given and returns a new selector (caller owns; destroy it), or
+    NULL when out of memory. Not thread-safe while being built; a built
+    selector may be used by several searches at once.                   */
+typedef struct fpx_selector_t fpx_selector_t;
+
+/*  ids in [imin, imax). assume_sorted != 0 lets an IVF index take the
+    range from each list's ids as if they were sorted (FAISS's
+    IDSelectorRange(imin, imax, true)): right only when they are.        */
+fpx_selector_t *fpx_selector_range_new (int64_t imin, int64_t imax, int assume_sorted);
+/*  The n ids listed (FAISS's IDSelectorArray / IDSelectorBatch: the same
+    set, FAISS's two ways of testing it).                                */
+fpx_selector_t *fpx_selector_array_new (size_t n, const int64_t *ids);
+fpx_selector_t *fpx_selector_batch_new (size_t n, const int64_t *ids);
+/*  id i is selected iff i / 8 < nbytes and bit i % 8 of bitmap[i / 8] is
+    1 (FAISS's IDSelectorBitmap(nbytes, bitmap)).                         */
+fpx_selector_t *fpx_selector_bitmap_new (size_t nbytes, const uint8_t *bitmap);
+/*  The ids *operand_p does not select; takes ownership of *operand_p
+    (and clears it, even on failure, when it is freed).                  */
+fpx_selector_t *fpx_selector_not_new (fpx_selector_t **operand_p);
+/*  Every id.                                                            */
+fpx_selector_t *fpx_selector_all_new (void);
+void fpx_selector_destroy (fpx_selector_t **self_p);
+
+/*  max_codes: FPX_MAX_CODES_INDEX (0) keeps the IVF index's own;
+    FPX_MAX_CODES_UNLIMITED visits every code of the probed lists (FAISS's
+    max_codes = 0); n > 0 at most about n codes per query.               */
+#define FPX_MAX_CODES_INDEX     0
+#define FPX_MAX_CODES_UNLIMITED (-1)
+typedef struct {
+    const fpx_selector_t *sel; /* NULL: every vector                        */
+    int64_t max_codes;         /* IVF only, see above                       */
+} fpx_selection_t;
+
+/*  fpx_search / fpx_range_search with a selection (may be NULL: as they
+    are). A selector of more than FPX_SELECTOR_NODES_MAX nodes (16: each
+    constructor call is one) is FPX_EINVAL; its ids and bitmaps travel in
+    one frame, within the server's message limit.                        */
+int fpx_search_select (fpx_client_t *self, const char *name, int64_t nq, int d,
+                       const float *x, int k, const fpx_search_params_t *params,
+                       const fpx_selection_t *selection,
+                       float *distances /* OUT */, int64_t *labels /* OUT */);
+int fpx_range_search_select (fpx_client_t *self, const char *name, int64_t nq, int d,
+                             const float *x, float radius, const fpx_search_params_t *params,
+                             const fpx_selection_t *selection,
+                             fpx_range_result_t **result_p /* OUT */);
+
 /*  Removes the n ids listed / the ids in [lo, hi). *removed_out (may be
     NULL) receives how many were removed.                                */
 int fpx_remove_ids (fpx_client_t *self, const char *name, int64_t n,
@@ -436,9 +490,21 @@ int fpx_subobject (fpx_client_t *self, const char *name, const char *path,
     "replica" (IndexReplicas::add_replica) or "prepend_transform"
     (IndexPreTransform::prepend_transform). ref's name becomes an alias of
     the part, as with fpx_construct. info (may be NULL) receives the
-    composite's new description (its d changes with prepend_transform). */
+    composite's new description (its d changes with prepend_transform).
+    Roles "remove_shard" / "remove_replica" do the reverse: ref, one of
+    the group's parts, leaves it (IndexShards::remove_shard,
+    IndexReplicas::remove_replica) and is a standalone object again.    */
 int fpx_attach (fpx_client_t *self, const char *name, const char *role, const char *ref,
                 fpx_index_info_t *info /* OUT */);
+
+/*  FAISS's name.merge_from (other, add_id): the anonymous index name takes
+    the vectors of the anonymous index other (both of this connection,
+    neither part of another object), adding add_id ≥ 0 to their ids (IVF;
+    0 for flat-code indexes, as FAISS); other is left empty. Flat-code and
+    in-memory IVF indexes (FPX_EINVAL for others; FAISS's compatibility
+    checks answer FPX_EFAISS). info (may be NULL): name's description.  */
+int fpx_merge_from (fpx_client_t *self, const char *name, const char *other, int64_t add_id,
+                    fpx_index_info_t *info /* OUT */);
 
 /*  Numeric attribute ("nprobe", "efSearch", "ntotal", …).               */
 int fpx_get_attr (fpx_client_t *self, const char *name, const char *attr,
@@ -454,6 +520,18 @@ int fpx_clone (fpx_client_t *self, const char *name, fpx_index_info_t *info /* O
     against the reply.                                                   */
 int fpx_apply (fpx_client_t *self, const char *name, int reverse, int64_t n, int d,
                const float *x, int out_d, float *out /* OUT */);
+
+/*  FAISS's standalone codec of a trained index (Index::sa_encode /
+    sa_decode), through apply. code_size: the index's sa_code_size
+    (fpx_get_attr "sa_code_size"), checked against the reply. Encode: n
+    vectors of d floats into n·code_size bytes of codes. Decode: n codes
+    into n·d floats; served for Flat, PQ, SQ, LSH and IVF Flat / PQ / SQ
+    indexes (under PreTransforms), whose codes the server can check
+    (FPX_EINVAL for other kinds, FAISS's error where it has no codec).   */
+int fpx_sa_encode (fpx_client_t *self, const char *name, int64_t n, int d, const float *x,
+                   size_t code_size, uint8_t *codes /* OUT */);
+int fpx_sa_decode (fpx_client_t *self, const char *name, int64_t n, size_t code_size,
+                   const uint8_t *codes, int d, float *x /* OUT */);
 
 /*  IVF direct map: 0 none, 1 array, 2 hashtable (reconstruct needs one). */
 int fpx_set_direct_map (fpx_client_t *self, const char *name, int type);

@@ -208,6 +208,182 @@ s_pack_search_params (msgpack_packer *pk, const fpx_search_params_t *params)
         fpx_pack_kv_int (pk, "efSearch", params->efSearch);
 }
 
+/* ---- search-time selection --------------------------------------------- */
+
+//  One node of a selector; "not" is FAISS 1.7.3's only composite, so a
+//  selector is a chain of "not" nodes ending in a leaf.
+struct fpx_selector_t {
+    const char *kind;           //  "range", "array", "batch", "bitmap", "not", "all"
+    int64_t imin, imax;
+    bool assume_sorted;
+    size_t count;               //  ids, or bitmap bytes
+    size_t bytes;               //  of data
+    void *data;
+    fpx_selector_t *operand;
+};
+
+static fpx_selector_t *
+s_selector_new (const char *kind, size_t count, size_t item_size, const void *data)
+{
+    fpx_selector_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->kind = kind;
+    if (count > SIZE_MAX / item_size)
+        goto fail;
+    self->count = count;
+    self->bytes = count * item_size;
+    if (self->bytes) {
+        if (!data || !(self->data = malloc (self->bytes)))
+            goto fail;
+        memcpy (self->data, data, self->bytes);
+    }
+    return self;
+fail:
+    free (self);
+    return NULL;
+}
+
+fpx_selector_t *
+fpx_selector_range_new (int64_t imin, int64_t imax, int assume_sorted)
+{
+    fpx_selector_t *self = s_selector_new ("range", 0, 1, NULL);
+    if (self) {
+        self->imin = imin;
+        self->imax = imax;
+        self->assume_sorted = assume_sorted != 0;
+    }
+    return self;
+}
+
+fpx_selector_t *
+fpx_selector_array_new (size_t n, const int64_t *ids)
+{
+    return s_selector_new ("array", n, sizeof (int64_t), ids);
+}
+
+fpx_selector_t *
+fpx_selector_batch_new (size_t n, const int64_t *ids)
+{
+    return s_selector_new ("batch", n, sizeof (int64_t), ids);
+}
+
+fpx_selector_t *
+fpx_selector_bitmap_new (size_t nbytes, const uint8_t *bitmap)
+{
+    return s_selector_new ("bitmap", nbytes, 1, bitmap);
+}
+
+fpx_selector_t *
+fpx_selector_not_new (fpx_selector_t **operand_p)
+{
+    if (!operand_p || !*operand_p)
+        return NULL;
+    fpx_selector_t *self = s_selector_new ("not", 0, 1, NULL);
+    if (!self)
+        fpx_selector_destroy (operand_p);
+    else {
+        self->operand = *operand_p;
+        *operand_p = NULL;
+    }
+    return self;
+}
+
+fpx_selector_t *
+fpx_selector_all_new (void)
+{
+    return s_selector_new ("all", 0, 1, NULL);
+}
+
+void
+fpx_selector_destroy (fpx_selector_t **self_p)
+{
+    if (!self_p)
+        return;
+    fpx_selector_t *self = *self_p;
+    while (self) {                      //  the chain, without recursion
+        fpx_selector_t *next = self->operand;
+        free (self->data);
+        free (self);
+        self = next;
+    }
+    *self_p = NULL;
+}
+
+//  Parameter keys a selection adds (0 for NULL).
+static size_t
+s_selection_count (const fpx_selection_t *selection)
+{
+    return selection ? (selection->sel != NULL) + (selection->max_codes != 0) : 0;
+}
+
+static int
+s_check_selection (fpx_client_t *self, const fpx_selection_t *selection)
+{
+    if (!selection)
+        return 0;
+    if (selection->max_codes < FPX_MAX_CODES_UNLIMITED)
+        return s_fail (self, FPX_EINVAL, "max_codes must be > 0, FPX_MAX_CODES_INDEX or "
+                       "FPX_MAX_CODES_UNLIMITED");
+    int nodes = 0;
+    for (const fpx_selector_t *node = selection->sel; node; node = node->operand)
+        if (++nodes > FPX_SELECTOR_NODES_MAX)
+            return s_fail (self, FPX_EINVAL, "a selector has at most %d nodes",
+                           FPX_SELECTOR_NODES_MAX);
+    return 0;
+}
+
+//  Packs the selection's keys (s_selection_count of them) and gathers its
+//  ids and bitmaps, in node order, into *bulk_p (malloc'd, caller frees;
+//  NULL when there are none) of *bulk_size_p bytes. FPX_ENOMEM or 0.
+static int
+s_pack_selection (fpx_client_t *self, msgpack_packer *pk, const fpx_selection_t *selection,
+                  void **bulk_p, size_t *bulk_size_p)
+{
+    *bulk_p = NULL;
+    *bulk_size_p = 0;
+    if (!selection)
+        return 0;
+    if (selection->max_codes != 0)      //  FAISS's 0 is "no limit"
+        fpx_pack_kv_int (pk, "max_codes", selection->max_codes < 0 ? 0 : selection->max_codes);
+    if (!selection->sel)
+        return 0;
+    size_t nodes = 0, bulk = 0;
+    for (const fpx_selector_t *node = selection->sel; node; node = node->operand) {
+        nodes++;
+        bulk += node->bytes;
+    }
+    fpx_pack_str (pk, "sel");
+    msgpack_pack_array (pk, nodes);
+    uint8_t *at = bulk ? malloc (bulk) : NULL;
+    if (bulk && !at)
+        return s_fail (self, FPX_ENOMEM, "out of memory for the selector frame");
+    *bulk_p = at;
+    *bulk_size_p = bulk;
+    for (const fpx_selector_t *node = selection->sel; node; node = node->operand) {
+        bool is_range = strcmp (node->kind, "range") == 0;
+        bool has_count = node->bytes || strcmp (node->kind, "array") == 0
+                      || strcmp (node->kind, "batch") == 0 || strcmp (node->kind, "bitmap") == 0;
+        msgpack_pack_array (pk, is_range ? 4 : has_count ? 2 : 1);
+        fpx_pack_str (pk, node->kind);
+        if (is_range) {
+            msgpack_pack_int64 (pk, node->imin);
+            msgpack_pack_int64 (pk, node->imax);
+            if (node->assume_sorted)
+                msgpack_pack_true (pk);
+            else
+                msgpack_pack_false (pk);
+        }
+        else if (has_count)
+            msgpack_pack_uint64 (pk, node->count);
+        if (node->bytes) {
+            memcpy (at, node->data, node->bytes);
+            at += node->bytes;
+        }
+    }
+    return 0;
+}
+
 /* ---- the exchange ------------------------------------------------------ */
 
 static void
@@ -969,12 +1145,14 @@ s_search_result (fpx_client_t *self, fpx_reply_t *reply, int64_t nq, int d, int 
 }
 
 //  Checks search's arguments, then fills *request and packs *packed
-//  (which s_call or s_send_async frees).
+//  (which s_call or s_send_async frees); a selection's frame goes to
+//  *bulk_p (caller frees after the call).
 static int
-s_search_prepare (fpx_client_t *self, const char *name, int64_t nq, int d,
-                  const float *x, int k, const fpx_search_params_t *params,
-                  const float *distances, const int64_t *labels,
-                  fpx_request_t *request, s_params_t *packed)
+s_search_prepare_select (fpx_client_t *self, const char *name, int64_t nq, int d,
+                         const float *x, int k, const fpx_search_params_t *params,
+                         const fpx_selection_t *selection,
+                         const float *distances, const int64_t *labels,
+                         fpx_request_t *request, s_params_t *packed, void **bulk_p)
 {
     size_t bytes = 0, result_bytes = 0;
     int rc = s_begin (self, FPX_OP_SEARCH);
@@ -989,19 +1167,40 @@ s_search_prepare (fpx_client_t *self, const char *name, int64_t nq, int d,
     if (!rc)
         rc = s_check_search_params (self, params);
     if (!rc)
+        rc = s_check_selection (self, selection);
+    if (!rc)
         rc = s_check_out (self, distances, "distances");
     if (!rc)
         rc = s_check_out (self, labels, "labels");
     if (rc)
         return rc;
-    msgpack_packer *pk = s_params_start (packed, 3 + s_search_params_count (params));
+    msgpack_packer *pk = s_params_start (packed, 3 + s_search_params_count (params)
+                                                   + s_selection_count (selection));
     fpx_pack_kv_str (pk, "name", name);
     fpx_pack_kv_int (pk, "d", d);
     fpx_pack_kv_int (pk, "k", k);
     s_pack_search_params (pk, params);
+    size_t bulk_size;
+    if ((rc = s_pack_selection (self, pk, selection, bulk_p, &bulk_size))) {
+        msgpack_sbuffer_destroy (&packed->buffer);
+        return rc;
+    }
     *request = (fpx_request_t) { .reply_arrays = 2 };
     s_add_array (request, x, bytes);
+    if (*bulk_p)
+        s_add_array (request, *bulk_p, bulk_size);
     return 0;
+}
+
+static int
+s_search_prepare (fpx_client_t *self, const char *name, int64_t nq, int d,
+                  const float *x, int k, const fpx_search_params_t *params,
+                  const float *distances, const int64_t *labels,
+                  fpx_request_t *request, s_params_t *packed)
+{
+    void *bulk = NULL;
+    return s_search_prepare_select (self, name, nq, d, x, k, params, NULL, distances, labels,
+                                    request, packed, &bulk);
 }
 
 int
@@ -1009,14 +1208,25 @@ fpx_search (fpx_client_t *self, const char *name, int64_t nq, int d,
             const float *x, int k, const fpx_search_params_t *params,
             float *distances /* OUT */, int64_t *labels /* OUT */)
 {
+    return fpx_search_select (self, name, nq, d, x, k, params, NULL, distances, labels);
+}
+
+int
+fpx_search_select (fpx_client_t *self, const char *name, int64_t nq, int d,
+                   const float *x, int k, const fpx_search_params_t *params,
+                   const fpx_selection_t *selection,
+                   float *distances /* OUT */, int64_t *labels /* OUT */)
+{
     fpx_request_t request;
     s_params_t packed;
-    int rc = s_search_prepare (self, name, nq, d, x, k, params, distances, labels,
-                               &request, &packed);
+    void *bulk = NULL;
+    int rc = s_search_prepare_select (self, name, nq, d, x, k, params, selection, distances,
+                                      labels, &request, &packed, &bulk);
     if (rc)
         return rc;
     fpx_reply_t reply;
     rc = s_call (self, &request, &packed, &reply);
+    free (bulk);
     if (rc)
         return rc;
     rc = s_search_result (self, &reply, nq, d, k, distances, labels);
@@ -1134,6 +1344,15 @@ fpx_range_search (fpx_client_t *self, const char *name, int64_t nq, int d,
                   const float *x, float radius, const fpx_search_params_t *params,
                   fpx_range_result_t **result_p /* OUT */)
 {
+    return fpx_range_search_select (self, name, nq, d, x, radius, params, NULL, result_p);
+}
+
+int
+fpx_range_search_select (fpx_client_t *self, const char *name, int64_t nq, int d,
+                         const float *x, float radius, const fpx_search_params_t *params,
+                         const fpx_selection_t *selection,
+                         fpx_range_result_t **result_p /* OUT */)
+{
     size_t bytes = 0, lims_bytes = 0;
     int rc = s_begin (self, FPX_OP_RANGE_SEARCH);
     if (!rc)
@@ -1147,19 +1366,31 @@ fpx_range_search (fpx_client_t *self, const char *name, int64_t nq, int d,
     if (!rc)
         rc = s_check_search_params (self, params);
     if (!rc)
+        rc = s_check_selection (self, selection);
+    if (!rc)
         rc = s_check_out (self, result_p, "result_p");
     if (rc)
         return rc;
     s_params_t packed;
-    msgpack_packer *pk = s_params_start (&packed, 3 + s_search_params_count (params));
+    msgpack_packer *pk = s_params_start (&packed, 3 + s_search_params_count (params)
+                                                    + s_selection_count (selection));
     fpx_pack_kv_str (pk, "name", name);
     fpx_pack_kv_int (pk, "d", d);
     fpx_pack_kv_double (pk, "radius", radius);
     s_pack_search_params (pk, params);
+    void *bulk;
+    size_t bulk_size;
+    if ((rc = s_pack_selection (self, pk, selection, &bulk, &bulk_size))) {
+        msgpack_sbuffer_destroy (&packed.buffer);
+        return rc;
+    }
     fpx_request_t request = { .reply_arrays = 3 };
     s_add_array (&request, x, bytes);
+    if (bulk)
+        s_add_array (&request, bulk, bulk_size);
     fpx_reply_t reply;
     rc = s_call (self, &request, &packed, &reply);
+    free (bulk);
     if (rc)
         return rc;
     rc = s_range_result (self, &reply, nq, d, result_p);
@@ -1790,6 +2021,27 @@ fpx_attach (fpx_client_t *self, const char *name, const char *role, const char *
 }
 
 int
+fpx_merge_from (fpx_client_t *self, const char *name, const char *other, int64_t add_id,
+                fpx_index_info_t *info /* OUT */)
+{
+    int rc = s_check_name_word (self, FPX_OP_ATTACH, name, "role", "merge_from");
+    if (!rc)
+        rc = s_check_name_word (self, FPX_OP_ATTACH, other, "role", "merge_from");
+    if (!rc && add_id < 0)
+        rc = s_fail (self, FPX_EINVAL, "add_id must be 0 or more");
+    if (rc)
+        return rc;
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, 4);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_str (pk, "role", "merge_from");
+    fpx_pack_kv_str (pk, "ref", other);
+    fpx_pack_kv_int (pk, "add_id", add_id);
+    fpx_request_t request = { 0 };
+    return s_call_description (self, &request, &params, info);
+}
+
+int
 fpx_get_attr (fpx_client_t *self, const char *name, const char *attr, double *value /* OUT */)
 {
     int rc = s_check_name_word (self, FPX_OP_GET_ATTR, name, "attr", attr);
@@ -1890,6 +2142,87 @@ fpx_apply (fpx_client_t *self, const char *name, int reverse, int64_t n, int d,
     rc = s_apply_result (self, &reply, n, d, out_d, out);
     fpx_reply_close (&reply);
     return rc;
+}
+
+//  One codec call through apply: in (in_bytes) goes, out_bytes come back.
+static int
+s_codec_call (fpx_client_t *self, const char *name, bool decode, int d, const void *in,
+              size_t in_bytes, int64_t n, const char *size_key, int64_t row, void *out,
+              size_t out_bytes)
+{
+    s_params_t params;
+    msgpack_packer *pk = s_params_start (&params, decode ? 2 : 3);
+    fpx_pack_kv_str (pk, "name", name);
+    fpx_pack_kv_bool (pk, "reverse", decode);
+    if (!decode)
+        fpx_pack_kv_int (pk, "d", d);
+    fpx_request_t request = { .reply_arrays = 1 };
+    s_add_array (&request, in, in_bytes);
+    fpx_reply_t reply;
+    int rc = s_call (self, &request, &params, &reply);
+    if (rc)
+        return rc;
+    int64_t n_got = 0, row_got = 0;
+    const void *frame;
+    rc = s_result_int (self, &reply, "n", 1, INT64_MAX, &n_got);
+    if (!rc)
+        rc = s_result_int (self, &reply, size_key, 1, INT64_MAX, &row_got);
+    if (!rc && (n_got != n || row_got != row))
+        rc = s_fail (self, FPX_EINVAL, "the index's %s is %lld, not %lld (%lld rows)", size_key,
+                     (long long) row_got, (long long) row, (long long) n_got);
+    if (!rc)
+        rc = s_result_array (self, &reply, 0, decode ? "x" : "codes", out_bytes, &frame);
+    if (!rc)
+        memcpy (out, frame, out_bytes);
+    fpx_reply_close (&reply);
+    return rc;
+}
+
+int
+fpx_sa_encode (fpx_client_t *self, const char *name, int64_t n, int d, const float *x,
+               size_t code_size, uint8_t *codes /* OUT */)
+{
+    size_t bytes = 0, out_bytes = 0;
+    int rc = s_begin (self, FPX_OP_APPLY);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_vectors (self, "n", n, d, x, &bytes);
+    if (!rc && (code_size == 0 || code_size > INT64_MAX))
+        rc = s_fail (self, FPX_EINVAL, "code_size must be at least 1");
+    if (!rc)
+        rc = s_check_rows (self, "n", n, code_size, &out_bytes);
+    if (!rc)
+        rc = s_check_out (self, codes, "codes");
+    if (rc)
+        return rc;
+    return s_codec_call (self, name, false, d, x, bytes, n, "code_size", (int64_t) code_size,
+                         codes, out_bytes);
+}
+
+int
+fpx_sa_decode (fpx_client_t *self, const char *name, int64_t n, size_t code_size,
+               const uint8_t *codes, int d, float *x /* OUT */)
+{
+    size_t bytes = 0, out_bytes = 0;
+    int rc = s_begin (self, FPX_OP_APPLY);
+    if (!rc)
+        rc = s_check_name (self, name, false);
+    if (!rc)
+        rc = s_check_dim (self, d);
+    if (!rc && (code_size == 0 || code_size > INT64_MAX))
+        rc = s_fail (self, FPX_EINVAL, "code_size must be at least 1");
+    if (!rc)
+        rc = s_check_out (self, codes, "codes");
+    if (!rc)
+        rc = s_check_rows (self, "n", n, code_size, &bytes);
+    if (!rc)
+        rc = s_check_rows (self, "n", n, (size_t) d * sizeof (float), &out_bytes);
+    if (!rc)
+        rc = s_check_out (self, x, "x");
+    if (rc)
+        return rc;
+    return s_codec_call (self, name, true, d, codes, bytes, n, "d", d, x, out_bytes);
 }
 
 int

@@ -27,6 +27,7 @@
 #define FPX_SEARCH_PARAM_MAX    (1 << 20)   /* nprobe, efSearch of one request */
 #define FPX_CONSTRUCT_ARGS_MAX  16          /* numeric arguments of construct */
 #define FPX_CONSTRUCT_REFS_MAX  4           /* object references of construct */
+#define FPX_SELECTOR_NODES_MAX  16          /* nodes of a search-time id selector */
 #define FPX_KMEANS_K_MAX        (1 << 20)   /* k-means centroids            */
 #define FPX_KMEANS_NITER_MAX    10000       /* k-means iterations           */
 #define FPX_INFO_INDEXES_DEFAULT 100        /* indexes info lists unless asked */

@@ -57,6 +57,7 @@
 #include "faiss_shim.h"
 #include "fpx_protocol.h"
 #include "log.h"
+#include "select.h"
 #include "upload_check.h"
 #include "fpx_errors.h"
 
@@ -170,10 +171,34 @@ struct Tombstones : faiss::IDSelector {
     }
 };
 
+//  A selection beside a background removal: the tombstones skip the
+//  removed vectors, and the caller's selector sees each other position
+//  as the label it will have in the rebuilt index (the labels the caller
+//  gets back).
+struct Filtered : faiss::IDSelector {
+    const Tombstones *tomb;
+    const faiss::IDSelector *user;
+    Filtered (const Tombstones *tomb, const faiss::IDSelector *user) : tomb (tomb), user (user) {}
+    bool is_member (faiss::Index::idx_t i) const override
+    {
+        if (!tomb->is_member (i))
+            return false;
+        return user->is_member (tomb->renumber.empty () ? i : tomb->renumbered (i));
+    }
+};
+
 //  Per-request search parameters for an index tree. Owns what it builds.
+//  A selection (select.h) puts its selector on the parameters of the
+//  searched index itself (through PreTransforms), never on a coarse
+//  quantizer's, as a caller of FAISS sets SearchParametersIVF::sel; an
+//  index that takes no IVF or HNSW parameters gets a SearchParameters
+//  (SearchParametersPQ for IndexPQ) carrying only it, and FAISS answers
+//  as in process: it honours it, or refuses every parameter.
 struct Overrides {
     int nprobe, efSearch;
-    bool nprobe_used = false, ef_used = false;
+    const faiss::IDSelector *sel = nullptr;
+    int64_t max_codes = -1;
+    bool nprobe_used = false, ef_used = false, max_codes_used = false;
     std::vector<std::unique_ptr<faiss::SearchParameters>> owned;
     //  FAISS 1.7.3's HNSW::search sizes its candidate queue from the
     //  index's own efSearch, not from SearchParametersHNSW: a per-request
@@ -181,40 +206,54 @@ struct Overrides {
     //  the caller holds the index's lock exclusively (see ops.c).
     std::vector<std::pair<faiss::HNSW *, int>> saved_ef;
 
-    const faiss::IDSelector *sel = nullptr;     //  tombstones: HNSW only
-    bool sel_used = false;
+    const Tombstones *tomb = nullptr;           //  a background removal's: HNSW only
+    bool tomb_used = false;
+    std::vector<std::unique_ptr<faiss::IDSelector>> owned_sel;
 
-    Overrides (int nprobe, int efSearch) : nprobe (nprobe), efSearch (efSearch) {}
+    Overrides (int nprobe, int efSearch, const fpx_select_t *select = nullptr)
+        : nprobe (nprobe), efSearch (efSearch), sel (fpx_select_selector (select)),
+          max_codes (fpx_select_max_codes (select)) {}
     ~Overrides ()
     {
         for (auto &saved : saved_ef)
             saved.first->efSearch = saved.second;
     }
 
-    bool any () const { return nprobe > 0 || efSearch > 0 || sel; }
+    bool any () const { return nprobe > 0 || efSearch > 0 || sel || tomb || max_codes >= 0; }
 
-    //  Parameters for index, or nullptr where none apply.
-    const faiss::SearchParameters *build (const faiss::Index *index)
+    //  Parameters for index, or nullptr where none apply. searched: index
+    //  is the one searched (not a coarse quantizer), so it takes sel.
+    const faiss::SearchParameters *build (const faiss::Index *index, bool searched = true)
     {
+        faiss::IDSelector *own_sel = searched ? const_cast<faiss::IDSelector *> (sel) : nullptr;
         if (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (index)) {
             auto p = std::make_unique<faiss::SearchParametersPreTransform> ();
-            p->index_params = const_cast<faiss::SearchParameters *> (build (pt->index));
+            p->index_params = const_cast<faiss::SearchParameters *> (build (pt->index, searched));
             return keep (std::move (p));
         }
         if (auto ivf = dynamic_cast<const faiss::IndexIVF *> (index)) {
             auto p = std::make_unique<faiss::SearchParametersIVF> ();
             p->nprobe = nprobe > 0 ? (size_t) nprobe : ivf->nprobe;
-            p->max_codes = ivf->max_codes;
+            p->max_codes = max_codes >= 0 ? (size_t) max_codes : ivf->max_codes;
+            p->sel = own_sel;
             nprobe_used |= nprobe > 0;
-            p->quantizer_params = const_cast<faiss::SearchParameters *> (build (ivf->quantizer));
+            max_codes_used |= max_codes >= 0;
+            p->quantizer_params = const_cast<faiss::SearchParameters *> (
+                build (ivf->quantizer, false));
             return keep (std::move (p));
         }
         if (auto hnsw = dynamic_cast<const faiss::IndexHNSW *> (index)) {
             auto p = std::make_unique<faiss::SearchParametersHNSW> ();
+            p->sel = own_sel;
+            if (tomb && searched) {
+                if (own_sel)
+                    owned_sel.emplace_back (new Filtered (tomb, own_sel));
+                p->sel = own_sel ? owned_sel.back ().get ()
+                                 : const_cast<Tombstones *> (tomb);
+                tomb_used = true;
+            }
             p->efSearch = efSearch > 0 ? efSearch : hnsw->hnsw.efSearch;
             p->check_relative_distance = hnsw->hnsw.check_relative_distance;
-            p->sel = const_cast<faiss::IDSelector *> (sel);
-            sel_used |= sel != nullptr;
             if (efSearch > 0) {
                 auto graph = const_cast<faiss::HNSW *> (&hnsw->hnsw);
                 saved_ef.emplace_back (graph, graph->efSearch);
@@ -223,7 +262,18 @@ struct Overrides {
             }
             return keep (std::move (p));
         }
-        return nullptr;
+        if (!own_sel)
+            return nullptr;
+        if (auto pq = dynamic_cast<const faiss::IndexPQ *> (index)) {
+            auto p = std::make_unique<faiss::SearchParametersPQ> ();
+            p->search_type = pq->search_type;
+            p->polysemous_ht = pq->polysemous_ht;
+            p->sel = own_sel;
+            return keep (std::move (p));
+        }
+        auto p = std::make_unique<faiss::SearchParameters> ();
+        p->sel = own_sel;
+        return keep (std::move (p));
     }
 
     const faiss::SearchParameters *keep (std::unique_ptr<faiss::SearchParameters> p)
@@ -243,10 +293,14 @@ struct Overrides {
             snprintf (err, err_size, "efSearch does not apply to this index (no HNSW part)");
             return FPX_EINVAL;
         }
-        if (sel && !sel_used) {
+        if (tomb && !tomb_used) {
             snprintf (err, err_size, "the index has vectors removed whose graph is being "
                       "rebuilt, but no HNSW part to filter them: retry later");
             return FPX_EBUSY;
+        }
+        if (max_codes >= 0 && !max_codes_used) {
+            snprintf (err, err_size, "max_codes does not apply to this index (no IVF part)");
+            return FPX_EINVAL;
         }
         return 0;
     }
@@ -323,6 +377,17 @@ struct Target {
     //  as an IndexLSH's 2^31-1.)
     bool empty () const { return index->ntotal == 0 && index->is_trained; }
 };
+
+//  FAISS 1.7.3's IndexIDMap refuses every search parameter, and a
+//  selector given to the wrapped index that Target searches would test
+//  positions, not ids: a selection on an IDMap is FAISS's refusal.
+void
+check_selection (const Target &target, const fpx_select_t *select)
+{
+    if (target.id_map && fpx_select_selector (select))
+        throw std::runtime_error ("search params not supported for this index "
+                                  "(IndexIDMap, FAISS 1.7.3)");
+}
 
 //  An IOReader over a caller's buffer.
 struct SpanReader : faiss::IOReader {
@@ -455,19 +520,22 @@ const Tombstones *tombstones_of (const fpx_shim_rebuild_t *pending);
 
 //  A search, skipping tomb's vectors when tomb is set; renumber: labels
 //  that are positions come back as the rebuilt index will number them
-//  (else as positions of the index as it is, to reconstruct from).
+//  (else as positions of the index as it is, to reconstruct from). A
+//  selection (select.h) names the labels the caller sees: with tomb, the
+//  rebuilt index's (Filtered).
 int
 search_pending (const FaissIndex *index, const Tombstones *tomb, bool renumber, int64_t n,
-                const float *x, int64_t k, int nprobe, int efSearch, float *D, int64_t *I,
-                char *err, size_t err_size)
+                const float *x, int64_t k, int nprobe, int efSearch, const fpx_select_t *select,
+                float *D, int64_t *I, char *err, size_t err_size)
 {
     return guarded (err, err_size, [&] () -> int {
         if (empty_group (as_index (index)))
             bad ("the group has no parts yet (add_shard / add_replica)");
         check_refine_parts (as_index (index));
-        Overrides overrides (nprobe, efSearch);
-        overrides.sel = tomb;
+        Overrides overrides (nprobe, efSearch, select);
+        overrides.tomb = tomb;
         Target target (as_index (index));
+        check_selection (target, select);
         if (tomb && renumber && target.positions >= 0)
             target.renumber = tomb;
         const faiss::SearchParameters *params =
@@ -486,37 +554,39 @@ search_pending (const FaissIndex *index, const Tombstones *tomb, bool renumber, 
 
 extern "C" int
 fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
-                 int nprobe, int efSearch, float *D, int64_t *I,
+                 int nprobe, int efSearch, const fpx_select_t *select, float *D, int64_t *I,
                  char *err, size_t err_size)
 {
-    return search_pending (index, nullptr, false, n, x, k, nprobe, efSearch, D, I,
+    return search_pending (index, nullptr, false, n, x, k, nprobe, efSearch, select, D, I,
                            err, err_size);
 }
 
 extern "C" int
 fpx_shim_search_pending (const FaissIndex *index, const fpx_shim_rebuild_t *pending,
                          int64_t n, const float *x, int64_t k, int nprobe, int efSearch,
-                         float *D, int64_t *I, char *err, size_t err_size)
+                         const fpx_select_t *select, float *D, int64_t *I,
+                         char *err, size_t err_size)
 {
     return search_pending (index, pending ? tombstones_of (pending) : nullptr,
-                           true, n, x, k, nprobe, efSearch, D, I, err, err_size);
+                           true, n, x, k, nprobe, efSearch, select, D, I, err, err_size);
 }
 
 extern "C" int
 fpx_shim_search_and_reconstruct (const FaissIndex *index, int64_t n, const float *x,
-                                 int64_t k, int nprobe, int efSearch, float *D,
+                                 int64_t k, int nprobe, int efSearch,
+                                 const fpx_select_t *select, float *D,
                                  int64_t *I, float *R, char *err, size_t err_size)
 {
     return fpx_shim_search_and_reconstruct_pending (index, nullptr, n, x, k, nprobe, efSearch,
-                                                    D, I, R, err, err_size);
+                                                    select, D, I, R, err, err_size);
 }
 
 extern "C" int
 fpx_shim_search_and_reconstruct_pending (const FaissIndex *index,
                                          const fpx_shim_rebuild_t *pending, int64_t n,
                                          const float *x, int64_t k, int nprobe, int efSearch,
-                                         float *D, int64_t *I, float *R,
-                                         char *err, size_t err_size)
+                                         const fpx_select_t *select, float *D, int64_t *I,
+                                         float *R, char *err, size_t err_size)
 {
     const faiss::Index *top = as_index (index), *inner = top;
     size_t count = (size_t) n * (size_t) k, d = (size_t) top->d;
@@ -526,7 +596,7 @@ fpx_shim_search_and_reconstruct_pending (const FaissIndex *index,
     if (!dynamic_cast<const faiss::IndexIVF *> (inner)) {
         //  Search (labels checked against the index), then reconstruct each
         //  label found, on this thread; positions renumbered after that.
-        int rc = search_pending (index, tomb, false, n, x, k, nprobe, efSearch, D, I,
+        int rc = search_pending (index, tomb, false, n, x, k, nprobe, efSearch, select, D, I,
                                  err, err_size);
         if (rc)
             return rc;
@@ -551,7 +621,7 @@ fpx_shim_search_and_reconstruct_pending (const FaissIndex *index,
         if (tomb)
             bad ("search_and_reconstruct: no HNSW part to filter removed vectors");
         check_refine_parts (top);
-        Overrides overrides (nprobe, efSearch);
+        Overrides overrides (nprobe, efSearch, select);
         const faiss::SearchParameters *params = overrides.any () ? overrides.build (top) : nullptr;
         if (int rc = overrides.check (err, err_size))
             return rc;
@@ -599,7 +669,7 @@ range_chunk_rows (int64_t ntotal, size_t max_total)
 
 extern "C" int
 fpx_shim_range_search (const FaissIndex *index, int64_t n, const float *x,
-                       float radius, int nprobe, int efSearch,
+                       float radius, int nprobe, int efSearch, const fpx_select_t *select,
                        uint64_t **lims_p, float **D_p, int64_t **I_p,
                        size_t *total_p, size_t max_total,
                        char *err, size_t err_size)
@@ -608,8 +678,9 @@ fpx_shim_range_search (const FaissIndex *index, int64_t n, const float *x,
         if (empty_group (as_index (index)))
             bad ("the group has no parts yet (add_shard / add_replica)");
         check_refine_parts (as_index (index));
-        Overrides overrides (nprobe, efSearch);
+        Overrides overrides (nprobe, efSearch, select);
         Target target (as_index (index));
+        check_selection (target, select);
         const faiss::SearchParameters *params =
             overrides.any () ? overrides.build (target.index) : nullptr;
         if (int rc = overrides.check (err, err_size))
@@ -1125,6 +1196,10 @@ index_attr (faiss::Index *index, const std::string &name, double *get, const dou
         FPX_FIELD (ivf, ivf, nlist, size_t)
         FPX_FIELD (ivf, ivf, code_size, size_t)
         FPX_FIELD (ivfpq, ivfpq, by_residual, bool)
+        //  FAISS's check_ids_sorted (): each list's ids in ascending
+        //  order, what IDSelectorRange's assume_sorted relies on.
+        if (ivf && name == "ids_sorted") { *get = ivf->check_ids_sorted (); return true; }
+        if (name == "sa_code_size") { *get = (double) index->sa_code_size (); return true; }
         FPX_FIELD (lsh, lsh, nbits, int)
         FPX_FIELD (lsh, lsh, rotate_data, bool)
         FPX_FIELD (lsh, lsh, train_thresholds, bool)
@@ -1347,6 +1422,158 @@ fpx_shim_attach (FaissIndex *composite, const char *role, FaissIndex *part,
             throw;
         }
         group->own_fields = true;
+        return 0;
+    });
+}
+
+namespace {
+
+//  Whether sa_decode may be given any bytes as codes of index: the
+//  kinds whose decoders read only bounded table entries, and IVF codes
+//  whose list numbers are all below nlist (FAISS's decode_listno checks
+//  and throws; the decoder then reconstructs that list's centroid).
+void
+check_decodable (const faiss::Index *index, int64_t n, const uint8_t *codes)
+{
+    while (auto pt = dynamic_cast<const faiss::IndexPreTransform *> (index))
+        index = pt->index;
+    if (!index->is_trained)
+        bad ("sa_decode: the index is not trained");
+    if (dynamic_cast<const faiss::IndexIVFPQR *> (index))
+        bad ("sa_decode is not served for IndexIVFPQR");
+    auto ivf = dynamic_cast<const faiss::IndexIVF *> (index);
+    if (ivf && (dynamic_cast<const faiss::IndexIVFFlat *> (ivf)
+                || dynamic_cast<const faiss::IndexIVFPQ *> (ivf)
+                || dynamic_cast<const faiss::IndexIVFScalarQuantizer *> (ivf))
+            && !dynamic_cast<const faiss::IndexIVFFlatDedup *> (ivf)) {
+        size_t code_size = ivf->sa_code_size ();
+        for (int64_t i = 0; i < n; i++) {
+            faiss::Index::idx_t list = ivf->decode_listno (codes + (size_t) i * code_size);
+            if (list < 0 || (size_t) list >= ivf->nlist)
+                bad ("sa_decode: code " + std::to_string (i) + " names list "
+                     + std::to_string (list) + " of " + std::to_string (ivf->nlist));
+        }
+        return;
+    }
+    if (!ivf && (dynamic_cast<const faiss::IndexFlat *> (index)
+                 || dynamic_cast<const faiss::IndexPQ *> (index)
+                 || dynamic_cast<const faiss::IndexScalarQuantizer *> (index)
+                 || dynamic_cast<const faiss::IndexLSH *> (index)))
+        return;
+    bad ("sa_decode is served for Flat, PQ, SQ, LSH and IVF Flat / PQ / SQ indexes (under "
+         "PreTransforms): their codes are checked or harmless");
+}
+
+}   // namespace
+
+extern "C" int
+fpx_shim_merge_from (FaissIndex *target_c, FaissIndex *other_c, int64_t add_id,
+                     char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        faiss::Index *target = as_mutable (target_c), *other = as_mutable (other_c);
+        if (add_id < 0)
+            bad ("merge_from: add_id must be 0 or more");
+        auto ivf = dynamic_cast<faiss::IndexIVF *> (target);
+        if (!ivf) {
+            if (!dynamic_cast<faiss::IndexFlatCodes *> (target))
+                bad ("merge_from is served for flat-code (Flat, PQ, SQ, LSH) and IVF indexes");
+            target->merge_from (*other, add_id);    //  checks, then one resize, then copies
+            return 0;
+        }
+        ivf->check_compatible_for_merge (*other);
+        auto from = static_cast<faiss::IndexIVF *> (other);
+        auto to_lists = dynamic_cast<faiss::ArrayInvertedLists *> (ivf->invlists);
+        auto from_lists = dynamic_cast<faiss::ArrayInvertedLists *> (from->invlists);
+        if (!to_lists || !from_lists || dynamic_cast<faiss::IndexIVFPQR *> (ivf))
+            bad ("merge_from is served for IVF indexes with in-memory lists");
+        //  FAISS's InvertedLists::merge_from moves list by list in an
+        //  OpenMP loop (an exception there ends the process) and adds
+        //  add_id unchecked: here the ids are checked, all room reserved,
+        //  then the lists moved on this thread without allocating.
+        for (size_t l = 0; l < ivf->nlist; l++)
+            for (faiss::Index::idx_t id : from_lists->ids [l])
+                if (id > INT64_MAX - add_id)
+                    bad ("merge_from: id " + std::to_string (id) + " + add_id overflows");
+        for (size_t l = 0; l < ivf->nlist; l++) {
+            to_lists->ids [l].reserve (to_lists->ids [l].size () + from_lists->ids [l].size ());
+            to_lists->codes [l].reserve (to_lists->codes [l].size ()
+                                         + from_lists->codes [l].size ());
+        }
+        for (size_t l = 0; l < ivf->nlist; l++) {
+            for (faiss::Index::idx_t id : from_lists->ids [l])
+                to_lists->ids [l].push_back (id + add_id);
+            to_lists->codes [l].insert (to_lists->codes [l].end (), from_lists->codes [l].begin (),
+                                        from_lists->codes [l].end ());
+            from_lists->ids [l].clear ();
+            from_lists->codes [l].clear ();
+        }
+        ivf->ntotal += from->ntotal;
+        from->ntotal = 0;
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_sa_code_size (const FaissIndex *index, size_t *size_p, char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        *size_p = as_index (index)->sa_code_size ();
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_sa_encode (const FaissIndex *index, int64_t n, const float *x, uint8_t *codes,
+                    char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        if (!as_index (index)->is_trained)
+            bad ("sa_encode: the index is not trained");
+        check_refine_parts (as_index (index));
+        as_index (index)->sa_encode (n, x, codes);
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_sa_decode (const FaissIndex *index, int64_t n, const uint8_t *codes, float *x,
+                    char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        check_decodable (as_index (index), n, codes);
+        as_index (index)->sa_decode (n, codes, x);
+        return 0;
+    });
+}
+
+extern "C" int
+fpx_shim_detach (FaissIndex *composite, const char *role, FaissIndex *part,
+                 char *err, size_t err_size)
+{
+    return guarded (err, err_size, [&] () -> int {
+        std::string r = role;
+        faiss::ThreadedIndex<faiss::Index> *group = nullptr;
+        if (r == "remove_shard")
+            group = dynamic_cast<faiss::IndexShards *> (as_mutable (composite));
+        else if (r == "remove_replica")
+            group = dynamic_cast<faiss::IndexReplicas *> (as_mutable (composite));
+        else
+            bad ("unknown role '" + r + "' (remove_shard or remove_replica)");
+        if (!group)
+            bad (r == "remove_shard" ? "remove_shard: the index is not an IndexShards"
+                                     : "remove_replica: the index is not an IndexReplicas");
+        //  The group owns its parts: not while one leaves, which FAISS
+        //  would free. It throws (part not found) before changing anything.
+        group->own_fields = false;
+        try {
+            group->removeIndex (as_mutable (part));
+        }
+        catch (...) {
+            group->own_fields = group->count () > 0;
+            throw;
+        }
+        group->own_fields = group->count () > 0;
         return 0;
     });
 }

@@ -21,16 +21,20 @@
 #include <faiss/c_api/faiss_c.h>
 #include <faiss/c_api/Index_c.h>
 
+#include "select.h"             //  fpx_select_t: a request's search-time selection
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /*  k-NN search. nprobe / efSearch > 0 override the index's settings for
     this call only; FPX_EINVAL if one is given and applies nowhere in the
-    index. D and I hold n·k values.                                      */
+    index. select (may be NULL): FAISS's SearchParameters.sel and IVF
+    max_codes for this call (FPX_EFAISS where FAISS refuses them). D and
+    I hold n·k values.                                                   */
 int fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t k,
-                     int nprobe, int efSearch, float *D, int64_t *I,
-                     char *err, size_t err_size);
+                     int nprobe, int efSearch, const fpx_select_t *select,
+                     float *D, int64_t *I, char *err, size_t err_size);
 
 /*  FAISS's search_and_reconstruct: as fpx_shim_search, and R receives
     n·k·d floats, each label's stored vector (all-ones bytes for -1). An
@@ -38,7 +42,8 @@ int fpx_shim_search (const FaissIndex *index, int64_t n, const float *x, int64_t
     lists; any other reconstructs each label fpx_shim_search returned
     (labels checked, so never out of range).                            */
 int fpx_shim_search_and_reconstruct (const FaissIndex *index, int64_t n, const float *x,
-                                     int64_t k, int nprobe, int efSearch, float *D,
+                                     int64_t k, int nprobe, int efSearch,
+                                     const fpx_select_t *select, float *D,
                                      int64_t *I, float *R, char *err, size_t err_size);
 
 /*  How many query rows to give FAISS for a search of n rows merged from
@@ -53,7 +58,7 @@ int64_t fpx_shim_batch_rows (const FaissIndex *index, int64_t n);
     *D_p and *I_p (total entries each) are malloc'd, caller frees.      */
 int fpx_shim_range_search (const FaissIndex *index, int64_t n, const float *x,
                            float radius, int nprobe, int efSearch,
-                           uint64_t **lims_p, float **D_p, int64_t **I_p,
+                           const fpx_select_t *select, uint64_t **lims_p, float **D_p, int64_t **I_p,
                            size_t *total_p, size_t max_total,
                            char *err, size_t err_size);
 
@@ -119,6 +124,36 @@ int fpx_shim_construct (const char *type, int nargs, const double *args,
     caller.                                                              */
 int fpx_shim_attach (FaissIndex *composite, const char *role, FaissIndex *part,
                      FaissVectorTransform *transform, char *err, size_t err_size);
+
+/*  The reverse for a group: role "remove_shard" / "remove_replica"
+    (IndexShards::remove_shard, IndexReplicas::remove_replica) takes part
+    out of composite without freeing it (the caller's entry owns it
+    again). FAISS's own error when part is not one of its parts. The
+    composite locked exclusively by the caller.                          */
+int fpx_shim_detach (FaissIndex *composite, const char *role, FaissIndex *part,
+                     char *err, size_t err_size);
+
+/*  FAISS's merge_from: target takes other's vectors (ids + add_id for an
+    IVF index), other is left empty. Served for flat-code indexes (Flat,
+    PQ, SQ, LSH: add_id 0, as FAISS) and IVF indexes with in-memory lists
+    (FAISS's compatibility checks first); every allocation is made before
+    anything moves, so a failure changes neither. FPX_EINVAL for other
+    kinds and for an add_id that would overflow an id. Both locked
+    exclusively by the caller.                                          */
+int fpx_shim_merge_from (FaissIndex *target, FaissIndex *other, int64_t add_id,
+                         char *err, size_t err_size);
+
+/*  FAISS's standalone codec of an index: sa_code_size, sa_encode (n
+    vectors of d floats → n·code_size bytes) and sa_decode (the reverse).
+    Both need a trained index. sa_decode reads codes from the network, so
+    it is served only where every code byte is checked or harmless: Flat,
+    PQ, SQ, LSH, and IVF Flat / PQ / SQ (each code's list number checked
+    against nlist), under PreTransforms; else FPX_EINVAL.                */
+int fpx_shim_sa_code_size (const FaissIndex *index, size_t *size_p, char *err, size_t err_size);
+int fpx_shim_sa_encode (const FaissIndex *index, int64_t n, const float *x, uint8_t *codes,
+                        char *err, size_t err_size);
+int fpx_shim_sa_decode (const FaissIndex *index, int64_t n, const uint8_t *codes, float *x,
+                        char *err, size_t err_size);
 
 /*  Frees a composite built by fpx_shim_construct without freeing the
     objects it adopted (used when it cannot be registered).              */
@@ -264,14 +299,16 @@ void fpx_shim_rebuild_destroy (fpx_shim_rebuild_t **rebuild_p);
     unless efSearch is set.                                              */
 int fpx_shim_search_pending (const FaissIndex *index, const fpx_shim_rebuild_t *pending,
                              int64_t n, const float *x, int64_t k, int nprobe, int efSearch,
-                             float *D, int64_t *I, char *err, size_t err_size);
+                             const fpx_select_t *select, float *D, int64_t *I,
+                             char *err, size_t err_size);
 int fpx_shim_reconstruct_n_pending (const FaissIndex *index, const fpx_shim_rebuild_t *pending,
                                     int64_t i0, int64_t n, float *out, char *err,
                                     size_t err_size);
 int fpx_shim_search_and_reconstruct_pending (const FaissIndex *index,
                                              const fpx_shim_rebuild_t *pending, int64_t n,
                                              const float *x, int64_t k, int nprobe,
-                                             int efSearch, float *D, int64_t *I, float *R,
+                                             int efSearch, const fpx_select_t *select,
+                                             float *D, int64_t *I, float *R,
                                              char *err, size_t err_size);
 
 /*  Sends what FAISS writes to std::cerr through the server's log, a line

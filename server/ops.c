@@ -995,18 +995,39 @@ s_search_overrides (fpx_call_t *call, int *nprobe, int *ef)
     return 0;
 }
 
+//  The request's search-time selection ("sel", "max_codes": select.h);
+//  *select_p stays NULL when it asks none. A selector's ids and bitmaps
+//  come in the frame after the queries (array 1).
+static int
+s_search_selection (fpx_call_t *call, fpx_select_t **select_p)
+{
+    *select_p = NULL;
+    if (call->narrays > 2)
+        return fpx_reply_error (call->reply, FPX_EPROTO, "%d array frames: a search takes the "
+                                "queries and at most a selector frame", call->narrays);
+    const void *bulk = call->narrays == 2 ? zmq_msg_data (&call->arrays [1]) : NULL;
+    size_t size = call->narrays == 2 ? zmq_msg_size (&call->arrays [1]) : 0;
+    char err [FPX_ERROR_TEXT_MAX];
+    int rc = fpx_select_decode (&call->params, bulk, size, select_p, err, sizeof err);
+    return rc ? fpx_reply_error (call->reply, rc, "%s", err) : 0;
+}
+
 int
 fpx_handle_search (fpx_call_t *call)
 {
     int64_t k;
     int nprobe, ef;
     int rc;
+    fpx_select_t *select = NULL;
     if ((rc = fpx_op_int_param (call, "k", true, 0, 1, FPX_K_MAX, &k))
-    ||  (rc = s_search_overrides (call, &nprobe, &ef)))
+    ||  (rc = s_search_overrides (call, &nprobe, &ef))
+    ||  (rc = s_search_selection (call, &select)))
         return rc;
     fpx_entry_t *entry;
-    if ((rc = fpx_op_lookup_index (call, &entry)))
+    if ((rc = fpx_op_lookup_index (call, &entry))) {
+        fpx_select_destroy (&select);
         return rc;
+    }
     int64_t nq;
     const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
     size_t results = x ? (size_t) nq * (size_t) k : 0;
@@ -1026,8 +1047,8 @@ fpx_handle_search (fpx_call_t *call)
             const fpx_shim_rebuild_t *pending;
             pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, ef > 0, &pending);
             fpx_op_threads_begin (call, nq);
-            rc = fpx_shim_search_pending (entry->index, pending, nq, x, k, nprobe, ef, D, I,
-                                          err, sizeof err);
+            rc = fpx_shim_search_pending (entry->index, pending, nq, x, k, nprobe, ef, select,
+                                          D, I, err, sizeof err);
             fpx_op_threads_end (call);
             pthread_rwlock_unlock (lock);
             fpx_op_shim_result (call, rc, err);
@@ -1044,6 +1065,7 @@ fpx_handle_search (fpx_call_t *call)
             fpx_op_reply_array (call, I, results * sizeof (int64_t));
         }
     }
+    fpx_select_destroy (&select);
     fpx_entry_release (&entry);
     return call->reply->status;
 }
@@ -1055,12 +1077,16 @@ fpx_handle_search_and_reconstruct (fpx_call_t *call)
     int64_t k;
     int nprobe, ef;
     int rc;
+    fpx_select_t *select = NULL;
     if ((rc = fpx_op_int_param (call, "k", true, 0, 1, FPX_K_MAX, &k))
-    ||  (rc = s_search_overrides (call, &nprobe, &ef)))
+    ||  (rc = s_search_overrides (call, &nprobe, &ef))
+    ||  (rc = s_search_selection (call, &select)))
         return rc;
     fpx_entry_t *entry;
-    if ((rc = fpx_op_lookup_index (call, &entry)))
+    if ((rc = fpx_op_lookup_index (call, &entry))) {
+        fpx_select_destroy (&select);
         return rc;
+    }
     int64_t nq;
     const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
     double results = x ? (double) nq * (double) k : 0;
@@ -1081,7 +1107,8 @@ fpx_handle_search_and_reconstruct (fpx_call_t *call)
             pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, ef > 0, &pending);
             fpx_op_threads_begin (call, nq);
             rc = fpx_shim_search_and_reconstruct_pending (entry->index, pending, nq, x, k,
-                                                          nprobe, ef, D, I, R, err, sizeof err);
+                                                          nprobe, ef, select, D, I, R,
+                                                          err, sizeof err);
             fpx_op_threads_end (call);
             pthread_rwlock_unlock (lock);
             fpx_op_shim_result (call, rc, err);
@@ -1100,11 +1127,20 @@ fpx_handle_search_and_reconstruct (fpx_call_t *call)
             fpx_op_reply_array (call, R, count * (size_t) entry->d * sizeof (float));
         }
     }
+    fpx_select_destroy (&select);
     fpx_entry_release (&entry);
     return call->reply->status;
 }
 
 // ---- batched search ----------------------------------------------------------
+
+static bool
+s_asks_selection (fpx_call_t *call)
+{
+    fpx_mp_value_t value;
+    return fpx_params_get_value (&call->params, "sel", &value) == 0
+        || fpx_params_get_value (&call->params, "max_codes", &value) == 0;
+}
 
 //  The results of one batched FAISS call: each reply's arrays are slices of
 //  it, sent without a copy; the last slice released frees it.
@@ -1179,7 +1215,7 @@ s_search_shared (fpx_call_t *calls, int n, const float **x, const int64_t *nq, i
     pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, ef > 0, &pending);
     fpx_op_threads_begin_batch (&calls [0], entry, rows);
     int rc = fpx_shim_search_pending (entry->index, pending, rows, queries, k, nprobe, ef,
-                                      out->distances, out->labels, err, sizeof err);
+                                      NULL, out->distances, out->labels, err, sizeof err);
     fpx_op_threads_end (&calls [0]);
     pthread_rwlock_unlock (lock);
     free (queries);
@@ -1222,9 +1258,12 @@ fpx_ops_search_batch (fpx_call_t *calls, int n)
     fpx_entry_t *entry = NULL;
     //  The parameters are byte-identical, so what the lead's parameters
     //  refuse, every request's do: run them all alone for their replies.
+    //  A search with a selection runs alone: its selector frame is not
+    //  part of the parameters compared.
     if (n < 2
     ||  fpx_op_int_param (lead, "k", true, 0, 1, FPX_K_MAX, &k)
     ||  s_search_overrides (lead, &nprobe, &ef)
+    ||  s_asks_selection (lead)
     ||  fpx_op_lookup_index (lead, &entry)) {
         for (int i = 0; i < n; i++) {
             calls [i].reply->status = 0;
@@ -1285,11 +1324,15 @@ fpx_handle_range_search (fpx_call_t *call)
     int rc = fpx_params_get_double (&call->params, "radius", &radius);
     if (rc || !(radius > -3.4e38 && radius < 3.4e38))
         return fpx_reply_error (call->reply, FPX_EINVAL, "'radius' must be a finite number");
-    if ((rc = s_search_overrides (call, &nprobe, &ef)))
+    fpx_select_t *select = NULL;
+    if ((rc = s_search_overrides (call, &nprobe, &ef))
+    ||  (rc = s_search_selection (call, &select)))
         return rc;
     fpx_entry_t *entry;
-    if ((rc = fpx_op_lookup_index (call, &entry)))
+    if ((rc = fpx_op_lookup_index (call, &entry))) {
+        fpx_select_destroy (&select);
         return rc;
+    }
     int64_t nq;
     const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
     if (x) {
@@ -1301,7 +1344,7 @@ fpx_handle_range_search (fpx_call_t *call)
         size_t max_total = call->server->config.max_message / (sizeof (float) + sizeof (int64_t));
         pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, ef > 0);
         fpx_op_threads_begin (call, nq);
-        rc = fpx_shim_range_search (entry->index, nq, x, (float) radius, nprobe, ef,
+        rc = fpx_shim_range_search (entry->index, nq, x, (float) radius, nprobe, ef, select,
                                     &lims, &D, &I, &total, max_total, err, sizeof err);
         fpx_op_threads_end (call);
         pthread_rwlock_unlock (lock);
@@ -1314,6 +1357,7 @@ fpx_handle_range_search (fpx_call_t *call)
             fpx_op_reply_array (call, I, total * sizeof (int64_t));
         }
     }
+    fpx_select_destroy (&select);
     fpx_entry_release (&entry);
     return call->reply->status;
 }

@@ -174,6 +174,79 @@ fpx_handle_construct (fpx_call_t *call)
     return rc ? rc : call->reply->status;
 }
 
+//  attach's roles remove_shard / remove_replica: ref, a direct part of
+//  the top-level anonymous group entry of this connection, leaves it and
+//  becomes a standalone object again (FAISS's remove_shard /
+//  remove_replica). ref's own lock is taken before it stops being an
+//  alias: a request for it that waited on the group's lock then finds
+//  ref's, and waits until ref is measured.
+static int
+s_detach (fpx_call_t *call, fpx_entry_t *entry, fpx_entry_t *ref, const char *role)
+{
+    if (entry->owner_conn != call->envelope->conn_id || atomic_load (&entry->root))
+        return fpx_reply_error (call->reply, FPX_EINVAL, "%s takes an anonymous top-level group "
+                                "of this connection", role);
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
+    int rc;
+    if (atomic_load (&ref->root) != entry || !ref->index)
+        rc = fpx_reply_error (call->reply, FPX_EINVAL, "%s: '%s' is not a part of '%s'", role,
+                              ref->name, entry->name);
+    else {
+        char err [FPX_ERROR_TEXT_MAX];
+        rc = fpx_shim_detach (entry->index, role, ref->index, err, sizeof err);
+        if (rc)
+            rc = fpx_op_shim_result (call, rc, err);
+        else {
+            pthread_rwlock_wrlock (&ref->lock);
+            fpx_registry_detach (ref);
+            fpx_limits_measure (ref);
+            pthread_rwlock_unlock (&ref->lock);
+            fpx_limits_measure (entry);
+            rc = fpx_op_pack_description (call, entry, false);
+        }
+    }
+    pthread_rwlock_unlock (lock);
+    return rc;
+}
+
+//  attach's role merge_from: FAISS's entry.merge_from (ref, add_id), for two
+//  standalone anonymous indexes of this connection (a named index's log
+//  could not replay another connection's object). Both exclusively, in
+//  address order, as attach.
+static int
+s_merge_from (fpx_call_t *call, fpx_entry_t *entry, fpx_entry_t *ref)
+{
+    int64_t add_id;
+    int rc = fpx_op_int_param (call, "add_id", false, 0, 0, INT64_MAX, &add_id);
+    if (rc)
+        return rc;
+    if (entry->owner_conn != call->envelope->conn_id || ref->owner_conn != call->envelope->conn_id
+    ||  ref == entry || !entry->index || !ref->index)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "merge_from takes two anonymous indexes "
+                                "of this connection");
+    fpx_entry_t *first = entry < ref ? entry : ref, *second = entry < ref ? ref : entry;
+    pthread_rwlock_t *lock1 = fpx_op_lock (call, first);
+    pthread_rwlock_t *lock2 = fpx_op_lock (call, second);
+    if (atomic_load (&entry->root) || atomic_load (&ref->root) || lock1 == lock2)
+        rc = fpx_reply_error (call->reply, FPX_EINVAL, "merge_from takes standalone indexes, not "
+                              "parts of another object");
+    else {
+        char err [FPX_ERROR_TEXT_MAX];
+        rc = fpx_shim_merge_from (entry->index, ref->index, add_id, err, sizeof err);
+        if (rc)
+            rc = fpx_op_shim_result (call, rc, err);
+        else {
+            fpx_limits_measure (entry);
+            fpx_limits_measure (ref);
+            rc = fpx_op_pack_description (call, entry, false);
+        }
+    }
+    if (lock2 != lock1)
+        pthread_rwlock_unlock (lock2);
+    pthread_rwlock_unlock (lock1);
+    return rc;
+}
+
 //  attach: an anonymous top-level composite of this connection adopts a
 //  standalone anonymous object of this connection (add_shard,
 //  add_replica, prepend_transform). Named indexes are refused: their log
@@ -199,6 +272,11 @@ fpx_handle_attach (fpx_call_t *call)
         fpx_entry_release (&entry);
         return rc;
     }
+    if (strncmp (role, "remove_", 7) == 0)
+        rc = s_detach (call, entry, ref, role);
+    else if (strcmp (role, "merge_from") == 0)
+        rc = s_merge_from (call, entry, ref);
+    else
     if (entry->owner_conn != call->envelope->conn_id || ref->owner_conn != call->envelope->conn_id
     ||  ref == entry || atomic_load (&entry->root) || atomic_load (&ref->root))
         rc = fpx_reply_error (call->reply, FPX_EINVAL, "attach takes an anonymous composite and "
@@ -347,6 +425,60 @@ fpx_handle_clone_req (fpx_call_t *call, const fpx_clone_req_t *req)
     return rc;
 }
 
+//  apply on an index: FAISS's standalone codec. sa_encode: vectors in,
+//  n·code_size bytes out; reverse (sa_decode): codes in (a whole number
+//  of codes, at least one), vectors out. Shared lock: neither changes it.
+static int
+s_apply_codec (fpx_call_t *call, fpx_entry_t *entry, bool reverse)
+{
+    char err [FPX_ERROR_TEXT_MAX];
+    size_t code_size = 0, in_size = 0, out_size = 0;
+    int64_t n = 0;
+    const void *in = NULL;
+    pthread_rwlock_t *lock = fpx_op_lock (call, entry);
+    int rc = fpx_shim_sa_code_size (entry->index, &code_size, err, sizeof err);
+    if (rc)
+        fpx_op_shim_result (call, rc, err);
+    else if (code_size == 0)
+        fpx_reply_error (call->reply, FPX_EINVAL, "the index has no standalone codes");
+    else if (!reverse) {
+        in = fpx_op_vectors (call, 0, entry->d, &n);
+        out_size = (size_t) n * code_size;
+    }
+    else if ((in = fpx_op_array (call, 0, 1, &in_size, "codes"))) {
+        n = (int64_t) (in_size / code_size);
+        out_size = (size_t) n * (size_t) entry->d * sizeof (float);
+        if (in_size == 0 || in_size % code_size) {
+            fpx_reply_error (call->reply, FPX_EPROTO, "a codes frame of %zu bytes is not a whole "
+                             "number of %zu-byte codes", in_size, code_size);
+            in = NULL;
+        }
+    }
+    void *out = NULL;
+    if (in && out_size > call->server->config.max_message)
+        fpx_reply_error (call->reply, FPX_ETOOBIG, "result of %zu bytes exceeds the message limit",
+                         out_size);
+    else if (in && !(out = calloc (1, out_size)))
+        fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
+    else if (in) {
+        fpx_op_threads_begin (call, n);
+        rc = reverse ? fpx_shim_sa_decode (entry->index, n, in, out, err, sizeof err)
+                     : fpx_shim_sa_encode (entry->index, n, in, out, err, sizeof err);
+        fpx_op_threads_end (call);
+        if (!fpx_op_shim_result (call, rc, err)) {
+            msgpack_pack_map (&call->reply->pk, 2);
+            fpx_pack_kv_int (&call->reply->pk, "n", n);
+            fpx_pack_kv_int (&call->reply->pk, reverse ? "d" : "code_size",
+                             reverse ? entry->d : (int64_t) code_size);
+            fpx_op_reply_array (call, out, out_size);
+            out = NULL;
+        }
+    }
+    pthread_rwlock_unlock (lock);
+    free (out);
+    return call->reply->status;
+}
+
 int
 fpx_handle_apply (fpx_call_t *call)
 {
@@ -355,6 +487,11 @@ fpx_handle_apply (fpx_call_t *call)
     int rc = fpx_op_lookup (call, &entry);
     if (rc)
         return rc;
+    if (entry->index && fpx_params_get_bool (&call->params, "reverse", &reverse) >= 0) {
+        rc = s_apply_codec (call, entry, reverse);
+        fpx_entry_release (&entry);
+        return rc;
+    }
     if (!entry->transform || fpx_params_get_bool (&call->params, "reverse", &reverse) < 0) {
         fpx_entry_release (&entry);
         return fpx_reply_error (call->reply, FPX_EINVAL, "apply needs a vector transform and an "

@@ -112,6 +112,14 @@ fpx_registry_adopt (fpx_entry_t *child, fpx_entry_t *root)
 }
 
 void
+fpx_registry_detach (fpx_entry_t *child)
+{
+    fpx_entry_t *root = atomic_exchange (&child->root, NULL);
+    //  The caller's own reference keeps root alive past this release.
+    fpx_entry_release (&root);
+}
+
+void
 fpx_entry_touch (fpx_entry_t *entry)
 {
     static atomic_ullong clock;

@@ -113,6 +113,13 @@ void fpx_object_free (const fpx_object_t *object);
     is a standalone anonymous entry.                                     */
 void fpx_registry_adopt (fpx_entry_t *child, fpx_entry_t *root);
 
+/*  The reverse: child, an alias of root whose object root's object no
+    longer contains, owns its object again and drops its reference to
+    root. The caller holds root's lock and child's own lock exclusively
+    (no one else can hold the latter while child is an alias); then
+    measures both.                                                       */
+void fpx_registry_detach (fpx_entry_t *child);
+
 /*  The entry that owns entry's object at the top of the alias chain
     (entry itself when it is not an alias). Borrowed.                    */
 fpx_entry_t *fpx_entry_owner (fpx_entry_t *entry);

@@ -55,6 +55,12 @@ class SearchParams(Structure):
     _fields_ = [("nprobe", c_int), ("efSearch", c_int)]
 
 
+class Selection(Structure):
+    """fpx_selection_t: an fpx_selector_t (or NULL) and IVF max_codes (0:
+    the index's own, -1: no limit)."""
+    _fields_ = [("sel", c_void_p), ("max_codes", c_int64)]
+
+
 class RangeResult(Structure):
     """fpx_range_result_t, freed with fpx_range_result_destroy."""
     _fields_ = [
@@ -134,6 +140,21 @@ _PROTOTYPES = {
     "fpx_range_search": (c_int, [_H, _NAME, c_int64, c_int, _PTR, c_float,
                                  POINTER(SearchParams), POINTER(POINTER(RangeResult))]),
     "fpx_range_result_destroy": (None, [POINTER(POINTER(RangeResult))]),
+    "fpx_search_select": (c_int, [_H, _NAME, c_int64, c_int, _PTR, c_int, POINTER(SearchParams),
+                                  POINTER(Selection), _PTR, _PTR]),
+    "fpx_range_search_select": (c_int, [_H, _NAME, c_int64, c_int, _PTR, c_float,
+                                        POINTER(SearchParams), POINTER(Selection),
+                                        POINTER(POINTER(RangeResult))]),
+    "fpx_merge_from": (c_int, [_H, _NAME, _NAME, c_int64, POINTER(IndexInfo)]),
+    "fpx_sa_encode": (c_int, [_H, _NAME, c_int64, c_int, _PTR, c_size_t, _PTR]),
+    "fpx_sa_decode": (c_int, [_H, _NAME, c_int64, c_size_t, _PTR, c_int, _PTR]),
+    "fpx_selector_range_new": (c_void_p, [c_int64, c_int64, c_int]),
+    "fpx_selector_array_new": (c_void_p, [c_size_t, _PTR]),
+    "fpx_selector_batch_new": (c_void_p, [c_size_t, _PTR]),
+    "fpx_selector_bitmap_new": (c_void_p, [c_size_t, _PTR]),
+    "fpx_selector_not_new": (c_void_p, [POINTER(c_void_p)]),
+    "fpx_selector_all_new": (c_void_p, []),
+    "fpx_selector_destroy": (None, [POINTER(c_void_p)]),
     "fpx_remove_ids": (c_int, [_H, _NAME, c_int64, _PTR, POINTER(c_int64)]),
     "fpx_remove_range": (c_int, [_H, _NAME, c_int64, c_int64, POINTER(c_int64)]),
     "fpx_reconstruct": (c_int, [_H, _NAME, c_int64, c_int, _PTR]),

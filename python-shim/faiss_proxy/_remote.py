@@ -324,36 +324,117 @@ class SearchParametersPreTransform(SearchParameters):
     _fields = {"index_params": None}
 
 
+class SearchParametersPQ(SearchParameters):
+    _fields = {"search_type": 0, "polysemous_ht": 0}
+
+
 IVFSearchParameters = SearchParametersIVF
 
 
+class _SearchArgs:
+    """What a SearchParameters tree asks of one search: sp (an
+    fpx_search_params_t) and a selection (sel, an IDSelector or None, and
+    IVF max_codes: 0 the index's own, -1 no limit), as FAISS reads them:
+    the selector of the searched index's own parameters (under any
+    SearchParametersPreTransform), never a coarse quantizer's."""
+
+    def __init__(self, sp, sel=None, max_codes=0):
+        self.sp, self.sel, self.max_codes = sp, sel, max_codes
+
+    def c_params(self):
+        return byref(self.sp)
+
+    def selects(self):
+        return self.sel is not None or self.max_codes != 0
+
+
 def _search_params(params):
-    """fpx_search_params_t for a SearchParameters tree, or None. What
-    faissproxyd cannot apply per request is refused, not ignored."""
+    """_SearchArgs for a SearchParameters tree, or None. What faissproxyd
+    cannot apply per request is refused, not ignored."""
     if params is None:
         return None
-    out = SearchParams()
-    todo = [params]
+    out = _SearchArgs(SearchParams())
+    todo = [(params, True)]
     while todo:
-        p = todo.pop()
+        p, searched = todo.pop()
         if p is None:
             continue
         if not isinstance(p, SearchParameters):
             raise TypeError("params must be a faiss_proxy SearchParameters object")
-        if p.sel is not None:
-            raise _unsupported("SearchParameters.sel (search-time id selection)")
         if isinstance(p, SearchParametersPreTransform):
-            todo.append(p.index_params)
-        elif isinstance(p, SearchParametersIVF):
-            if p.max_codes:
-                raise _unsupported("SearchParametersIVF.max_codes")
-            out.nprobe = _int(p.nprobe)
-            todo.append(p.quantizer_params)
+            todo.append((p.index_params, searched))     # FAISS ignores its own sel
+            continue
+        if p.sel is not None:
+            if not searched:
+                raise _unsupported("a coarse quantizer's SearchParameters.sel")
+            _selector_check(p.sel)
+            out.sel = p.sel
+        if isinstance(p, SearchParametersIVF):
+            out.sp.nprobe = _int(p.nprobe)
+            if searched:        # FAISS's max_codes 0 is "no limit"
+                out.max_codes = _int(p.max_codes) if p.max_codes else -1
+            elif p.max_codes:
+                raise _unsupported("a coarse quantizer's SearchParametersIVF.max_codes")
+            todo.append((p.quantizer_params, False))
         elif isinstance(p, SearchParametersHNSW):
             if not p.check_relative_distance:
                 raise _unsupported("SearchParametersHNSW.check_relative_distance = False")
-            out.efSearch = _int(p.efSearch)
+            out.sp.efSearch = _int(p.efSearch)
+        elif isinstance(p, SearchParametersPQ):
+            if p.search_type or p.polysemous_ht:
+                raise _unsupported("SearchParametersPQ.search_type / polysemous_ht")
     return out
+
+
+def _selector_check(sel):
+    """Raises unless sel is a selector faissproxyd serves."""
+    while isinstance(sel, IDSelectorNot):
+        sel = sel.sel
+    if not isinstance(sel, (IDSelectorRange, IDSelectorBatch, IDSelectorBitmap, IDSelectorAll)):
+        raise _unsupported("%s as a search-time selector" % type(sel).__name__)
+
+
+def _c_selector(sel):
+    """A new fpx_selector_t for sel (the caller destroys it)."""
+    if isinstance(sel, IDSelectorNot):
+        operand = ctypes.c_void_p(_c_selector(sel.sel))
+        handle = lib.fpx_selector_not_new(byref(operand))
+        if operand.value:
+            lib.fpx_selector_destroy(byref(operand))
+    elif isinstance(sel, IDSelectorRange):
+        handle = lib.fpx_selector_range_new(sel.imin, sel.imax, int(bool(sel.assume_sorted)))
+    elif isinstance(sel, IDSelectorArray):
+        handle = lib.fpx_selector_array_new(sel._ids.size, _ptr(sel._ids))
+    elif isinstance(sel, IDSelectorBatch):
+        handle = lib.fpx_selector_batch_new(sel._ids.size, _ptr(sel._ids))
+    elif isinstance(sel, IDSelectorBitmap):
+        handle = lib.fpx_selector_bitmap_new(sel._bitmap.size, _ptr(sel._bitmap))
+    else:
+        handle = lib.fpx_selector_all_new()
+    if not handle:
+        raise MemoryError("faiss_proxy: out of memory for a selector")
+    return handle
+
+
+class _CSelection:
+    """An fpx_selection_t for the duration of a with block (None when
+    args asks no selection)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.handle = ctypes.c_void_p()
+
+    def __enter__(self):
+        if self.args is None or not self.args.selects():
+            return None
+        if self.args.sel is not None:
+            self.handle.value = _c_selector(self.args.sel)
+        return byref(_capi.Selection(self.handle.value, self.args.max_codes))
+
+    def __exit__(self, *exc):
+        if self.handle.value:
+            lib.fpx_selector_destroy(byref(self.handle))
+        return False
 
 
 class IDSelector:
@@ -383,6 +464,42 @@ class IDSelectorBatch(IDSelector):
 
 class IDSelectorArray(IDSelectorBatch):
     pass
+
+
+class IDSelectorBitmap(IDSelector):
+    """FAISS's IDSelectorBitmap(bitmap) / (n, bitmap): id i is selected iff
+    i // 8 < n and bit i % 8 of bitmap[i // 8] is set."""
+
+    def __init__(self, *args):
+        if len(args) == 1:
+            bitmap, = args
+            bitmap = np.ascontiguousarray(bitmap).view("uint8").ravel()
+        elif len(args) == 2:
+            n, bitmap = args
+            bitmap = np.ascontiguousarray(bitmap).view("uint8").ravel()[:_int(n)]
+        else:
+            raise TypeError("IDSelectorBitmap(bitmap) or IDSelectorBitmap(n, bitmap)")
+        self._bitmap = np.array(bitmap, dtype="uint8")
+        self.n = self._bitmap.size
+
+    def is_member(self, i):
+        i = int(i)
+        return 0 <= i < 8 * self.n and bool((self._bitmap[i >> 3] >> (i & 7)) & 1)
+
+
+class IDSelectorNot(IDSelector):
+    def __init__(self, sel):
+        if not isinstance(sel, IDSelector):
+            raise TypeError("IDSelectorNot takes an IDSelector")
+        self.sel = sel
+
+    def is_member(self, i):
+        return not self.sel.is_member(i)
+
+
+class IDSelectorAll(IDSelector):
+    def is_member(self, i):
+        return True
 
 
 class IDSelectorRange(IDSelector):
@@ -480,10 +597,11 @@ class Index(_ServerObject):
         Iout = _out_array(I, (n, k), np.int64)
         if n > 0:
             sp = _search_params(params)
-            for i0, i1 in _chunks(n, d * 4 + k * 12):
-                call(lib.fpx_search, self._name, i1 - i0, d, _ptr(x[i0:i1]), k,
-                     byref(sp) if sp is not None else None,
-                     _ptr(Dout[i0:i1]), _ptr(Iout[i0:i1]))
+            with _CSelection(sp) as selection:
+                for i0, i1 in _chunks(n, d * 4 + k * 12):
+                    call(lib.fpx_search_select, self._name, i1 - i0, d, _ptr(x[i0:i1]), k,
+                         sp.c_params() if sp is not None else None, selection,
+                         _ptr(Dout[i0:i1]), _ptr(Iout[i0:i1]))
         return _finish(D, Dout), _finish(I, Iout)
 
     def assign(self, x, k, labels=None):
@@ -512,9 +630,14 @@ class Index(_ServerObject):
         Rout = _out_array(R, (n, k, d), np.float32)
         if n > 0:
             sp = _search_params(params)
+            # FAISS's max_codes 0 ("no limit") passes: the index's own
+            # (0 unless set) applies here.
+            if sp is not None and (sp.sel is not None or sp.max_codes > 0):
+                raise _unsupported("search_and_reconstruct with SearchParameters.sel or "
+                                   "max_codes")
             for i0, i1 in _chunks(n, d * 4 + k * 12 + k * d * 4):
                 call(lib.fpx_search_and_reconstruct, self._name, i1 - i0, d, _ptr(x[i0:i1]), k,
-                     byref(sp) if sp is not None else None, _ptr(Dout[i0:i1]),
+                     sp.c_params() if sp is not None else None, _ptr(Dout[i0:i1]),
                      _ptr(Iout[i0:i1]), _ptr(Rout[i0:i1]))
         return _finish(D, Dout), _finish(I, Iout), _finish(R, Rout)
 
@@ -528,24 +651,25 @@ class Index(_ServerObject):
             return (np.zeros(1, dtype=np.uint64), np.zeros(0, dtype=np.float32),
                     np.zeros(0, dtype=np.int64))
         sp = _search_params(params)
-        parts = [self._range_search(x[i0:i1], float(thresh), sp)
-                 for i0, i1 in _chunks(n, d * 4)]
+        with _CSelection(sp) as selection:
+            parts = [self._range_search(x[i0:i1], float(thresh), sp, selection)
+                     for i0, i1 in _chunks(n, d * 4)]
         return _concat_range(parts)
 
-    def _range_search(self, x, radius, sp):
+    def _range_search(self, x, radius, sp, selection=None):
         """One request; a result over the server's message limit is split
         in halves (queries are independent)."""
         n = x.shape[0]
         result = ctypes.POINTER(_capi.RangeResult)()
         try:
-            call(lib.fpx_range_search, self._name, n, self._d, _ptr(x), c_float(radius),
-                 byref(sp) if sp is not None else None, byref(result))
+            call(lib.fpx_range_search_select, self._name, n, self._d, _ptr(x), c_float(radius),
+                 sp.c_params() if sp is not None else None, selection, byref(result))
         except FaissProxyError as e:
             if e.code_name != "FPX_ETOOBIG" or n == 1:
                 raise
             half = n // 2
-            return _concat_range([self._range_search(x[:half], radius, sp),
-                                  self._range_search(x[half:], radius, sp)])
+            return _concat_range([self._range_search(x[:half], radius, sp, selection),
+                                  self._range_search(x[half:], radius, sp, selection)])
         try:
             r = result.contents
             lims = np.ctypeslib.as_array(r.lims, shape=(n + 1,)).copy()
@@ -559,6 +683,38 @@ class Index(_ServerObject):
         finally:
             lib.fpx_range_result_destroy(byref(result))
         return lims, D, I
+
+    def merge_from(self, otherIndex, add_id=0):
+        """FAISS's: this index takes otherIndex's vectors (their ids +
+        add_id for an IVF index); otherIndex is left empty."""
+        if not isinstance(otherIndex, _ServerObject):
+            raise TypeError("in method 'merge_from', argument 2 is not a faiss_proxy object")
+        call(lib.fpx_merge_from, self._name, otherIndex._name, _int(add_id), None)
+
+    # -- standalone codec (on the server)
+
+    def sa_code_size(self):
+        return int(self._get_attr("sa_code_size"))
+
+    def sa_encode(self, x, codes=None):
+        x, n = _rows(x, self._d)
+        cs = self.sa_code_size()
+        out = _out_array(codes, (n, cs), np.uint8)
+        for i0, i1 in _chunks(n, self._d * 4 + cs):
+            call(lib.fpx_sa_encode, self._name, i1 - i0, self._d, _ptr(x[i0:i1]), cs,
+                 _ptr(out[i0:i1]))
+        return _finish(codes, out)
+
+    def sa_decode(self, codes, x=None):
+        cs = self.sa_code_size()
+        codes = np.ascontiguousarray(codes, dtype="uint8")
+        assert codes.ndim == 2 and codes.shape[1] == cs
+        n = codes.shape[0]
+        out = _out_array(x, (n, self._d), np.float32)
+        for i0, i1 in _chunks(n, cs + self._d * 4):
+            call(lib.fpx_sa_decode, self._name, i1 - i0, cs, _ptr(codes[i0:i1]), self._d,
+                 _ptr(out[i0:i1]))
+        return _finish(x, out)
 
     # -- data out
 
@@ -738,6 +894,11 @@ class IndexIVF(Index):
     @property
     def cp(self):
         return _IVFClusteringParameters(self)
+
+    def check_ids_sorted(self):
+        """FAISS's: whether each inverted list keeps its ids in ascending
+        order (what IDSelectorRange(imin, imax, True) assumes)."""
+        return bool(self._get_attr("ids_sorted"))
 
     def make_direct_map(self, new_maintain=True):
         call(lib.fpx_set_direct_map, self._name, 1 if new_maintain else 0)
@@ -1009,8 +1170,15 @@ class _ThreadedIndex(Index):
     def at(self, i):
         return self.referenced_objects[_int(i)]
 
-    def _remove(self, what):
-        raise _unsupported("%s (a part cannot leave a server composite)" % what)
+    def _remove(self, index, role):
+        """FAISS's remove_shard / remove_replica: the part leaves the group
+        on the server (fpx_attach's remove roles) and stands alone again."""
+        if not isinstance(index, _ServerObject):
+            raise TypeError("in method '%s', argument 2 is not a faiss_proxy object" % role)
+        info = IndexInfo()
+        call(lib.fpx_attach, self._name, role.encode(), index._name, byref(info))
+        self.referenced_objects = [p for p in self.referenced_objects if p is not index]
+        index.__dict__.pop("_owner_ref", None)
 
     def _add_part(self, index, role):
         if not isinstance(index, Index):
@@ -1180,7 +1348,7 @@ class IndexShards(_ThreadedIndex):
     addIndex = add_shard
 
     def remove_shard(self, index):
-        self._remove("IndexShards.remove_shard")
+        self._remove(index, "remove_shard")
 
     def _spread_ntotal(self):
         return sum(self._fan(lambda i, p: p.ntotal))
@@ -1279,7 +1447,7 @@ class IndexReplicas(_ThreadedIndex):
     addIndex = add_replica
 
     def remove_replica(self, index):
-        self._remove("IndexReplicas.remove_replica")
+        self._remove(index, "remove_replica")
 
     def _spread_ntotal(self):
         return self.referenced_objects[0].ntotal

@@ -204,8 +204,10 @@ def test_search_parameters(lfaiss, rfaiss, data):
     assert rfaiss.IVFSearchParameters is rfaiss.SearchParametersIVF
     with pytest.raises(AssertionError):
         rfaiss.SearchParametersIVF(nprob=3)
-    with pytest.raises(RuntimeError):
-        remote.search(xq, 3, params=rfaiss.SearchParametersIVF(sel=rfaiss.IDSelectorRange(0, 9)))
+    # an id selector, as FAISS (more in test_select.py)
+    assert_same_search(
+        local.search(xq, 3, params=lfaiss.SearchParametersIVF(sel=lfaiss.IDSelectorRange(0, 9))),
+        remote.search(xq, 3, params=rfaiss.SearchParametersIVF(sel=rfaiss.IDSelectorRange(0, 9))))
 
 
 def test_remove_ids(lfaiss, rfaiss, data):

@@ -273,8 +273,15 @@ def test_attach_refusals(rfaiss, dataset):
     #  The group still answers, its parts unchanged.
     assert shards.search(xq, 1)[1].shape == (len(xq), 1) and shards.ntotal == 0
     assert replicas.search(xq, 2)[1].shape == (len(xq), 2)
-    with pytest.raises(RuntimeError, match="cannot leave"):
-        shards.remove_shard(sub)
+    with pytest.raises(RuntimeError, match="is not a part"):
+        shards.remove_shard(loose)                      # never added
+    with pytest.raises(RuntimeError, match="is not a part"):
+        replicas.remove_replica(sub)                    # another group's part
+    with pytest.raises(RuntimeError, match="not an IndexReplicas"):
+        _client.call(_capi.lib.fpx_attach, shards._name, b"remove_replica", sub._name, None)
+    with pytest.raises(RuntimeError, match="top-level group"):
+        _client.call(_capi.lib.fpx_attach, sub._name, b"remove_shard", loose._name, None)
+    assert shards.count() == 1 and shards.at(0) is sub
     #  A group without parts: FAISS's shard search would write past an
     #  empty vector. Refused at the top, and never adopted.
     empty = rfaiss.IndexShards(D)
@@ -375,3 +382,141 @@ def test_refine_parts_changed_alone_are_refused(rfaiss, dataset, kind):
         refine.search(xq, 3)
     with pytest.raises(RuntimeError, match="changed alone"):
         refine.reconstruct(5)
+
+
+@pytest.mark.parametrize("group", ["IndexShards", "IndexReplicas"])
+def test_remove_shard_and_replica_as_faiss(rfaiss, lfaiss, dataset, group):
+    """remove_shard / remove_replica: the part leaves the group and works
+    alone again (its own vectors, its quantizer); the group's ntotal and
+    search follow, as in FAISS; removing it twice is FAISS's error."""
+    xt, xb, xq = dataset
+    seen = []
+    for f in (lfaiss, rfaiss):
+        quantizers = [f.IndexFlatL2(D), f.IndexFlatL2(D)]
+        parts = [f.IndexIVFFlat(q, D, 8) for q in quantizers]
+        index = getattr(f, group)(D, True)
+        add, remove = ((index.add_shard, index.remove_shard) if group == "IndexShards"
+                       else (index.add_replica, index.remove_replica))
+        for p in parts:
+            add(p)
+        index.train(xt)
+        index.add(xb)
+        for p in parts:
+            p.nprobe = 3
+        totals = [index.ntotal]
+        remove(parts[1])
+        totals += [index.ntotal, parts[1].ntotal]
+        after = index.search(xq, 5)
+        parts[1].add(xb[:7])
+        totals += [parts[1].ntotal, quantizers[1].ntotal, index.ntotal]
+        alone = parts[1].search(xq, 3)
+        remove(parts[0])
+        totals.append(index.ntotal)
+        with pytest.raises(RuntimeError):
+            remove(parts[0])
+        totals.append(parts[0].search(xq, 2)[1].shape[0])
+        seen.append((totals, after, alone))
+    assert seen[0][0] == seen[1][0]
+    assert_same_search(seen[0][1], seen[1][1])
+    assert_same_search(seen[0][2], seen[1][2])
+
+
+@pytest.mark.parametrize("key", ["Flat", "PQ4np", "SQ8", "SQ4", "IVF8,Flat", "IVF8,PQ4np",
+                                 "IVF8,SQ8", "PCA8,IVF8,SQ8", "OPQ4_8,PQ4np", "LSH"])
+def test_standalone_codec_as_faiss(rfaiss, lfaiss, dataset, key):
+    """sa_code_size, sa_encode, sa_decode: the same codes and decodings
+    as FAISS on the same (uploaded) index; where FAISS has no codec both
+    refuse."""
+    xt, xb, xq = dataset
+    local = lfaiss.index_factory(D, key)
+    local.train(xt)
+    remote = rfaiss.deserialize_index(lfaiss.serialize_index(local))
+    assert remote.sa_code_size() == local.sa_code_size()
+    codes = local.sa_encode(xq)
+    np.testing.assert_array_equal(remote.sa_encode(xq), codes)
+    try:
+        expected = local.sa_decode(codes)
+    except RuntimeError:
+        with pytest.raises(RuntimeError):
+            remote.sa_decode(codes)
+        return
+    np.testing.assert_array_equal(remote.sa_decode(codes), expected)
+
+
+def test_standalone_codec_refusals(rfaiss, lfaiss, dataset):
+    xt, xb, xq = dataset
+    ivf = rfaiss.index_factory(D, "IVF8,Flat")
+    with pytest.raises(RuntimeError, match="not trained"):
+        ivf.sa_encode(xq)
+    ivf.train(xt)
+    codes = ivf.sa_encode(xq[:2])
+    codes[1, 0] = 200                       # list 200 of 8: FAISS would read past its centroids
+    with pytest.raises(RuntimeError, match="list_no < nlist"):     # FAISS's own check
+        ivf.sa_decode(codes)
+    hnsw = rfaiss.index_factory(D, "HNSW8")
+    with pytest.raises(RuntimeError, match="not implemented"):     # FAISS's
+        hnsw.sa_code_size()
+    pqr = rfaiss.index_factory(D, "IVF4,PQ4+4")
+    pqr.train(xt)
+    with pytest.raises(RuntimeError, match="not served for IndexIVFPQR"):
+        pqr.sa_decode(pqr.sa_encode(xq[:1]))
+    rq = rfaiss.index_factory(D, "RQ1x4")
+    rq.train(xt)
+    with pytest.raises(RuntimeError, match="served for Flat, PQ, SQ, LSH"):
+        rq.sa_decode(rq.sa_encode(xq[:1]))
+    flat = rfaiss.IndexFlatL2(D)
+    assert flat.sa_decode(flat.sa_encode(xq)).tolist() == xq.tolist()
+
+
+@pytest.mark.parametrize("key", ["IVF8,Flat", "IVF8,PQ4np", "Flat", "SQ8"])
+def test_merge_from_as_faiss(rfaiss, lfaiss, dataset, key):
+    """merge_from (FAISS's test_index_composite pattern): the merged index
+    searches as FAISS's, the other is left empty; an IVF then removes the
+    merged ids again."""
+    xt, xb, xq = dataset
+    seen = []
+    for f in (lfaiss, rfaiss):
+        a = f.index_factory(D, key)
+        a.train(xt)
+        b = f.clone_index(a)
+        a.add(xb[:300])
+        b.add(xb[300:])
+        ivf = "IVF" in key
+        a.merge_from(b, 300 if ivf else 0)
+        out = [a.ntotal, b.ntotal, a.search(xq, 6)]
+        if ivf:
+            a.remove_ids(f.IDSelectorRange(300, 600))
+            out += [a.ntotal, a.search(xq, 6)]
+        seen.append(out)
+    assert seen[0][:2] == seen[1][:2] == [600, 0]
+    assert_same_search(seen[0][2], seen[1][2])
+    if len(seen[0]) > 3:
+        assert seen[0][3] == seen[1][3] == 300
+        assert_same_search(seen[0][4], seen[1][4])
+
+
+def test_merge_from_refusals(rfaiss, lfaiss, dataset):
+    xt, xb, xq = dataset
+    a = rfaiss.index_factory(D, "IVF8,Flat")
+    a.train(xt)
+    a.add(xb[:10])
+    with pytest.raises(RuntimeError, match="two anonymous indexes"):
+        a.merge_from(a)
+    with pytest.raises(RuntimeError, match="standalone"):
+        a.merge_from(a.quantizer)                       # a part of a
+    other = rfaiss.index_factory(D, "IVF8,Flat")
+    other.train(xb)                                     # other centroids: FAISS refuses
+    other.add(xb[:5])
+    with pytest.raises(RuntimeError, match="coarse quantizers should be the same"):
+        a.merge_from(other)
+    twin = rfaiss.clone_index(a)
+    twin.add_with_ids(xb[:1], np.array([2 ** 63 - 5], dtype="int64"))
+    with pytest.raises(RuntimeError, match="overflows"):
+        a.merge_from(twin, 10)
+    assert a.ntotal == 10 and twin.ntotal == 11         # nothing moved
+    hnsw = rfaiss.index_factory(D, "HNSW8")
+    with pytest.raises(RuntimeError, match="served for flat-code"):
+        hnsw.merge_from(rfaiss.index_factory(D, "HNSW8"))
+    flat = rfaiss.IndexFlatL2(D)
+    with pytest.raises(RuntimeError, match="cannot set ids"):      # FAISS's
+        flat.merge_from(rfaiss.IndexFlatL2(D), 3)

@@ -11,6 +11,7 @@ export const FPX_DIM_MAX = 65536;
 export const FPX_K_MAX = 65536;
 export const FPX_CONSTRUCT_ARGS_MAX = 16;
 export const FPX_CONSTRUCT_REFS_MAX = 4;
+export const FPX_SELECTOR_NODES_MAX = 16;
 export const FPX_KMEANS_NITER_MAX = 10000;
 export const FPX_INFO_INDEXES_DEFAULT = 100;
 export const FPX_INFO_INDEXES_MAX = 1000;
