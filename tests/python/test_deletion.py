@@ -238,8 +238,10 @@ dist = ((xq[:, None, :] - kept[np.where(ok, I, 0)]) ** 2).sum(-1)
 out["found"] = int(ok.sum())
 out["labels_in_range"] = bool((I[ok] < len(kept)).all())
 out["distances_match"] = bool(np.allclose(D[ok], dist[ok], rtol=1e-4, atol=1e-5))
-# reconstruct_n waits for the new graph: the vectors kept, in order.
+# reconstruct_n numbers the vectors as the new graph will: those kept, in order.
 out["reconstructed"] = bool((remote.reconstruct_n(0, remote.ntotal) == kept).all())
+# Serializing waits for the new graph to land.
+rfaiss.serialize_index(remote)
 reference = faiss.IndexHNSWFlat(d, 16)
 faiss.omp_set_num_threads(1)
 reference.add(kept)
