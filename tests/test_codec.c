@@ -44,7 +44,7 @@ s_test_codec (void *arg)
     size_t size, code_size = c->code_size;
     uint8_t *bytes = fpx_local_serialize (local, &size);
     fpx_index_info_t info;
-    REQUIRE_OK (client, fpx_deserialize (client, NULL, bytes, size, &info));
+    REQUIRE_OK (client, fpx_deserialize (client, NULL, NULL, bytes, size, &info));
     free (bytes);
     double remote_size = 0;
     CHECK_OK (client, fpx_get_attr (client, info.name, "sa_code_size", &remote_size));
@@ -200,8 +200,8 @@ s_test_merge_from (void *arg)
     uint8_t *bytes = fpx_local_serialize (a, &size);
     fpx_index_info_t ra, rb, info;
     REQUIRE (b && bytes, "copies");
-    REQUIRE_OK (client, fpx_deserialize (client, NULL, bytes, size, &ra));
-    REQUIRE_OK (client, fpx_deserialize (client, NULL, bytes, size, &rb));
+    REQUIRE_OK (client, fpx_deserialize (client, NULL, NULL, bytes, size, &ra));
+    REQUIRE_OK (client, fpx_deserialize (client, NULL, NULL, bytes, size, &rb));
     free (bytes);
     int half = NB / 2;
     REQUIRE (faiss_Index_add (a, half, s_xb) == 0 && faiss_Index_add (b, NB - half, s_xb + half * DIM) == 0,

@@ -139,7 +139,7 @@ s_test_selectors (void *arg)
     uint8_t *bytes = fpx_local_serialize (local, &size);
     REQUIRE (bytes, "serialize");
     fpx_index_info_t info;
-    REQUIRE_OK (client, fpx_deserialize (client, NULL, bytes, size, &info));
+    REQUIRE_OK (client, fpx_deserialize (client, NULL, NULL, bytes, size, &info));
     free (bytes);
     bool ivf = strstr (c->factory, "IVF") != NULL;
     fpx_search_params_t params = { ivf ? 4 : 0, 0 };
@@ -206,7 +206,7 @@ s_test_max_codes (void *arg)
     size_t size;
     uint8_t *bytes = fpx_local_serialize (local, &size);
     fpx_index_info_t info, flat;
-    REQUIRE_OK (client, fpx_deserialize (client, NULL, bytes, size, &info));
+    REQUIRE_OK (client, fpx_deserialize (client, NULL, NULL, bytes, size, &info));
     free (bytes);
     fpx_search_params_t params = { 8, 0 };
     REQUIRE (fpx_local_set_param (local, "nprobe", 8) == 0, "nprobe");
