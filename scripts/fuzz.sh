@@ -5,12 +5,15 @@
 #     executions (default 10 000 000) from the generated seed corpus;
 #  2. ENGINE_DIR/fuzz_server (a real server in-process) for FUZZ_SERVER_RUNS
 #     (default 5 000);
-#  3. ASAN_BUILD/bin/fpx-fuzz-live for FUZZ_LIVE_REQUESTS requests (default
+#  3. ENGINE_DIR/fuzz_storage, fuzz_upload, fuzz_registry (server parts
+#     driven directly: log and snapshot recovery, upload checks, the
+#     registry) for FUZZ_DIRECT_RUNS each (default 100 000);
+#  4. ASAN_BUILD/bin/fpx-fuzz-live for FUZZ_LIVE_REQUESTS requests (default
 #     1 000 000) against ASAN_BUILD/bin/faissproxyd started on a temporary
 #     data directory, whose VmRSS must stay under FUZZ_RSS_MAX_MB (default
 #     4096); the daemon is then stopped with SIGTERM and must exit 0 with
 #     no sanitizer report (leaks included).
-#  FUZZ_PARTS (default "decoder server live") picks parts; FUZZ_SERVER_SKIP
+#  FUZZ_PARTS (default "decoder server storage upload registry live") picks parts; FUZZ_SERVER_SKIP
 #  and FUZZ_LIVE_SKIP (opcode names, comma-separated) fuzz around a known
 #  crash; FUZZ_SEED.
 #  Crashing inputs go to build/fuzz/findings/. Prints the figures; exits
@@ -18,7 +21,8 @@
 set -u
 engine=${1:?usage: scripts/fuzz.sh ENGINE_DIR ASAN_BUILD}
 asan=${2:?usage: scripts/fuzz.sh ENGINE_DIR ASAN_BUILD}
-parts=${FUZZ_PARTS:-decoder server live}
+parts=${FUZZ_PARTS:-decoder server storage upload registry live}
+direct_runs=${FUZZ_DIRECT_RUNS:-100000}
 decoder_runs=${FUZZ_DECODER_RUNS:-10000000}
 server_runs=${FUZZ_SERVER_RUNS:-5000}
 live_requests=${FUZZ_LIVE_REQUESTS:-1000000}
@@ -71,6 +75,9 @@ run_engine () {
 
 case " $parts " in *" decoder "*) run_engine decoder "$decoder_runs" 131072 ;; esac
 case " $parts " in *" server "*) run_engine server "$server_runs" 131072 ;; esac
+for part in storage upload registry; do
+    case " $parts " in *" $part "*) run_engine "$part" "$direct_runs" 131072 ;; esac
+done
 
 case " $parts " in *" live "*)
     port=$(( 20000 + RANDOM % 20000 ))

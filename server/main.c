@@ -19,7 +19,7 @@
 #include "faiss_shim.h"
 #include "interrupt.h"
 #include "tenant_limits.h"
-#include "runtime.h"
+#include "fpx_runtime.h"
 #include "server.h"
 #include "storage.h"
 
