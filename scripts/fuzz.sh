@@ -10,7 +10,7 @@
 #     registry) for FUZZ_DIRECT_RUNS each (default 100 000);
 #  4. ASAN_BUILD/bin/fpx-fuzz-live for FUZZ_LIVE_REQUESTS requests (default
 #     1 000 000) against ASAN_BUILD/bin/faissproxyd started on a temporary
-#     data directory, whose VmRSS must stay under FUZZ_RSS_MAX_MB (default
+#     data directory and a port the system picks (--endpoint-file), whose VmRSS must stay under FUZZ_RSS_MAX_MB (default
 #     4096); the daemon is then stopped with SIGTERM and must exit 0 with
 #     no sanitizer report (leaks included).
 #  FUZZ_PARTS (default "decoder server storage upload registry live") picks parts; FUZZ_SERVER_SKIP
@@ -80,16 +80,20 @@ for part in storage upload registry; do
 done
 
 case " $parts " in *" live "*)
-    port=$(( 20000 + RANDOM % 20000 ))
-    endpoint=tcp://127.0.0.1:$port
     mkdir -p "$work/data"
-    echo "# fuzz: live, $live_requests requests against an ASan faissproxyd on $endpoint"
+    #  A port the system picks, read back from --endpoint-file.
     ASAN_OPTIONS=detect_leaks=1:log_path=$work/daemon-asan \
-    "$root/$asan/bin/faissproxyd" --bind "$endpoint" --data-dir "$work/data" --api-key "fuzz:$key" \
+    "$root/$asan/bin/faissproxyd" --bind "tcp://127.0.0.1:*" --endpoint-file "$work/endpoint" \
+        --data-dir "$work/data" --api-key "fuzz:$key" \
         --workers 2 --fsync never --log-level error --default-tenant-limits deadline_ms=5000 \
         --auth-delay-max-ms 5 > "$work/daemon.log" 2>&1 &
     daemon_pid=$!
-    sleep 2
+    for _ in $(seq 600); do
+        [ -s "$work/endpoint" ] || ! kill -0 "$daemon_pid" 2>/dev/null && break
+        sleep 0.1
+    done
+    endpoint=$(head -n 1 "$work/endpoint" 2>/dev/null)
+    echo "# fuzz: live, $live_requests requests against an ASan faissproxyd on ${endpoint:-(none)}"
     t0=$(date +%s.%N)
     "$root/$asan/bin/fpx-fuzz-live" --endpoint "$endpoint" --key "$key" --pid "$daemon_pid" \
         --requests "$live_requests" --seed "$seed" --rss-max-mb "$rss_max_mb" \
