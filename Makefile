@@ -209,7 +209,7 @@ $(FUZZ_ENGINE_LIB): $(FUZZ_ENGINE_C) $(SERVER_CXX) $(wildcard server/*.h protoco
 	    $(FUZZ_CLANG) -std=c11 $(FUZZ_ENGINE_FLAGS) -c $$f -o $(FUZZ_ENGINE)/obj/$$(echo $$f | tr / _).o || exit 1; done
 	for f in $(SERVER_CXX); do \
 	    $(FUZZ_CLANGXX) -std=c++17 $(FUZZ_ENGINE_FLAGS) -c $$f -o $(FUZZ_ENGINE)/obj/$$(echo $$f | tr / _).o || exit 1; done
-	rm -f $@ && ar rcs $@ $(FUZZ_ENGINE)/obj/*.o
+	rm -f $@ && ar rcs $@ $(foreach f,$(FUZZ_ENGINE_C) $(SERVER_CXX),$(FUZZ_ENGINE)/obj/$(subst /,_,$(f)).o)
 
 #  FAISS (built with gcc) links with libstdc++ and libgomp, as in gcc builds.
 FUZZ_ENGINE_SERVER_LINK = $(FUZZ_CLANGXX) $(FUZZ_ENGINE_LINK) $(filter %.o,$^) $(FUZZ_ENGINE_LIB) -o $@ \
