@@ -34,7 +34,7 @@ WERROR      := $(if $(CI),-Werror,)
 SANITIZE    ?=
 SANFLAGS    := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all,)
 OPT         ?= -O2
-CPPFLAGS    += -D_GNU_SOURCE -Iprotocol -Iclient-c -I$(FAISS_PREFIX)/include -MMD -MP
+CPPFLAGS    += -D_GNU_SOURCE -Iprotocol -Icommon -Iclient-c -I$(FAISS_PREFIX)/include -MMD -MP
 CFLAGS      += -std=c11 $(OPT) -g -fPIC -pthread -Wall -Wextra -Wno-format-truncation $(WERROR) $(SANFLAGS)
 CXXFLAGS    += -std=c++17 $(OPT) -g -fPIC -pthread -Wall -Wextra $(WERROR) $(SANFLAGS)
 LDFLAGS     += -pthread $(SANFLAGS)
@@ -45,6 +45,8 @@ NET_LIBS    := -lzmq -lmsgpackc -lsodium
 HTTP_LIBS   := -lmicrohttpd
 
 PROTOCOL_SRC := $(wildcard protocol/*.c)
+#  What the daemon and the load harness share (runtime settings for FAISS).
+COMMON_SRC   := $(wildcard common/*.c)
 SERVER_SRC   := $(wildcard server/*.c)
 SERVER_CXX   := $(wildcard server/*.cpp)
 #  The command line's own sources (not part of libfaissproxy).
@@ -57,6 +59,13 @@ TEST_COMMON  := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(patsubst %.cpp,$(BUILD)/obj/%.o,$(1)))
 
 DAEMON   := $(BUILD)/bin/faissproxyd
+#  The server as a library: every object of server/ but main.c's entry
+#  point. The daemon, the fuzz targets and tests that drive server parts
+#  without a socket link it (docs/ARCHITECTURE.md, "The server as a
+#  library"); it holds no protocol/ objects, which come from the link line
+#  (or libfaissproxy.a) once.
+SERVER_LIB_SRC := $(filter-out server/main.c,$(SERVER_SRC)) $(SERVER_CXX) $(COMMON_SRC)
+SERVER_LIB := $(BUILD)/lib/libfpxserver.a
 CLI      := $(BUILD)/bin/faissproxy
 LIB_A    := $(BUILD)/lib/libfaissproxy.a
 LIB_SO   := $(BUILD)/lib/libfaissproxy.so
@@ -67,7 +76,7 @@ TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .SECONDARY:
 .PHONY: all deps run check protocol-doc test test-c test-python faiss-suite test-typescript test-asan test-tsan test-docker test-dist bench fuzz install dist clean distclean
-all: $(DAEMON) $(CLI) $(LIB_A) $(LIB_SO) $(PC_FILE) $(if $(LOADTEST_SRC),$(LOADTEST))
+all: $(DAEMON) $(SERVER_LIB) $(CLI) $(LIB_A) $(LIB_SO) $(PC_FILE) $(if $(LOADTEST_SRC),$(LOADTEST))
 
 deps:
 	@scripts/deps.sh $(DEPS_DIR) $(FAISS_PREFIX)
@@ -93,7 +102,11 @@ $(BUILD)/obj/client-c/%.o $(BUILD)/obj/protocol/%.o: CFLAGS += -fvisibility=hidd
 RPATH_ORIGIN := -Wl,-rpath,'$$ORIGIN/../lib'
 $(DAEMON) $(CLI) $(LOADTEST): LDFLAGS += $(RPATH_ORIGIN)
 
-$(DAEMON): $(call obj,$(SERVER_SRC) $(SERVER_CXX) $(PROTOCOL_SRC)) $(FAISS_C_DEP)
+$(SERVER_LIB): $(call obj,$(SERVER_LIB_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(DAEMON): $(call obj,server/main.c $(PROTOCOL_SRC)) $(SERVER_LIB) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
 	$(LINK_FAISS) $(HTTP_LIBS)
 
@@ -122,9 +135,9 @@ $(CLI): $(call obj,$(CLI_SRC)) $(LIB_A)
 	$(CC) $(LDFLAGS) $^ -o $@ $(NET_LIBS)
 
 #  The load harness links FAISS too, for its --inprocess baseline, run
-#  with faissproxyd's runtime settings (server/runtime.c).
-$(call obj,$(LOADTEST_SRC)): CPPFLAGS += -Iserver -DFPX_FAISS_VERSION='"$(FAISS_VERSION)"'
-$(LOADTEST): $(call obj,$(LOADTEST_SRC) server/runtime.c) $(LIB_A) $(FAISS_C_DEP)
+#  with faissproxyd's runtime settings (common/fpx_runtime.c).
+$(call obj,$(LOADTEST_SRC)): CPPFLAGS += -DFPX_FAISS_VERSION='"$(FAISS_VERSION)"'
+$(LOADTEST): $(call obj,$(LOADTEST_SRC) $(COMMON_SRC)) $(LIB_A) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
 	$(LINK_FAISS)
 
@@ -139,14 +152,19 @@ $(BUILD)/tests/test_vecfile: $(call obj,client-c/fpx_vecfile.c)
 #  Fuzz targets (tests/fuzz/, docs/FUZZING.md). Built without a fuzzing
 #  engine they are test programs that replay a generated seed corpus and
 #  deterministic mutants of it; `make fuzz` builds them with libFuzzer.
-FUZZ_SERVER_OBJ := $(call obj,$(filter-out server/main.c server/metrics_http.c,$(SERVER_SRC)) $(SERVER_CXX) $(PROTOCOL_SRC))
 FUZZ_CORPUS  := $(BUILD)/fuzz/corpus/.stamp
 FUZZ_GEN     := $(BUILD)/bin/fpx-fuzz-corpus
 FUZZ_LIVE    := $(BUILD)/bin/fpx-fuzz-live
-FUZZ_TESTS   := $(BUILD)/tests/test_fuzz_decoder $(BUILD)/tests/test_fuzz_server
+#  Targets that drive server parts directly, without a socket: log and
+#  snapshot recovery, upload checks, the registry (docs/FUZZING.md).
+FUZZ_DIRECT  := storage upload registry
+FUZZ_TESTS   := $(BUILD)/tests/test_fuzz_decoder $(BUILD)/tests/test_fuzz_server \
+                $(patsubst %,$(BUILD)/tests/test_fuzz_%,$(FUZZ_DIRECT))
 $(call obj,$(wildcard tests/fuzz/*.c)): CPPFLAGS += -Iserver -Itests/fuzz
 
-$(FUZZ_GEN): $(call obj,tests/fuzz/fpx_fuzz_corpus.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_common.c $(PROTOCOL_SRC)) $(FAISS_C_DEP)
+#  The generator writes the storage seeds through the server's own
+#  storage code, so that they are what faissproxyd writes.
+$(FUZZ_GEN): $(call obj,tests/fuzz/fpx_fuzz_corpus.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_common.c $(PROTOCOL_SRC)) $(SERVER_LIB) $(FAISS_C_DEP)
 	@mkdir -p $(dir $@)
 	$(LINK_FAISS)
 
@@ -161,42 +179,63 @@ $(BUILD)/tests/test_fuzz_decoder: $(call obj,tests/fuzz/fuzz_decoder.c tests/fuz
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ -lmsgpackc -lm
 
-$(BUILD)/tests/test_fuzz_server: $(call obj,tests/fuzz/fuzz_server.c tests/fuzz/fuzz_replay.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_client.c) $(FUZZ_SERVER_OBJ) $(FAISS_C_DEP) | $(FUZZ_CORPUS)
+$(BUILD)/tests/test_fuzz_server: $(call obj,tests/fuzz/fuzz_server.c tests/fuzz/fuzz_replay.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_seeds.c tests/fuzz/fuzz_client.c $(PROTOCOL_SRC)) $(SERVER_LIB) $(FAISS_C_DEP) | $(FUZZ_CORPUS)
+	@mkdir -p $(dir $@)
+	$(LINK_FAISS)
+
+$(BUILD)/tests/test_fuzz_%: $(call obj,tests/fuzz/fuzz_%.c tests/fuzz/fuzz_replay.c tests/fuzz/fuzz_common.c $(PROTOCOL_SRC)) $(SERVER_LIB) $(FAISS_C_DEP) | $(FUZZ_CORPUS)
 	@mkdir -p $(dir $@)
 	$(LINK_FAISS)
 
 #  make fuzz: the targets with libFuzzer (clang, ASan + UBSan) for
-#  FUZZ_DECODER_RUNS / FUZZ_SERVER_RUNS executions, then fpx-fuzz-live
-#  for FUZZ_LIVE_REQUESTS requests against an ASan faissproxyd whose RSS
-#  must stay under FUZZ_RSS_MAX_MB (scripts/fuzz.sh, docs/FUZZING.md).
+#  FUZZ_DECODER_RUNS / FUZZ_SERVER_RUNS / FUZZ_DIRECT_RUNS executions,
+#  then fpx-fuzz-live for FUZZ_LIVE_REQUESTS requests against an ASan
+#  faissproxyd whose RSS must stay under FUZZ_RSS_MAX_MB (scripts/fuzz.sh,
+#  docs/FUZZING.md).
 FUZZ_ENGINE   := build/fuzz-engine
 FUZZ_CLANG    ?= clang
 FUZZ_CLANGXX  ?= clang++
 FUZZ_ENGINE_FLAGS := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
-    -fno-sanitize-recover=undefined -DFPX_FUZZ_ENGINE -D_GNU_SOURCE -Iprotocol -Iserver -Itests/fuzz \
+    -fno-sanitize-recover=undefined -DFPX_FUZZ_ENGINE -D_GNU_SOURCE -Iprotocol -Icommon -Iserver -Itests/fuzz \
     -I$(FAISS_PREFIX)/include -pthread
 FUZZ_ENGINE_LINK  := -fsanitize=fuzzer,address,undefined -pthread
-FUZZ_SERVER_C := tests/fuzz/fuzz_server.c tests/fuzz/fuzz_common.c tests/fuzz/fuzz_seeds.c \
-    tests/fuzz/fuzz_client.c $(filter-out server/main.c server/metrics_http.c,$(SERVER_SRC)) $(PROTOCOL_SRC)
+FUZZ_ENGINE_LIB   := $(FUZZ_ENGINE)/libfpxserver.a
+FUZZ_ENGINE_C     := $(filter-out server/metrics_http.c,$(SERVER_LIB_SRC)) $(PROTOCOL_SRC)
+FUZZ_ENGINE_C     := $(filter %.c,$(FUZZ_ENGINE_C))
 
 $(FUZZ_ENGINE)/fuzz_decoder: tests/fuzz/fuzz_decoder.c tests/fuzz/fuzz_common.c $(PROTOCOL_SRC)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CLANG) -std=c11 $(FUZZ_ENGINE_FLAGS) $(FUZZ_ENGINE_LINK) $^ -o $@ -lmsgpackc -lm
 
-#  FAISS (built with gcc) links with libstdc++ and libgomp, as in gcc builds.
-$(FUZZ_ENGINE)/fuzz_server: $(FUZZ_SERVER_C) $(SERVER_CXX) $(wildcard tests/fuzz/*.h server/*.h protocol/*.h)
+#  libfpxserver.a and protocol/ built by clang with the fuzzer's
+#  instrumentation, once for every server target.
+$(FUZZ_ENGINE_LIB): $(FUZZ_ENGINE_C) $(SERVER_CXX) $(wildcard server/*.h protocol/*.h common/*.h)
 	@mkdir -p $(FUZZ_ENGINE)/obj
-	for f in $(FUZZ_SERVER_C); do \
+	for f in $(FUZZ_ENGINE_C); do \
 	    $(FUZZ_CLANG) -std=c11 $(FUZZ_ENGINE_FLAGS) -c $$f -o $(FUZZ_ENGINE)/obj/$$(echo $$f | tr / _).o || exit 1; done
 	for f in $(SERVER_CXX); do \
 	    $(FUZZ_CLANGXX) -std=c++17 $(FUZZ_ENGINE_FLAGS) -c $$f -o $(FUZZ_ENGINE)/obj/$$(echo $$f | tr / _).o || exit 1; done
-	$(FUZZ_CLANGXX) $(FUZZ_ENGINE_LINK) $(FUZZ_ENGINE)/obj/*.o -o $@ $(FAISS_C_LIB) $(FAISS_LIBDIR) \
-	    $(BLAS_LIBS) -lgomp -lstdc++ -lm $(NET_LIBS)
+	rm -f $@ && ar rcs $@ $(foreach f,$(FUZZ_ENGINE_C) $(SERVER_CXX),$(FUZZ_ENGINE)/obj/$(subst /,_,$(f)).o)
+
+#  FAISS (built with gcc) links with libstdc++ and libgomp, as in gcc builds.
+FUZZ_ENGINE_SERVER_LINK = $(FUZZ_CLANGXX) $(FUZZ_ENGINE_LINK) $(filter %.o,$^) $(FUZZ_ENGINE_LIB) -o $@ \
+    $(FAISS_C_LIB) $(FAISS_LIBDIR) $(BLAS_LIBS) -lgomp -lstdc++ -lm $(NET_LIBS)
+
+$(FUZZ_ENGINE)/fuzz_server: $(patsubst %,$(FUZZ_ENGINE)/%.o,fuzz_server fuzz_common fuzz_seeds fuzz_client) $(FUZZ_ENGINE_LIB)
+	$(FUZZ_ENGINE_SERVER_LINK)
+
+$(FUZZ_ENGINE)/fuzz_%: $(FUZZ_ENGINE)/fuzz_%.o $(FUZZ_ENGINE)/fuzz_common.o $(FUZZ_ENGINE_LIB)
+	$(FUZZ_ENGINE_SERVER_LINK)
+
+$(FUZZ_ENGINE)/%.o: tests/fuzz/%.c $(wildcard tests/fuzz/*.h server/*.h protocol/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CLANG) -std=c11 $(FUZZ_ENGINE_FLAGS) -c $< -o $@
 
 fuzz: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined OPT=-O1 \
 	    build/asan/bin/faissproxyd build/asan/bin/fpx-fuzz-live build/asan/fuzz/corpus/.stamp
-	@$(MAKE) --no-print-directory $(FUZZ_ENGINE)/fuzz_decoder $(FUZZ_ENGINE)/fuzz_server
+	@$(MAKE) --no-print-directory $(FUZZ_ENGINE)/fuzz_decoder $(FUZZ_ENGINE)/fuzz_server \
+	    $(patsubst %,$(FUZZ_ENGINE)/fuzz_%,$(FUZZ_DIRECT))
 	@scripts/fuzz.sh $(FUZZ_ENGINE) build/asan
 
 #  make run: the server in the foreground, tenant "default" (key from

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 #  bench.sh BUILD_DIR — the fixed benchmark suite behind `make bench`.
 #
-#  Starts its own faissproxyd on a free loopback port (7000-7999) with a
-#  generated key and a temporary data directory, runs the suite of
+#  Starts its own faissproxyd on a loopback port the system picks
+#  (tests/daemon_lib.sh's start_daemon) with a generated key and a temporary data directory, runs the suite of
 #  docs/BENCHMARKS.md with BUILD_DIR/bin/fpx-loadtest (remote and
 #  in-process side by side in each run), then writes
 #  BUILD_DIR/bench/results.json and regenerates docs/BENCHMARKS.md
@@ -69,33 +69,22 @@ cleanup () {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-#  A fresh server on a free port in 7000-7999 (tries random ones), with
-#  an empty data directory.
+#  A fresh server with an empty data directory, on a port the system
+#  picks: the daemon prints the endpoint it bound (tests/daemon_lib.sh).
+. "$root/tests/daemon_lib.sh"
 start_server () {
     rm -rf "$work/data"
     mkdir -p "$work/data"
-    for _ in $(seq 20); do
-        port=$((7000 + RANDOM % 1000))
-        endpoint="tcp://127.0.0.1:$port"
-        "$daemon" --bind "$endpoint" --api-key "bench:$key" --data-dir "$work/data" \
-            --fsync "$fsync_mode" --log-level warn >>"$work/server.log" 2>&1 &
-        server_pid=$!
-        for _ in $(seq 50); do
-            kill -0 "$server_pid" 2>/dev/null || break
-            if "$cli" --server "$endpoint" --api-key "$key" --timeout 200 ping >/dev/null 2>&1; then
-                log "faissproxyd pid $server_pid on $endpoint"
-                common=(--server "$endpoint" --api-key "$key")
-                return 0
-            fi
-            sleep 0.1
-        done
-        kill -KILL "$server_pid" 2>/dev/null
-        wait "$server_pid" 2>/dev/null
-        server_pid=""
-    done
-    log "cannot start faissproxyd on a free port in 7000-7999"
-    cat "$work/server.log" >&2
-    exit 1
+    if ! start_daemon "$key" "$daemon" --bind "tcp://127.0.0.1:@PORT@" --api-key "bench:$key" \
+            --data-dir "$work/data" --fsync "$fsync_mode" --log-level warn; then
+        log "cannot start faissproxyd"
+        cat "$work/daemon.log" >&2
+        exit 1
+    fi
+    server_pid=$daemon_pid
+    daemon_pid=""
+    log "faissproxyd pid $server_pid on $endpoint"
+    common=(--server "$endpoint" --api-key "$key")
 }
 
 #  Resident and peak memory of the server, in bytes: "RSS HWM".

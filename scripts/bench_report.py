@@ -346,10 +346,10 @@ w("| ratio (replicas / one server) | %s |" % fmt(get("replicas", "ratio"), 2))
 w("")
 w("## Commands")
 w("")
-w("The server (fresh data directory; `KEY` generated per run, `PORT` a free port in 7000-7999; "
+w("The server (fresh data directory; `KEY` generated per run, `PORT` the one it bound for `*`, printed on its stdout; "
   "items 4 and 7 use a second, fresh server):")
 w("")
-w("    faissproxyd --bind tcp://127.0.0.1:$PORT --api-key bench:$KEY --data-dir $TMP/data --fsync batch --log-level warn")
+w("    faissproxyd --bind 'tcp://127.0.0.1:*' --api-key bench:$KEY --data-dir $TMP/data --fsync batch --log-level warn")
 w("")
 w("(item 4b: `--fsync never`, `batch`, `always`; `FPX_BENCH_SERVER_PID` and `FPX_BENCH_STATUS`, "
   "used by item 4's `--after-remote`, are the server's pid and a file in `$TMP`.)")

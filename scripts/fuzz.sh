@@ -5,12 +5,15 @@
 #     executions (default 10 000 000) from the generated seed corpus;
 #  2. ENGINE_DIR/fuzz_server (a real server in-process) for FUZZ_SERVER_RUNS
 #     (default 5 000);
-#  3. ASAN_BUILD/bin/fpx-fuzz-live for FUZZ_LIVE_REQUESTS requests (default
+#  3. ENGINE_DIR/fuzz_storage, fuzz_upload, fuzz_registry (server parts
+#     driven directly: log and snapshot recovery, upload checks, the
+#     registry) for FUZZ_DIRECT_RUNS each (default 100 000);
+#  4. ASAN_BUILD/bin/fpx-fuzz-live for FUZZ_LIVE_REQUESTS requests (default
 #     1 000 000) against ASAN_BUILD/bin/faissproxyd started on a temporary
-#     data directory, whose VmRSS must stay under FUZZ_RSS_MAX_MB (default
+#     data directory and a port the system picks (--endpoint-file), whose VmRSS must stay under FUZZ_RSS_MAX_MB (default
 #     4096); the daemon is then stopped with SIGTERM and must exit 0 with
 #     no sanitizer report (leaks included).
-#  FUZZ_PARTS (default "decoder server live") picks parts; FUZZ_SERVER_SKIP
+#  FUZZ_PARTS (default "decoder server storage upload registry live") picks parts; FUZZ_SERVER_SKIP
 #  and FUZZ_LIVE_SKIP (opcode names, comma-separated) fuzz around a known
 #  crash; FUZZ_SEED.
 #  Crashing inputs go to build/fuzz/findings/. Prints the figures; exits
@@ -18,7 +21,8 @@
 set -u
 engine=${1:?usage: scripts/fuzz.sh ENGINE_DIR ASAN_BUILD}
 asan=${2:?usage: scripts/fuzz.sh ENGINE_DIR ASAN_BUILD}
-parts=${FUZZ_PARTS:-decoder server live}
+parts=${FUZZ_PARTS:-decoder server storage upload registry live}
+direct_runs=${FUZZ_DIRECT_RUNS:-100000}
 decoder_runs=${FUZZ_DECODER_RUNS:-10000000}
 server_runs=${FUZZ_SERVER_RUNS:-5000}
 live_requests=${FUZZ_LIVE_REQUESTS:-1000000}
@@ -71,18 +75,25 @@ run_engine () {
 
 case " $parts " in *" decoder "*) run_engine decoder "$decoder_runs" 131072 ;; esac
 case " $parts " in *" server "*) run_engine server "$server_runs" 131072 ;; esac
+for part in storage upload registry; do
+    case " $parts " in *" $part "*) run_engine "$part" "$direct_runs" 131072 ;; esac
+done
 
 case " $parts " in *" live "*)
-    port=$(( 20000 + RANDOM % 20000 ))
-    endpoint=tcp://127.0.0.1:$port
     mkdir -p "$work/data"
-    echo "# fuzz: live, $live_requests requests against an ASan faissproxyd on $endpoint"
+    #  A port the system picks, read back from --endpoint-file.
     ASAN_OPTIONS=detect_leaks=1:log_path=$work/daemon-asan \
-    "$root/$asan/bin/faissproxyd" --bind "$endpoint" --data-dir "$work/data" --api-key "fuzz:$key" \
+    "$root/$asan/bin/faissproxyd" --bind "tcp://127.0.0.1:*" --endpoint-file "$work/endpoint" \
+        --data-dir "$work/data" --api-key "fuzz:$key" \
         --workers 2 --fsync never --log-level error --default-tenant-limits deadline_ms=5000 \
         --auth-delay-max-ms 5 > "$work/daemon.log" 2>&1 &
     daemon_pid=$!
-    sleep 2
+    for _ in $(seq 600); do
+        [ -s "$work/endpoint" ] || ! kill -0 "$daemon_pid" 2>/dev/null && break
+        sleep 0.1
+    done
+    endpoint=$(head -n 1 "$work/endpoint" 2>/dev/null)
+    echo "# fuzz: live, $live_requests requests against an ASan faissproxyd on ${endpoint:-(none)}"
     t0=$(date +%s.%N)
     "$root/$asan/bin/fpx-fuzz-live" --endpoint "$endpoint" --key "$key" --pid "$daemon_pid" \
         --requests "$live_requests" --seed "$seed" --rss-max-mb "$rss_max_mb" \

@@ -1084,12 +1084,19 @@ s_setup (s_broker_t *self)
     ||  zmq_connect (self->monitor, FPX_MONITOR_ENDPOINT)
     ||  zmq_bind (self->backend, FPX_BACKEND_ENDPOINT))
         return -1;
-    for (int i = 0; i < config->nbinds; i++)
+    for (int i = 0; i < config->nbinds; i++) {
         if (zmq_bind (self->frontend, config->binds [i])) {
             fpx_log (FPX_LOG_ERROR, "cannot bind %s: %s", config->binds [i],
                      zmq_strerror (zmq_errno ()));
             return -1;
         }
+        //  tcp://HOST:* and ipc://* bind what the system picks: the
+        //  endpoint that resolved is the one clients need.
+        char *resolved = self->server->endpoints [i];
+        size_t size = sizeof self->server->endpoints [i];
+        if (zmq_getsockopt (self->frontend, ZMQ_LAST_ENDPOINT, resolved, &size) || !resolved [0])
+            snprintf (resolved, sizeof self->server->endpoints [i], "%s", config->binds [i]);
+    }
     return 0;
 }
 
@@ -1147,7 +1154,9 @@ fpx_broker_run (fpx_server_t *server, int signal_fd)
     int rc = s_setup (&self);
     if (rc == 0) {
         for (int i = 0; i < server->config.nbinds; i++)
-            fpx_log (FPX_LOG_INFO, "listening on %s", server->config.binds [i]);
+            fpx_log (FPX_LOG_INFO, "listening on %s", server->endpoints [i]);
+        if (server->listening)
+            server->listening (server);
         int workers = server->config.workers;
         //  Stop once asked to and every worker is back, all queued work done.
         while (!(self.stopping && self.nfree == workers && !self.queued)) {

@@ -20,7 +20,7 @@
 #include "faiss_shim.h"
 #include "interrupt.h"
 #include "tenant_limits.h"
-#include "runtime.h"
+#include "fpx_runtime.h"
 #include "server.h"
 #include "storage.h"
 
@@ -50,8 +50,14 @@ s_usage (FILE *out)
 "                       start; options on the command line override the file's\n"
 "                       (--bind and --curve-clients-file replace its list; keys\n"
 "                       from both are accepted)\n"
-"  --bind ENDPOINT      listen on ENDPOINT (tcp://HOST:PORT or ipc://PATH);\n"
-"                       repeatable; default tcp://127.0.0.1:5555\n"
+"  --bind ENDPOINT      listen on ENDPOINT (tcp://HOST:PORT or ipc://PATH; PORT *\n"
+"                       or PATH *: one the system picks); repeatable; default\n"
+"                       tcp://127.0.0.1:5555. Once listening, prints a line\n"
+"                       'faissproxyd listening on ENDPOINT' per bind on stdout,\n"
+"                       the endpoint as bound (the port picked)\n"
+"  --endpoint-file PATH  once listening, write the endpoints as bound there, one\n"
+"                       a line, then the metrics URL (http://HOST:PORT) if any\n"
+"                       (written whole: a new file renamed into place)\n"
 "  --workers N          worker threads calling FAISS (default: number of cores)\n"
 "  --api-key TENANT:KEY accept KEY for TENANT (role admin); repeatable; the key\n"
 "                       is visible to local users: prefer --keys-file\n"
@@ -79,8 +85,10 @@ s_usage (FILE *out)
 "  --log-level LEVEL    error, warn, info (default) or debug (a line per request)\n"
 "  --log-format FORMAT  text (default) or json (one object a line)\n"
 "  --metrics-bind HOST:PORT  serve HTTP GET /metrics (Prometheus), /metrics.json\n"
-"                       and / (a dashboard) on HOST:PORT; no authentication:\n"
-"                       keep it on loopback (default: off; docs/OPERATIONS.md)\n"
+"                       and / (a dashboard) on HOST:PORT (PORT 0: one the system\n"
+"                       picks, printed as 'faissproxyd metrics on URL'); no\n"
+"                       authentication: keep it on loopback (default: off;\n"
+"                       docs/OPERATIONS.md)\n"
 "\n"
 "Limits (docs/SECURITY.md, 'Limits, quotas and fairness'):\n"
 "  --default-tenant-limits \"KEY=N,…\"  quotas of every tenant; keys:\n"
@@ -377,7 +385,7 @@ enum { BIND = 1, WORKERS, API_KEY, KEYS_FILE, DATA_DIR, MAX_MB, MAX_QUEUE, LOG_L
        FSYNC, SNAPSHOT_MB, SNAPSHOT_S, SPIN_US, CURVE_SECRET, CURVE_CLIENTS,
        TENANT_LIMITS, DEFAULT_TENANT_LIMITS, MAX_MEMORY_MB, MAX_CONN_INFLIGHT, MAX_CONN_UNREAD,
        AUTH_DELAY_MAX, CONFIG, MAX_UNAUTHENTICATED, LOG_FORMAT,
-       METRICS_BIND, MEMORY_BUDGET, REBUILD_BACKGROUND_MIN };
+       METRICS_BIND, MEMORY_BUDGET, REBUILD_BACKGROUND_MIN, ENDPOINT_FILE };
 static const struct option s_options [] = {
     { "config", required_argument, NULL, CONFIG },
     { "bind", required_argument, NULL, BIND },
@@ -390,6 +398,7 @@ static const struct option s_options [] = {
     { "log-level", required_argument, NULL, LOG_LEVEL },
     { "log-format", required_argument, NULL, LOG_FORMAT },
     { "metrics-bind", required_argument, NULL, METRICS_BIND },
+    { "endpoint-file", required_argument, NULL, ENDPOINT_FILE },
     { "help", no_argument, NULL, HELP },
     { "version", no_argument, NULL, VERSION },
     { "fsync", required_argument, NULL, FSYNC },
@@ -531,6 +540,7 @@ s_apply (fpx_config_t *config, int option, char *value, bool from_file)
                 ? s_positive ("--rebuild-background-min", value, 1L << 40) : 0;
             break;
         case METRICS_BIND: config->metrics_bind = value; break;
+        case ENDPOINT_FILE: config->endpoint_file = value; break;
         case TENANT_LIMITS: s_tenant_limits_file = value; break;
         case DEFAULT_TENANT_LIMITS: s_default_tenant_limits = value; break;
         case MAX_MEMORY_MB:
@@ -717,6 +727,37 @@ s_recover (void *registry)
     return NULL;
 }
 
+//  Once the broker listens: the endpoints as bound (the port of
+//  tcp://HOST:*), on stdout and in --endpoint-file, so that whoever
+//  started the daemon connects without guessing a free port first.
+//  Written to the descriptor: stdout's stream feeds the log by now.
+static void
+s_listening (const fpx_server_t *server)
+{
+    const fpx_config_t *config = &server->config;
+    for (int i = 0; i < config->nbinds; i++)
+        dprintf (STDOUT_FILENO, "faissproxyd listening on %s\n", server->endpoints [i]);
+    if (server->metrics_url [0])
+        dprintf (STDOUT_FILENO, "faissproxyd metrics on %s\n", server->metrics_url);
+    if (!config->endpoint_file)
+        return;
+    char tmp [4200];
+    snprintf (tmp, sizeof tmp, "%s.%d.tmp", config->endpoint_file, (int) getpid ());
+    FILE *file = fopen (tmp, "w");
+    bool ok = file != NULL;
+    for (int i = 0; ok && i < config->nbinds; i++)
+        ok = fprintf (file, "%s\n", server->endpoints [i]) > 0;
+    if (ok && server->metrics_url [0])
+        ok = fprintf (file, "%s\n", server->metrics_url) > 0;
+    if (file && fclose (file))
+        ok = false;
+    if (!ok || rename (tmp, config->endpoint_file)) {
+        fpx_log (FPX_LOG_ERROR, "--endpoint-file %s: cannot write it: %s", config->endpoint_file,
+                 strerror (errno));
+        unlink (tmp);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -802,9 +843,11 @@ main (int argc, char **argv)
         fprintf (stderr, "faissproxyd: cannot start\n");
         return 1;
     }
-    if (config->metrics_bind && fpx_metrics_http_start (&server, config->metrics_bind))
+    fpx_metrics_http_t *metrics_http = NULL;
+    if (config->metrics_bind && !(metrics_http = fpx_metrics_http_new (&server, config->metrics_bind)))
         return 1;
     fpx_interrupt_install ();
+    server.listening = s_listening;
     fpx_log (FPX_LOG_INFO, "faissproxyd %s (protocol %d, FAISS %s): %d worker(s), %d tenant(s), "
              "max message %zu MiB", FPX_SERVER_VERSION, FPX_PROTOCOL_VERSION,
              fpx_shim_faiss_version (), config->workers, config->ntenants,
@@ -821,7 +864,7 @@ main (int argc, char **argv)
     pthread_join (recovery, NULL);
     fpx_workers_join (&server);
     fpx_rebuild_join_all ();            //  removals land before the last snapshots
-    fpx_metrics_http_stop ();           //  it reads the registry
+    fpx_metrics_http_destroy (&metrics_http);   //  it reads the registry
     fpx_storage_close (server.registry);        //  snapshots what the logs hold
     fpx_registry_destroy (&server.registry);
     zmq_ctx_term (server.zmq_ctx);

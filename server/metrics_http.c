@@ -21,7 +21,9 @@
 #define S_TIMEOUT_S         10      //  an idle connection is closed
 #define S_MEMORY_LIMIT      (32 << 10)   //  per connection: request head
 
-static struct MHD_Daemon *s_daemon;
+struct fpx_metrics_http_t {
+    struct MHD_Daemon *daemon;
+};
 
 //  The dashboard: no external assets; numbers are filled with textContent
 //  only, never parsed as HTML.
@@ -161,7 +163,7 @@ s_resolve (const char *bind, struct sockaddr_storage *address, socklen_t *length
     }
     char *end;
     long number = strtol (colon + 1, &end, 10);
-    if (*end || number < 1 || number > 65535)
+    if (*end || number < 0 || number > 65535)      //  0: a port the system picks
         return -1;
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *found;
     if (getaddrinfo (host, colon + 1, &hints, &found) || !found)
@@ -173,41 +175,57 @@ s_resolve (const char *bind, struct sockaddr_storage *address, socklen_t *length
     return 0;
 }
 
-int
-fpx_metrics_http_start (fpx_server_t *server, const char *bind)
+fpx_metrics_http_t *
+fpx_metrics_http_new (fpx_server_t *server, const char *bind)
 {
     struct sockaddr_storage address;
     socklen_t length;
     uint16_t port;
     if (s_resolve (bind, &address, &length, &port)) {
         fpx_log (FPX_LOG_ERROR, "--metrics-bind %s: not HOST:PORT with a known host", bind);
-        return -1;
+        return NULL;
     }
+    fpx_metrics_http_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
     unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD;
     if (address.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    s_daemon = MHD_start_daemon (flags, port, NULL, NULL, s_handle, server,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &address,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) S_CONNECTIONS_MAX,
-                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-                                 (unsigned int) S_CONNECTIONS_PER_IP,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) S_TIMEOUT_S,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) S_MEMORY_LIMIT,
-                                 MHD_OPTION_END);
-    if (!s_daemon) {
+    self->daemon = MHD_start_daemon (flags, port, NULL, NULL, s_handle, server,
+                                     MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &address,
+                                     MHD_OPTION_CONNECTION_LIMIT, (unsigned int) S_CONNECTIONS_MAX,
+                                     MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                     (unsigned int) S_CONNECTIONS_PER_IP,
+                                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) S_TIMEOUT_S,
+                                     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) S_MEMORY_LIMIT,
+                                     MHD_OPTION_END);
+    if (!self->daemon) {
         fpx_log (FPX_LOG_ERROR, "--metrics-bind %s: cannot listen (address in use or not local?)",
                  bind);
-        return -1;
+        free (self);
+        return NULL;
     }
     (void) length;
-    fpx_log (FPX_LOG_INFO, "metrics on http://%s/metrics (dashboard: http://%s/)", bind, bind);
-    return 0;
+    //  With port 0 the system picked one: name what clients can reach.
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info (self->daemon,
+                                                            MHD_DAEMON_INFO_BIND_PORT);
+    if (info && info->port)
+        port = info->port;
+    const char *colon = strrchr (bind, ':');
+    snprintf (server->metrics_url, sizeof server->metrics_url, "http://%.*s:%u",
+              (int) (colon - bind), bind, (unsigned) port);
+    fpx_log (FPX_LOG_INFO, "metrics on %s/metrics (dashboard: %s/)", server->metrics_url,
+             server->metrics_url);
+    return self;
 }
 
 void
-fpx_metrics_http_stop (void)
+fpx_metrics_http_destroy (fpx_metrics_http_t **self_p)
 {
-    if (s_daemon)
-        MHD_stop_daemon (s_daemon);
-    s_daemon = NULL;
+    fpx_metrics_http_t *self = *self_p;
+    if (!self)
+        return;
+    MHD_stop_daemon (self->daemon);
+    free (self);
+    *self_p = NULL;
 }

@@ -31,7 +31,7 @@
 #include "upload_check.h"
 #include "ops.h"
 #include "tenant_limits.h"
-#include "runtime.h"
+#include "fpx_runtime.h"
 #include "transfers.h"
 
 #define FPX_FACTORY_NUMBER_MAX (1 << 20)     //  any integer in a factory string
@@ -312,7 +312,7 @@ fpx_op_reply_array (fpx_call_t *call, void *data, size_t size)
 
 // ---- OpenMP budget -----------------------------------------------------------
 
-//  Splits the cores between the FAISS calls running now (server/runtime.c).
+//  Splits the cores between the FAISS calls running now (common/fpx_runtime.c).
 void
 fpx_op_threads_begin (fpx_call_t *call, int64_t work_items)
 {

@@ -54,7 +54,7 @@ void fpx_op_reply_array (fpx_call_t *call, void *data, size_t size);
 
 /*  OpenMP thread budget around a FAISS call over work_items rows; the
     second for a batched search of `rows` queries of entry's index (its
-    lock held), which runs on one thread when small (server/runtime.h).
+    lock held), which runs on one thread when small (common/fpx_runtime.h).
     A request alone keeps cores / calls (OpenBLAS's rounding can depend
     on its thread count; its results stay those of FAISS in-process).    */
 void fpx_op_threads_begin (fpx_call_t *call, int64_t work_items);

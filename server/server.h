@@ -78,6 +78,7 @@ typedef struct {
     uint8_t (*curve_clients) [32]; //  --curve-clients-file, owned; none: any
     int ncurve_clients;
     const char *metrics_bind;      //  --metrics-bind HOST:PORT; NULL: off
+    const char *endpoint_file;     //  --endpoint-file PATH; NULL: none
 } fpx_config_t;
 
 /*  Per-tenant counters of batched searches (see fpx_batch_t).           */
@@ -86,7 +87,8 @@ typedef struct {
     atomic_uint_fast64_t calls;         //  FAISS calls that served ≥ 2 of them
 } fpx_batch_stats_t;
 
-typedef struct {
+typedef struct fpx_server_s fpx_server_t;
+struct fpx_server_s {
     fpx_config_t config;
     void *zmq_ctx;
     fpx_registry_t *registry;
@@ -94,7 +96,16 @@ typedef struct {
     double started_at;             //  monotonic seconds
     fpx_batch_stats_t *batch_stats;    //  one per tenant, owned
     fpx_metrics_t *metrics;        //  owned; NULL: not counted
-} fpx_server_t;
+    //  What the binds resolved to (an ephemeral port of tcp://HOST:*, the
+    //  path of ipc://*), set by the broker once every bind succeeded, and
+    //  the metrics server's http://HOST:PORT (set by fpx_metrics_http_start;
+    //  "" when off).
+    char endpoints [FPX_MAX_BINDS][256];
+    char metrics_url [128];
+    //  Called by the broker, on its thread, once it listens on every
+    //  endpoint and before it serves a request; NULL: nothing.
+    void (*listening) (const fpx_server_t *server);
+};
 
 //  The broker → worker envelope, frame 1 of every job.
 typedef enum {
@@ -194,12 +205,15 @@ void fpx_zap_join (void);
     indexes; reads only atomics and the registry. Any thread.            */
 char *fpx_metrics_render (fpx_server_t *server, bool json, size_t *size_p);
 
-/*  Starts the HTTP server of --metrics-bind HOST:PORT on its own thread
+/*  The HTTP server of --metrics-bind HOST:PORT, on its own thread
     (metrics_http.c): GET /metrics, /metrics.json and / (the dashboard).
-    Returns 0, or -1 with a message logged. fpx_metrics_http_stop stops
-    it (no-op when not started); before the registry goes.               */
-int fpx_metrics_http_start (fpx_server_t *server, const char *bind);
-void fpx_metrics_http_stop (void);
+    PORT 0 binds one the system picks; server->metrics_url names what was
+    bound. Returns the server (caller owns), or NULL with a message
+    logged. Destroy it (NULL is fine) before the registry goes: it reads
+    server's registry and counters until then.                           */
+typedef struct fpx_metrics_http_t fpx_metrics_http_t;
+fpx_metrics_http_t *fpx_metrics_http_new (fpx_server_t *server, const char *bind);
+void fpx_metrics_http_destroy (fpx_metrics_http_t **self_p);
 
 // ---- worker.c
 /*  Starts / joins the worker pool.                                      */

@@ -925,6 +925,16 @@ s_replay_record (FaissIndex *index, int kind, const uint8_t *p, uint64_t length,
         ||  (length - 16) % row)
             goto malformed;
         const float *x = (const float *) (p + 16);     //  16 + 32-byte header: aligned
+        //  The server logs only vectors it accepted (fpx_op_vectors): any
+        //  other cannot come from it, and FAISS must not train on them
+        //  (a PCA of NaN is a matrix the next recovery refuses).
+        size_t bad_row;
+        double norm2;
+        if (fpx_vectors_check (x, (size_t) n, (size_t) d, &bad_row, &norm2)) {
+            snprintf (err, err_size, "log record of kind %d holds vector %zu, which the server "
+                      "refuses (not finite, or too large)", kind, bad_row);
+            return -1;
+        }
         if (kind == FPX_REC_TRAIN)
             rc = faiss_Index_train (index, (int64_t) n, x);
         else if (kind == FPX_REC_ADD)
@@ -936,7 +946,7 @@ s_replay_record (FaissIndex *index, int kind, const uint8_t *p, uint64_t length,
     else if (kind == FPX_REC_REMOVE_IDS || kind == FPX_REC_REMOVE_RANGE) {
         FaissIDSelector *selector = NULL;
         size_t removed;
-        if (length < 16 || (kind == FPX_REC_REMOVE_IDS && (length - 16) != n * 8))
+        if (length < 16 || (kind == FPX_REC_REMOVE_IDS && ((length - 16) % 8 || (length - 16) / 8 != n)))
             goto malformed;
         if (kind == FPX_REC_REMOVE_IDS)
             rc = fpx_shim_id_selector ((int64_t) n, (const int64_t *) (p + 16), &selector,

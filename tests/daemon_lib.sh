@@ -1,7 +1,7 @@
-#  daemon_lib.sh — sourced by the shell tests: a faissproxyd of their own on
-#  a free loopback port, and the "ok"/"FAIL" bookkeeping of tests/run.sh's
-#  programs. The caller sets $work (a temporary directory it removes) and
-#  $cli (a faissproxy binary).
+#  daemon_lib.sh — sourced by the shell tests and scripts/bench.sh: a
+#  faissproxyd of their own on a loopback port the system picks, and the
+#  "ok"/"FAIL" bookkeeping of tests/run.sh's programs. The caller sets
+#  $work (a temporary directory it removes) and $cli (a faissproxy binary).
 
 passed=0
 failed=0
@@ -34,34 +34,42 @@ ping_server () {
     "$cli" --server "$1" --api-key "$2" --timeout "${3:-300}" ping >/dev/null 2>&1
 }
 
+#  daemon_endpoint LOG: the first tcp:// endpoint a faissproxyd wrote to
+#  LOG ("faissproxyd listening on ENDPOINT", its stdout), or nothing yet.
+daemon_endpoint () {
+    sed -n 's|^faissproxyd listening on \(tcp://.*\)$|\1|p' "$1" 2>/dev/null | head -n 1
+}
+
 #  start_daemon KEY COMMAND… — runs COMMAND (a faissproxyd command line) in
 #  the background with every @PORT@ in it, and in "$work"/*.in files
-#  (copied without .in), replaced by a random port in 7000-7999, until a
-#  server answers a ping with KEY there; sets $port and $endpoint. Its
-#  output goes to "$work/daemon.log". Returns 1 if 20 ports fail.
+#  (copied without .in), replaced by "*": the daemon binds a port the
+#  system picks and prints the endpoint it got, which is read from its
+#  stdout (so that it works through wrappers, chroots and containers);
+#  then waits until a server answers a ping with KEY there. Sets $port
+#  and $endpoint. Its output goes to "$work/daemon.log". Returns 1 if the
+#  daemon exits or does not answer within 30 s.
 start_daemon () {
     local key=$1
     shift
-    for _ in $(seq 20); do
-        port=$((7000 + RANDOM % 1000))
-        endpoint="tcp://127.0.0.1:$port"
-        local in args=()
-        for in in "$work"/*.in; do
-            [ -f "$in" ] && sed "s/@PORT@/$port/g" "$in" > "${in%.in}"
-        done
-        for arg in "$@"; do args+=("${arg//@PORT@/$port}"); done
-        "${args[@]}" >"$work/daemon.log" 2>&1 &
-        daemon_pid=$!
-        for _ in $(seq 100); do
-            kill -0 "$daemon_pid" 2>/dev/null || break
-            if ping_server "$endpoint" "$key" 200; then
-                return 0
-            fi
-            sleep 0.1
-        done
-        stop_daemon
-        #  Exited at once for another reason than the port: do not retry.
-        grep -q "Address already in use" "$work/daemon.log" || return 1
+    local in args=()
+    for in in "$work"/*.in; do
+        [ -f "$in" ] && sed "s/@PORT@/*/g" "$in" > "${in%.in}"
     done
+    for arg in "$@"; do args+=("${arg//@PORT@/*}"); done
+    : >"$work/daemon.log"
+    "${args[@]}" >"$work/daemon.log" 2>&1 &
+    daemon_pid=$!
+    endpoint=""
+    port=""
+    for _ in $(seq 300); do
+        kill -0 "$daemon_pid" 2>/dev/null || break
+        [ -n "$endpoint" ] || endpoint=$(daemon_endpoint "$work/daemon.log")
+        if [ -n "$endpoint" ] && ping_server "$endpoint" "$key" 200; then
+            port=${endpoint##*:}
+            return 0
+        fi
+        sleep 0.1
+    done
+    stop_daemon
     return 1
 }

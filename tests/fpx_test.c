@@ -255,7 +255,7 @@ fpx_test_asan (void)
 
 char fpx_test_key_a [FPX_API_KEY_MAX + 1];
 char fpx_test_key_b [FPX_API_KEY_MAX + 1];
-static int s_next_port;
+static int s_started;              //  servers started, for log names
 
 static void
 s_init_keys (void)
@@ -289,39 +289,6 @@ s_daemon_path (char *buf, size_t size)   //  size >= 4200
         *slash = 0;
     snprintf (buf, size, "%s/bin/faissproxyd", exe);
     return buf;
-}
-
-static bool
-s_port_is_free (int port)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return false;
-    int one = 1;
-    setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in addr;
-    memset (&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons ((uint16_t) port);
-    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-    bool ok = bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0;
-    close (fd);
-    return ok;
-}
-
-static int
-s_pick_port (void)
-{
-    if (s_next_port == 0)
-        s_next_port = 5600 + (int) (getpid () % 100) * 4;
-    for (int tries = 0; tries < 400; tries++) {
-        int port = s_next_port++;
-        if (s_next_port >= 6000)
-            s_next_port = 5600;
-        if (s_port_is_free (port))
-            return port;
-    }
-    return -1;
 }
 
 static int
@@ -401,37 +368,54 @@ s_status_code (int status)
     return -1;
 }
 
-//  One attempt on one port. Returns 0 (ready), 1 (try another port) or
-//  -1 (give up).
+//  The first endpoint the daemon wrote to its --endpoint-file: 1 while
+//  the file is not there yet, 0 with endpoint and port filled in.
+static int
+s_read_endpoint (fpx_test_server_t *self, const char *path)
+{
+    FILE *file = fopen (path, "r");
+    if (!file)
+        return 1;
+    char line [256] = "";
+    bool got = fgets (line, sizeof line, file) != NULL;
+    fclose (file);
+    line [strcspn (line, "\n")] = 0;
+    const char *colon = strrchr (line, ':');
+    if (!got || strncmp (line, "tcp://", 6) || !colon || strlen (line) >= sizeof self->endpoint)
+        return -1;
+    snprintf (self->endpoint, sizeof self->endpoint, "%s", line);
+    self->port = atoi (colon + 1);
+    return self->port > 0 ? 0 : -1;
+}
+
+//  Starts the daemon on a port of the system's choosing (--bind
+//  tcp://127.0.0.1:*), learns it from --endpoint-file, and pings there.
+//  Returns 0 (ready) or -1.
 static int
 s_start_once (fpx_test_server_t *self, const char *daemon, const char *const *extra_args,
               const char *const *extra_env)
 {
-    int port = s_pick_port ();
-    if (port < 0) {
-        fprintf (stderr, "# no free port in 5600-5999\n");
-        return -1;
-    }
-    self->port = port;
-    snprintf (self->endpoint, sizeof self->endpoint, "tcp://127.0.0.1:%d", port);
     snprintf (self->data_dir, sizeof self->data_dir, "/tmp/fpx-test-data-%d-XXXXXX", (int) getpid ());
     if (!mkdtemp (self->data_dir)) {
         fprintf (stderr, "# mkdtemp: %s\n", strerror (errno));
         return -1;
     }
-    snprintf (self->log_path, sizeof self->log_path, "/tmp/fpx-test-%d-%d.log", (int) getpid (), port);
+    snprintf (self->log_path, sizeof self->log_path, "/tmp/fpx-test-%d-%d.log", (int) getpid (),
+              ++s_started);
+    char endpoint_file [300];
+    snprintf (endpoint_file, sizeof endpoint_file, "%s/endpoint", self->data_dir);
 
     //  Everything the child needs is prepared before fork: the parent may
     //  have threads (ZeroMQ's), so the child only calls async-signal-safe
     //  functions before exec.
-    char bind_arg [80], key_a [160], key_b [160];
-    snprintf (bind_arg, sizeof bind_arg, "%s", self->endpoint);
+    char key_a [160], key_b [160];
     snprintf (key_a, sizeof key_a, "%s:%s", FPX_TEST_TENANT_A, fpx_test_key_a);
     snprintf (key_b, sizeof key_b, "%s:%s", FPX_TEST_TENANT_B, fpx_test_key_b);
     const char *argv [64];
     int argc = 0;
     argv [argc++] = daemon;
-    argv [argc++] = "--bind";       argv [argc++] = bind_arg;
+    argv [argc++] = "--bind";       argv [argc++] = "tcp://127.0.0.1:*";
+    argv [argc++] = "--endpoint-file"; argv [argc++] = endpoint_file;
     argv [argc++] = "--api-key";    argv [argc++] = key_a;
     argv [argc++] = "--api-key";    argv [argc++] = key_b;
     argv [argc++] = "--data-dir";   argv [argc++] = self->data_dir;
@@ -491,48 +475,43 @@ s_start_once (fpx_test_server_t *self, const char *daemon, const char *const *ex
     }
     self->pid = pid;
 
-    fpx_client_t *client = fpx_client_new (self->endpoint, fpx_test_key_a);
-    if (!client) {
-        fprintf (stderr, "# fpx_client_new (%s) returned NULL\n", self->endpoint);
-        kill (pid, SIGKILL);
-        int status;
-        waitpid (pid, &status, 0);
-        self->pid = 0;
-        return -1;
-    }
-    fpx_client_set_timeout (client, 300);
     double deadline = fpx_now () + (fpx_test_asan () ? 60 : 30);
     int result = 1;
     int last_rc = 0;
-    while (true) {
+    fpx_client_t *client = NULL;
+    while (result == 1) {
         int status;
         if (waitpid (pid, &status, WNOHANG) == pid) {
-            fprintf (stderr, "# faissproxyd on port %d exited during startup with status %d\n",
-                     port, s_status_code (status));
+            fprintf (stderr, "# faissproxyd exited during startup with status %d\n",
+                     s_status_code (status));
             s_print_log_tail (self->log_path);
             self->pid = 0;
-            result = 1;
-            break;
-        }
-        last_rc = fpx_ping (client, NULL);
-        if (last_rc == 0) {
-            result = 0;
-            break;
-        }
-        if (last_rc == FPX_EAUTH) {
-            //  Another server answers on this port: not ours (ours knows
-            //  this run's key).
-            fprintf (stderr, "# port %d answered by a foreign server\n", port);
-            result = 1;
-            break;
-        }
-        if (fpx_now () > deadline) {
-            fprintf (stderr, "# faissproxyd on port %d: no successful ping (last %s: %s)\n",
-                     port, fpx_error_name (last_rc), fpx_client_errmsg (client));
             result = -1;
             break;
         }
-        fpx_sleep_ms (50);
+        if (!client) {
+            int found = s_read_endpoint (self, endpoint_file);
+            if (found < 0) {
+                fprintf (stderr, "# %s does not name a tcp:// endpoint\n", endpoint_file);
+                result = -1;
+            }
+            else if (found == 0 && !(client = fpx_client_new (self->endpoint, fpx_test_key_a))) {
+                fprintf (stderr, "# fpx_client_new (%s) returned NULL\n", self->endpoint);
+                result = -1;
+            }
+            if (client)
+                fpx_client_set_timeout (client, 300);
+        }
+        if (client && (last_rc = fpx_ping (client, NULL)) == 0)
+            result = 0;
+        else if (result == 1 && fpx_now () > deadline) {
+            fprintf (stderr, "# faissproxyd on %s: no successful ping (last %s: %s)\n",
+                     client ? self->endpoint : "(no endpoint file yet)", fpx_error_name (last_rc),
+                     client ? fpx_client_errmsg (client) : "");
+            result = -1;
+        }
+        else if (result == 1)
+            fpx_sleep_ms (client ? 50 : 20);
     }
     fpx_client_destroy (&client);
     if (result != 0 && self->pid) {
@@ -540,12 +519,10 @@ s_start_once (fpx_test_server_t *self, const char *daemon, const char *const *ex
         int status;
         waitpid (pid, &status, 0);
         self->pid = 0;
+        s_print_log_tail (self->log_path);
     }
-    if (result != 0) {
+    if (result != 0)
         nftw (self->data_dir, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-        if (result == -1)
-            s_print_log_tail (self->log_path);
-    }
     return result;
 }
 
@@ -562,14 +539,7 @@ fpx_test_server_start (fpx_test_server_t *self, const char *const *extra_args,
         fprintf (stderr, "# daemon %s is not executable: %s\n", daemon, strerror (errno));
         return -1;
     }
-    for (int attempt = 0; attempt < 6; attempt++) {
-        int rc = s_start_once (self, daemon, extra_args, extra_env);
-        if (rc == 0)
-            return 0;
-        if (rc < 0)
-            return -1;
-    }
-    return -1;
+    return s_start_once (self, daemon, extra_args, extra_env);
 }
 
 int

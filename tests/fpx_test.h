@@ -135,7 +135,7 @@ extern char fpx_test_key_b [FPX_API_KEY_MAX + 1];
 
 typedef struct fpx_test_server_s {
     pid_t pid;                  //  0 when not running
-    int port;
+    int port;                   //  the one the daemon bound
     char endpoint [64];         //  tcp://127.0.0.1:PORT
     char data_dir [256];
     char log_path [256];
@@ -145,11 +145,14 @@ typedef struct fpx_test_server_s {
 } fpx_test_server_t;
 
 /*  Starts FPX_DAEMON (else BUILD/bin/faissproxyd next to this program)
-    on a free port of 5600-5999 with both tenants' keys, a fresh data
-    directory and --log-level warn, plus extra_args (NULL-terminated, may
-    be NULL) and extra environment "NAME=VALUE" entries (NULL-terminated,
-    may be NULL). Returns once fpx_ping with tenant A's key succeeds, or
-    -1 after retries (the reason is on stderr). The child dies with us. */
+    with --bind tcp://127.0.0.1:* (a port the system picks, which the
+    daemon writes to its --endpoint-file: no port is guessed), both
+    tenants' keys, a fresh data directory and --log-level warn, plus
+    extra_args (NULL-terminated, may be NULL; a --bind there is an extra
+    endpoint) and extra environment "NAME=VALUE" entries (NULL-terminated,
+    may be NULL). Returns once fpx_ping with tenant A's key succeeds on
+    the endpoint it wrote, or -1 (the reason is on stderr). The child
+    dies with us.                                                        */
 int fpx_test_server_start (fpx_test_server_t *self, const char *const *extra_args,
                            const char *const *extra_env);
 

@@ -6,7 +6,9 @@
 #  protocol/fpx_version.h (and their FAISS / libzmq); that a config file
 #  configures a real faissproxyd (bind, hashed keys file, data directory,
 #  comments, quoting), that the command line overrides it, that an unknown
-#  option or a bad value stops the start naming the line, that every option
+#  option or a bad value stops the start naming the line, that ports and
+#  paths the system picks (tcp://HOST:*, ipc://*, metrics port 0) are
+#  printed and written to --endpoint-file as bound, that every option
 #  of --help is a config key, that packaging/faissproxyd.conf is accepted;
 #  and that each man page documents exactly the options its --help lists.
 #  Prints "N passed, M failed" last; exits non-zero on any failure.
@@ -166,6 +168,32 @@ if start_daemon "$key" "$daemon" --config "$work/fpx.conf"; then
 else
     fail "config.serves" "$(tail -n 5 "$work/daemon.log")"
 fi
+
+#  Ports and paths the system picks: tcp://HOST:*, ipc://* and a metrics
+#  port 0 are bound, printed on stdout as bound, and written whole to
+#  --endpoint-file, where clients find them (what every launcher of the
+#  tests and the bench relies on).
+TMPDIR="$work" "$daemon" --bind "tcp://127.0.0.1:*" --bind "ipc://*" --metrics-bind 127.0.0.1:0 \
+    --endpoint-file "$work/endpoints" --api-key "t:$key" --data-dir "$work/ep-data" \
+    >"$work/ep.out" 2>"$work/ep.err" &
+daemon_pid=$!
+for _ in $(seq 300); do
+    [ -s "$work/endpoints" ] || ! kill -0 "$daemon_pid" 2>/dev/null && break
+    sleep 0.1
+done
+tcp=$(sed -n 1p "$work/endpoints" 2>/dev/null)
+ipc=$(sed -n 2p "$work/endpoints" 2>/dev/null)
+url=$(sed -n 3p "$work/endpoints" 2>/dev/null)
+printed=$(sed -n 's/^faissproxyd \(listening\|metrics\) on //p' "$work/ep.out")
+if [[ "$tcp" =~ ^tcp://127\.0\.0\.1:[1-9][0-9]*$ ]] && [[ "$ipc" == ipc://"$work"/* ]] \
+   && [[ "$url" =~ ^http://127\.0\.0\.1:[1-9][0-9]*$ ]] && [ "$(wc -l < "$work/endpoints")" -eq 3 ] \
+   && [ "$printed" = "$(cat "$work/endpoints")" ] \
+   && ping_server "$tcp" "$key" 2000 && ping_server "$ipc" "$key" 2000; then
+    ok "daemon.ephemeral_endpoints"
+else
+    fail "daemon.ephemeral_endpoints" "file: $(tr '\n' ' ' < "$work/endpoints" 2>/dev/null); stdout: $(tr '\n' ' ' < "$work/ep.out"); $(tail -n 3 "$work/ep.err")"
+fi
+stop_daemon
 
 #  The sample config starts a server (data directory and binds overridden).
 if start_daemon "$key" "$daemon" --config "$root/packaging/faissproxyd.conf" --bind "tcp://127.0.0.1:@PORT@" \

@@ -615,6 +615,14 @@ s_test_train_compacted (void *arg)
     //  Recovery says what it loaded: the add, not the training, replayed.
     const char *args [] = { "--data-dir", dir, "--log-level", "debug", NULL };
     REQUIRE (fpx_test_server_start (&server, args, NULL) == 0, "restart failed");
+    //  The server answers while it recovers (the launcher returns at the
+    //  first ping); the line is written when recovery ends.
+    client = fpx_test_client (&server, fpx_test_key_a);
+    fpx_server_info_t ping = { .recovering = 1 };
+    for (double until = fpx_now () + 120; ping.recovering && fpx_now () < until; fpx_sleep_ms (50))
+        if (fpx_ping (client, &ping))
+            ping.recovering = 1;
+    CHECK_EQ (ping.recovering, 0);
     char expected [200], line [1024];
     snprintf (expected, sizeof expected, "recovered %s/trained in ", FPX_TEST_TENANT_A);
     bool found = false;
@@ -626,7 +634,6 @@ s_test_train_compacted (void *arg)
         fclose (log);
     CHECK (found, "no line '%s…: 500 vectors, …, 1 log records replayed' in %s", expected,
            server.log_path);
-    client = fpx_test_client (&server, fpx_test_key_a);
     fpx_index_info_t info;
     if (CHECK_OK (client, fpx_index_describe (client, "trained", 0, &info))) {
         CHECK_TRUE (info.is_trained);

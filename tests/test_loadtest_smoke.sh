@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 #  test_loadtest_smoke.sh BUILD_DIR — CI smoke test of fpx-loadtest.
 #
-#  Starts its own faissproxyd on a free loopback port (7000-7999) with a
+#  Starts its own faissproxyd on a loopback port the system picks with a
 #  generated key and a temporary data directory, runs fpx-loadtest for a
 #  few hundred requests in several modes (sync, pipelined, open loop,
 #  add, mixed with two tenants, --inprocess, --rounds, --keep-awake, the raw
@@ -44,35 +44,19 @@ done
 key=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 tenant2_key=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 
-#  A free port: try random ones in 7000-7999 until the server binds and
-#  answers a ping.
+#  A port the system picks, which the daemon prints (tests/daemon_lib.sh).
+. "$(dirname "$0")/daemon_lib.sh"
 start_server () {
-    for _ in $(seq 20); do
-        port=$((7000 + RANDOM % 1000))
-        endpoint="tcp://127.0.0.1:$port"
-        mkdir -p "$work/data"
-        "$daemon" --bind "$endpoint" --api-key "smoke:$key" --api-key "smoke2:$tenant2_key" \
-            --data-dir "$work/data" --log-level warn >"$work/server.log" 2>&1 &
-        server_pid=$!
-        for _ in $(seq 50); do
-            if ! kill -0 "$server_pid" 2>/dev/null; then
-                break
-            fi
-            if "$cli" --server "$endpoint" --api-key "$key" --timeout 200 ping >/dev/null 2>&1; then
-                return 0
-            fi
-            sleep 0.1
-        done
-        kill -KILL "$server_pid" 2>/dev/null
-        wait "$server_pid" 2>/dev/null
-        server_pid=""
-    done
-    return 1
+    mkdir -p "$work/data"
+    start_daemon "$key" "$daemon" --bind "tcp://127.0.0.1:@PORT@" --api-key "smoke:$key" \
+        --api-key "smoke2:$tenant2_key" --data-dir "$work/data" --log-level warn || return 1
+    server_pid=$daemon_pid
+    daemon_pid=""
 }
 
 if ! start_server; then
-    echo "# cannot start faissproxyd on a free port in 7000-7999" >&2
-    cat "$work/server.log" >&2
+    echo "# cannot start faissproxyd" >&2
+    cat "$work/daemon.log" >&2
     echo "0 passed, 1 failed"
     exit 1
 fi

@@ -21,7 +21,7 @@
 #include <faiss/c_api/index_io_c.h>
 
 #include "loadtest.h"
-#include "runtime.h"
+#include "fpx_runtime.h"
 
 #define S_CHUNK_ROWS 65536
 
@@ -151,7 +151,7 @@ s_close (lt_client_t *client)
     client->handle = NULL;
 }
 
-//  faissproxyd's thread budget (server/runtime.c).
+//  faissproxyd's thread budget (common/fpx_runtime.c).
 static void
 s_threads_begin (lt_run_t *run, int64_t rows)
 {

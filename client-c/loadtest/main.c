@@ -31,7 +31,7 @@
 #include <zmq.h>
 
 #include "loadtest.h"
-#include "runtime.h"
+#include "fpx_runtime.h"
 
 #define S_SETUP_TIMEOUT_MS  (30 * 60 * 1000)    //  training or filling a big index
 #define S_CHUNK_BYTES       (16 * 1024 * 1024)  //  vectors per setup add
@@ -891,7 +891,7 @@ int
 main (int argc, char **argv)
 {
     //  The in-process baseline runs FAISS with faissproxyd's own runtime
-    //  settings (server/runtime.c): with libgomp's default active wait, a
+    //  settings (common/fpx_runtime.c): with libgomp's default active wait, a
     //  Flat batch search in-process ran 2.5 times slower than the same
     //  search in the server; with 4 KiB pages, an add that grows a Flat
     //  index here spent most of its time in page faults.

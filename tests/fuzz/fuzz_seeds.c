@@ -165,6 +165,31 @@ fpx_fuzz_setup_requests (fpx_fuzz_seed_fn fn, void *arg)
 
 //  FAISS in-process: an index of the factory, trained and filled.
 static uint8_t *
+s_serialized (const char *factory, size_t *size_p);
+
+int
+fpx_fuzz_upload_seeds (fpx_fuzz_upload_fn fn, void *arg)
+{
+    int count = 0;
+    for (size_t i = 0; i < sizeof s_factories / sizeof s_factories [0]; i++) {
+        size_t size = 0;
+        uint8_t *bytes = s_serialized (s_factories [i], &size);
+        if (!bytes)
+            continue;
+        fn (arg, s_factories [i], bytes, size);
+        free (bytes);
+        count++;
+    }
+    return count;
+}
+
+float *
+fpx_fuzz_vectors (int n, int seed)
+{
+    return s_vectors (n, seed);
+}
+
+static uint8_t *
 s_serialized (const char *factory, size_t *size_p)
 {
     FaissIndex *index = NULL;

@@ -24,6 +24,19 @@ void fpx_fuzz_setup_requests (fpx_fuzz_seed_fn fn, void *arg);
     every type. Returns the number of requests given to fn.              */
 int fpx_fuzz_seed_requests (fpx_fuzz_seed_fn fn, void *arg);
 
+/*  Called once per serialized index: its factory string, its bytes
+    (borrowed for the call).                                             */
+typedef void (*fpx_fuzz_upload_fn) (void *arg, const char *factory,
+                                    const uint8_t *bytes, size_t size);
+
+/*  Serializes (FAISS in-process) an index of every type the seeds
+    upload, trained and filled. Returns how many were given to fn.       */
+int fpx_fuzz_upload_seeds (fpx_fuzz_upload_fn fn, void *arg);
+
+/*  n deterministic vectors of dimension FPX_FUZZ_D from seed; caller
+    frees.                                                               */
+float *fpx_fuzz_vectors (int n, int seed);
+
 /*  The names the setup creates, NULL-terminated.                        */
 extern const char *const fpx_fuzz_base_names [];
 

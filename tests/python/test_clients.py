@@ -159,7 +159,7 @@ def test_bad_endpoint():
 def restartable():
     data_dir = tempfile.mkdtemp(prefix="fpx-pytest-clients-")
     srv = fpx_server.Server(workers=1)
-    srv.start_on(_free_port(), data_dir)
+    srv.start_on(None, data_dir)      # a port of its choosing; the restart reuses it
     yield srv
     srv.stop()
     shutil.rmtree(data_dir, ignore_errors=True)

@@ -75,8 +75,11 @@ def test_json_log():
         elif line.strip():
             plain.append(line)
     #  Only the command line's own warning (printed before the options
-    #  are applied) is not JSON.
-    assert all(line.startswith("faissproxyd: warning: --api-key") for line in plain), plain
+    #  are applied) and the endpoints announced on stdout (not log lines:
+    #  what launchers read, in every --log-format) are not JSON.
+    assert all(line.startswith(("faissproxyd: warning: --api-key", "faissproxyd listening on "))
+               for line in plain), plain
+    assert sum(line.startswith("faissproxyd listening on ") for line in plain) == 1, plain
     assert all({"time", "level", "message"} <= set(r) for r in records)
 
     requests = [r for r in records if r["message"] == "request"]

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -52,12 +51,6 @@ for _ in range(%d):
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)')
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url, method="GET"):
@@ -127,10 +120,12 @@ def _run_requests(srv):
 
 @pytest.fixture(scope="module")
 def served():
-    port = _free_port()
-    srv = fpx_server.Server(workers=2, extra_args=["--metrics-bind", "127.0.0.1:%d" % port])
+    # Port 0: the daemon binds one the system picks and writes the URL to
+    # its --endpoint-file.
+    srv = fpx_server.Server(workers=2, extra_args=["--metrics-bind", "127.0.0.1:0"])
     srv.start()
-    base = "http://127.0.0.1:%d" % port
+    base = srv.metrics_url()
+    assert base and base.startswith("http://127.0.0.1:") and not base.endswith(":0"), srv.endpoints
     try:
         status, _, body = _get(base + "/metrics")
         assert status == 200

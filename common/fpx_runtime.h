@@ -1,7 +1,9 @@
-/*  runtime.h — faissproxyd's runtime settings for FAISS, in one place:
+/*  fpx_runtime.h — faissproxyd's runtime settings for FAISS, in one place:
     the daemon applies them, and fpx-loadtest's in-process baseline applies
     the very same ones, so that remote and in-process differ by the trip
-    to the server and nothing else.                                     */
+    to the server and nothing else. It lives in common/, which the
+    daemon and the load harness both build, so that neither reaches
+    into the other's private files.                                     */
 #ifndef FPX_RUNTIME_H_INCLUDED
 #define FPX_RUNTIME_H_INCLUDED
 

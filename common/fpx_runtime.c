@@ -1,4 +1,4 @@
-/*  runtime.c — see runtime.h.
+/*  fpx_runtime.c — see fpx_runtime.h.
 
     OpenMP's default wait policy keeps idle team threads spinning after
     each parallel region. In a server whose workers start teams
@@ -39,7 +39,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "runtime.h"
+#include "fpx_runtime.h"
 
 //  The OpenMP and OpenBLAS entry points, declared here so that this file
 //  compiles without -fopenmp; OpenBLAS's is weak, so that another BLAS
