@@ -1,5 +1,5 @@
 /*  rebuild.c — remove_ids on large HNSW indexes, in the background
-    (rebuild.h; the FAISS side is faiss_shim.cpp's fpx_shim_remove_begin).
+    (rebuild.h; the FAISS side is shim_remove.cpp's fpx_shim_remove_begin).
 
     One detached thread per rebuild, at most FPX_REBUILDS_MAX at once.
     Each holds a counted reference to its entry, so a drop (which only

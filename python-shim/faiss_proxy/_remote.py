@@ -1196,7 +1196,7 @@ class _ThreadedIndex(Index):
     # -- the fan-out
 
     def _check_part(self, index, role):
-        """The server's checks of fpx_attach (faiss_shim.cpp), for a part
+        """The server's checks of fpx_attach (shim_objects.cpp), for a part
         it does not see."""
         def bad(message):
             raise FaissProxyError(_capi.ERROR_CODES.get("FPX_EINVAL", -5), message)
