@@ -3,6 +3,8 @@
 */
 #include "shim_internal.h"
 
+#include <type_traits>
+
 using namespace fpx_shim_internal;
 
 // ---- objects: composition, attributes, transforms, k-means ----------------
@@ -277,161 +279,157 @@ find_ivf (faiss::Index *index)
     return nullptr;
 }
 
-//  Reads attr from the matching part of an object; returns false if the
-//  name does not apply. One table for get and set keeps them in step.
-//  The bounds table below also bounds set_parameters (ParameterSpace).
+//  Every attribute of get_attr and set_attr, and every other name FAISS's
+//  ParameterSpace sets, in one table that both read: the name, the class
+//  that has it, how to read it, how to write it (none: read-only) and,
+//  where it can be written, its bounds. A name may have rows for several
+//  classes; the first row whose class the object is answers. set_attr
+//  takes the bounds of the name's settable row before it looks at the
+//  object, and set_parameters (ParameterSpace) the S_SPACE rows' (verbose
+//  only as 0: FAISS's verbose output would let a tenant write to the
+//  server's stdout on every call).
 enum { S_ATTR = 1, S_SPACE = 2 };
+
+//  The object an attribute is read from or written to: an index or a
+//  transform.
+struct Object {
+    faiss::Index *index;
+    faiss::VectorTransform *transform;
+};
+
+//  The object as class C, or null.
+template <typename C> C *
+as_class (const Object &object)
+{
+    if constexpr (std::is_base_of_v<faiss::Index, C>)
+        return dynamic_cast<C *> (object.index);
+    else
+        return dynamic_cast<C *> (object.transform);
+}
+
 struct Attr {
     const char *name;
     int where;              //  S_ATTR: set_attr, S_SPACE: set_parameters
     double lo, hi;
+    bool (*get) (const Object &object, double *value);     //  false: not this class
+    bool (*set) (const Object &object, double value);      //  null: read-only
 };
 
-bool
-index_attr (faiss::Index *index, const std::string &name, double *get, const double *set)
-{
-#define FPX_FIELD(cond, obj, field, type)                                      \
-    if ((cond) && name == #field) {                                            \
-        if (set) (obj)->field = (type) *set; else *get = (double) (obj)->field; \
-        return true;                                                           \
-    }
-    auto ivf = dynamic_cast<faiss::IndexIVF *> (index);
-    auto hnsw = dynamic_cast<faiss::IndexHNSW *> (index);
-    auto lsh = dynamic_cast<faiss::IndexLSH *> (index);
-    auto refine = dynamic_cast<faiss::IndexRefine *> (index);
-    auto ivfpq = dynamic_cast<faiss::IndexIVFPQ *> (index);
-    auto pq = dynamic_cast<faiss::IndexPQ *> (index);
-    if (!set) {
-        FPX_FIELD (true, index, d, int)
-        FPX_FIELD (true, index, ntotal, long)
-        FPX_FIELD (true, index, is_trained, bool)
-        FPX_FIELD (true, index, metric_type, faiss::MetricType)
-        FPX_FIELD (true, index, metric_arg, float)
-        FPX_FIELD (ivf, ivf, nlist, size_t)
-        FPX_FIELD (ivf, ivf, code_size, size_t)
-        FPX_FIELD (ivfpq, ivfpq, by_residual, bool)
-        //  FAISS's check_ids_sorted (): each list's ids in ascending
-        //  order, what IDSelectorRange's assume_sorted relies on.
-        if (ivf && name == "ids_sorted") { *get = ivf->check_ids_sorted (); return true; }
-        if (name == "sa_code_size") { *get = (double) index->sa_code_size (); return true; }
-        FPX_FIELD (lsh, lsh, nbits, int)
-        FPX_FIELD (lsh, lsh, rotate_data, bool)
-        FPX_FIELD (lsh, lsh, train_thresholds, bool)
-        if (hnsw && name == "M") { *get = hnsw->hnsw.nb_neighbors (1); return true; }
-        if (hnsw && name == "max_level") { *get = hnsw->hnsw.max_level; return true; }
-        if (hnsw && name == "entry_point") { *get = (double) hnsw->hnsw.entry_point; return true; }
-        if ((ivfpq || pq) && name == "pq_M") { *get = (double) (ivfpq ? ivfpq->pq.M : pq->pq.M); return true; }
-        if ((ivfpq || pq) && name == "pq_nbits") { *get = (double) (ivfpq ? ivfpq->pq.nbits : pq->pq.nbits); return true; }
-        if (auto shards = dynamic_cast<faiss::IndexShards *> (index); shards && name == "successive_ids") {
-            *get = shards->successive_ids;
-            return true;
-        }
-        if (auto pt = dynamic_cast<faiss::IndexPreTransform *> (index); pt && name == "chain_size") {
-            *get = (double) pt->chain.size ();
-            return true;
-        }
-        if (auto sq = dynamic_cast<faiss::IndexScalarQuantizer *> (index); sq && name == "qtype") {
-            *get = sq->sq.qtype;
-            return true;
-        }
-        if (auto sq = dynamic_cast<faiss::IndexIVFScalarQuantizer *> (index); sq && name == "qtype") {
-            *get = sq->sq.qtype;
-            return true;
-        }
-    }
+//  A read-only attribute: expr, of p, the object as class C.
+#define FPX_RO(name, C, expr)                                                  \
+    { name, 0, 0, 0,                                                           \
+      [] (const Object &o, double *v) {                                        \
+          C *p = as_class<C> (o); if (p) *v = (double) (expr); return p != nullptr; \
+      }, nullptr }
+//  A field of p (the object as class C) read and written as type.
+#define FPX_RW(name, C, field, type, where, lo, hi)                            \
+    { name, where, lo, hi,                                                     \
+      [] (const Object &o, double *v) {                                        \
+          C *p = as_class<C> (o); if (p) *v = (double) p->field; return p != nullptr; \
+      },                                                                       \
+      [] (const Object &o, double v) {                                         \
+          C *p = as_class<C> (o); if (p) p->field = (type) v; return p != nullptr; \
+      } }
+//  A name only ParameterSpace sets.
+#define FPX_SPACE(name, lo, hi) { name, S_SPACE, lo, hi, nullptr, nullptr }
+
+const Attr s_attrs [] = {
+    //  Every index.
+    FPX_RO ("d", faiss::Index, p->d),
+    FPX_RO ("ntotal", faiss::Index, p->ntotal),
+    FPX_RO ("is_trained", faiss::Index, p->is_trained),
+    FPX_RO ("metric_type", faiss::Index, p->metric_type),
+    FPX_RW ("metric_arg", faiss::Index, metric_arg, float, S_ATTR, -FLT_MAX, FLT_MAX),
+    FPX_RO ("sa_code_size", faiss::Index, p->sa_code_size ()),
+    //  IVF.
+    FPX_RO ("nlist", faiss::IndexIVF, p->nlist),
+    FPX_RO ("code_size", faiss::IndexIVF, p->code_size),
+    //  FAISS's check_ids_sorted (): each list's ids in ascending order,
+    //  what IDSelectorRange's assume_sorted relies on.
+    FPX_RO ("ids_sorted", faiss::IndexIVF, p->check_ids_sorted ()),
+    FPX_RW ("nprobe", faiss::IndexIVF, nprobe, size_t, S_ATTR | S_SPACE, 1, S_COUNT_MAX),
+    FPX_RW ("max_codes", faiss::IndexIVF, max_codes, size_t, S_ATTR | S_SPACE, 0, 1e15),
+    FPX_RW ("quantizer_trains_alone", faiss::IndexIVF, quantizer_trains_alone, char, S_ATTR, 0, 2),
+    //  An IVF-PQ's precomputed tables depend on by_residual (read-only
+    //  there); an IVF-SQ's codes keep their size either way.
+    FPX_RO ("by_residual", faiss::IndexIVFPQ, p->by_residual),
+    FPX_RW ("by_residual", faiss::IndexIVFScalarQuantizer, by_residual, bool, S_ATTR, 0, 1),
     //  The k-means parameters an IVF index trains its quantizer with
-    //  (FAISS's IndexIVF::cp), as "cp.<field>"; verbose only 0 (s_writable).
-    if (ivf && name.compare (0, 3, "cp.") == 0) {
-        faiss::ClusteringParameters &cp = ivf->cp;
-        const std::string field = name.substr (3);
-#define FPX_CP(f, type)                                                        \
-        if (field == #f) {                                                     \
-            if (set) cp.f = (type) *set; else *get = (double) cp.f;            \
-            return true;                                                       \
-        }
-        FPX_CP (niter, int) FPX_CP (nredo, int) FPX_CP (seed, int)
-        FPX_CP (min_points_per_centroid, int) FPX_CP (max_points_per_centroid, int)
-        FPX_CP (spherical, bool) FPX_CP (int_centroids, bool) FPX_CP (update_index, bool)
-        FPX_CP (verbose, bool) FPX_CP (decode_block_size, size_t)
-#undef FPX_CP
-        return false;
-    }
-    if (set && name == "metric_arg") {      //  read above with the other common fields
-        index->metric_arg = (float) *set;
-        return true;
-    }
-    FPX_FIELD (ivf, ivf, nprobe, size_t)
-    FPX_FIELD (ivf, ivf, max_codes, size_t)
-    FPX_FIELD (ivf, ivf, quantizer_trains_alone, char)
-    FPX_FIELD (refine, refine, k_factor, float)
-    //  IVF-SQ only: its codes keep their size either way; an IVF-PQ's
-    //  precomputed tables depend on it (read-only there).
-    if (auto ivfsq = dynamic_cast<faiss::IndexIVFScalarQuantizer *> (index)) {
-        FPX_FIELD (true, ivfsq, by_residual, bool)
-    }
-    if (hnsw) {
-        FPX_FIELD (true, (&hnsw->hnsw), efSearch, int)
-        FPX_FIELD (true, (&hnsw->hnsw), efConstruction, int)
-        FPX_FIELD (true, (&hnsw->hnsw), check_relative_distance, bool)
-        FPX_FIELD (true, (&hnsw->hnsw), search_bounded_queue, bool)
-    }
-    return false;
-}
-
-bool
-transform_attr (faiss::VectorTransform *vt, const std::string &name, double *get, const double *set)
-{
-    auto linear = dynamic_cast<faiss::LinearTransform *> (vt);
-    auto pca = dynamic_cast<faiss::PCAMatrix *> (vt);
-    auto opq = dynamic_cast<faiss::OPQMatrix *> (vt);
-    auto norm = dynamic_cast<faiss::NormalizationTransform *> (vt);
-    if (!set) {
-        FPX_FIELD (true, vt, d_in, int)
-        FPX_FIELD (true, vt, d_out, int)
-        FPX_FIELD (true, vt, is_trained, bool)
-        FPX_FIELD (linear, linear, have_bias, bool)
-        FPX_FIELD (linear, linear, is_orthonormal, bool)
-        FPX_FIELD (opq, opq, M, int)
-        FPX_FIELD (norm, norm, norm, float)
-    }
-    FPX_FIELD (pca, pca, eigen_power, float)
-    FPX_FIELD (pca, pca, epsilon, float)
-    FPX_FIELD (pca, pca, random_rotation, bool)
-    FPX_FIELD (pca, pca, balanced_bins, int)
-    FPX_FIELD (opq, opq, niter, int)
-    FPX_FIELD (opq, opq, niter_pq, int)
-    FPX_FIELD (opq, opq, niter_pq_0, int)
-    return false;
-#undef FPX_FIELD
-}
-
-//  Bounds of every writable attribute and of every name FAISS's
-//  ParameterSpace sets (verbose only as 0: FAISS's verbose output would
-//  let a tenant write to the server's stdout on every call).
-const Attr s_writable [] = {
-    { "nprobe", S_ATTR | S_SPACE, 1, S_COUNT_MAX }, { "max_codes", S_ATTR | S_SPACE, 0, 1e15 },
-    { "quantizer_trains_alone", S_ATTR, 0, 2 }, { "by_residual", S_ATTR, 0, 1 },
-    { "k_factor", S_ATTR | S_SPACE, 1, 1e6 }, { "efSearch", S_ATTR | S_SPACE, 1, S_COUNT_MAX },
-    { "efConstruction", S_ATTR | S_SPACE, 1, S_COUNT_MAX }, { "check_relative_distance", S_ATTR, 0, 1 },
-    { "search_bounded_queue", S_ATTR, 0, 1 }, { "eigen_power", S_ATTR, -1e3, 1e3 },
-    { "epsilon", S_ATTR, 0, 1 }, { "random_rotation", S_ATTR, 0, 1 }, { "balanced_bins", S_ATTR, 0, 65536 },
-    { "niter", S_ATTR, 1, 10000 }, { "niter_pq", S_ATTR, 1, 10000 }, { "niter_pq_0", S_ATTR, 1, 10000 },
-    { "metric_arg", S_ATTR, -FLT_MAX, FLT_MAX },
-    { "cp.niter", S_ATTR, 1, 10000 }, { "cp.nredo", S_ATTR, 1, 100 },
-    { "cp.seed", S_ATTR, INT32_MIN, INT32_MAX }, { "cp.min_points_per_centroid", S_ATTR, 0, INT32_MAX },
-    { "cp.max_points_per_centroid", S_ATTR, 1, INT32_MAX }, { "cp.spherical", S_ATTR, 0, 1 },
-    { "cp.int_centroids", S_ATTR, 0, 1 }, { "cp.update_index", S_ATTR, 0, 1 },
-    { "cp.verbose", S_ATTR, 0, 0 }, { "cp.decode_block_size", S_ATTR, 1, 1 << 24 },
-    { "ht", S_SPACE, 0, 65536 }, { "k_factor_rf", S_SPACE, 1, 1e6 }, { "verbose", S_SPACE, 0, 0 },
+    //  (FAISS's IndexIVF::cp), as "cp.<field>".
+    FPX_RW ("cp.niter", faiss::IndexIVF, cp.niter, int, S_ATTR, 1, 10000),
+    FPX_RW ("cp.nredo", faiss::IndexIVF, cp.nredo, int, S_ATTR, 1, 100),
+    FPX_RW ("cp.seed", faiss::IndexIVF, cp.seed, int, S_ATTR, INT32_MIN, INT32_MAX),
+    FPX_RW ("cp.min_points_per_centroid", faiss::IndexIVF, cp.min_points_per_centroid, int, S_ATTR, 0, INT32_MAX),
+    FPX_RW ("cp.max_points_per_centroid", faiss::IndexIVF, cp.max_points_per_centroid, int, S_ATTR, 1, INT32_MAX),
+    FPX_RW ("cp.spherical", faiss::IndexIVF, cp.spherical, bool, S_ATTR, 0, 1),
+    FPX_RW ("cp.int_centroids", faiss::IndexIVF, cp.int_centroids, bool, S_ATTR, 0, 1),
+    FPX_RW ("cp.update_index", faiss::IndexIVF, cp.update_index, bool, S_ATTR, 0, 1),
+    FPX_RW ("cp.verbose", faiss::IndexIVF, cp.verbose, bool, S_ATTR, 0, 0),
+    FPX_RW ("cp.decode_block_size", faiss::IndexIVF, cp.decode_block_size, size_t, S_ATTR, 1, 1 << 24),
+    //  PQ, SQ, LSH, groups, PreTransform.
+    FPX_RO ("pq_M", faiss::IndexIVFPQ, p->pq.M),
+    FPX_RO ("pq_M", faiss::IndexPQ, p->pq.M),
+    FPX_RO ("pq_nbits", faiss::IndexIVFPQ, p->pq.nbits),
+    FPX_RO ("pq_nbits", faiss::IndexPQ, p->pq.nbits),
+    FPX_RO ("qtype", faiss::IndexScalarQuantizer, p->sq.qtype),
+    FPX_RO ("qtype", faiss::IndexIVFScalarQuantizer, p->sq.qtype),
+    FPX_RO ("nbits", faiss::IndexLSH, p->nbits),
+    FPX_RO ("rotate_data", faiss::IndexLSH, p->rotate_data),
+    FPX_RO ("train_thresholds", faiss::IndexLSH, p->train_thresholds),
+    FPX_RO ("successive_ids", faiss::IndexShards, p->successive_ids),
+    FPX_RO ("chain_size", faiss::IndexPreTransform, p->chain.size ()),
+    FPX_RW ("k_factor", faiss::IndexRefine, k_factor, float, S_ATTR | S_SPACE, 1, 1e6),
+    //  HNSW.
+    FPX_RO ("M", faiss::IndexHNSW, p->hnsw.nb_neighbors (1)),
+    FPX_RO ("max_level", faiss::IndexHNSW, p->hnsw.max_level),
+    FPX_RO ("entry_point", faiss::IndexHNSW, p->hnsw.entry_point),
+    FPX_RW ("efSearch", faiss::IndexHNSW, hnsw.efSearch, int, S_ATTR | S_SPACE, 1, S_COUNT_MAX),
+    FPX_RW ("efConstruction", faiss::IndexHNSW, hnsw.efConstruction, int, S_ATTR | S_SPACE, 1, S_COUNT_MAX),
+    FPX_RW ("check_relative_distance", faiss::IndexHNSW, hnsw.check_relative_distance, bool, S_ATTR, 0, 1),
+    FPX_RW ("search_bounded_queue", faiss::IndexHNSW, hnsw.search_bounded_queue, bool, S_ATTR, 0, 1),
+    //  Transforms.
+    FPX_RO ("d_in", faiss::VectorTransform, p->d_in),
+    FPX_RO ("d_out", faiss::VectorTransform, p->d_out),
+    FPX_RO ("is_trained", faiss::VectorTransform, p->is_trained),
+    FPX_RO ("have_bias", faiss::LinearTransform, p->have_bias),
+    FPX_RO ("is_orthonormal", faiss::LinearTransform, p->is_orthonormal),
+    FPX_RO ("M", faiss::OPQMatrix, p->M),
+    FPX_RO ("norm", faiss::NormalizationTransform, p->norm),
+    FPX_RW ("eigen_power", faiss::PCAMatrix, eigen_power, float, S_ATTR, -1e3, 1e3),
+    FPX_RW ("epsilon", faiss::PCAMatrix, epsilon, float, S_ATTR, 0, 1),
+    FPX_RW ("random_rotation", faiss::PCAMatrix, random_rotation, bool, S_ATTR, 0, 1),
+    FPX_RW ("balanced_bins", faiss::PCAMatrix, balanced_bins, int, S_ATTR, 0, 65536),
+    FPX_RW ("niter", faiss::OPQMatrix, niter, int, S_ATTR, 1, 10000),
+    FPX_RW ("niter_pq", faiss::OPQMatrix, niter_pq, int, S_ATTR, 1, 10000),
+    FPX_RW ("niter_pq_0", faiss::OPQMatrix, niter_pq_0, int, S_ATTR, 1, 10000),
+    //  ParameterSpace only.
+    FPX_SPACE ("ht", 0, 65536), FPX_SPACE ("k_factor_rf", 1, 1e6), FPX_SPACE ("verbose", 0, 0),
 };
+#undef FPX_RO
+#undef FPX_RW
+#undef FPX_SPACE
 
 const Attr *
 find_bounds (const char *name, int where)
 {
-    for (const Attr &candidate : s_writable)
+    for (const Attr &candidate : s_attrs)
         if ((candidate.where & where) && strcmp (candidate.name, name) == 0)
             return &candidate;
     return nullptr;
+}
+
+//  Reads (get) or writes (set) attr on object; false if no row of that
+//  name applies to the object's class (or, to set, none is writable).
+bool
+object_attr (const Object &object, const char *name, double *get, const double *set)
+{
+    for (const Attr &row : s_attrs) {
+        if (strcmp (row.name, name) != 0)
+            continue;
+        if (set ? row.set && row.set (object, *set) : row.get && row.get (object, get))
+            return true;
+    }
+    return false;
 }
 
 }   // namespace
@@ -841,10 +839,9 @@ fpx_shim_get_attr (const FaissIndex *index, const FaissVectorTransform *transfor
                    const char *attr, double *value, char *err, size_t err_size)
 {
     return guarded (err, err_size, [&] () -> int {
-        bool found = index
-            ? index_attr (as_mutable (const_cast<FaissIndex *> (index)), attr, value, nullptr)
-            : transform_attr (as_transform (const_cast<FaissVectorTransform *> (transform)),
-                              attr, value, nullptr);
+        Object object { index ? as_mutable (const_cast<FaissIndex *> (index)) : nullptr,
+                        index ? nullptr : as_transform (const_cast<FaissVectorTransform *> (transform)) };
+        bool found = object_attr (object, attr, value, nullptr);
         if (!found)
             bad (std::string ("no attribute '") + attr + "' on this object");
         return 0;
@@ -861,8 +858,9 @@ fpx_shim_set_attr (FaissIndex *index, FaissVectorTransform *transform,
             bad (std::string ("attribute '") + attr + "' cannot be set");
         if (!(value >= spec->lo && value <= spec->hi))
             bad (std::string ("value of '") + attr + "' out of range");
-        bool found = index ? index_attr (as_mutable (index), attr, nullptr, &value)
-                           : transform_attr (as_transform (transform), attr, nullptr, &value);
+        Object object { index ? as_mutable (index) : nullptr,
+                        index ? nullptr : as_transform (transform) };
+        bool found = object_attr (object, attr, nullptr, &value);
         if (!found)
             bad (std::string ("no attribute '") + attr + "' on this object");
         return 0;
