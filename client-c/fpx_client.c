@@ -856,13 +856,11 @@ fpx_info (fpx_client_t *self, int max_indexes, int flags, fpx_info_t **info_p /*
     if (max_indexes > FPX_INFO_INDEXES_MAX)
         return s_fail (self, FPX_EINVAL, "max_indexes must be at most %d, got %d",
                        FPX_INFO_INDEXES_MAX, max_indexes);
-    bool all = flags & FPX_INFO_ALL;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, (max_indexes != 0) + all);
-    if (max_indexes != 0)
-        fpx_pack_kv_int (pk, "max_indexes", max_indexes < 0 ? 0 : max_indexes);
-    if (all)
-        fpx_pack_kv_bool (pk, "all", true);
+    fpx_info_pack (s_params_init (&params),
+                   &(fpx_info_args_t) { .has_max_indexes = max_indexes != 0,
+                                        .max_indexes = max_indexes < 0 ? 0 : max_indexes,
+                                        .all = flags & FPX_INFO_ALL });
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
     if ((rc = s_call (self, &request, &params, &reply)))
@@ -1780,13 +1778,9 @@ s_upload_whole (fpx_client_t *self, const char *name, const char *factory,
                 const uint8_t *bytes, size_t size, fpx_index_info_t *info)
 {
     self->opcode = FPX_OP_DESERIALIZE;
-    bool with_factory = factory && factory [0];
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, (name ? 1 : 0) + (with_factory ? 1 : 0));
-    if (name)
-        fpx_pack_kv_str (pk, "name", name);
-    if (with_factory)
-        fpx_pack_kv_str (pk, "factory", factory);
+    fpx_deserialize_pack (s_params_init (&params),
+                          &(fpx_deserialize_args_t) { .name = name, .factory = factory });
     fpx_request_t request = { 0 };
     s_add_array (&request, bytes, size);
     return s_call_description (self, &request, &params, info);
@@ -1831,14 +1825,10 @@ s_upload (fpx_client_t *self, const char *name, const char *factory, size_t size
         return rc;
     }
     self->opcode = FPX_OP_UPLOAD_BEGIN;
-    bool with_factory = factory && factory [0];
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 1 + (name ? 1 : 0) + (with_factory ? 1 : 0));
-    fpx_pack_kv_int (pk, "size", (int64_t) size);
-    if (name)
-        fpx_pack_kv_str (pk, "name", name);
-    if (with_factory)
-        fpx_pack_kv_str (pk, "factory", factory);
+    fpx_upload_begin_pack (s_params_init (&params),
+                           &(fpx_upload_begin_args_t) { .size = (int64_t) size, .name = name,
+                                                        .factory = factory });
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
     rc = s_call (self, &request, &params, &reply);
@@ -1862,7 +1852,7 @@ s_upload (fpx_client_t *self, const char *name, const char *factory, size_t size
             rc = s_fail (self, FPX_EIO, "the reader of the bytes to upload failed");
             break;
         }
-        pk = s_params_start (&params, 2);
+        msgpack_packer *pk = s_params_start (&params, 2);
         fpx_pack_kv_int (pk, "transfer", transfer);
         fpx_pack_kv_int (pk, "offset", (int64_t) offset);
         request = (fpx_request_t) { 0 };

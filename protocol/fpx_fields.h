@@ -14,6 +14,13 @@
         OPT_USER_NAME  a user's index name (no "@…" handle) or nothing:
               packed only when not NULL, "" on the server when absent or
               nil (an anonymous index)
+        OMIT_INT  an integer in [lo, hi]; fallback when absent. Clients
+              pack it only when has_<key> is set
+        OMIT_BOOL  a bool, false when absent; packed only when true
+        OMIT_STR  a string of at most hi bytes, no NUL: packed only when
+              neither NULL nor "", "" on the server when absent
+    (The OMIT_ types keep the maps of opcodes whose clients always left
+    such a key out, info, deserialize, upload_begin, byte for byte.)
     From it come, for each opcode listed in FPX_FIELDED_OPCODES:
         fpx_<wire>_args_t      what a client packs (strings borrowed)
         fpx_<wire>_pack ()     the client's packer (below)
@@ -69,6 +76,14 @@
 #define FPX_FIELDS_GET_ID_MAP(F)     F (NAME, name, 0, 0, 0)
 #define FPX_FIELDS_UPLOAD_COMMIT(F)  F (INT, transfer, 1, INT64_MAX, 0)
 #define FPX_FIELDS_TRANSFER_ABORT(F) F (INT, transfer, 1, INT64_MAX, 0)
+#define FPX_FIELDS_INFO(F)           F (OMIT_INT, max_indexes, 0, FPX_INFO_INDEXES_MAX,  \
+                                        FPX_INFO_INDEXES_DEFAULT)                       \
+                                     F (OMIT_BOOL, all, 0, 0, 0)
+#define FPX_FIELDS_DESERIALIZE(F)    F (OPT_USER_NAME, name, 0, 0, 0)                   \
+                                     F (OMIT_STR, factory, 0, FPX_FACTORY_MAX - 1, 0)
+#define FPX_FIELDS_UPLOAD_BEGIN(F)   F (INT, size, 1, (int64_t) 1 << 50, 0)             \
+                                     F (OPT_USER_NAME, name, 0, 0, 0)                   \
+                                     F (OMIT_STR, factory, 0, FPX_FACTORY_MAX - 1, 0)
 
 /*  The opcodes above: X (OPCODE, wire_name) as in FPX_OPCODES.          */
 #define FPX_FIELDED_OPCODES(X)                                               \
@@ -89,7 +104,10 @@
     X (SET_DIRECT_MAP, set_direct_map)                                       \
     X (GET_ID_MAP, get_id_map)                                               \
     X (UPLOAD_COMMIT, upload_commit)                                         \
-    X (TRANSFER_ABORT, transfer_abort)
+    X (TRANSFER_ABORT, transfer_abort)                                       \
+    X (INFO, info)                                                           \
+    X (DESERIALIZE, deserialize)                                             \
+    X (UPLOAD_BEGIN, upload_begin)
 
 //  C types of each field type: on the client (args) and the server (req).
 #define FPX_FIELD_ARG_NAME(key, hi)  const char *key;
@@ -99,6 +117,9 @@
 #define FPX_FIELD_ARG_NUM(key, hi)   double key;
 #define FPX_FIELD_ARG_OPT_INT(key, hi)  int64_t key;
 #define FPX_FIELD_ARG_OPT_USER_NAME(key, hi) const char *key;     /* NULL: none */
+#define FPX_FIELD_ARG_OMIT_INT(key, hi)  bool has_##key; int64_t key;
+#define FPX_FIELD_ARG_OMIT_BOOL(key, hi) bool key;
+#define FPX_FIELD_ARG_OMIT_STR(key, hi)  const char *key;        /* NULL or "": none */
 #define FPX_FIELD_REQ_NAME(key, hi)  char key [FPX_NAME_MAX + 1];
 #define FPX_FIELD_REQ_INT(key, hi)   int64_t key;
 #define FPX_FIELD_REQ_BOOL(key, hi)  bool key;
@@ -106,28 +127,47 @@
 #define FPX_FIELD_REQ_NUM(key, hi)   double key;
 #define FPX_FIELD_REQ_OPT_INT(key, hi)  int64_t key;
 #define FPX_FIELD_REQ_OPT_USER_NAME(key, hi) char key [FPX_NAME_MAX + 1];  /* "": none */
-#define FPX_FIELD_PACK_NAME(pk, key, value) fpx_pack_kv_str (pk, key, value)
-#define FPX_FIELD_PACK_INT(pk, key, value)  fpx_pack_kv_int (pk, key, value)
-#define FPX_FIELD_PACK_BOOL(pk, key, value) fpx_pack_kv_bool (pk, key, value)
-#define FPX_FIELD_PACK_STR(pk, key, value)  fpx_pack_kv_str (pk, key, value)
-#define FPX_FIELD_PACK_NUM(pk, key, value)  fpx_pack_kv_number (pk, key, value)
-#define FPX_FIELD_PACK_OPT_INT(pk, key, value) fpx_pack_kv_int (pk, key, value)
-#define FPX_FIELD_PACK_OPT_USER_NAME(pk, key, value)                         \
+#define FPX_FIELD_REQ_OMIT_INT(key, hi)  int64_t key;
+#define FPX_FIELD_REQ_OMIT_BOOL(key, hi) bool key;
+#define FPX_FIELD_REQ_OMIT_STR(key, hi)  char key [(hi) + 1];    /* "": none */
+//  has: the has_<key> flag of an OMIT_INT, expanded only there.
+#define FPX_FIELD_PACK_NAME(pk, key, value, has) fpx_pack_kv_str (pk, key, value)
+#define FPX_FIELD_PACK_INT(pk, key, value, has)  fpx_pack_kv_int (pk, key, value)
+#define FPX_FIELD_PACK_BOOL(pk, key, value, has) fpx_pack_kv_bool (pk, key, value)
+#define FPX_FIELD_PACK_STR(pk, key, value, has)  fpx_pack_kv_str (pk, key, value)
+#define FPX_FIELD_PACK_NUM(pk, key, value, has)  fpx_pack_kv_number (pk, key, value)
+#define FPX_FIELD_PACK_OPT_INT(pk, key, value, has) fpx_pack_kv_int (pk, key, value)
+#define FPX_FIELD_PACK_OPT_USER_NAME(pk, key, value, has)                    \
     if (value)                                                               \
         fpx_pack_kv_str (pk, key, value)
-//  Whether a field is in the map: always, but for an absent optional name.
-#define FPX_FIELD_IN_MAP_NAME(value)  1
-#define FPX_FIELD_IN_MAP_INT(value)   1
-#define FPX_FIELD_IN_MAP_BOOL(value)  1
-#define FPX_FIELD_IN_MAP_STR(value)   1
-#define FPX_FIELD_IN_MAP_NUM(value)   1
-#define FPX_FIELD_IN_MAP_OPT_INT(value) 1
-#define FPX_FIELD_IN_MAP_OPT_USER_NAME(value) ((value) != NULL)
+#define FPX_FIELD_PACK_OMIT_INT(pk, key, value, has)                         \
+    if (has)                                                                 \
+        fpx_pack_kv_int (pk, key, value)
+#define FPX_FIELD_PACK_OMIT_BOOL(pk, key, value, has)                        \
+    if (value)                                                               \
+        fpx_pack_kv_bool (pk, key, true)
+#define FPX_FIELD_PACK_OMIT_STR(pk, key, value, has)                         \
+    if ((value) && (value) [0])                                              \
+        fpx_pack_kv_str (pk, key, value)
+//  Whether a field is in the map: always, but for an absent optional
+//  name and the OMIT_ types left out.
+#define FPX_FIELD_IN_MAP_NAME(value, has)  1
+#define FPX_FIELD_IN_MAP_INT(value, has)   1
+#define FPX_FIELD_IN_MAP_BOOL(value, has)  1
+#define FPX_FIELD_IN_MAP_STR(value, has)   1
+#define FPX_FIELD_IN_MAP_NUM(value, has)   1
+#define FPX_FIELD_IN_MAP_OPT_INT(value, has) 1
+#define FPX_FIELD_IN_MAP_OPT_USER_NAME(value, has) ((value) != NULL)
+#define FPX_FIELD_IN_MAP_OMIT_INT(value, has)  ((has) != 0)
+#define FPX_FIELD_IN_MAP_OMIT_BOOL(value, has) ((value) != 0)
+#define FPX_FIELD_IN_MAP_OMIT_STR(value, has)  ((value) && (value) [0])
 
 #define FPX_FIELD_ARG_(type, key, lo, hi, fallback)  FPX_FIELD_ARG_##type (key, hi)
 #define FPX_FIELD_REQ_(type, key, lo, hi, fallback)  FPX_FIELD_REQ_##type (key, hi)
-#define FPX_FIELD_COUNT_(type, key, lo, hi, fallback) + FPX_FIELD_IN_MAP_##type (args->key)
-#define FPX_FIELD_PACK_(type, key, lo, hi, fallback) FPX_FIELD_PACK_##type (pk, #key, args->key);
+#define FPX_FIELD_COUNT_(type, key, lo, hi, fallback)                        \
+    + FPX_FIELD_IN_MAP_##type (args->key, args->has_##key)
+#define FPX_FIELD_PACK_(type, key, lo, hi, fallback)                         \
+    FPX_FIELD_PACK_##type (pk, #key, args->key, args->has_##key);
 
 #define FPX_FIELDS_TYPES_(OPCODE, wire)                                      \
     typedef struct { FPX_FIELDS_##OPCODE (FPX_FIELD_ARG_) } fpx_##wire##_args_t; \

@@ -30,6 +30,17 @@ s_read_str (fpx_call_t *call, const char *key, int64_t lo, int64_t hi, char *out
     return 0;
 }
 
+//  A string that may be absent ("" then), of at most hi bytes.
+static int
+s_read_omit_str (fpx_call_t *call, const char *key, int64_t hi, char *out, size_t size)
+{
+    out [0] = 0;
+    if (fpx_params_copy_str (&call->params, key, out, size) < 0)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'%s' must be a string of at most "
+                                "%lld bytes", key, (long long) hi);
+    return 0;
+}
+
 static int
 s_read_num (fpx_call_t *call, const char *key, double *out)
 {
@@ -48,6 +59,10 @@ s_read_num (fpx_call_t *call, const char *key, double *out)
 #define S_READ_OPT_INT(key, lo, hi, fallback, out)                           \
     fpx_op_int_param (call, key, false, fallback, lo, hi, &out)
 #define S_READ_OPT_USER_NAME(key, lo, hi, fallback, out) fpx_op_optional_name (call, out)
+#define S_READ_OMIT_INT(key, lo, hi, fallback, out) S_READ_OPT_INT (key, lo, hi, fallback, out)
+#define S_READ_OMIT_BOOL(key, lo, hi, fallback, out) s_read_bool (call, key, &out)
+#define S_READ_OMIT_STR(key, lo, hi, fallback, out)                          \
+    s_read_omit_str (call, key, hi, out, sizeof out)
 
 #define S_READ_(type, key, lo, hi, fallback)                                 \
     if (rc == 0)                                                             \

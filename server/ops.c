@@ -1483,16 +1483,9 @@ fpx_op_deserialize_bytes (fpx_call_t *call, const char *name, const char *factor
 }
 
 int
-fpx_handle_deserialize (fpx_call_t *call)
+fpx_handle_deserialize_req (fpx_call_t *call, const fpx_deserialize_req_t *req)
 {
-    char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX] = "";
-    int rc = fpx_op_optional_name (call, name);
-    if (rc)
-        return rc;
-    rc = fpx_params_copy_str (&call->params, "factory", factory, sizeof factory);
-    if (rc < 0)
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'factory' must be a string of at most "
-                                "%d bytes", FPX_FACTORY_MAX - 1);
+    const char *name = req->name, *factory = req->factory;
     size_t size;
     const uint8_t *bytes = fpx_op_array (call, 0, 1, &size, "index bytes");
     if (!bytes)

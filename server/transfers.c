@@ -306,19 +306,12 @@ fpx_handle_download_chunk (fpx_call_t *call)
 //  size, optional name and factory → {transfer, chunk}. The name is
 //  checked now so that a taken one fails before the bytes travel.
 int
-fpx_handle_upload_begin (fpx_call_t *call)
+fpx_handle_upload_begin_req (fpx_call_t *call, const fpx_upload_begin_req_t *req)
 {
     s_reap (0, false);             //  the idle ones
-    char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX] = "";
-    int rc = fpx_op_optional_name (call, name);
-    if (rc)
-        return rc;
-    if (fpx_params_copy_str (&call->params, "factory", factory, sizeof factory) < 0)
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'factory' must be a string of at most "
-                                "%d bytes", FPX_FACTORY_MAX - 1);
-    int64_t size;
-    if (fpx_op_int_param (call, "size", true, 0, 1, (int64_t) 1 << 50, &size))
-        return call->reply->status;
+    const char *name = req->name, *factory = req->factory;
+    int64_t size = req->size;
+    int rc;
     if (name [0]) {
         fpx_entry_t *entry = fpx_registry_find (call->server->registry, call->envelope->tenant_id,
                                                 name, call->envelope->conn_id);
@@ -341,8 +334,8 @@ fpx_handle_upload_begin (fpx_call_t *call)
                                  .tenant = call->envelope->tenant_id, .upload = true,
                                  .data = malloc ((size_t) size), .size = (size_t) size,
                                  .charged = (size_t) size };
-    memcpy (transfer->name, name, sizeof name);
-    memcpy (transfer->factory, factory, sizeof factory);
+    memcpy (transfer->name, name, sizeof req->name);
+    memcpy (transfer->factory, factory, sizeof req->factory);
     if (!transfer->data) {
         s_transfer_free (transfer);
         return fpx_reply_error (call->reply, FPX_ENOMEM, "cannot allocate an upload buffer of "

@@ -161,6 +161,37 @@ test_packers_bytes (void *arg)
                                                                     .params = "nprobe=4" });
     S_EXPECT ("set_parameters", &mp, "\x82\xa4name\xa2ix\xa6params\xa8nprobe=4");
     fpx_mp_free (&mp);
+    //  info: max_indexes only when has_max_indexes, all only when true.
+    fpx_mp_init (&mp);
+    fpx_info_pack (&mp.pk, &(fpx_info_args_t) { .max_indexes = 5 });
+    S_EXPECT ("info", &mp, "\x80");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_info_pack (&mp.pk, &(fpx_info_args_t) { .has_max_indexes = true, .max_indexes = 5,
+                                                .all = true });
+    S_EXPECT ("info max_indexes all", &mp, "\x82\xabmax_indexes\x05\xa3" "all\xc3");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_info_pack (&mp.pk, &(fpx_info_args_t) { .all = true });
+    S_EXPECT ("info all", &mp, "\x81\xa3" "all\xc3");
+    fpx_mp_free (&mp);
+    //  deserialize, upload_begin: the factory only when neither NULL nor "".
+    fpx_mp_init (&mp);
+    fpx_deserialize_pack (&mp.pk, &(fpx_deserialize_args_t) { .name = "ix", .factory = "Flat" });
+    S_EXPECT ("deserialize", &mp, "\x82\xa4name\xa2ix\xa7" "factory\xa4" "Flat");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_deserialize_pack (&mp.pk, &(fpx_deserialize_args_t) { .factory = "" });
+    S_EXPECT ("deserialize anonymous", &mp, "\x80");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_upload_begin_pack (&mp.pk, &(fpx_upload_begin_args_t) { .size = 300, .name = "ix" });
+    S_EXPECT ("upload_begin", &mp, "\x82\xa4size\xcd\x01\x2c\xa4name\xa2ix");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_upload_begin_pack (&mp.pk, &(fpx_upload_begin_args_t) { .size = 1, .factory = "Flat" });
+    S_EXPECT ("upload_begin anonymous", &mp, "\x82\xa4size\x01\xa7" "factory\xa4" "Flat");
+    fpx_mp_free (&mp);
 }
 
 /* ---- readers ------------------------------------------------------------------ */
@@ -259,6 +290,18 @@ test_readers_bounds (void *arg)
           { 1, 0, 0 }, { 8, 0, 0 }, { NULL, "", NULL } },
         { "get_id_map without a name", FPX_OP_GET_ID_MAP, "'name'", { NULL, NULL, NULL },
           { 0, 0, 0 }, { 0, 0, 0 }, { NULL, NULL, NULL } },
+        { "info with max_indexes 1001", FPX_OP_INFO, "'max_indexes'", { "max_indexes", NULL, NULL },
+          { 1, 0, 0 }, { 1001, 0, 0 }, { NULL, NULL, NULL } },
+        { "info with all as a string", FPX_OP_INFO, "'all'", { "all", NULL, NULL },
+          { 0, 0, 0 }, { 0, 0, 0 }, { "yes", NULL, NULL } },
+        { "deserialize with a factory as an int", FPX_OP_DESERIALIZE, "'factory'",
+          { "factory", NULL, NULL }, { 1, 0, 0 }, { 4, 0, 0 }, { NULL, NULL, NULL } },
+        { "deserialize with an anonymous handle as name", FPX_OP_DESERIALIZE, "name",
+          { "name", NULL, NULL }, { 0, 0, 0 }, { 0, 0, 0 }, { "@1f", NULL, NULL } },
+        { "upload_begin with size 0", FPX_OP_UPLOAD_BEGIN, "'size'", { "size", NULL, NULL },
+          { 1, 0, 0 }, { 0, 0, 0 }, { NULL, NULL, NULL } },
+        { "upload_begin with a 1023-byte factory", FPX_OP_UPLOAD_BEGIN, "'factory'",
+          { "size", "factory", NULL }, { 1, 0, 0 }, { 10, 0, 0 }, { NULL, big, NULL } },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
         int count = 0;
