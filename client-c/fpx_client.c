@@ -1655,7 +1655,10 @@ s_download (fpx_client_t *self, const char *name, int (*start) (void *, size_t),
 {
     fpx_request_t request = { .reply_arrays = 1 };
     fpx_reply_t reply;
-    int rc = s_call_name (self, name, &request, &reply);
+    s_params_t params;
+    fpx_download_begin_pack (s_params_init (&params),
+                             &(fpx_download_begin_args_t) { .name = name });
+    int rc = s_call (self, &request, &params, &reply);
     if (rc == FPX_EOPCODE)
         return s_download_whole (self, name, start, write, arg, size_p);
     if (rc)
@@ -1677,11 +1680,10 @@ s_download (fpx_client_t *self, const char *name, int (*start) (void *, size_t),
     self->opcode = FPX_OP_DOWNLOAD_CHUNK;
     while (!rc && offset < size) {
         int64_t length = size - offset < chunk ? size - offset : chunk;
-        s_params_t params;
-        msgpack_packer *pk = s_params_start (&params, 3);
-        fpx_pack_kv_int (pk, "transfer", transfer);
-        fpx_pack_kv_int (pk, "offset", offset);
-        fpx_pack_kv_int (pk, "length", length);
+        fpx_download_chunk_pack (s_params_init (&params),
+                                 &(fpx_download_chunk_args_t) { .transfer = transfer,
+                                                                .offset = offset,
+                                                                .length = length });
         request = (fpx_request_t) { .reply_arrays = 1 };
         if ((rc = s_call (self, &request, &params, &reply)))
             break;
@@ -1852,9 +1854,9 @@ s_upload (fpx_client_t *self, const char *name, const char *factory, size_t size
             rc = s_fail (self, FPX_EIO, "the reader of the bytes to upload failed");
             break;
         }
-        msgpack_packer *pk = s_params_start (&params, 2);
-        fpx_pack_kv_int (pk, "transfer", transfer);
-        fpx_pack_kv_int (pk, "offset", (int64_t) offset);
+        fpx_upload_chunk_pack (s_params_init (&params),
+                               &(fpx_upload_chunk_args_t) { .transfer = transfer,
+                                                            .offset = (int64_t) offset });
         request = (fpx_request_t) { 0 };
         s_add_array (&request, bytes ? bytes + offset : buffer, length);
         if ((rc = s_call (self, &request, &params, &reply)))

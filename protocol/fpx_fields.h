@@ -81,6 +81,14 @@
                                      F (OMIT_BOOL, all, 0, 0, 0)
 #define FPX_FIELDS_DESERIALIZE(F)    F (OPT_USER_NAME, name, 0, 0, 0)                   \
                                      F (OMIT_STR, factory, 0, FPX_FACTORY_MAX - 1, 0)
+#define FPX_FIELDS_DOWNLOAD_BEGIN(F) F (NAME, name, 0, 0, 0)
+//  length: 0 (absent) for the server's chunk size, which bounds it there.
+#define FPX_FIELDS_DOWNLOAD_CHUNK(F) F (INT, transfer, 1, INT64_MAX, 0)                 \
+                                     F (INT, offset, 0, INT64_MAX, 0)                   \
+                                     F (OPT_INT, length, 1, INT64_MAX, 0)
+//  The chunk's bytes come in array frame 0, as they did.
+#define FPX_FIELDS_UPLOAD_CHUNK(F)   F (INT, transfer, 1, INT64_MAX, 0)                 \
+                                     F (INT, offset, 0, INT64_MAX, 0)
 #define FPX_FIELDS_UPLOAD_BEGIN(F)   F (INT, size, 1, (int64_t) 1 << 50, 0)             \
                                      F (OPT_USER_NAME, name, 0, 0, 0)                   \
                                      F (OMIT_STR, factory, 0, FPX_FACTORY_MAX - 1, 0)
@@ -107,7 +115,10 @@
     X (TRANSFER_ABORT, transfer_abort)                                       \
     X (INFO, info)                                                           \
     X (DESERIALIZE, deserialize)                                             \
-    X (UPLOAD_BEGIN, upload_begin)
+    X (UPLOAD_BEGIN, upload_begin)                                           \
+    X (DOWNLOAD_BEGIN, download_begin)                                       \
+    X (DOWNLOAD_CHUNK, download_chunk)                                       \
+    X (UPLOAD_CHUNK, upload_chunk)
 
 //  C types of each field type: on the client (args) and the server (req).
 #define FPX_FIELD_ARG_NAME(key, hi)  const char *key;

@@ -192,6 +192,22 @@ test_packers_bytes (void *arg)
     fpx_upload_begin_pack (&mp.pk, &(fpx_upload_begin_args_t) { .size = 1, .factory = "Flat" });
     S_EXPECT ("upload_begin anonymous", &mp, "\x82\xa4size\x01\xa7" "factory\xa4" "Flat");
     fpx_mp_free (&mp);
+    //  The chunk opcodes' maps; their bytes travel in array frames.
+    fpx_mp_init (&mp);
+    fpx_download_begin_pack (&mp.pk, &(fpx_download_begin_args_t) { .name = "ix" });
+    S_EXPECT ("download_begin", &mp, name_only);
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_download_chunk_pack (&mp.pk, &(fpx_download_chunk_args_t) { .transfer = 2,
+                                                                    .offset = 65536,
+                                                                    .length = 1000 });
+    S_EXPECT ("download_chunk", &mp, "\x83\xa8transfer\x02\xa6offset\xce\x00\x01\x00\x00"
+              "\xa6length\xcd\x03\xe8");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_upload_chunk_pack (&mp.pk, &(fpx_upload_chunk_args_t) { .transfer = 3, .offset = 0 });
+    S_EXPECT ("upload_chunk", &mp, "\x82\xa8transfer\x03\xa6offset\x00");
+    fpx_mp_free (&mp);
 }
 
 /* ---- readers ------------------------------------------------------------------ */
@@ -302,6 +318,19 @@ test_readers_bounds (void *arg)
           { 1, 0, 0 }, { 0, 0, 0 }, { NULL, NULL, NULL } },
         { "upload_begin with a 1023-byte factory", FPX_OP_UPLOAD_BEGIN, "'factory'",
           { "size", "factory", NULL }, { 1, 0, 0 }, { 10, 0, 0 }, { NULL, big, NULL } },
+        { "download_begin of an invalid name", FPX_OP_DOWNLOAD_BEGIN, "name",
+          { "name", NULL, NULL }, { 0, 0, 0 }, { 0, 0, 0 }, { "a/b", NULL, NULL } },
+        { "download_chunk without an offset", FPX_OP_DOWNLOAD_CHUNK, "'offset'",
+          { "transfer", NULL, NULL }, { 1, 0, 0 }, { 1, 0, 0 }, { NULL, NULL, NULL } },
+        { "download_chunk of length 0", FPX_OP_DOWNLOAD_CHUNK, "'length'",
+          { "transfer", "offset", "length" }, { 1, 1, 1 }, { 1, 0, 0 }, { NULL, NULL, NULL } },
+        { "download_chunk longer than a chunk", FPX_OP_DOWNLOAD_CHUNK, "'length'",
+          { "transfer", "offset", "length" }, { 1, 1, 1 }, { 1, 0, INT64_MAX },
+          { NULL, NULL, NULL } },
+        { "upload_chunk of transfer -1", FPX_OP_UPLOAD_CHUNK, "'transfer'",
+          { "transfer", "offset", NULL }, { 1, 1, 0 }, { -1, 0, 0 }, { NULL, NULL, NULL } },
+        { "upload_chunk with a string offset", FPX_OP_UPLOAD_CHUNK, "'offset'",
+          { "transfer", "offset", NULL }, { 1, 0, 0 }, { 1, 0, 0 }, { NULL, "0", NULL } },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
         int count = 0;
