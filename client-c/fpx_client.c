@@ -1055,9 +1055,14 @@ s_vectors_prepare (fpx_client_t *self, int opcode, const char *name, int64_t n, 
     s_add_array (request, x, bytes);
     if (ids)
         s_add_array (request, ids, id_bytes);
-    msgpack_packer *pk = s_params_start (params, 2);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_int (pk, "d", d);       //  the server checks it against the index
+    //  d: the server checks it against the index's.
+    msgpack_packer *pk = s_params_init (params);
+    if (opcode == FPX_OP_TRAIN)
+        fpx_train_pack (pk, &(fpx_train_args_t) { .name = name, .d = d });
+    else if (opcode == FPX_OP_ADD)
+        fpx_add_pack (pk, &(fpx_add_args_t) { .name = name, .d = d });
+    else
+        fpx_add_with_ids_pack (pk, &(fpx_add_with_ids_args_t) { .name = name, .d = d });
     return 0;
 }
 

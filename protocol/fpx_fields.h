@@ -89,6 +89,12 @@
 //  The chunk's bytes come in array frame 0, as they did.
 #define FPX_FIELDS_UPLOAD_CHUNK(F)   F (INT, transfer, 1, INT64_MAX, 0)                 \
                                      F (INT, offset, 0, INT64_MAX, 0)
+//  The vectors (and ids) come in array frames; d, which old clients did
+//  not send, is checked against the object's by fpx_op_vectors.
+#define FPX_FIELDS_TRAIN(F)          F (NAME, name, 0, 0, 0)                            \
+                                     F (OPT_INT, d, 1, FPX_DIM_MAX, 0)
+#define FPX_FIELDS_ADD(F)            FPX_FIELDS_TRAIN (F)
+#define FPX_FIELDS_ADD_WITH_IDS(F)   FPX_FIELDS_TRAIN (F)
 #define FPX_FIELDS_UPLOAD_BEGIN(F)   F (INT, size, 1, (int64_t) 1 << 50, 0)             \
                                      F (OPT_USER_NAME, name, 0, 0, 0)                   \
                                      F (OMIT_STR, factory, 0, FPX_FACTORY_MAX - 1, 0)
@@ -118,7 +124,10 @@
     X (UPLOAD_BEGIN, upload_begin)                                           \
     X (DOWNLOAD_BEGIN, download_begin)                                       \
     X (DOWNLOAD_CHUNK, download_chunk)                                       \
-    X (UPLOAD_CHUNK, upload_chunk)
+    X (UPLOAD_CHUNK, upload_chunk)                                           \
+    X (TRAIN, train)                                                         \
+    X (ADD, add)                                                             \
+    X (ADD_WITH_IDS, add_with_ids)
 
 //  C types of each field type: on the client (args) and the server (req).
 #define FPX_FIELD_ARG_NAME(key, hi)  const char *key;

@@ -772,10 +772,10 @@ s_train_transform (fpx_call_t *call, fpx_entry_t *entry, int64_t n, const float 
 }
 
 static int
-s_write_vectors (fpx_call_t *call, s_write_t kind)
+s_write_vectors (fpx_call_t *call, s_write_t kind, const char *name)
 {
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup (call, &entry);
+    int rc = fpx_op_find (call, name, &entry);
     if (rc)
         return rc;
     int64_t n;
@@ -808,9 +808,23 @@ s_write_vectors (fpx_call_t *call, s_write_t kind)
     return rc;
 }
 
-int fpx_handle_train (fpx_call_t *call) { return s_write_vectors (call, S_TRAIN); }
-int fpx_handle_add (fpx_call_t *call) { return s_write_vectors (call, S_ADD); }
-int fpx_handle_add_with_ids (fpx_call_t *call) { return s_write_vectors (call, S_ADD_WITH_IDS); }
+int
+fpx_handle_train_req (fpx_call_t *call, const fpx_train_req_t *req)
+{
+    return s_write_vectors (call, S_TRAIN, req->name);
+}
+
+int
+fpx_handle_add_req (fpx_call_t *call, const fpx_add_req_t *req)
+{
+    return s_write_vectors (call, S_ADD, req->name);
+}
+
+int
+fpx_handle_add_with_ids_req (fpx_call_t *call, const fpx_add_with_ids_req_t *req)
+{
+    return s_write_vectors (call, S_ADD_WITH_IDS, req->name);
+}
 
 static size_t
 s_machine_memory (void)

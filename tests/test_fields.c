@@ -208,6 +208,19 @@ test_packers_bytes (void *arg)
     fpx_upload_chunk_pack (&mp.pk, &(fpx_upload_chunk_args_t) { .transfer = 3, .offset = 0 });
     S_EXPECT ("upload_chunk", &mp, "\x82\xa8transfer\x03\xa6offset\x00");
     fpx_mp_free (&mp);
+    //  train, add, add_with_ids: the map beside the vector (and id) frames.
+    fpx_mp_init (&mp);
+    fpx_train_pack (&mp.pk, &(fpx_train_args_t) { .name = "ix", .d = 8 });
+    S_EXPECT ("train", &mp, "\x82\xa4name\xa2ix\xa1" "d\x08");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_add_pack (&mp.pk, &(fpx_add_args_t) { .name = "ix", .d = 200 });
+    S_EXPECT ("add", &mp, "\x82\xa4name\xa2ix\xa1" "d\xcc\xc8");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_add_with_ids_pack (&mp.pk, &(fpx_add_with_ids_args_t) { .name = "ix", .d = 8 });
+    S_EXPECT ("add_with_ids", &mp, "\x82\xa4name\xa2ix\xa1" "d\x08");
+    fpx_mp_free (&mp);
 }
 
 /* ---- readers ------------------------------------------------------------------ */
@@ -331,6 +344,12 @@ test_readers_bounds (void *arg)
           { "transfer", "offset", NULL }, { 1, 1, 0 }, { -1, 0, 0 }, { NULL, NULL, NULL } },
         { "upload_chunk with a string offset", FPX_OP_UPLOAD_CHUNK, "'offset'",
           { "transfer", "offset", NULL }, { 1, 0, 0 }, { 1, 0, 0 }, { NULL, "0", NULL } },
+        { "train without a name", FPX_OP_TRAIN, "'name'", { "d", NULL, NULL }, { 1, 0, 0 },
+          { 8, 0, 0 }, { NULL, NULL, NULL } },
+        { "add with d 0", FPX_OP_ADD, "'d'", { "name", "d", NULL }, { 0, 1, 0 }, { 0, 0, 0 },
+          { "ix", NULL, NULL } },
+        { "add_with_ids with d as a string", FPX_OP_ADD_WITH_IDS, "'d'", { "name", "d", NULL },
+          { 0, 0, 0 }, { 0, 0, 0 }, { "ix", "8", NULL } },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
         int count = 0;
