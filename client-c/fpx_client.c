@@ -1418,7 +1418,9 @@ fpx_remove_ids (fpx_client_t *self, const char *name, int64_t n,
     fpx_request_t request = { 0 };
     s_add_array (&request, ids, bytes);
     fpx_reply_t reply;
-    rc = s_call_name (self, name, &request, &reply);
+    s_params_t params;
+    fpx_remove_ids_pack (s_params_init (&params), &(fpx_remove_ids_args_t) { .name = name });
+    rc = s_call (self, &request, &params, &reply);
     return rc ? rc : s_finish_int (self, &reply, "removed", removed_out);
 }
 
@@ -1435,10 +1437,9 @@ fpx_remove_range (fpx_client_t *self, const char *name, int64_t lo, int64_t hi,
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 3);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_int (pk, "lo", lo);
-    fpx_pack_kv_int (pk, "hi", hi);
+    fpx_remove_ids_pack (s_params_init (&params),
+                         &(fpx_remove_ids_args_t) { .name = name, .has_lo = true, .lo = lo,
+                                                    .has_hi = true, .hi = hi });
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
     rc = s_call (self, &request, &params, &reply);

@@ -15,7 +15,8 @@
               packed only when not NULL, "" on the server when absent or
               nil (an anonymous index)
         OMIT_INT  an integer in [lo, hi]; fallback when absent. Clients
-              pack it only when has_<key> is set
+              pack it only when has_<key> is set; the server's has_<key>
+              says whether it came
         OMIT_BOOL  a bool, false when absent; packed only when true
         OMIT_STR  a string of at most hi bytes, no NUL: packed only when
               neither NULL nor "", "" on the server when absent
@@ -95,6 +96,10 @@
                                      F (OPT_INT, d, 1, FPX_DIM_MAX, 0)
 #define FPX_FIELDS_ADD(F)            FPX_FIELDS_TRAIN (F)
 #define FPX_FIELDS_ADD_WITH_IDS(F)   FPX_FIELDS_TRAIN (F)
+//  The ids to remove in array frame 0, or the range [lo, hi) in the map.
+#define FPX_FIELDS_REMOVE_IDS(F)     F (NAME, name, 0, 0, 0)                            \
+                                     F (OMIT_INT, lo, INT64_MIN, INT64_MAX, 0)          \
+                                     F (OMIT_INT, hi, INT64_MIN, INT64_MAX, 0)
 #define FPX_FIELDS_UPLOAD_BEGIN(F)   F (INT, size, 1, (int64_t) 1 << 50, 0)             \
                                      F (OPT_USER_NAME, name, 0, 0, 0)                   \
                                      F (OMIT_STR, factory, 0, FPX_FACTORY_MAX - 1, 0)
@@ -127,7 +132,8 @@
     X (UPLOAD_CHUNK, upload_chunk)                                           \
     X (TRAIN, train)                                                         \
     X (ADD, add)                                                             \
-    X (ADD_WITH_IDS, add_with_ids)
+    X (ADD_WITH_IDS, add_with_ids)                                           \
+    X (REMOVE_IDS, remove_ids)
 
 //  C types of each field type: on the client (args) and the server (req).
 #define FPX_FIELD_ARG_NAME(key, hi)  const char *key;
@@ -147,7 +153,7 @@
 #define FPX_FIELD_REQ_NUM(key, hi)   double key;
 #define FPX_FIELD_REQ_OPT_INT(key, hi)  int64_t key;
 #define FPX_FIELD_REQ_OPT_USER_NAME(key, hi) char key [FPX_NAME_MAX + 1];  /* "": none */
-#define FPX_FIELD_REQ_OMIT_INT(key, hi)  int64_t key;
+#define FPX_FIELD_REQ_OMIT_INT(key, hi)  bool has_##key; int64_t key;
 #define FPX_FIELD_REQ_OMIT_BOOL(key, hi) bool key;
 #define FPX_FIELD_REQ_OMIT_STR(key, hi)  char key [(hi) + 1];    /* "": none */
 //  has: the has_<key> flag of an OMIT_INT, expanded only there.

@@ -871,10 +871,10 @@ s_apply_remove (fpx_call_t *call, fpx_entry_t *entry, void *arg)
 }
 
 int
-fpx_handle_remove_ids (fpx_call_t *call)
+fpx_handle_remove_ids_req (fpx_call_t *call, const fpx_remove_ids_req_t *req)
 {
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup_index (call, &entry);
+    int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
     FaissIDSelector *selector = NULL;
@@ -896,10 +896,16 @@ fpx_handle_remove_ids (fpx_call_t *call)
                                   .sizes = { sizeof header, size }, .nparts = 2 };
     }
     else
-    if (!fpx_op_int_param (call, "lo", true, 0, INT64_MIN, INT64_MAX, &header [0])
-    &&  !fpx_op_int_param (call, "hi", true, 0, INT64_MIN, INT64_MAX, &header [1])
-    &&  faiss_IDSelectorRange_new ((FaissIDSelectorRange **) &selector, header [0], header [1]))
-        fpx_op_faiss_error (call, "cannot build the id selector");
+    if (!req->has_lo || !req->has_hi)
+        fpx_reply_error (call->reply, FPX_EINVAL, "missing integer parameter '%s'",
+                         req->has_lo ? "hi" : "lo");
+    else {
+        header [0] = req->lo;
+        header [1] = req->hi;
+        if (faiss_IDSelectorRange_new ((FaissIDSelectorRange **) &selector, header [0],
+                                       header [1]))
+            fpx_op_faiss_error (call, "cannot build the id selector");
+    }
     if (selector)
         fpx_op_mutate (call, entry, &record, s_apply_remove, selector);
     faiss_IDSelector_free (selector);

@@ -221,6 +221,17 @@ test_packers_bytes (void *arg)
     fpx_add_with_ids_pack (&mp.pk, &(fpx_add_with_ids_args_t) { .name = "ix", .d = 8 });
     S_EXPECT ("add_with_ids", &mp, "\x82\xa4name\xa2ix\xa1" "d\x08");
     fpx_mp_free (&mp);
+    //  remove_ids: the name beside an id frame, or the range [lo, hi).
+    fpx_mp_init (&mp);
+    fpx_remove_ids_pack (&mp.pk, &(fpx_remove_ids_args_t) { .name = "ix", .lo = 4 });
+    S_EXPECT ("remove_ids", &mp, name_only);
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_remove_ids_pack (&mp.pk, &(fpx_remove_ids_args_t) { .name = "ix", .has_lo = true,
+                                                            .lo = -1, .has_hi = true,
+                                                            .hi = 1000 });
+    S_EXPECT ("remove_ids range", &mp, "\x83\xa4name\xa2ix\xa2lo\xff\xa2hi\xcd\x03\xe8");
+    fpx_mp_free (&mp);
 }
 
 /* ---- readers ------------------------------------------------------------------ */
@@ -350,6 +361,10 @@ test_readers_bounds (void *arg)
           { "ix", NULL, NULL } },
         { "add_with_ids with d as a string", FPX_OP_ADD_WITH_IDS, "'d'", { "name", "d", NULL },
           { 0, 0, 0 }, { 0, 0, 0 }, { "ix", "8", NULL } },
+        { "remove_ids with hi as a string", FPX_OP_REMOVE_IDS, "'hi'", { "name", "lo", "hi" },
+          { 0, 1, 0 }, { 0, 3, 0 }, { "ix", NULL, "9" } },
+        { "remove_ids with lo as a bool", FPX_OP_REMOVE_IDS, "'lo'", { "name", "lo", "hi" },
+          { 0, 2, 1 }, { 0, 0, 5 }, { "ix", NULL, NULL } },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
         int count = 0;
