@@ -21,7 +21,8 @@
         OMIT_STR  a string of at most hi bytes, no NUL: packed only when
               neither NULL nor "", "" on the server when absent
     (The OMIT_ types keep the maps of opcodes whose clients always left
-    such a key out, info, deserialize, upload_begin, byte for byte.)
+    such a key out, info, deserialize, upload_begin, remove_ids, byte for
+    byte.)
     From it come, for each opcode listed in FPX_FIELDED_OPCODES:
         fpx_<wire>_args_t      what a client packs (strings borrowed)
         fpx_<wire>_pack ()     the client's packer (below)
@@ -31,12 +32,15 @@
         fpx_read_<wire> ()     the server's reader (server/fields.c),
                                called by dispatch before the handler
     so adding a field to one of these opcodes touches its line here, the
-    handler's logic and a test (docs/ARCHITECTURE.md). An opcode whose
-    parameters do not fit these types (vectors, search parameters,
-    arrays of numbers) keeps a hand-written reader and is not listed.
+    handler's logic and a test (docs/ARCHITECTURE.md). Only the map is
+    here: array frames (vectors, ids, uploaded bytes) stay the handler's
+    to read. An opcode whose map does not fit these types (search
+    parameters, arrays of numbers) keeps a hand-written reader and is
+    not listed.
 
     The packers write exactly the bytes the hand-written ones did:
-    tests/test_protocol.c holds the expected encodings.                */
+    tests/test_protocol.c and tests/test_fields.c hold the expected
+    encodings.                                                           */
 #ifndef FPX_FIELDS_H_INCLUDED
 #define FPX_FIELDS_H_INCLUDED
 
