@@ -2250,31 +2250,6 @@ fpx_get_id_map (fpx_client_t *self, const char *name, int64_t **ids_p /* OUT */,
 
 /* ---- k-means ----------------------------------------------------------- */
 
-//  The optional k-means parameters, in wire order; zero means "FAISS's
-//  default" and is not sent (faissproxy.h).
-typedef struct {
-    const char *key;
-    int value;
-    bool is_bool;
-} s_kmeans_field_t;
-
-static int
-s_kmeans_fields (const fpx_kmeans_params_t *p, s_kmeans_field_t *fields)
-{
-    const s_kmeans_field_t all [] = {
-        { "niter", p->niter, false }, { "nredo", p->nredo, false }, { "seed", p->seed, false },
-        { "min_points_per_centroid", p->min_points_per_centroid, false },
-        { "max_points_per_centroid", p->max_points_per_centroid, false },
-        { "metric", p->metric, false }, { "spherical", p->spherical, true },
-        { "int_centroids", p->int_centroids, true }, { "update_index", p->update_index, true },
-    };
-    int count = 0;
-    for (size_t i = 0; i < sizeof all / sizeof all [0]; i++)
-        if (all [i].value != 0)
-            fields [count++] = all [i];
-    return count;
-}
-
 static int
 s_check_kmeans (fpx_client_t *self, const fpx_kmeans_params_t *p)
 {
@@ -2339,17 +2314,22 @@ fpx_kmeans (fpx_client_t *self, int d, int k, int64_t n, const float *x,
         rc = s_check_kmeans (self, params);
     if (rc)
         return rc;
-    s_kmeans_field_t fields [9];
-    int count = params ? s_kmeans_fields (params, fields) : 0;
+    //  An optional parameter at 0 is FAISS's default and is not sent.
+    fpx_kmeans_params_t none = { 0 };
+    const fpx_kmeans_params_t *p = params ? params : &none;
     s_params_t packed;
-    msgpack_packer *pk = s_params_start (&packed, 2 + (size_t) count);
-    fpx_pack_kv_int (pk, "d", d);
-    fpx_pack_kv_int (pk, "k", k);
-    for (int i = 0; i < count; i++)
-        if (fields [i].is_bool)
-            fpx_pack_kv_bool (pk, fields [i].key, true);
-        else
-            fpx_pack_kv_int (pk, fields [i].key, fields [i].value);
+    fpx_kmeans_pack (s_params_init (&packed), &(fpx_kmeans_args_t) {
+        .d = d, .k = k,
+        .has_niter = p->niter != 0, .niter = p->niter,
+        .has_nredo = p->nredo != 0, .nredo = p->nredo,
+        .has_seed = p->seed != 0, .seed = p->seed,
+        .has_min_points_per_centroid = p->min_points_per_centroid != 0,
+        .min_points_per_centroid = p->min_points_per_centroid,
+        .has_max_points_per_centroid = p->max_points_per_centroid != 0,
+        .max_points_per_centroid = p->max_points_per_centroid,
+        .has_metric = p->metric != 0, .metric = p->metric,
+        .spherical = p->spherical != 0, .int_centroids = p->int_centroids != 0,
+        .update_index = p->update_index != 0 });
     fpx_request_t request = { .reply_arrays = 2 };
     s_add_array (&request, x, bytes);
     fpx_reply_t reply;

@@ -21,8 +21,8 @@
         OMIT_STR  a string of at most hi bytes, no NUL: packed only when
               neither NULL nor "", "" on the server when absent
     (The OMIT_ types keep the maps of opcodes whose clients always left
-    such a key out, info, deserialize, upload_begin, remove_ids, byte for
-    byte.)
+    such a key out, info, deserialize, upload_begin, remove_ids, kmeans,
+    byte for byte.)
     From it come, for each opcode listed in FPX_FIELDED_OPCODES:
         fpx_<wire>_args_t      what a client packs (strings borrowed)
         fpx_<wire>_pack ()     the client's packer (below)
@@ -104,6 +104,19 @@
 #define FPX_FIELDS_REMOVE_IDS(F)     F (NAME, name, 0, 0, 0)                            \
                                      F (OMIT_INT, lo, INT64_MIN, INT64_MAX, 0)          \
                                      F (OMIT_INT, hi, INT64_MIN, INT64_MAX, 0)
+//  The points in array frame 0; an optional parameter left out is
+//  FAISS's default (the client sends only those not 0).
+#define FPX_FIELDS_KMEANS(F)         F (INT, d, 1, FPX_DIM_MAX, 0)                      \
+                                     F (INT, k, 1, FPX_KMEANS_K_MAX, 0)                 \
+                                     F (OMIT_INT, niter, 1, FPX_KMEANS_NITER_MAX, 25)   \
+                                     F (OMIT_INT, nredo, 1, 100, 1)                     \
+                                     F (OMIT_INT, seed, INT32_MIN, INT32_MAX, 1234)     \
+                                     F (OMIT_INT, min_points_per_centroid, 0, INT32_MAX, 39) \
+                                     F (OMIT_INT, max_points_per_centroid, 1, INT32_MAX, 256) \
+                                     F (OMIT_INT, metric, 0, 1, FPX_METRIC_L2)          \
+                                     F (OMIT_BOOL, spherical, 0, 0, 0)                  \
+                                     F (OMIT_BOOL, int_centroids, 0, 0, 0)              \
+                                     F (OMIT_BOOL, update_index, 0, 0, 0)
 #define FPX_FIELDS_UPLOAD_BEGIN(F)   F (INT, size, 1, (int64_t) 1 << 50, 0)             \
                                      F (OPT_USER_NAME, name, 0, 0, 0)                   \
                                      F (OMIT_STR, factory, 0, FPX_FACTORY_MAX - 1, 0)
@@ -137,7 +150,8 @@
     X (TRAIN, train)                                                         \
     X (ADD, add)                                                             \
     X (ADD_WITH_IDS, add_with_ids)                                           \
-    X (REMOVE_IDS, remove_ids)
+    X (REMOVE_IDS, remove_ids)                                               \
+    X (KMEANS, kmeans)
 
 //  C types of each field type: on the client (args) and the server (req).
 #define FPX_FIELD_ARG_NAME(key, hi)  const char *key;

@@ -232,6 +232,19 @@ test_packers_bytes (void *arg)
                                                             .hi = 1000 });
     S_EXPECT ("remove_ids range", &mp, "\x83\xa4name\xa2ix\xa2lo\xff\xa2hi\xcd\x03\xe8");
     fpx_mp_free (&mp);
+    //  kmeans: d and k, then only the optional parameters set.
+    fpx_mp_init (&mp);
+    fpx_kmeans_pack (&mp.pk, &(fpx_kmeans_args_t) { .d = 8, .k = 4, .niter = 10, .seed = 7 });
+    S_EXPECT ("kmeans", &mp, "\x82\xa1" "d\x08\xa1k\x04");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_kmeans_pack (&mp.pk, &(fpx_kmeans_args_t) { .d = 8, .k = 4, .has_niter = true,
+                                                    .niter = 10, .has_seed = true, .seed = -5,
+                                                    .has_metric = true, .metric = 1,
+                                                    .spherical = true });
+    S_EXPECT ("kmeans with parameters", &mp, "\x86\xa1" "d\x08\xa1k\x04\xa5niter\x0a\xa4seed"
+              "\xfb\xa6metric\x01\xa9spherical\xc3");
+    fpx_mp_free (&mp);
 }
 
 /* ---- readers ------------------------------------------------------------------ */
@@ -365,6 +378,12 @@ test_readers_bounds (void *arg)
           { 0, 1, 0 }, { 0, 3, 0 }, { "ix", NULL, "9" } },
         { "remove_ids with lo as a bool", FPX_OP_REMOVE_IDS, "'lo'", { "name", "lo", "hi" },
           { 0, 2, 1 }, { 0, 0, 5 }, { "ix", NULL, NULL } },
+        { "kmeans with k 0", FPX_OP_KMEANS, "'k'", { "d", "k", NULL }, { 1, 1, 0 },
+          { 8, 0, 0 }, { NULL, NULL, NULL } },
+        { "kmeans with niter 0", FPX_OP_KMEANS, "'niter'", { "d", "k", "niter" }, { 1, 1, 1 },
+          { 8, 4, 0 }, { NULL, NULL, NULL } },
+        { "kmeans with spherical 1", FPX_OP_KMEANS, "'spherical'", { "d", "k", "spherical" },
+          { 1, 1, 1 }, { 8, 4, 1 }, { NULL, NULL, NULL } },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
         int count = 0;
