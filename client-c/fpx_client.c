@@ -856,13 +856,11 @@ fpx_info (fpx_client_t *self, int max_indexes, int flags, fpx_info_t **info_p /*
     if (max_indexes > FPX_INFO_INDEXES_MAX)
         return s_fail (self, FPX_EINVAL, "max_indexes must be at most %d, got %d",
                        FPX_INFO_INDEXES_MAX, max_indexes);
-    bool all = flags & FPX_INFO_ALL;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, (max_indexes != 0) + all);
-    if (max_indexes != 0)
-        fpx_pack_kv_int (pk, "max_indexes", max_indexes < 0 ? 0 : max_indexes);
-    if (all)
-        fpx_pack_kv_bool (pk, "all", true);
+    fpx_info_pack (s_params_init (&params),
+                   &(fpx_info_args_t) { .has_max_indexes = max_indexes != 0,
+                                        .max_indexes = max_indexes < 0 ? 0 : max_indexes,
+                                        .all = flags & FPX_INFO_ALL });
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
     if ((rc = s_call (self, &request, &params, &reply)))
@@ -1057,9 +1055,14 @@ s_vectors_prepare (fpx_client_t *self, int opcode, const char *name, int64_t n, 
     s_add_array (request, x, bytes);
     if (ids)
         s_add_array (request, ids, id_bytes);
-    msgpack_packer *pk = s_params_start (params, 2);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_int (pk, "d", d);       //  the server checks it against the index
+    //  d: the server checks it against the index's.
+    msgpack_packer *pk = s_params_init (params);
+    if (opcode == FPX_OP_TRAIN)
+        fpx_train_pack (pk, &(fpx_train_args_t) { .name = name, .d = d });
+    else if (opcode == FPX_OP_ADD)
+        fpx_add_pack (pk, &(fpx_add_args_t) { .name = name, .d = d });
+    else
+        fpx_add_with_ids_pack (pk, &(fpx_add_with_ids_args_t) { .name = name, .d = d });
     return 0;
 }
 
@@ -1415,7 +1418,9 @@ fpx_remove_ids (fpx_client_t *self, const char *name, int64_t n,
     fpx_request_t request = { 0 };
     s_add_array (&request, ids, bytes);
     fpx_reply_t reply;
-    rc = s_call_name (self, name, &request, &reply);
+    s_params_t params;
+    fpx_remove_ids_pack (s_params_init (&params), &(fpx_remove_ids_args_t) { .name = name });
+    rc = s_call (self, &request, &params, &reply);
     return rc ? rc : s_finish_int (self, &reply, "removed", removed_out);
 }
 
@@ -1432,10 +1437,9 @@ fpx_remove_range (fpx_client_t *self, const char *name, int64_t lo, int64_t hi,
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 3);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_int (pk, "lo", lo);
-    fpx_pack_kv_int (pk, "hi", hi);
+    fpx_remove_ids_pack (s_params_init (&params),
+                         &(fpx_remove_ids_args_t) { .name = name, .has_lo = true, .lo = lo,
+                                                    .has_hi = true, .hi = hi });
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
     rc = s_call (self, &request, &params, &reply);
@@ -1657,7 +1661,10 @@ s_download (fpx_client_t *self, const char *name, int (*start) (void *, size_t),
 {
     fpx_request_t request = { .reply_arrays = 1 };
     fpx_reply_t reply;
-    int rc = s_call_name (self, name, &request, &reply);
+    s_params_t params;
+    fpx_download_begin_pack (s_params_init (&params),
+                             &(fpx_download_begin_args_t) { .name = name });
+    int rc = s_call (self, &request, &params, &reply);
     if (rc == FPX_EOPCODE)
         return s_download_whole (self, name, start, write, arg, size_p);
     if (rc)
@@ -1679,11 +1686,10 @@ s_download (fpx_client_t *self, const char *name, int (*start) (void *, size_t),
     self->opcode = FPX_OP_DOWNLOAD_CHUNK;
     while (!rc && offset < size) {
         int64_t length = size - offset < chunk ? size - offset : chunk;
-        s_params_t params;
-        msgpack_packer *pk = s_params_start (&params, 3);
-        fpx_pack_kv_int (pk, "transfer", transfer);
-        fpx_pack_kv_int (pk, "offset", offset);
-        fpx_pack_kv_int (pk, "length", length);
+        fpx_download_chunk_pack (s_params_init (&params),
+                                 &(fpx_download_chunk_args_t) { .transfer = transfer,
+                                                                .offset = offset,
+                                                                .length = length });
         request = (fpx_request_t) { .reply_arrays = 1 };
         if ((rc = s_call (self, &request, &params, &reply)))
             break;
@@ -1780,13 +1786,9 @@ s_upload_whole (fpx_client_t *self, const char *name, const char *factory,
                 const uint8_t *bytes, size_t size, fpx_index_info_t *info)
 {
     self->opcode = FPX_OP_DESERIALIZE;
-    bool with_factory = factory && factory [0];
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, (name ? 1 : 0) + (with_factory ? 1 : 0));
-    if (name)
-        fpx_pack_kv_str (pk, "name", name);
-    if (with_factory)
-        fpx_pack_kv_str (pk, "factory", factory);
+    fpx_deserialize_pack (s_params_init (&params),
+                          &(fpx_deserialize_args_t) { .name = name, .factory = factory });
     fpx_request_t request = { 0 };
     s_add_array (&request, bytes, size);
     return s_call_description (self, &request, &params, info);
@@ -1831,14 +1833,10 @@ s_upload (fpx_client_t *self, const char *name, const char *factory, size_t size
         return rc;
     }
     self->opcode = FPX_OP_UPLOAD_BEGIN;
-    bool with_factory = factory && factory [0];
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 1 + (name ? 1 : 0) + (with_factory ? 1 : 0));
-    fpx_pack_kv_int (pk, "size", (int64_t) size);
-    if (name)
-        fpx_pack_kv_str (pk, "name", name);
-    if (with_factory)
-        fpx_pack_kv_str (pk, "factory", factory);
+    fpx_upload_begin_pack (s_params_init (&params),
+                           &(fpx_upload_begin_args_t) { .size = (int64_t) size, .name = name,
+                                                        .factory = factory });
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
     rc = s_call (self, &request, &params, &reply);
@@ -1862,9 +1860,9 @@ s_upload (fpx_client_t *self, const char *name, const char *factory, size_t size
             rc = s_fail (self, FPX_EIO, "the reader of the bytes to upload failed");
             break;
         }
-        pk = s_params_start (&params, 2);
-        fpx_pack_kv_int (pk, "transfer", transfer);
-        fpx_pack_kv_int (pk, "offset", (int64_t) offset);
+        fpx_upload_chunk_pack (s_params_init (&params),
+                               &(fpx_upload_chunk_args_t) { .transfer = transfer,
+                                                            .offset = (int64_t) offset });
         request = (fpx_request_t) { 0 };
         s_add_array (&request, bytes ? bytes + offset : buffer, length);
         if ((rc = s_call (self, &request, &params, &reply)))
@@ -2252,31 +2250,6 @@ fpx_get_id_map (fpx_client_t *self, const char *name, int64_t **ids_p /* OUT */,
 
 /* ---- k-means ----------------------------------------------------------- */
 
-//  The optional k-means parameters, in wire order; zero means "FAISS's
-//  default" and is not sent (faissproxy.h).
-typedef struct {
-    const char *key;
-    int value;
-    bool is_bool;
-} s_kmeans_field_t;
-
-static int
-s_kmeans_fields (const fpx_kmeans_params_t *p, s_kmeans_field_t *fields)
-{
-    const s_kmeans_field_t all [] = {
-        { "niter", p->niter, false }, { "nredo", p->nredo, false }, { "seed", p->seed, false },
-        { "min_points_per_centroid", p->min_points_per_centroid, false },
-        { "max_points_per_centroid", p->max_points_per_centroid, false },
-        { "metric", p->metric, false }, { "spherical", p->spherical, true },
-        { "int_centroids", p->int_centroids, true }, { "update_index", p->update_index, true },
-    };
-    int count = 0;
-    for (size_t i = 0; i < sizeof all / sizeof all [0]; i++)
-        if (all [i].value != 0)
-            fields [count++] = all [i];
-    return count;
-}
-
 static int
 s_check_kmeans (fpx_client_t *self, const fpx_kmeans_params_t *p)
 {
@@ -2341,17 +2314,22 @@ fpx_kmeans (fpx_client_t *self, int d, int k, int64_t n, const float *x,
         rc = s_check_kmeans (self, params);
     if (rc)
         return rc;
-    s_kmeans_field_t fields [9];
-    int count = params ? s_kmeans_fields (params, fields) : 0;
+    //  An optional parameter at 0 is FAISS's default and is not sent.
+    fpx_kmeans_params_t none = { 0 };
+    const fpx_kmeans_params_t *p = params ? params : &none;
     s_params_t packed;
-    msgpack_packer *pk = s_params_start (&packed, 2 + (size_t) count);
-    fpx_pack_kv_int (pk, "d", d);
-    fpx_pack_kv_int (pk, "k", k);
-    for (int i = 0; i < count; i++)
-        if (fields [i].is_bool)
-            fpx_pack_kv_bool (pk, fields [i].key, true);
-        else
-            fpx_pack_kv_int (pk, fields [i].key, fields [i].value);
+    fpx_kmeans_pack (s_params_init (&packed), &(fpx_kmeans_args_t) {
+        .d = d, .k = k,
+        .has_niter = p->niter != 0, .niter = p->niter,
+        .has_nredo = p->nredo != 0, .nredo = p->nredo,
+        .has_seed = p->seed != 0, .seed = p->seed,
+        .has_min_points_per_centroid = p->min_points_per_centroid != 0,
+        .min_points_per_centroid = p->min_points_per_centroid,
+        .has_max_points_per_centroid = p->max_points_per_centroid != 0,
+        .max_points_per_centroid = p->max_points_per_centroid,
+        .has_metric = p->metric != 0, .metric = p->metric,
+        .spherical = p->spherical != 0, .int_centroids = p->int_centroids != 0,
+        .update_index = p->update_index != 0 });
     fpx_request_t request = { .reply_arrays = 2 };
     s_add_array (&request, x, bytes);
     fpx_reply_t reply;

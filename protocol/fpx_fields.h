@@ -14,6 +14,15 @@
         OPT_USER_NAME  a user's index name (no "@…" handle) or nothing:
               packed only when not NULL, "" on the server when absent or
               nil (an anonymous index)
+        OMIT_INT  an integer in [lo, hi]; fallback when absent. Clients
+              pack it only when has_<key> is set; the server's has_<key>
+              says whether it came
+        OMIT_BOOL  a bool, false when absent; packed only when true
+        OMIT_STR  a string of at most hi bytes, no NUL: packed only when
+              neither NULL nor "", "" on the server when absent
+    (The OMIT_ types keep the maps of opcodes whose clients always left
+    such a key out, info, deserialize, upload_begin, remove_ids, kmeans,
+    byte for byte.)
     From it come, for each opcode listed in FPX_FIELDED_OPCODES:
         fpx_<wire>_args_t      what a client packs (strings borrowed)
         fpx_<wire>_pack ()     the client's packer (below)
@@ -23,12 +32,15 @@
         fpx_read_<wire> ()     the server's reader (server/fields.c),
                                called by dispatch before the handler
     so adding a field to one of these opcodes touches its line here, the
-    handler's logic and a test (docs/ARCHITECTURE.md). An opcode whose
-    parameters do not fit these types (vectors, search parameters,
-    arrays of numbers) keeps a hand-written reader and is not listed.
+    handler's logic and a test (docs/ARCHITECTURE.md). Only the map is
+    here: array frames (vectors, ids, uploaded bytes) stay the handler's
+    to read. An opcode whose map does not fit these types (search
+    parameters, arrays of numbers) keeps a hand-written reader and is
+    not listed.
 
     The packers write exactly the bytes the hand-written ones did:
-    tests/test_protocol.c holds the expected encodings.                */
+    tests/test_protocol.c and tests/test_fields.c hold the expected
+    encodings.                                                           */
 #ifndef FPX_FIELDS_H_INCLUDED
 #define FPX_FIELDS_H_INCLUDED
 
@@ -69,6 +81,45 @@
 #define FPX_FIELDS_GET_ID_MAP(F)     F (NAME, name, 0, 0, 0)
 #define FPX_FIELDS_UPLOAD_COMMIT(F)  F (INT, transfer, 1, INT64_MAX, 0)
 #define FPX_FIELDS_TRANSFER_ABORT(F) F (INT, transfer, 1, INT64_MAX, 0)
+#define FPX_FIELDS_INFO(F)           F (OMIT_INT, max_indexes, 0, FPX_INFO_INDEXES_MAX,  \
+                                        FPX_INFO_INDEXES_DEFAULT)                       \
+                                     F (OMIT_BOOL, all, 0, 0, 0)
+#define FPX_FIELDS_DESERIALIZE(F)    F (OPT_USER_NAME, name, 0, 0, 0)                   \
+                                     F (OMIT_STR, factory, 0, FPX_FACTORY_MAX - 1, 0)
+#define FPX_FIELDS_DOWNLOAD_BEGIN(F) F (NAME, name, 0, 0, 0)
+//  length: 0 (absent) for the server's chunk size, which bounds it there.
+#define FPX_FIELDS_DOWNLOAD_CHUNK(F) F (INT, transfer, 1, INT64_MAX, 0)                 \
+                                     F (INT, offset, 0, INT64_MAX, 0)                   \
+                                     F (OPT_INT, length, 1, INT64_MAX, 0)
+//  The chunk's bytes come in array frame 0, as they did.
+#define FPX_FIELDS_UPLOAD_CHUNK(F)   F (INT, transfer, 1, INT64_MAX, 0)                 \
+                                     F (INT, offset, 0, INT64_MAX, 0)
+//  The vectors (and ids) come in array frames; d, which old clients did
+//  not send, is checked against the object's by fpx_op_vectors.
+#define FPX_FIELDS_TRAIN(F)          F (NAME, name, 0, 0, 0)                            \
+                                     F (OPT_INT, d, 1, FPX_DIM_MAX, 0)
+#define FPX_FIELDS_ADD(F)            FPX_FIELDS_TRAIN (F)
+#define FPX_FIELDS_ADD_WITH_IDS(F)   FPX_FIELDS_TRAIN (F)
+//  The ids to remove in array frame 0, or the range [lo, hi) in the map.
+#define FPX_FIELDS_REMOVE_IDS(F)     F (NAME, name, 0, 0, 0)                            \
+                                     F (OMIT_INT, lo, INT64_MIN, INT64_MAX, 0)          \
+                                     F (OMIT_INT, hi, INT64_MIN, INT64_MAX, 0)
+//  The points in array frame 0; an optional parameter left out is
+//  FAISS's default (the client sends only those not 0).
+#define FPX_FIELDS_KMEANS(F)         F (INT, d, 1, FPX_DIM_MAX, 0)                      \
+                                     F (INT, k, 1, FPX_KMEANS_K_MAX, 0)                 \
+                                     F (OMIT_INT, niter, 1, FPX_KMEANS_NITER_MAX, 25)   \
+                                     F (OMIT_INT, nredo, 1, 100, 1)                     \
+                                     F (OMIT_INT, seed, INT32_MIN, INT32_MAX, 1234)     \
+                                     F (OMIT_INT, min_points_per_centroid, 0, INT32_MAX, 39) \
+                                     F (OMIT_INT, max_points_per_centroid, 1, INT32_MAX, 256) \
+                                     F (OMIT_INT, metric, 0, 1, FPX_METRIC_L2)          \
+                                     F (OMIT_BOOL, spherical, 0, 0, 0)                  \
+                                     F (OMIT_BOOL, int_centroids, 0, 0, 0)              \
+                                     F (OMIT_BOOL, update_index, 0, 0, 0)
+#define FPX_FIELDS_UPLOAD_BEGIN(F)   F (INT, size, 1, (int64_t) 1 << 50, 0)             \
+                                     F (OPT_USER_NAME, name, 0, 0, 0)                   \
+                                     F (OMIT_STR, factory, 0, FPX_FACTORY_MAX - 1, 0)
 
 /*  The opcodes above: X (OPCODE, wire_name) as in FPX_OPCODES.          */
 #define FPX_FIELDED_OPCODES(X)                                               \
@@ -89,7 +140,18 @@
     X (SET_DIRECT_MAP, set_direct_map)                                       \
     X (GET_ID_MAP, get_id_map)                                               \
     X (UPLOAD_COMMIT, upload_commit)                                         \
-    X (TRANSFER_ABORT, transfer_abort)
+    X (TRANSFER_ABORT, transfer_abort)                                       \
+    X (INFO, info)                                                           \
+    X (DESERIALIZE, deserialize)                                             \
+    X (UPLOAD_BEGIN, upload_begin)                                           \
+    X (DOWNLOAD_BEGIN, download_begin)                                       \
+    X (DOWNLOAD_CHUNK, download_chunk)                                       \
+    X (UPLOAD_CHUNK, upload_chunk)                                           \
+    X (TRAIN, train)                                                         \
+    X (ADD, add)                                                             \
+    X (ADD_WITH_IDS, add_with_ids)                                           \
+    X (REMOVE_IDS, remove_ids)                                               \
+    X (KMEANS, kmeans)
 
 //  C types of each field type: on the client (args) and the server (req).
 #define FPX_FIELD_ARG_NAME(key, hi)  const char *key;
@@ -99,6 +161,9 @@
 #define FPX_FIELD_ARG_NUM(key, hi)   double key;
 #define FPX_FIELD_ARG_OPT_INT(key, hi)  int64_t key;
 #define FPX_FIELD_ARG_OPT_USER_NAME(key, hi) const char *key;     /* NULL: none */
+#define FPX_FIELD_ARG_OMIT_INT(key, hi)  bool has_##key; int64_t key;
+#define FPX_FIELD_ARG_OMIT_BOOL(key, hi) bool key;
+#define FPX_FIELD_ARG_OMIT_STR(key, hi)  const char *key;        /* NULL or "": none */
 #define FPX_FIELD_REQ_NAME(key, hi)  char key [FPX_NAME_MAX + 1];
 #define FPX_FIELD_REQ_INT(key, hi)   int64_t key;
 #define FPX_FIELD_REQ_BOOL(key, hi)  bool key;
@@ -106,28 +171,47 @@
 #define FPX_FIELD_REQ_NUM(key, hi)   double key;
 #define FPX_FIELD_REQ_OPT_INT(key, hi)  int64_t key;
 #define FPX_FIELD_REQ_OPT_USER_NAME(key, hi) char key [FPX_NAME_MAX + 1];  /* "": none */
-#define FPX_FIELD_PACK_NAME(pk, key, value) fpx_pack_kv_str (pk, key, value)
-#define FPX_FIELD_PACK_INT(pk, key, value)  fpx_pack_kv_int (pk, key, value)
-#define FPX_FIELD_PACK_BOOL(pk, key, value) fpx_pack_kv_bool (pk, key, value)
-#define FPX_FIELD_PACK_STR(pk, key, value)  fpx_pack_kv_str (pk, key, value)
-#define FPX_FIELD_PACK_NUM(pk, key, value)  fpx_pack_kv_number (pk, key, value)
-#define FPX_FIELD_PACK_OPT_INT(pk, key, value) fpx_pack_kv_int (pk, key, value)
-#define FPX_FIELD_PACK_OPT_USER_NAME(pk, key, value)                         \
+#define FPX_FIELD_REQ_OMIT_INT(key, hi)  bool has_##key; int64_t key;
+#define FPX_FIELD_REQ_OMIT_BOOL(key, hi) bool key;
+#define FPX_FIELD_REQ_OMIT_STR(key, hi)  char key [(hi) + 1];    /* "": none */
+//  has: the has_<key> flag of an OMIT_INT, expanded only there.
+#define FPX_FIELD_PACK_NAME(pk, key, value, has) fpx_pack_kv_str (pk, key, value)
+#define FPX_FIELD_PACK_INT(pk, key, value, has)  fpx_pack_kv_int (pk, key, value)
+#define FPX_FIELD_PACK_BOOL(pk, key, value, has) fpx_pack_kv_bool (pk, key, value)
+#define FPX_FIELD_PACK_STR(pk, key, value, has)  fpx_pack_kv_str (pk, key, value)
+#define FPX_FIELD_PACK_NUM(pk, key, value, has)  fpx_pack_kv_number (pk, key, value)
+#define FPX_FIELD_PACK_OPT_INT(pk, key, value, has) fpx_pack_kv_int (pk, key, value)
+#define FPX_FIELD_PACK_OPT_USER_NAME(pk, key, value, has)                    \
     if (value)                                                               \
         fpx_pack_kv_str (pk, key, value)
-//  Whether a field is in the map: always, but for an absent optional name.
-#define FPX_FIELD_IN_MAP_NAME(value)  1
-#define FPX_FIELD_IN_MAP_INT(value)   1
-#define FPX_FIELD_IN_MAP_BOOL(value)  1
-#define FPX_FIELD_IN_MAP_STR(value)   1
-#define FPX_FIELD_IN_MAP_NUM(value)   1
-#define FPX_FIELD_IN_MAP_OPT_INT(value) 1
-#define FPX_FIELD_IN_MAP_OPT_USER_NAME(value) ((value) != NULL)
+#define FPX_FIELD_PACK_OMIT_INT(pk, key, value, has)                         \
+    if (has)                                                                 \
+        fpx_pack_kv_int (pk, key, value)
+#define FPX_FIELD_PACK_OMIT_BOOL(pk, key, value, has)                        \
+    if (value)                                                               \
+        fpx_pack_kv_bool (pk, key, true)
+#define FPX_FIELD_PACK_OMIT_STR(pk, key, value, has)                         \
+    if ((value) && (value) [0])                                              \
+        fpx_pack_kv_str (pk, key, value)
+//  Whether a field is in the map: always, but for an absent optional
+//  name and the OMIT_ types left out.
+#define FPX_FIELD_IN_MAP_NAME(value, has)  1
+#define FPX_FIELD_IN_MAP_INT(value, has)   1
+#define FPX_FIELD_IN_MAP_BOOL(value, has)  1
+#define FPX_FIELD_IN_MAP_STR(value, has)   1
+#define FPX_FIELD_IN_MAP_NUM(value, has)   1
+#define FPX_FIELD_IN_MAP_OPT_INT(value, has) 1
+#define FPX_FIELD_IN_MAP_OPT_USER_NAME(value, has) ((value) != NULL)
+#define FPX_FIELD_IN_MAP_OMIT_INT(value, has)  ((has) != 0)
+#define FPX_FIELD_IN_MAP_OMIT_BOOL(value, has) ((value) != 0)
+#define FPX_FIELD_IN_MAP_OMIT_STR(value, has)  ((value) && (value) [0])
 
 #define FPX_FIELD_ARG_(type, key, lo, hi, fallback)  FPX_FIELD_ARG_##type (key, hi)
 #define FPX_FIELD_REQ_(type, key, lo, hi, fallback)  FPX_FIELD_REQ_##type (key, hi)
-#define FPX_FIELD_COUNT_(type, key, lo, hi, fallback) + FPX_FIELD_IN_MAP_##type (args->key)
-#define FPX_FIELD_PACK_(type, key, lo, hi, fallback) FPX_FIELD_PACK_##type (pk, #key, args->key);
+#define FPX_FIELD_COUNT_(type, key, lo, hi, fallback)                        \
+    + FPX_FIELD_IN_MAP_##type (args->key, args->has_##key)
+#define FPX_FIELD_PACK_(type, key, lo, hi, fallback)                         \
+    FPX_FIELD_PACK_##type (pk, #key, args->key, args->has_##key);
 
 #define FPX_FIELDS_TYPES_(OPCODE, wire)                                      \
     typedef struct { FPX_FIELDS_##OPCODE (FPX_FIELD_ARG_) } fpx_##wire##_args_t; \

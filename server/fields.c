@@ -30,6 +30,28 @@ s_read_str (fpx_call_t *call, const char *key, int64_t lo, int64_t hi, char *out
     return 0;
 }
 
+//  A string that may be absent ("" then), of at most hi bytes.
+static int
+s_read_omit_str (fpx_call_t *call, const char *key, int64_t hi, char *out, size_t size)
+{
+    out [0] = 0;
+    if (fpx_params_copy_str (&call->params, key, out, size) < 0)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'%s' must be a string of at most "
+                                "%lld bytes", key, (long long) hi);
+    return 0;
+}
+
+//  An integer that may be absent (fallback then); *has says whether it
+//  came.
+static int
+s_read_omit_int (fpx_call_t *call, const char *key, int64_t lo, int64_t hi, int64_t fallback,
+                 int64_t *out, bool *has)
+{
+    fpx_mp_value_t value;
+    *has = fpx_params_get_value (&call->params, key, &value) != 1;
+    return fpx_op_int_param (call, key, false, fallback, lo, hi, out);
+}
+
 static int
 s_read_num (fpx_call_t *call, const char *key, double *out)
 {
@@ -39,19 +61,27 @@ s_read_num (fpx_call_t *call, const char *key, double *out)
 }
 
 //  One reader per field type; NAME and OPT_USER_NAME are always the key
-//  "name".
-#define S_READ_NAME(key, lo, hi, fallback, out) fpx_op_name_param (call, out, true)
-#define S_READ_INT(key, lo, hi, fallback, out)  fpx_op_int_param (call, key, true, 0, lo, hi, &out)
-#define S_READ_BOOL(key, lo, hi, fallback, out) s_read_bool (call, key, &out)
-#define S_READ_STR(key, lo, hi, fallback, out)  s_read_str (call, key, lo, hi, out, sizeof out)
-#define S_READ_NUM(key, lo, hi, fallback, out)  s_read_num (call, key, &out)
-#define S_READ_OPT_INT(key, lo, hi, fallback, out)                           \
+//  "name". has: an OMIT_INT's has_<key>, expanded only there.
+#define S_READ_NAME(key, lo, hi, fallback, out, has) fpx_op_name_param (call, out, true)
+#define S_READ_INT(key, lo, hi, fallback, out, has)                          \
+    fpx_op_int_param (call, key, true, 0, lo, hi, &out)
+#define S_READ_BOOL(key, lo, hi, fallback, out, has) s_read_bool (call, key, &out)
+#define S_READ_STR(key, lo, hi, fallback, out, has)                          \
+    s_read_str (call, key, lo, hi, out, sizeof out)
+#define S_READ_NUM(key, lo, hi, fallback, out, has)  s_read_num (call, key, &out)
+#define S_READ_OPT_INT(key, lo, hi, fallback, out, has)                      \
     fpx_op_int_param (call, key, false, fallback, lo, hi, &out)
-#define S_READ_OPT_USER_NAME(key, lo, hi, fallback, out) fpx_op_optional_name (call, out)
+#define S_READ_OPT_USER_NAME(key, lo, hi, fallback, out, has)                \
+    fpx_op_optional_name (call, out)
+#define S_READ_OMIT_INT(key, lo, hi, fallback, out, has)                     \
+    s_read_omit_int (call, key, lo, hi, fallback, &out, &has)
+#define S_READ_OMIT_BOOL(key, lo, hi, fallback, out, has) s_read_bool (call, key, &out)
+#define S_READ_OMIT_STR(key, lo, hi, fallback, out, has)                     \
+    s_read_omit_str (call, key, hi, out, sizeof out)
 
 #define S_READ_(type, key, lo, hi, fallback)                                 \
     if (rc == 0)                                                             \
-        rc = S_READ_##type (#key, lo, hi, fallback, req.key);
+        rc = S_READ_##type (#key, lo, hi, fallback, req.key, req.has_##key);
 
 #define S_HANDLER_(OPCODE, wire)                                             \
     int                                                                      \

@@ -94,16 +94,10 @@ s_pack_server (fpx_call_t *call, const fpx_metrics_gauges_t *gauges)
 }
 
 int
-fpx_handle_info (fpx_call_t *call)
+fpx_handle_info_req (fpx_call_t *call, const fpx_info_req_t *req)
 {
-    int64_t max_indexes;
-    bool all = false;
-    int rc = fpx_op_int_param (call, "max_indexes", false, FPX_INFO_INDEXES_DEFAULT, 0,
-                               FPX_INFO_INDEXES_MAX, &max_indexes);
-    if (rc)
-        return rc;
-    if (fpx_params_get_bool (&call->params, "all", &all) < 0)
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'all' must be a bool");
+    int64_t max_indexes = req->max_indexes;
+    bool all = req->all;
     int role = call->envelope->role;
     if (all && role < FPX_ROLE_ADMIN)
         return fpx_reply_error (call->reply, FPX_EPERM, "info with 'all' shows every tenant: "

@@ -772,10 +772,10 @@ s_train_transform (fpx_call_t *call, fpx_entry_t *entry, int64_t n, const float 
 }
 
 static int
-s_write_vectors (fpx_call_t *call, s_write_t kind)
+s_write_vectors (fpx_call_t *call, s_write_t kind, const char *name)
 {
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup (call, &entry);
+    int rc = fpx_op_find (call, name, &entry);
     if (rc)
         return rc;
     int64_t n;
@@ -808,9 +808,23 @@ s_write_vectors (fpx_call_t *call, s_write_t kind)
     return rc;
 }
 
-int fpx_handle_train (fpx_call_t *call) { return s_write_vectors (call, S_TRAIN); }
-int fpx_handle_add (fpx_call_t *call) { return s_write_vectors (call, S_ADD); }
-int fpx_handle_add_with_ids (fpx_call_t *call) { return s_write_vectors (call, S_ADD_WITH_IDS); }
+int
+fpx_handle_train_req (fpx_call_t *call, const fpx_train_req_t *req)
+{
+    return s_write_vectors (call, S_TRAIN, req->name);
+}
+
+int
+fpx_handle_add_req (fpx_call_t *call, const fpx_add_req_t *req)
+{
+    return s_write_vectors (call, S_ADD, req->name);
+}
+
+int
+fpx_handle_add_with_ids_req (fpx_call_t *call, const fpx_add_with_ids_req_t *req)
+{
+    return s_write_vectors (call, S_ADD_WITH_IDS, req->name);
+}
 
 static size_t
 s_machine_memory (void)
@@ -857,10 +871,10 @@ s_apply_remove (fpx_call_t *call, fpx_entry_t *entry, void *arg)
 }
 
 int
-fpx_handle_remove_ids (fpx_call_t *call)
+fpx_handle_remove_ids_req (fpx_call_t *call, const fpx_remove_ids_req_t *req)
 {
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup_index (call, &entry);
+    int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
     FaissIDSelector *selector = NULL;
@@ -882,10 +896,16 @@ fpx_handle_remove_ids (fpx_call_t *call)
                                   .sizes = { sizeof header, size }, .nparts = 2 };
     }
     else
-    if (!fpx_op_int_param (call, "lo", true, 0, INT64_MIN, INT64_MAX, &header [0])
-    &&  !fpx_op_int_param (call, "hi", true, 0, INT64_MIN, INT64_MAX, &header [1])
-    &&  faiss_IDSelectorRange_new ((FaissIDSelectorRange **) &selector, header [0], header [1]))
-        fpx_op_faiss_error (call, "cannot build the id selector");
+    if (!req->has_lo || !req->has_hi)
+        fpx_reply_error (call->reply, FPX_EINVAL, "missing integer parameter '%s'",
+                         req->has_lo ? "hi" : "lo");
+    else {
+        header [0] = req->lo;
+        header [1] = req->hi;
+        if (faiss_IDSelectorRange_new ((FaissIDSelectorRange **) &selector, header [0],
+                                       header [1]))
+            fpx_op_faiss_error (call, "cannot build the id selector");
+    }
     if (selector)
         fpx_op_mutate (call, entry, &record, s_apply_remove, selector);
     faiss_IDSelector_free (selector);
@@ -1483,16 +1503,9 @@ fpx_op_deserialize_bytes (fpx_call_t *call, const char *name, const char *factor
 }
 
 int
-fpx_handle_deserialize (fpx_call_t *call)
+fpx_handle_deserialize_req (fpx_call_t *call, const fpx_deserialize_req_t *req)
 {
-    char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX] = "";
-    int rc = fpx_op_optional_name (call, name);
-    if (rc)
-        return rc;
-    rc = fpx_params_copy_str (&call->params, "factory", factory, sizeof factory);
-    if (rc < 0)
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'factory' must be a string of at most "
-                                "%d bytes", FPX_FACTORY_MAX - 1);
+    const char *name = req->name, *factory = req->factory;
     size_t size;
     const uint8_t *bytes = fpx_op_array (call, 0, 1, &size, "index bytes");
     if (!bytes)

@@ -582,43 +582,18 @@ fpx_handle_get_id_map_req (fpx_call_t *call, const fpx_get_id_map_req_t *req)
     return 0;
 }
 
-static int
-s_kmeans_params (fpx_call_t *call, int64_t *d, int64_t *k, fpx_shim_kmeans_params_t *p)
-{
-    int64_t v [9];
-    bool spherical = false, int_centroids = false, update_index = false;
-    int rc;
-    if ((rc = fpx_op_int_param (call, "d", true, 0, 1, FPX_DIM_MAX, d))
-    ||  (rc = fpx_op_int_param (call, "k", true, 0, 1, FPX_KMEANS_K_MAX, k))
-    ||  (rc = fpx_op_int_param (call, "niter", false, 25, 1, FPX_KMEANS_NITER_MAX, &v [0]))
-    ||  (rc = fpx_op_int_param (call, "nredo", false, 1, 1, 100, &v [1]))
-    ||  (rc = fpx_op_int_param (call, "seed", false, 1234, INT32_MIN, INT32_MAX, &v [2]))
-    ||  (rc = fpx_op_int_param (call, "min_points_per_centroid", false, 39, 0, INT32_MAX, &v [3]))
-    ||  (rc = fpx_op_int_param (call, "max_points_per_centroid", false, 256, 1, INT32_MAX, &v [4]))
-    ||  (rc = fpx_op_int_param (call, "metric", false, FPX_METRIC_L2, 0, 1, &v [5])))
-        return rc;
-    if (fpx_params_get_bool (&call->params, "spherical", &spherical) < 0
-    ||  fpx_params_get_bool (&call->params, "int_centroids", &int_centroids) < 0
-    ||  fpx_params_get_bool (&call->params, "update_index", &update_index) < 0)
-        return fpx_reply_error (call->reply, FPX_EINVAL, "spherical, int_centroids and "
-                                "update_index are bools");
-    *p = (fpx_shim_kmeans_params_t) {
-        .niter = (int) v [0], .nredo = (int) v [1], .seed = (int) v [2],
-        .min_points_per_centroid = (int) v [3], .max_points_per_centroid = (int) v [4],
-        .metric = (int) v [5], .spherical = spherical, .int_centroids = int_centroids,
-        .update_index = update_index,
-    };
-    return 0;
-}
-
 int
-fpx_handle_kmeans (fpx_call_t *call)
+fpx_handle_kmeans_req (fpx_call_t *call, const fpx_kmeans_req_t *req)
 {
-    int64_t d, k, n;
-    fpx_shim_kmeans_params_t params;
-    int rc = s_kmeans_params (call, &d, &k, &params);
-    if (rc)
-        return rc;
+    int64_t d = req->d, k = req->k, n;
+    fpx_shim_kmeans_params_t params = {
+        .niter = (int) req->niter, .nredo = (int) req->nredo, .seed = (int) req->seed,
+        .min_points_per_centroid = (int) req->min_points_per_centroid,
+        .max_points_per_centroid = (int) req->max_points_per_centroid,
+        .metric = (int) req->metric, .spherical = req->spherical,
+        .int_centroids = req->int_centroids, .update_index = req->update_index,
+    };
+    int rc;
     const float *x = fpx_op_vectors (call, 0, (int) d, &n);
     if (!x)
         return call->reply->status;

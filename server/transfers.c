@@ -151,17 +151,6 @@ s_find_id (fpx_call_t *call, int64_t id, bool upload, s_transfer_t ***slot_p)
     return NULL;
 }
 
-//  As s_find_id, for the id in the "transfer" param (the chunk opcodes,
-//  whose parameters are read by hand).
-static s_transfer_t *
-s_find (fpx_call_t *call, bool upload, s_transfer_t ***slot_p)
-{
-    int64_t id;
-    if (fpx_op_int_param (call, "transfer", true, 0, 1, INT64_MAX, &id))
-        return NULL;
-    return s_find_id (call, id, upload, slot_p);
-}
-
 //  Under s_lock: whether the connection may open one more transfer.
 static int
 s_check_room (fpx_call_t *call)
@@ -203,11 +192,11 @@ s_reply_copy (fpx_call_t *call, const uint8_t *data, size_t offset, size_t lengt
 //  name → {transfer, size, chunk} and the first chunk. An index that fits
 //  one chunk comes whole with transfer 0: nothing is kept.
 int
-fpx_handle_download_begin (fpx_call_t *call)
+fpx_handle_download_begin_req (fpx_call_t *call, const fpx_download_begin_req_t *req)
 {
     s_reap (0, false);             //  the idle ones
     fpx_entry_t *entry;
-    int rc = fpx_op_lookup_index (call, &entry);
+    int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
     uint8_t *bytes = NULL;
@@ -263,17 +252,17 @@ fpx_handle_download_begin (fpx_call_t *call)
 //  size) → {offset, length} and those bytes. The read that reaches the
 //  end frees the transfer.
 int
-fpx_handle_download_chunk (fpx_call_t *call)
+fpx_handle_download_chunk_req (fpx_call_t *call, const fpx_download_chunk_req_t *req)
 {
     size_t chunk = s_chunk_size (call);
-    int64_t offset, length;
-    if (fpx_op_int_param (call, "offset", true, 0, 0, INT64_MAX, &offset)
-    ||  fpx_op_int_param (call, "length", false, (int64_t) chunk, 1, (int64_t) chunk, &length))
-        return call->reply->status;
+    int64_t offset = req->offset, length = req->length ? req->length : (int64_t) chunk;
+    if (length > (int64_t) chunk)
+        return fpx_reply_error (call->reply, FPX_EINVAL, "'length' must be an integer in "
+                                "[1, %zu]", chunk);
     s_transfer_t **slot, *finished = NULL;
     int rc;
     pthread_mutex_lock (&s_lock);
-    s_transfer_t *transfer = s_find (call, false, &slot);
+    s_transfer_t *transfer = s_find_id (call, req->transfer, false, &slot);
     if (!transfer)
         rc = call->reply->status;
     else if ((uint64_t) offset >= transfer->size)
@@ -306,19 +295,12 @@ fpx_handle_download_chunk (fpx_call_t *call)
 //  size, optional name and factory → {transfer, chunk}. The name is
 //  checked now so that a taken one fails before the bytes travel.
 int
-fpx_handle_upload_begin (fpx_call_t *call)
+fpx_handle_upload_begin_req (fpx_call_t *call, const fpx_upload_begin_req_t *req)
 {
     s_reap (0, false);             //  the idle ones
-    char name [FPX_NAME_MAX + 1], factory [FPX_FACTORY_MAX] = "";
-    int rc = fpx_op_optional_name (call, name);
-    if (rc)
-        return rc;
-    if (fpx_params_copy_str (&call->params, "factory", factory, sizeof factory) < 0)
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'factory' must be a string of at most "
-                                "%d bytes", FPX_FACTORY_MAX - 1);
-    int64_t size;
-    if (fpx_op_int_param (call, "size", true, 0, 1, (int64_t) 1 << 50, &size))
-        return call->reply->status;
+    const char *name = req->name, *factory = req->factory;
+    int64_t size = req->size;
+    int rc;
     if (name [0]) {
         fpx_entry_t *entry = fpx_registry_find (call->server->registry, call->envelope->tenant_id,
                                                 name, call->envelope->conn_id);
@@ -341,8 +323,8 @@ fpx_handle_upload_begin (fpx_call_t *call)
                                  .tenant = call->envelope->tenant_id, .upload = true,
                                  .data = malloc ((size_t) size), .size = (size_t) size,
                                  .charged = (size_t) size };
-    memcpy (transfer->name, name, sizeof name);
-    memcpy (transfer->factory, factory, sizeof factory);
+    memcpy (transfer->name, name, sizeof req->name);
+    memcpy (transfer->factory, factory, sizeof req->factory);
     if (!transfer->data) {
         s_transfer_free (transfer);
         return fpx_reply_error (call->reply, FPX_ENOMEM, "cannot allocate an upload buffer of "
@@ -366,11 +348,9 @@ fpx_handle_upload_begin (fpx_call_t *call)
 //  transfer, offset (= the bytes received so far) and one frame of at
 //  most the chunk size → {received}.
 int
-fpx_handle_upload_chunk (fpx_call_t *call)
+fpx_handle_upload_chunk_req (fpx_call_t *call, const fpx_upload_chunk_req_t *req)
 {
-    int64_t offset;
-    if (fpx_op_int_param (call, "offset", true, 0, 0, INT64_MAX, &offset))
-        return call->reply->status;
+    int64_t offset = req->offset;
     size_t length;
     const uint8_t *bytes = fpx_op_array (call, 0, 1, &length, "chunk bytes");
     if (!bytes)
@@ -382,7 +362,7 @@ fpx_handle_upload_chunk (fpx_call_t *call)
     int rc = 0;
     size_t received = 0;
     pthread_mutex_lock (&s_lock);
-    s_transfer_t *transfer = s_find (call, true, NULL);
+    s_transfer_t *transfer = s_find_id (call, req->transfer, true, NULL);
     if (!transfer)
         rc = call->reply->status;
     else if ((uint64_t) offset != transfer->received)

@@ -161,6 +161,90 @@ test_packers_bytes (void *arg)
                                                                     .params = "nprobe=4" });
     S_EXPECT ("set_parameters", &mp, "\x82\xa4name\xa2ix\xa6params\xa8nprobe=4");
     fpx_mp_free (&mp);
+    //  info: max_indexes only when has_max_indexes, all only when true.
+    fpx_mp_init (&mp);
+    fpx_info_pack (&mp.pk, &(fpx_info_args_t) { .max_indexes = 5 });
+    S_EXPECT ("info", &mp, "\x80");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_info_pack (&mp.pk, &(fpx_info_args_t) { .has_max_indexes = true, .max_indexes = 5,
+                                                .all = true });
+    S_EXPECT ("info max_indexes all", &mp, "\x82\xabmax_indexes\x05\xa3" "all\xc3");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_info_pack (&mp.pk, &(fpx_info_args_t) { .all = true });
+    S_EXPECT ("info all", &mp, "\x81\xa3" "all\xc3");
+    fpx_mp_free (&mp);
+    //  deserialize, upload_begin: the factory only when neither NULL nor "".
+    fpx_mp_init (&mp);
+    fpx_deserialize_pack (&mp.pk, &(fpx_deserialize_args_t) { .name = "ix", .factory = "Flat" });
+    S_EXPECT ("deserialize", &mp, "\x82\xa4name\xa2ix\xa7" "factory\xa4" "Flat");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_deserialize_pack (&mp.pk, &(fpx_deserialize_args_t) { .factory = "" });
+    S_EXPECT ("deserialize anonymous", &mp, "\x80");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_upload_begin_pack (&mp.pk, &(fpx_upload_begin_args_t) { .size = 300, .name = "ix" });
+    S_EXPECT ("upload_begin", &mp, "\x82\xa4size\xcd\x01\x2c\xa4name\xa2ix");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_upload_begin_pack (&mp.pk, &(fpx_upload_begin_args_t) { .size = 1, .factory = "Flat" });
+    S_EXPECT ("upload_begin anonymous", &mp, "\x82\xa4size\x01\xa7" "factory\xa4" "Flat");
+    fpx_mp_free (&mp);
+    //  The chunk opcodes' maps; their bytes travel in array frames.
+    fpx_mp_init (&mp);
+    fpx_download_begin_pack (&mp.pk, &(fpx_download_begin_args_t) { .name = "ix" });
+    S_EXPECT ("download_begin", &mp, name_only);
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_download_chunk_pack (&mp.pk, &(fpx_download_chunk_args_t) { .transfer = 2,
+                                                                    .offset = 65536,
+                                                                    .length = 1000 });
+    S_EXPECT ("download_chunk", &mp, "\x83\xa8transfer\x02\xa6offset\xce\x00\x01\x00\x00"
+              "\xa6length\xcd\x03\xe8");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_upload_chunk_pack (&mp.pk, &(fpx_upload_chunk_args_t) { .transfer = 3, .offset = 0 });
+    S_EXPECT ("upload_chunk", &mp, "\x82\xa8transfer\x03\xa6offset\x00");
+    fpx_mp_free (&mp);
+    //  train, add, add_with_ids: the map beside the vector (and id) frames.
+    fpx_mp_init (&mp);
+    fpx_train_pack (&mp.pk, &(fpx_train_args_t) { .name = "ix", .d = 8 });
+    S_EXPECT ("train", &mp, "\x82\xa4name\xa2ix\xa1" "d\x08");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_add_pack (&mp.pk, &(fpx_add_args_t) { .name = "ix", .d = 200 });
+    S_EXPECT ("add", &mp, "\x82\xa4name\xa2ix\xa1" "d\xcc\xc8");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_add_with_ids_pack (&mp.pk, &(fpx_add_with_ids_args_t) { .name = "ix", .d = 8 });
+    S_EXPECT ("add_with_ids", &mp, "\x82\xa4name\xa2ix\xa1" "d\x08");
+    fpx_mp_free (&mp);
+    //  remove_ids: the name beside an id frame, or the range [lo, hi).
+    fpx_mp_init (&mp);
+    fpx_remove_ids_pack (&mp.pk, &(fpx_remove_ids_args_t) { .name = "ix", .lo = 4 });
+    S_EXPECT ("remove_ids", &mp, name_only);
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_remove_ids_pack (&mp.pk, &(fpx_remove_ids_args_t) { .name = "ix", .has_lo = true,
+                                                            .lo = -1, .has_hi = true,
+                                                            .hi = 1000 });
+    S_EXPECT ("remove_ids range", &mp, "\x83\xa4name\xa2ix\xa2lo\xff\xa2hi\xcd\x03\xe8");
+    fpx_mp_free (&mp);
+    //  kmeans: d and k, then only the optional parameters set.
+    fpx_mp_init (&mp);
+    fpx_kmeans_pack (&mp.pk, &(fpx_kmeans_args_t) { .d = 8, .k = 4, .niter = 10, .seed = 7 });
+    S_EXPECT ("kmeans", &mp, "\x82\xa1" "d\x08\xa1k\x04");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_kmeans_pack (&mp.pk, &(fpx_kmeans_args_t) { .d = 8, .k = 4, .has_niter = true,
+                                                    .niter = 10, .has_seed = true, .seed = -5,
+                                                    .has_metric = true, .metric = 1,
+                                                    .spherical = true });
+    S_EXPECT ("kmeans with parameters", &mp, "\x86\xa1" "d\x08\xa1k\x04\xa5niter\x0a\xa4seed"
+              "\xfb\xa6metric\x01\xa9spherical\xc3");
+    fpx_mp_free (&mp);
 }
 
 /* ---- readers ------------------------------------------------------------------ */
@@ -259,6 +343,47 @@ test_readers_bounds (void *arg)
           { 1, 0, 0 }, { 8, 0, 0 }, { NULL, "", NULL } },
         { "get_id_map without a name", FPX_OP_GET_ID_MAP, "'name'", { NULL, NULL, NULL },
           { 0, 0, 0 }, { 0, 0, 0 }, { NULL, NULL, NULL } },
+        { "info with max_indexes 1001", FPX_OP_INFO, "'max_indexes'", { "max_indexes", NULL, NULL },
+          { 1, 0, 0 }, { 1001, 0, 0 }, { NULL, NULL, NULL } },
+        { "info with all as a string", FPX_OP_INFO, "'all'", { "all", NULL, NULL },
+          { 0, 0, 0 }, { 0, 0, 0 }, { "yes", NULL, NULL } },
+        { "deserialize with a factory as an int", FPX_OP_DESERIALIZE, "'factory'",
+          { "factory", NULL, NULL }, { 1, 0, 0 }, { 4, 0, 0 }, { NULL, NULL, NULL } },
+        { "deserialize with an anonymous handle as name", FPX_OP_DESERIALIZE, "name",
+          { "name", NULL, NULL }, { 0, 0, 0 }, { 0, 0, 0 }, { "@1f", NULL, NULL } },
+        { "upload_begin with size 0", FPX_OP_UPLOAD_BEGIN, "'size'", { "size", NULL, NULL },
+          { 1, 0, 0 }, { 0, 0, 0 }, { NULL, NULL, NULL } },
+        { "upload_begin with a 1023-byte factory", FPX_OP_UPLOAD_BEGIN, "'factory'",
+          { "size", "factory", NULL }, { 1, 0, 0 }, { 10, 0, 0 }, { NULL, big, NULL } },
+        { "download_begin of an invalid name", FPX_OP_DOWNLOAD_BEGIN, "name",
+          { "name", NULL, NULL }, { 0, 0, 0 }, { 0, 0, 0 }, { "a/b", NULL, NULL } },
+        { "download_chunk without an offset", FPX_OP_DOWNLOAD_CHUNK, "'offset'",
+          { "transfer", NULL, NULL }, { 1, 0, 0 }, { 1, 0, 0 }, { NULL, NULL, NULL } },
+        { "download_chunk of length 0", FPX_OP_DOWNLOAD_CHUNK, "'length'",
+          { "transfer", "offset", "length" }, { 1, 1, 1 }, { 1, 0, 0 }, { NULL, NULL, NULL } },
+        { "download_chunk longer than a chunk", FPX_OP_DOWNLOAD_CHUNK, "'length'",
+          { "transfer", "offset", "length" }, { 1, 1, 1 }, { 1, 0, INT64_MAX },
+          { NULL, NULL, NULL } },
+        { "upload_chunk of transfer -1", FPX_OP_UPLOAD_CHUNK, "'transfer'",
+          { "transfer", "offset", NULL }, { 1, 1, 0 }, { -1, 0, 0 }, { NULL, NULL, NULL } },
+        { "upload_chunk with a string offset", FPX_OP_UPLOAD_CHUNK, "'offset'",
+          { "transfer", "offset", NULL }, { 1, 0, 0 }, { 1, 0, 0 }, { NULL, "0", NULL } },
+        { "train without a name", FPX_OP_TRAIN, "'name'", { "d", NULL, NULL }, { 1, 0, 0 },
+          { 8, 0, 0 }, { NULL, NULL, NULL } },
+        { "add with d 0", FPX_OP_ADD, "'d'", { "name", "d", NULL }, { 0, 1, 0 }, { 0, 0, 0 },
+          { "ix", NULL, NULL } },
+        { "add_with_ids with d as a string", FPX_OP_ADD_WITH_IDS, "'d'", { "name", "d", NULL },
+          { 0, 0, 0 }, { 0, 0, 0 }, { "ix", "8", NULL } },
+        { "remove_ids with hi as a string", FPX_OP_REMOVE_IDS, "'hi'", { "name", "lo", "hi" },
+          { 0, 1, 0 }, { 0, 3, 0 }, { "ix", NULL, "9" } },
+        { "remove_ids with lo as a bool", FPX_OP_REMOVE_IDS, "'lo'", { "name", "lo", "hi" },
+          { 0, 2, 1 }, { 0, 0, 5 }, { "ix", NULL, NULL } },
+        { "kmeans with k 0", FPX_OP_KMEANS, "'k'", { "d", "k", NULL }, { 1, 1, 0 },
+          { 8, 0, 0 }, { NULL, NULL, NULL } },
+        { "kmeans with niter 0", FPX_OP_KMEANS, "'niter'", { "d", "k", "niter" }, { 1, 1, 1 },
+          { 8, 4, 0 }, { NULL, NULL, NULL } },
+        { "kmeans with spherical 1", FPX_OP_KMEANS, "'spherical'", { "d", "k", "spherical" },
+          { 1, 1, 1 }, { 8, 4, 1 }, { NULL, NULL, NULL } },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
         int count = 0;
