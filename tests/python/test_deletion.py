@@ -276,3 +276,60 @@ def test_hnsw_remove_ids_in_the_background():
     assert result["labels_in_range"] and result["distances_match"], result
     assert result["reconstructed"], result
     assert result["same_labels"] and result["same_distances"], result
+
+
+SELECTED_CHILD = r"""
+import json, sys
+import numpy as np
+import faiss
+import faiss_proxy as rfaiss
+rs = np.random.RandomState(11)
+d, n, lo, hi = 32, 6000, 500, 2500
+xb = rs.rand(n, d).astype("float32")
+xq = rs.rand(40, d).astype("float32")
+remote = rfaiss.IndexHNSWFlat(d, 16)
+remote.add(xb)
+gone = np.arange(0, n, 3, dtype="int64")
+kept = np.delete(xb, gone, axis=0)
+out = {"removed": int(remote.remove_ids(gone))}
+# At once: the selection names the labels the caller sees, those of the
+# vectors kept; the removed vectors stay out.
+params = rfaiss.SearchParametersHNSW(sel=rfaiss.IDSelectorRange(lo, hi))
+D, I = remote.search(xq, 10, params=params)
+ok = I >= 0
+dist = ((xq[:, None, :] - kept[np.where(ok, I, 0)]) ** 2).sum(-1)
+out["found"] = int(ok.sum())
+out["in_selection"] = bool(((I[ok] >= lo) & (I[ok] < hi)).all())
+out["distances_match"] = bool(np.allclose(D[ok], dist[ok], rtol=1e-4, atol=1e-5))
+rfaiss.serialize_index(remote)          # waits for the new graph
+reference = faiss.IndexHNSWFlat(d, 16)
+faiss.omp_set_num_threads(1)
+reference.add(kept)
+Dr, Ir = reference.search(xq, 10, params=faiss.SearchParametersHNSW(sel=faiss.IDSelectorRange(lo, hi)))
+D, I = remote.search(xq, 10, params=params)
+out["same_labels"] = bool((I == Ir).all())
+out["same_distances"] = bool(np.allclose(D, Dr, rtol=1e-5))
+print(json.dumps(out))
+"""
+
+
+def test_selection_beside_a_background_removal():
+    """A search-time selection while a removal rebuilds in the background
+    selects among the labels of the vectors kept (as the rebuilt index
+    numbers them), and once rebuilt equals FAISS's selection over the
+    index built from the vectors kept."""
+    srv = fpx_server.Server(extra_args=["--rebuild-background-min", "1000"]).start()
+    try:
+        env = srv.env(PYTHONPATH=SHIM, FAISS_PROXY_TIMEOUT_MS="120000")
+        out = subprocess.run([sys.executable, "-c", SELECTED_CHILD], env=env, timeout=600,
+                             stdout=subprocess.PIPE, check=True).stdout.decode()
+        result = json.loads(out.strip().splitlines()[-1])
+    finally:
+        rc = srv.stop()
+        log = srv.log()
+        srv.cleanup()
+    assert rc == 0, log
+    assert result["removed"] == 2000
+    assert result["found"] > 0, result
+    assert result["in_selection"] and result["distances_match"], result
+    assert result["same_labels"] and result["same_distances"], result
