@@ -60,7 +60,7 @@ function evaluate(text, known) {
         if (token === undefined)
             throw new Error("end of expression");
         if (token === "(") {
-            const value = additive();
+            const value = shift();
             if (tokens[pos++] !== ")")
                 throw new Error("missing )");
             return value;
