@@ -1032,22 +1032,34 @@ s_search_selection (fpx_call_t *call, fpx_select_t **select_p)
     return rc ? fpx_reply_error (call->reply, rc, "%s", err) : 0;
 }
 
+//  What search and search_and_reconstruct read before their queries: k,
+//  the overrides, the selection and the index (entry held, select owned
+//  by the caller on success; nothing held on an error reply).
+static int
+s_search_request (fpx_call_t *call, int64_t *k, int *nprobe, int *ef, fpx_select_t **select_p,
+                  fpx_entry_t **entry_p)
+{
+    *select_p = NULL;
+    int rc;
+    if ((rc = fpx_op_int_param (call, "k", true, 0, 1, FPX_K_MAX, k))
+    ||  (rc = s_search_overrides (call, nprobe, ef))
+    ||  (rc = s_search_selection (call, select_p)))
+        return rc;
+    if ((rc = fpx_op_lookup_index (call, entry_p)))
+        fpx_select_destroy (select_p);
+    return rc;
+}
+
 int
 fpx_handle_search (fpx_call_t *call)
 {
     int64_t k;
     int nprobe, ef;
-    int rc;
-    fpx_select_t *select = NULL;
-    if ((rc = fpx_op_int_param (call, "k", true, 0, 1, FPX_K_MAX, &k))
-    ||  (rc = s_search_overrides (call, &nprobe, &ef))
-    ||  (rc = s_search_selection (call, &select)))
-        return rc;
+    fpx_select_t *select;
     fpx_entry_t *entry;
-    if ((rc = fpx_op_lookup_index (call, &entry))) {
-        fpx_select_destroy (&select);
+    int rc = s_search_request (call, &k, &nprobe, &ef, &select, &entry);
+    if (rc)
         return rc;
-    }
     int64_t nq;
     const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
     size_t results = x ? (size_t) nq * (size_t) k : 0;
@@ -1096,17 +1108,11 @@ fpx_handle_search_and_reconstruct (fpx_call_t *call)
 {
     int64_t k;
     int nprobe, ef;
-    int rc;
-    fpx_select_t *select = NULL;
-    if ((rc = fpx_op_int_param (call, "k", true, 0, 1, FPX_K_MAX, &k))
-    ||  (rc = s_search_overrides (call, &nprobe, &ef))
-    ||  (rc = s_search_selection (call, &select)))
-        return rc;
+    fpx_select_t *select;
     fpx_entry_t *entry;
-    if ((rc = fpx_op_lookup_index (call, &entry))) {
-        fpx_select_destroy (&select);
+    int rc = s_search_request (call, &k, &nprobe, &ef, &select, &entry);
+    if (rc)
         return rc;
-    }
     int64_t nq;
     const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
     double results = x ? (double) nq * (double) k : 0;

@@ -299,6 +299,21 @@ s_rm_entry (const char *path, const struct stat *sb, int flag, struct FTW *ftw)
     return 0;
 }
 
+void
+fpx_test_temp_dir (char *out, size_t size, const char *what)
+{
+    snprintf (out, size, "/tmp/fpx-%s-%d-XXXXXX", what, (int) getpid ());
+    if (!mkdtemp (out))
+        out [0] = 0;
+}
+
+void
+fpx_test_remove_dir (const char *path)
+{
+    if (nftw (path, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        fprintf (stderr, "# could not remove %s\n", path);
+}
+
 static void
 s_print_log_tail (const char *path)
 {
@@ -522,7 +537,7 @@ s_start_once (fpx_test_server_t *self, const char *daemon, const char *const *ex
         s_print_log_tail (self->log_path);
     }
     if (result != 0)
-        nftw (self->data_dir, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        fpx_test_remove_dir (self->data_dir);
     return result;
 }
 

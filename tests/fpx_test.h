@@ -156,6 +156,11 @@ typedef struct fpx_test_server_s {
 int fpx_test_server_start (fpx_test_server_t *self, const char *const *extra_args,
                            const char *const *extra_env);
 
+/*  A new empty directory /tmp/fpx-WHAT-PID-XXXXXX in out (out [0] = 0
+    on failure), and the removal of a directory tree.                    */
+void fpx_test_temp_dir (char *out, size_t size, const char *what);
+void fpx_test_remove_dir (const char *path);
+
 /*  SIGTERM, then waits up to timeout_s for the exit. Returns the exit
     status (0..255), 128+signal if killed by a signal, or -1 if it had to
     be SIGKILLed. On an abnormal status (not 0, not SIGKILL, which tests

@@ -38,23 +38,6 @@
 
 #define DIM 8
 
-static void
-s_temp_dir (char *out, size_t size, const char *what)
-{
-    snprintf (out, size, "/tmp/fpx-auth-%s-%d-XXXXXX", what, (int) getpid ());
-    if (!mkdtemp (out))
-        out [0] = 0;
-}
-
-static void
-s_remove_dir (const char *path)
-{
-    char command [600];
-    snprintf (command, sizeof command, "rm -rf '%s'", path);
-    if (system (command) != 0)
-        fprintf (stderr, "# could not remove %s\n", path);
-}
-
 // ---- files on disk ---------------------------------------------------------------
 
 //  Checks the mode of every file (0600) and directory (0700) under path.
@@ -96,7 +79,7 @@ s_test_file_modes (void *arg)
 {
     (void) arg;
     char dir [256];
-    s_temp_dir (dir, sizeof dir, "modes");
+    fpx_test_temp_dir (dir, sizeof dir, "auth-modes");
     REQUIRE (dir [0], "mkdtemp failed");
     char data [300];
     snprintf (data, sizeof data, "%s/data", dir);       //  created by the server
@@ -121,7 +104,7 @@ s_test_file_modes (void *arg)
     fpx_client_destroy (&client);
     CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
     free (x);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 //  Threads doing create / drop / save of one name at once.
@@ -174,7 +157,7 @@ s_test_name_race (void *arg)
 {
     (void) arg;
     char dir [256];
-    s_temp_dir (dir, sizeof dir, "race");
+    fpx_test_temp_dir (dir, sizeof dir, "auth-race");
     REQUIRE (dir [0], "mkdtemp failed");
     const char *args [] = { "--data-dir", dir, "--workers", "8", NULL };
     fpx_test_server_t server;
@@ -213,7 +196,7 @@ s_test_name_race (void *arg)
     CHECK_EQ (done, 6 * 8 * 60);
     CHECK_EQ (changed, 0);
     CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 // ---- keys and roles ------------------------------------------------------------------
@@ -275,7 +258,7 @@ s_test_keys_and_roles (void *arg)
 {
     (void) arg;
     char dir [256], keys_path [300];
-    s_temp_dir (dir, sizeof dir, "keys");
+    fpx_test_temp_dir (dir, sizeof dir, "auth-keys");
     REQUIRE (dir [0], "mkdtemp failed");
     char write_key [128], read_key [128], write_line [256], read_line [256];
     REQUIRE (s_keygen ("carol", "write", write_key, sizeof write_key, write_line, sizeof write_line) == 0
@@ -372,7 +355,7 @@ s_test_keys_and_roles (void *arg)
     fpx_client_destroy (&wrong);
     free (x);
     CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 // ---- failed authentications ----------------------------------------------------------
@@ -496,7 +479,7 @@ s_test_curve (void *arg)
 {
     (void) arg;
     char dir [256], secret_path [300], public_key [41];
-    s_temp_dir (dir, sizeof dir, "curve");
+    fpx_test_temp_dir (dir, sizeof dir, "auth-curve");
     REQUIRE (dir [0], "mkdtemp failed");
     snprintf (secret_path, sizeof secret_path, "%s/server.key", dir);
     REQUIRE (s_keygen_curve (secret_path, public_key) == 0, "faissproxy keygen --curve failed");
@@ -577,7 +560,7 @@ s_test_curve (void *arg)
     chmod (secret_path, 0600);
     free (x);
     free (q);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 //  --curve-clients-file: a listed client key is served (the C client with
@@ -587,7 +570,7 @@ s_test_curve_clients_file (void *arg)
 {
     (void) arg;
     char dir [256], secret_path [300], clients_path [300], public_key [41];
-    s_temp_dir (dir, sizeof dir, "curvecl");
+    fpx_test_temp_dir (dir, sizeof dir, "auth-curvecl");
     REQUIRE (dir [0], "mkdtemp failed");
     snprintf (secret_path, sizeof secret_path, "%s/server.key", dir);
     snprintf (clients_path, sizeof clients_path, "%s/clients", dir);
@@ -617,7 +600,7 @@ s_test_curve_clients_file (void *arg)
     CHECK (s_file_has (server.log_path, other_public, 40), "no log line with the refused key");
     CHECK (s_file_has (server.log_path, "127.0.0.1", 9), "no log line with the address");
     CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 // ---- idle connections -----------------------------------------------------------------

@@ -88,23 +88,6 @@ typedef struct {
     FaissIndex *reference;      //  built from x (and ids)
 } model_t;
 
-static void
-s_temp_dir (char *out, size_t size)
-{
-    snprintf (out, size, "/tmp/fpx-deletion-%d-XXXXXX", (int) getpid ());
-    if (!mkdtemp (out))
-        out [0] = 0;
-}
-
-static void
-s_remove_dir (const char *path)
-{
-    char command [600];
-    snprintf (command, sizeof command, "rm -rf '%s'", path);
-    if (system (command) != 0)
-        fprintf (stderr, "# could not remove %s\n", path);
-}
-
 static int
 s_start (fpx_test_server_t *server, const char *data_dir)
 {
@@ -332,7 +315,7 @@ s_test_structure (void *arg)
 {
     const case_t *c = arg;
     char dir [256];
-    s_temp_dir (dir, sizeof dir);
+    fpx_test_temp_dir (dir, sizeof dir, "deletion");
     REQUIRE (dir [0], "mkdtemp failed");
     model_t m;
     REQUIRE (s_model_init (&m, c), "model");
@@ -423,7 +406,7 @@ s_test_structure (void *arg)
     fpx_client_destroy (&client);
     CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
     s_model_free (&m);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 /* ---- hostile id frames -------------------------------------------------------- */
@@ -433,7 +416,7 @@ s_test_hostile_ids (void *arg)
 {
     (void) arg;
     char dir [256];
-    s_temp_dir (dir, sizeof dir);
+    fpx_test_temp_dir (dir, sizeof dir, "deletion");
     REQUIRE (dir [0], "mkdtemp failed");
     model_t m;
     REQUIRE (s_model_init (&m, &s_cases [0]), "model");
@@ -517,7 +500,7 @@ s_test_hostile_ids (void *arg)
     fpx_client_destroy (&client);
     CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
     s_model_free (&m);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 /* ---- an IDMap whose index changed behind it --------------------------------- */
@@ -610,7 +593,7 @@ s_test_deadline (void *arg)
 {
     (void) arg;
     char dir [256];
-    s_temp_dir (dir, sizeof dir);
+    fpx_test_temp_dir (dir, sizeof dir, "deletion");
     REQUIRE (dir [0], "mkdtemp failed");
     fpx_test_server_t server;
     const char *plain [] = { "--data-dir", dir, NULL };
@@ -661,7 +644,7 @@ s_test_deadline (void *arg)
     free (xq);
     fpx_client_destroy (&client);
     CHECK_EQ (fpx_test_server_stop (&server, 60), 0);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 /* ---- background rebuilds ------------------------------------------------------ */
@@ -804,7 +787,7 @@ s_test_background (void *arg)
     const case_t *c = arg;
     bool budget = c->flags & C_IDS;
     char dir [256];
-    s_temp_dir (dir, sizeof dir);
+    fpx_test_temp_dir (dir, sizeof dir, "deletion");
     REQUIRE (dir [0], "mkdtemp failed");
     float *xb = fpx_data_clustered (11, BG_N + BG_ADD, DIM, 40, 0.08f);
     REQUIRE (xb, "out of memory");
@@ -903,7 +886,7 @@ s_test_background (void *arg)
     free (list);
     free (xb);
     s_model_free (&m);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 int

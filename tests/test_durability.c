@@ -43,23 +43,6 @@ s_vector_of (int64_t id, float *out)
         out [j] = fpx_rng_uniform (&rng);
 }
 
-static void
-s_temp_dir (char *out, size_t size, const char *what)
-{
-    snprintf (out, size, "/tmp/fpx-durability-%s-%d-XXXXXX", what, (int) getpid ());
-    if (!mkdtemp (out))
-        out [0] = 0;
-}
-
-static void
-s_remove_dir (const char *path)
-{
-    char command [600];
-    snprintf (command, sizeof command, "rm -rf '%s'", path);
-    if (system (command) != 0)
-        fprintf (stderr, "# could not remove %s\n", path);
-}
-
 //  Starts a server on data_dir with extra flags (NULL-terminated list).
 static int
 s_start (fpx_test_server_t *server, const char *data_dir, const char *fsync_mode)
@@ -170,7 +153,7 @@ s_test_crash_loop (void *arg)
     const char *mode = arg;
     int cycles = 12;
     char dir [256];
-    s_temp_dir (dir, sizeof dir, "crash");
+    fpx_test_temp_dir (dir, sizeof dir, "durability-crash");
     REQUIRE (dir [0], "mkdtemp failed");
     size_t capacity = 1 << 20, nacked = 0;
     int64_t *acked = malloc (capacity * sizeof *acked);
@@ -217,7 +200,7 @@ s_test_crash_loop (void *arg)
     fprintf (stderr, "# crash loop (%s): %d cycles, %zu acknowledged ids, none lost\n",
              mode, cycles, nacked);
     free (acked);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 // ---- torn log tails --------------------------------------------------------------
@@ -256,7 +239,7 @@ s_test_torn_tail (void *arg)
 {
     (void) arg;
     char dir [256], index_dir [400];
-    s_temp_dir (dir, sizeof dir, "torn");
+    fpx_test_temp_dir (dir, sizeof dir, "durability-torn");
     REQUIRE (dir [0], "mkdtemp failed");
     snprintf (index_dir, sizeof index_dir, "%s/tenants/%s/torn", dir, FPX_TEST_TENANT_A);
     //  Five records of one vector each, then kill -9: all five in the log.
@@ -299,7 +282,7 @@ s_test_torn_tail (void *arg)
     CHECK (wrong == 0, "%d of %d cuts did not recover exactly the whole records", wrong, tried);
     CHECK (tried > 2 * record, "only %d cuts tried", tried);
     free (segment);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 // ---- damage ---------------------------------------------------------------------------
@@ -392,13 +375,13 @@ s_test_flipped_snapshot (void *arg)
 {
     (void) arg;
     char dir [256], path [500];
-    s_temp_dir (dir, sizeof dir, "flipsnap");
+    fpx_test_temp_dir (dir, sizeof dir, "durability-flipsnap");
     REQUIRE (dir [0], "mkdtemp failed");
     s_build_two (dir, true);
     snprintf (path, sizeof path, "%s/tenants/%s/victim/snapshot", dir, FPX_TEST_TENANT_A);
     s_flip_byte (path, 40);                 //  inside FAISS's payload
     s_check_damaged (dir, "snapshot.damaged-");
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 static void
@@ -406,7 +389,7 @@ s_test_flipped_log_record (void *arg)
 {
     (void) arg;
     char dir [256], index_dir [400];
-    s_temp_dir (dir, sizeof dir, "fliplog");
+    fpx_test_temp_dir (dir, sizeof dir, "durability-fliplog");
     REQUIRE (dir [0], "mkdtemp failed");
     s_build_two (dir, false);
     snprintf (index_dir, sizeof index_dir, "%s/tenants/%s/victim", dir, FPX_TEST_TENANT_A);
@@ -417,7 +400,7 @@ s_test_flipped_log_record (void *arg)
     s_flip_byte (segment, st.st_size - st.st_size / 4 - 40);   //  the first record, not the last
     s_check_damaged (dir, ".log.damaged-");
     free (segment);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 // ---- disk trouble ------------------------------------------------------------------
@@ -441,7 +424,7 @@ s_test_disk_full (void *arg)
 {
     (void) arg;
     char dir [256];
-    s_temp_dir (dir, sizeof dir, "full");
+    fpx_test_temp_dir (dir, sizeof dir, "durability-full");
     REQUIRE (dir [0], "mkdtemp failed");
     fpx_test_server_t server;
     REQUIRE (s_start (&server, dir, "batch") == 0, "start failed");
@@ -481,7 +464,7 @@ s_test_disk_full (void *arg)
     CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
     free (x);
     free (ids);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 // ---- state across restarts ----------------------------------------------------------
@@ -491,7 +474,7 @@ s_test_restart_state (void *arg)
 {
     (void) arg;
     char dir [256], why [256];
-    s_temp_dir (dir, sizeof dir, "state");
+    fpx_test_temp_dir (dir, sizeof dir, "durability-state");
     REQUIRE (dir [0], "mkdtemp failed");
     int64_t nt = 2000, nb = 1000, nq = 20;
     float *xt = fpx_data_clustered (1, nt, DIM, 20, 0.05f);
@@ -550,7 +533,7 @@ s_test_restart_state (void *arg)
     free (xt);
     free (xb);
     free (xq);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 //  Bytes of the log segments in an index's directory.
@@ -580,7 +563,7 @@ s_test_train_compacted (void *arg)
 {
     (void) arg;
     char dir [256], index_dir [400], why [256];
-    s_temp_dir (dir, sizeof dir, "train");
+    fpx_test_temp_dir (dir, sizeof dir, "durability-train");
     REQUIRE (dir [0], "mkdtemp failed");
     snprintf (index_dir, sizeof index_dir, "%s/tenants/%s/trained", dir, FPX_TEST_TENANT_A);
     int64_t nt = 40000, nb = 500, nq = 10;
@@ -648,7 +631,7 @@ s_test_train_compacted (void *arg)
     faiss_Index_free (local);
     free (xt);
     free (xb);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 //  A server with a long log to replay answers at once: ping says it is
@@ -660,7 +643,7 @@ s_test_recovering (void *arg)
 {
     (void) arg;
     char dir [256], why [256];
-    s_temp_dir (dir, sizeof dir, "recovering");
+    fpx_test_temp_dir (dir, sizeof dir, "durability-recovering");
     REQUIRE (dir [0], "mkdtemp failed");
     int64_t nslow = 60000, nquick = 100, nmore = 10;
     float *xs = fpx_data_clustered (6, nslow, DIM, 50, 0.05f);
@@ -711,7 +694,7 @@ s_test_recovering (void *arg)
     CHECK_EQ (fpx_test_server_stop (&server, 30), 0);
     free (xs);
     free (xq);
-    s_remove_dir (dir);
+    fpx_test_remove_dir (dir);
 }
 
 int

@@ -253,22 +253,29 @@ print(json.dumps(out))
 """
 
 
-def test_hnsw_remove_ids_in_the_background():
-    """Past --rebuild-background-min, remove_ids answers before the graph
-    is rebuilt: searches meanwhile skip the removed vectors and number
-    the others as the rebuilt index will; once rebuilt, the index is the
-    one FAISS builds from the vectors kept on one thread."""
+def run_beside_background_rebuilds(child):
+    """Runs the program child against a server that rebuilds HNSW graphs
+    in the background from 1000 vectors on; its last line of output, as
+    JSON. The server must stop cleanly."""
     srv = fpx_server.Server(extra_args=["--rebuild-background-min", "1000"]).start()
     try:
         env = srv.env(PYTHONPATH=SHIM, FAISS_PROXY_TIMEOUT_MS="120000")
-        out = subprocess.run([sys.executable, "-c", BACKGROUND_CHILD], env=env, timeout=600,
+        out = subprocess.run([sys.executable, "-c", child], env=env, timeout=600,
                              stdout=subprocess.PIPE, check=True).stdout.decode()
-        result = json.loads(out.strip().splitlines()[-1])
     finally:
         rc = srv.stop()
         log = srv.log()
         srv.cleanup()
     assert rc == 0, log
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_hnsw_remove_ids_in_the_background():
+    """Past --rebuild-background-min, remove_ids answers before the graph
+    is rebuilt: searches meanwhile skip the removed vectors and number
+    the others as the rebuilt index will; once rebuilt, the index is the
+    one FAISS builds from the vectors kept on one thread."""
+    result = run_beside_background_rebuilds(BACKGROUND_CHILD)
     assert result["removed"] == 2000
     assert result["ntotal"] == 4000
     # Filtered, not left as holes: nearly every slot holds a vector kept.
@@ -318,17 +325,7 @@ def test_selection_beside_a_background_removal():
     selects among the labels of the vectors kept (as the rebuilt index
     numbers them), and once rebuilt equals FAISS's selection over the
     index built from the vectors kept."""
-    srv = fpx_server.Server(extra_args=["--rebuild-background-min", "1000"]).start()
-    try:
-        env = srv.env(PYTHONPATH=SHIM, FAISS_PROXY_TIMEOUT_MS="120000")
-        out = subprocess.run([sys.executable, "-c", SELECTED_CHILD], env=env, timeout=600,
-                             stdout=subprocess.PIPE, check=True).stdout.decode()
-        result = json.loads(out.strip().splitlines()[-1])
-    finally:
-        rc = srv.stop()
-        log = srv.log()
-        srv.cleanup()
-    assert rc == 0, log
+    result = run_beside_background_rebuilds(SELECTED_CHILD)
     assert result["removed"] == 2000
     assert result["found"] > 0, result
     assert result["in_selection"] and result["distances_match"], result
