@@ -185,29 +185,6 @@ s_params_init (s_params_t *params)
     return &params->packer;
 }
 
-//  Starts a map of count entries; the caller packs exactly that many.
-static msgpack_packer *
-s_params_start (s_params_t *params, size_t count)
-{
-    msgpack_pack_map (s_params_init (params), count);
-    return &params->packer;
-}
-
-static size_t
-s_search_params_count (const fpx_search_params_t *params)
-{
-    return params ? (params->nprobe > 0) + (params->efSearch > 0) : 0;
-}
-
-static void
-s_pack_search_params (msgpack_packer *pk, const fpx_search_params_t *params)
-{
-    if (params && params->nprobe > 0)
-        fpx_pack_kv_int (pk, "nprobe", params->nprobe);
-    if (params && params->efSearch > 0)
-        fpx_pack_kv_int (pk, "efSearch", params->efSearch);
-}
-
 /* ---- search-time selection --------------------------------------------- */
 
 //  One node of a selector; "not" is FAISS 1.7.3's only composite, so a
@@ -310,13 +287,6 @@ fpx_selector_destroy (fpx_selector_t **self_p)
     *self_p = NULL;
 }
 
-//  Parameter keys a selection adds (0 for NULL).
-static size_t
-s_selection_count (const fpx_selection_t *selection)
-{
-    return selection ? (selection->sel != NULL) + (selection->max_codes != 0) : 0;
-}
-
 static int
 s_check_selection (fpx_client_t *self, const fpx_selection_t *selection)
 {
@@ -333,54 +303,54 @@ s_check_selection (fpx_client_t *self, const fpx_selection_t *selection)
     return 0;
 }
 
-//  Packs the selection's keys (s_selection_count of them) and gathers its
-//  ids and bitmaps, in node order, into *bulk_p (malloc'd, caller frees;
-//  NULL when there are none) of *bulk_size_p bytes. FPX_ENOMEM or 0.
+//  The wire form of a search's parameters and selection (fpx_fields.h):
+//  nodes, in chain order, and their ids and bitmaps gathered into a
+//  frame.
+typedef struct {
+    fpx_selector_node_t nodes [FPX_SELECTOR_NODES_MAX];
+    int count;
+    void *bulk;                    //  malloc'd; NULL when none
+    size_t bulk_size;
+    bool has_nprobe, has_efSearch, has_max_codes;
+    int64_t nprobe, efSearch, max_codes;
+} s_search_wire_t;
+
+//  Fills wire from params and selection (either may be NULL; checked by
+//  s_check_search_params / s_check_selection). FPX_ENOMEM or 0; on
+//  success the caller frees wire->bulk after the call.
 static int
-s_pack_selection (fpx_client_t *self, msgpack_packer *pk, const fpx_selection_t *selection,
-                  void **bulk_p, size_t *bulk_size_p)
+s_search_wire (fpx_client_t *self, const fpx_search_params_t *params,
+               const fpx_selection_t *selection, s_search_wire_t *wire)
 {
-    *bulk_p = NULL;
-    *bulk_size_p = 0;
+    memset (wire, 0, sizeof *wire);
+    wire->has_nprobe = params && params->nprobe > 0;
+    wire->nprobe = wire->has_nprobe ? params->nprobe : 0;
+    wire->has_efSearch = params && params->efSearch > 0;
+    wire->efSearch = wire->has_efSearch ? params->efSearch : 0;
     if (!selection)
         return 0;
-    if (selection->max_codes != 0)      //  FAISS's 0 is "no limit"
-        fpx_pack_kv_int (pk, "max_codes", selection->max_codes < 0 ? 0 : selection->max_codes);
-    if (!selection->sel)
-        return 0;
-    size_t nodes = 0, bulk = 0;
+    wire->has_max_codes = selection->max_codes != 0;   //  FAISS's 0 is "no limit"
+    wire->max_codes = selection->max_codes < 0 ? 0 : selection->max_codes;
+    size_t bulk = 0;
     for (const fpx_selector_t *node = selection->sel; node; node = node->operand) {
-        nodes++;
+        bool has_count = node->bytes || strcmp (node->kind, "array") == 0
+                      || strcmp (node->kind, "batch") == 0 || strcmp (node->kind, "bitmap") == 0;
+        wire->nodes [wire->count++] = (fpx_selector_node_t) {
+            .kind = node->kind, .imin = node->imin, .imax = node->imax,
+            .assume_sorted = node->assume_sorted, .has_count = has_count, .count = node->count,
+        };
         bulk += node->bytes;
     }
-    fpx_pack_str (pk, "sel");
-    msgpack_pack_array (pk, nodes);
     uint8_t *at = bulk ? malloc (bulk) : NULL;
     if (bulk && !at)
         return s_fail (self, FPX_ENOMEM, "out of memory for the selector frame");
-    *bulk_p = at;
-    *bulk_size_p = bulk;
-    for (const fpx_selector_t *node = selection->sel; node; node = node->operand) {
-        bool is_range = strcmp (node->kind, "range") == 0;
-        bool has_count = node->bytes || strcmp (node->kind, "array") == 0
-                      || strcmp (node->kind, "batch") == 0 || strcmp (node->kind, "bitmap") == 0;
-        msgpack_pack_array (pk, is_range ? 4 : has_count ? 2 : 1);
-        fpx_pack_str (pk, node->kind);
-        if (is_range) {
-            msgpack_pack_int64 (pk, node->imin);
-            msgpack_pack_int64 (pk, node->imax);
-            if (node->assume_sorted)
-                msgpack_pack_true (pk);
-            else
-                msgpack_pack_false (pk);
-        }
-        else if (has_count)
-            msgpack_pack_uint64 (pk, node->count);
+    wire->bulk = at;
+    wire->bulk_size = bulk;
+    for (const fpx_selector_t *node = selection->sel; node; node = node->operand)
         if (node->bytes) {
             memcpy (at, node->data, node->bytes);
             at += node->bytes;
         }
-    }
     return 0;
 }
 
@@ -592,13 +562,13 @@ s_call_description (fpx_client_t *self, fpx_request_t *request, s_params_t *para
     return rc;
 }
 
-//  A call whose only parameter is the index name.
+//  serialize: the index whole in one reply.
 static int
-s_call_name (fpx_client_t *self, const char *name, fpx_request_t *request,
+s_call_serialize (fpx_client_t *self, const char *name, fpx_request_t *request,
              fpx_reply_t *reply)
 {
     s_params_t params;
-    fpx_pack_kv_str (s_params_start (&params, 1), "name", name);
+    fpx_serialize_pack (s_params_init (&params), &(fpx_serialize_args_t) { .name = name });
     return s_call (self, request, &params, reply);
 }
 
@@ -816,9 +786,11 @@ fpx_ping (fpx_client_t *self, fpx_server_info_t *info /* OUT */)
     int rc = s_begin (self, FPX_OP_PING);
     if (rc)
         return rc;
+    s_params_t params;
+    fpx_ping_pack (s_params_init (&params), NULL);
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
-    rc = s_call (self, &request, NULL, &reply);
+    rc = s_call (self, &request, &params, &reply);
     if (rc)
         return rc;
     fpx_server_info_t parsed;
@@ -994,9 +966,11 @@ fpx_index_list (fpx_client_t *self, char ***names_p /* OUT */, size_t *count_p /
         rc = s_check_out (self, count_p, "count_p");
     if (rc)
         return rc;
+    s_params_t params;
+    fpx_list_pack (s_params_init (&params), NULL);
     fpx_request_t request = { 0 };
     fpx_reply_t reply;
-    rc = s_call (self, &request, NULL, &reply);
+    rc = s_call (self, &request, &params, &reply);
     if (rc)
         return rc;
     rc = s_result_names (self, &reply, names_p, count_p);
@@ -1177,21 +1151,20 @@ s_search_prepare_select (fpx_client_t *self, const char *name, int64_t nq, int d
         rc = s_check_out (self, labels, "labels");
     if (rc)
         return rc;
-    msgpack_packer *pk = s_params_start (packed, 3 + s_search_params_count (params)
-                                                   + s_selection_count (selection));
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_int (pk, "d", d);
-    fpx_pack_kv_int (pk, "k", k);
-    s_pack_search_params (pk, params);
-    size_t bulk_size;
-    if ((rc = s_pack_selection (self, pk, selection, bulk_p, &bulk_size))) {
-        msgpack_sbuffer_destroy (&packed->buffer);
+    s_search_wire_t wire;
+    if ((rc = s_search_wire (self, params, selection, &wire)))
         return rc;
-    }
+    fpx_search_pack (s_params_init (packed), &(fpx_search_args_t) {
+        .name = name, .d = d, .k = k,
+        .has_nprobe = wire.has_nprobe, .nprobe = wire.nprobe,
+        .has_efSearch = wire.has_efSearch, .efSearch = wire.efSearch,
+        .has_max_codes = wire.has_max_codes, .max_codes = wire.max_codes,
+        .sel = wire.nodes, .sel_count = wire.count });
     *request = (fpx_request_t) { .reply_arrays = 2 };
     s_add_array (request, x, bytes);
-    if (*bulk_p)
-        s_add_array (request, *bulk_p, bulk_size);
+    if (wire.bulk)
+        s_add_array (request, wire.bulk, wire.bulk_size);
+    *bulk_p = wire.bulk;
     return 0;
 }
 
@@ -1374,26 +1347,23 @@ fpx_range_search_select (fpx_client_t *self, const char *name, int64_t nq, int d
         rc = s_check_out (self, result_p, "result_p");
     if (rc)
         return rc;
-    s_params_t packed;
-    msgpack_packer *pk = s_params_start (&packed, 3 + s_search_params_count (params)
-                                                    + s_selection_count (selection));
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_int (pk, "d", d);
-    fpx_pack_kv_double (pk, "radius", radius);
-    s_pack_search_params (pk, params);
-    void *bulk;
-    size_t bulk_size;
-    if ((rc = s_pack_selection (self, pk, selection, &bulk, &bulk_size))) {
-        msgpack_sbuffer_destroy (&packed.buffer);
+    s_search_wire_t wire;
+    if ((rc = s_search_wire (self, params, selection, &wire)))
         return rc;
-    }
+    s_params_t packed;
+    fpx_range_search_pack (s_params_init (&packed), &(fpx_range_search_args_t) {
+        .name = name, .d = d, .radius = radius,
+        .has_nprobe = wire.has_nprobe, .nprobe = wire.nprobe,
+        .has_efSearch = wire.has_efSearch, .efSearch = wire.efSearch,
+        .has_max_codes = wire.has_max_codes, .max_codes = wire.max_codes,
+        .sel = wire.nodes, .sel_count = wire.count });
     fpx_request_t request = { .reply_arrays = 3 };
     s_add_array (&request, x, bytes);
-    if (bulk)
-        s_add_array (&request, bulk, bulk_size);
+    if (wire.bulk)
+        s_add_array (&request, wire.bulk, wire.bulk_size);
     fpx_reply_t reply;
     rc = s_call (self, &request, &packed, &reply);
-    free (bulk);
+    free (wire.bulk);
     if (rc)
         return rc;
     rc = s_range_result (self, &reply, nq, d, result_p);
@@ -1638,7 +1608,7 @@ s_download_whole (fpx_client_t *self, const char *name, int (*start) (void *, si
     self->opcode = FPX_OP_SERIALIZE;
     fpx_request_t request = { .reply_arrays = 1 };
     fpx_reply_t reply;
-    int rc = s_call_name (self, name, &request, &reply);
+    int rc = s_call_serialize (self, name, &request, &reply);
     if (rc)
         return rc;
     int64_t size = 0;
@@ -1958,16 +1928,8 @@ fpx_construct (fpx_client_t *self, const char *type, int nargs, const double *ar
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 3);
-    fpx_pack_kv_str (pk, "type", type);
-    fpx_pack_str (pk, "args");
-    msgpack_pack_array (pk, (size_t) nargs);
-    for (int i = 0; i < nargs; i++)
-        fpx_pack_number (pk, args [i]);
-    fpx_pack_str (pk, "refs");
-    msgpack_pack_array (pk, (size_t) nrefs);
-    for (int i = 0; i < nrefs; i++)
-        fpx_pack_str (pk, refs [i]);
+    fpx_construct_pack (s_params_init (&params), &(fpx_construct_args_t) {
+        .type = type, .args = args, .args_count = nargs, .refs = refs, .refs_count = nrefs });
     fpx_request_t request = { 0 };
     return s_call_description (self, &request, &params, info);
 }
@@ -2010,10 +1972,8 @@ fpx_attach (fpx_client_t *self, const char *name, const char *role, const char *
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 3);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_str (pk, "role", role);
-    fpx_pack_kv_str (pk, "ref", ref);
+    fpx_attach_pack (s_params_init (&params), &(fpx_attach_args_t) {
+        .name = name, .role = role, .ref = ref });
     fpx_request_t request = { 0 };
     return s_call_description (self, &request, &params, info);
 }
@@ -2030,11 +1990,8 @@ fpx_merge_from (fpx_client_t *self, const char *name, const char *other, int64_t
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 4);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_str (pk, "role", "merge_from");
-    fpx_pack_kv_str (pk, "ref", other);
-    fpx_pack_kv_int (pk, "add_id", add_id);
+    fpx_attach_pack (s_params_init (&params), &(fpx_attach_args_t) {
+        .name = name, .role = "merge_from", .ref = other, .has_add_id = true, .add_id = add_id });
     fpx_request_t request = { 0 };
     return s_call_description (self, &request, &params, info);
 }
@@ -2127,10 +2084,8 @@ fpx_apply (fpx_client_t *self, const char *name, int reverse, int64_t n, int d,
     if (rc)
         return rc;
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, 3);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_int (pk, "d", d);
-    fpx_pack_kv_bool (pk, "reverse", reverse != 0);
+    fpx_apply_pack (s_params_init (&params), &(fpx_apply_args_t) {
+        .name = name, .has_d = true, .d = d, .reverse = reverse != 0 });
     fpx_request_t request = { .reply_arrays = 1 };
     s_add_array (&request, x, bytes);
     fpx_reply_t reply;
@@ -2149,11 +2104,8 @@ s_codec_call (fpx_client_t *self, const char *name, bool decode, int d, const vo
               size_t out_bytes)
 {
     s_params_t params;
-    msgpack_packer *pk = s_params_start (&params, decode ? 2 : 3);
-    fpx_pack_kv_str (pk, "name", name);
-    fpx_pack_kv_bool (pk, "reverse", decode);
-    if (!decode)
-        fpx_pack_kv_int (pk, "d", d);
+    fpx_apply_pack (s_params_init (&params), &(fpx_apply_args_t) {
+        .name = name, .has_d = !decode, .d = d, .reverse = decode });
     fpx_request_t request = { .reply_arrays = 1 };
     s_add_array (&request, in, in_bytes);
     fpx_reply_t reply;

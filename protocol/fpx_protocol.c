@@ -164,6 +164,19 @@ fpx_name_is_valid (const char *name, size_t len)
 }
 
 bool
+fpx_name_is_anonymous (const char *name, size_t len)
+{
+    if (len < 2 || len > 17 || name [0] != '@')
+        return false;
+    for (size_t i = 1; i < len; i++) {
+        char c = name [i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            return false;
+    }
+    return true;
+}
+
+bool
 fpx_floats_are_finite (const float *x, size_t n)
 {
     //  Integer test of the exponent bits (all ones means NaN or ±inf).

@@ -221,6 +221,10 @@ const char *fpx_lock_name (int lock);
     for anonymous indexes start with '@' and are not valid user names.   */
 bool fpx_name_is_valid (const char *name, size_t len);
 
+/*  True for the "@hex" handles (1 to 16 hex digits) the server gives
+    anonymous indexes.                                                   */
+bool fpx_name_is_anonymous (const char *name, size_t len);
+
 /*  True if every one of the n floats is finite.                         */
 bool fpx_floats_are_finite (const float *x, size_t n);
 

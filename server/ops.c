@@ -6,10 +6,11 @@
     shim for what that lacks); its errors come back as FPX_EFAISS with
     FAISS's own message. Locks: the entry's rwlock, as the opcode's row of
     FPX_OPCODES says (fpx_op_lock: exclusive for lock WRITE, shared
-    otherwise), held only around the FAISS call. The opcodes whose
-    parameters protocol/fpx_fields.h defines get them read and bounded
-    by server/fields.c: their fpx_handle_x_req starts from a checked
-    struct.
+    otherwise), held only around the FAISS call. Every opcode's
+    parameters are defined in protocol/fpx_fields.h and read and bounded
+    by server/fields.c: each fpx_handle_x_req starts from a checked
+    struct; what it still checks here is what only the index knows
+    (dimensions, array frames, results within the message limit).
 */
 #include <assert.h>
 #include <ctype.h>
@@ -95,18 +96,6 @@ fpx_op_int_param (fpx_call_t *call, const char *key, bool required, int64_t fall
     return 0;
 }
 
-//  True for the "@hex" names the server gives anonymous indexes.
-static bool
-s_is_anonymous_name (const char *name, size_t len)
-{
-    if (len < 2 || len > 17 || name [0] != '@')
-        return false;
-    for (size_t i = 1; i < len; i++)
-        if (!isxdigit ((unsigned char) name [i]))
-            return false;
-    return true;
-}
-
 int
 fpx_op_name_param (fpx_call_t *call, char *name, bool allow_anonymous)
 {
@@ -116,7 +105,7 @@ fpx_op_name_param (fpx_call_t *call, char *name, bool allow_anonymous)
     if (rc == 1)
         return fpx_reply_error (call->reply, FPX_EINVAL, "missing parameter 'name'");
     bool valid = rc == 0 && (fpx_name_is_valid (ptr, len)
-                             || (allow_anonymous && s_is_anonymous_name (ptr, len)));
+                             || (allow_anonymous && fpx_name_is_anonymous (ptr, len)));
     if (!valid)
         return fpx_reply_error (call->reply, FPX_EINVAL, "invalid index name: 1-%d bytes of "
                                 "[A-Za-z0-9_.-], not starting with '.' or '-'", FPX_NAME_MAX);
@@ -139,15 +128,7 @@ s_not_found (fpx_call_t *call, const char *name)
     return fpx_reply_error (call->reply, FPX_ENOTFOUND, "no index named '%s'", name);
 }
 
-//  Counted reference to the request's index, or an FPX_ENOTFOUND reply.
-int
-fpx_op_lookup (fpx_call_t *call, fpx_entry_t **entry_p)
-{
-    char name [FPX_NAME_MAX + 1];
-    int rc = fpx_op_name_param (call, name, true);
-    return rc ? rc : fpx_op_find (call, name, entry_p);
-}
-
+//  Counted reference to the object named, or an FPX_ENOTFOUND reply.
 int
 fpx_op_find (fpx_call_t *call, const char *name, fpx_entry_t **entry_p)
 {
@@ -186,12 +167,6 @@ s_index_only (fpx_call_t *call, int rc, fpx_entry_t **entry_p)
                                 "not an index");
     }
     return rc;
-}
-
-int
-fpx_op_lookup_index (fpx_call_t *call, fpx_entry_t **entry_p)
-{
-    return s_index_only (call, fpx_op_lookup (call, entry_p), entry_p);
 }
 
 int
@@ -688,8 +663,9 @@ fpx_handle_drop_req (fpx_call_t *call, const fpx_drop_req_t *req)
 }
 
 int
-fpx_handle_list (fpx_call_t *call)
+fpx_handle_list_req (fpx_call_t *call, const fpx_list_req_t *req)
 {
+    (void) req;
     char **names;
     long count = fpx_registry_names (call->server->registry, call->envelope->tenant_id, &names);
     if (count < 0)
@@ -705,8 +681,9 @@ fpx_handle_list (fpx_call_t *call)
 }
 
 int
-fpx_handle_ping (fpx_call_t *call)
+fpx_handle_ping_req (fpx_call_t *call, const fpx_ping_req_t *req)
 {
+    (void) req;
     msgpack_pack_map (&call->reply->pk, FPX_SERVER_INFO_KEYS);
     fpx_pack_server_info (&call->reply->pk);
     return 0;
@@ -1001,175 +978,8 @@ fpx_handle_save_req (fpx_call_t *call, const fpx_save_req_t *req)
 
 // ---- reads ---------------------------------------------------------------------------
 
-//  Optional per-request nprobe / efSearch (0 when absent).
-static int
-s_search_overrides (fpx_call_t *call, int *nprobe, int *ef)
-{
-    int64_t a, b;
-    int rc;
-    if ((rc = fpx_op_int_param (call, "nprobe", false, 0, 1, FPX_SEARCH_PARAM_MAX, &a))
-    ||  (rc = fpx_op_int_param (call, "efSearch", false, 0, 1, FPX_SEARCH_PARAM_MAX, &b)))
-        return rc;
-    *nprobe = (int) a;
-    *ef = (int) b;
-    return 0;
-}
-
-//  The request's search-time selection ("sel", "max_codes": select.h);
-//  *select_p stays NULL when it asks none. A selector's ids and bitmaps
-//  come in the frame after the queries (array 1).
-static int
-s_search_selection (fpx_call_t *call, fpx_select_t **select_p)
-{
-    *select_p = NULL;
-    if (call->narrays > 2)
-        return fpx_reply_error (call->reply, FPX_EPROTO, "%d array frames: a search takes the "
-                                "queries and at most a selector frame", call->narrays);
-    const void *bulk = call->narrays == 2 ? zmq_msg_data (&call->arrays [1]) : NULL;
-    size_t size = call->narrays == 2 ? zmq_msg_size (&call->arrays [1]) : 0;
-    char err [FPX_ERROR_TEXT_MAX];
-    int rc = fpx_select_decode (&call->params, bulk, size, select_p, err, sizeof err);
-    return rc ? fpx_reply_error (call->reply, rc, "%s", err) : 0;
-}
-
-//  What search and search_and_reconstruct read before their queries: k,
-//  the overrides, the selection and the index (entry held, select owned
-//  by the caller on success; nothing held on an error reply).
-static int
-s_search_request (fpx_call_t *call, int64_t *k, int *nprobe, int *ef, fpx_select_t **select_p,
-                  fpx_entry_t **entry_p)
-{
-    *select_p = NULL;
-    int rc;
-    if ((rc = fpx_op_int_param (call, "k", true, 0, 1, FPX_K_MAX, k))
-    ||  (rc = s_search_overrides (call, nprobe, ef))
-    ||  (rc = s_search_selection (call, select_p)))
-        return rc;
-    if ((rc = fpx_op_lookup_index (call, entry_p)))
-        fpx_select_destroy (select_p);
-    return rc;
-}
-
-int
-fpx_handle_search (fpx_call_t *call)
-{
-    int64_t k;
-    int nprobe, ef;
-    fpx_select_t *select;
-    fpx_entry_t *entry;
-    int rc = s_search_request (call, &k, &nprobe, &ef, &select, &entry);
-    if (rc)
-        return rc;
-    int64_t nq;
-    const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
-    size_t results = x ? (size_t) nq * (size_t) k : 0;
-    if (x && results * (sizeof (float) + sizeof (int64_t)) > call->server->config.max_message)
-        fpx_reply_error (call->reply, FPX_EINVAL, "nq*k = %zu results exceed the message limit",
-                         results);
-    else if (x) {
-        //  fpx_shim_search fills both with FAISS's empty slot first.
-        float *D = malloc (results * sizeof (float));
-        int64_t *I = malloc (results * sizeof (int64_t));
-        char err [FPX_ERROR_TEXT_MAX];
-        if (!D || !I)
-            rc = fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
-        else {
-            //  A per-request efSearch is set on the graph for the call
-            //  (FAISS 1.7.3 ignores it in SearchParametersHNSW): exclusive.
-            const fpx_shim_rebuild_t *pending;
-            pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, ef > 0, &pending);
-            fpx_op_threads_begin (call, nq);
-            rc = fpx_shim_search_pending (entry->index, pending, nq, x, k, nprobe, ef, select,
-                                          D, I, err, sizeof err);
-            fpx_op_threads_end (call);
-            pthread_rwlock_unlock (lock);
-            fpx_op_shim_result (call, rc, err);
-        }
-        if (rc) {
-            free (D);
-            free (I);
-        }
-        else {
-            msgpack_pack_map (&call->reply->pk, 2);
-            fpx_pack_kv_int (&call->reply->pk, "nq", nq);
-            fpx_pack_kv_int (&call->reply->pk, "k", k);
-            fpx_op_reply_array (call, D, results * sizeof (float));
-            fpx_op_reply_array (call, I, results * sizeof (int64_t));
-        }
-    }
-    fpx_select_destroy (&select);
-    fpx_entry_release (&entry);
-    return call->reply->status;
-}
-
-//  search_and_reconstruct: search's checks, plus nq·k·d floats back.
-int
-fpx_handle_search_and_reconstruct (fpx_call_t *call)
-{
-    int64_t k;
-    int nprobe, ef;
-    fpx_select_t *select;
-    fpx_entry_t *entry;
-    int rc = s_search_request (call, &k, &nprobe, &ef, &select, &entry);
-    if (rc)
-        return rc;
-    int64_t nq;
-    const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
-    double results = x ? (double) nq * (double) k : 0;
-    if (x && results * (sizeof (float) + sizeof (int64_t) + (double) entry->d * sizeof (float))
-             > (double) call->server->config.max_message)
-        fpx_reply_error (call->reply, FPX_EINVAL, "nq*k = %.0f results and their vectors exceed "
-                         "the message limit", results);
-    else if (x) {
-        size_t count = (size_t) results;
-        float *D = malloc (count * sizeof (float));
-        int64_t *I = malloc (count * sizeof (int64_t));
-        float *R = malloc (count * (size_t) entry->d * sizeof (float));
-        char err [FPX_ERROR_TEXT_MAX];
-        if (!D || !I || !R)
-            rc = fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
-        else {
-            const fpx_shim_rebuild_t *pending;
-            pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, ef > 0, &pending);
-            fpx_op_threads_begin (call, nq);
-            rc = fpx_shim_search_and_reconstruct_pending (entry->index, pending, nq, x, k,
-                                                          nprobe, ef, select, D, I, R,
-                                                          err, sizeof err);
-            fpx_op_threads_end (call);
-            pthread_rwlock_unlock (lock);
-            fpx_op_shim_result (call, rc, err);
-        }
-        if (rc) {
-            free (D);
-            free (I);
-            free (R);
-        }
-        else {
-            msgpack_pack_map (&call->reply->pk, 2);
-            fpx_pack_kv_int (&call->reply->pk, "nq", nq);
-            fpx_pack_kv_int (&call->reply->pk, "k", k);
-            fpx_op_reply_array (call, D, count * sizeof (float));
-            fpx_op_reply_array (call, I, count * sizeof (int64_t));
-            fpx_op_reply_array (call, R, count * (size_t) entry->d * sizeof (float));
-        }
-    }
-    fpx_select_destroy (&select);
-    fpx_entry_release (&entry);
-    return call->reply->status;
-}
-
-// ---- batched search ----------------------------------------------------------
-
-static bool
-s_asks_selection (fpx_call_t *call)
-{
-    fpx_mp_value_t value;
-    return fpx_params_get_value (&call->params, "sel", &value) == 0
-        || fpx_params_get_value (&call->params, "max_codes", &value) == 0;
-}
-
-//  The results of one batched FAISS call: each reply's arrays are slices of
-//  it, sent without a copy; the last slice released frees it.
+//  The results of one FAISS search call: each reply's arrays are slices
+//  of it, sent without a copy; the last slice released frees it.
 typedef struct {
     atomic_int refs;
     int64_t *labels;
@@ -1192,16 +1002,13 @@ s_reply_shared_array (fpx_call_t *call, void *data, size_t size, s_shared_result
     zmq_msg_init_data (&reply->arrays [reply->narrays++], data, size, s_release_shared, shared);
 }
 
-//  Whether call i must run alone: anonymous names resolve per connection,
-//  so another connection's request for one may not share the lead's entry.
+//  Whether call must run alone rather than in lead's FAISS call:
+//  anonymous names resolve per connection, so another connection's
+//  request for one may not share the lead's entry.
 static bool
-s_runs_alone (fpx_call_t *lead, fpx_call_t *call)
+s_runs_alone (fpx_call_t *lead, fpx_call_t *call, const char *name)
 {
-    if (call->envelope->conn_id == lead->envelope->conn_id)
-        return false;
-    const char *name;
-    size_t len;
-    return fpx_params_get_str (&lead->params, "name", &name, &len) != 0 || name [0] == '@';
+    return call->envelope->conn_id != lead->envelope->conn_id && name [0] == '@';
 }
 
 //  One FAISS call for the requests of calls [0, n) that have queries x [i]
@@ -1209,40 +1016,57 @@ s_runs_alone (fpx_call_t *lead, fpx_call_t *call)
 //  FPX_ENOMEM or 0 (FAISS's own errors go to the replies).
 static int
 s_search_shared (fpx_call_t *calls, int n, const float **x, const int64_t *nq, int64_t total,
-                 fpx_entry_t *entry, int64_t k, int nprobe, int ef)
+                 fpx_entry_t *entry, const fpx_search_req_t *req)
 {
-    int d = entry->d, members = 0;
-    for (int i = 0; i < n; i++)
-        members += x [i] != NULL;
-    //  A shared call may take FAISS's faster path for many queries (padded
-    //  with copies of the first query, whose results nobody gets); a
-    //  request alone runs exactly as it would unbatched.
-    int64_t rows = members > 1 ? fpx_shim_batch_rows (entry->index, total) : total;
-    size_t results = (size_t) rows * (size_t) k;
-    float *queries = malloc ((size_t) rows * (size_t) d * sizeof (float));
-    s_shared_results_t *out = malloc (sizeof *out + results * (sizeof (int64_t) + sizeof (float)));
-    if (!queries || !out) {
-        free (queries);
-        free (out);
-        return FPX_ENOMEM;
-    }
-    float *at = queries;
+    int d = entry->d, members = 0, first = -1;
+    int64_t k = req->k;
     for (int i = 0; i < n; i++)
         if (x [i]) {
-            memcpy (at, x [i], (size_t) nq [i] * (size_t) d * sizeof (float));
-            at += nq [i] * d;
+            members++;
+            first = first < 0 ? i : first;
         }
-    for (int64_t row = total; row < rows; row++, at += d)
-        memcpy (at, queries, (size_t) d * sizeof (float));
+    //  A shared call may take FAISS's faster path for many queries (padded
+    //  with copies of the first query, whose results nobody gets); a
+    //  request alone runs exactly as it would in-process, on its own
+    //  queries.
+    int64_t rows = members > 1 ? fpx_shim_batch_rows (entry->index, total) : total;
+    size_t results = (size_t) rows * (size_t) k;
+    float *queries = NULL;
+    if (members > 1) {
+        queries = malloc ((size_t) rows * (size_t) d * sizeof (float));
+        if (!queries)
+            return FPX_ENOMEM;
+    }
+    s_shared_results_t *out = malloc (sizeof *out + results * (sizeof (int64_t) + sizeof (float)));
+    if (!out) {
+        free (queries);
+        return FPX_ENOMEM;
+    }
+    if (queries) {
+        float *at = queries;
+        for (int i = 0; i < n; i++)
+            if (x [i]) {
+                memcpy (at, x [i], (size_t) nq [i] * (size_t) d * sizeof (float));
+                at += nq [i] * d;
+            }
+        for (int64_t row = total; row < rows; row++, at += d)
+            memcpy (at, queries, (size_t) d * sizeof (float));
+    }
     out->labels = (int64_t *) (out + 1);
     out->distances = (float *) (out->labels + results);
     char err [FPX_ERROR_TEXT_MAX];
+    //  A per-request efSearch is set on the graph for the call (FAISS
+    //  1.7.3 ignores it in SearchParametersHNSW): exclusive.
     const fpx_shim_rebuild_t *pending;
-    pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, ef > 0, &pending);
-    fpx_op_threads_begin_batch (&calls [0], entry, rows);
-    int rc = fpx_shim_search_pending (entry->index, pending, rows, queries, k, nprobe, ef,
-                                      NULL, out->distances, out->labels, err, sizeof err);
-    fpx_op_threads_end (&calls [0]);
+    pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, req->efSearch > 0, &pending);
+    if (members > 1)
+        fpx_op_threads_begin_batch (&calls [first], entry, rows);
+    else
+        fpx_op_threads_begin (&calls [first], rows);
+    int rc = fpx_shim_search_pending (entry->index, pending, rows, queries ? queries : x [first],
+                                      k, (int) req->nprobe, (int) req->efSearch, req->sel,
+                                      out->distances, out->labels, err, sizeof err);
+    fpx_op_threads_end (&calls [first]);
     pthread_rwlock_unlock (lock);
     free (queries);
     if (rc) {
@@ -1275,51 +1099,45 @@ s_search_shared (fpx_call_t *calls, int n, const float **x, const int64_t *nq, i
     return 0;
 }
 
-void
-fpx_ops_search_batch (fpx_call_t *calls, int n)
+//  The one search path: n ≥ 1 searches whose parameters are req (the
+//  lead's, calls [0]; a batch's are byte-identical), answered by as few
+//  FAISS calls as their results allow: a request alone is a batch of
+//  one. admitted: whether fpx_limits_admit has seen them (dispatch did,
+//  for a request alone). A request that cannot share the lead's call (an
+//  anonymous name of another connection; any other while the lead has a
+//  selection, whose frame is the lead's own) is served alone.
+static void
+s_search (fpx_call_t *calls, int n, const fpx_search_req_t *req, bool admitted)
 {
     fpx_call_t *lead = &calls [0];
-    int64_t k;
-    int nprobe, ef;
     fpx_entry_t *entry = NULL;
-    //  The parameters are byte-identical, so what the lead's parameters
-    //  refuse, every request's do: run them all alone for their replies.
-    //  A search with a selection runs alone: its selector frame is not
-    //  part of the parameters compared.
-    if (n < 2
-    ||  fpx_op_int_param (lead, "k", true, 0, 1, FPX_K_MAX, &k)
-    ||  s_search_overrides (lead, &nprobe, &ef)
-    ||  s_asks_selection (lead)
-    ||  fpx_op_lookup_index (lead, &entry)) {
-        for (int i = 0; i < n; i++) {
-            calls [i].reply->status = 0;
-            fpx_ops_execute (&calls [i]);
-        }
-        return;
-    }
-    //  Each request's own checks, as fpx_handle_search makes them.
+    bool found = (admitted || fpx_limits_admit (lead) == 0)
+              && fpx_op_find_index (lead, req->name, &entry) == 0;
     const float *x [FPX_BATCH_MAX];
     int64_t nq [FPX_BATCH_MAX];
     size_t limit = lead->server->config.max_message;
-    size_t row_bytes = (size_t) k * (sizeof (float) + sizeof (int64_t));
+    size_t row_bytes = (size_t) req->k * (sizeof (float) + sizeof (int64_t));
     for (int i = 0; i < n; i++) {
         x [i] = NULL;
-        if (i > 0 && s_runs_alone (lead, &calls [i])) {
+        if (i > 0 && (!found || req->sel || s_runs_alone (lead, &calls [i], req->name))) {
+            calls [i].reply->status = 0;
             fpx_ops_execute (&calls [i]);
             continue;
         }
+        if (!found || (i > 0 && !admitted && fpx_limits_admit (&calls [i])))
+            continue;
         x [i] = fpx_op_vectors (&calls [i], 0, entry->d, &nq [i]);
         if (x [i] && (size_t) nq [i] * row_bytes > limit) {
             fpx_reply_error (calls [i].reply, FPX_EINVAL,
                              "nq*k = %lld results exceed the message limit",
-                             (long long) (nq [i] * k));
+                             (long long) (nq [i] * req->k));
             x [i] = NULL;
         }
     }
     //  One FAISS call per run of requests whose results together stay
     //  within the message limit, as each request's alone does: a batch of
     //  large-k searches must not ask for many times that at once.
-    for (int i = 0; i < n; ) {
+    for (int i = 0; found && i < n; ) {
         int64_t total = 0;
         size_t bytes = 0;
         int j = i;
@@ -1333,7 +1151,7 @@ fpx_ops_search_batch (fpx_call_t *calls, int n)
             total += nq [j];
         }
         if (total > 0 && s_search_shared (calls + i, j - i, x + i, nq + i, total, entry,
-                                          k, nprobe, ef) == FPX_ENOMEM)
+                                          req) == FPX_ENOMEM)
             for (int m = i; m < j; m++)
                 if (x [m])
                     fpx_reply_error (calls [m].reply, FPX_ENOMEM, "out of memory");
@@ -1343,22 +1161,87 @@ fpx_ops_search_batch (fpx_call_t *calls, int n)
 }
 
 int
-fpx_handle_range_search (fpx_call_t *call)
+fpx_handle_search_req (fpx_call_t *call, const fpx_search_req_t *req)
 {
-    double radius;
-    int nprobe, ef;
-    int rc = fpx_params_get_double (&call->params, "radius", &radius);
-    if (rc || !(radius > -3.4e38 && radius < 3.4e38))
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'radius' must be a finite number");
-    fpx_select_t *select = NULL;
-    if ((rc = s_search_overrides (call, &nprobe, &ef))
-    ||  (rc = s_search_selection (call, &select)))
-        return rc;
-    fpx_entry_t *entry;
-    if ((rc = fpx_op_lookup_index (call, &entry))) {
-        fpx_select_destroy (&select);
-        return rc;
+    s_search (call, 1, req, true);
+    return call->reply->status;
+}
+
+void
+fpx_ops_search_batch (fpx_call_t *calls, int n)
+{
+    //  The parameters are byte-identical, so what the lead's refuse,
+    //  every request's do: each is answered alone, with its reason.
+    fpx_search_req_t req;
+    if (fpx_read_search (&calls [0], &req)) {
+        for (int i = 1; i < n; i++)
+            fpx_ops_execute (&calls [i]);
+        return;
     }
+    s_search (calls, n, &req, false);
+    fpx_req_search_free (&req);
+}
+
+//  search_and_reconstruct: search's checks, plus nq·k·d floats back.
+int
+fpx_handle_search_and_reconstruct_req (fpx_call_t *call,
+                                       const fpx_search_and_reconstruct_req_t *req)
+{
+    fpx_entry_t *entry;
+    int rc = fpx_op_find_index (call, req->name, &entry);
+    if (rc)
+        return rc;
+    int64_t nq, k = req->k;
+    const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
+    double results = x ? (double) nq * (double) k : 0;
+    if (x && results * (sizeof (float) + sizeof (int64_t) + (double) entry->d * sizeof (float))
+             > (double) call->server->config.max_message)
+        fpx_reply_error (call->reply, FPX_EINVAL, "nq*k = %.0f results and their vectors exceed "
+                         "the message limit", results);
+    else if (x) {
+        size_t count = (size_t) results;
+        float *D = malloc (count * sizeof (float));
+        int64_t *I = malloc (count * sizeof (int64_t));
+        float *R = malloc (count * (size_t) entry->d * sizeof (float));
+        char err [FPX_ERROR_TEXT_MAX];
+        if (!D || !I || !R)
+            rc = fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
+        else {
+            const fpx_shim_rebuild_t *pending;
+            pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, req->efSearch > 0, &pending);
+            fpx_op_threads_begin (call, nq);
+            rc = fpx_shim_search_and_reconstruct_pending (entry->index, pending, nq, x, k,
+                                                          (int) req->nprobe, (int) req->efSearch,
+                                                          req->sel, D, I, R, err, sizeof err);
+            fpx_op_threads_end (call);
+            pthread_rwlock_unlock (lock);
+            fpx_op_shim_result (call, rc, err);
+        }
+        if (rc) {
+            free (D);
+            free (I);
+            free (R);
+        }
+        else {
+            msgpack_pack_map (&call->reply->pk, 2);
+            fpx_pack_kv_int (&call->reply->pk, "nq", nq);
+            fpx_pack_kv_int (&call->reply->pk, "k", k);
+            fpx_op_reply_array (call, D, count * sizeof (float));
+            fpx_op_reply_array (call, I, count * sizeof (int64_t));
+            fpx_op_reply_array (call, R, count * (size_t) entry->d * sizeof (float));
+        }
+    }
+    fpx_entry_release (&entry);
+    return call->reply->status;
+}
+
+int
+fpx_handle_range_search_req (fpx_call_t *call, const fpx_range_search_req_t *req)
+{
+    fpx_entry_t *entry;
+    int rc = fpx_op_find_index (call, req->name, &entry);
+    if (rc)
+        return rc;
     int64_t nq;
     const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
     if (x) {
@@ -1368,10 +1251,11 @@ fpx_handle_range_search (fpx_call_t *call)
         size_t total;
         char err [FPX_ERROR_TEXT_MAX];
         size_t max_total = call->server->config.max_message / (sizeof (float) + sizeof (int64_t));
-        pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, ef > 0);
+        pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, req->efSearch > 0);
         fpx_op_threads_begin (call, nq);
-        rc = fpx_shim_range_search (entry->index, nq, x, (float) radius, nprobe, ef, select,
-                                    &lims, &D, &I, &total, max_total, err, sizeof err);
+        rc = fpx_shim_range_search (entry->index, nq, x, (float) req->radius, (int) req->nprobe,
+                                    (int) req->efSearch, req->sel, &lims, &D, &I, &total,
+                                    max_total, err, sizeof err);
         fpx_op_threads_end (call);
         pthread_rwlock_unlock (lock);
         if (!fpx_op_shim_result (call, rc, err)) {
@@ -1383,7 +1267,6 @@ fpx_handle_range_search (fpx_call_t *call)
             fpx_op_reply_array (call, I, total * sizeof (int64_t));
         }
     }
-    fpx_select_destroy (&select);
     fpx_entry_release (&entry);
     return call->reply->status;
 }

@@ -25,10 +25,8 @@ int fpx_op_int_param (fpx_call_t *call, const char *key, bool required, int64_t 
 int fpx_op_name_param (fpx_call_t *call, char *name, bool allow_anonymous);
 int fpx_op_optional_name (fpx_call_t *call, char *name);
 
-/*  Counted reference to the object of the request's "name" (any kind /
-    indexes only); _find: of a name already read (fpx_fields.h).         */
-int fpx_op_lookup (fpx_call_t *call, fpx_entry_t **entry_p);
-int fpx_op_lookup_index (fpx_call_t *call, fpx_entry_t **entry_p);
+/*  Counted reference to the object named (any kind / indexes only), the
+    name as the request's reader read it (fpx_fields.h).                 */
 int fpx_op_find (fpx_call_t *call, const char *name, fpx_entry_t **entry_p);
 int fpx_op_find_index (fpx_call_t *call, const char *name, fpx_entry_t **entry_p);
 
@@ -99,12 +97,16 @@ typedef int (*fpx_op_fn) (fpx_call_t *call);
 FPX_OPCODES (FPX_HANDLER_DECLARE_)
 #undef FPX_HANDLER_DECLARE_
 
-/*  For the opcodes whose parameters protocol/fpx_fields.h defines,
-    fpx_handle_<wire> is generated (server/fields.c): it reads and bounds
-    every field into a fpx_<wire>_req_t, replying FPX_EINVAL for any
-    that is missing or out of bounds, then calls the hand-written
-    fpx_handle_<wire>_req with it.                                     */
-#define FPX_HANDLER_REQ_DECLARE_(OPCODE, wire) \
+/*  Every opcode's parameters are defined in protocol/fpx_fields.h, and
+    fpx_handle_<wire> is generated from them (server/fields.c): it reads
+    and bounds every field into a fpx_<wire>_req_t (fpx_read_<wire>),
+    replying FPX_EINVAL for any that is missing or out of bounds, calls
+    the hand-written fpx_handle_<wire>_req with it, then frees what the
+    request holds (fpx_req_<wire>_free: a decoded selection). A reader
+    that fails has freed it already.                                   */
+#define FPX_HANDLER_REQ_DECLARE_(OPCODE, wire)                                    \
+    int fpx_read_##wire (fpx_call_t *call, fpx_##wire##_req_t *req);              \
+    void fpx_req_##wire##_free (fpx_##wire##_req_t *req);                         \
     int fpx_handle_##wire##_req (fpx_call_t *call, const fpx_##wire##_req_t *req);
 FPX_FIELDED_OPCODES (FPX_HANDLER_REQ_DECLARE_)
 #undef FPX_HANDLER_REQ_DECLARE_

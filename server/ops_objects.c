@@ -21,69 +21,14 @@
 #include "rebuild.h"
 #include "tenant_limits.h"
 
-//  A short string parameter (type, attr, path) into buf.
-static int
-s_word_param (fpx_call_t *call, const char *key, char *buf, size_t size)
-{
-    int rc = fpx_params_copy_str (&call->params, key, buf, size);
-    if (rc || !buf [0])
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'%s' must be a string of 1-%zu bytes",
-                                key, size - 1);
-    return 0;
-}
-
-//  Numeric construct arguments: an array of at most FPX_CONSTRUCT_ARGS_MAX
-//  numbers (ints, floats or bools).
-static int
-s_number_args (fpx_call_t *call, double *args, int *nargs)
-{
-    fpx_mp_value_t array;
-    *nargs = 0;
-    if (fpx_params_get_value (&call->params, "args", &array) == 1)
-        return 0;
-    if (array.type != FPX_MP_ARRAY || array.v.seq.count > FPX_CONSTRUCT_ARGS_MAX)
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'args' must be an array of at most %d "
-                                "numbers", FPX_CONSTRUCT_ARGS_MAX);
-    const uint8_t *needle = array.v.seq.ptr;
-    for (uint32_t i = 0; i < array.v.seq.count; i++) {
-        fpx_mp_value_t value;
-        if (fpx_mp_read (&value, &needle, array.v.seq.end))
-            return fpx_reply_error (call->reply, FPX_EPROTO, "malformed 'args'");
-        if (value.type == FPX_MP_INT && !value.is_unsigned)
-            args [i] = (double) value.v.i;
-        else if (value.type == FPX_MP_FLOAT)
-            args [i] = value.v.f;
-        else if (value.type == FPX_MP_BOOL)
-            args [i] = value.v.b;
-        else
-            return fpx_reply_error (call->reply, FPX_EINVAL, "'args' element %u is not a number", i);
-    }
-    *nargs = (int) array.v.seq.count;
-    return 0;
-}
-
-//  The objects named in "refs", each a counted reference, each a
+//  The objects named in req's refs, each a counted reference, each a
 //  standalone anonymous object of this connection, no two the same.
 static int
-s_refs (fpx_call_t *call, fpx_entry_t **refs, int *nrefs)
+s_refs (fpx_call_t *call, const fpx_construct_req_t *req, fpx_entry_t **refs, int *nrefs)
 {
-    fpx_mp_value_t array;
     *nrefs = 0;
-    if (fpx_params_get_value (&call->params, "refs", &array) == 1)
-        return 0;
-    if (array.type != FPX_MP_ARRAY || array.v.seq.count > FPX_CONSTRUCT_REFS_MAX)
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'refs' must be an array of at most %d "
-                                "object names", FPX_CONSTRUCT_REFS_MAX);
-    const uint8_t *needle = array.v.seq.ptr;
-    for (uint32_t i = 0; i < array.v.seq.count; i++) {
-        fpx_mp_value_t value;
-        char name [FPX_NAME_MAX + 1];
-        if (fpx_mp_read (&value, &needle, array.v.seq.end) || value.type != FPX_MP_STR
-        ||  value.v.str.len == 0 || value.v.str.len > FPX_NAME_MAX
-        ||  memchr (value.v.str.ptr, 0, value.v.str.len))
-            return fpx_reply_error (call->reply, FPX_EINVAL, "'refs' element %u is not a name", i);
-        memcpy (name, value.v.str.ptr, value.v.str.len);
-        name [value.v.str.len] = 0;
+    for (int i = 0; i < req->refs_count; i++) {
+        const char *name = req->refs [i];
         fpx_entry_t *entry = fpx_registry_find (call->server->registry, call->envelope->tenant_id,
                                                 name, call->envelope->conn_id);
         if (!entry)
@@ -148,16 +93,11 @@ s_construct_locked (fpx_call_t *call, const char *type, const double *args, int 
 }
 
 int
-fpx_handle_construct (fpx_call_t *call)
+fpx_handle_construct_req (fpx_call_t *call, const fpx_construct_req_t *req)
 {
-    char type [FPX_TYPE_NAME_MAX];
-    double args [FPX_CONSTRUCT_ARGS_MAX];
     fpx_entry_t *refs [FPX_CONSTRUCT_REFS_MAX];
-    int nargs, nrefs = 0, rc;
-    if ((rc = s_word_param (call, "type", type, sizeof type))
-    ||  (rc = s_number_args (call, args, &nargs)))
-        return rc;
-    rc = s_refs (call, refs, &nrefs);
+    int nrefs = 0;
+    int rc = s_refs (call, req, refs, &nrefs);
     if (rc == 0) {
         fpx_entry_t *sorted [FPX_CONSTRUCT_REFS_MAX];
         pthread_rwlock_t *locks [FPX_CONSTRUCT_REFS_MAX];
@@ -165,7 +105,7 @@ fpx_handle_construct (fpx_call_t *call)
         qsort (sorted, (size_t) nrefs, sizeof *sorted, s_compare_pointers);
         for (int i = 0; i < nrefs; i++)
             locks [i] = fpx_op_lock (call, sorted [i]);
-        rc = s_construct_locked (call, type, args, nargs, refs, nrefs);
+        rc = s_construct_locked (call, req->type, req->args, req->args_count, refs, nrefs);
         for (int i = nrefs - 1; i >= 0; i--)
             pthread_rwlock_unlock (locks [i]);
     }
@@ -214,12 +154,9 @@ s_detach (fpx_call_t *call, fpx_entry_t *entry, fpx_entry_t *ref, const char *ro
 //  could not replay another connection's object). Both exclusively, in
 //  address order, as attach.
 static int
-s_merge_from (fpx_call_t *call, fpx_entry_t *entry, fpx_entry_t *ref)
+s_merge_from (fpx_call_t *call, fpx_entry_t *entry, fpx_entry_t *ref, int64_t add_id)
 {
-    int64_t add_id;
-    int rc = fpx_op_int_param (call, "add_id", false, 0, 0, INT64_MAX, &add_id);
-    if (rc)
-        return rc;
+    int rc;
     if (entry->owner_conn != call->envelope->conn_id || ref->owner_conn != call->envelope->conn_id
     ||  ref == entry || !entry->index || !ref->index)
         return fpx_reply_error (call->reply, FPX_EINVAL, "merge_from takes two anonymous indexes "
@@ -252,30 +189,24 @@ s_merge_from (fpx_call_t *call, fpx_entry_t *entry, fpx_entry_t *ref)
 //  add_replica, prepend_transform). Named indexes are refused: their log
 //  could not replay an object that only this connection holds.
 int
-fpx_handle_attach (fpx_call_t *call)
+fpx_handle_attach_req (fpx_call_t *call, const fpx_attach_req_t *req)
 {
-    char role [FPX_TYPE_NAME_MAX], ref_name [FPX_NAME_MAX + 1];
+    const char *role = req->role;
     fpx_entry_t *entry, *ref;
-    int rc;
-    if ((rc = s_word_param (call, "role", role, sizeof role)))
+    int rc = fpx_op_find_index (call, req->name, &entry);
+    if (rc)
         return rc;
-    rc = fpx_params_copy_str (&call->params, "ref", ref_name, sizeof ref_name);
-    if (rc || !ref_name [0])
-        return fpx_reply_error (call->reply, FPX_EINVAL, "'ref' must be a name of 1-%d bytes",
-                                FPX_NAME_MAX);
-    if ((rc = fpx_op_lookup_index (call, &entry)))
-        return rc;
-    ref = fpx_registry_find (call->server->registry, call->envelope->tenant_id, ref_name,
+    ref = fpx_registry_find (call->server->registry, call->envelope->tenant_id, req->ref,
                              call->envelope->conn_id);
     if (!ref) {
-        rc = fpx_reply_error (call->reply, FPX_ENOTFOUND, "no object named '%s'", ref_name);
+        rc = fpx_reply_error (call->reply, FPX_ENOTFOUND, "no object named '%s'", req->ref);
         fpx_entry_release (&entry);
         return rc;
     }
     if (strncmp (role, "remove_", 7) == 0)
         rc = s_detach (call, entry, ref, role);
     else if (strcmp (role, "merge_from") == 0)
-        rc = s_merge_from (call, entry, ref);
+        rc = s_merge_from (call, entry, ref, req->add_id);
     else
     if (entry->owner_conn != call->envelope->conn_id || ref->owner_conn != call->envelope->conn_id
     ||  ref == entry || atomic_load (&entry->root) || atomic_load (&ref->root))
@@ -480,22 +411,22 @@ s_apply_codec (fpx_call_t *call, fpx_entry_t *entry, bool reverse)
 }
 
 int
-fpx_handle_apply (fpx_call_t *call)
+fpx_handle_apply_req (fpx_call_t *call, const fpx_apply_req_t *req)
 {
     fpx_entry_t *entry;
-    bool reverse = false;
-    int rc = fpx_op_lookup (call, &entry);
+    bool reverse = req->reverse;
+    int rc = fpx_op_find (call, req->name, &entry);
     if (rc)
         return rc;
-    if (entry->index && fpx_params_get_bool (&call->params, "reverse", &reverse) >= 0) {
+    if (entry->index) {
         rc = s_apply_codec (call, entry, reverse);
         fpx_entry_release (&entry);
         return rc;
     }
-    if (!entry->transform || fpx_params_get_bool (&call->params, "reverse", &reverse) < 0) {
+    if (!entry->transform) {
         fpx_entry_release (&entry);
-        return fpx_reply_error (call->reply, FPX_EINVAL, "apply needs a vector transform and an "
-                                "optional bool 'reverse'");
+        return fpx_reply_error (call->reply, FPX_EINVAL, "apply needs a vector transform, or an "
+                                "index for sa_encode / sa_decode");
     }
     int d_in = faiss_VectorTransform_d_in (entry->transform);
     int d_out = faiss_VectorTransform_d_out (entry->transform);

@@ -11,6 +11,7 @@
       the field; within bounds the handler gets it (reconstruct_n and
       describe compared with FAISS in-process).
 */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,6 +246,86 @@ test_packers_bytes (void *arg)
     S_EXPECT ("kmeans with parameters", &mp, "\x86\xa1" "d\x08\xa1k\x04\xa5niter\x0a\xa4seed"
               "\xfb\xa6metric\x01\xa9spherical\xc3");
     fpx_mp_free (&mp);
+    //  search: nprobe / efSearch / max_codes only when asked, then the
+    //  selector's nodes (their ids travel in a frame of their own).
+    fpx_mp_init (&mp);
+    fpx_search_pack (&mp.pk, &(fpx_search_args_t) { .name = "ix", .d = 8, .k = 10 });
+    S_EXPECT ("search", &mp, "\x83\xa4name\xa2ix\xa1" "d\x08\xa1k\x0a");
+    fpx_mp_free (&mp);
+    fpx_selector_node_t nodes [] = {
+        { .kind = "not" },
+        { .kind = "range", .imin = 2, .imax = 300, .assume_sorted = true },
+    };
+    fpx_mp_init (&mp);
+    fpx_search_pack (&mp.pk, &(fpx_search_args_t) { .name = "ix", .d = 8, .k = 1,
+                                                    .has_nprobe = true, .nprobe = 4,
+                                                    .has_max_codes = true, .max_codes = 0,
+                                                    .sel = nodes, .sel_count = 2 });
+    S_EXPECT ("search with parameters and a selector", &mp,
+              "\x86\xa4name\xa2ix\xa1" "d\x08\xa1k\x01\xa6nprobe\x04\xa9max_codes\x00"
+              "\xa3sel\x92\x91\xa3not\x94\xa5range\x02\xcd\x01\x2c\xc3");
+    fpx_mp_free (&mp);
+    fpx_selector_node_t array_node = { .kind = "array", .has_count = true, .count = 3 };
+    fpx_mp_init (&mp);
+    fpx_search_and_reconstruct_pack (&mp.pk, &(fpx_search_and_reconstruct_args_t) {
+        .name = "ix", .d = 8, .k = 2, .has_efSearch = true, .efSearch = 64,
+        .sel = &array_node, .sel_count = 1 });
+    S_EXPECT ("search_and_reconstruct", &mp, "\x85\xa4name\xa2ix\xa1" "d\x08\xa1k\x02"
+              "\xa8" "efSearch\x40\xa3sel\x91\x92\xa5" "array\x03");
+    fpx_mp_free (&mp);
+    //  range_search: the radius always as a float 64.
+    fpx_mp_init (&mp);
+    fpx_range_search_pack (&mp.pk, &(fpx_range_search_args_t) { .name = "ix", .d = 8,
+                                                                .radius = 2 });
+    S_EXPECT ("range_search", &mp, "\x83\xa4name\xa2ix\xa1" "d\x08\xa6radius"
+              "\xcb\x40\x00\x00\x00\x00\x00\x00\x00");
+    fpx_mp_free (&mp);
+    //  construct: both arrays, even empty; whole numbers as ints.
+    double args [] = { 16, 0.5 };
+    const char *refs [] = { "@1f", "q" };
+    fpx_mp_init (&mp);
+    fpx_construct_pack (&mp.pk, &(fpx_construct_args_t) { .type = "IndexIVFFlat", .args = args,
+                                                          .args_count = 2, .refs = refs,
+                                                          .refs_count = 2 });
+    S_EXPECT ("construct", &mp, "\x83\xa4type\xacIndexIVFFlat\xa4" "args\x92\x10"
+              "\xcb\x3f\xe0\x00\x00\x00\x00\x00\x00\xa4refs\x92\xa3@1f\xa1q");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_construct_pack (&mp.pk, &(fpx_construct_args_t) { .type = "IndexFlatL2" });
+    S_EXPECT ("construct without arguments", &mp, "\x83\xa4type\xabIndexFlatL2\xa4" "args"
+              "\x90\xa4refs\x90");
+    fpx_mp_free (&mp);
+    //  attach: add_id only for merge_from.
+    fpx_mp_init (&mp);
+    fpx_attach_pack (&mp.pk, &(fpx_attach_args_t) { .name = "@1", .role = "add_shard",
+                                                    .ref = "@2" });
+    S_EXPECT ("attach", &mp, "\x83\xa4name\xa2@1\xa4role\xa9" "add_shard\xa3ref\xa2@2");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_attach_pack (&mp.pk, &(fpx_attach_args_t) { .name = "@1", .role = "merge_from",
+                                                    .ref = "@2", .has_add_id = true,
+                                                    .add_id = 1000 });
+    S_EXPECT ("attach merge_from", &mp, "\x84\xa4name\xa2@1\xa4role\xaamerge_from\xa3ref"
+              "\xa2@2\xa6" "add_id\xcd\x03\xe8");
+    fpx_mp_free (&mp);
+    //  apply: d beside vectors, none beside sa_decode's codes.
+    fpx_mp_init (&mp);
+    fpx_apply_pack (&mp.pk, &(fpx_apply_args_t) { .name = "t", .has_d = true, .d = 8 });
+    S_EXPECT ("apply", &mp, "\x83\xa4name\xa1t\xa1" "d\x08\xa7reverse\xc2");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_apply_pack (&mp.pk, &(fpx_apply_args_t) { .name = "t", .reverse = true });
+    S_EXPECT ("apply reverse", &mp, "\x82\xa4name\xa1t\xa7reverse\xc3");
+    fpx_mp_free (&mp);
+    //  Opcodes without parameters: an empty map.
+    fpx_mp_init (&mp);
+    fpx_list_pack (&mp.pk, NULL);
+    S_EXPECT ("list", &mp, "\x80");
+    fpx_mp_free (&mp);
+    fpx_mp_init (&mp);
+    fpx_ping_pack (&mp.pk, NULL);
+    S_EXPECT ("ping", &mp, "\x80");
+    fpx_mp_free (&mp);
 }
 
 /* ---- readers ------------------------------------------------------------------ */
@@ -405,6 +486,117 @@ test_readers_bounds (void *arg)
     }
 }
 
+//  The field types beyond single scalars (FLOAT, NUMS, NAMES, REF,
+//  SELECTOR) and the search parameters, one bad value each, in maps
+//  built by hand: each is refused naming its field before any lookup.
+static void
+test_readers_arrays (void *arg)
+{
+    (void) arg;
+    fpx_mp_t mp;
+#define S_MAP_(count) fpx_mp_init (&mp); msgpack_pack_map (&mp.pk, count);
+#define S_REFUSED_(what, opcode, field)                                      \
+    s_expect_refused (what, opcode, &mp, field);                             \
+    fpx_mp_free (&mp);
+    const struct { const char *what, *key; int64_t value; const char *field; } ints [] = {
+        { "search with k 0", "k", 0, "'k'" },
+        { "search with k 65537", "k", FPX_K_MAX + 1, "'k'" },
+        { "search with nprobe 0", "nprobe", 0, "'nprobe'" },
+        { "search with efSearch -1", "efSearch", -1, "'efSearch'" },
+        { "search with max_codes -1", "max_codes", -1, "'max_codes'" },
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints [0]; i++) {
+        bool is_k = strcmp (ints [i].key, "k") == 0;
+        S_MAP_ (is_k ? 2 : 3)
+        fpx_pack_kv_str (&mp.pk, "name", "ix");
+        if (!is_k)
+            fpx_pack_kv_int (&mp.pk, "k", 1);
+        fpx_pack_kv_int (&mp.pk, ints [i].key, ints [i].value);
+        S_REFUSED_ (ints [i].what, FPX_OP_SEARCH, ints [i].field)
+    }
+    S_MAP_ (3)
+    fpx_pack_kv_str (&mp.pk, "name", "ix");
+    fpx_pack_kv_int (&mp.pk, "k", 1);
+    fpx_pack_kv_str (&mp.pk, "sel", "all");
+    S_REFUSED_ ("search with sel as a string", FPX_OP_SEARCH, "'sel'")
+    S_MAP_ (2)
+    fpx_pack_kv_str (&mp.pk, "name", "ix");
+    fpx_pack_kv_str (&mp.pk, "k", "1");
+    S_REFUSED_ ("search_and_reconstruct with k as a string", FPX_OP_SEARCH_AND_RECONSTRUCT, "'k'")
+    const double radii [] = { NAN, INFINITY, 1e39, -1e39 };
+    for (size_t i = 0; i < sizeof radii / sizeof radii [0]; i++) {
+        S_MAP_ (2)
+        fpx_pack_kv_str (&mp.pk, "name", "ix");
+        fpx_pack_kv_double (&mp.pk, "radius", radii [i]);
+        S_REFUSED_ ("range_search with a radius float32 cannot hold", FPX_OP_RANGE_SEARCH,
+                    "'radius'")
+    }
+    S_MAP_ (1)
+    fpx_pack_kv_str (&mp.pk, "name", "ix");
+    S_REFUSED_ ("range_search without a radius", FPX_OP_RANGE_SEARCH, "'radius'")
+    //  construct: its arrays' lengths and each element.
+    double many [FPX_CONSTRUCT_ARGS_MAX + 1] = { 0 };
+    const double bad_args [][2] = { { 1, NAN }, { INFINITY, 2 } };
+    S_MAP_ (2)
+    fpx_pack_kv_str (&mp.pk, "type", "IndexFlatL2");
+    fpx_pack_kv_numbers (&mp.pk, "args", many, FPX_CONSTRUCT_ARGS_MAX + 1);
+    S_REFUSED_ ("construct with 17 args", FPX_OP_CONSTRUCT, "'args'")
+    for (int i = 0; i < 2; i++) {
+        S_MAP_ (2)
+        fpx_pack_kv_str (&mp.pk, "type", "IndexFlatL2");
+        fpx_pack_kv_numbers (&mp.pk, "args", bad_args [i], 2);
+        S_REFUSED_ ("construct with a non-finite arg", FPX_OP_CONSTRUCT, "'args'")
+    }
+    S_MAP_ (2)
+    fpx_pack_kv_str (&mp.pk, "type", "IndexFlatL2");
+    fpx_pack_str (&mp.pk, "args");
+    msgpack_pack_array (&mp.pk, 1);
+    fpx_pack_str (&mp.pk, "8");
+    S_REFUSED_ ("construct with a string arg", FPX_OP_CONSTRUCT, "'args'")
+    const char *bad_refs [][2] = { { "@1", "../x" }, { "", "@2" }, { "@", "@3" } };
+    for (int i = 0; i < 3; i++) {
+        S_MAP_ (2)
+        fpx_pack_kv_str (&mp.pk, "type", "IndexIVFFlat");
+        fpx_pack_kv_strs (&mp.pk, "refs", bad_refs [i], 2);
+        S_REFUSED_ ("construct with a ref that is no name", FPX_OP_CONSTRUCT, "'refs'")
+    }
+    const char *five [] = { "@1", "@2", "@3", "@4", "@5" };
+    S_MAP_ (2)
+    fpx_pack_kv_str (&mp.pk, "type", "IndexShards");
+    fpx_pack_kv_strs (&mp.pk, "refs", five, 5);
+    S_REFUSED_ ("construct with 5 refs", FPX_OP_CONSTRUCT, "'refs'")
+    S_MAP_ (1)
+    fpx_pack_kv_strs (&mp.pk, "refs", five, 1);
+    S_REFUSED_ ("construct without a type", FPX_OP_CONSTRUCT, "'type'")
+    //  attach: ref and add_id.
+    S_MAP_ (3)
+    fpx_pack_kv_str (&mp.pk, "name", "@1");
+    fpx_pack_kv_str (&mp.pk, "role", "add_shard");
+    fpx_pack_kv_str (&mp.pk, "ref", "a/b");
+    S_REFUSED_ ("attach of a ref that is no name", FPX_OP_ATTACH, "'ref'")
+    S_MAP_ (4)
+    fpx_pack_kv_str (&mp.pk, "name", "@1");
+    fpx_pack_kv_str (&mp.pk, "role", "merge_from");
+    fpx_pack_kv_str (&mp.pk, "ref", "@2");
+    fpx_pack_kv_int (&mp.pk, "add_id", -1);
+    S_REFUSED_ ("merge_from with add_id -1", FPX_OP_ATTACH, "'add_id'")
+    S_MAP_ (2)
+    fpx_pack_kv_str (&mp.pk, "name", "@1");
+    fpx_pack_kv_str (&mp.pk, "ref", "@2");
+    S_REFUSED_ ("attach without a role", FPX_OP_ATTACH, "'role'")
+    //  apply: reverse is a bool, d a dimension.
+    S_MAP_ (2)
+    fpx_pack_kv_str (&mp.pk, "name", "t");
+    fpx_pack_kv_int (&mp.pk, "reverse", 1);
+    S_REFUSED_ ("apply with reverse 1", FPX_OP_APPLY, "'reverse'")
+    S_MAP_ (2)
+    fpx_pack_kv_str (&mp.pk, "name", "t");
+    fpx_pack_kv_int (&mp.pk, "d", 0);
+    S_REFUSED_ ("apply with d 0", FPX_OP_APPLY, "'d'")
+#undef S_MAP_
+#undef S_REFUSED_
+}
+
 static void
 test_readers_values (void *arg)
 {
@@ -514,6 +706,7 @@ main (void)
     if (fpx_test_server_start (&s_server, NULL, NULL) == 0) {
         if (s_wait_recovered ()) {
             fpx_test_run ("fields.readers_bounds", test_readers_bounds, NULL);
+            fpx_test_run ("fields.readers_arrays", test_readers_arrays, NULL);
             fpx_test_run ("fields.readers_values", test_readers_values, NULL);
         }
         else
