@@ -253,8 +253,15 @@ $(PROTOCOL_DOC): $(call obj,protocol/gen/protocol_doc.c protocol/fpx_protocol.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ -lm
 
+#  The opcode handlers and the metrics renderer read registry entries
+#  through registry.h's accessors only (docs/ARCHITECTURE.md).
+ENTRY_OPAQUE_TO := server/ops.c server/ops_objects.c server/info.c server/transfers.c \
+                   server/fields.c server/metrics.c server/metrics_http.c server/broker.c \
+                   server/worker.c server/main.c
 check: $(PROTOCOL_DOC)
 	@$(PROTOCOL_DOC) docs/PROTOCOL.md
+	@! grep -l '#include "entry.h"' $(ENTRY_OPAQUE_TO) \
+	    || { echo "check: these files must not include server/entry.h (use registry.h's accessors)"; exit 1; }
 
 protocol-doc: $(PROTOCOL_DOC)
 	$(PROTOCOL_DOC) --write docs/PROTOCOL.md

@@ -315,14 +315,18 @@ typedef struct {
     int64_t nprobe, efSearch, max_codes;
 } s_search_wire_t;
 
-//  Fills wire from params and selection (either may be NULL; checked by
-//  s_check_search_params / s_check_selection). FPX_ENOMEM or 0; on
-//  success the caller frees wire->bulk after the call.
+//  Checks params and selection (either may be NULL), then fills wire
+//  from them. On success the caller frees wire->bulk after the call.
 static int
 s_search_wire (fpx_client_t *self, const fpx_search_params_t *params,
                const fpx_selection_t *selection, s_search_wire_t *wire)
 {
     memset (wire, 0, sizeof *wire);
+    int rc = s_check_search_params (self, params);
+    if (!rc)
+        rc = s_check_selection (self, selection);
+    if (rc)
+        return rc;
     wire->has_nprobe = params && params->nprobe > 0;
     wire->nprobe = wire->has_nprobe ? params->nprobe : 0;
     wire->has_efSearch = params && params->efSearch > 0;
@@ -1142,17 +1146,13 @@ s_search_prepare_select (fpx_client_t *self, const char *name, int64_t nq, int d
     if (!rc)    //  nq·k labels of 8 bytes must be addressable
         rc = s_check_rows (self, "nq", nq, (size_t) k * sizeof (int64_t), &result_bytes);
     if (!rc)
-        rc = s_check_search_params (self, params);
-    if (!rc)
-        rc = s_check_selection (self, selection);
-    if (!rc)
         rc = s_check_out (self, distances, "distances");
     if (!rc)
         rc = s_check_out (self, labels, "labels");
-    if (rc)
-        return rc;
     s_search_wire_t wire;
-    if ((rc = s_search_wire (self, params, selection, &wire)))
+    if (!rc)
+        rc = s_search_wire (self, params, selection, &wire);
+    if (rc)
         return rc;
     fpx_search_pack (s_params_init (packed), &(fpx_search_args_t) {
         .name = name, .d = d, .k = k,
@@ -1340,15 +1340,11 @@ fpx_range_search_select (fpx_client_t *self, const char *name, int64_t nq, int d
     if (!rc && isnan (radius))
         rc = s_fail (self, FPX_EINVAL, "radius is NaN");
     if (!rc)
-        rc = s_check_search_params (self, params);
-    if (!rc)
-        rc = s_check_selection (self, selection);
-    if (!rc)
         rc = s_check_out (self, result_p, "result_p");
-    if (rc)
-        return rc;
     s_search_wire_t wire;
-    if ((rc = s_search_wire (self, params, selection, &wire)))
+    if (!rc)
+        rc = s_search_wire (self, params, selection, &wire);
+    if (rc)
         return rc;
     s_params_t packed;
     fpx_range_search_pack (s_params_init (&packed), &(fpx_range_search_args_t) {

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "entry.h"
 #include "budget.h"
 #include "log.h"
 #include "server.h"

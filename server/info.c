@@ -47,12 +47,12 @@ s_pack_indexes (msgpack_packer *pk, fpx_entry_t **entries, long listed)
     for (long i = 0; i < listed; i++) {
         fpx_entry_t *owner = fpx_entry_owner (entries [i]);
         msgpack_pack_map (pk, 5);
-        fpx_pack_kv_str (pk, "name", entries [i]->name);
-        fpx_pack_kv_int (pk, "ntotal", atomic_load (&owner->charged_vectors));
-        fpx_pack_kv_int (pk, "memory_bytes", atomic_load (&owner->charged_bytes));
-        fpx_pack_kv_int (pk, "disk_bytes", entries [i]->wal ? fpx_wal_disk_bytes (entries [i]->wal)
-                                                            : 0);
-        fpx_pack_kv_bool (pk, "loaded", !atomic_load (&owner->evicted));
+        fpx_pack_kv_str (pk, "name", fpx_entry_name (entries [i]));
+        fpx_pack_kv_int (pk, "ntotal", fpx_entry_charged_vectors (owner));
+        fpx_pack_kv_int (pk, "memory_bytes", fpx_entry_charged_bytes (owner));
+        struct fpx_wal_t *wal = fpx_entry_wal (entries [i]);
+        fpx_pack_kv_int (pk, "disk_bytes", wal ? fpx_wal_disk_bytes (wal) : 0);
+        fpx_pack_kv_bool (pk, "loaded", !fpx_entry_evicted (owner, NULL));
     }
 }
 

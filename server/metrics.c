@@ -470,13 +470,13 @@ s_text_indexes (s_out_t *out, fpx_server_t *server)
             if (!s_index_listed (entries [i]))
                 continue;
             listed++;
-            long long value = atomic_load (f ? &entries [i]->charged_bytes
-                                             : &entries [i]->charged_vectors);
+            long long value = f ? fpx_entry_charged_bytes (entries [i])
+                                : fpx_entry_charged_vectors (entries [i]);
             s_put (out, "%s{tenant=\"%s\",index=\"%s\"} %lld\n",
                    f ? "faissproxy_index_memory_bytes" : "faissproxy_index_vectors",
-                   s_escape (tenant, sizeof tenant, s_tenant_name (server, (int) entries [i]->tenant),
-                             false),
-                   s_escape (name, sizeof name, entries [i]->name, false), value);
+                   s_escape (tenant, sizeof tenant,
+                             s_tenant_name (server, (int) fpx_entry_tenant (entries [i])), false),
+                   s_escape (name, sizeof name, fpx_entry_name (entries [i]), false), value);
         }
     }
     s_indexes_release (entries, count);
@@ -599,11 +599,11 @@ s_json_usage (s_out_t *out, fpx_server_t *server)
             continue;
         s_put (out, "%s{\"tenant\":\"%s\",\"index\":\"%s\",\"vectors\":%lld,\"memory_bytes\":%lld}",
                listed++ ? "," : "",
-               s_escape (tenant, sizeof tenant, s_tenant_name (server, (int) entries [i]->tenant),
-                         true),
-               s_escape (name, sizeof name, entries [i]->name, true),
-               (long long) atomic_load (&entries [i]->charged_vectors),
-               (long long) atomic_load (&entries [i]->charged_bytes));
+               s_escape (tenant, sizeof tenant,
+                         s_tenant_name (server, (int) fpx_entry_tenant (entries [i])), true),
+               s_escape (name, sizeof name, fpx_entry_name (entries [i]), true),
+               (long long) fpx_entry_charged_vectors (entries [i]),
+               (long long) fpx_entry_charged_bytes (entries [i]));
     }
     s_indexes_release (entries, count);
     s_put (out, "]");

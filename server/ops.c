@@ -139,9 +139,9 @@ fpx_op_find (fpx_call_t *call, const char *name, fpx_entry_t **entry_p)
         return s_not_found (call, name);
     int opcode = call->header.opcode;
     bool describes = opcode == FPX_OP_DESCRIBE || opcode == FPX_OP_OPEN;
-    if ((*entry_p)->damaged [0] && !describes) {
+    if (fpx_entry_damaged (*entry_p) [0] && !describes) {
         rc = fpx_reply_error (call->reply, FPX_EDAMAGED, "index '%s' is damaged: %s", name,
-                              (*entry_p)->damaged);
+                              fpx_entry_damaged (*entry_p));
         fpx_entry_release (entry_p);
         return rc;
     }
@@ -161,7 +161,7 @@ fpx_op_find (fpx_call_t *call, const char *name, fpx_entry_t **entry_p)
 static int
 s_index_only (fpx_call_t *call, int rc, fpx_entry_t **entry_p)
 {
-    if (rc == 0 && !(*entry_p)->index) {
+    if (rc == 0 && !fpx_entry_index (*entry_p)) {
         fpx_entry_release (entry_p);
         return fpx_reply_error (call->reply, FPX_EINVAL, "the object is a vector transform, "
                                 "not an index");
@@ -299,7 +299,8 @@ void
 fpx_op_threads_begin_batch (fpx_call_t *call, fpx_entry_t *entry, int64_t rows)
 {
     int active = atomic_fetch_add (&call->server->active_calls, 1) + 1;
-    double bound = (double) rows * (double) faiss_Index_ntotal (entry->index) * entry->d;
+    double bound = (double) rows * (double) faiss_Index_ntotal (fpx_entry_index (entry))
+                 * fpx_entry_d (entry);
     fpx_runtime_threads (call->server->config.ncores, active, rows, bound > 0 ? bound : 1);
 }
 
@@ -320,61 +321,64 @@ int
 fpx_op_pack_description (fpx_call_t *call, fpx_entry_t *entry, bool with_memory)
 {
     size_t memory = 0;
-    bool evicted_memory = with_memory && entry->evicted;
-    with_memory = with_memory && entry->index;
+    fpx_evicted_meta_t evicted;
+    bool is_evicted = fpx_entry_evicted (entry, &evicted);
+    bool evicted_memory = with_memory && is_evicted;
+    with_memory = with_memory && fpx_entry_index (entry);
     if (with_memory) {
         char err [FPX_ERROR_TEXT_MAX];
-        int rc = fpx_shim_serialize (entry->index, 1, NULL, &memory, err, sizeof err);
+        int rc = fpx_shim_serialize (fpx_entry_index (entry), 1, NULL, &memory, err, sizeof err);
         if (rc)
             return fpx_op_shim_result (call, rc, err);
     }
     msgpack_packer *pk = &call->reply->pk;
-    if (entry->damaged [0]) {
+    if (fpx_entry_damaged (entry) [0]) {
         msgpack_pack_map (pk, 10);
-        fpx_pack_kv_str (pk, "name", entry->name);
+        fpx_pack_kv_str (pk, "name", fpx_entry_name (entry));
         fpx_pack_kv_str (pk, "class", "");
-        fpx_pack_kv_int (pk, "d", entry->d);
+        fpx_pack_kv_int (pk, "d", fpx_entry_d (entry));
         fpx_pack_kv_int (pk, "ntotal", 0);
         fpx_pack_kv_bool (pk, "is_trained", false);
-        fpx_pack_kv_int (pk, "metric", entry->metric);
-        fpx_pack_kv_str (pk, "factory", entry->factory);
+        fpx_pack_kv_int (pk, "metric", fpx_entry_metric (entry));
+        fpx_pack_kv_str (pk, "factory", fpx_entry_factory (entry));
         fpx_pack_kv_bool (pk, "anonymous", false);
         fpx_pack_kv_bool (pk, "loaded", false);
-        fpx_pack_kv_str (pk, "damaged", entry->damaged);
+        fpx_pack_kv_str (pk, "damaged", fpx_entry_damaged (entry));
         return 0;
     }
-    if (entry->evicted) {
+    if (is_evicted) {
         //  What it was when evicted; memory_bytes is what it would take.
         msgpack_pack_map (pk, 9 + (evicted_memory ? 1 : 0));
-        fpx_pack_kv_str (pk, "name", entry->name);
-        fpx_pack_kv_str (pk, "class", entry->evicted_class);
-        fpx_pack_kv_int (pk, "d", entry->d);
-        fpx_pack_kv_int (pk, "ntotal", entry->evicted_ntotal);
-        fpx_pack_kv_bool (pk, "is_trained", entry->evicted_trained);
-        fpx_pack_kv_int (pk, "metric", entry->metric);
-        fpx_pack_kv_str (pk, "factory", entry->factory);
+        fpx_pack_kv_str (pk, "name", fpx_entry_name (entry));
+        fpx_pack_kv_str (pk, "class", evicted.class_name);
+        fpx_pack_kv_int (pk, "d", fpx_entry_d (entry));
+        fpx_pack_kv_int (pk, "ntotal", evicted.ntotal);
+        fpx_pack_kv_bool (pk, "is_trained", evicted.is_trained);
+        fpx_pack_kv_int (pk, "metric", fpx_entry_metric (entry));
+        fpx_pack_kv_str (pk, "factory", fpx_entry_factory (entry));
         fpx_pack_kv_bool (pk, "anonymous", false);
         fpx_pack_kv_bool (pk, "loaded", false);
         if (evicted_memory)
-            fpx_pack_kv_int (pk, "memory_bytes", atomic_load (&entry->charged_bytes));
+            fpx_pack_kv_int (pk, "memory_bytes", fpx_entry_charged_bytes (entry));
         return 0;
     }
-    FaissVectorTransform *transform = entry->transform;
+    FaissVectorTransform *transform = fpx_entry_transform (entry);
     //  A removal rebuilding in the background counts as done (rebuild.h).
-    const fpx_shim_rebuild_t *pending = atomic_load (&entry->pending);
+    const fpx_shim_rebuild_t *pending = fpx_entry_pending (entry);
     msgpack_pack_map (pk, 9 + (with_memory ? 1 : 0) + (transform ? 1 : 0) + (pending ? 1 : 0));
-    fpx_pack_kv_str (pk, "name", entry->name);
-    fpx_pack_kv_str (pk, "class", fpx_shim_class_name (entry->index, transform));
-    fpx_pack_kv_int (pk, "d", entry->d);
-    fpx_pack_kv_int (pk, "ntotal", transform ? 0 : faiss_Index_ntotal (entry->index)
+    fpx_pack_kv_str (pk, "name", fpx_entry_name (entry));
+    fpx_pack_kv_str (pk, "class", fpx_shim_class_name (fpx_entry_index (entry), transform));
+    fpx_pack_kv_int (pk, "d", fpx_entry_d (entry));
+    fpx_pack_kv_int (pk, "ntotal", transform ? 0 : faiss_Index_ntotal (fpx_entry_index (entry))
                                                  - fpx_shim_rebuild_removed (pending));
     if (pending)
         fpx_pack_kv_bool (pk, "rebuild_pending", true);
-    fpx_pack_kv_bool (pk, "is_trained", transform ? faiss_VectorTransform_is_trained (transform)
-                                                  : faiss_Index_is_trained (entry->index));
-    fpx_pack_kv_int (pk, "metric", entry->metric);
-    fpx_pack_kv_str (pk, "factory", entry->factory);
-    fpx_pack_kv_bool (pk, "anonymous", entry->owner_conn != 0);
+    fpx_pack_kv_bool (pk, "is_trained",
+                      transform ? faiss_VectorTransform_is_trained (transform)
+                                : faiss_Index_is_trained (fpx_entry_index (entry)));
+    fpx_pack_kv_int (pk, "metric", fpx_entry_metric (entry));
+    fpx_pack_kv_str (pk, "factory", fpx_entry_factory (entry));
+    fpx_pack_kv_bool (pk, "anonymous", fpx_entry_owner_conn (entry) != 0);
     fpx_pack_kv_bool (pk, "loaded", true);
     if (transform)
         fpx_pack_kv_int (pk, "d_out", faiss_VectorTransform_d_out (transform));
@@ -438,8 +442,8 @@ static int
 s_log_begin (fpx_call_t *call, fpx_entry_t *entry, const fpx_record_t *record, s_log_t *log)
 {
     bool logged = fpx_opcode_info (call->header.opcode)->flags & FPX_OPF_LOGGED;
-    log->wal = logged ? entry->wal : NULL;
-    if (!log->wal && fpx_entry_owner (entry)->wal)
+    log->wal = logged ? fpx_entry_wal (entry) : NULL;
+    if (!log->wal && fpx_entry_wal (fpx_entry_owner (entry)))
         return fpx_reply_error (call->reply, FPX_EINVAL, "this is a view of a durable index: "
                                 "change the index through its own name");
     if (!log->wal)
@@ -640,7 +644,7 @@ fpx_handle_drop_req (fpx_call_t *call, const fpx_drop_req_t *req)
     pthread_mutex_t *name_lock = fpx_storage_name_lock (tenant, name);
     fpx_entry_t *entry = fpx_registry_find (call->server->registry, tenant, name,
                                             call->envelope->conn_id);
-    bool named = entry && entry->owner_conn == 0;
+    bool named = entry && fpx_entry_owner_conn (entry) == 0;
     if (entry)
         fpx_entry_release (&entry);
     else
@@ -707,15 +711,15 @@ s_apply_vectors (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     //  An add beside a removal rebuilding in the background goes to the
     //  old graph now (searched at once) and again to the new one when it
     //  lands (rebuild.h): a copy is kept for then.
-    fpx_shim_rebuild_t *pending = atomic_load (&entry->pending);
+    fpx_shim_rebuild_t *pending = fpx_entry_pending (entry);
     char err [FPX_ERROR_TEXT_MAX];
     if (pending && v->kind != S_TRAIN
     &&  fpx_shim_rebuild_queue_add (pending, v->n, v->x, v->ids, err, sizeof err))
         return fpx_op_shim_result (call, FPX_ENOMEM, err);
     fpx_op_threads_begin (call, v->n);
-    int rc = v->kind == S_TRAIN ? faiss_Index_train (entry->index, v->n, v->x)
-           : v->kind == S_ADD ? faiss_Index_add (entry->index, v->n, v->x)
-           : faiss_Index_add_with_ids (entry->index, v->n, v->x, v->ids);
+    int rc = v->kind == S_TRAIN ? faiss_Index_train (fpx_entry_index (entry), v->n, v->x)
+           : v->kind == S_ADD ? faiss_Index_add (fpx_entry_index (entry), v->n, v->x)
+           : faiss_Index_add_with_ids (fpx_entry_index (entry), v->n, v->x, v->ids);
     fpx_op_threads_end (call);
     if (rc && pending && v->kind != S_TRAIN)
         fpx_shim_rebuild_unqueue_add (pending);
@@ -723,10 +727,11 @@ s_apply_vectors (fpx_call_t *call, fpx_entry_t *entry, void *arg)
         return fpx_op_faiss_error (call, "FAISS refused the vectors");
     if (v->kind == S_TRAIN) {
         msgpack_pack_map (&call->reply->pk, 1);
-        fpx_pack_kv_bool (&call->reply->pk, "is_trained", faiss_Index_is_trained (entry->index));
+        fpx_pack_kv_bool (&call->reply->pk, "is_trained",
+                          faiss_Index_is_trained (fpx_entry_index (entry)));
     }
     else
-        fpx_op_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index)
+        fpx_op_pack_int (call, "ntotal", faiss_Index_ntotal (fpx_entry_index (entry))
                                          - fpx_shim_rebuild_removed (pending));
     return 0;
 }
@@ -737,12 +742,12 @@ s_train_transform (fpx_call_t *call, fpx_entry_t *entry, int64_t n, const float 
     char err [FPX_ERROR_TEXT_MAX];
     pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     fpx_op_threads_begin (call, n);
-    int rc = fpx_shim_transform_train (entry->transform, n, x, err, sizeof err);
+    int rc = fpx_shim_transform_train (fpx_entry_transform (entry), n, x, err, sizeof err);
     fpx_op_threads_end (call);
     if (!rc) {
         msgpack_pack_map (&call->reply->pk, 1);
         fpx_pack_kv_bool (&call->reply->pk, "is_trained",
-                          faiss_VectorTransform_is_trained (entry->transform));
+                          faiss_VectorTransform_is_trained (fpx_entry_transform (entry)));
     }
     pthread_rwlock_unlock (lock);
     return fpx_op_shim_result (call, rc, err);
@@ -756,7 +761,7 @@ s_write_vectors (fpx_call_t *call, s_write_t kind, const char *name)
     if (rc)
         return rc;
     int64_t n;
-    const float *x = fpx_op_vectors (call, 0, entry->d, &n);
+    const float *x = fpx_op_vectors (call, 0, fpx_entry_d (entry), &n);
     const int64_t *ids = NULL;
     if (x && kind == S_ADD_WITH_IDS)
         ids = fpx_op_ids (call, 1, n);
@@ -765,18 +770,18 @@ s_write_vectors (fpx_call_t *call, s_write_t kind, const char *name)
         fpx_entry_release (&entry);
         return call->reply->status;
     }
-    if (entry->transform) {
+    if (fpx_entry_transform (entry)) {
         rc = kind == S_TRAIN ? s_train_transform (call, entry, n, x)
                              : fpx_reply_error (call->reply, FPX_EINVAL, "a vector transform "
                                                 "cannot store vectors");
         fpx_entry_release (&entry);
         return rc;
     }
-    uint64_t shape [2] = { (uint64_t) n, (uint64_t) entry->d };
+    uint64_t shape [2] = { (uint64_t) n, (uint64_t) fpx_entry_d (entry) };
     fpx_record_t record = {
         .kind = kind == S_TRAIN ? FPX_REC_TRAIN : kind == S_ADD ? FPX_REC_ADD : FPX_REC_ADD_WITH_IDS,
         .parts = { shape, x, ids }, .nparts = ids ? 3 : 2,
-        .sizes = { sizeof shape, (size_t) n * (size_t) entry->d * sizeof (float),
+        .sizes = { sizeof shape, (size_t) n * (size_t) fpx_entry_d (entry) * sizeof (float),
                    (size_t) n * sizeof (int64_t) },
     };
     s_vectors_t vectors = { kind, n, x, ids };
@@ -827,7 +832,7 @@ s_apply_remove (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     //  with the removed vectors filtered out (rebuild.h).
     int rc = fpx_rebuild_start (entry, arg, cap, &removed, &need, err, sizeof err);
     if (rc == 1)
-        rc = fpx_shim_remove_ids (entry->index, arg, cap, &removed, &need, &rebuilt,
+        rc = fpx_shim_remove_ids (fpx_entry_index (entry), arg, cap, &removed, &need, &rebuilt,
                                   err, sizeof err);
     if (rc == FPX_ENOMEM && need > cap) {
         if (cap < machine)
@@ -841,8 +846,8 @@ s_apply_remove (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     }
     if (rc)
         return fpx_op_shim_result (call, rc, err);
-    if (rebuilt && entry->wal)
-        fpx_wal_snapshot_soon (entry->wal);
+    if (rebuilt && fpx_entry_wal (entry))
+        fpx_wal_snapshot_soon (fpx_entry_wal (entry));
     fpx_op_pack_int (call, "removed", (int64_t) removed);
     return 0;
 }
@@ -894,9 +899,9 @@ static int
 s_apply_reset (fpx_call_t *call, fpx_entry_t *entry, void *arg)
 {
     (void) arg;
-    if (faiss_Index_reset (entry->index))
+    if (faiss_Index_reset (fpx_entry_index (entry)))
         return fpx_op_faiss_error (call, "reset failed");
-    fpx_op_pack_int (call, "ntotal", faiss_Index_ntotal (entry->index));
+    fpx_op_pack_int (call, "ntotal", faiss_Index_ntotal (fpx_entry_index (entry)));
     return 0;
 }
 
@@ -919,7 +924,7 @@ s_apply_parameters (fpx_call_t *call, fpx_entry_t *entry, void *arg)
     FaissParameterSpace *space = NULL;
     if (faiss_ParameterSpace_new (&space))
         return fpx_op_faiss_error (call, "cannot create a ParameterSpace");
-    int rc = faiss_ParameterSpace_set_index_parameters (space, entry->index, arg);
+    int rc = faiss_ParameterSpace_set_index_parameters (space, fpx_entry_index (entry), arg);
     faiss_ParameterSpace_free (space);
     if (rc)
         return fpx_op_faiss_error (call, "set_parameters failed");
@@ -952,7 +957,7 @@ fpx_handle_save_req (fpx_call_t *call, const fpx_save_req_t *req)
     int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
-    if (!entry->wal) {
+    if (!fpx_entry_wal (entry)) {
         rc = fpx_reply_error (call->reply, FPX_EINVAL, "only named indexes are saved "
                               "(anonymous ones live in memory only)");
         fpx_entry_release (&entry);
@@ -962,10 +967,12 @@ fpx_handle_save_req (fpx_call_t *call, const fpx_save_req_t *req)
     //  asked for then holds it (a snapshot skips a pending one).
     fpx_rebuild_wait (entry);
     //  Under the name lock, and only if it was not dropped meanwhile.
-    pthread_mutex_t *name_lock = fpx_storage_name_lock (entry->tenant, entry->name);
-    fpx_entry_t *current = fpx_registry_find (call->server->registry, entry->tenant, entry->name, 0);
+    uint32_t tenant = fpx_entry_tenant (entry);
+    const char *name = fpx_entry_name (entry);
+    pthread_mutex_t *name_lock = fpx_storage_name_lock (tenant, name);
+    fpx_entry_t *current = fpx_registry_find (call->server->registry, tenant, name, 0);
     if (current != entry)
-        rc = fpx_reply_error (call->reply, FPX_ENOTFOUND, "no index named '%s'", entry->name);
+        rc = fpx_reply_error (call->reply, FPX_ENOTFOUND, "no index named '%s'", name);
     else if ((rc = fpx_storage_snapshot (entry, call->reply->error, sizeof call->reply->error)))
         call->reply->status = rc;
     else
@@ -1018,7 +1025,7 @@ static int
 s_search_shared (fpx_call_t *calls, int n, const float **x, const int64_t *nq, int64_t total,
                  fpx_entry_t *entry, const fpx_search_req_t *req)
 {
-    int d = entry->d, members = 0, first = -1;
+    int d = fpx_entry_d (entry), members = 0, first = -1;
     int64_t k = req->k;
     for (int i = 0; i < n; i++)
         if (x [i]) {
@@ -1029,7 +1036,7 @@ s_search_shared (fpx_call_t *calls, int n, const float **x, const int64_t *nq, i
     //  with copies of the first query, whose results nobody gets); a
     //  request alone runs exactly as it would in-process, on its own
     //  queries.
-    int64_t rows = members > 1 ? fpx_shim_batch_rows (entry->index, total) : total;
+    int64_t rows = members > 1 ? fpx_shim_batch_rows (fpx_entry_index (entry), total) : total;
     size_t results = (size_t) rows * (size_t) k;
     float *queries = NULL;
     if (members > 1) {
@@ -1063,9 +1070,10 @@ s_search_shared (fpx_call_t *calls, int n, const float **x, const int64_t *nq, i
         fpx_op_threads_begin_batch (&calls [first], entry, rows);
     else
         fpx_op_threads_begin (&calls [first], rows);
-    int rc = fpx_shim_search_pending (entry->index, pending, rows, queries ? queries : x [first],
-                                      k, (int) req->nprobe, (int) req->efSearch, req->sel,
-                                      out->distances, out->labels, err, sizeof err);
+    int rc = fpx_shim_search_pending (fpx_entry_index (entry), pending, rows,
+                                      queries ? queries : x [first], k, (int) req->nprobe,
+                                      (int) req->efSearch, req->sel, out->distances,
+                                      out->labels, err, sizeof err);
     fpx_op_threads_end (&calls [first]);
     pthread_rwlock_unlock (lock);
     free (queries);
@@ -1126,7 +1134,7 @@ s_search (fpx_call_t *calls, int n, const fpx_search_req_t *req, bool admitted)
         }
         if (!found || (i > 0 && !admitted && fpx_limits_admit (&calls [i])))
             continue;
-        x [i] = fpx_op_vectors (&calls [i], 0, entry->d, &nq [i]);
+        x [i] = fpx_op_vectors (&calls [i], 0, fpx_entry_d (entry), &nq [i]);
         if (x [i] && (size_t) nq [i] * row_bytes > limit) {
             fpx_reply_error (calls [i].reply, FPX_EINVAL,
                              "nq*k = %lld results exceed the message limit",
@@ -1192,17 +1200,18 @@ fpx_handle_search_and_reconstruct_req (fpx_call_t *call,
     if (rc)
         return rc;
     int64_t nq, k = req->k;
-    const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
+    const float *x = fpx_op_vectors (call, 0, fpx_entry_d (entry), &nq);
     double results = x ? (double) nq * (double) k : 0;
-    if (x && results * (sizeof (float) + sizeof (int64_t) + (double) entry->d * sizeof (float))
-             > (double) call->server->config.max_message)
+    double row_bytes = sizeof (float) + sizeof (int64_t)
+                     + (double) fpx_entry_d (entry) * sizeof (float);
+    if (x && results * row_bytes > (double) call->server->config.max_message)
         fpx_reply_error (call->reply, FPX_EINVAL, "nq*k = %.0f results and their vectors exceed "
                          "the message limit", results);
     else if (x) {
         size_t count = (size_t) results;
         float *D = malloc (count * sizeof (float));
         int64_t *I = malloc (count * sizeof (int64_t));
-        float *R = malloc (count * (size_t) entry->d * sizeof (float));
+        float *R = malloc (count * (size_t) fpx_entry_d (entry) * sizeof (float));
         char err [FPX_ERROR_TEXT_MAX];
         if (!D || !I || !R)
             rc = fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
@@ -1210,9 +1219,10 @@ fpx_handle_search_and_reconstruct_req (fpx_call_t *call,
             const fpx_shim_rebuild_t *pending;
             pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, req->efSearch > 0, &pending);
             fpx_op_threads_begin (call, nq);
-            rc = fpx_shim_search_and_reconstruct_pending (entry->index, pending, nq, x, k,
-                                                          (int) req->nprobe, (int) req->efSearch,
-                                                          req->sel, D, I, R, err, sizeof err);
+            rc = fpx_shim_search_and_reconstruct_pending (fpx_entry_index (entry), pending, nq,
+                                                          x, k, (int) req->nprobe,
+                                                          (int) req->efSearch, req->sel,
+                                                          D, I, R, err, sizeof err);
             fpx_op_threads_end (call);
             pthread_rwlock_unlock (lock);
             fpx_op_shim_result (call, rc, err);
@@ -1228,7 +1238,7 @@ fpx_handle_search_and_reconstruct_req (fpx_call_t *call,
             fpx_pack_kv_int (&call->reply->pk, "k", k);
             fpx_op_reply_array (call, D, count * sizeof (float));
             fpx_op_reply_array (call, I, count * sizeof (int64_t));
-            fpx_op_reply_array (call, R, count * (size_t) entry->d * sizeof (float));
+            fpx_op_reply_array (call, R, count * (size_t) fpx_entry_d (entry) * sizeof (float));
         }
     }
     fpx_entry_release (&entry);
@@ -1243,7 +1253,7 @@ fpx_handle_range_search_req (fpx_call_t *call, const fpx_range_search_req_t *req
     if (rc)
         return rc;
     int64_t nq;
-    const float *x = fpx_op_vectors (call, 0, entry->d, &nq);
+    const float *x = fpx_op_vectors (call, 0, fpx_entry_d (entry), &nq);
     if (x) {
         uint64_t *lims;
         float *D;
@@ -1253,9 +1263,9 @@ fpx_handle_range_search_req (fpx_call_t *call, const fpx_range_search_req_t *req
         size_t max_total = call->server->config.max_message / (sizeof (float) + sizeof (int64_t));
         pthread_rwlock_t *lock = fpx_entry_lock_settled (entry, req->efSearch > 0);
         fpx_op_threads_begin (call, nq);
-        rc = fpx_shim_range_search (entry->index, nq, x, (float) req->radius, (int) req->nprobe,
-                                    (int) req->efSearch, req->sel, &lims, &D, &I, &total,
-                                    max_total, err, sizeof err);
+        rc = fpx_shim_range_search (fpx_entry_index (entry), nq, x, (float) req->radius,
+                                    (int) req->nprobe, (int) req->efSearch, req->sel,
+                                    &lims, &D, &I, &total, max_total, err, sizeof err);
         fpx_op_threads_end (call);
         pthread_rwlock_unlock (lock);
         if (!fpx_op_shim_result (call, rc, err)) {
@@ -1286,8 +1296,9 @@ s_reconstruct (fpx_call_t *call, const char *name, int64_t i0, int64_t n)
     //  rebuilt index's (rebuild.h).
     const fpx_shim_rebuild_t *pending;
     pthread_rwlock_t *lock = fpx_entry_lock_filtered (entry, false, &pending);
-    int64_t ntotal = faiss_Index_ntotal (entry->index) - fpx_shim_rebuild_removed (pending);
-    size_t row = (size_t) entry->d * sizeof (float);
+    int64_t ntotal = faiss_Index_ntotal (fpx_entry_index (entry))
+                   - fpx_shim_rebuild_removed (pending);
+    size_t row = (size_t) fpx_entry_d (entry) * sizeof (float);
     size_t bytes = (size_t) n * row;
     float *out = NULL;
     if ((uint64_t) n > call->server->config.max_message / row)
@@ -1295,7 +1306,7 @@ s_reconstruct (fpx_call_t *call, const char *name, int64_t i0, int64_t n)
                          (long long) n);
     else if (i0 > INT64_MAX - n)
         fpx_reply_error (call->reply, FPX_EINVAL, "i0 + n overflows");
-    else if (fpx_shim_keys_are_positions (entry->index) && (i0 < 0 || i0 + n > ntotal))
+    else if (fpx_shim_keys_are_positions (fpx_entry_index (entry)) && (i0 < 0 || i0 + n > ntotal))
         fpx_reply_error (call->reply, FPX_EINVAL, "positions [%lld, %lld) are not within ntotal = %lld",
                          (long long) i0, (long long) (i0 + n), (long long) ntotal);
     else if (!(out = calloc (1, bytes)))      //  IVF's bulk path skips removed ids: no
@@ -1303,8 +1314,9 @@ s_reconstruct (fpx_call_t *call, const char *name, int64_t i0, int64_t n)
         fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
     else {
         char err [FPX_ERROR_TEXT_MAX];
-        fpx_op_shim_result (call, fpx_shim_reconstruct_n_pending (entry->index, pending, i0, n,
-                                                                  out, err, sizeof err), err);
+        int rc = fpx_shim_reconstruct_n_pending (fpx_entry_index (entry), pending, i0, n, out,
+                                                 err, sizeof err);
+        fpx_op_shim_result (call, rc, err);
     }
     pthread_rwlock_unlock (lock);
     if (call->reply->status)
@@ -1312,7 +1324,7 @@ s_reconstruct (fpx_call_t *call, const char *name, int64_t i0, int64_t n)
     else {
         msgpack_pack_map (&call->reply->pk, 2);
         fpx_pack_kv_int (&call->reply->pk, "n", n);
-        fpx_pack_kv_int (&call->reply->pk, "d", entry->d);
+        fpx_pack_kv_int (&call->reply->pk, "d", fpx_entry_d (entry));
         fpx_op_reply_array (call, out, bytes);
     }
     fpx_entry_release (&entry);
@@ -1342,7 +1354,7 @@ fpx_handle_serialize_req (fpx_call_t *call, const fpx_serialize_req_t *req)
     size_t size = 0;
     char err [FPX_ERROR_TEXT_MAX];
     pthread_rwlock_t *lock = fpx_op_lock (call, entry);
-    rc = fpx_shim_serialize (entry->index, 0, &bytes, &size, err, sizeof err);
+    rc = fpx_shim_serialize (fpx_entry_index (entry), 0, &bytes, &size, err, sizeof err);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
     if (rc)

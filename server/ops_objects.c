@@ -21,6 +21,13 @@
 #include "rebuild.h"
 #include "tenant_limits.h"
 
+//  Whether entry is an anonymous object of the calling connection.
+static bool
+s_mine (fpx_call_t *call, const fpx_entry_t *entry)
+{
+    return fpx_entry_owner_conn (entry) == call->envelope->conn_id;
+}
+
 //  The objects named in req's refs, each a counted reference, each a
 //  standalone anonymous object of this connection, no two the same.
 static int
@@ -34,7 +41,7 @@ s_refs (fpx_call_t *call, const fpx_construct_req_t *req, fpx_entry_t **refs, in
         if (!entry)
             return fpx_reply_error (call->reply, FPX_ENOTFOUND, "no object named '%s'", name);
         refs [(*nrefs)++] = entry;
-        if (entry->owner_conn != call->envelope->conn_id || atomic_load (&entry->root))
+        if (!s_mine (call, entry) || fpx_entry_root (entry))
             return fpx_reply_error (call->reply, FPX_EINVAL, "'%s' cannot be adopted: only a "
                                     "standalone anonymous object of this connection can", name);
         for (int j = 0; j + 1 < *nrefs; j++)
@@ -61,11 +68,11 @@ s_construct_locked (fpx_call_t *call, const char *type, const double *args, int 
     FaissIndex *ref_indexes [FPX_CONSTRUCT_REFS_MAX];
     FaissVectorTransform *ref_transforms [FPX_CONSTRUCT_REFS_MAX];
     for (int i = 0; i < nrefs; i++) {
-        if (atomic_load (&refs [i]->root))
+        if (fpx_entry_root (refs [i]))
             return fpx_reply_error (call->reply, FPX_EINVAL, "'%s' was adopted meanwhile",
-                                    refs [i]->name);
-        ref_indexes [i] = refs [i]->index;
-        ref_transforms [i] = refs [i]->transform;
+                                    fpx_entry_name (refs [i]));
+        ref_indexes [i] = fpx_entry_index (refs [i]);
+        ref_transforms [i] = fpx_entry_transform (refs [i]);
     }
     fpx_object_t object = { .factory = "" };
     char err [FPX_ERROR_TEXT_MAX];
@@ -123,24 +130,25 @@ fpx_handle_construct_req (fpx_call_t *call, const fpx_construct_req_t *req)
 static int
 s_detach (fpx_call_t *call, fpx_entry_t *entry, fpx_entry_t *ref, const char *role)
 {
-    if (entry->owner_conn != call->envelope->conn_id || atomic_load (&entry->root))
+    if (!s_mine (call, entry) || fpx_entry_root (entry))
         return fpx_reply_error (call->reply, FPX_EINVAL, "%s takes an anonymous top-level group "
                                 "of this connection", role);
     pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     int rc;
-    if (atomic_load (&ref->root) != entry || !ref->index)
+    if (fpx_entry_root (ref) != entry || !fpx_entry_index (ref))
         rc = fpx_reply_error (call->reply, FPX_EINVAL, "%s: '%s' is not a part of '%s'", role,
-                              ref->name, entry->name);
+                              fpx_entry_name (ref), fpx_entry_name (entry));
     else {
         char err [FPX_ERROR_TEXT_MAX];
-        rc = fpx_shim_detach (entry->index, role, ref->index, err, sizeof err);
+        rc = fpx_shim_detach (fpx_entry_index (entry), role, fpx_entry_index (ref),
+                              err, sizeof err);
         if (rc)
             rc = fpx_op_shim_result (call, rc, err);
         else {
-            pthread_rwlock_wrlock (&ref->lock);
+            pthread_rwlock_t *own = fpx_entry_lock_own (ref);
             fpx_registry_detach (ref);
             fpx_limits_measure (ref);
-            pthread_rwlock_unlock (&ref->lock);
+            pthread_rwlock_unlock (own);
             fpx_limits_measure (entry);
             rc = fpx_op_pack_description (call, entry, false);
         }
@@ -157,19 +165,20 @@ static int
 s_merge_from (fpx_call_t *call, fpx_entry_t *entry, fpx_entry_t *ref, int64_t add_id)
 {
     int rc;
-    if (entry->owner_conn != call->envelope->conn_id || ref->owner_conn != call->envelope->conn_id
-    ||  ref == entry || !entry->index || !ref->index)
+    if (!s_mine (call, entry) || !s_mine (call, ref)
+    ||  ref == entry || !fpx_entry_index (entry) || !fpx_entry_index (ref))
         return fpx_reply_error (call->reply, FPX_EINVAL, "merge_from takes two anonymous indexes "
                                 "of this connection");
     fpx_entry_t *first = entry < ref ? entry : ref, *second = entry < ref ? ref : entry;
     pthread_rwlock_t *lock1 = fpx_op_lock (call, first);
     pthread_rwlock_t *lock2 = fpx_op_lock (call, second);
-    if (atomic_load (&entry->root) || atomic_load (&ref->root) || lock1 == lock2)
+    if (fpx_entry_root (entry) || fpx_entry_root (ref) || lock1 == lock2)
         rc = fpx_reply_error (call->reply, FPX_EINVAL, "merge_from takes standalone indexes, not "
                               "parts of another object");
     else {
         char err [FPX_ERROR_TEXT_MAX];
-        rc = fpx_shim_merge_from (entry->index, ref->index, add_id, err, sizeof err);
+        rc = fpx_shim_merge_from (fpx_entry_index (entry), fpx_entry_index (ref), add_id,
+                                  err, sizeof err);
         if (rc)
             rc = fpx_op_shim_result (call, rc, err);
         else {
@@ -208,8 +217,8 @@ fpx_handle_attach_req (fpx_call_t *call, const fpx_attach_req_t *req)
     else if (strcmp (role, "merge_from") == 0)
         rc = s_merge_from (call, entry, ref, req->add_id);
     else
-    if (entry->owner_conn != call->envelope->conn_id || ref->owner_conn != call->envelope->conn_id
-    ||  ref == entry || atomic_load (&entry->root) || atomic_load (&ref->root))
+    if (!s_mine (call, entry) || !s_mine (call, ref)
+    ||  ref == entry || fpx_entry_root (entry) || fpx_entry_root (ref))
         rc = fpx_reply_error (call->reply, FPX_EINVAL, "attach takes an anonymous composite and "
                               "another anonymous object, both of this connection and neither "
                               "part of another object");
@@ -221,13 +230,14 @@ fpx_handle_attach_req (fpx_call_t *call, const fpx_attach_req_t *req)
         fpx_entry_t *first = entry < ref ? entry : ref, *second = entry < ref ? ref : entry;
         pthread_rwlock_t *lock1 = fpx_op_lock (call, first);
         pthread_rwlock_t *lock2 = fpx_op_lock (call, second);
-        if (atomic_load (&entry->root) || atomic_load (&ref->root) || lock1 == lock2)
+        if (fpx_entry_root (entry) || fpx_entry_root (ref) || lock1 == lock2)
             rc = fpx_reply_error (call->reply, FPX_EINVAL, "'%s' is part of another object: "
-                                  "attach takes standalone objects", atomic_load (&ref->root)
-                                  ? ref->name : entry->name);
+                                  "attach takes standalone objects", fpx_entry_root (ref)
+                                  ? fpx_entry_name (ref) : fpx_entry_name (entry));
         else {
             char err [FPX_ERROR_TEXT_MAX];
-            rc = fpx_shim_attach (entry->index, role, ref->index, ref->transform, err, sizeof err);
+            rc = fpx_shim_attach (fpx_entry_index (entry), role, fpx_entry_index (ref),
+                                  fpx_entry_transform (ref), err, sizeof err);
             if (rc)
                 rc = fpx_op_shim_result (call, rc, err);
             else {
@@ -256,7 +266,8 @@ fpx_handle_subobject_req (fpx_call_t *call, const fpx_subobject_req_t *req)
     fpx_object_t object = { .factory = "" };
     char err [FPX_ERROR_TEXT_MAX];
     pthread_rwlock_t *lock = fpx_op_lock (call, entry);
-    rc = fpx_shim_subobject (entry->index, path, &object.index, &object.transform, err, sizeof err);
+    rc = fpx_shim_subobject (fpx_entry_index (entry), path, &object.index, &object.transform,
+                             err, sizeof err);
     pthread_rwlock_unlock (lock);
     if (rc) {
         fpx_entry_release (&entry);
@@ -293,8 +304,9 @@ fpx_handle_get_attr_req (fpx_call_t *call, const fpx_get_attr_req_t *req)
     pthread_rwlock_t *lock = strcmp (attr, "ntotal") == 0
                            ? fpx_entry_lock_filtered (entry, false, &pending)
                            : fpx_op_lock (call, entry);
-    rc = fpx_shim_get_attr (entry->index, entry->transform, attr, &value, err, sizeof err);
-    if (rc == 0 && entry->index)
+    rc = fpx_shim_get_attr (fpx_entry_index (entry), fpx_entry_transform (entry), attr, &value,
+                            err, sizeof err);
+    if (rc == 0 && fpx_entry_index (entry))
         value -= (double) fpx_shim_rebuild_removed (pending);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
@@ -315,7 +327,8 @@ s_apply_attr (fpx_call_t *call, fpx_entry_t *entry, void *arg)
 {
     s_attr_t *a = arg;
     char err [FPX_ERROR_TEXT_MAX];
-    int rc = fpx_shim_set_attr (entry->index, entry->transform, a->attr, a->value, err, sizeof err);
+    int rc = fpx_shim_set_attr (fpx_entry_index (entry), fpx_entry_transform (entry), a->attr,
+                                a->value, err, sizeof err);
     if (rc)
         return fpx_op_shim_result (call, rc, err);
     fpx_op_pack_empty (call);
@@ -344,11 +357,11 @@ fpx_handle_clone_req (fpx_call_t *call, const fpx_clone_req_t *req)
     int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
         return rc;
-    fpx_object_t object = { .factory = entry->factory };
+    fpx_object_t object = { .factory = fpx_entry_factory (entry) };
     pthread_rwlock_t *lock = fpx_op_lock (call, entry);
     char err [FPX_ERROR_TEXT_MAX];
-    rc = fpx_op_shim_result (call, fpx_shim_clone (entry->index, &object.index, err, sizeof err),
-                             err);
+    rc = fpx_shim_clone (fpx_entry_index (entry), &object.index, err, sizeof err);
+    rc = fpx_op_shim_result (call, rc, err);
     pthread_rwlock_unlock (lock);
     if (!rc)
         rc = fpx_op_register (call, NULL, &object);
@@ -367,18 +380,18 @@ s_apply_codec (fpx_call_t *call, fpx_entry_t *entry, bool reverse)
     int64_t n = 0;
     const void *in = NULL;
     pthread_rwlock_t *lock = fpx_op_lock (call, entry);
-    int rc = fpx_shim_sa_code_size (entry->index, &code_size, err, sizeof err);
+    int rc = fpx_shim_sa_code_size (fpx_entry_index (entry), &code_size, err, sizeof err);
     if (rc)
         fpx_op_shim_result (call, rc, err);
     else if (code_size == 0)
         fpx_reply_error (call->reply, FPX_EINVAL, "the index has no standalone codes");
     else if (!reverse) {
-        in = fpx_op_vectors (call, 0, entry->d, &n);
+        in = fpx_op_vectors (call, 0, fpx_entry_d (entry), &n);
         out_size = (size_t) n * code_size;
     }
     else if ((in = fpx_op_array (call, 0, 1, &in_size, "codes"))) {
         n = (int64_t) (in_size / code_size);
-        out_size = (size_t) n * (size_t) entry->d * sizeof (float);
+        out_size = (size_t) n * (size_t) fpx_entry_d (entry) * sizeof (float);
         if (in_size == 0 || in_size % code_size) {
             fpx_reply_error (call->reply, FPX_EPROTO, "a codes frame of %zu bytes is not a whole "
                              "number of %zu-byte codes", in_size, code_size);
@@ -393,14 +406,14 @@ s_apply_codec (fpx_call_t *call, fpx_entry_t *entry, bool reverse)
         fpx_reply_error (call->reply, FPX_ENOMEM, "out of memory");
     else if (in) {
         fpx_op_threads_begin (call, n);
-        rc = reverse ? fpx_shim_sa_decode (entry->index, n, in, out, err, sizeof err)
-                     : fpx_shim_sa_encode (entry->index, n, in, out, err, sizeof err);
+        rc = reverse ? fpx_shim_sa_decode (fpx_entry_index (entry), n, in, out, err, sizeof err)
+                     : fpx_shim_sa_encode (fpx_entry_index (entry), n, in, out, err, sizeof err);
         fpx_op_threads_end (call);
         if (!fpx_op_shim_result (call, rc, err)) {
             msgpack_pack_map (&call->reply->pk, 2);
             fpx_pack_kv_int (&call->reply->pk, "n", n);
             fpx_pack_kv_int (&call->reply->pk, reverse ? "d" : "code_size",
-                             reverse ? entry->d : (int64_t) code_size);
+                             reverse ? fpx_entry_d (entry) : (int64_t) code_size);
             fpx_op_reply_array (call, out, out_size);
             out = NULL;
         }
@@ -418,18 +431,18 @@ fpx_handle_apply_req (fpx_call_t *call, const fpx_apply_req_t *req)
     int rc = fpx_op_find (call, req->name, &entry);
     if (rc)
         return rc;
-    if (entry->index) {
+    if (fpx_entry_index (entry)) {
         rc = s_apply_codec (call, entry, reverse);
         fpx_entry_release (&entry);
         return rc;
     }
-    if (!entry->transform) {
+    if (!fpx_entry_transform (entry)) {
         fpx_entry_release (&entry);
         return fpx_reply_error (call->reply, FPX_EINVAL, "apply needs a vector transform, or an "
                                 "index for sa_encode / sa_decode");
     }
-    int d_in = faiss_VectorTransform_d_in (entry->transform);
-    int d_out = faiss_VectorTransform_d_out (entry->transform);
+    int d_in = faiss_VectorTransform_d_in (fpx_entry_transform (entry));
+    int d_out = faiss_VectorTransform_d_out (fpx_entry_transform (entry));
     int64_t n;
     const float *x = fpx_op_vectors (call, 0, reverse ? d_out : d_in, &n);
     int out_d = reverse ? d_in : d_out;
@@ -443,7 +456,8 @@ fpx_handle_apply_req (fpx_call_t *call, const fpx_apply_req_t *req)
         char err [FPX_ERROR_TEXT_MAX];
         pthread_rwlock_t *lock = fpx_op_lock (call, entry);
         fpx_op_threads_begin (call, n);
-        rc = fpx_shim_transform_apply (entry->transform, reverse, n, x, out, err, sizeof err);
+        rc = fpx_shim_transform_apply (fpx_entry_transform (entry), reverse, n, x, out,
+                                       err, sizeof err);
         fpx_op_threads_end (call);
         pthread_rwlock_unlock (lock);
         if (!fpx_op_shim_result (call, rc, err)) {
@@ -463,7 +477,8 @@ static int
 s_apply_direct_map (fpx_call_t *call, fpx_entry_t *entry, void *arg)
 {
     char err [FPX_ERROR_TEXT_MAX];
-    int rc = fpx_shim_set_direct_map (entry->index, (int) *(uint32_t *) arg, err, sizeof err);
+    int rc = fpx_shim_set_direct_map (fpx_entry_index (entry), (int) *(uint32_t *) arg,
+                                      err, sizeof err);
     if (rc)
         return fpx_op_shim_result (call, rc, err);
     fpx_op_pack_empty (call);
@@ -497,7 +512,7 @@ fpx_handle_get_id_map_req (fpx_call_t *call, const fpx_get_id_map_req_t *req)
     int64_t *copy = NULL;
     char err [FPX_ERROR_TEXT_MAX];
     pthread_rwlock_t *lock = fpx_op_lock (call, entry);
-    rc = fpx_shim_id_map (entry->index, &ids, &n, err, sizeof err);
+    rc = fpx_shim_id_map (fpx_entry_index (entry), &ids, &n, err, sizeof err);
     if (!rc && n * sizeof (int64_t) > call->server->config.max_message)
         rc = fpx_reply_error (call->reply, FPX_ETOOBIG, "id map exceeds the message limit");
     else if (!rc && (copy = malloc (n ? n * sizeof (int64_t) : 1)) && n)

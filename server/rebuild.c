@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "entry.h"
 #include "log.h"
 #include "rebuild.h"
 #include "storage.h"

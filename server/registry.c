@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "registry.h"
+#include "entry.h"
 #include "storage.h"
 #include "tenant_limits.h"
 
@@ -400,4 +400,111 @@ fpx_registry_named_of (fpx_registry_t *self, uint32_t tenant, fpx_entry_t ***ent
     if (count > 1)
         qsort (*entries_p, (size_t) count, sizeof **entries_p, s_compare_entries);
     return count;
+}
+
+// ---- accessors (registry.h) ---------------------------------------------------
+
+FaissIndex *
+fpx_entry_index (const fpx_entry_t *entry)
+{
+    return entry->index;
+}
+
+FaissVectorTransform *
+fpx_entry_transform (const fpx_entry_t *entry)
+{
+    return entry->transform;
+}
+
+const char *
+fpx_entry_name (const fpx_entry_t *entry)
+{
+    return entry->name;
+}
+
+uint32_t
+fpx_entry_tenant (const fpx_entry_t *entry)
+{
+    return entry->tenant;
+}
+
+uint64_t
+fpx_entry_owner_conn (const fpx_entry_t *entry)
+{
+    return entry->owner_conn;
+}
+
+int
+fpx_entry_d (const fpx_entry_t *entry)
+{
+    return entry->d;
+}
+
+int
+fpx_entry_metric (const fpx_entry_t *entry)
+{
+    return entry->metric;
+}
+
+const char *
+fpx_entry_factory (const fpx_entry_t *entry)
+{
+    return entry->factory;
+}
+
+fpx_entry_t *
+fpx_entry_root (const fpx_entry_t *entry)
+{
+    return atomic_load (&entry->root);
+}
+
+struct fpx_wal_t *
+fpx_entry_wal (const fpx_entry_t *entry)
+{
+    return entry->wal;
+}
+
+const char *
+fpx_entry_damaged (const fpx_entry_t *entry)
+{
+    return entry->damaged;
+}
+
+struct fpx_shim_rebuild_t *
+fpx_entry_pending (const fpx_entry_t *entry)
+{
+    return atomic_load (&entry->pending);
+}
+
+long long
+fpx_entry_charged_bytes (const fpx_entry_t *entry)
+{
+    return atomic_load (&entry->charged_bytes);
+}
+
+long long
+fpx_entry_charged_vectors (const fpx_entry_t *entry)
+{
+    return atomic_load (&entry->charged_vectors);
+}
+
+bool
+fpx_entry_evicted (const fpx_entry_t *entry, fpx_evicted_meta_t *meta)
+{
+    if (!atomic_load (&entry->evicted))
+        return false;
+    if (meta) {
+        *meta = (fpx_evicted_meta_t) { .d = entry->d, .metric = entry->metric,
+                                       .ntotal = entry->evicted_ntotal,
+                                       .is_trained = entry->evicted_trained };
+        snprintf (meta->class_name, sizeof meta->class_name, "%s", entry->evicted_class);
+    }
+    return true;
+}
+
+pthread_rwlock_t *
+fpx_entry_lock_own (fpx_entry_t *entry)
+{
+    pthread_rwlock_wrlock (&entry->lock);
+    return &entry->lock;
 }

@@ -35,38 +35,10 @@
 
 #include "fpx_protocol.h"
 
+/*  An entry is opaque outside the parts that keep its state (registry,
+    storage, budget, rebuild, tenant limits: entry.h); the opcode handlers
+    read what they need through the accessors below.                     */
 typedef struct fpx_entry_t fpx_entry_t;
-struct fpx_entry_t {
-    char name [FPX_NAME_MAX + 1];
-    uint32_t tenant;
-    uint64_t owner_conn;           //  0: named; else the owning connection
-    FaissIndex *index;             //  one of index / transform is set;
-    FaissVectorTransform *transform;  //  owned unless the entry has a root
-    _Atomic (fpx_entry_t *) root;  //  alias: the entry owning our object
-    pthread_rwlock_t lock;         //  shared: reads; exclusive: mutations
-    atomic_int refcount;           //  the registry's link counts as one
-    char factory [FPX_FACTORY_MAX];
-    int d;
-    int metric;
-    struct fpx_wal_t *wal;         //  named indexes with a data directory
-    char damaged [256];            //  non-empty: unusable, this is why
-    atomic_llong charged_vectors;  //  what tenant_limits.c counts for the object
-    atomic_llong charged_bytes;    //  (owners only; see tenant_limits.h)
-    fpx_entry_t *next;             //  hash chain, under the registry lock
-    atomic_bool linked;            //  still in the table (not dropped)
-    atomic_ullong used_at;         //  last lookup, for the budget's LRU order
-    //  Memory budget (budget.h): a named index whose object was freed, its
-    //  snapshot current. index is NULL; what describe needs is kept here.
-    //  Written under the exclusive lock, read under the lock (evicted is
-    //  atomic so that the budget can skip evicted entries without it).
-    atomic_bool evicted;
-    int64_t evicted_ntotal;
-    bool evicted_trained;
-    char evicted_class [64];
-    //  A removal whose HNSW graph is rebuilt in the background (rebuild.h):
-    //  set and cleared under the exclusive lock, on the owner entry only.
-    _Atomic (struct fpx_shim_rebuild_t *) pending;
-};
 
 typedef struct fpx_registry_t fpx_registry_t;
 
@@ -158,5 +130,39 @@ void fpx_entry_touch (fpx_entry_t *entry);
 
 /*  Drops a counted reference; the last one frees the entry and index.   */
 void fpx_entry_release (fpx_entry_t **entry_p);
+
+/*  What an entry holds. index / transform: exactly one is set, unless
+    the entry is evicted (index NULL, see fpx_entry_evicted) or damaged;
+    read them under the entry's lock (fpx_entry_lock), as its object.
+    owner_conn: 0 for a named entry, else the connection that owns it.
+    root: the entry whose object contains this one's (an alias), or NULL.
+    wal: the log of a durable named index, or NULL. damaged: "" unless
+    the entry cannot be used, then why. pending: the removal being
+    rebuilt in the background (rebuild.h), or NULL. charged: what
+    tenant_limits.h counts for the object (owners only).                */
+FaissIndex *fpx_entry_index (const fpx_entry_t *entry);
+FaissVectorTransform *fpx_entry_transform (const fpx_entry_t *entry);
+const char *fpx_entry_name (const fpx_entry_t *entry);
+uint32_t fpx_entry_tenant (const fpx_entry_t *entry);
+uint64_t fpx_entry_owner_conn (const fpx_entry_t *entry);
+int fpx_entry_d (const fpx_entry_t *entry);
+int fpx_entry_metric (const fpx_entry_t *entry);
+const char *fpx_entry_factory (const fpx_entry_t *entry);
+fpx_entry_t *fpx_entry_root (const fpx_entry_t *entry);
+struct fpx_wal_t *fpx_entry_wal (const fpx_entry_t *entry);
+const char *fpx_entry_damaged (const fpx_entry_t *entry);
+struct fpx_shim_rebuild_t *fpx_entry_pending (const fpx_entry_t *entry);
+long long fpx_entry_charged_bytes (const fpx_entry_t *entry);
+long long fpx_entry_charged_vectors (const fpx_entry_t *entry);
+
+/*  True if entry is a named index evicted under the memory budget; then
+    *meta (may be NULL) receives what describe says of it. Under the
+    entry's lock.                                                        */
+bool fpx_entry_evicted (const fpx_entry_t *entry, fpx_evicted_meta_t *meta /* OUT */);
+
+/*  Locks entry's own lock exclusively, not its owner's: for an alias
+    leaving its owner (fpx_registry_detach), whose owner's lock the
+    caller already holds. Returns it for pthread_rwlock_unlock.          */
+pthread_rwlock_t *fpx_entry_lock_own (fpx_entry_t *entry);
 
 #endif

@@ -27,6 +27,7 @@
 #include <faiss/c_api/AutoTune_c.h>
 #include <faiss/c_api/impl/AuxIndexStructures_c.h>
 
+#include "entry.h"
 #include "faiss_shim.h"
 #include "server.h"
 #include "storage.h"

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "entry.h"
 #include "faiss_shim.h"
 #include "tenant_limits.h"
 #include "ops.h"

@@ -203,7 +203,7 @@ fpx_handle_download_begin_req (fpx_call_t *call, const fpx_download_begin_req_t 
     size_t size = 0;
     char err [FPX_ERROR_TEXT_MAX];
     pthread_rwlock_t *lock = fpx_op_lock (call, entry);
-    rc = fpx_shim_serialize (entry->index, 0, &bytes, &size, err, sizeof err);
+    rc = fpx_shim_serialize (fpx_entry_index (entry), 0, &bytes, &size, err, sizeof err);
     pthread_rwlock_unlock (lock);
     fpx_entry_release (&entry);
     if (rc)

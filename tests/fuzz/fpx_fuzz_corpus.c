@@ -16,6 +16,7 @@
 
 #include <faiss/c_api/Index_c.h>
 
+#include "entry.h"
 #include "faiss_shim.h"
 #include "fuzz_seeds.h"
 #include "log.h"

@@ -23,7 +23,7 @@
 
 #include "fpx_protocol.h"
 #include "fuzz_common.h"
-#include "registry.h"
+#include "entry.h"
 
 const char fpx_fuzz_target_name [] = "registry";
 const long fpx_fuzz_replay_mutations = 20000;

@@ -29,6 +29,7 @@
 
 #include <faiss/c_api/Index_c.h>
 
+#include "entry.h"
 #include "faiss_shim.h"
 #include "fpx_protocol.h"
 #include "fpx_runtime.h"
