@@ -910,11 +910,37 @@ fpx_wal_wants_snapshot (fpx_wal_t *wal)
 
 // ---- replay --------------------------------------------------------------------------
 
+static int s_replay_aligned (FaissIndex *index, int kind, const uint8_t *p, uint64_t length,
+                             char *err, size_t err_size);
+
 //  Applies one log record to index. Returns 0, or -1 with err when the
-//  record cannot be meant for this index (its sizes do not fit).
+//  record cannot be meant for this index (its sizes do not fit). Records
+//  follow each other in the log without padding: after one of a length
+//  that is not a multiple of 8 (set_parameters' text, vectors of odd
+//  n·d), the floats and ids of the next are copied to an aligned buffer
+//  before anyone reads them as such.
 static int
 s_replay_record (FaissIndex *index, int kind, const uint8_t *p, uint64_t length,
                  char *err, size_t err_size)
+{
+    if ((uintptr_t) p % 8 == 0)
+        return s_replay_aligned (index, kind, p, length, err, err_size);
+    uint8_t *copy = malloc (length ? length : 1);
+    if (!copy) {
+        snprintf (err, err_size, "out of memory for a log record of %llu bytes",
+                  (unsigned long long) length);
+        return -1;
+    }
+    memcpy (copy, p, length);
+    int rc = s_replay_aligned (index, kind, copy, length, err, err_size);
+    free (copy);
+    return rc;
+}
+
+//  s_replay_record, for p aligned to 8 bytes.
+static int
+s_replay_aligned (FaissIndex *index, int kind, const uint8_t *p, uint64_t length,
+                  char *err, size_t err_size)
 {
     int d = (int) faiss_Index_d (index);
     uint64_t n = length >= 16 ? s_get64 (p) : 0;
@@ -925,7 +951,7 @@ s_replay_record (FaissIndex *index, int kind, const uint8_t *p, uint64_t length,
         if (length < 16 || (int) s_get32 (p + 8) != d || n == 0 || (length - 16) / row != n
         ||  (length - 16) % row)
             goto malformed;
-        const float *x = (const float *) (p + 16);     //  16 + 32-byte header: aligned
+        const float *x = (const float *) (p + 16);
         //  The server logs only vectors it accepted (fpx_op_vectors): any
         //  other cannot come from it, and FAISS must not train on them
         //  (a PCA of NaN is a matrix the next recovery refuses).
@@ -940,9 +966,20 @@ s_replay_record (FaissIndex *index, int kind, const uint8_t *p, uint64_t length,
             rc = faiss_Index_train (index, (int64_t) n, x);
         else if (kind == FPX_REC_ADD)
             rc = faiss_Index_add (index, (int64_t) n, x);
-        else
+        else {
+            //  The ids follow n·d floats: on a 4-byte boundary when n·d is odd.
+            const uint8_t *at = p + 16 + n * (uint64_t) d * 4;
+            int64_t *ids = (uintptr_t) at % 8 ? malloc (n * 8) : NULL;
+            if ((uintptr_t) at % 8 && !ids) {
+                snprintf (err, err_size, "out of memory for %llu ids", (unsigned long long) n);
+                return -1;
+            }
+            if (ids)
+                memcpy (ids, at, n * 8);
             rc = faiss_Index_add_with_ids (index, (int64_t) n, x,
-                                           (const int64_t *) (p + 16 + n * (uint64_t) d * 4));
+                                           ids ? ids : (const int64_t *) at);
+            free (ids);
+        }
     }
     else if (kind == FPX_REC_REMOVE_IDS || kind == FPX_REC_REMOVE_RANGE) {
         FaissIDSelector *selector = NULL;
