@@ -112,7 +112,7 @@ fpx_handle_info_req (fpx_call_t *call, const fpx_info_req_t *req)
     long listed = count < max_indexes ? count : (long) max_indexes;
     fpx_batch_stats_t *batched = &call->server->batch_stats [tenant];
     int64_t transfers, transfer_bytes;
-    fpx_transfers_usage (tenant, &transfers, &transfer_bytes);
+    fpx_transfers_usage (call->server->transfers, tenant, &transfers, &transfer_bytes);
     fpx_limits_usage_t usage;
     fpx_limits_usage (tenant, &usage);
     fpx_metrics_gauges_t gauges;

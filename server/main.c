@@ -23,6 +23,7 @@
 #include "fpx_runtime.h"
 #include "server.h"
 #include "storage.h"
+#include "transfers.h"
 
 static int s_signal_write_fd = -1;
 
@@ -823,7 +824,9 @@ main (int argc, char **argv)
     server.started_at = fpx_monotonic_seconds ();
     server.batch_stats = calloc ((size_t) config->ntenants, sizeof *server.batch_stats);
     server.metrics = fpx_metrics_new (config->ntenants);
+    server.transfers = fpx_transfers_new ();
     if (!server.zmq_ctx || !server.registry || !server.batch_stats || !server.metrics
+    ||  !server.transfers
     ||  fpx_limits_start (config)) {
         fprintf (stderr, "faissproxyd: cannot start: %s\n", strerror (errno));
         return 1;
@@ -863,6 +866,7 @@ main (int argc, char **argv)
     fpx_storage_stop_recovery ();
     pthread_join (recovery, NULL);
     fpx_workers_join (&server);
+    fpx_transfers_destroy (&server.transfers);
     fpx_rebuild_join_all ();            //  removals land before the last snapshots
     fpx_metrics_http_destroy (&metrics_http);   //  it reads the registry
     fpx_storage_close (server.registry);        //  snapshots what the logs hold

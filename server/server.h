@@ -87,11 +87,14 @@ typedef struct {
     atomic_uint_fast64_t calls;         //  FAISS calls that served ≥ 2 of them
 } fpx_batch_stats_t;
 
+typedef struct fpx_transfers_t fpx_transfers_t;
+
 typedef struct fpx_server_s fpx_server_t;
 struct fpx_server_s {
     fpx_config_t config;
     void *zmq_ctx;
     fpx_registry_t *registry;
+    fpx_transfers_t *transfers;    //  owned (transfers.h)
     atomic_int active_calls;       //  FAISS calls running now (OMP budget)
     double started_at;             //  monotonic seconds
     fpx_batch_stats_t *batch_stats;    //  one per tenant, owned

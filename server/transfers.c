@@ -36,9 +36,22 @@ typedef struct s_transfer_s {
     char factory [FPX_FACTORY_MAX];
 } s_transfer_t;
 
-static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
-static s_transfer_t *s_transfers;  //  guarded by s_lock
-static uint64_t s_next_id = 1;     //  guarded by s_lock
+struct fpx_transfers_t {
+    pthread_mutex_t lock;
+    s_transfer_t *transfers;       //  guarded by lock
+    uint64_t next_id;              //  guarded by lock
+};
+
+fpx_transfers_t *
+fpx_transfers_new (void)
+{
+    fpx_transfers_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    pthread_mutex_init (&self->lock, NULL);
+    self->next_id = 1;
+    return self;
+}
 
 static void
 s_transfer_free (s_transfer_t *transfer)
@@ -52,14 +65,15 @@ s_transfer_free (s_transfer_t *transfer)
     }
 }
 
-//  Under s_lock: unlinks onto *freed the transfers of conn_id (when
+//  Under self->lock: unlinks onto *freed the transfers of conn_id (when
 //  by_conn), every one (all), and those idle past the timeout.
 static size_t
-s_unlink_where (uint64_t conn_id, bool by_conn, bool all, s_transfer_t **freed)
+s_unlink_where (fpx_transfers_t *self, uint64_t conn_id, bool by_conn, bool all,
+                s_transfer_t **freed)
 {
     double now = fpx_monotonic_seconds ();
     size_t count = 0;
-    s_transfer_t **slot = &s_transfers;
+    s_transfer_t **slot = &self->transfers;
     while (*slot) {
         s_transfer_t *transfer = *slot;
         if (all || (by_conn && transfer->conn_id == conn_id)
@@ -76,43 +90,47 @@ s_unlink_where (uint64_t conn_id, bool by_conn, bool all, s_transfer_t **freed)
 }
 
 static size_t
-s_reap (uint64_t conn_id, bool by_conn)
+s_reap (fpx_transfers_t *self, uint64_t conn_id, bool by_conn)
 {
     s_transfer_t *freed = NULL;
-    pthread_mutex_lock (&s_lock);
-    size_t count = s_unlink_where (conn_id, by_conn, false, &freed);
-    pthread_mutex_unlock (&s_lock);
+    pthread_mutex_lock (&self->lock);
+    size_t count = s_unlink_where (self, conn_id, by_conn, false, &freed);
+    pthread_mutex_unlock (&self->lock);
     s_transfer_free (freed);
     return count;
 }
 
 size_t
-fpx_transfers_reap (uint64_t conn_id)
+fpx_transfers_reap (fpx_transfers_t *self, uint64_t conn_id)
 {
-    return s_reap (conn_id, true);
+    return s_reap (self, conn_id, true);
 }
 
 void
-fpx_transfers_stop (void)
+fpx_transfers_destroy (fpx_transfers_t **self_p)
 {
+    fpx_transfers_t *self = *self_p;
+    if (!self)
+        return;
     s_transfer_t *freed = NULL;
-    pthread_mutex_lock (&s_lock);
-    s_unlink_where (0, false, true, &freed);
-    pthread_mutex_unlock (&s_lock);
+    s_unlink_where (self, 0, false, true, &freed);
     s_transfer_free (freed);
+    pthread_mutex_destroy (&self->lock);
+    free (self);
+    *self_p = NULL;
 }
 
 void
-fpx_transfers_usage (uint32_t tenant, int64_t *count_p, int64_t *bytes_p)
+fpx_transfers_usage (fpx_transfers_t *self, uint32_t tenant, int64_t *count_p, int64_t *bytes_p)
 {
     int64_t count = 0, bytes = 0;
-    pthread_mutex_lock (&s_lock);
-    for (s_transfer_t *transfer = s_transfers; transfer; transfer = transfer->next)
+    pthread_mutex_lock (&self->lock);
+    for (s_transfer_t *transfer = self->transfers; transfer; transfer = transfer->next)
         if (transfer->tenant == tenant) {
             count++;
             bytes += (int64_t) transfer->size;
         }
-    pthread_mutex_unlock (&s_lock);
+    pthread_mutex_unlock (&self->lock);
     *count_p = count;
     *bytes_p = bytes;
 }
@@ -127,12 +145,12 @@ s_chunk_size (fpx_call_t *call)
     return chunk > FPX_TRANSFER_CHUNK_MAX ? FPX_TRANSFER_CHUNK_MAX : chunk;
 }
 
-//  Under s_lock: the caller's transfer id, of the kind wanted; NULL with
-//  the reply filled.
+//  Under the table's lock: the caller's transfer id, of the kind wanted;
+//  NULL with the reply filled.
 static s_transfer_t *
 s_find_id (fpx_call_t *call, int64_t id, bool upload, s_transfer_t ***slot_p)
 {
-    for (s_transfer_t **slot = &s_transfers; *slot; slot = &(*slot)->next) {
+    for (s_transfer_t **slot = &call->server->transfers->transfers; *slot; slot = &(*slot)->next) {
         s_transfer_t *transfer = *slot;
         if (transfer->id != (uint64_t) id || transfer->conn_id != call->envelope->conn_id
         ||  transfer->tenant != call->envelope->tenant_id)
@@ -151,12 +169,13 @@ s_find_id (fpx_call_t *call, int64_t id, bool upload, s_transfer_t ***slot_p)
     return NULL;
 }
 
-//  Under s_lock: whether the connection may open one more transfer.
+//  Under the table's lock: whether the connection may open one more
+//  transfer.
 static int
 s_check_room (fpx_call_t *call)
 {
     int open = 0;
-    for (s_transfer_t *transfer = s_transfers; transfer; transfer = transfer->next)
+    for (s_transfer_t *transfer = call->server->transfers->transfers; transfer; transfer = transfer->next)
         open += transfer->conn_id == call->envelope->conn_id;
     if (open < FPX_TRANSFERS_PER_CONN)
         return 0;
@@ -164,14 +183,14 @@ s_check_room (fpx_call_t *call)
                             "most it may (finish or abort one first)", open);
 }
 
-//  Under s_lock: adds a transfer and gives it its id.
+//  Under self->lock: adds a transfer and gives it its id.
 static void
-s_insert (s_transfer_t *transfer)
+s_insert (fpx_transfers_t *self, s_transfer_t *transfer)
 {
-    transfer->id = s_next_id++;
+    transfer->id = self->next_id++;
     transfer->touched = fpx_monotonic_seconds ();
-    transfer->next = s_transfers;
-    s_transfers = transfer;
+    transfer->next = self->transfers;
+    self->transfers = transfer;
 }
 
 //  Replies with a malloc'd copy of bytes [offset, offset + length).
@@ -194,7 +213,7 @@ s_reply_copy (fpx_call_t *call, const uint8_t *data, size_t offset, size_t lengt
 int
 fpx_handle_download_begin_req (fpx_call_t *call, const fpx_download_begin_req_t *req)
 {
-    s_reap (0, false);             //  the idle ones
+    s_reap (call->server->transfers, 0, false);     //  the idle ones
     fpx_entry_t *entry;
     int rc = fpx_op_find_index (call, req->name, &entry);
     if (rc)
@@ -230,13 +249,13 @@ fpx_handle_download_begin_req (fpx_call_t *call, const fpx_download_begin_req_t 
     *transfer = (s_transfer_t) { .conn_id = call->envelope->conn_id,
                                  .tenant = call->envelope->tenant_id,
                                  .data = bytes, .size = size, .charged = size };
-    pthread_mutex_lock (&s_lock);
+    pthread_mutex_lock (&call->server->transfers->lock);
     rc = s_check_room (call);
     if (!rc)
         rc = s_reply_copy (call, bytes, 0, chunk);
     if (!rc)
-        s_insert (transfer);
-    pthread_mutex_unlock (&s_lock);
+        s_insert (call->server->transfers, transfer);
+    pthread_mutex_unlock (&call->server->transfers->lock);
     if (rc) {
         s_transfer_free (transfer);
         return rc;
@@ -261,7 +280,7 @@ fpx_handle_download_chunk_req (fpx_call_t *call, const fpx_download_chunk_req_t 
                                 "[1, %zu]", chunk);
     s_transfer_t **slot, *finished = NULL;
     int rc;
-    pthread_mutex_lock (&s_lock);
+    pthread_mutex_lock (&call->server->transfers->lock);
     s_transfer_t *transfer = s_find_id (call, req->transfer, false, &slot);
     if (!transfer)
         rc = call->reply->status;
@@ -280,7 +299,7 @@ fpx_handle_download_chunk_req (fpx_call_t *call, const fpx_download_chunk_req_t 
             finished->next = NULL;
         }
     }
-    pthread_mutex_unlock (&s_lock);
+    pthread_mutex_unlock (&call->server->transfers->lock);
     s_transfer_free (finished);
     if (rc)
         return rc;
@@ -297,7 +316,7 @@ fpx_handle_download_chunk_req (fpx_call_t *call, const fpx_download_chunk_req_t 
 int
 fpx_handle_upload_begin_req (fpx_call_t *call, const fpx_upload_begin_req_t *req)
 {
-    s_reap (0, false);             //  the idle ones
+    s_reap (call->server->transfers, 0, false);     //  the idle ones
     const char *name = req->name, *factory = req->factory;
     int64_t size = req->size;
     int rc;
@@ -330,11 +349,11 @@ fpx_handle_upload_begin_req (fpx_call_t *call, const fpx_upload_begin_req_t *req
         return fpx_reply_error (call->reply, FPX_ENOMEM, "cannot allocate an upload buffer of "
                                 "%lld bytes", (long long) size);
     }
-    pthread_mutex_lock (&s_lock);
+    pthread_mutex_lock (&call->server->transfers->lock);
     rc = s_check_room (call);
     if (!rc)
-        s_insert (transfer);
-    pthread_mutex_unlock (&s_lock);
+        s_insert (call->server->transfers, transfer);
+    pthread_mutex_unlock (&call->server->transfers->lock);
     if (rc) {
         s_transfer_free (transfer);
         return rc;
@@ -361,7 +380,7 @@ fpx_handle_upload_chunk_req (fpx_call_t *call, const fpx_upload_chunk_req_t *req
                                 chunk, length);
     int rc = 0;
     size_t received = 0;
-    pthread_mutex_lock (&s_lock);
+    pthread_mutex_lock (&call->server->transfers->lock);
     s_transfer_t *transfer = s_find_id (call, req->transfer, true, NULL);
     if (!transfer)
         rc = call->reply->status;
@@ -378,7 +397,7 @@ fpx_handle_upload_chunk_req (fpx_call_t *call, const fpx_upload_chunk_req_t *req
         memcpy (transfer->data + transfer->received, bytes, length);
         received = transfer->received += length;
     }
-    pthread_mutex_unlock (&s_lock);
+    pthread_mutex_unlock (&call->server->transfers->lock);
     if (rc)
         return rc;
     fpx_op_pack_int (call, "received", (int64_t) received);
@@ -391,7 +410,7 @@ fpx_handle_upload_commit_req (fpx_call_t *call, const fpx_upload_commit_req_t *r
 {
     s_transfer_t **slot;
     int rc = 0;
-    pthread_mutex_lock (&s_lock);
+    pthread_mutex_lock (&call->server->transfers->lock);
     s_transfer_t *transfer = s_find_id (call, req->transfer, true, &slot);
     if (!transfer)
         rc = call->reply->status;
@@ -403,7 +422,7 @@ fpx_handle_upload_commit_req (fpx_call_t *call, const fpx_upload_commit_req_t *r
         *slot = transfer->next;
         transfer->next = NULL;
     }
-    pthread_mutex_unlock (&s_lock);
+    pthread_mutex_unlock (&call->server->transfers->lock);
     if (rc)
         return rc;
     //  As for a deserialize, whose message is not charged either: the
@@ -420,13 +439,13 @@ int
 fpx_handle_transfer_abort_req (fpx_call_t *call, const fpx_transfer_abort_req_t *req)
 {
     s_transfer_t **slot;
-    pthread_mutex_lock (&s_lock);
+    pthread_mutex_lock (&call->server->transfers->lock);
     s_transfer_t *transfer = s_find_id (call, req->transfer, false, &slot);
     if (transfer) {
         *slot = transfer->next;
         transfer->next = NULL;
     }
-    pthread_mutex_unlock (&s_lock);
+    pthread_mutex_unlock (&call->server->transfers->lock);
     if (!transfer)
         return call->reply->status;
     s_transfer_free (transfer);

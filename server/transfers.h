@@ -15,6 +15,9 @@
     commit of an upload, at transfer_abort, when its connection closes,
     or after FPX_TRANSFER_IDLE_S untouched. See docs/PROTOCOL.md.
 
+    The table is an object of the server (server->transfers): one per
+    fpx_server_t, made before the workers start and destroyed after they
+    stopped.
     Thread-safe: one mutex guards the table; the copies of a chunk (at most
     FPX_TRANSFER_CHUNK_MAX bytes) are made under it.                     */
 #ifndef FPX_TRANSFERS_H_INCLUDED
@@ -22,14 +25,21 @@
 
 #include "server.h"
 
+typedef struct fpx_transfers_t fpx_transfers_t;
+
+/*  An empty table of transfers (caller owns), or NULL when out of memory. */
+fpx_transfers_t *fpx_transfers_new (void);
+
+/*  Frees every transfer left and the table (at shutdown, after the
+    workers stopped); NULL is fine; clears *self_p.                      */
+void fpx_transfers_destroy (fpx_transfers_t **self_p);
+
 /*  Frees the transfers of a closed connection (the worker's reap job),
     and those idle past FPX_TRANSFER_IDLE_S. Returns how many.          */
-size_t fpx_transfers_reap (uint64_t conn_id);
+size_t fpx_transfers_reap (fpx_transfers_t *self, uint64_t conn_id);
 
 /*  The tenant's open transfers and their buffers' bytes (info).         */
-void fpx_transfers_usage (uint32_t tenant, int64_t *count_p, int64_t *bytes_p);
-
-/*  Frees every transfer (at shutdown, after the workers stopped).       */
-void fpx_transfers_stop (void);
+void fpx_transfers_usage (fpx_transfers_t *self, uint32_t tenant, int64_t *count_p,
+                          int64_t *bytes_p);
 
 #endif

@@ -300,7 +300,7 @@ s_worker_main (void *arg)
             if (reaped)
                 fpx_log (FPX_LOG_INFO, "freed %zu anonymous index(es) of closed connection %llu",
                          reaped, (unsigned long long) envelope->conn_id);
-            size_t transfers = fpx_transfers_reap (envelope->conn_id);
+            size_t transfers = fpx_transfers_reap (self->server->transfers, envelope->conn_id);
             if (transfers)
                 fpx_log (FPX_LOG_INFO, "freed %zu unfinished transfer(s) of closed connection %llu",
                          transfers, (unsigned long long) envelope->conn_id);
@@ -341,6 +341,5 @@ fpx_workers_join (fpx_server_t *server)
     for (int i = 0; s_workers && i < server->config.workers; i++)
         pthread_join (s_workers [i].thread, NULL);
     free (s_workers);
-    fpx_transfers_stop ();
     s_workers = NULL;
 }

@@ -34,6 +34,7 @@
 #include "server.h"
 #include "storage.h"
 #include "tenant_limits.h"
+#include "transfers.h"
 
 #define FPX_FUZZ_TIMEOUT_MS    30000
 //  The restore waits longer: a slow call an input started (an HNSW add
@@ -137,7 +138,9 @@ s_start (void)
     server->registry = fpx_registry_new ();
     server->started_at = fpx_monotonic_seconds ();
     server->batch_stats = calloc ((size_t) config->ntenants, sizeof *server->batch_stats);
-    FPX_FUZZ_ASSERT (server->zmq_ctx && server->registry && server->batch_stats);
+    server->transfers = fpx_transfers_new ();
+    FPX_FUZZ_ASSERT (server->zmq_ctx && server->registry && server->batch_stats
+                     && server->transfers);
     FPX_FUZZ_ASSERT (fpx_limits_start (config) == 0);
     fpx_storage_config_t storage = {
         .root = config->data_dir, .fsync = config->fsync,
@@ -175,6 +178,7 @@ fpx_fuzz_target_cleanup (void)
     FPX_FUZZ_ASSERT (s_self.broker_rc == 0);
     fpx_server_t *server = &s_self.server;
     fpx_workers_join (server);
+    fpx_transfers_destroy (&server->transfers);
     fpx_storage_close (server->registry);
     fpx_registry_destroy (&server->registry);
     zmq_ctx_term (server->zmq_ctx);
