@@ -42,6 +42,7 @@ struct fpx_entry_t {
     //  A removal whose HNSW graph is rebuilt in the background (rebuild.h):
     //  set and cleared under the exclusive lock, on the owner entry only.
     _Atomic (struct fpx_shim_rebuild_t *) pending;
+    fpx_registry_parts_t parts;    //  its registry's, copied at insertion
 };
 
 #endif

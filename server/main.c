@@ -825,8 +825,9 @@ main (int argc, char **argv)
     server.batch_stats = calloc ((size_t) config->ntenants, sizeof *server.batch_stats);
     server.metrics = fpx_metrics_new (config->ntenants);
     server.transfers = fpx_transfers_new ();
+    server.rebuilds = fpx_rebuilds_new (config->rebuild_background_min);
     if (!server.zmq_ctx || !server.registry || !server.batch_stats || !server.metrics
-    ||  !server.transfers
+    ||  !server.transfers || !server.rebuilds
     ||  fpx_limits_start (config)) {
         fprintf (stderr, "faissproxyd: cannot start: %s\n", strerror (errno));
         return 1;
@@ -838,7 +839,10 @@ main (int argc, char **argv)
     };
     pthread_t recovery;
     fpx_budget_start (server.registry, config->memory_budget);
-    fpx_rebuild_configure (config->rebuild_background_min);
+    //  What an entry reaches through itself (registry.h), before recovery
+    //  makes the first ones.
+    fpx_registry_set_parts (server.registry, &(fpx_registry_parts_t) {
+        .rebuilds = server.rebuilds });
     if (fpx_storage_open (&storage, server.registry, config->tenants, config->ntenants)
     ||  fpx_storage_start_snapshotter (server.registry) || fpx_workers_start (&server)
     ||  (config->curve && fpx_zap_start (&server))
@@ -867,10 +871,11 @@ main (int argc, char **argv)
     pthread_join (recovery, NULL);
     fpx_workers_join (&server);
     fpx_transfers_destroy (&server.transfers);
-    fpx_rebuild_join_all ();            //  removals land before the last snapshots
+    fpx_rebuilds_join (server.rebuilds);    //  removals land before the last snapshots
     fpx_metrics_http_destroy (&metrics_http);   //  it reads the registry
     fpx_storage_close (server.registry);        //  snapshots what the logs hold
     fpx_registry_destroy (&server.registry);
+    fpx_rebuilds_destroy (&server.rebuilds);
     zmq_ctx_term (server.zmq_ctx);
     fpx_zap_join ();
     sodium_memzero (config->curve_secret, sizeof config->curve_secret);

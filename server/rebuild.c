@@ -18,22 +18,52 @@
 #include "storage.h"
 #include "tenant_limits.h"
 
-typedef struct {
-    fpx_entry_t *entry;            //  counted reference
-    fpx_shim_rebuild_t *pending;   //  also entry->pending until it lands
-} s_job_t;
-
-static struct {
+struct fpx_rebuilds_t {
     pthread_mutex_t mu;
     pthread_cond_t landed;         //  a removal landed, or a thread ended
     int running;                   //  threads started and not yet ended
     int64_t min_vectors;
-} s_rebuilds = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
+};
+
+typedef struct {
+    fpx_rebuilds_t *rebuilds;
+    fpx_entry_t *entry;            //  counted reference
+    fpx_shim_rebuild_t *pending;   //  also entry->pending until it lands
+} s_job_t;
+
+fpx_rebuilds_t *
+fpx_rebuilds_new (int64_t min_vectors)
+{
+    fpx_rebuilds_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    pthread_mutex_init (&self->mu, NULL);
+    pthread_cond_init (&self->landed, NULL);
+    self->min_vectors = min_vectors;
+    return self;
+}
 
 void
-fpx_rebuild_configure (int64_t min_vectors)
+fpx_rebuilds_destroy (fpx_rebuilds_t **self_p)
 {
-    s_rebuilds.min_vectors = min_vectors;
+    fpx_rebuilds_t *self = *self_p;
+    if (!self)
+        return;
+    fpx_rebuilds_join (self);
+    pthread_cond_destroy (&self->landed);
+    pthread_mutex_destroy (&self->mu);
+    free (self);
+    *self_p = NULL;
+}
+
+//  One rebuild thread fewer (or a slot taken and not used).
+static void
+s_ended (fpx_rebuilds_t *self)
+{
+    pthread_mutex_lock (&self->mu);
+    self->running--;
+    pthread_cond_broadcast (&self->landed);
+    pthread_mutex_unlock (&self->mu);
 }
 
 //  Builds the graph, then swaps it in under the exclusive lock and adds
@@ -46,6 +76,7 @@ static void *
 s_run (void *arg)
 {
     s_job_t *job = arg;
+    fpx_rebuilds_t *self = job->rebuilds;
     fpx_entry_t *entry = job->entry;
     char err [FPX_ERROR_TEXT_MAX];
     int rc = fpx_shim_rebuild_build (job->pending, err, sizeof err);
@@ -68,10 +99,7 @@ s_run (void *arg)
     fpx_shim_rebuild_destroy (&job->pending);
     fpx_entry_release (&job->entry);
     free (job);
-    pthread_mutex_lock (&s_rebuilds.mu);
-    s_rebuilds.running--;
-    pthread_cond_broadcast (&s_rebuilds.landed);
-    pthread_mutex_unlock (&s_rebuilds.mu);
+    s_ended (self);
     return NULL;
 }
 
@@ -79,18 +107,19 @@ int
 fpx_rebuild_start (fpx_entry_t *entry, const FaissIDSelector *selector, size_t cap,
                    size_t *removed, size_t *need, char *err, size_t err_size)
 {
-    if (s_rebuilds.min_vectors <= 0 || atomic_load (&entry->root) || !entry->index
+    fpx_rebuilds_t *self = entry->parts.rebuilds;
+    if (!self || self->min_vectors <= 0 || atomic_load (&entry->root) || !entry->index
     ||  atomic_load (&entry->pending))
         return 1;
-    pthread_mutex_lock (&s_rebuilds.mu);
-    bool slot = s_rebuilds.running < FPX_REBUILDS_MAX;
+    pthread_mutex_lock (&self->mu);
+    bool slot = self->running < FPX_REBUILDS_MAX;
     if (slot)
-        s_rebuilds.running++;
-    pthread_mutex_unlock (&s_rebuilds.mu);
+        self->running++;
+    pthread_mutex_unlock (&self->mu);
     if (!slot)
         return 1;
     fpx_shim_rebuild_t *pending = NULL;
-    int rc = fpx_shim_remove_begin (entry->index, selector, cap, s_rebuilds.min_vectors,
+    int rc = fpx_shim_remove_begin (entry->index, selector, cap, self->min_vectors,
                                     removed, need, &pending, err, err_size);
     s_job_t *job = NULL;
     if (rc == 0 && pending) {
@@ -102,7 +131,7 @@ fpx_rebuild_start (fpx_entry_t *entry, const FaissIDSelector *selector, size_t c
     }
     if (rc == 0 && pending) {
         atomic_fetch_add (&entry->refcount, 1);
-        *job = (s_job_t) { .entry = entry, .pending = pending };
+        *job = (s_job_t) { .rebuilds = self, .entry = entry, .pending = pending };
         atomic_store (&entry->pending, pending);
         pthread_attr_t attr;
         pthread_attr_init (&attr);
@@ -121,10 +150,7 @@ fpx_rebuild_start (fpx_entry_t *entry, const FaissIDSelector *selector, size_t c
     }
     free (job);
     fpx_shim_rebuild_destroy (&pending);
-    pthread_mutex_lock (&s_rebuilds.mu);
-    s_rebuilds.running--;
-    pthread_cond_broadcast (&s_rebuilds.landed);
-    pthread_mutex_unlock (&s_rebuilds.mu);
+    s_ended (self);
     return rc;
 }
 
@@ -132,10 +158,13 @@ void
 fpx_rebuild_wait (fpx_entry_t *entry)
 {
     fpx_entry_t *owner = fpx_entry_owner (entry);
-    pthread_mutex_lock (&s_rebuilds.mu);
+    fpx_rebuilds_t *self = owner->parts.rebuilds;
+    if (!self)
+        return;                    //  nothing is ever pending then
+    pthread_mutex_lock (&self->mu);
     while (atomic_load (&owner->pending))
-        pthread_cond_wait (&s_rebuilds.landed, &s_rebuilds.mu);
-    pthread_mutex_unlock (&s_rebuilds.mu);
+        pthread_cond_wait (&self->landed, &self->mu);
+    pthread_mutex_unlock (&self->mu);
 }
 
 pthread_rwlock_t *
@@ -166,10 +195,10 @@ fpx_entry_lock_filtered (fpx_entry_t *entry, bool exclusive,
 }
 
 void
-fpx_rebuild_join_all (void)
+fpx_rebuilds_join (fpx_rebuilds_t *self)
 {
-    pthread_mutex_lock (&s_rebuilds.mu);
-    while (s_rebuilds.running > 0)
-        pthread_cond_wait (&s_rebuilds.landed, &s_rebuilds.mu);
-    pthread_mutex_unlock (&s_rebuilds.mu);
+    pthread_mutex_lock (&self->mu);
+    while (self->running > 0)
+        pthread_cond_wait (&self->landed, &self->mu);
+    pthread_mutex_unlock (&self->mu);
 }

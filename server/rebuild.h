@@ -20,6 +20,10 @@
     FPX_REBUILDS_MAX in the server (past it, a removal rebuilds in its
     own request, as below the threshold).
 
+    The rebuilds of one server are an object, fpx_rebuilds_t (owned by
+    fpx_server_t); calls given an entry reach it through entry->parts
+    (registry.h), so that an entry of a registry without one removes
+    synchronously.
     This module must not hold its mutex while it takes an entry lock.
     Thread-safe.
 */
@@ -37,9 +41,18 @@
 
 #define FPX_REBUILDS_MAX 2         //  background rebuilds running at once
 
-/*  Indexes of at least min_vectors rebuild in the background (0: never).
-    Call before the workers start.                                       */
-void fpx_rebuild_configure (int64_t min_vectors);
+typedef struct fpx_rebuilds_t fpx_rebuilds_t;
+
+/*  The background rebuilds of one server: indexes of at least
+    min_vectors rebuild in the background (0: never). Returns the object
+    (caller owns; give it to the registry's parts before entries are
+    made), or NULL when out of memory.                                    */
+fpx_rebuilds_t *fpx_rebuilds_new (int64_t min_vectors);
+
+/*  Waits for every running rebuild (as fpx_rebuilds_join), then frees
+    the object; after the registry, whose entries point to it. NULL is
+    fine; clears *self_p.                                                 */
+void fpx_rebuilds_destroy (fpx_rebuilds_t **self_p);
 
 /*  Under entry's exclusive lock, its log record appended: starts the
     removal of selector's ids in the background when the index is large
@@ -67,6 +80,6 @@ void fpx_rebuild_wait (fpx_entry_t *entry);
 
 /*  Waits for every background rebuild to land (shutdown, after the
     workers stopped, before the last snapshots and the registry's free). */
-void fpx_rebuild_join_all (void);
+void fpx_rebuilds_join (fpx_rebuilds_t *self);
 
 #endif

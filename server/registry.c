@@ -16,6 +16,7 @@ struct fpx_registry_t {
     size_t nbuckets;               //  power of two
     size_t count;
     atomic_ullong next_anonymous;
+    fpx_registry_parts_t parts;    //  copied into each new entry
 };
 
 static uint64_t
@@ -68,6 +69,18 @@ fpx_registry_destroy (fpx_registry_t **self_p)
     pthread_rwlock_destroy (&self->lock);
     free (self);
     *self_p = NULL;
+}
+
+void
+fpx_registry_set_parts (fpx_registry_t *self, const fpx_registry_parts_t *parts)
+{
+    self->parts = *parts;
+}
+
+const fpx_registry_parts_t *
+fpx_registry_parts (const fpx_registry_t *self)
+{
+    return &self->parts;
 }
 
 //  The entry whose lock guards entry's object: the end of the root chain.
@@ -212,6 +225,7 @@ fpx_registry_insert (fpx_registry_t *self, uint32_t tenant, const char *name,
         snprintf (entry->name, sizeof entry->name, "@%llx",
                   (unsigned long long) atomic_fetch_add (&self->next_anonymous, 1));
     entry->tenant = tenant;
+    entry->parts = self->parts;
     entry->owner_conn = name ? 0 : owner_conn;
     entry->index = object->index;
     entry->transform = object->transform;

@@ -35,6 +35,18 @@
 
 #include "fpx_protocol.h"
 
+/*  The server parts that calls given only an entry reach through it
+    (the entry's parts, entry.h): set on the registry before its first
+    entry is made and copied into each entry as it is inserted, so that
+    two servers in one process each reach their own. Borrowed: each part
+    outlives every entry of the registry. Any may be NULL (a bare
+    registry, as the registry fuzz target's): then every removal is
+    synchronous.                                                         */
+struct fpx_rebuilds_t;
+typedef struct {
+    struct fpx_rebuilds_t *rebuilds;    //  background HNSW rebuilds (rebuild.h)
+} fpx_registry_parts_t;
+
 /*  An entry is opaque outside the parts that keep its state (registry,
     storage, budget, rebuild, tenant limits: entry.h); the opcode handlers
     read what they need through the accessors below.                     */
@@ -44,6 +56,12 @@ typedef struct fpx_registry_t fpx_registry_t;
 
 fpx_registry_t *fpx_registry_new (void);
 void fpx_registry_destroy (fpx_registry_t **self_p);
+
+/*  Sets the parts later entries reach (copied); before the first insert. */
+void fpx_registry_set_parts (fpx_registry_t *self, const fpx_registry_parts_t *parts);
+
+/*  The parts set (all NULL when none were). Borrowed.                   */
+const fpx_registry_parts_t *fpx_registry_parts (const fpx_registry_t *self);
 
 /*  What a new entry holds: an index or a transform (exactly one), owned
     by the entry unless root is set (then root's object contains it and the

@@ -88,6 +88,7 @@ typedef struct {
 } fpx_batch_stats_t;
 
 typedef struct fpx_transfers_t fpx_transfers_t;
+typedef struct fpx_rebuilds_t fpx_rebuilds_t;
 
 typedef struct fpx_server_s fpx_server_t;
 struct fpx_server_s {
@@ -95,6 +96,7 @@ struct fpx_server_s {
     void *zmq_ctx;
     fpx_registry_t *registry;
     fpx_transfers_t *transfers;    //  owned (transfers.h)
+    fpx_rebuilds_t *rebuilds;      //  owned (rebuild.h)
     atomic_int active_calls;       //  FAISS calls running now (OMP budget)
     double started_at;             //  monotonic seconds
     fpx_batch_stats_t *batch_stats;    //  one per tenant, owned

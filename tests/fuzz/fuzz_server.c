@@ -34,6 +34,7 @@
 #include "server.h"
 #include "storage.h"
 #include "tenant_limits.h"
+#include "rebuild.h"
 #include "transfers.h"
 
 #define FPX_FUZZ_TIMEOUT_MS    30000
@@ -139,8 +140,11 @@ s_start (void)
     server->started_at = fpx_monotonic_seconds ();
     server->batch_stats = calloc ((size_t) config->ntenants, sizeof *server->batch_stats);
     server->transfers = fpx_transfers_new ();
+    server->rebuilds = fpx_rebuilds_new (config->rebuild_background_min);
     FPX_FUZZ_ASSERT (server->zmq_ctx && server->registry && server->batch_stats
-                     && server->transfers);
+                     && server->transfers && server->rebuilds);
+    fpx_registry_set_parts (server->registry, &(fpx_registry_parts_t) {
+        .rebuilds = server->rebuilds });
     FPX_FUZZ_ASSERT (fpx_limits_start (config) == 0);
     fpx_storage_config_t storage = {
         .root = config->data_dir, .fsync = config->fsync,
@@ -179,8 +183,10 @@ fpx_fuzz_target_cleanup (void)
     fpx_server_t *server = &s_self.server;
     fpx_workers_join (server);
     fpx_transfers_destroy (&server->transfers);
+    fpx_rebuilds_join (server->rebuilds);
     fpx_storage_close (server->registry);
     fpx_registry_destroy (&server->registry);
+    fpx_rebuilds_destroy (&server->rebuilds);
     zmq_ctx_term (server->zmq_ctx);
     close (s_self.signal_pipe [0]);
     close (s_self.signal_pipe [1]);
