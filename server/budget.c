@@ -22,37 +22,53 @@
 #include "storage.h"
 #include "tenant_limits.h"
 
-static struct {
+struct fpx_budget_t {
     fpx_registry_t *registry;
     size_t bytes;
     pthread_mutex_t mu;            //  one enforcer at a time
     atomic_ullong evictions, loads, load_failures;
     atomic_ullong evict_us, load_us;
-} s_budget = { .mu = PTHREAD_MUTEX_INITIALIZER };
+};
+
+fpx_budget_t *
+fpx_budget_new (fpx_registry_t *registry, size_t bytes)
+{
+    fpx_budget_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->registry = registry;
+    self->bytes = bytes;
+    pthread_mutex_init (&self->mu, NULL);
+    return self;
+}
 
 void
-fpx_budget_start (fpx_registry_t *registry, size_t bytes)
+fpx_budget_destroy (fpx_budget_t **self_p)
 {
-    s_budget.registry = registry;
-    s_budget.bytes = bytes;
+    fpx_budget_t *self = *self_p;
+    if (!self)
+        return;
+    pthread_mutex_destroy (&self->mu);
+    free (self);
+    *self_p = NULL;
 }
 
 bool
-fpx_budget_enabled (void)
+fpx_budget_enabled (fpx_budget_t *self)
 {
-    return s_budget.bytes > 0;
+    return self && self->bytes > 0;
 }
 
 static bool
-s_fits (size_t need)
+s_fits (fpx_budget_t *self, size_t need)
 {
-    return fpx_limits_loaded_bytes () + (long long) need <= (long long) s_budget.bytes;
+    return fpx_limits_loaded_bytes () + (long long) need <= (long long) self->bytes;
 }
 
 bool
-fpx_budget_fits (size_t need)
+fpx_budget_fits (fpx_budget_t *self, size_t need)
 {
-    return !s_budget.bytes || s_fits (need);
+    return !fpx_budget_enabled (self) || s_fits (self, need);
 }
 
 typedef struct {
@@ -68,21 +84,21 @@ s_compare_use (const void *a, const void *b)
 }
 
 void
-fpx_budget_enforce (size_t need)
+fpx_budget_enforce (fpx_budget_t *self, size_t need)
 {
-    if (!s_budget.bytes || !s_budget.registry || s_fits (need))
+    if (!fpx_budget_enabled (self) || !self->registry || s_fits (self, need))
         return;
     //  After a request (need 0), when another thread is evicting already,
     //  leave it to that one: over a budget that nothing more can be
     //  evicted from, requests would otherwise queue here one by one.
     if (need == 0) {
-        if (pthread_mutex_trylock (&s_budget.mu))
+        if (pthread_mutex_trylock (&self->mu))
             return;
     }
     else
-        pthread_mutex_lock (&s_budget.mu);
+        pthread_mutex_lock (&self->mu);
     fpx_entry_t **entries;
-    long count = fpx_registry_named (s_budget.registry, &entries);
+    long count = fpx_registry_named (self->registry, &entries);
     s_candidate_t *candidates = count > 0 ? malloc ((size_t) count * sizeof *candidates) : NULL;
     long ncandidates = 0;
     for (long i = 0; candidates && i < count; i++) {
@@ -93,14 +109,14 @@ fpx_budget_enforce (size_t need)
     if (candidates)
         qsort (candidates, (size_t) ncandidates, sizeof *candidates, s_compare_use);
     size_t freed = 0;
-    for (long i = 0; i < ncandidates && !s_fits (need); i++) {
+    for (long i = 0; i < ncandidates && !s_fits (self, need); i++) {
         char err [FPX_ERROR_TEXT_MAX];
         double started = fpx_monotonic_seconds ();
         int rc = fpx_storage_evict (candidates [i].entry, err, sizeof err);
         if (rc == 0) {
             double took = fpx_monotonic_seconds () - started;
-            atomic_fetch_add (&s_budget.evictions, 1);
-            atomic_fetch_add (&s_budget.evict_us, (unsigned long long) (took * 1e6));
+            atomic_fetch_add (&self->evictions, 1);
+            atomic_fetch_add (&self->evict_us, (unsigned long long) (took * 1e6));
             freed++;
             fpx_log (took >= 1 ? FPX_LOG_INFO : FPX_LOG_DEBUG, "evicted %s (memory budget) "
                      "in %.3f s", candidates [i].entry->name, took);
@@ -108,7 +124,7 @@ fpx_budget_enforce (size_t need)
         else if (rc < 0)
             fpx_log (FPX_LOG_ERROR, "cannot evict %s: %s", candidates [i].entry->name, err);
     }
-    if (!s_fits (need))
+    if (!s_fits (self, need))
         fpx_log (FPX_LOG_DEBUG, "memory budget passed: %lld MiB in memory (+%zu MiB needed), "
                  "nothing more can be evicted now", fpx_limits_loaded_bytes () >> 20, need >> 20);
     for (long i = 0; i < count; i++)
@@ -116,7 +132,7 @@ fpx_budget_enforce (size_t need)
     if (count >= 0)
         free (entries);
     free (candidates);
-    pthread_mutex_unlock (&s_budget.mu);
+    pthread_mutex_unlock (&self->mu);
     //  FAISS's small allocations go back to the system too.
     if (freed)
         malloc_trim (0);
@@ -125,7 +141,8 @@ fpx_budget_enforce (size_t need)
 int
 fpx_budget_acquire (fpx_entry_t *entry, char *err, size_t err_size)
 {
-    if (!s_budget.bytes || !entry->wal)
+    fpx_budget_t *self = entry->parts.budget;
+    if (!fpx_budget_enabled (self) || !entry->wal)
         return 0;
     fpx_entry_touch (entry);
     pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
@@ -133,7 +150,7 @@ fpx_budget_acquire (fpx_entry_t *entry, char *err, size_t err_size)
     pthread_rwlock_unlock (lock);
     if (!evicted)
         return 0;
-    fpx_budget_enforce ((size_t) atomic_load (&entry->charged_bytes));
+    fpx_budget_enforce (self, (size_t) atomic_load (&entry->charged_bytes));
     lock = fpx_entry_lock (entry, true);
     int rc = 0;
     if (entry->evicted) {
@@ -141,26 +158,28 @@ fpx_budget_acquire (fpx_entry_t *entry, char *err, size_t err_size)
         rc = fpx_storage_load (entry, err, err_size);
         double took = fpx_monotonic_seconds () - started;
         if (rc == 0) {
-            atomic_fetch_add (&s_budget.loads, 1);
-            atomic_fetch_add (&s_budget.load_us, (unsigned long long) (took * 1e6));
+            atomic_fetch_add (&self->loads, 1);
+            atomic_fetch_add (&self->load_us, (unsigned long long) (took * 1e6));
             fpx_log (took >= 1 ? FPX_LOG_INFO : FPX_LOG_DEBUG, "loaded %s back (memory budget) "
                      "in %.3f s", entry->name, took);
         }
         else
-            atomic_fetch_add (&s_budget.load_failures, 1);
+            atomic_fetch_add (&self->load_failures, 1);
     }
     pthread_rwlock_unlock (lock);
     return rc;
 }
 
 void
-fpx_budget_stats (fpx_budget_stats_t *stats)
+fpx_budget_stats (fpx_budget_t *self, fpx_budget_stats_t *stats)
 {
-    stats->evictions = atomic_load (&s_budget.evictions);
-    stats->loads = atomic_load (&s_budget.loads);
-    stats->load_failures = atomic_load (&s_budget.load_failures);
-    stats->evict_seconds = (double) atomic_load (&s_budget.evict_us) * 1e-6;
-    stats->load_seconds = (double) atomic_load (&s_budget.load_us) * 1e-6;
-    stats->budget = s_budget.bytes;
-    stats->loaded_bytes = fpx_limits_loaded_bytes ();
+    *stats = (fpx_budget_stats_t) { .loaded_bytes = fpx_limits_loaded_bytes () };
+    if (!self)
+        return;
+    stats->evictions = atomic_load (&self->evictions);
+    stats->loads = atomic_load (&self->loads);
+    stats->load_failures = atomic_load (&self->load_failures);
+    stats->evict_seconds = (double) atomic_load (&self->evict_us) * 1e-6;
+    stats->load_seconds = (double) atomic_load (&self->load_us) * 1e-6;
+    stats->budget = self->bytes;
 }

@@ -14,8 +14,10 @@
     a damaged one. When nothing more can be evicted the budget is passed
     rather than a request refused.
 
-    Without a budget (0) every call here returns at once: behaviour is as
-    if this module did not exist.
+    Without a budget (0 bytes, or no fpx_budget_t: NULL) every call here
+    returns at once: behaviour is as if this module did not exist. One
+    budget per server (fpx_server_t owns it); calls given only an entry
+    reach it through entry->parts (registry.h).
     Thread-safe: evictions run one at a time under one mutex, which is
     never held by a thread that holds an entry lock.
 */
@@ -28,22 +30,30 @@
 
 #include "registry.h"
 
-/*  Sets the budget in bytes (0: none) and the registry it evicts from.  */
-void fpx_budget_start (fpx_registry_t *registry, size_t bytes);
+typedef struct fpx_budget_t fpx_budget_t;
 
-bool fpx_budget_enabled (void);
+/*  A budget of `bytes` (0: none) over registry's named indexes, which it
+    evicts from (borrowed: it outlives the budget; its parts' limits
+    measure what is loaded). Returns it (caller owns), or NULL when out
+    of memory.                                                           */
+fpx_budget_t *fpx_budget_new (fpx_registry_t *registry, size_t bytes);
+
+/*  Frees it (after the workers stopped); NULL is fine; clears *self_p.  */
+void fpx_budget_destroy (fpx_budget_t **self_p);
+
+bool fpx_budget_enabled (fpx_budget_t *self);
 
 /*  Whether `need` more bytes fit beside the indexes in memory (true
     without a budget).                                                   */
-bool fpx_budget_fits (size_t need);
+bool fpx_budget_fits (fpx_budget_t *self, size_t need);
 
 /*  Evicts least recently used named indexes until those in memory plus
     `need` bytes fit the budget, or nothing more can go. Call it holding
     no entry lock.                                                        */
-void fpx_budget_enforce (size_t need);
+void fpx_budget_enforce (fpx_budget_t *self, size_t need);
 
 /*  Marks entry used now and, if it is evicted, loads it back (making room
-    first). The caller holds a counted reference and no lock; while it
+    first), under the budget of entry's registry. The caller holds a counted reference and no lock; while it
     holds that reference the index stays loaded. Returns 0, or
     FPX_EDAMAGED / FPX_EIO with err set.                                 */
 int fpx_budget_acquire (fpx_entry_t *entry, char *err, size_t err_size);
@@ -59,6 +69,6 @@ typedef struct {
     long long loaded_bytes;        //  serialized bytes of the objects in memory
 } fpx_budget_stats_t;
 
-void fpx_budget_stats (fpx_budget_stats_t *stats /* OUT */);
+void fpx_budget_stats (fpx_budget_t *self, fpx_budget_stats_t *stats /* OUT */);
 
 #endif

@@ -826,8 +826,9 @@ main (int argc, char **argv)
     server.metrics = fpx_metrics_new (config->ntenants);
     server.transfers = fpx_transfers_new ();
     server.rebuilds = fpx_rebuilds_new (config->rebuild_background_min);
+    server.budget = fpx_budget_new (server.registry, config->memory_budget);
     if (!server.zmq_ctx || !server.registry || !server.batch_stats || !server.metrics
-    ||  !server.transfers || !server.rebuilds
+    ||  !server.transfers || !server.rebuilds || !server.budget
     ||  fpx_limits_start (config)) {
         fprintf (stderr, "faissproxyd: cannot start: %s\n", strerror (errno));
         return 1;
@@ -838,11 +839,10 @@ main (int argc, char **argv)
         .snapshot_interval_s = config->snapshot_interval_s,
     };
     pthread_t recovery;
-    fpx_budget_start (server.registry, config->memory_budget);
     //  What an entry reaches through itself (registry.h), before recovery
     //  makes the first ones.
     fpx_registry_set_parts (server.registry, &(fpx_registry_parts_t) {
-        .rebuilds = server.rebuilds });
+        .rebuilds = server.rebuilds, .budget = server.budget });
     if (fpx_storage_open (&storage, server.registry, config->tenants, config->ntenants)
     ||  fpx_storage_start_snapshotter (server.registry) || fpx_workers_start (&server)
     ||  (config->curve && fpx_zap_start (&server))
@@ -876,6 +876,7 @@ main (int argc, char **argv)
     fpx_storage_close (server.registry);        //  snapshots what the logs hold
     fpx_registry_destroy (&server.registry);
     fpx_rebuilds_destroy (&server.rebuilds);
+    fpx_budget_destroy (&server.budget);
     zmq_ctx_term (server.zmq_ctx);
     fpx_zap_join ();
     sodium_memzero (config->curve_secret, sizeof config->curve_secret);

@@ -484,10 +484,10 @@ s_text_indexes (s_out_t *out, fpx_server_t *server)
 
 //  The memory budget (budget.h): only with --memory-budget-mb.
 static void
-s_text_budget (s_out_t *out)
+s_text_budget (s_out_t *out, fpx_server_t *server)
 {
     fpx_budget_stats_t stats;
-    fpx_budget_stats (&stats);
+    fpx_budget_stats (server->budget, &stats);
     if (!stats.budget)
         return;
     s_text_gauge (out, "faissproxy_memory_budget_bytes", "--memory-budget-mb, in bytes.",
@@ -530,7 +530,7 @@ s_render_text (s_out_t *out, fpx_server_t *server)
                   (double) fpx_limits_rss ());
     s_text_tenants (out, server);
     s_text_indexes (out, server);
-    s_text_budget (out);
+    s_text_budget (out, server);
 }
 
 // ---- JSON --------------------------------------------------------------------
@@ -623,7 +623,7 @@ s_render_json (s_out_t *out, fpx_server_t *server)
     s_json_requests (out, server);
     s_json_usage (out, server);
     fpx_budget_stats_t stats;
-    fpx_budget_stats (&stats);
+    fpx_budget_stats (server->budget, &stats);
     s_put (out, ",\"memory_budget_bytes\":%zu,\"loaded_index_bytes\":%lld,\"index_evictions\":%llu,"
            "\"index_loads\":%llu,\"index_load_failures\":%llu,\"index_eviction_seconds\":%.6f,"
            "\"index_load_seconds\":%.6f", stats.budget, stats.loaded_bytes,

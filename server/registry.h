@@ -41,10 +41,12 @@
     two servers in one process each reach their own. Borrowed: each part
     outlives every entry of the registry. Any may be NULL (a bare
     registry, as the registry fuzz target's): then every removal is
-    synchronous.                                                         */
+    synchronous, and no budget evicts.                                   */
 struct fpx_rebuilds_t;
+struct fpx_budget_t;
 typedef struct {
     struct fpx_rebuilds_t *rebuilds;    //  background HNSW rebuilds (rebuild.h)
+    struct fpx_budget_t *budget;        //  the memory budget (budget.h)
 } fpx_registry_parts_t;
 
 /*  An entry is opaque outside the parts that keep its state (registry,

@@ -89,6 +89,7 @@ typedef struct {
 
 typedef struct fpx_transfers_t fpx_transfers_t;
 typedef struct fpx_rebuilds_t fpx_rebuilds_t;
+typedef struct fpx_budget_t fpx_budget_t;
 
 typedef struct fpx_server_s fpx_server_t;
 struct fpx_server_s {
@@ -97,6 +98,7 @@ struct fpx_server_s {
     fpx_registry_t *registry;
     fpx_transfers_t *transfers;    //  owned (transfers.h)
     fpx_rebuilds_t *rebuilds;      //  owned (rebuild.h)
+    fpx_budget_t *budget;          //  owned (budget.h)
     atomic_int active_calls;       //  FAISS calls running now (OMP budget)
     double started_at;             //  monotonic seconds
     fpx_batch_stats_t *batch_stats;    //  one per tenant, owned

@@ -83,6 +83,14 @@ static struct {
     atomic_size_t recovered;                 //  indexes loaded so far
 } s_store = { .lock_fd = -1, .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
 
+//  The memory budget of the registry storage serves (budget.h); NULL
+//  when none (then every budget call returns at once).
+static fpx_budget_t *
+s_budget (void)
+{
+    return s_store.registry ? fpx_registry_parts (s_store.registry)->budget : NULL;
+}
+
 // ---- CRC-32C --------------------------------------------------------------------
 
 //  CRC-32C, reflected, polynomial 0x82f63b78; fpx_crc32c conditions the
@@ -1273,7 +1281,7 @@ s_recover_evicted (const char *dir, uint32_t tenant_id, const char *tenant, cons
     ||  s_meta_read (dir, &meta) || meta.lsn != lsn || meta.payload != payload
     ||  meta.payload_crc != crc)
         return -1;
-    if (fpx_budget_fits ((size_t) payload))
+    if (fpx_budget_fits (s_budget (), (size_t) payload))
         return -1;
     size_t count = 0;
     s_segment_t *segments = s_list_segments (dir, &count);
@@ -1339,7 +1347,7 @@ s_recover_tenant (uint32_t tenant_id, const char *tenant, size_t *loaded, size_t
         }
         if (!fpx_name_is_valid (item->d_name, strlen (item->d_name)))
             continue;
-        if (fpx_budget_enabled () && s_recover_evicted (dir, tenant_id, tenant, item->d_name,
+        if (fpx_budget_enabled (s_budget ()) && s_recover_evicted (dir, tenant_id, tenant, item->d_name,
                                                      vectors) == 0) {
             ++*loaded;
             atomic_fetch_add (&s_store.recovered, 1);
@@ -1354,14 +1362,14 @@ s_recover_tenant (uint32_t tenant_id, const char *tenant, size_t *loaded, size_t
             fpx_object_free (&object);
             continue;
         }
-        if (fpx_budget_enabled () && !object.damaged) {
+        if (fpx_budget_enabled (s_budget ()) && !object.damaged) {
             //  Counted now, so that the budget knows when it is full.
             pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
             fpx_limits_measure (entry);
             pthread_rwlock_unlock (lock);
         }
         fpx_entry_release (&entry);
-        fpx_budget_enforce (0);
+        fpx_budget_enforce (s_budget (), 0);
         if (object.damaged) {
             ++*damaged;
             fpx_log (FPX_LOG_ERROR, "index %s/%s is DAMAGED: %s", tenant, item->d_name, reason);

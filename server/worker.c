@@ -189,7 +189,7 @@ s_serve_request (s_worker_t *self, void *socket, zmq_msg_t *frames, int count, f
     s_send_reply (socket, &frames [0], &call.header, reply);
     //  What the call added may pass the memory budget: evict (budget.h),
     //  after the reply, which need not wait for another index's snapshot.
-    fpx_budget_enforce (0);
+    fpx_budget_enforce (self->server->budget, 0);
 }
 
 //  Serves a batch (see fpx_batch_t in server.h) and hands it back to the
@@ -249,7 +249,7 @@ s_serve_batch (s_worker_t *self, void *socket, fpx_batch_t *batch)
     }
     atomic_store_explicit (&batch->at_worker, 0, memory_order_release);
     zmq_send (socket, &batch, sizeof batch, 0);
-    fpx_budget_enforce (0);
+    fpx_budget_enforce (self->server->budget, 0);
 }
 
 static void *

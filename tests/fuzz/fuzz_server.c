@@ -26,6 +26,7 @@
 #include <sodium.h>
 
 #include "auth.h"
+#include "budget.h"
 #include "faiss_shim.h"
 #include "fuzz_client.h"
 #include "fuzz_common.h"
@@ -141,10 +142,11 @@ s_start (void)
     server->batch_stats = calloc ((size_t) config->ntenants, sizeof *server->batch_stats);
     server->transfers = fpx_transfers_new ();
     server->rebuilds = fpx_rebuilds_new (config->rebuild_background_min);
+    server->budget = fpx_budget_new (server->registry, config->memory_budget);
     FPX_FUZZ_ASSERT (server->zmq_ctx && server->registry && server->batch_stats
-                     && server->transfers && server->rebuilds);
+                     && server->transfers && server->rebuilds && server->budget);
     fpx_registry_set_parts (server->registry, &(fpx_registry_parts_t) {
-        .rebuilds = server->rebuilds });
+        .rebuilds = server->rebuilds, .budget = server->budget });
     FPX_FUZZ_ASSERT (fpx_limits_start (config) == 0);
     fpx_storage_config_t storage = {
         .root = config->data_dir, .fsync = config->fsync,
@@ -187,6 +189,7 @@ fpx_fuzz_target_cleanup (void)
     fpx_storage_close (server->registry);
     fpx_registry_destroy (&server->registry);
     fpx_rebuilds_destroy (&server->rebuilds);
+    fpx_budget_destroy (&server->budget);
     zmq_ctx_term (server->zmq_ctx);
     close (s_self.signal_pipe [0]);
     close (s_self.signal_pipe [1]);
