@@ -24,6 +24,7 @@
 #include "server.h"
 #include "storage.h"
 #include "transfers.h"
+#include "zap.h"
 
 static int s_signal_write_fd = -1;
 
@@ -845,7 +846,7 @@ main (int argc, char **argv)
         .rebuilds = server.rebuilds, .budget = server.budget });
     if (fpx_storage_open (&storage, server.registry, config->tenants, config->ntenants)
     ||  fpx_storage_start_snapshotter (server.registry) || fpx_workers_start (&server)
-    ||  (config->curve && fpx_zap_start (&server))
+    ||  (config->curve && !(server.zap = fpx_zap_new (&server)))
     ||  pthread_create (&recovery, NULL, s_recover, server.registry)) {
         fprintf (stderr, "faissproxyd: cannot start\n");
         return 1;
@@ -878,7 +879,7 @@ main (int argc, char **argv)
     fpx_rebuilds_destroy (&server.rebuilds);
     fpx_budget_destroy (&server.budget);
     zmq_ctx_term (server.zmq_ctx);
-    fpx_zap_join ();
+    fpx_zap_destroy (&server.zap);      //  its thread ends with the context
     sodium_memzero (config->curve_secret, sizeof config->curve_secret);
     free (config->curve_clients);
     close (signal_pipe [0]);

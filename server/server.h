@@ -90,6 +90,7 @@ typedef struct {
 typedef struct fpx_transfers_t fpx_transfers_t;
 typedef struct fpx_rebuilds_t fpx_rebuilds_t;
 typedef struct fpx_budget_t fpx_budget_t;
+typedef struct fpx_zap_t fpx_zap_t;
 
 typedef struct fpx_server_s fpx_server_t;
 struct fpx_server_s {
@@ -99,6 +100,7 @@ struct fpx_server_s {
     fpx_transfers_t *transfers;    //  owned (transfers.h)
     fpx_rebuilds_t *rebuilds;      //  owned (rebuild.h)
     fpx_budget_t *budget;          //  owned (budget.h)
+    fpx_zap_t *zap;                //  owned; NULL without CURVE (zap.h)
     atomic_int active_calls;       //  FAISS calls running now (OMP budget)
     double started_at;             //  monotonic seconds
     fpx_batch_stats_t *batch_stats;    //  one per tenant, owned
@@ -194,14 +196,6 @@ int fpx_broker_run (fpx_server_t *server, int signal_fd);
     entries): versions, and whether the server is still recovering.     */
 #define FPX_SERVER_INFO_KEYS 4
 void fpx_pack_server_info (msgpack_packer *pk);
-
-// ---- zap.c
-/*  Binds the ZAP handler (inproc://zeromq.zap.01) and starts its thread,
-    which accepts CURVE clients (those of --curve-clients-file only, when
-    given) and logs refusals. Before any CURVE socket binds. 0 or -1.
-    fpx_zap_join waits for it after zmq_ctx_term has begun.            */
-int fpx_zap_start (fpx_server_t *server);
-void fpx_zap_join (void);
 
 // ---- metrics.c
 /*  Renders server's metrics (metrics.h), the tenants' usage and the named

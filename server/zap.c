@@ -14,15 +14,13 @@
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "server.h"
+#include "zap.h"
 
 #define S_ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define S_ZAP_FRAMES   8
-
-static pthread_t s_thread;
-static bool s_running;
 
 static bool
 s_client_allowed (const fpx_config_t *config, const uint8_t *key, size_t size)
@@ -84,17 +82,16 @@ s_answer (void *socket, const fpx_config_t *config, zmq_msg_t *frames, int count
     zmq_send (socket, "", 0, 0);
 }
 
-typedef struct {
-    void *socket;
+struct fpx_zap_t {
+    void *socket;                  //  owned by the thread once it runs
     const fpx_config_t *config;
-} s_zap_t;
-
-static s_zap_t s_zap;
+    pthread_t thread;
+};
 
 static void *
 s_run (void *arg)
 {
-    s_zap_t *zap = arg;
+    fpx_zap_t *zap = arg;
     while (true) {
         zmq_msg_t frames [S_ZAP_FRAMES];
         int count = 0, more = 1, rc = 0;
@@ -127,30 +124,39 @@ s_run (void *arg)
     return NULL;
 }
 
-int
-fpx_zap_start (fpx_server_t *server)
+fpx_zap_t *
+fpx_zap_new (fpx_server_t *server)
 {
-    s_zap.config = &server->config;
-    s_zap.socket = zmq_socket (server->zmq_ctx, ZMQ_REP);
-    if (!s_zap.socket || zmq_bind (s_zap.socket, S_ZAP_ENDPOINT)) {
+    fpx_zap_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        fpx_log (FPX_LOG_ERROR, "cannot start the ZAP handler: out of memory");
+        return NULL;
+    }
+    self->config = &server->config;
+    self->socket = zmq_socket (server->zmq_ctx, ZMQ_REP);
+    if (!self->socket || zmq_bind (self->socket, S_ZAP_ENDPOINT)) {
         fpx_log (FPX_LOG_ERROR, "cannot start the ZAP handler: %s", zmq_strerror (zmq_errno ()));
-        if (s_zap.socket)
-            zmq_close (s_zap.socket);
-        return -1;
+        if (self->socket)
+            zmq_close (self->socket);
+        free (self);
+        return NULL;
     }
     //  The socket moves to the new thread; pthread_create is the barrier.
-    if (pthread_create (&s_thread, NULL, s_run, &s_zap)) {
-        zmq_close (s_zap.socket);
-        return -1;
+    if (pthread_create (&self->thread, NULL, s_run, self)) {
+        zmq_close (self->socket);
+        free (self);
+        return NULL;
     }
-    s_running = true;
-    return 0;
+    return self;
 }
 
 void
-fpx_zap_join (void)
+fpx_zap_destroy (fpx_zap_t **self_p)
 {
-    if (s_running)
-        pthread_join (s_thread, NULL);
-    s_running = false;
+    fpx_zap_t *self = *self_p;
+    if (!self)
+        return;
+    pthread_join (self->thread, NULL);
+    free (self);
+    *self_p = NULL;
 }
