@@ -24,6 +24,7 @@
 #include "server.h"
 #include "storage.h"
 #include "transfers.h"
+#include "worker.h"
 #include "zap.h"
 
 static int s_signal_write_fd = -1;
@@ -845,7 +846,8 @@ main (int argc, char **argv)
     fpx_registry_set_parts (server.registry, &(fpx_registry_parts_t) {
         .rebuilds = server.rebuilds, .budget = server.budget });
     if (fpx_storage_open (&storage, server.registry, config->tenants, config->ntenants)
-    ||  fpx_storage_start_snapshotter (server.registry) || fpx_workers_start (&server)
+    ||  fpx_storage_start_snapshotter (server.registry)
+    ||  !(server.workers = fpx_workers_new (&server))
     ||  (config->curve && !(server.zap = fpx_zap_new (&server)))
     ||  pthread_create (&recovery, NULL, s_recover, server.registry)) {
         fprintf (stderr, "faissproxyd: cannot start\n");
@@ -870,7 +872,7 @@ main (int argc, char **argv)
     }
     fpx_storage_stop_recovery ();
     pthread_join (recovery, NULL);
-    fpx_workers_join (&server);
+    fpx_workers_destroy (&server.workers);
     fpx_transfers_destroy (&server.transfers);
     fpx_rebuilds_join (server.rebuilds);    //  removals land before the last snapshots
     fpx_metrics_http_destroy (&metrics_http);   //  it reads the registry

@@ -91,6 +91,7 @@ typedef struct fpx_transfers_t fpx_transfers_t;
 typedef struct fpx_rebuilds_t fpx_rebuilds_t;
 typedef struct fpx_budget_t fpx_budget_t;
 typedef struct fpx_zap_t fpx_zap_t;
+typedef struct fpx_workers_t fpx_workers_t;
 
 typedef struct fpx_server_s fpx_server_t;
 struct fpx_server_s {
@@ -101,6 +102,7 @@ struct fpx_server_s {
     fpx_rebuilds_t *rebuilds;      //  owned (rebuild.h)
     fpx_budget_t *budget;          //  owned (budget.h)
     fpx_zap_t *zap;                //  owned; NULL without CURVE (zap.h)
+    fpx_workers_t *workers;        //  owned (worker.h)
     atomic_int active_calls;       //  FAISS calls running now (OMP budget)
     double started_at;             //  monotonic seconds
     fpx_batch_stats_t *batch_stats;    //  one per tenant, owned
@@ -215,11 +217,6 @@ char *fpx_metrics_render (fpx_server_t *server, bool json, size_t *size_p);
 typedef struct fpx_metrics_http_t fpx_metrics_http_t;
 fpx_metrics_http_t *fpx_metrics_http_new (fpx_server_t *server, const char *bind);
 void fpx_metrics_http_destroy (fpx_metrics_http_t **self_p);
-
-// ---- worker.c
-/*  Starts / joins the worker pool.                                      */
-int fpx_workers_start (fpx_server_t *server);
-void fpx_workers_join (fpx_server_t *server);
 
 // ---- ops.c
 /*  Executes one request; fills call->reply (status, result, arrays).    */

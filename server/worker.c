@@ -12,6 +12,7 @@
 #include "interrupt.h"
 #include "server.h"
 #include "transfers.h"
+#include "worker.h"
 
 typedef struct {
     fpx_server_t *server;
@@ -24,7 +25,10 @@ typedef struct {
     fpx_worker_reply_t replies [FPX_BATCH_MAX];
 } s_worker_t;
 
-static s_worker_t *s_workers;
+struct fpx_workers_t {
+    int count;                     //  threads started
+    s_worker_t *workers;           //  config.workers of them
+};
 
 static void
 s_send_ready (void *socket)
@@ -319,27 +323,38 @@ s_worker_main (void *arg)
     return NULL;
 }
 
-int
-fpx_workers_start (fpx_server_t *server)
+fpx_workers_t *
+fpx_workers_new (fpx_server_t *server)
 {
-    int count = server->config.workers;
-    s_workers = calloc ((size_t) count, sizeof *s_workers);
-    if (!s_workers)
-        return -1;
-    for (int i = 0; i < count; i++) {
-        s_workers [i].server = server;
-        s_workers [i].id = (uint32_t) i;
-        if (pthread_create (&s_workers [i].thread, NULL, s_worker_main, &s_workers [i]))
-            return -1;
+    fpx_workers_t *self = calloc (1, sizeof *self);
+    if (self)
+        self->workers = calloc ((size_t) server->config.workers, sizeof *self->workers);
+    if (!self || !self->workers) {
+        free (self);
+        return NULL;
     }
-    return 0;
+    for (int i = 0; i < server->config.workers; i++) {
+        s_worker_t *worker = &self->workers [i];
+        worker->server = server;
+        worker->id = (uint32_t) i;
+        //  A thread that cannot start leaves the pool to those that did,
+        //  which use it until the process exits.
+        if (pthread_create (&worker->thread, NULL, s_worker_main, worker))
+            return NULL;
+        self->count++;
+    }
+    return self;
 }
 
 void
-fpx_workers_join (fpx_server_t *server)
+fpx_workers_destroy (fpx_workers_t **self_p)
 {
-    for (int i = 0; s_workers && i < server->config.workers; i++)
-        pthread_join (s_workers [i].thread, NULL);
-    free (s_workers);
-    s_workers = NULL;
+    fpx_workers_t *self = *self_p;
+    if (!self)
+        return;
+    for (int i = 0; i < self->count; i++)
+        pthread_join (self->workers [i].thread, NULL);
+    free (self->workers);
+    free (self);
+    *self_p = NULL;
 }

@@ -37,6 +37,7 @@
 #include "tenant_limits.h"
 #include "rebuild.h"
 #include "transfers.h"
+#include "worker.h"
 
 #define FPX_FUZZ_TIMEOUT_MS    30000
 //  The restore waits longer: a slow call an input started (an HNSW add
@@ -156,7 +157,7 @@ s_start (void)
     FPX_FUZZ_ASSERT (fpx_storage_open (&storage, server->registry, config->tenants, config->ntenants) == 0);
     fpx_storage_recover ();
     FPX_FUZZ_ASSERT (fpx_storage_start_snapshotter (server->registry) == 0);
-    FPX_FUZZ_ASSERT (fpx_workers_start (server) == 0);
+    FPX_FUZZ_ASSERT ((server->workers = fpx_workers_new (server)) != NULL);
     fpx_limits_measure_all (server->registry);
     fpx_storage_recovered ();
     fpx_interrupt_install ();
@@ -183,7 +184,7 @@ fpx_fuzz_target_cleanup (void)
     pthread_join (s_self.broker, NULL);
     FPX_FUZZ_ASSERT (s_self.broker_rc == 0);
     fpx_server_t *server = &s_self.server;
-    fpx_workers_join (server);
+    fpx_workers_destroy (&server->workers);
     fpx_transfers_destroy (&server->transfers);
     fpx_rebuilds_join (server->rebuilds);
     fpx_storage_close (server->registry);
