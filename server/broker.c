@@ -721,7 +721,7 @@ static size_t
 s_rss (s_broker_t *self)
 {
     if (self->now - self->rss_at >= FPX_RSS_PERIOD) {
-        self->rss = fpx_limits_rss ();
+        self->rss = fpx_limits_rss (self->server->limits);
         self->rss_at = self->now;
     }
     return self->rss;

@@ -59,10 +59,17 @@ fpx_budget_enabled (fpx_budget_t *self)
     return self && self->bytes > 0;
 }
 
+//  What the indexes in memory hold, as the registry's limits count it.
+static long long
+s_loaded (fpx_budget_t *self)
+{
+    return fpx_limits_loaded_bytes (fpx_registry_parts (self->registry)->limits);
+}
+
 static bool
 s_fits (fpx_budget_t *self, size_t need)
 {
-    return fpx_limits_loaded_bytes () + (long long) need <= (long long) self->bytes;
+    return s_loaded (self) + (long long) need <= (long long) self->bytes;
 }
 
 bool
@@ -126,7 +133,7 @@ fpx_budget_enforce (fpx_budget_t *self, size_t need)
     }
     if (!s_fits (self, need))
         fpx_log (FPX_LOG_DEBUG, "memory budget passed: %lld MiB in memory (+%zu MiB needed), "
-                 "nothing more can be evicted now", fpx_limits_loaded_bytes () >> 20, need >> 20);
+                 "nothing more can be evicted now", s_loaded (self) >> 20, need >> 20);
     for (long i = 0; i < count; i++)
         fpx_entry_release (&entries [i]);
     if (count >= 0)
@@ -173,9 +180,10 @@ fpx_budget_acquire (fpx_entry_t *entry, char *err, size_t err_size)
 void
 fpx_budget_stats (fpx_budget_t *self, fpx_budget_stats_t *stats)
 {
-    *stats = (fpx_budget_stats_t) { .loaded_bytes = fpx_limits_loaded_bytes () };
+    *stats = (fpx_budget_stats_t) { 0 };
     if (!self)
         return;
+    stats->loaded_bytes = s_loaded (self);
     stats->evictions = atomic_load (&self->evictions);
     stats->loads = atomic_load (&self->loads);
     stats->load_failures = atomic_load (&self->load_failures);

@@ -84,7 +84,7 @@ s_pack_server (fpx_call_t *call, const fpx_metrics_gauges_t *gauges)
     msgpack_pack_array (pk, (size_t) ntenants);
     for (int t = 0; t < ntenants; t++) {
         fpx_limits_usage_t usage;
-        fpx_limits_usage ((uint32_t) t, &usage);
+        fpx_limits_usage (call->server->limits, (uint32_t) t, &usage);
         msgpack_pack_map (pk, 5);
         fpx_pack_kv_str (pk, "tenant", config->tenants [t]);
         fpx_pack_kv_int (pk, "indexes", usage.indexes);
@@ -114,7 +114,7 @@ fpx_handle_info_req (fpx_call_t *call, const fpx_info_req_t *req)
     int64_t transfers, transfer_bytes;
     fpx_transfers_usage (call->server->transfers, tenant, &transfers, &transfer_bytes);
     fpx_limits_usage_t usage;
-    fpx_limits_usage (tenant, &usage);
+    fpx_limits_usage (call->server->limits, tenant, &usage);
     fpx_metrics_gauges_t gauges;
     fpx_metrics_gauges (call->server->metrics, &gauges);
 
@@ -125,7 +125,7 @@ fpx_handle_info_req (fpx_call_t *call, const fpx_info_req_t *req)
     fpx_pack_kv_str (pk, "role", fpx_auth_role_name (role));
     fpx_pack_kv_double (pk, "uptime_s", fpx_monotonic_seconds () - call->server->started_at);
     fpx_pack_kv_int (pk, "workers", config->workers);
-    fpx_pack_kv_int (pk, "rss_bytes", (int64_t) fpx_limits_rss ());
+    fpx_pack_kv_int (pk, "rss_bytes", (int64_t) fpx_limits_rss (call->server->limits));
     fpx_pack_kv_int (pk, "queue_depth", (int64_t) gauges.queued);
     fpx_pack_kv_int (pk, "in_flight", (int64_t) gauges.inflight);
     fpx_pack_kv_int (pk, "connections", (int64_t) gauges.connections);

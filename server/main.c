@@ -826,12 +826,12 @@ main (int argc, char **argv)
     server.started_at = fpx_monotonic_seconds ();
     server.batch_stats = calloc ((size_t) config->ntenants, sizeof *server.batch_stats);
     server.metrics = fpx_metrics_new (config->ntenants);
-    server.transfers = fpx_transfers_new ();
+    server.limits = fpx_limits_new (config);
+    server.transfers = fpx_transfers_new (server.limits);
     server.rebuilds = fpx_rebuilds_new (config->rebuild_background_min);
     server.budget = fpx_budget_new (server.registry, config->memory_budget);
     if (!server.zmq_ctx || !server.registry || !server.batch_stats || !server.metrics
-    ||  !server.transfers || !server.rebuilds || !server.budget
-    ||  fpx_limits_start (config)) {
+    ||  !server.limits || !server.transfers || !server.rebuilds || !server.budget) {
         fprintf (stderr, "faissproxyd: cannot start: %s\n", strerror (errno));
         return 1;
     }
@@ -844,7 +844,7 @@ main (int argc, char **argv)
     //  What an entry reaches through itself (registry.h), before recovery
     //  makes the first ones.
     fpx_registry_set_parts (server.registry, &(fpx_registry_parts_t) {
-        .rebuilds = server.rebuilds, .budget = server.budget });
+        .limits = server.limits, .rebuilds = server.rebuilds, .budget = server.budget });
     if (fpx_storage_open (&storage, server.registry, config->tenants, config->ntenants)
     ||  fpx_storage_start_snapshotter (server.registry)
     ||  !(server.workers = fpx_workers_new (&server))
@@ -890,7 +890,7 @@ main (int argc, char **argv)
     free (config->tenants);
     free (server.batch_stats);
     fpx_metrics_destroy (&server.metrics);
-    fpx_limits_stop ();
+    fpx_limits_destroy (&server.limits);
     free (config->tenant_limits);
     free (s_config_text);
     fpx_log (FPX_LOG_INFO, "faissproxyd: stopped");

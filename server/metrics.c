@@ -422,7 +422,7 @@ s_text_tenants (s_out_t *out, fpx_server_t *server)
         s_text_header (out, figures [f].name, "gauge", figures [f].help);
         for (int t = 0; t < server->config.ntenants; t++) {
             fpx_limits_usage_t usage;
-            fpx_limits_usage ((uint32_t) t, &usage);
+            fpx_limits_usage (server->limits, (uint32_t) t, &usage);
             long long values [4] = { usage.indexes, usage.vectors, usage.bytes, usage.disk };
             s_put (out, "%s{tenant=\"%s\"} %lld\n", figures [f].name,
                    s_escape (tenant, sizeof tenant, server->config.tenants [t], false), values [f]);
@@ -527,7 +527,7 @@ s_render_text (s_out_t *out, fpx_server_t *server)
     s_text_gauge (out, "faissproxy_connections", "Client connections open.",
                   (double) atomic_load (&self->connections));
     s_text_gauge (out, "faissproxy_resident_memory_bytes", "Resident set size of the server.",
-                  (double) fpx_limits_rss ());
+                  (double) fpx_limits_rss (server->limits));
     s_text_tenants (out, server);
     s_text_indexes (out, server);
     s_text_budget (out, server);
@@ -585,7 +585,7 @@ s_json_usage (s_out_t *out, fpx_server_t *server)
     s_put (out, ",\"tenants\":[");
     for (int t = 0; t < server->config.ntenants; t++) {
         fpx_limits_usage_t usage;
-        fpx_limits_usage ((uint32_t) t, &usage);
+        fpx_limits_usage (server->limits, (uint32_t) t, &usage);
         s_put (out, "%s{\"tenant\":\"%s\",\"indexes\":%lld,\"vectors\":%lld,\"memory_bytes\":%lld,"
                "\"disk_bytes\":%lld}", t ? "," : "",
                s_escape (tenant, sizeof tenant, server->config.tenants [t], true),
@@ -617,7 +617,7 @@ s_render_json (s_out_t *out, fpx_server_t *server)
            "\"connections\":%zu,\"resident_memory_bytes\":%zu,\"batches\":%llu,"
            "\"batched_requests\":%llu,", fpx_monotonic_seconds () - server->started_at,
            (size_t) atomic_load (&self->queued), (size_t) atomic_load (&self->inflight),
-           (size_t) atomic_load (&self->connections), fpx_limits_rss (),
+           (size_t) atomic_load (&self->connections), fpx_limits_rss (server->limits),
            (unsigned long long) atomic_load (&self->batches),
            (unsigned long long) atomic_load (&self->batched));
     s_json_requests (out, server);

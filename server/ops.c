@@ -586,7 +586,7 @@ fpx_handle_create_req (fpx_call_t *call, const fpx_create_req_t *req)
         return rc;
     FaissIndex *index;
     char err [FPX_ERROR_TEXT_MAX];
-    size_t cap = fpx_limits_alloc_cap (call->envelope->tenant_id, FPX_CREATE_ALLOC_CAP);
+    size_t cap = fpx_limits_alloc_cap (call->server->limits, call->envelope->tenant_id, FPX_CREATE_ALLOC_CAP);
     rc = fpx_shim_factory ((int) d, factory, (int) metric, cap, &index, err, sizeof err);
     if (rc == FPX_ENOMEM && cap < FPX_CREATE_ALLOC_CAP)
         return fpx_limits_cap_refused (call, cap);
@@ -824,7 +824,7 @@ static int
 s_apply_remove (fpx_call_t *call, fpx_entry_t *entry, void *arg)
 {
     size_t machine = s_machine_memory ();
-    size_t cap = fpx_limits_alloc_cap (call->envelope->tenant_id, machine);
+    size_t cap = fpx_limits_alloc_cap (call->server->limits, call->envelope->tenant_id, machine);
     size_t removed = 0, need = 0;
     int rebuilt = 0;
     char err [FPX_ERROR_TEXT_MAX];
@@ -1380,7 +1380,7 @@ fpx_op_deserialize_bytes (fpx_call_t *call, const char *name, const char *factor
     //  A legitimate index needs little beyond its own bytes; a forged one
     //  declaring huge arrays hits the cap instead of exhausting memory.
     size_t wanted = 4 * size + ((size_t) 256 << 20);
-    size_t cap = fpx_limits_alloc_cap (call->envelope->tenant_id, wanted);
+    size_t cap = fpx_limits_alloc_cap (call->server->limits, call->envelope->tenant_id, wanted);
     FaissIndex *index;
     char err [FPX_ERROR_TEXT_MAX];
     int rc = fpx_shim_deserialize (bytes, size, cap, &index, err, sizeof err);

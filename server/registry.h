@@ -40,11 +40,13 @@
     entry is made and copied into each entry as it is inserted, so that
     two servers in one process each reach their own. Borrowed: each part
     outlives every entry of the registry. Any may be NULL (a bare
-    registry, as the registry fuzz target's): then every removal is
-    synchronous, and no budget evicts.                                   */
+    registry, as the registry fuzz target's): then nothing is counted,
+    every removal is synchronous, and no budget evicts.                  */
 struct fpx_rebuilds_t;
 struct fpx_budget_t;
+struct fpx_limits_t;
 typedef struct {
+    struct fpx_limits_t *limits;        //  tenants' usage (tenant_limits.h)
     struct fpx_rebuilds_t *rebuilds;    //  background HNSW rebuilds (rebuild.h)
     struct fpx_budget_t *budget;        //  the memory budget (budget.h)
 } fpx_registry_parts_t;

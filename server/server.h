@@ -92,12 +92,14 @@ typedef struct fpx_rebuilds_t fpx_rebuilds_t;
 typedef struct fpx_budget_t fpx_budget_t;
 typedef struct fpx_zap_t fpx_zap_t;
 typedef struct fpx_workers_t fpx_workers_t;
+typedef struct fpx_limits_t fpx_limits_t;
 
 typedef struct fpx_server_s fpx_server_t;
 struct fpx_server_s {
     fpx_config_t config;
     void *zmq_ctx;
     fpx_registry_t *registry;
+    fpx_limits_t *limits;          //  owned (tenant_limits.h)
     fpx_transfers_t *transfers;    //  owned (transfers.h)
     fpx_rebuilds_t *rebuilds;      //  owned (rebuild.h)
     fpx_budget_t *budget;          //  owned (budget.h)

@@ -91,6 +91,13 @@ s_budget (void)
     return s_store.registry ? fpx_registry_parts (s_store.registry)->budget : NULL;
 }
 
+//  The tenants' usage, likewise (NULL: nothing counted).
+static fpx_limits_t *
+s_limits (void)
+{
+    return s_store.registry ? fpx_registry_parts (s_store.registry)->limits : NULL;
+}
+
 // ---- CRC-32C --------------------------------------------------------------------
 
 //  CRC-32C, reflected, polynomial 0x82f63b78; fpx_crc32c conditions the
@@ -676,7 +683,7 @@ fpx_wal_destroy (fpx_wal_t **self_p)
     fpx_wal_t *wal = *self_p;
     if (!wal)
         return;
-    fpx_limits_disk_move (wal->tenant, -wal->charged);
+    fpx_limits_disk_move (s_limits (), wal->tenant, -wal->charged);
     if (wal->fd >= 0)
         close (wal->fd);
     pthread_mutex_destroy (&wal->mu);
@@ -701,7 +708,7 @@ static void
 s_wal_recharge (fpx_wal_t *wal)
 {
     long long now = (long long) (wal->snapshot_bytes + wal->log_bytes + wal->meta_bytes);
-    fpx_limits_disk_move (wal->tenant, now - wal->charged);
+    fpx_limits_disk_move (s_limits (), wal->tenant, now - wal->charged);
     wal->charged = now;
 }
 
@@ -768,7 +775,7 @@ fpx_wal_append (fpx_wal_t *wal, const fpx_record_t *record, fpx_ticket_t *ticket
         crc = fpx_crc32c (crc, record->parts [i], record->sizes [i]);
     s_put32 (header + 4, crc);
     int rc = s_record_grows (record->kind)
-           ? fpx_limits_disk_check (wal->tenant, FPX_REC_HEADER + length, err, err_size) : 0;
+           ? fpx_limits_disk_check (s_limits (), wal->tenant, FPX_REC_HEADER + length, err, err_size) : 0;
     if (rc)
         return rc;
 
@@ -1473,7 +1480,7 @@ fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *tenan
                                      0, &snapshot_bytes, &meta, err, err_size)
                  : FPX_ENOMEM;
     if (rc == 0)
-        rc = fpx_limits_disk_check (tenant, snapshot_bytes, err, err_size);
+        rc = fpx_limits_disk_check (s_limits (), tenant, snapshot_bytes, err, err_size);
     char path [PATH_MAX], snapshot [PATH_MAX];
     snprintf (path, sizeof path, "%s/snapshot.tmp", tmp);
     snprintf (snapshot, sizeof snapshot, "%s/snapshot", tmp);

@@ -1,6 +1,7 @@
 /*  tenant_limits.c — per-tenant quotas and the server's memory limit (tenant_limits.h).
 
-    Usage per tenant lives in atomics indexed by tenant id. An entry's
+    Usage per tenant lives in atomics indexed by tenant id, in the
+    server's fpx_limits_t; an entry's calls reach it through entry->parts. An entry's
     share (vectors, serialized bytes) is kept on the entry that owns the
     object, so that freeing it gives back exactly what it was charged.
     It must not block: the broker calls fpx_limits_rss too.
@@ -28,12 +29,14 @@ typedef struct {
 #define FPX_SMALL_RESULT  ((int64_t) 1 << 20)   //  served over --max-memory-mb
 #define FPX_RSS_PERIOD_US 5000                  //  workers' cached RSS
 
-static const fpx_config_t *s_config;
-static atomic_llong s_loaded_bytes;             //  charged bytes of loaded objects
-static atomic_llong s_rss_cached, s_rss_at_us;
-static s_usage_t *s_usage;
-static int s_statm_fd = -1;
-static long s_page_size = 4096;
+struct fpx_limits_t {
+    const fpx_config_t *config;    //  borrowed
+    s_usage_t *usage;              //  one per tenant
+    atomic_llong loaded_bytes;     //  charged bytes of loaded objects
+    atomic_llong rss_cached, rss_at_us;
+    int statm_fd;                  //  /proc/self/statm; -1: unknown
+    long page_size;
+};
 
 // ---- configuration ---------------------------------------------------------------
 
@@ -149,52 +152,62 @@ fpx_limits_load (fpx_config_t *config, const char *defaults_text, const char *fi
     return file ? s_load_file (config, file) : 0;
 }
 
-int
-fpx_limits_start (const fpx_config_t *config)
+fpx_limits_t *
+fpx_limits_new (const fpx_config_t *config)
 {
-    s_config = config;
-    s_usage = calloc ((size_t) config->ntenants + 1, sizeof *s_usage);
-    s_statm_fd = open ("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    fpx_limits_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->config = config;
+    self->usage = calloc ((size_t) config->ntenants + 1, sizeof *self->usage);
+    if (!self->usage) {
+        free (self);
+        return NULL;
+    }
+    self->statm_fd = open ("/proc/self/statm", O_RDONLY | O_CLOEXEC);
     long page = sysconf (_SC_PAGESIZE);
-    if (page > 0)
-        s_page_size = page;
-    return s_usage ? 0 : -1;
+    self->page_size = page > 0 ? page : 4096;
+    return self;
 }
 
 void
-fpx_limits_stop (void)
+fpx_limits_destroy (fpx_limits_t **self_p)
 {
-    free (s_usage);
-    s_usage = NULL;
-    if (s_statm_fd >= 0)
-        close (s_statm_fd);
-    s_statm_fd = -1;
+    fpx_limits_t *self = *self_p;
+    if (!self)
+        return;
+    free (self->usage);
+    if (self->statm_fd >= 0)
+        close (self->statm_fd);
+    free (self);
+    *self_p = NULL;
 }
 
 size_t
-fpx_limits_rss (void)
+fpx_limits_rss (fpx_limits_t *self)
 {
     char text [128];
-    ssize_t size = s_statm_fd >= 0 ? pread (s_statm_fd, text, sizeof text - 1, 0) : -1;
+    ssize_t size = self && self->statm_fd >= 0
+                 ? pread (self->statm_fd, text, sizeof text - 1, 0) : -1;
     if (size <= 0)
         return 0;
     text [size] = 0;
     unsigned long long total, resident;
     if (sscanf (text, "%llu %llu", &total, &resident) != 2)
         return 0;
-    return (size_t) resident * (size_t) s_page_size;
+    return (size_t) resident * (size_t) self->page_size;
 }
 
 //  The RSS, read at most every FPX_RSS_PERIOD_US by any worker.
 static size_t
-s_rss_recent (void)
+s_rss_recent (fpx_limits_t *self)
 {
     long long now = (long long) (fpx_monotonic_seconds () * 1e6);
-    if (now - atomic_load (&s_rss_at_us) >= FPX_RSS_PERIOD_US) {
-        atomic_store (&s_rss_cached, (long long) fpx_limits_rss ());
-        atomic_store (&s_rss_at_us, now);
+    if (now - atomic_load (&self->rss_at_us) >= FPX_RSS_PERIOD_US) {
+        atomic_store (&self->rss_cached, (long long) fpx_limits_rss (self));
+        atomic_store (&self->rss_at_us, now);
     }
-    return (size_t) atomic_load (&s_rss_cached);
+    return (size_t) atomic_load (&self->rss_cached);
 }
 
 //  Bytes a read would reply with, as far as known before it runs (0 for
@@ -234,16 +247,18 @@ s_read_result_bytes (fpx_call_t *call)
 
 // ---- usage ---------------------------------------------------------------------
 
+//  tenant's counters; NULL without limits (a bare registry's entries) or
+//  for a tenant not counted.
 static s_usage_t *
-s_usage_of (uint32_t tenant)
+s_usage_of (fpx_limits_t *self, uint32_t tenant)
 {
-    return s_usage && s_config && tenant < (uint32_t) s_config->ntenants ? &s_usage [tenant] : NULL;
+    return self && tenant < (uint32_t) self->config->ntenants ? &self->usage [tenant] : NULL;
 }
 
 void
 fpx_limits_entry_created (fpx_entry_t *entry)
 {
-    s_usage_t *usage = s_usage_of (entry->tenant);
+    s_usage_t *usage = s_usage_of (entry->parts.limits, entry->tenant);
     if (usage)
         atomic_fetch_add (&usage->indexes, 1);
 }
@@ -251,7 +266,8 @@ fpx_limits_entry_created (fpx_entry_t *entry)
 void
 fpx_limits_entry_freed (fpx_entry_t *entry)
 {
-    s_usage_t *usage = s_usage_of (entry->tenant);
+    fpx_limits_t *self = entry->parts.limits;
+    s_usage_t *usage = s_usage_of (self, entry->tenant);
     if (!usage)
         return;
     atomic_fetch_sub (&usage->indexes, 1);
@@ -259,40 +275,43 @@ fpx_limits_entry_freed (fpx_entry_t *entry)
     long long bytes = atomic_exchange (&entry->charged_bytes, 0);
     atomic_fetch_sub (&usage->bytes, bytes);
     if (!entry->evicted)
-        atomic_fetch_sub (&s_loaded_bytes, bytes);
+        atomic_fetch_sub (&self->loaded_bytes, bytes);
 }
 
 void
 fpx_limits_entry_adopted (fpx_entry_t *entry)
 {
-    s_usage_t *usage = s_usage_of (entry->tenant);
+    fpx_limits_t *self = entry->parts.limits;
+    s_usage_t *usage = s_usage_of (self, entry->tenant);
     if (!usage)
         return;
     atomic_fetch_sub (&usage->vectors, atomic_exchange (&entry->charged_vectors, 0));
     long long bytes = atomic_exchange (&entry->charged_bytes, 0);
     atomic_fetch_sub (&usage->bytes, bytes);
-    atomic_fetch_sub (&s_loaded_bytes, bytes);
+    atomic_fetch_sub (&self->loaded_bytes, bytes);
 }
 
 void
 fpx_limits_entry_evicted (fpx_entry_t *entry)
 {
-    if (s_usage_of (entry->tenant))
-        atomic_fetch_sub (&s_loaded_bytes, atomic_load (&entry->charged_bytes));
+    fpx_limits_t *self = entry->parts.limits;
+    if (s_usage_of (self, entry->tenant))
+        atomic_fetch_sub (&self->loaded_bytes, atomic_load (&entry->charged_bytes));
 }
 
 void
 fpx_limits_entry_loaded (fpx_entry_t *entry)
 {
-    if (s_usage_of (entry->tenant))
-        atomic_fetch_add (&s_loaded_bytes, atomic_load (&entry->charged_bytes));
+    fpx_limits_t *self = entry->parts.limits;
+    if (s_usage_of (self, entry->tenant))
+        atomic_fetch_add (&self->loaded_bytes, atomic_load (&entry->charged_bytes));
     fpx_limits_measure (entry);
 }
 
 void
 fpx_limits_entry_charge (fpx_entry_t *entry, long long vectors, long long bytes)
 {
-    s_usage_t *usage = s_usage_of (entry->tenant);
+    s_usage_t *usage = s_usage_of (entry->parts.limits, entry->tenant);
     if (!usage)
         return;
     atomic_fetch_add (&usage->vectors, vectors - atomic_exchange (&entry->charged_vectors, vectors));
@@ -300,16 +319,17 @@ fpx_limits_entry_charge (fpx_entry_t *entry, long long vectors, long long bytes)
 }
 
 long long
-fpx_limits_loaded_bytes (void)
+fpx_limits_loaded_bytes (fpx_limits_t *self)
 {
-    return atomic_load (&s_loaded_bytes);
+    return self ? atomic_load (&self->loaded_bytes) : 0;
 }
 
 void
 fpx_limits_measure (fpx_entry_t *entry)
 {
     fpx_entry_t *owner = fpx_entry_owner (entry);
-    s_usage_t *usage = s_usage_of (owner->tenant);
+    fpx_limits_t *self = owner->parts.limits;
+    s_usage_t *usage = s_usage_of (self, owner->tenant);
     if (!usage || !owner->index)
         return;
     size_t bytes = 0;
@@ -322,7 +342,7 @@ fpx_limits_measure (fpx_entry_t *entry)
     atomic_fetch_add (&usage->vectors, vectors - atomic_exchange (&owner->charged_vectors, vectors));
     long long delta = (long long) bytes - atomic_exchange (&owner->charged_bytes, (long long) bytes);
     atomic_fetch_add (&usage->bytes, delta);
-    atomic_fetch_add (&s_loaded_bytes, delta);
+    atomic_fetch_add (&self->loaded_bytes, delta);
 }
 
 void
@@ -341,17 +361,17 @@ fpx_limits_measure_all (fpx_registry_t *registry)
 }
 
 void
-fpx_limits_disk_move (uint32_t tenant, long long delta)
+fpx_limits_disk_move (fpx_limits_t *self, uint32_t tenant, long long delta)
 {
-    s_usage_t *usage = s_usage_of (tenant);
+    s_usage_t *usage = s_usage_of (self, tenant);
     if (usage)
         atomic_fetch_add (&usage->disk, delta);
 }
 
 int
-fpx_limits_usage (uint32_t tenant, fpx_limits_usage_t *usage)
+fpx_limits_usage (fpx_limits_t *self, uint32_t tenant, fpx_limits_usage_t *usage)
 {
-    s_usage_t *counted = s_usage_of (tenant);
+    s_usage_t *counted = s_usage_of (self, tenant);
     *usage = (fpx_limits_usage_t) { 0 };
     if (!counted)
         return -1;
@@ -363,20 +383,23 @@ fpx_limits_usage (uint32_t tenant, fpx_limits_usage_t *usage)
 }
 
 int
-fpx_limits_disk_check (uint32_t tenant, uint64_t bytes, char *err, size_t err_size)
+fpx_limits_disk_check (fpx_limits_t *self, uint32_t tenant, uint64_t bytes, char *err,
+                       size_t err_size)
 {
-    s_usage_t *usage = s_usage_of (tenant);
-    if (!usage || !s_config->tenant_limits || !s_config->tenant_limits [tenant].max_disk_mb)
+    s_usage_t *usage = s_usage_of (self, tenant);
+    if (!usage)
         return 0;
-    long long limit = (long long) s_config->tenant_limits [tenant].max_disk_mb << 20;
+    const fpx_config_t *config = self->config;
+    if (!config->tenant_limits || !config->tenant_limits [tenant].max_disk_mb)
+        return 0;
+    long long limit = (long long) config->tenant_limits [tenant].max_disk_mb << 20;
     long long disk = atomic_load (&usage->disk);
     if (disk + (long long) bytes <= limit)
         return 0;
     snprintf (err, err_size, "tenant '%s' indexes use %.1f MiB on disk, this write needs "
               "%.1f MiB more: max_disk_mb = %lld (--tenant-limits / --default-tenant-limits); "
-              "remove vectors or drop an index", s_config->tenants [tenant], disk / 1048576.0,
-              bytes / 1048576.0,
-              (long long) s_config->tenant_limits [tenant].max_disk_mb);
+              "remove vectors or drop an index", config->tenants [tenant], disk / 1048576.0,
+              bytes / 1048576.0, (long long) config->tenant_limits [tenant].max_disk_mb);
     return FPX_EQUOTA;
 }
 
@@ -407,10 +430,11 @@ fpx_limits_admit (fpx_call_t *call)
 {
     int opcode = call->header.opcode;
     const fpx_config_t *config = &call->server->config;
+    fpx_limits_t *self = call->server->limits;
     if (!fpx_limits_grows (opcode)) {
         //  Over the server's limit, reads are served while their results
         //  are small.
-        if (!config->max_memory || s_rss_recent () < config->max_memory)
+        if (!config->max_memory || s_rss_recent (self) < config->max_memory)
             return 0;
         int64_t bytes = s_read_result_bytes (call);
         if (bytes <= FPX_SMALL_RESULT)
@@ -421,9 +445,9 @@ fpx_limits_admit (fpx_call_t *call)
                                 (long long) (FPX_SMALL_RESULT >> 20), (long long) (bytes >> 20));
     }
     uint32_t tenant = call->envelope->tenant_id;
-    s_usage_t *usage = s_usage_of (tenant);
+    s_usage_t *usage = s_usage_of (self, tenant);
     if (config->max_memory) {
-        size_t rss = fpx_limits_rss ();
+        size_t rss = fpx_limits_rss (self);
         if (rss >= config->max_memory)
             return fpx_reply_error (call->reply, FPX_ENOMEM, "server memory limit reached: "
                                     "%zu MiB resident, --max-memory-mb %zu",
@@ -451,7 +475,7 @@ fpx_limits_check_vectors (fpx_call_t *call, int64_t n)
 {
     const fpx_config_t *config = &call->server->config;
     uint32_t tenant = call->envelope->tenant_id;
-    s_usage_t *usage = s_usage_of (tenant);
+    s_usage_t *usage = s_usage_of (call->server->limits, tenant);
     if (!usage || !config->tenant_limits || !config->tenant_limits [tenant].max_vectors)
         return 0;
     long long limit = (long long) config->tenant_limits [tenant].max_vectors;
@@ -465,18 +489,21 @@ fpx_limits_check_vectors (fpx_call_t *call, int64_t n)
 }
 
 size_t
-fpx_limits_alloc_cap (uint32_t tenant, size_t cap)
+fpx_limits_alloc_cap (fpx_limits_t *self, uint32_t tenant, size_t cap)
 {
-    s_usage_t *usage = s_usage_of (tenant);
-    if (usage && s_config->tenant_limits && s_config->tenant_limits [tenant].max_memory_mb) {
-        long long left = ((long long) s_config->tenant_limits [tenant].max_memory_mb << 20)
+    if (!self)
+        return cap;
+    const fpx_config_t *config = self->config;
+    s_usage_t *usage = s_usage_of (self, tenant);
+    if (usage && config->tenant_limits && config->tenant_limits [tenant].max_memory_mb) {
+        long long left = ((long long) config->tenant_limits [tenant].max_memory_mb << 20)
                        - atomic_load (&usage->bytes);
         if (left < (long long) cap)
             cap = left > 0 ? (size_t) left : 0;
     }
-    if (s_config && s_config->max_memory) {
-        size_t rss = fpx_limits_rss ();
-        size_t left = rss < s_config->max_memory ? s_config->max_memory - rss : 0;
+    if (config->max_memory) {
+        size_t rss = fpx_limits_rss (self);
+        size_t left = rss < config->max_memory ? config->max_memory - rss : 0;
         if (left < cap)
             cap = left;
     }
@@ -490,7 +517,7 @@ fpx_limits_cap_refused (fpx_call_t *call, size_t cap)
     uint32_t tenant = call->envelope->tenant_id;
     size_t server_left = (size_t) -1;
     if (config->max_memory) {
-        size_t rss = fpx_limits_rss ();
+        size_t rss = fpx_limits_rss (call->server->limits);
         server_left = rss < config->max_memory ? config->max_memory - rss : 0;
     }
     if (server_left <= cap)
@@ -511,7 +538,7 @@ fpx_limits_transfer_reserve (fpx_call_t *call, size_t bytes)
     const fpx_config_t *config = &call->server->config;
     uint32_t tenant = call->envelope->tenant_id;
     if (config->max_memory) {
-        size_t rss = fpx_limits_rss ();
+        size_t rss = fpx_limits_rss (call->server->limits);
         if (rss + bytes > config->max_memory)
             return fpx_reply_error (call->reply, FPX_ENOMEM, "server memory limit reached: a "
                                     "transfer of %zu MiB does not fit the %zu MiB left under "
@@ -519,7 +546,7 @@ fpx_limits_transfer_reserve (fpx_call_t *call, size_t bytes)
                                     rss < config->max_memory ? (config->max_memory - rss) >> 20 : 0,
                                     config->max_memory >> 20);
     }
-    s_usage_t *usage = s_usage_of (tenant);
+    s_usage_t *usage = s_usage_of (call->server->limits, tenant);
     if (!usage)
         return 0;
     long long held = atomic_fetch_add (&usage->bytes, (long long) bytes);
@@ -535,9 +562,9 @@ fpx_limits_transfer_reserve (fpx_call_t *call, size_t bytes)
 }
 
 void
-fpx_limits_transfer_release (uint32_t tenant, size_t bytes)
+fpx_limits_transfer_release (fpx_limits_t *self, uint32_t tenant, size_t bytes)
 {
-    s_usage_t *usage = s_usage_of (tenant);
+    s_usage_t *usage = s_usage_of (self, tenant);
     if (usage)
         atomic_fetch_sub (&usage->bytes, (long long) bytes);
 }

@@ -11,6 +11,10 @@
     The server limit (--max-memory-mb) is the process's resident size,
     read from /proc/self/statm.
 
+    The usage of one server is an object, fpx_limits_t (owned by
+    fpx_server_t); calls given only an entry reach it through
+    entry->parts (registry.h), and count nothing for an entry of a
+    registry without one.
     Thread-safe: the limits are read-only once loaded; usage is atomic.
     A quota is checked when a request starts, so requests running at the
     same time in the same tenant may pass it by what each adds.
@@ -38,13 +42,21 @@ int fpx_limits_parse (fpx_tenant_limits_t *limits, const char *text, char *err, 
     Returns 0, or -1 with a message on stderr.                           */
 int fpx_limits_load (fpx_config_t *config, const char *defaults_text, const char *file);
 
-/*  Starts usage counting for config's tenants (config must outlive it).
-    fpx_limits_stop frees it.                                            */
-int fpx_limits_start (const fpx_config_t *config);
-void fpx_limits_stop (void);
+typedef struct fpx_limits_t fpx_limits_t;
 
-/*  Resident set size of this process in bytes (0 if unknown).           */
-size_t fpx_limits_rss (void);
+/*  Usage counting for config's tenants (config is borrowed: it must
+    outlive the object). Returns it (caller owns; give it to the
+    registry's parts before entries are made), or NULL when out of
+    memory.                                                              */
+fpx_limits_t *fpx_limits_new (const fpx_config_t *config);
+
+/*  Frees it, after the registry (whose entries give back their charges
+    to it as they go). NULL is fine; clears *self_p.                    */
+void fpx_limits_destroy (fpx_limits_t **self_p);
+
+/*  Resident set size of this process in bytes (0 if unknown, or self
+    NULL).                                                               */
+size_t fpx_limits_rss (fpx_limits_t *self);
 
 /*  The registry's calls: an entry was created / is being freed.         */
 void fpx_limits_entry_created (fpx_entry_t *entry);
@@ -64,13 +76,14 @@ void fpx_limits_entry_loaded (fpx_entry_t *entry);
 void fpx_limits_entry_charge (fpx_entry_t *entry, long long vectors, long long bytes);
 
 /*  Serialized bytes of every object in memory (the budget's measure).    */
-long long fpx_limits_loaded_bytes (void);
+long long fpx_limits_loaded_bytes (fpx_limits_t *self);
 
 /*  Storage's calls: the tenant's bytes on disk (snapshots and logs of
     its named indexes) moved by delta; whether `bytes` more fit its
     max_disk_mb (0, or FPX_EQUOTA with err set).                         */
-void fpx_limits_disk_move (uint32_t tenant, long long delta);
-int fpx_limits_disk_check (uint32_t tenant, uint64_t bytes, char *err, size_t err_size);
+void fpx_limits_disk_move (fpx_limits_t *self, uint32_t tenant, long long delta);
+int fpx_limits_disk_check (fpx_limits_t *self, uint32_t tenant, uint64_t bytes, char *err,
+                           size_t err_size);
 
 /*  One tenant's usage as counted here, for the metrics (metrics.h).     */
 typedef struct {
@@ -83,7 +96,7 @@ typedef struct {
 /*  Reads tenant's usage into *usage (OUT). Returns 0, or -1 for a tenant
     not counted (usage zeroed). Thread-safe: atomic loads, each figure
     exact but not taken at the same instant as the others.              */
-int fpx_limits_usage (uint32_t tenant, fpx_limits_usage_t *usage);
+int fpx_limits_usage (fpx_limits_t *self, uint32_t tenant, fpx_limits_usage_t *usage);
 
 /*  Re-measures the object of entry's owner (vectors and serialized
     bytes) and moves the tenant's usage by the difference. The caller
@@ -103,7 +116,7 @@ int fpx_limits_check_vectors (fpx_call_t *call, int64_t n);
 
 /*  cap lowered to what the tenant's max_memory_mb and the server's
     --max-memory-mb still allow.                                         */
-size_t fpx_limits_alloc_cap (uint32_t tenant, size_t cap);
+size_t fpx_limits_alloc_cap (fpx_limits_t *self, uint32_t tenant, size_t cap);
 
 /*  The reply for an allocation that hit a cap fpx_limits_alloc_cap had
     lowered: which limit, and its flag. Returns the error.               */
@@ -114,7 +127,7 @@ int fpx_limits_cap_refused (fpx_call_t *call, size_t cap);
     leaves (FPX_EQUOTA / FPX_ENOMEM, reply filled, nothing charged), and
     given back when the buffer goes.                                    */
 int fpx_limits_transfer_reserve (fpx_call_t *call, size_t bytes);
-void fpx_limits_transfer_release (uint32_t tenant, size_t bytes);
+void fpx_limits_transfer_release (fpx_limits_t *self, uint32_t tenant, size_t bytes);
 
 /*  Whether a request with this opcode may grow the server's memory.     */
 bool fpx_limits_grows (int opcode);

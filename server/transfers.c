@@ -40,25 +40,27 @@ struct fpx_transfers_t {
     pthread_mutex_t lock;
     s_transfer_t *transfers;       //  guarded by lock
     uint64_t next_id;              //  guarded by lock
+    fpx_limits_t *limits;          //  what the buffers are charged to
 };
 
 fpx_transfers_t *
-fpx_transfers_new (void)
+fpx_transfers_new (fpx_limits_t *limits)
 {
     fpx_transfers_t *self = calloc (1, sizeof *self);
     if (!self)
         return NULL;
+    self->limits = limits;
     pthread_mutex_init (&self->lock, NULL);
     self->next_id = 1;
     return self;
 }
 
 static void
-s_transfer_free (s_transfer_t *transfer)
+s_transfer_free (fpx_transfers_t *self, s_transfer_t *transfer)
 {
     while (transfer) {
         s_transfer_t *next = transfer->next;
-        fpx_limits_transfer_release (transfer->tenant, transfer->charged);
+        fpx_limits_transfer_release (self->limits, transfer->tenant, transfer->charged);
         free (transfer->data);
         free (transfer);
         transfer = next;
@@ -96,7 +98,7 @@ s_reap (fpx_transfers_t *self, uint64_t conn_id, bool by_conn)
     pthread_mutex_lock (&self->lock);
     size_t count = s_unlink_where (self, conn_id, by_conn, false, &freed);
     pthread_mutex_unlock (&self->lock);
-    s_transfer_free (freed);
+    s_transfer_free (self, freed);
     return count;
 }
 
@@ -114,7 +116,7 @@ fpx_transfers_destroy (fpx_transfers_t **self_p)
         return;
     s_transfer_t *freed = NULL;
     s_unlink_where (self, 0, false, true, &freed);
-    s_transfer_free (freed);
+    s_transfer_free (self, freed);
     pthread_mutex_destroy (&self->lock);
     free (self);
     *self_p = NULL;
@@ -257,7 +259,7 @@ fpx_handle_download_begin_req (fpx_call_t *call, const fpx_download_begin_req_t 
         s_insert (call->server->transfers, transfer);
     pthread_mutex_unlock (&call->server->transfers->lock);
     if (rc) {
-        s_transfer_free (transfer);
+        s_transfer_free (call->server->transfers, transfer);
         return rc;
     }
     msgpack_pack_map (&call->reply->pk, 3);
@@ -300,7 +302,7 @@ fpx_handle_download_chunk_req (fpx_call_t *call, const fpx_download_chunk_req_t 
         }
     }
     pthread_mutex_unlock (&call->server->transfers->lock);
-    s_transfer_free (finished);
+    s_transfer_free (call->server->transfers, finished);
     if (rc)
         return rc;
     msgpack_pack_map (&call->reply->pk, 2);
@@ -345,7 +347,7 @@ fpx_handle_upload_begin_req (fpx_call_t *call, const fpx_upload_begin_req_t *req
     memcpy (transfer->name, name, sizeof req->name);
     memcpy (transfer->factory, factory, sizeof req->factory);
     if (!transfer->data) {
-        s_transfer_free (transfer);
+        s_transfer_free (call->server->transfers, transfer);
         return fpx_reply_error (call->reply, FPX_ENOMEM, "cannot allocate an upload buffer of "
                                 "%lld bytes", (long long) size);
     }
@@ -355,7 +357,7 @@ fpx_handle_upload_begin_req (fpx_call_t *call, const fpx_upload_begin_req_t *req
         s_insert (call->server->transfers, transfer);
     pthread_mutex_unlock (&call->server->transfers->lock);
     if (rc) {
-        s_transfer_free (transfer);
+        s_transfer_free (call->server->transfers, transfer);
         return rc;
     }
     msgpack_pack_map (&call->reply->pk, 2);
@@ -427,11 +429,11 @@ fpx_handle_upload_commit_req (fpx_call_t *call, const fpx_upload_commit_req_t *r
         return rc;
     //  As for a deserialize, whose message is not charged either: the
     //  bytes stop counting as FAISS starts building the index from them.
-    fpx_limits_transfer_release (transfer->tenant, transfer->charged);
+    fpx_limits_transfer_release (call->server->limits, transfer->tenant, transfer->charged);
     transfer->charged = 0;
     rc = fpx_op_deserialize_bytes (call, transfer->name, transfer->factory, transfer->data,
                                    transfer->size);
-    s_transfer_free (transfer);
+    s_transfer_free (call->server->transfers, transfer);
     return rc;
 }
 
@@ -448,7 +450,7 @@ fpx_handle_transfer_abort_req (fpx_call_t *call, const fpx_transfer_abort_req_t 
     pthread_mutex_unlock (&call->server->transfers->lock);
     if (!transfer)
         return call->reply->status;
-    s_transfer_free (transfer);
+    s_transfer_free (call->server->transfers, transfer);
     fpx_op_pack_empty (call);
     return 0;
 }

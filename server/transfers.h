@@ -24,11 +24,14 @@
 #define FPX_TRANSFERS_H_INCLUDED
 
 #include "server.h"
+#include "tenant_limits.h"
 
 typedef struct fpx_transfers_t fpx_transfers_t;
 
-/*  An empty table of transfers (caller owns), or NULL when out of memory. */
-fpx_transfers_t *fpx_transfers_new (void);
+/*  An empty table of transfers whose buffers are charged to limits
+    (borrowed: it outlives the table). Returns it (caller owns), or NULL
+    when out of memory.                                                  */
+fpx_transfers_t *fpx_transfers_new (fpx_limits_t *limits);
 
 /*  Frees every transfer left and the table (at shutdown, after the
     workers stopped); NULL is fine; clears *self_p.                      */

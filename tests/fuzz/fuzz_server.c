@@ -141,14 +141,16 @@ s_start (void)
     server->registry = fpx_registry_new ();
     server->started_at = fpx_monotonic_seconds ();
     server->batch_stats = calloc ((size_t) config->ntenants, sizeof *server->batch_stats);
-    server->transfers = fpx_transfers_new ();
+    server->limits = fpx_limits_new (config);
+    server->transfers = fpx_transfers_new (server->limits);
     server->rebuilds = fpx_rebuilds_new (config->rebuild_background_min);
     server->budget = fpx_budget_new (server->registry, config->memory_budget);
     FPX_FUZZ_ASSERT (server->zmq_ctx && server->registry && server->batch_stats
-                     && server->transfers && server->rebuilds && server->budget);
+                     && server->limits && server->transfers && server->rebuilds
+                     && server->budget);
     fpx_registry_set_parts (server->registry, &(fpx_registry_parts_t) {
-        .rebuilds = server->rebuilds, .budget = server->budget });
-    FPX_FUZZ_ASSERT (fpx_limits_start (config) == 0);
+        .limits = server->limits, .rebuilds = server->rebuilds,
+        .budget = server->budget });
     fpx_storage_config_t storage = {
         .root = config->data_dir, .fsync = config->fsync,
         .snapshot_log_bytes = config->snapshot_log_bytes,
@@ -191,6 +193,7 @@ fpx_fuzz_target_cleanup (void)
     fpx_registry_destroy (&server->registry);
     fpx_rebuilds_destroy (&server->rebuilds);
     fpx_budget_destroy (&server->budget);
+    fpx_limits_destroy (&server->limits);
     zmq_ctx_term (server->zmq_ctx);
     close (s_self.signal_pipe [0]);
     close (s_self.signal_pipe [1]);
