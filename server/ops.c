@@ -413,7 +413,7 @@ fpx_op_register (fpx_call_t *call, const char *name, const fpx_object_t *object)
     }
     uint32_t tenant = call->envelope->tenant_id;
     fpx_entry_t *entry;
-    pthread_mutex_t *name_lock = fpx_storage_name_lock (tenant, name);
+    pthread_mutex_t *name_lock = fpx_registry_name_lock (call->server->registry, tenant, name);
     int rc = fpx_storage_create (call->server->registry, tenant, call->server->config.tenants [tenant],
                                  name, object, &entry, call->reply->error, sizeof call->reply->error);
     pthread_mutex_unlock (name_lock);
@@ -641,7 +641,7 @@ fpx_handle_drop_req (fpx_call_t *call, const fpx_drop_req_t *req)
     int rc = 0;
     uint32_t tenant = call->envelope->tenant_id;
     //  Under the name lock: a create, drop or save of the same name waits.
-    pthread_mutex_t *name_lock = fpx_storage_name_lock (tenant, name);
+    pthread_mutex_t *name_lock = fpx_registry_name_lock (call->server->registry, tenant, name);
     fpx_entry_t *entry = fpx_registry_find (call->server->registry, tenant, name,
                                             call->envelope->conn_id);
     bool named = entry && fpx_entry_owner_conn (entry) == 0;
@@ -969,7 +969,7 @@ fpx_handle_save_req (fpx_call_t *call, const fpx_save_req_t *req)
     //  Under the name lock, and only if it was not dropped meanwhile.
     uint32_t tenant = fpx_entry_tenant (entry);
     const char *name = fpx_entry_name (entry);
-    pthread_mutex_t *name_lock = fpx_storage_name_lock (tenant, name);
+    pthread_mutex_t *name_lock = fpx_registry_name_lock (call->server->registry, tenant, name);
     fpx_entry_t *current = fpx_registry_find (call->server->registry, tenant, name, 0);
     if (current != entry)
         rc = fpx_reply_error (call->reply, FPX_ENOTFOUND, "no index named '%s'", name);

@@ -10,6 +10,8 @@
 #include "storage.h"
 #include "tenant_limits.h"
 
+#define S_NAME_LOCKS 64             //  stripes of the name locks
+
 struct fpx_registry_t {
     pthread_rwlock_t lock;
     fpx_entry_t **buckets;
@@ -17,6 +19,7 @@ struct fpx_registry_t {
     size_t count;
     atomic_ullong next_anonymous;
     fpx_registry_parts_t parts;    //  copied into each new entry
+    pthread_mutex_t name_locks [S_NAME_LOCKS];  //  by hash of (tenant, name)
 };
 
 static uint64_t
@@ -41,6 +44,8 @@ fpx_registry_new (void)
         return NULL;
     }
     pthread_rwlock_init (&self->lock, NULL);
+    for (int i = 0; i < S_NAME_LOCKS; i++)
+        pthread_mutex_init (&self->name_locks [i], NULL);
     //  Anonymous names start at a random point: a client that reconnects
     //  silently to a restarted server must not reach another's "@1".
     unsigned long long start = 0;
@@ -67,8 +72,25 @@ fpx_registry_destroy (fpx_registry_t **self_p)
         }
     free (self->buckets);
     pthread_rwlock_destroy (&self->lock);
+    for (int i = 0; i < S_NAME_LOCKS; i++)
+        pthread_mutex_destroy (&self->name_locks [i]);
     free (self);
     *self_p = NULL;
+}
+
+pthread_mutex_t *
+fpx_registry_name_lock (fpx_registry_t *self, uint32_t tenant, const char *name)
+{
+    pthread_mutex_t *lock = &self->name_locks [s_hash (tenant, name) % S_NAME_LOCKS];
+    pthread_mutex_lock (lock);
+    return lock;
+}
+
+pthread_mutex_t *
+fpx_registry_name_lock_try (fpx_registry_t *self, uint32_t tenant, const char *name)
+{
+    pthread_mutex_t *lock = &self->name_locks [s_hash (tenant, name) % S_NAME_LOCKS];
+    return pthread_mutex_trylock (lock) == 0 ? lock : NULL;
 }
 
 void

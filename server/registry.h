@@ -147,6 +147,18 @@ long fpx_registry_named (fpx_registry_t *self, fpx_entry_t ***entries_p);
     name; as fpx_registry_named otherwise.                               */
 long fpx_registry_named_of (fpx_registry_t *self, uint32_t tenant, fpx_entry_t ***entries_p);
 
+/*  Locks and returns the name lock of (tenant, name) in this registry;
+    the caller unlocks it. Held across create, drop and save of a named
+    index (and the background snapshot, storage.h), so that they on one
+    name run one at a time, in the order they were acknowledged
+    (docs/SECURITY.md). Striped: two names may share a lock. Never take
+    an entry lock before it.                                             */
+pthread_mutex_t *fpx_registry_name_lock (fpx_registry_t *self, uint32_t tenant, const char *name);
+
+/*  As fpx_registry_name_lock, but NULL at once when it is taken.        */
+pthread_mutex_t *fpx_registry_name_lock_try (fpx_registry_t *self, uint32_t tenant,
+                                             const char *name);
+
 /*  Marks entry as used now (the memory budget's LRU order).             */
 void fpx_entry_touch (fpx_entry_t *entry);
 

@@ -307,43 +307,6 @@ s_unique_path (char *out, size_t size, const char *dir, const char *prefix, cons
               (unsigned long long) atomic_fetch_add (&counter, 1), (unsigned long long) random);
 }
 
-//  Name locks: striped by hash of (tenant, name). Creating, dropping and
-//  snapshotting one named index take its lock, so they run one at a time
-//  and in the order they were acknowledged (docs/SECURITY.md).
-#define S_NAME_LOCKS 64
-static pthread_mutex_t s_name_locks [S_NAME_LOCKS];
-static pthread_once_t s_name_locks_once = PTHREAD_ONCE_INIT;
-
-static void
-s_name_locks_init (void)
-{
-    for (int i = 0; i < S_NAME_LOCKS; i++)
-        pthread_mutex_init (&s_name_locks [i], NULL);
-}
-
-pthread_mutex_t *
-fpx_storage_name_lock (uint32_t tenant, const char *name)
-{
-    pthread_once (&s_name_locks_once, s_name_locks_init);
-    uint64_t h = 1469598103934665603ull ^ tenant;
-    for (const char *c = name; *c; c++)
-        h = (h ^ (uint8_t) *c) * 1099511628211ull;
-    pthread_mutex_t *lock = &s_name_locks [h % S_NAME_LOCKS];
-    pthread_mutex_lock (lock);
-    return lock;
-}
-
-pthread_mutex_t *
-fpx_storage_name_lock_try (uint32_t tenant, const char *name)
-{
-    pthread_once (&s_name_locks_once, s_name_locks_init);
-    uint64_t h = 1469598103934665603ull ^ tenant;
-    for (const char *c = name; *c; c++)
-        h = (h ^ (uint8_t) *c) * 1099511628211ull;
-    pthread_mutex_t *lock = &s_name_locks [h % S_NAME_LOCKS];
-    return pthread_mutex_trylock (lock) == 0 ? lock : NULL;
-}
-
 static int
 s_remove_tree (const char *path)
 {
@@ -1613,7 +1576,8 @@ fpx_storage_evict (fpx_entry_t *entry, char *err, size_t err_size)
         return 1;
     //  Never wait for a name lock here: the caller may be making room
     //  for a load, and whoever holds it may wait for that entry's lock.
-    pthread_mutex_t *name_lock = fpx_storage_name_lock_try (entry->tenant, entry->name);
+    pthread_mutex_t *name_lock = fpx_registry_name_lock_try (s_store.registry, entry->tenant,
+                                                             entry->name);
     if (!name_lock)
         return 1;
     int rc = fpx_storage_snapshot (entry, err, err_size);
@@ -1696,7 +1660,9 @@ s_snapshot_due (bool all)
         if (wal && (all ? s_wal_has_records (wal) : fpx_wal_wants_snapshot (wal))) {
             //  Under the name lock, and only while the entry is still the
             //  one registered: a dropped index's files are not rewritten.
-            pthread_mutex_t *lock = fpx_storage_name_lock (entries [i]->tenant, entries [i]->name);
+            pthread_mutex_t *lock = fpx_registry_name_lock (s_store.registry,
+                                                            entries [i]->tenant,
+                                                            entries [i]->name);
             fpx_entry_t *current = fpx_registry_find (s_store.registry, entries [i]->tenant,
                                                       entries [i]->name, 0);
             char err [1024];

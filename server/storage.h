@@ -89,15 +89,6 @@ int fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *t
                         const char *name, const fpx_object_t *object,
                         fpx_entry_t **entry_p, char *err, size_t err_size);
 
-/*  Locks and returns the name lock of (tenant, name); the caller unlocks
-    it. Held across create, drop and save of a named index (and the
-    background snapshot), so that they on one name run one at a time.
-    Never take an entry lock before it.                                  */
-pthread_mutex_t *fpx_storage_name_lock (uint32_t tenant, const char *name);
-
-/*  As fpx_storage_name_lock, but NULL at once when it is taken.         */
-pthread_mutex_t *fpx_storage_name_lock_try (uint32_t tenant, const char *name);
-
 /*  Evicts a named index (budget.h): makes its snapshot current (the log
     empty), then, under its exclusive lock, frees its object and keeps
     what describe shows. The caller holds one counted reference and no
