@@ -8,7 +8,7 @@
 
 #include "auth.h"
 #include "fpx_protocol.h"
-#include "server.h"
+#include "log.h"
 
 void
 fpx_auth_hash_key (const char *key, size_t len, uint8_t hash [FPX_KEY_HASH_SIZE])

@@ -10,7 +10,7 @@
     Batching: when a worker frees up and the next queued job is a small
     search, every queued search that asks the same thing of the same index
     (same tenant, byte-identical parameters) goes with it as one batch,
-    answered by one FAISS call (fpx_batch_t, server.h). Each wake reads
+    answered by one FAISS call (fpx_batch_t, worker.h). Each wake reads
     every message already waiting before it hands out the queue, so
     searches that arrived together share a call and none waits for one
     that has not arrived: batching adds no latency.
@@ -37,11 +37,13 @@
 #include <sodium.h>
 
 #include "auth.h"
+#include "broker.h"
+#include "clock.h"
 #include "faiss_shim.h"
 #include "intake.h"
-#include "server.h"
 #include "storage.h"
 #include "tenant_limits.h"
+#include "worker.h"
 
 #define FPX_ROUTING_ID_MAX 256
 #define FPX_READS_PER_WAKE 256      //  messages read per socket per wake

@@ -17,8 +17,8 @@
 
 #include "entry.h"
 #include "budget.h"
+#include "clock.h"
 #include "log.h"
-#include "server.h"
 #include "storage.h"
 #include "tenant_limits.h"
 

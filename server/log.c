@@ -3,12 +3,15 @@
     polling.                                                              */
 #include <sched.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "server.h"
+#include "clock.h"
+#include "fpx_protocol.h"
+#include "log.h"
 
 static atomic_int s_level = FPX_LOG_INFO;
 static atomic_bool s_json;

@@ -14,15 +14,17 @@
 #include <sodium.h>
 #include <stdbool.h>
 
-#include "budget.h"
-#include "rebuild.h"
 #include "auth.h"
+#include "broker.h"
+#include "budget.h"
+#include "clock.h"
 #include "faiss_shim.h"
-#include "interrupt.h"
-#include "tenant_limits.h"
 #include "fpx_runtime.h"
-#include "server.h"
+#include "interrupt.h"
+#include "metrics_http.h"
+#include "rebuild.h"
 #include "storage.h"
+#include "tenant_limits.h"
 #include "transfers.h"
 #include "worker.h"
 #include "zap.h"

@@ -14,8 +14,10 @@
 #include <string.h>
 
 #include "budget.h"
-#include "server.h"
+#include "clock.h"
+#include "metrics_http.h"
 #include "tenant_limits.h"
+#include "worker.h"
 
 #define S_OPCODES   (FPX_OP_LAST_)      //  slot 0: an opcode we do not know
 #define S_STATUSES  32                  //  -status; the last: any other

@@ -71,7 +71,7 @@ typedef struct {
 } fpx_metrics_gauges_t;
 void fpx_metrics_gauges (fpx_metrics_t *self, fpx_metrics_gauges_t *gauges /* OUT */);
 
-/*  fpx_metrics_render (server.h) renders them, with the usage and the
+/*  fpx_metrics_render (metrics_http.h) renders them, with the usage and the
     named indexes, as the Prometheus text format or JSON.                 */
 
 #endif

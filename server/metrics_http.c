@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "server.h"
+#include "metrics_http.h"
 
 #define S_CONNECTIONS_MAX   32      //  open scrapes at once
 #define S_CONNECTIONS_PER_IP 8

@@ -5,9 +5,12 @@
 #ifndef FPX_OPS_H_INCLUDED
 #define FPX_OPS_H_INCLUDED
 
+#include "broker.h"                 //  fpx_pack_server_info (ping, info)
+#include "call.h"
+#include "clock.h"
 #include "fpx_fields.h"
-#include "server.h"
 #include "storage.h"
+#include "worker.h"                 //  the batch (search)
 
 /*  FAISS C API failure → FPX_EFAISS with FAISS's message (FPX_ENOMEM for
     bad_alloc).                                                          */

@@ -27,12 +27,13 @@
 #include <faiss/c_api/AutoTune_c.h>
 #include <faiss/c_api/impl/AuxIndexStructures_c.h>
 
+#include "budget.h"
+#include "clock.h"
 #include "entry.h"
 #include "faiss_shim.h"
-#include "server.h"
+#include "log.h"
 #include "storage.h"
 #include "tenant_limits.h"
-#include "budget.h"
 
 #define FPX_REC_MAGIC       0x52585046u       //  "FPXR"
 #define FPX_REC_HEADER      32

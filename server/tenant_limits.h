@@ -22,7 +22,7 @@
 #ifndef FPX_TENANT_LIMITS_H_INCLUDED
 #define FPX_TENANT_LIMITS_H_INCLUDED
 
-#include "server.h"
+#include "call.h"
 
 //  The defaults, written down in docs/SECURITY.md.
 #define FPX_DEFAULT_MAX_INDEXES     1000

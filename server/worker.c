@@ -9,8 +9,9 @@
 #include <string.h>
 
 #include "budget.h"
+#include "call.h"
+#include "clock.h"
 #include "interrupt.h"
-#include "server.h"
 #include "transfers.h"
 #include "worker.h"
 
@@ -196,7 +197,7 @@ s_serve_request (s_worker_t *self, void *socket, zmq_msg_t *frames, int count, f
     fpx_budget_enforce (self->server->budget, 0);
 }
 
-//  Serves a batch (see fpx_batch_t in server.h) and hands it back to the
+//  Serves a batch (see fpx_batch_t in worker.h) and hands it back to the
 //  broker with every item's reply frames in place of its request.
 static void
 s_serve_batch (s_worker_t *self, void *socket, fpx_batch_t *batch)

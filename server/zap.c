@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zmq.h>
 
+#include "log.h"
 #include "zap.h"
 
 #define S_ZAP_ENDPOINT "inproc://zeromq.zap.01"

@@ -64,7 +64,7 @@
 #define EQ_THREADS 4
 #define EQ_PER_THREAD 650
 
-//  The server's batch limits (server/server.h, not visible to clients).
+//  The server's batch limits (server/worker.h, not visible to clients).
 #define BATCH_MAX          256          //  requests in one batch
 #define BATCH_QUERY_BYTES  65536        //  largest query frame batched
 #define BATCH_BYTES        (4 << 20)    //  query bytes in one batch

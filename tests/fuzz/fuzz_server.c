@@ -26,7 +26,9 @@
 #include <sodium.h>
 
 #include "auth.h"
+#include "broker.h"
 #include "budget.h"
+#include "clock.h"
 #include "faiss_shim.h"
 #include "fuzz_client.h"
 #include "fuzz_common.h"
