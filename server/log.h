@@ -1,5 +1,7 @@
 /*  log.h — faissproxyd's log (log.c): one line per message on stderr,
     "TIME LEVEL text", the text sanitized (it may quote client bytes).
+    One log per process, shared by every server in it: its level, format
+    and stream are process-wide on purpose, as stderr is.
     Callable from C and C++.
 */
 #ifndef FPX_LOG_H_INCLUDED

@@ -1,9 +1,10 @@
 /*  server.h — one faissproxyd server: its configuration and the parts it
     owns, each an object with its own header (config.h, registry.h,
     tenant_limits.h, transfers.h, rebuild.h, budget.h, zap.h, worker.h,
-    metrics.h). Two servers may live in one process: nothing of a server
-    is kept in file-level variables but the log (log.h), which is the
-    process's.
+    metrics.h), so that two servers may live in one process. Still kept
+    in file-level variables: the log (log.h), on purpose the process's,
+    and storage's data directory and snapshotter (storage.h), one open at
+    a time per process.
 
     Threads: one broker (broker.h: owns every public socket, never calls
     FAISS, never blocks), N workers (worker.h: each owns one inproc DEALER
