@@ -53,9 +53,10 @@ bool fpx_budget_fits (fpx_budget_t *self, size_t need);
 void fpx_budget_enforce (fpx_budget_t *self, size_t need);
 
 /*  Marks entry used now and, if it is evicted, loads it back (making room
-    first), under the budget of entry's registry. The caller holds a counted reference and no lock; while it
-    holds that reference the index stays loaded. Returns 0, or
-    FPX_EDAMAGED / FPX_EIO with err set.                                 */
+    first), under the budget of entry's registry (entry->parts). The
+    caller holds a counted reference and no lock; while it holds that
+    reference the index stays loaded. Returns 0, or FPX_EDAMAGED /
+    FPX_EIO with err set.                                                */
 int fpx_budget_acquire (fpx_entry_t *entry, char *err, size_t err_size);
 
 /*  Counters since start, for the metrics.                               */

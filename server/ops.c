@@ -586,7 +586,8 @@ fpx_handle_create_req (fpx_call_t *call, const fpx_create_req_t *req)
         return rc;
     FaissIndex *index;
     char err [FPX_ERROR_TEXT_MAX];
-    size_t cap = fpx_limits_alloc_cap (call->server->limits, call->envelope->tenant_id, FPX_CREATE_ALLOC_CAP);
+    size_t cap = fpx_limits_alloc_cap (call->server->limits, call->envelope->tenant_id,
+                                       FPX_CREATE_ALLOC_CAP);
     rc = fpx_shim_factory ((int) d, factory, (int) metric, cap, &index, err, sizeof err);
     if (rc == FPX_ENOMEM && cap < FPX_CREATE_ALLOC_CAP)
         return fpx_limits_cap_refused (call, cap);

@@ -739,7 +739,9 @@ fpx_wal_append (fpx_wal_t *wal, const fpx_record_t *record, fpx_ticket_t *ticket
         crc = fpx_crc32c (crc, record->parts [i], record->sizes [i]);
     s_put32 (header + 4, crc);
     int rc = s_record_grows (record->kind)
-           ? fpx_limits_disk_check (s_limits (), wal->tenant, FPX_REC_HEADER + length, err, err_size) : 0;
+           ? fpx_limits_disk_check (s_limits (), wal->tenant, FPX_REC_HEADER + length, err,
+                                    err_size)
+           : 0;
     if (rc)
         return rc;
 
@@ -1318,8 +1320,8 @@ s_recover_tenant (uint32_t tenant_id, const char *tenant, size_t *loaded, size_t
         }
         if (!fpx_name_is_valid (item->d_name, strlen (item->d_name)))
             continue;
-        if (fpx_budget_enabled (s_budget ()) && s_recover_evicted (dir, tenant_id, tenant, item->d_name,
-                                                     vectors) == 0) {
+        if (fpx_budget_enabled (s_budget ())
+        &&  s_recover_evicted (dir, tenant_id, tenant, item->d_name, vectors) == 0) {
             ++*loaded;
             atomic_fetch_add (&s_store.recovered, 1);
             continue;

@@ -177,7 +177,8 @@ static int
 s_check_room (fpx_call_t *call)
 {
     int open = 0;
-    for (s_transfer_t *transfer = call->server->transfers->transfers; transfer; transfer = transfer->next)
+    fpx_transfers_t *self = call->server->transfers;
+    for (s_transfer_t *transfer = self->transfers; transfer; transfer = transfer->next)
         open += transfer->conn_id == call->envelope->conn_id;
     if (open < FPX_TRANSFERS_PER_CONN)
         return 0;
