@@ -17,7 +17,7 @@
     Without a budget (0 bytes, or no fpx_budget_t: NULL) every call here
     returns at once: behaviour is as if this module did not exist. One
     budget per server (fpx_server_t owns it); calls given only an entry
-    reach it through entry->parts (registry.h).
+    reach it through entry->parts (entry.h, registry.h).
     Thread-safe: evictions run one at a time under one mutex, which is
     never held by a thread that holds an entry lock.
 */

@@ -22,8 +22,8 @@
 
     The rebuilds of one server are an object, fpx_rebuilds_t (owned by
     fpx_server_t); calls given an entry reach it through entry->parts
-    (registry.h), so that an entry of a registry without one removes
-    synchronously.
+    (entry.h, registry.h), so that an entry of a registry without one
+    removes synchronously.
     This module must not hold its mutex while it takes an entry lock.
     Thread-safe.
 */

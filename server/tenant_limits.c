@@ -1,9 +1,10 @@
 /*  tenant_limits.c — per-tenant quotas and the server's memory limit (tenant_limits.h).
 
     Usage per tenant lives in atomics indexed by tenant id, in the
-    server's fpx_limits_t; an entry's calls reach it through entry->parts. An entry's
-    share (vectors, serialized bytes) is kept on the entry that owns the
-    object, so that freeing it gives back exactly what it was charged.
+    server's fpx_limits_t; an entry's calls reach it through entry->parts.
+    An entry's share (vectors, serialized bytes) is kept on the entry that
+    owns the object, so that freeing it gives back exactly what it was
+    charged.
     It must not block: the broker calls fpx_limits_rss too.
 */
 #include <ctype.h>

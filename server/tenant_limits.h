@@ -13,7 +13,7 @@
 
     The usage of one server is an object, fpx_limits_t (owned by
     fpx_server_t); calls given only an entry reach it through
-    entry->parts (registry.h), and count nothing for an entry of a
+    entry->parts (entry.h, registry.h), and count nothing for an entry of a
     registry without one.
     Thread-safe: the limits are read-only once loaded; usage is atomic.
     A quota is checked when a request starts, so requests running at the
