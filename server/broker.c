@@ -160,12 +160,12 @@ s_msg_from (zmq_msg_t *msg, const void *data, size_t size)
 }
 
 void
-fpx_pack_server_info (msgpack_packer *pk)
+fpx_pack_server_info (const fpx_server_t *server, msgpack_packer *pk)
 {
     fpx_pack_kv_str (pk, "server_version", FPX_SERVER_VERSION);
     fpx_pack_kv_int (pk, "protocol_version", FPX_PROTOCOL_VERSION);
     fpx_pack_kv_str (pk, "faiss_version", fpx_shim_faiss_version ());
-    fpx_pack_kv_bool (pk, "recovering", fpx_storage_recovering (NULL));
+    fpx_pack_kv_bool (pk, "recovering", fpx_storage_recovering (server->storage, NULL));
 }
 
 //  Replies from the broker itself: an error, or the ping result; counted
@@ -190,7 +190,7 @@ s_reply (s_broker_t *self, zmq_msg_t *rid, const fpx_header_t *request, int tena
     }
     else {
         msgpack_pack_map (&pk, FPX_SERVER_INFO_KEYS);
-        fpx_pack_server_info (&pk);
+        fpx_pack_server_info (self->server, &pk);
     }
     zmq_msg_t frames [3];
     zmq_msg_init (&frames [0]);
@@ -203,10 +203,10 @@ s_reply (s_broker_t *self, zmq_msg_t *rid, const fpx_header_t *request, int tena
 
 //  While the storage is loading indexes: fills text and returns true.
 static bool
-s_recovering (char *text, size_t size)
+s_recovering (s_broker_t *self, char *text, size_t size)
 {
     size_t loaded;
-    if (!fpx_storage_recovering (&loaded))
+    if (!fpx_storage_recovering (self->server->storage, &loaded))
         return false;
     snprintf (text, size, "the server is recovering its indexes from disk (%zu loaded so "
               "far); the request did not run: send it again shortly", loaded);
@@ -821,7 +821,7 @@ s_admit (s_broker_t *self, s_job_t *job, bool too_many, size_t total, bool guard
         else if (self->stopping)
             rc = FPX_ESHUTDOWN, error = "server is shutting down";
         else if (header.opcode != FPX_OP_PING && header.opcode != FPX_OP_INFO
-             &&  s_recovering (text, sizeof text))
+             &&  s_recovering (self, text, sizeof text))
             rc = FPX_ERECOVERING, error = text;
         else if (header.opcode != FPX_OP_PING
              &&  (rc = s_check_load (self, (uint32_t) tenant, header.opcode, text, sizeof text)))

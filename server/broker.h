@@ -19,8 +19,8 @@
 int fpx_broker_run (fpx_server_t *server, int signal_fd);
 
 /*  Packs the ping/info result common part into pk (FPX_SERVER_INFO_KEYS
-    entries): versions, and whether the server is still recovering.     */
+    entries): versions, and whether server is still recovering.         */
 #define FPX_SERVER_INFO_KEYS 4
-void fpx_pack_server_info (msgpack_packer *pk);
+void fpx_pack_server_info (const fpx_server_t *server, msgpack_packer *pk);
 
 #endif

@@ -120,7 +120,7 @@ fpx_handle_info_req (fpx_call_t *call, const fpx_info_req_t *req)
 
     msgpack_packer *pk = &call->reply->pk;
     msgpack_pack_map (pk, FPX_SERVER_INFO_KEYS + 22 + (all ? 1 : 0));
-    fpx_pack_server_info (pk);
+    fpx_pack_server_info (call->server, pk);
     fpx_pack_kv_str (pk, "tenant", config->tenants [tenant]);
     fpx_pack_kv_str (pk, "role", fpx_auth_role_name (role));
     fpx_pack_kv_double (pk, "uptime_s", fpx_monotonic_seconds () - call->server->started_at);

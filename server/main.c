@@ -724,11 +724,12 @@ s_parse (fpx_config_t *config, int argc, char **argv)
 //  FPX_ERECOVERING for requests that touch indexes, which the client
 //  library sends again until recovery ends or their timeout.
 static void *
-s_recover (void *registry)
+s_recover (void *arg)
 {
-    fpx_storage_recover ();
-    fpx_limits_measure_all (registry);
-    fpx_storage_recovered ();
+    fpx_server_t *server = arg;
+    fpx_storage_recover (server->storage);
+    fpx_limits_measure_all (server->registry);
+    fpx_storage_recovered (server->storage);
     return NULL;
 }
 
@@ -847,11 +848,12 @@ main (int argc, char **argv)
     //  makes the first ones.
     fpx_registry_set_parts (server.registry, &(fpx_registry_parts_t) {
         .limits = server.limits, .rebuilds = server.rebuilds, .budget = server.budget });
-    if (fpx_storage_open (&storage, server.registry, config->tenants, config->ntenants)
-    ||  fpx_storage_start_snapshotter (server.registry)
+    if (!(server.storage = fpx_storage_new (&storage, server.registry, config->tenants,
+                                            config->ntenants))
+    ||  fpx_storage_start_snapshotter (server.storage)
     ||  !(server.workers = fpx_workers_new (&server))
     ||  (config->curve && !(server.zap = fpx_zap_new (&server)))
-    ||  pthread_create (&recovery, NULL, s_recover, server.registry)) {
+    ||  pthread_create (&recovery, NULL, s_recover, &server)) {
         fprintf (stderr, "faissproxyd: cannot start\n");
         return 1;
     }
@@ -872,13 +874,13 @@ main (int argc, char **argv)
         fpx_log (FPX_LOG_ERROR, "faissproxyd: stopped on error");
         _exit (1);
     }
-    fpx_storage_stop_recovery ();
+    fpx_storage_stop_recovery (server.storage);
     pthread_join (recovery, NULL);
     fpx_workers_destroy (&server.workers);
     fpx_transfers_destroy (&server.transfers);
     fpx_rebuilds_join (server.rebuilds);    //  removals land before the last snapshots
     fpx_metrics_http_destroy (&metrics_http);   //  it reads the registry
-    fpx_storage_close (server.registry);        //  snapshots what the logs hold
+    fpx_storage_destroy (&server.storage);      //  snapshots what the logs hold
     fpx_registry_destroy (&server.registry);
     fpx_rebuilds_destroy (&server.rebuilds);
     fpx_budget_destroy (&server.budget);

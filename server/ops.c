@@ -414,7 +414,7 @@ fpx_op_register (fpx_call_t *call, const char *name, const fpx_object_t *object)
     uint32_t tenant = call->envelope->tenant_id;
     fpx_entry_t *entry;
     pthread_mutex_t *name_lock = fpx_registry_name_lock (call->server->registry, tenant, name);
-    int rc = fpx_storage_create (call->server->registry, tenant, call->server->config.tenants [tenant],
+    int rc = fpx_storage_create (call->server->storage, tenant, call->server->config.tenants [tenant],
                                  name, object, &entry, call->reply->error, sizeof call->reply->error);
     pthread_mutex_unlock (name_lock);
     if (rc)
@@ -652,7 +652,8 @@ fpx_handle_drop_req (fpx_call_t *call, const fpx_drop_req_t *req)
         rc = FPX_ENOTFOUND;
     //  Files first: once they are gone the drop survives a crash.
     if (rc == 0 && named
-    &&  (rc = fpx_storage_drop (tenant, name, call->reply->error, sizeof call->reply->error))) {
+    &&  (rc = fpx_storage_drop (call->server->storage, tenant, name, call->reply->error,
+                               sizeof call->reply->error))) {
         pthread_mutex_unlock (name_lock);
         return call->reply->status = rc;
     }
@@ -690,7 +691,7 @@ fpx_handle_ping_req (fpx_call_t *call, const fpx_ping_req_t *req)
 {
     (void) req;
     msgpack_pack_map (&call->reply->pk, FPX_SERVER_INFO_KEYS);
-    fpx_pack_server_info (&call->reply->pk);
+    fpx_pack_server_info (call->server, &call->reply->pk);
     return 0;
 }
 

@@ -1,10 +1,9 @@
 /*  server.h — one faissproxyd server: its configuration and the parts it
     owns, each an object with its own header (config.h, registry.h,
-    tenant_limits.h, transfers.h, rebuild.h, budget.h, zap.h, worker.h,
-    metrics.h), so that two servers may live in one process. Still kept
-    in file-level variables: the log (log.h), on purpose the process's,
-    and storage's data directory and snapshotter (storage.h), one open at
-    a time per process.
+    storage.h, tenant_limits.h, transfers.h, rebuild.h, budget.h, zap.h,
+    worker.h, metrics.h), so that two servers (on two data directories)
+    may live in one process. Only the log (log.h) is kept in file-level
+    variables, on purpose: it is the process's.
 
     Threads: one broker (broker.h: owns every public socket, never calls
     FAISS, never blocks), N workers (worker.h: each owns one inproc DEALER
@@ -34,12 +33,14 @@ typedef struct fpx_budget_t fpx_budget_t;
 typedef struct fpx_zap_t fpx_zap_t;
 typedef struct fpx_workers_t fpx_workers_t;
 typedef struct fpx_limits_t fpx_limits_t;
+typedef struct fpx_storage_t fpx_storage_t;
 
 typedef struct fpx_server_s fpx_server_t;
 struct fpx_server_s {
     fpx_config_t config;
     void *zmq_ctx;
     fpx_registry_t *registry;
+    fpx_storage_t *storage;        //  owned (storage.h): the data directory
     fpx_limits_t *limits;          //  owned (tenant_limits.h)
     fpx_transfers_t *transfers;    //  owned (transfers.h)
     fpx_rebuilds_t *rebuilds;      //  owned (rebuild.h)

@@ -65,9 +65,10 @@ struct fpx_wal_t {
     uint64_t snapshot_bytes;                 //  size of the snapshot file
     uint64_t meta_bytes;                     //  … and of the meta file (under mu)
     long long charged;                       //  disk bytes counted to the tenant
+    fpx_storage_t *store;                    //  the storage the index's files are in
 };
 
-static struct {
+struct fpx_storage_t {
     fpx_storage_config_t config;
     char root [PATH_MAX];
     int lock_fd;
@@ -79,24 +80,24 @@ static struct {
     pthread_mutex_t mu;
     pthread_cond_t wake;
     bool stopping;
-    atomic_bool recovering;                  //  from open to the end of recover
+    atomic_bool recovering;                  //  from new to the end of recover
     atomic_bool stop_recovery;
     atomic_size_t recovered;                 //  indexes loaded so far
-} s_store = { .lock_fd = -1, .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
+};
 
 //  The memory budget of the registry storage serves (budget.h); NULL
 //  when none (then every budget call returns at once).
 static fpx_budget_t *
-s_budget (void)
+s_budget (fpx_storage_t *self)
 {
-    return s_store.registry ? fpx_registry_parts (s_store.registry)->budget : NULL;
+    return self->registry ? fpx_registry_parts (self->registry)->budget : NULL;
 }
 
 //  The tenants' usage, likewise (NULL: nothing counted).
 static fpx_limits_t *
-s_limits (void)
+s_limits (fpx_storage_t *self)
 {
-    return s_store.registry ? fpx_registry_parts (s_store.registry)->limits : NULL;
+    return self->registry ? fpx_registry_parts (self->registry)->limits : NULL;
 }
 
 // ---- CRC-32C --------------------------------------------------------------------
@@ -626,11 +627,13 @@ s_snapshot_header (const char *dir, uint64_t *lsn_p, uint64_t *payload_p, uint32
 // ---- the log -----------------------------------------------------------------------
 
 static fpx_wal_t *
-s_wal_new (const char *dir, uint32_t tenant_id, const char *tenant, const char *name)
+s_wal_new (fpx_storage_t *store, const char *dir, uint32_t tenant_id, const char *tenant,
+           const char *name)
 {
     fpx_wal_t *wal = calloc (1, sizeof *wal);
     if (!wal)
         return NULL;
+    wal->store = store;
     wal->tenant = tenant_id;
     snprintf (wal->dir, sizeof wal->dir, "%s", dir);
     snprintf (wal->label, sizeof wal->label, "%s/%s", tenant, name);
@@ -647,7 +650,7 @@ fpx_wal_destroy (fpx_wal_t **self_p)
     fpx_wal_t *wal = *self_p;
     if (!wal)
         return;
-    fpx_limits_disk_move (s_limits (), wal->tenant, -wal->charged);
+    fpx_limits_disk_move (s_limits (wal->store), wal->tenant, -wal->charged);
     if (wal->fd >= 0)
         close (wal->fd);
     pthread_mutex_destroy (&wal->mu);
@@ -672,7 +675,7 @@ static void
 s_wal_recharge (fpx_wal_t *wal)
 {
     long long now = (long long) (wal->snapshot_bytes + wal->log_bytes + wal->meta_bytes);
-    fpx_limits_disk_move (s_limits (), wal->tenant, now - wal->charged);
+    fpx_limits_disk_move (s_limits (wal->store), wal->tenant, now - wal->charged);
     wal->charged = now;
 }
 
@@ -739,7 +742,7 @@ fpx_wal_append (fpx_wal_t *wal, const fpx_record_t *record, fpx_ticket_t *ticket
         crc = fpx_crc32c (crc, record->parts [i], record->sizes [i]);
     s_put32 (header + 4, crc);
     int rc = s_record_grows (record->kind)
-           ? fpx_limits_disk_check (s_limits (), wal->tenant, FPX_REC_HEADER + length, err,
+           ? fpx_limits_disk_check (s_limits (wal->store), wal->tenant, FPX_REC_HEADER + length, err,
                                     err_size)
            : 0;
     if (rc)
@@ -765,7 +768,7 @@ fpx_wal_append (fpx_wal_t *wal, const fpx_record_t *record, fpx_ticket_t *ticket
         }
     }
     bool failed = done < total
-               || (s_store.config.fsync == FPX_FSYNC_ALWAYS && fdatasync (wal->fd));
+               || (wal->store->config.fsync == FPX_FSYNC_ALWAYS && fdatasync (wal->fd));
     if (failed) {
         int saved = errno;
         if (ftruncate (wal->fd, (off_t) start))
@@ -778,7 +781,7 @@ fpx_wal_append (fpx_wal_t *wal, const fpx_record_t *record, fpx_ticket_t *ticket
     pthread_mutex_lock (&wal->mu);
     wal->last_start = start;
     wal->written = start + total;
-    if (s_store.config.fsync == FPX_FSYNC_ALWAYS)
+    if (wal->store->config.fsync == FPX_FSYNC_ALWAYS)
         wal->synced = wal->written;
     *ticket = (fpx_ticket_t) { .generation = wal->generation, .offset = wal->written };
     wal->next_lsn++;
@@ -792,12 +795,12 @@ fpx_wal_append (fpx_wal_t *wal, const fpx_record_t *record, fpx_ticket_t *ticket
     if (record->kind == FPX_REC_TRAIN)
         wal->snapshot_soon = true;
     bool wants_snapshot = wal->snapshot_soon
-                       || wal->log_bytes >= s_store.config.snapshot_log_bytes;
+                       || wal->log_bytes >= wal->store->config.snapshot_log_bytes;
     pthread_mutex_unlock (&wal->mu);
     if (wants_snapshot) {
-        pthread_mutex_lock (&s_store.mu);
-        pthread_cond_signal (&s_store.wake);
-        pthread_mutex_unlock (&s_store.mu);
+        pthread_mutex_lock (&wal->store->mu);
+        pthread_cond_signal (&wal->store->wake);
+        pthread_mutex_unlock (&wal->store->mu);
     }
     return 0;
 }
@@ -808,9 +811,9 @@ fpx_wal_snapshot_soon (fpx_wal_t *wal)
     pthread_mutex_lock (&wal->mu);
     wal->snapshot_soon = true;
     pthread_mutex_unlock (&wal->mu);
-    pthread_mutex_lock (&s_store.mu);
-    pthread_cond_signal (&s_store.wake);
-    pthread_mutex_unlock (&s_store.mu);
+    pthread_mutex_lock (&wal->store->mu);
+    pthread_cond_signal (&wal->store->wake);
+    pthread_mutex_unlock (&wal->store->mu);
 }
 
 void
@@ -835,7 +838,7 @@ fpx_wal_undo (fpx_wal_t *wal, const fpx_ticket_t *ticket)
 int
 fpx_wal_commit (fpx_wal_t *wal, const fpx_ticket_t *ticket, char *err, size_t err_size)
 {
-    if (s_store.config.fsync != FPX_FSYNC_BATCH)
+    if (wal->store->config.fsync != FPX_FSYNC_BATCH)
         return 0;
     int rc = 0;
     pthread_mutex_lock (&wal->mu);
@@ -883,8 +886,8 @@ fpx_wal_wants_snapshot (fpx_wal_t *wal)
 {
     pthread_mutex_lock (&wal->mu);
     bool wants = wal->log_bytes > 0
-              && (wal->snapshot_soon || wal->log_bytes >= s_store.config.snapshot_log_bytes
-                  || fpx_monotonic_seconds () - wal->dirty_since >= s_store.config.snapshot_interval_s);
+              && (wal->snapshot_soon || wal->log_bytes >= wal->store->config.snapshot_log_bytes
+                  || fpx_monotonic_seconds () - wal->dirty_since >= wal->store->config.snapshot_interval_s);
     pthread_mutex_unlock (&wal->mu);
     return wants;
 }
@@ -1158,9 +1161,9 @@ s_replay_segment (FaissIndex *index, const char *label, const char *path, bool n
 //  Loads one index directory. On success *object is whole; on damage
 //  object->damaged holds the reason and the bad file is moved aside.
 static void
-s_recover_index (const char *dir, uint32_t tenant_id, const char *tenant, const char *name,
-                 fpx_object_t *object,
-                 char *factory, size_t factory_size, char *reason, size_t reason_size,
+s_recover_index (fpx_storage_t *self, const char *dir, uint32_t tenant_id, const char *tenant, const char *name,
+                 fpx_object_t *object, char *factory, size_t factory_size, char *reason,
+                 size_t reason_size,
                  uint64_t *vectors)
 {
     char path [PATH_MAX], aside [PATH_MAX + 64], why [1024], label [2 * FPX_NAME_MAX + 2];
@@ -1206,7 +1209,7 @@ s_recover_index (const char *dir, uint32_t tenant_id, const char *tenant, const 
     }
     bool have_segment = segments && count > 0;
     free (segments);
-    fpx_wal_t *wal = s_wal_new (dir, tenant_id, tenant, name);
+    fpx_wal_t *wal = s_wal_new (self, dir, tenant_id, tenant, name);
     if (!wal || s_wal_open_segment (wal, have_segment ? last_first : next_lsn,
                                     have_segment ? valid_end : 0)
     ||  (have_segment && ftruncate (wal->fd, (off_t) valid_end))) {
@@ -1243,8 +1246,8 @@ s_recover_index (const char *dir, uint32_t tenant_id, const char *tenant, const 
 //  and no log record follows the snapshot; else -1 and the index is read
 //  as usual (and evicted after, if the budget needs the room).
 static int
-s_recover_evicted (const char *dir, uint32_t tenant_id, const char *tenant, const char *name,
-                   uint64_t *vectors)
+s_recover_evicted (fpx_storage_t *self, const char *dir, uint32_t tenant_id, const char *tenant,
+                   const char *name, uint64_t *vectors)
 {
     s_meta_t meta;
     char factory [FPX_FACTORY_MAX];
@@ -1254,7 +1257,7 @@ s_recover_evicted (const char *dir, uint32_t tenant_id, const char *tenant, cons
     ||  s_meta_read (dir, &meta) || meta.lsn != lsn || meta.payload != payload
     ||  meta.payload_crc != crc)
         return -1;
-    if (fpx_budget_fits (s_budget (), (size_t) payload))
+    if (fpx_budget_fits (s_budget (self), (size_t) payload))
         return -1;
     size_t count = 0;
     s_segment_t *segments = s_list_segments (dir, &count);
@@ -1275,7 +1278,7 @@ s_recover_evicted (const char *dir, uint32_t tenant_id, const char *tenant, cons
         unlink (path);
     }
     free (segments);
-    fpx_wal_t *wal = s_wal_new (dir, tenant_id, tenant, name);
+    fpx_wal_t *wal = s_wal_new (self, dir, tenant_id, tenant, name);
     if (!wal || s_wal_open_segment (wal, lsn + 1, 0)) {
         fpx_wal_destroy (&wal);
         return -1;
@@ -1287,7 +1290,7 @@ s_recover_evicted (const char *dir, uint32_t tenant_id, const char *tenant, cons
     s_wal_recharge (wal);
     fpx_object_t object = { .factory = factory, .wal = wal, .evicted = &meta.describe };
     fpx_entry_t *entry;
-    if (fpx_registry_insert (s_store.registry, tenant_id, name, 0, &object, &entry)) {
+    if (fpx_registry_insert (self->registry, tenant_id, name, 0, &object, &entry)) {
         fpx_object_free (&object);
         return 0;                  //  a duplicate name: as s_recover_tenant does
     }
@@ -1300,16 +1303,16 @@ s_recover_evicted (const char *dir, uint32_t tenant_id, const char *tenant, cons
 }
 
 static void
-s_recover_tenant (uint32_t tenant_id, const char *tenant, size_t *loaded, size_t *damaged,
-                  uint64_t *vectors)
+s_recover_tenant (fpx_storage_t *self, uint32_t tenant_id, const char *tenant, size_t *loaded,
+                  size_t *damaged, uint64_t *vectors)
 {
     char tenant_dir [PATH_MAX];
-    snprintf (tenant_dir, sizeof tenant_dir, "%s/tenants/%s", s_store.root, tenant);
+    snprintf (tenant_dir, sizeof tenant_dir, "%s/tenants/%s", self->root, tenant);
     DIR *handle = opendir (tenant_dir);
     if (!handle)
         return;
     struct dirent *item;
-    while (!atomic_load (&s_store.stop_recovery) && (item = readdir (handle))) {
+    while (!atomic_load (&self->stop_recovery) && (item = readdir (handle))) {
         char dir [PATH_MAX];
         int written = snprintf (dir, sizeof dir, "%s/%s", tenant_dir, item->d_name);
         if (item->d_name [0] == '.' || written >= (int) sizeof dir) {
@@ -1320,133 +1323,143 @@ s_recover_tenant (uint32_t tenant_id, const char *tenant, size_t *loaded, size_t
         }
         if (!fpx_name_is_valid (item->d_name, strlen (item->d_name)))
             continue;
-        if (fpx_budget_enabled (s_budget ())
-        &&  s_recover_evicted (dir, tenant_id, tenant, item->d_name, vectors) == 0) {
+        if (fpx_budget_enabled (s_budget (self))
+        &&  s_recover_evicted (self, dir, tenant_id, tenant, item->d_name, vectors) == 0) {
             ++*loaded;
-            atomic_fetch_add (&s_store.recovered, 1);
+            atomic_fetch_add (&self->recovered, 1);
             continue;
         }
         fpx_object_t object;
         char factory [FPX_FACTORY_MAX], reason [2048];
-        s_recover_index (dir, tenant_id, tenant, item->d_name, &object, factory, sizeof factory,
-                         reason, sizeof reason, vectors);
+        s_recover_index (self, dir, tenant_id, tenant, item->d_name, &object, factory,
+                         sizeof factory, reason, sizeof reason, vectors);
         fpx_entry_t *entry;
-        if (fpx_registry_insert (s_store.registry, tenant_id, item->d_name, 0, &object, &entry)) {
+        if (fpx_registry_insert (self->registry, tenant_id, item->d_name, 0, &object, &entry)) {
             fpx_object_free (&object);
             continue;
         }
-        if (fpx_budget_enabled (s_budget ()) && !object.damaged) {
+        if (fpx_budget_enabled (s_budget (self)) && !object.damaged) {
             //  Counted now, so that the budget knows when it is full.
             pthread_rwlock_t *lock = fpx_entry_lock (entry, false);
             fpx_limits_measure (entry);
             pthread_rwlock_unlock (lock);
         }
         fpx_entry_release (&entry);
-        fpx_budget_enforce (s_budget (), 0);
+        fpx_budget_enforce (s_budget (self), 0);
         if (object.damaged) {
             ++*damaged;
             fpx_log (FPX_LOG_ERROR, "index %s/%s is DAMAGED: %s", tenant, item->d_name, reason);
         }
         else
             ++*loaded;
-        atomic_fetch_add (&s_store.recovered, 1);
+        atomic_fetch_add (&self->recovered, 1);
     }
     closedir (handle);
 }
 
-int
-fpx_storage_open (const fpx_storage_config_t *config, fpx_registry_t *registry,
-                  char (*tenants) [FPX_NAME_MAX + 1], int ntenants)
+fpx_storage_t *
+fpx_storage_new (const fpx_storage_config_t *config, fpx_registry_t *registry,
+                 char (*tenants) [FPX_NAME_MAX + 1], int ntenants)
 {
-    s_store.config = *config;
-    s_store.registry = registry;
-    s_store.tenants = tenants;
-    s_store.ntenants = ntenants;
-    if (!realpath (config->root, s_store.root)) {
-        if (s_mkdir_p (config->root) || !realpath (config->root, s_store.root)) {
-            fpx_log (FPX_LOG_ERROR, "cannot create data directory %s: %s", config->root, strerror (errno));
-            return -1;
+    fpx_storage_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->config = *config;
+    self->registry = registry;
+    self->tenants = tenants;
+    self->ntenants = ntenants;
+    self->lock_fd = -1;
+    pthread_mutex_init (&self->mu, NULL);
+    pthread_cond_init (&self->wake, NULL);
+    if (!realpath (config->root, self->root)) {
+        if (s_mkdir_p (config->root) || !realpath (config->root, self->root)) {
+            fpx_log (FPX_LOG_ERROR, "cannot create data directory %s: %s", config->root,
+                     strerror (errno));
+            fpx_storage_destroy (&self);
+            return NULL;
         }
     }
     //  Paths below the root add at most a tenant, an index name and a file
     //  name: keep the root short enough that none is ever cut.
-    if (strlen (s_store.root) > PATH_MAX - 2 * FPX_NAME_MAX - 128) {
+    if (strlen (self->root) > PATH_MAX - 2 * FPX_NAME_MAX - 128) {
         fpx_log (FPX_LOG_ERROR, "data directory path is too long");
-        return -1;
+        fpx_storage_destroy (&self);
+        return NULL;
     }
     char path [PATH_MAX];
-    snprintf (path, sizeof path, "%s/LOCK", s_store.root);
-    s_store.lock_fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (s_store.lock_fd < 0 || flock (s_store.lock_fd, LOCK_EX | LOCK_NB)) {
+    snprintf (path, sizeof path, "%s/LOCK", self->root);
+    self->lock_fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (self->lock_fd < 0 || flock (self->lock_fd, LOCK_EX | LOCK_NB)) {
         fpx_log (FPX_LOG_ERROR, "data directory %s is in use by another faissproxyd (%s)",
-                 s_store.root, strerror (errno));
-        return -1;
+                 self->root, strerror (errno));
+        fpx_storage_destroy (&self);
+        return NULL;
     }
-    atomic_store (&s_store.recovering, true);
-    return 0;
+    atomic_store (&self->recovering, true);
+    return self;
 }
 
 void
-fpx_storage_recover (void)
+fpx_storage_recover (fpx_storage_t *self)
 {
     double started = fpx_monotonic_seconds ();
     size_t loaded = 0, damaged = 0;
     uint64_t vectors = 0;
-    for (int t = 0; t < s_store.ntenants && !atomic_load (&s_store.stop_recovery); t++)
-        s_recover_tenant ((uint32_t) t, s_store.tenants [t], &loaded, &damaged, &vectors);
-    if (atomic_load (&s_store.stop_recovery))
+    for (int t = 0; t < self->ntenants && !atomic_load (&self->stop_recovery); t++)
+        s_recover_tenant (self, (uint32_t) t, self->tenants [t], &loaded, &damaged, &vectors);
+    if (atomic_load (&self->stop_recovery))
         fpx_log (FPX_LOG_INFO, "recovery stopped by shutdown after %zu index(es) in %.3f s: "
                  "the others stay on disk as they were", loaded + damaged,
                  fpx_monotonic_seconds () - started);
     else
         fpx_log (FPX_LOG_INFO, "recovered %zu index(es), %llu vector(s) in %.3f s from %s%s",
                  loaded, (unsigned long long) vectors, fpx_monotonic_seconds () - started,
-                 s_store.root, damaged ? "; some indexes are DAMAGED (see above)" : "");
+                 self->root, damaged ? "; some indexes are DAMAGED (see above)" : "");
 }
 
 void
-fpx_storage_recovered (void)
+fpx_storage_recovered (fpx_storage_t *self)
 {
-    atomic_store (&s_store.recovering, false);
+    atomic_store (&self->recovering, false);
 }
 
 bool
-fpx_storage_recovering (size_t *loaded)
+fpx_storage_recovering (fpx_storage_t *self, size_t *loaded)
 {
     if (loaded)
-        *loaded = atomic_load (&s_store.recovered);
-    return atomic_load (&s_store.recovering);
+        *loaded = self ? atomic_load (&self->recovered) : 0;
+    return self && atomic_load (&self->recovering);
 }
 
 void
-fpx_storage_stop_recovery (void)
+fpx_storage_stop_recovery (fpx_storage_t *self)
 {
-    atomic_store (&s_store.stop_recovery, true);
+    atomic_store (&self->stop_recovery, true);
 }
 
 // ---- create, drop, snapshot --------------------------------------------------------
 
 int
-fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *tenant_name,
+fpx_storage_create (fpx_storage_t *self, uint32_t tenant, const char *tenant_name,
                     const char *name, const fpx_object_t *object_in,
                     fpx_entry_t **entry_p, char *err, size_t err_size)
 {
     char tenant_dir [PATH_MAX], tmp [PATH_MAX], final [PATH_MAX];
-    snprintf (tenant_dir, sizeof tenant_dir, "%s/tenants/%s", s_store.root, tenant_name);
+    snprintf (tenant_dir, sizeof tenant_dir, "%s/tenants/%s", self->root, tenant_name);
     s_unique_path (tmp, sizeof tmp, tenant_dir, ".tmp", name);
     snprintf (final, sizeof final, "%s/%s", tenant_dir, name);
     if (s_mkdir_p (tenant_dir) || mkdir (tmp, 0700)) {
         snprintf (err, err_size, "cannot create %s: %s", tmp, strerror (errno));
         return FPX_EIO;
     }
-    fpx_wal_t *wal = s_wal_new (final, tenant, tenant_name, name);
+    fpx_wal_t *wal = s_wal_new (self, final, tenant, tenant_name, name);
     uint64_t snapshot_bytes = 0;
     s_meta_t meta;
     int rc = wal ? s_snapshot_write (tmp, object_in->index, object_in->factory ? object_in->factory : "",
                                      0, &snapshot_bytes, &meta, err, err_size)
                  : FPX_ENOMEM;
     if (rc == 0)
-        rc = fpx_limits_disk_check (s_limits (), tenant, snapshot_bytes, err, err_size);
+        rc = fpx_limits_disk_check (s_limits (self), tenant, snapshot_bytes, err, err_size);
     char path [PATH_MAX], snapshot [PATH_MAX];
     snprintf (path, sizeof path, "%s/snapshot.tmp", tmp);
     snprintf (snapshot, sizeof snapshot, "%s/snapshot", tmp);
@@ -1467,12 +1480,12 @@ fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *tenan
     object.wal = wal;
     if (rc == 0) {
         //  The name and the files appear together: insert, then rename.
-        rc = fpx_registry_insert (registry, tenant, name, 0, &object, entry_p);
+        rc = fpx_registry_insert (self->registry, tenant, name, 0, &object, entry_p);
         if (rc == FPX_EEXIST)
             snprintf (err, err_size, "an index named '%s' already exists", name);
         else if (rc == 0 && (rename (tmp, final) || s_fsync_dir (tenant_dir))) {
             snprintf (err, err_size, "cannot rename %s: %s", tmp, strerror (errno));
-            fpx_registry_remove (registry, tenant, name, 0);
+            fpx_registry_remove (self->registry, tenant, name, 0);
             fpx_entry_release (entry_p);        //  frees the object
             s_remove_tree (tmp);
             return FPX_EIO;
@@ -1486,12 +1499,13 @@ fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *tenan
 }
 
 int
-fpx_storage_drop (uint32_t tenant, const char *name, char *err, size_t err_size)
+fpx_storage_drop (fpx_storage_t *self, uint32_t tenant, const char *name, char *err,
+                  size_t err_size)
 {
-    if (!s_store.tenants || (int) tenant >= s_store.ntenants)
+    if (!self->tenants || (int) tenant >= self->ntenants)
         return 0;
     char tenant_dir [PATH_MAX], dir [PATH_MAX], trash [PATH_MAX];
-    snprintf (tenant_dir, sizeof tenant_dir, "%s/tenants/%s", s_store.root, s_store.tenants [tenant]);
+    snprintf (tenant_dir, sizeof tenant_dir, "%s/tenants/%s", self->root, self->tenants [tenant]);
     snprintf (dir, sizeof dir, "%s/%s", tenant_dir, name);
     s_unique_path (trash, sizeof trash, tenant_dir, ".trash", name);
     if (access (dir, F_OK))
@@ -1579,7 +1593,7 @@ fpx_storage_evict (fpx_entry_t *entry, char *err, size_t err_size)
         return 1;
     //  Never wait for a name lock here: the caller may be making room
     //  for a load, and whoever holds it may wait for that entry's lock.
-    pthread_mutex_t *name_lock = fpx_registry_name_lock_try (s_store.registry, entry->tenant,
+    pthread_mutex_t *name_lock = fpx_registry_name_lock_try (entry->wal->store->registry, entry->tenant,
                                                              entry->name);
     if (!name_lock)
         return 1;
@@ -1654,19 +1668,18 @@ fpx_storage_load (fpx_entry_t *entry, char *err, size_t err_size)
 // ---- background snapshots and shutdown -------------------------------------------------
 
 static void
-s_snapshot_due (bool all)
+s_snapshot_due (fpx_storage_t *self, bool all)
 {
     fpx_entry_t **entries;
-    long count = fpx_registry_named (s_store.registry, &entries);
+    long count = fpx_registry_named (self->registry, &entries);
     for (long i = 0; i < count; i++) {
         fpx_wal_t *wal = entries [i]->wal;
         if (wal && (all ? s_wal_has_records (wal) : fpx_wal_wants_snapshot (wal))) {
             //  Under the name lock, and only while the entry is still the
             //  one registered: a dropped index's files are not rewritten.
-            pthread_mutex_t *lock = fpx_registry_name_lock (s_store.registry,
-                                                            entries [i]->tenant,
+            pthread_mutex_t *lock = fpx_registry_name_lock (self->registry, entries [i]->tenant,
                                                             entries [i]->name);
-            fpx_entry_t *current = fpx_registry_find (s_store.registry, entries [i]->tenant,
+            fpx_entry_t *current = fpx_registry_find (self->registry, entries [i]->tenant,
                                                       entries [i]->name, 0);
             char err [1024];
             if (current == entries [i] && fpx_storage_snapshot (entries [i], err, sizeof err))
@@ -1683,55 +1696,60 @@ s_snapshot_due (bool all)
 static void *
 s_snapshotter (void *arg)
 {
-    (void) arg;
-    double period = s_store.config.snapshot_interval_s / 4;
+    fpx_storage_t *self = arg;
+    double period = self->config.snapshot_interval_s / 4;
     if (period > 5)
         period = 5;
     if (period < 0.05)
         period = 0.05;
-    pthread_mutex_lock (&s_store.mu);
-    while (!s_store.stopping) {
+    pthread_mutex_lock (&self->mu);
+    while (!self->stopping) {
         struct timespec until;
         clock_gettime (CLOCK_REALTIME, &until);
         double at = (double) until.tv_sec + until.tv_nsec * 1e-9 + period;
         until.tv_sec = (time_t) at;
         until.tv_nsec = (long) ((at - (double) until.tv_sec) * 1e9);
-        pthread_cond_timedwait (&s_store.wake, &s_store.mu, &until);
-        if (s_store.stopping)
+        pthread_cond_timedwait (&self->wake, &self->mu, &until);
+        if (self->stopping)
             break;
-        pthread_mutex_unlock (&s_store.mu);
-        s_snapshot_due (false);
-        pthread_mutex_lock (&s_store.mu);
+        pthread_mutex_unlock (&self->mu);
+        s_snapshot_due (self, false);
+        pthread_mutex_lock (&self->mu);
     }
-    pthread_mutex_unlock (&s_store.mu);
+    pthread_mutex_unlock (&self->mu);
     return NULL;
 }
 
 int
-fpx_storage_start_snapshotter (fpx_registry_t *registry)
+fpx_storage_start_snapshotter (fpx_storage_t *self)
 {
-    s_store.registry = registry;
-    if (pthread_create (&s_store.snapshotter, NULL, s_snapshotter, NULL))
+    if (pthread_create (&self->snapshotter, NULL, s_snapshotter, self))
         return -1;
-    s_store.snapshotter_running = true;
+    self->snapshotter_running = true;
     return 0;
 }
 
 void
-fpx_storage_close (fpx_registry_t *registry)
+fpx_storage_destroy (fpx_storage_t **self_p)
 {
-    (void) registry;
-    if (s_store.snapshotter_running) {
-        pthread_mutex_lock (&s_store.mu);
-        s_store.stopping = true;
-        pthread_cond_signal (&s_store.wake);
-        pthread_mutex_unlock (&s_store.mu);
-        pthread_join (s_store.snapshotter, NULL);
-        s_store.snapshotter_running = false;
+    if (!self_p || !*self_p)
+        return;
+    fpx_storage_t *self = *self_p;
+    if (self->snapshotter_running) {
+        pthread_mutex_lock (&self->mu);
+        self->stopping = true;
+        pthread_cond_signal (&self->wake);
+        pthread_mutex_unlock (&self->mu);
+        pthread_join (self->snapshotter, NULL);
+        self->snapshotter_running = false;
     }
-    if (s_store.registry)
-        s_snapshot_due (true);
-    if (s_store.lock_fd >= 0)
-        close (s_store.lock_fd);
-    s_store.lock_fd = -1;
+    //  Only a storage that was opened whole has indexes to snapshot.
+    if (self->registry && self->lock_fd >= 0)
+        s_snapshot_due (self, true);
+    if (self->lock_fd >= 0)
+        close (self->lock_fd);
+    pthread_cond_destroy (&self->wake);
+    pthread_mutex_destroy (&self->mu);
+    free (self);
+    *self_p = NULL;
 }

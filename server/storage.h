@@ -56,36 +56,51 @@ typedef struct {
     double snapshot_interval_s;    //  … or has had records this long
 } fpx_storage_config_t;
 
-/*  Opens the data directory (creating it) and takes its lock file.
-    Returns 0 or -1 with a logged reason (unusable directory, or locked by
-    another faissproxyd). The server is "recovering" from then until
-    fpx_storage_recover returns.                                         */
-int fpx_storage_open (const fpx_storage_config_t *config, fpx_registry_t *registry,
-                      char (*tenants) [FPX_NAME_MAX + 1], int ntenants);
+/*  One server's storage: its data directory (and the lock file that keeps
+    another faissproxyd out of it), the recovery state and the background
+    snapshotter. Each named entry's log (fpx_wal_t) points back to the
+    storage that holds its files, so that what takes an entry (snapshot,
+    evict, load) needs nothing else.                                    */
+typedef struct fpx_storage_t fpx_storage_t;
+
+/*  Opens the data directory (creating it) and takes its lock file, for
+    the indexes of registry (borrowed; it must outlive the storage) and
+    tenants (tenant id → name, borrowed). Returns the storage (caller
+    owns), or NULL with a logged reason (unusable directory, locked by
+    another faissproxyd, out of memory). It is "recovering" from then
+    until fpx_storage_recovered.                                         */
+fpx_storage_t *fpx_storage_new (const fpx_storage_config_t *config, fpx_registry_t *registry,
+                                char (*tenants) [FPX_NAME_MAX + 1], int ntenants);
+
+/*  Stops the snapshotter, snapshots every named entry with unsnapshotted
+    records (clean shutdown), releases the directory's lock and frees the
+    storage; clears *self_p. Before the registry goes.                   */
+void fpx_storage_destroy (fpx_storage_t **self_p);
 
 /*  Loads every named index of the configured tenants into the registry:
     snapshot, then log replay. Damaged ones are registered as damaged.
     Runs on its own thread while the broker already answers (requests
     that touch indexes get FPX_ERECOVERING meanwhile); stops early, between
     two indexes, after fpx_storage_stop_recovery.                        */
-void fpx_storage_recover (void);
+void fpx_storage_recover (fpx_storage_t *self);
 
 /*  Ends the recovering state (after recover, and whatever must see every
     recovered index before requests do).                                 */
-void fpx_storage_recovered (void);
+void fpx_storage_recovered (fpx_storage_t *self);
 
 /*  Whether recovery is still running; *loaded (if not NULL): the indexes
-    loaded so far. Thread-safe.                                          */
-bool fpx_storage_recovering (size_t *loaded);
+    loaded so far. Thread-safe; a NULL storage is not recovering.       */
+bool fpx_storage_recovering (fpx_storage_t *self, size_t *loaded);
 
 /*  Asks a running recovery to stop after the index it is reading.       */
-void fpx_storage_stop_recovery (void);
+void fpx_storage_stop_recovery (fpx_storage_t *self);
 
 /*  Makes a new named entry durable: writes its first snapshot and opens
-    its log, then links it into the registry under its name (insert is
-    done here so that the name and the files appear together). Takes
-    ownership of object, success or not. FPX_EEXIST, FPX_EIO, FPX_ENOMEM. */
-int fpx_storage_create (fpx_registry_t *registry, uint32_t tenant, const char *tenant_name,
+    its log, then links it into the storage's registry under its name
+    (insert is done here so that the name and the files appear
+    together). Takes ownership of object, success or not. FPX_EEXIST,
+    FPX_EIO, FPX_ENOMEM.                                                 */
+int fpx_storage_create (fpx_storage_t *self, uint32_t tenant, const char *tenant_name,
                         const char *name, const fpx_object_t *object,
                         fpx_entry_t **entry_p, char *err, size_t err_size);
 
@@ -107,7 +122,8 @@ int fpx_storage_load (fpx_entry_t *entry, char *err, size_t err_size);
 
 /*  Removes a dropped named index's files (the entry is already unlinked;
     damaged indexes' files too).                                         */
-int fpx_storage_drop (uint32_t tenant, const char *name, char *err, size_t err_size);
+int fpx_storage_drop (fpx_storage_t *self, uint32_t tenant, const char *name, char *err,
+                      size_t err_size);
 
 /*  Appends a record for entry (caller holds its exclusive lock). With
     fsync=always the record is on stable storage on return. FPX_EIO: the
@@ -137,13 +153,9 @@ void fpx_wal_snapshot_soon (fpx_wal_t *wal);
     writers wait) and drops the log it covers. 0, FPX_EIO.              */
 int fpx_storage_snapshot (fpx_entry_t *entry, char *err, size_t err_size);
 
-/*  Snapshots every named entry with unsnapshotted records (clean
-    shutdown), then stops the background snapshotter.                   */
-void fpx_storage_close (fpx_registry_t *registry);
-
 /*  Starts the background thread that snapshots logs past their age
-    threshold.                                                           */
-int fpx_storage_start_snapshotter (fpx_registry_t *registry);
+    threshold (fpx_storage_destroy stops it). 0 or -1.                   */
+int fpx_storage_start_snapshotter (fpx_storage_t *self);
 
 void fpx_wal_destroy (fpx_wal_t **self_p);
 

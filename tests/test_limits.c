@@ -533,6 +533,8 @@ test_max_memory_server (void *arg)
     REQUIRE_OK (client, fpx_index_create (client, "keep", SMALL_D, "Flat", 0, NULL));
     float *x = fpx_data_uniform (5, 100, SMALL_D);
     REQUIRE_OK (client, fpx_add (client, "keep", 100, SMALL_D, x, NULL));
+    REQUIRE_OK (client, fpx_index_create (client, "tiny", SMALL_D, "Flat", 0, NULL));
+    REQUIRE_OK (client, fpx_add (client, "tiny", 10, SMALL_D, x, NULL));
     int created = 0, rc = 0;
     for (int i = 0; i < 12 && rc == 0; i++)
         if ((rc = fpx_index_create (client, NULL, PQ_D, PQ_FACTORY, 0, NULL)) == 0)
@@ -547,14 +549,18 @@ test_max_memory_server (void *arg)
            created, PQ_MB);
     CHECK (rss < 500 + PQ_MB + 100, "server RSS %ld MB with --max-memory-mb 500", rss);
     CHECK_RC (client, fpx_index_create (client, NULL, PQ_D, PQ_FACTORY, 0, NULL), FPX_ENOMEM);
-    //  Adds (not capped) take the server over the limit; then they are
+    //  Adds (not capped) take the server to the limit; then they are
     //  refused, and so are reads with big results, while small reads are
-    //  served. The resident size hovers at the limit (request buffers of
-    //  4 MB are mapped and unmapped): rounds of "add until refused, then
-    //  read" until the index alone holds the server at the limit.
+    //  served. An add is refused when the server's resident size with the
+    //  add's own 4 MB frame reaches the limit, so once one is, the size at
+    //  rest is within 4 MB of it: a search whose query frame alone is
+    //  4 MiB arrives over it, whenever it comes (the read check's cached
+    //  size is refreshed every 5 ms). Its index is tiny, so that were it
+    //  served the search would still be quick; its 1.5 MB of results are
+    //  what a server over its limit refuses.
     const int64_t rows = 125000;                    //  4 MB
     float *many = calloc ((size_t) rows * SMALL_D, sizeof (float));
-    const int64_t nq = 2000, k = 100;               //  2.4 MB of results
+    const int64_t nq = (4 << 20) / (SMALL_D * sizeof (float)), k = 1;
     float *queries = fpx_data_uniform (12, nq, SMALL_D);
     float *big_d = malloc ((size_t) nq * k * sizeof (float));
     int64_t *big_i = malloc ((size_t) nq * k * sizeof (int64_t));
@@ -566,13 +572,14 @@ test_max_memory_server (void *arg)
             rc = fpx_add (client, "keep", rows, SMALL_D, many, NULL);
         if (rc == FPX_ENOMEM && strstr (fpx_client_errmsg (client), "server memory limit reached"))
             add_refused = true;
-        rc = fpx_search (client, "keep", nq, SMALL_D, queries, k, NULL, big_d, big_i);
+        fpx_sleep_ms (10);
+        rc = fpx_search (client, "tiny", nq, SMALL_D, queries, k, NULL, big_d, big_i);
         big_refused = rc == FPX_ENOMEM
                    && strstr (fpx_client_errmsg (client), "only results under 1 MiB");
     }
     fprintf (stderr, "# adds refused at RSS %ld MB\n", s_rss_mb ());
     CHECK (add_refused, "no add was refused for the server limit");
-    CHECK (big_refused, "no search with 2.4 MB of results was refused over the limit");
+    CHECK (big_refused, "no search with 1.5 MB of results was refused over the limit");
     float distances [5];
     int64_t labels [5];
     CHECK_OK (client, fpx_search (client, "keep", 1, SMALL_D, x, 5, NULL, distances, labels));

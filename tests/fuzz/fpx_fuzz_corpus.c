@@ -110,15 +110,16 @@ s_storage_seed (s_writer_t *writer, const char *scratch, const char *factory)
                                     .snapshot_interval_s = 1e9 };
     FaissIndex *index = NULL;
     char err [512];
-    if (!registry || fpx_storage_open (&config, registry, tenants, 1)
+    fpx_storage_t *storage = registry ? fpx_storage_new (&config, registry, tenants, 1) : NULL;
+    if (!storage
     ||  fpx_shim_factory (FPX_FUZZ_D, factory, METRIC_L2, (size_t) 1 << 30, &index, err, sizeof err)) {
         fprintf (stderr, "fpx-fuzz-corpus: cannot set up a storage seed of %s\n", factory);
         exit (1);
     }
-    fpx_storage_recovered ();
+    fpx_storage_recovered (storage);
     fpx_object_t object = { .index = index, .factory = factory };
     fpx_entry_t *entry;
-    if (fpx_storage_create (registry, 0, FPX_FUZZ_TENANT, "ix", &object, &entry, err, sizeof err)) {
+    if (fpx_storage_create (storage, 0, FPX_FUZZ_TENANT, "ix", &object, &entry, err, sizeof err)) {
         fprintf (stderr, "fpx-fuzz-corpus: %s\n", err);
         exit (1);
     }
@@ -186,7 +187,7 @@ s_storage_seed (s_writer_t *writer, const char *scratch, const char *factory)
     fpx_fuzz_buf_free (&input);
     fpx_fuzz_buf_free (&snapshot);
     fpx_entry_release (&entry);
-    fpx_storage_close (registry);
+    fpx_storage_destroy (&storage);
     fpx_registry_destroy (&registry);
     nftw (root, s_remove, 16, FTW_DEPTH | FTW_PHYS);
 }

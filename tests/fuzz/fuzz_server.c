@@ -158,12 +158,14 @@ s_start (void)
         .snapshot_log_bytes = config->snapshot_log_bytes,
         .snapshot_interval_s = config->snapshot_interval_s,
     };
-    FPX_FUZZ_ASSERT (fpx_storage_open (&storage, server->registry, config->tenants, config->ntenants) == 0);
-    fpx_storage_recover ();
-    FPX_FUZZ_ASSERT (fpx_storage_start_snapshotter (server->registry) == 0);
+    server->storage = fpx_storage_new (&storage, server->registry, config->tenants,
+                                       config->ntenants);
+    FPX_FUZZ_ASSERT (server->storage != NULL);
+    fpx_storage_recover (server->storage);
+    FPX_FUZZ_ASSERT (fpx_storage_start_snapshotter (server->storage) == 0);
     FPX_FUZZ_ASSERT ((server->workers = fpx_workers_new (server)) != NULL);
     fpx_limits_measure_all (server->registry);
-    fpx_storage_recovered ();
+    fpx_storage_recovered (server->storage);
     fpx_interrupt_install ();
     FPX_FUZZ_ASSERT (pthread_create (&s_self.broker, NULL, s_broker_main, NULL) == 0);
 
@@ -191,7 +193,7 @@ fpx_fuzz_target_cleanup (void)
     fpx_workers_destroy (&server->workers);
     fpx_transfers_destroy (&server->transfers);
     fpx_rebuilds_join (server->rebuilds);
-    fpx_storage_close (server->registry);
+    fpx_storage_destroy (&server->storage);
     fpx_registry_destroy (&server->registry);
     fpx_rebuilds_destroy (&server->rebuilds);
     fpx_budget_destroy (&server->budget);

@@ -1,7 +1,7 @@
 /*  fuzz_storage.c — recovery of hostile data directories: the snapshot
     and log segments of one named index (server/storage.c, docs/STORAGE.md)
     written from the input, then read back by the server's own storage
-    code (fpx_storage_open, fpx_storage_recover) into a registry, without
+    code (fpx_storage_new, fpx_storage_recover) into a registry, without
     a socket or a daemon.
 
     An input is framed (fuzz_common.h): frame 0 holds flags, frame 1 is
@@ -49,6 +49,7 @@ static struct {
     char root [256];               //  the data directory
     char index_dir [512];          //  root/tenants/fuzz/ix
     char tenants [1][FPX_NAME_MAX + 1];
+    fpx_storage_t *storage;        //  open between s_recover and s_close
 } s_self;
 
 static int
@@ -172,9 +173,10 @@ s_recover (fpx_entry_t **entry_p)
         .root = s_self.root, .fsync = FPX_FSYNC_NEVER,
         .snapshot_log_bytes = (uint64_t) 1 << 20, .snapshot_interval_s = 300,
     };
-    FPX_FUZZ_ASSERT (fpx_storage_open (&config, registry, s_self.tenants, 1) == 0);
-    fpx_storage_recover ();
-    fpx_storage_recovered ();
+    s_self.storage = fpx_storage_new (&config, registry, s_self.tenants, 1);
+    FPX_FUZZ_ASSERT (s_self.storage != NULL);
+    fpx_storage_recover (s_self.storage);
+    fpx_storage_recovered (s_self.storage);
     *entry_p = fpx_registry_find (registry, 0, S_INDEX, 0);
     return registry;
 }
@@ -182,7 +184,7 @@ s_recover (fpx_entry_t **entry_p)
 static void
 s_close (fpx_registry_t **registry_p)
 {
-    fpx_storage_close (*registry_p);
+    fpx_storage_destroy (&s_self.storage);
     fpx_registry_destroy (registry_p);
 }
 
