@@ -66,6 +66,9 @@ struct fpx_wal_t {
     uint64_t meta_bytes;                     //  … and of the meta file (under mu)
     long long charged;                       //  disk bytes counted to the tenant
     fpx_storage_t *store;                    //  the storage the index's files are in
+                                             //  (not used once it is destroyed:
+                                             //  fpx_wal_destroy needs only limits)
+    fpx_limits_t *limits;                    //  where its disk bytes are counted
 };
 
 struct fpx_storage_t {
@@ -634,6 +637,7 @@ s_wal_new (fpx_storage_t *store, const char *dir, uint32_t tenant_id, const char
     if (!wal)
         return NULL;
     wal->store = store;
+    wal->limits = s_limits (store);
     wal->tenant = tenant_id;
     snprintf (wal->dir, sizeof wal->dir, "%s", dir);
     snprintf (wal->label, sizeof wal->label, "%s/%s", tenant, name);
@@ -650,7 +654,7 @@ fpx_wal_destroy (fpx_wal_t **self_p)
     fpx_wal_t *wal = *self_p;
     if (!wal)
         return;
-    fpx_limits_disk_move (s_limits (wal->store), wal->tenant, -wal->charged);
+    fpx_limits_disk_move (wal->limits, wal->tenant, -wal->charged);
     if (wal->fd >= 0)
         close (wal->fd);
     pthread_mutex_destroy (&wal->mu);
@@ -675,7 +679,7 @@ static void
 s_wal_recharge (fpx_wal_t *wal)
 {
     long long now = (long long) (wal->snapshot_bytes + wal->log_bytes + wal->meta_bytes);
-    fpx_limits_disk_move (s_limits (wal->store), wal->tenant, now - wal->charged);
+    fpx_limits_disk_move (wal->limits, wal->tenant, now - wal->charged);
     wal->charged = now;
 }
 
@@ -742,7 +746,7 @@ fpx_wal_append (fpx_wal_t *wal, const fpx_record_t *record, fpx_ticket_t *ticket
         crc = fpx_crc32c (crc, record->parts [i], record->sizes [i]);
     s_put32 (header + 4, crc);
     int rc = s_record_grows (record->kind)
-           ? fpx_limits_disk_check (s_limits (wal->store), wal->tenant, FPX_REC_HEADER + length, err,
+           ? fpx_limits_disk_check (wal->limits, wal->tenant, FPX_REC_HEADER + length, err,
                                     err_size)
            : 0;
     if (rc)
@@ -887,7 +891,8 @@ fpx_wal_wants_snapshot (fpx_wal_t *wal)
     pthread_mutex_lock (&wal->mu);
     bool wants = wal->log_bytes > 0
               && (wal->snapshot_soon || wal->log_bytes >= wal->store->config.snapshot_log_bytes
-                  || fpx_monotonic_seconds () - wal->dirty_since >= wal->store->config.snapshot_interval_s);
+                  || fpx_monotonic_seconds () - wal->dirty_since
+                     >= wal->store->config.snapshot_interval_s);
     pthread_mutex_unlock (&wal->mu);
     return wants;
 }
@@ -1161,10 +1166,9 @@ s_replay_segment (FaissIndex *index, const char *label, const char *path, bool n
 //  Loads one index directory. On success *object is whole; on damage
 //  object->damaged holds the reason and the bad file is moved aside.
 static void
-s_recover_index (fpx_storage_t *self, const char *dir, uint32_t tenant_id, const char *tenant, const char *name,
-                 fpx_object_t *object, char *factory, size_t factory_size, char *reason,
-                 size_t reason_size,
-                 uint64_t *vectors)
+s_recover_index (fpx_storage_t *self, const char *dir, uint32_t tenant_id, const char *tenant,
+                 const char *name, fpx_object_t *object, char *factory, size_t factory_size,
+                 char *reason, size_t reason_size, uint64_t *vectors)
 {
     char path [PATH_MAX], aside [PATH_MAX + 64], why [1024], label [2 * FPX_NAME_MAX + 2];
     snprintf (label, sizeof label, "%s/%s", tenant, name);
@@ -1593,8 +1597,8 @@ fpx_storage_evict (fpx_entry_t *entry, char *err, size_t err_size)
         return 1;
     //  Never wait for a name lock here: the caller may be making room
     //  for a load, and whoever holds it may wait for that entry's lock.
-    pthread_mutex_t *name_lock = fpx_registry_name_lock_try (entry->wal->store->registry, entry->tenant,
-                                                             entry->name);
+    fpx_registry_t *registry = entry->wal->store->registry;
+    pthread_mutex_t *name_lock = fpx_registry_name_lock_try (registry, entry->tenant, entry->name);
     if (!name_lock)
         return 1;
     int rc = fpx_storage_snapshot (entry, err, err_size);

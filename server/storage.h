@@ -74,7 +74,8 @@ fpx_storage_t *fpx_storage_new (const fpx_storage_config_t *config, fpx_registry
 
 /*  Stops the snapshotter, snapshots every named entry with unsnapshotted
     records (clean shutdown), releases the directory's lock and frees the
-    storage; clears *self_p. Before the registry goes.                   */
+    storage; clears *self_p. Before the registry goes: the entries' logs
+    may outlive it, but are only destroyed after (with the registry).    */
 void fpx_storage_destroy (fpx_storage_t **self_p);
 
 /*  Loads every named index of the configured tenants into the registry:
