@@ -97,9 +97,10 @@ s_read_array (fpx_call_t *call, const char *key, int64_t hi, const char *what,
               fpx_mp_value_t *array, int *count)
 {
     *count = 0;
+    memset (array, 0, sizeof *array);   //  absent or refused: no elements
     int rc = fpx_params_get_value (&call->params, key, array);
     if (rc == 1) {
-        array->v.seq.count = 0;
+        memset (array, 0, sizeof *array);
         return 0;
     }
     if (rc || array->type != FPX_MP_ARRAY || array->v.seq.count > (uint64_t) hi)
